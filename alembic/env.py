@@ -1,0 +1,46 @@
+"""Alembic environment: async, and reading the same settings as keystile itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import pool
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from alembic import context
+from keystile.settings import load_settings
+
+config = context.config
+
+
+def _database_url() -> str:
+    # `keystile migrate` passes the URL it resolved (possibly an embedded server).
+    url = config.attributes.get("database_url")
+    if url is None:
+        configured = load_settings().database_url
+        if configured is None:
+            raise SystemExit("KEYSTILE_DATABASE_URL is not set; run `keystile migrate` instead")
+        url = configured.get_secret_value()
+    return str(url).replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def _run(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_online() -> None:
+    engine = create_async_engine(_database_url(), poolclass=pool.NullPool)
+    async with engine.connect() as connection:
+        await connection.run_sync(_run)
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=_database_url(), literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_run_online())

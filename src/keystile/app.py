@@ -1,0 +1,82 @@
+"""`create_app`: the Quart application. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from quart import Quart, Response, g
+from quart_auth import QuartAuth
+from quart_schema import QuartSchema
+
+from keystile.bootstrap import Overrides, build_services
+from keystile.settings import Settings, SettingsError, load_settings
+from keystile.web import health
+from keystile.web.api import blueprints as api_blueprints
+from keystile.web.context import EXTENSION_KEY
+from keystile.web.errors import register_error_handlers
+
+__all__ = ["create_app", "session_cookie_name"]
+
+_AUTH_VARY = ("Cookie", "Authorization")
+
+
+def session_cookie_name(settings: Settings) -> str:
+    """`__Host-` binds the cookie to this exact origin, over HTTPS only (S8)."""
+    return "__Host-keystile_session" if settings.cookie_secure else "keystile_session"
+
+
+def create_app(settings: Settings | None = None, *, overrides: Overrides | None = None) -> Quart:
+    """Return a configured keystile app; its services are built when it starts serving."""
+    settings = settings or load_settings()
+    secret_key = settings.read_secret_key()
+    if secret_key is None:
+        raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
+
+    app = Quart("keystile")
+    app.secret_key = secret_key
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        QUART_SCHEMA_CONVERSION_PREFERENCE="pydantic",
+    )
+    # Registered before QuartAuth's hook, so it runs after it and sees its Set-Cookie.
+    app.after_request(_cache_headers)
+    QuartAuth(
+        app,
+        cookie_name=session_cookie_name(settings),
+        cookie_secure=settings.cookie_secure,
+        cookie_samesite=settings.cookie_samesite,
+        cookie_http_only=True,
+        duration=settings.session_absolute_lifetime_seconds,
+        salt="keystile session",
+    )
+    QuartSchema(app, info={"title": "keystile", "version": "1"})
+    register_error_handlers(app)
+    app.register_blueprint(health.blueprint)
+    for blueprint in api_blueprints:
+        app.register_blueprint(blueprint)
+
+    @app.while_serving
+    async def _lifespan() -> AsyncIterator[None]:
+        async with build_services(settings, overrides) as services:
+            app.extensions[EXTENSION_KEY] = services
+            yield
+            del app.extensions[EXTENSION_KEY]
+
+    return app
+
+
+async def _cache_headers(response: Response) -> Response:
+    """Default every response to no-store; mark credential-dependent ones (S20, S21)."""
+    headers = response.headers
+    auth_dependent = g.get("keystile_auth_dependent", False)
+    if auth_dependent:
+        for name in _AUTH_VARY:
+            if name not in response.vary:
+                response.vary.add(name)
+    if "Set-Cookie" in headers or "Cache-Control" not in headers:
+        headers["Cache-Control"] = "no-store"
+    elif auth_dependent and "public" in headers["Cache-Control"]:
+        headers["Cache-Control"] = "private, no-store"
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response

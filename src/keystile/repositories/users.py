@@ -1,0 +1,121 @@
+"""Users in PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+import asyncpg
+
+from keystile.repositories.database import Database
+
+__all__ = ["PostgresUserRepository", "User", "UserRepository"]
+
+_COLUMNS = "id, email, password_hash, password_changed_at, token_epoch, disabled_at, created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A stored account."""
+
+    id: UUID
+    email: str
+    password_hash: str
+    password_changed_at: datetime
+    token_epoch: int
+    disabled_at: datetime | None
+    created_at: datetime
+
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None
+
+
+def _user(row: asyncpg.Record | None) -> User | None:
+    return None if row is None else User(**dict(row))
+
+
+class UserRepository(Protocol):
+    """What services need from user storage."""
+
+    async def insert_user(self, email: str, password_hash: str) -> User | None: ...
+    async def select_user_by_email(self, email: str) -> User | None: ...
+    async def select_user_by_id(self, user_id: UUID) -> User | None: ...
+    async def update_password_hash(
+        self, user_id: UUID, old_hash: str, new_hash: str, *, changed: bool
+    ) -> User | None: ...
+    async def disable_user(self, user_id: UUID) -> User | None: ...
+    async def select_users(self, limit: int, after_email: str = "") -> list[User]: ...
+
+
+class PostgresUserRepository:
+    """Users table access; every query here is served by an index."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def insert_user(self, email: str, password_hash: str) -> User | None:
+        """Insert a user; return None when the email is taken (case-insensitively)."""
+        row = await self._db.fetchrow(
+            f"INSERT INTO users (email, password_hash) VALUES ($1, $2) "
+            f"ON CONFLICT (lower(email)) DO NOTHING RETURNING {_COLUMNS}",
+            email,
+            password_hash,
+        )
+        return _user(row)
+
+    async def select_user_by_email(self, email: str) -> User | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
+        )
+        return _user(row)
+
+    async def select_user_by_id(self, user_id: UUID) -> User | None:
+        row = await self._db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)
+        return _user(row)
+
+    async def update_password_hash(
+        self, user_id: UUID, old_hash: str, new_hash: str, *, changed: bool
+    ) -> User | None:
+        """Swap the hash if it is still `old_hash` (compare-and-set); `changed` marks a new password.
+
+        A new password also bumps the token epoch, ending every access token (S3, S17).
+        Returns None when another writer got there first.
+        """
+        row = await self._db.fetchrow(
+            f"UPDATE users SET password_hash = $3, updated_at = now(), "
+            f"password_changed_at = CASE WHEN $4 THEN now() ELSE password_changed_at END, "
+            f"token_epoch = token_epoch + CASE WHEN $4 THEN 1 ELSE 0 END "
+            f"WHERE id = $1 AND password_hash = $2 RETURNING {_COLUMNS}",
+            user_id,
+            old_hash,
+            new_hash,
+            changed,
+        )
+        return _user(row)
+
+    async def disable_user(self, user_id: UUID) -> User | None:
+        """Mark the user disabled and bump its token epoch; end its sessions (S10)."""
+        async with self._db.transaction() as connection:
+            row = await connection.fetchrow(
+                f"UPDATE users SET disabled_at = coalesce(disabled_at, now()), "
+                f"token_epoch = token_epoch + 1, updated_at = now() "
+                f"WHERE id = $1 RETURNING {_COLUMNS}",
+                user_id,
+            )
+            await connection.execute(
+                "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+                user_id,
+            )
+        return _user(row)
+
+    async def select_users(self, limit: int, after_email: str = "") -> list[User]:
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM users WHERE lower(email) > lower($1) "
+            f"ORDER BY lower(email) LIMIT $2",
+            after_email,
+            limit,
+        )
+        return [User(**dict(row)) for row in rows]

@@ -1,0 +1,80 @@
+"""Resolve where PostgreSQL and Redis are, starting embedded ones when none is configured."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keystile.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_secret_key_file
+from keystile.settings import Settings, find_settings_file, load_settings
+
+__all__ = ["Runtime", "migrate", "project_root", "runtime"]
+
+_log = logging.getLogger(__name__)
+
+
+def project_root() -> Path:
+    """Return the directory holding `alembic.ini` (the checkout, or the image's app dir)."""
+    settings_file = find_settings_file()
+    for candidate in (Path.cwd(), settings_file.parent if settings_file else None):
+        if candidate is not None and (candidate / "alembic.ini").is_file():
+            return candidate
+    return Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Runtime:
+    """Settings with every URL and the secret key resolved."""
+
+    settings: Settings
+    started: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def runtime(**overrides: object) -> Iterator[Runtime]:
+    """Yield settings whose URLs point at real servers, embedded if need be.
+
+    The resolved values are also exported as KEYSTILE_* variables, so Hypercorn's
+    worker processes (which load settings themselves) see the same servers.
+    """
+    settings = load_settings(**overrides)
+    data_dir = settings.data_dir.resolve()
+    postgres = redis = None
+    resolved: dict[str, str] = {}
+    started: list[str] = []
+    try:
+        if settings.database_url is None:
+            postgres = EmbeddedPostgres(data_dir)
+            resolved["database_url"] = postgres.start()
+            started.append(f"PostgreSQL (embedded) in {postgres.pgdata}")
+        if settings.redis_url is None:
+            redis = EmbeddedRedis(data_dir)
+            resolved["redis_url"] = redis.start()
+            started.append(f"Redis (embedded) at {redis.url}, data in {redis.directory}")
+        if settings.secret_key is None and settings.secret_key_file is None:
+            resolved["secret_key_file"] = str(ensure_secret_key_file(data_dir))
+        for key, value in {**{k: str(v) for k, v in overrides.items()}, **resolved}.items():
+            os.environ[f"KEYSTILE_{key.upper()}"] = value
+        yield Runtime(load_settings(**overrides, **resolved), started)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    """Bring the database schema to `revision` with alembic."""
+    from alembic import command
+    from alembic.config import Config
+
+    if settings.database_url is None:
+        raise ValueError("database_url must be resolved before migrating")
+    config = Config(str(project_root() / "alembic.ini"))
+    config.attributes["database_url"] = settings.database_url.get_secret_value()
+    # alembic's env.py runs its own event loop: call this from synchronous code only.
+    command.upgrade(config, revision)

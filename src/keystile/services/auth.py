@@ -1,0 +1,90 @@
+"""Registration and password login."""
+
+from __future__ import annotations
+
+import logging
+
+from keystile.errors import InvalidCredentials
+from keystile.repositories.audit import PostgresAuditLog
+from keystile.repositories.users import User, UserRepository
+from keystile.services.password_policy import PasswordPolicy
+from keystile.services.passwords import PasswordHasher
+from keystile.services.sessions import SessionService
+from keystile.services.types import ClientInfo
+
+__all__ = ["AuthService"]
+
+_log = logging.getLogger(__name__)
+
+
+class AuthService:
+    """Register users and check their passwords."""
+
+    def __init__(
+        self,
+        users: UserRepository,
+        sessions: SessionService,
+        hasher: PasswordHasher,
+        policy: PasswordPolicy,
+        audit: PostgresAuditLog,
+    ) -> None:
+        self._users = users
+        self._sessions = sessions
+        self._hasher = hasher
+        self._policy = policy
+        self._audit = audit
+
+    async def register(self, email: str, password: str, client: ClientInfo) -> None:
+        """Create an account, or do nothing if the email is taken.
+
+        Both cases cost one hash and return the same way, so the answer does not
+        tell a caller which emails have accounts (S6).
+        """
+        password = self._policy.check_new(password)
+        password_hash = await self._hasher.hash(password)
+        user = await self._users.insert_user(email, password_hash)
+        if user is None:
+            await self._audit.record("register_existing_email", ip=client.ip)
+            return
+        await self._audit.record("register", user_id=user.id, ip=client.ip)
+
+    async def authenticate(self, email: str, password: str, client: ClientInfo) -> User:
+        """Return the user whose credentials these are, or raise `InvalidCredentials`.
+
+        Unknown users and disabled users cost a dummy verification, so every failure
+        takes the same time and gives the same error (S6).
+        """
+        password = self._policy.check_length(password)
+        user = await self._users.select_user_by_email(email)
+        if user is None or not user.is_active:
+            await self._hasher.verify_dummy(password)
+            await self._audit.record(
+                "login_failed", user_id=user.id if user else None, ip=client.ip, reason="account"
+            )
+            raise InvalidCredentials()
+        if not await self._hasher.verify(user.password_hash, password):
+            await self._audit.record("login_failed", user_id=user.id, ip=client.ip)
+            raise InvalidCredentials()
+        if self._hasher.needs_rehash(user.password_hash):
+            user = await self._rehash(user, password)
+        return user
+
+    async def login(self, email: str, password: str, client: ClientInfo) -> tuple[User, str]:
+        """Check the credentials and start a cookie session; return the user and session id."""
+        user = await self.authenticate(email, password, client)
+        session_id = await self._sessions.create(user, client)
+        await self._audit.record(
+            "login", user_id=user.id, ip=client.ip, user_agent=client.user_agent, via="session"
+        )
+        return user, session_id
+
+    async def _rehash(self, user: User, password: str) -> User:
+        # Upgrading the hash is best effort: a concurrent writer wins and we keep the old one.
+        new_hash = await self._hasher.hash(password)
+        updated = await self._users.update_password_hash(
+            user.id, user.password_hash, new_hash, changed=False
+        )
+        if updated is not None:
+            _log.info("password hash upgraded", extra={"user_id": str(user.id)})
+            return updated
+        return user

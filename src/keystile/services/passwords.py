@@ -1,0 +1,104 @@
+"""Argon2id hashing off the event loop, behind admission control (S4, S5)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from keystile.errors import Overloaded
+
+__all__ = ["Argon2Parameters", "PasswordHasher"]
+
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Parameters:
+    """Argon2id cost parameters; OWASP's minimum is the default."""
+
+    memory_kib: int = 19 * 1024
+    time_cost: int = 2
+    parallelism: int = 1
+
+
+class PasswordHasher:
+    """Hash and verify passwords in a bounded thread pool.
+
+    At most `threads` hashes run at once; at most `queue_limit` more wait. Past that,
+    `Overloaded` is raised at once, before any work is spent, so a login storm turns
+    into fast 503s instead of queueing into timeouts. argon2 releases the GIL, so the
+    threads run in parallel with each other and with the event loop.
+    """
+
+    def __init__(
+        self,
+        parameters: Argon2Parameters,
+        *,
+        threads: int,
+        queue_limit: int,
+        retry_after: int = 1,
+    ) -> None:
+        self._hasher = argon2.PasswordHasher(
+            time_cost=parameters.time_cost,
+            memory_cost=parameters.memory_kib,
+            parallelism=parameters.parallelism,
+            type=argon2.Type.ID,
+        )
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self._capacity = threads + queue_limit
+        self._in_flight = 0
+        self._retry_after = retry_after
+        self.parameters = parameters
+        # Unknown users verify against this, so their timing matches a real account (S6).
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    @property
+    def in_flight(self) -> int:
+        """Hashes running or waiting right now."""
+        return self._in_flight
+
+    async def hash(self, password: str) -> str:
+        """Return an argon2id hash of `password`."""
+        return await self._run(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """Return whether `password` matches `password_hash`; malformed hashes never match."""
+        return await self._run(self._verify_sync, password_hash, password)
+
+    async def verify_dummy(self, password: str) -> bool:
+        """Spend one verification's time and return False (unknown or disabled users)."""
+        await self._run(self._verify_sync, self._dummy_hash, password)
+        return False
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Return whether a stored hash is weaker than the current parameters."""
+        try:
+            return self._hasher.check_needs_rehash(password_hash)
+        except (InvalidHashError, ValueError):
+            return True
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _verify_sync(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    async def _run(self, func: Callable[..., _R], *args: str) -> _R:
+        if self._in_flight >= self._capacity:
+            raise Overloaded(self._retry_after)
+        self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, func, *args)
+        finally:
+            self._in_flight -= 1

@@ -1,0 +1,163 @@
+"""Settings: `settings.toml` defaults, overridden by `KEYSTILE_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "SettingsError", "find_settings_file", "load_settings"]
+
+_ENV_PREFIX = "KEYSTILE_"
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the key."""
+
+
+def find_settings_file() -> Path | None:
+    """Return the settings file: $KEYSTILE_SETTINGS_FILE, ./settings.toml, or the project's."""
+    explicit = os.environ.get(f"{_ENV_PREFIX}SETTINGS_FILE")
+    if explicit:
+        return Path(explicit)
+    for candidate in (Path.cwd() / "settings.toml", _PROJECT_ROOT / "settings.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class Settings(BaseSettings):
+    """Every knob keystile has. `settings.toml` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=_ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- serving ---
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=256)
+    data_dir: Path = Path("var")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = Field(default=16 * 1024, ge=1024)
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+
+    # --- PostgreSQL (empty url: an embedded server under data_dir) ---
+    database_url: SecretStr | None = None
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    db_acquire_timeout: float = Field(default=2.0, gt=0)
+    db_statement_timeout: float = Field(default=5.0, gt=0)
+    db_statement_cache_size: int = Field(default=256, ge=0)
+
+    # --- Redis (empty url: an embedded server under data_dir) ---
+    redis_url: SecretStr | None = None
+    redis_socket_timeout: float = Field(default=0.5, gt=0)
+    redis_connect_timeout: float = Field(default=0.5, gt=0)
+    redis_pool_size: int = Field(default=50, ge=1)
+
+    # --- secrets (environment or a 0600 file only; embedded mode makes one) ---
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+
+    # --- password hashing (argon2id) ---
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=8)
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    hash_threads: int = Field(default=0, ge=0, description="0 means the CPU count")
+    hash_queue_limit: int = Field(default=0, ge=0, description="0 means 4 x hash_threads")
+    hash_retry_after_seconds: int = Field(default=1, ge=1)
+    password_min_length: int = Field(default=8, ge=8)
+    password_max_length: int = Field(default=1024, ge=64, le=1024)
+
+    # --- cookie sessions ---
+    cookie_secure: bool = True
+    cookie_samesite: Literal["Lax", "Strict"] = "Lax"
+    session_idle_timeout_seconds: int = Field(default=30 * 60, ge=60)
+    session_absolute_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
+    session_touch_interval_seconds: int = Field(default=60, ge=1)
+
+    @field_validator("database_url", "redis_url", "secret_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = find_settings_file()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def embedded(self) -> bool:
+        """True when PostgreSQL or Redis must be started locally."""
+        return self.database_url is None or self.redis_url is None
+
+    @property
+    def hash_thread_count(self) -> int:
+        return self.hash_threads or (os.cpu_count() or 1)
+
+    @property
+    def hash_queue_bound(self) -> int:
+        return self.hash_queue_limit or 4 * self.hash_thread_count
+
+    def read_secret_key(self) -> bytes | None:
+        """Return the secret key from the environment or the 0600 key file, if any."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        if self.secret_key_file is None:
+            return None
+        return read_secret_file(self.secret_key_file)
+
+
+def read_secret_file(path: Path) -> bytes:
+    """Read a secret from a file that only its owner can read."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SettingsError(f"secret_key_file: {path} must not be readable by others (chmod 600)")
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise SettingsError(f"secret_key_file: {path} holds fewer than 32 bytes")
+    return key
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning a validation failure into one error naming each bad key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "settings"
+            env = f"{_ENV_PREFIX}{key.upper()}"
+            problems.append(f"{key} ({env}): {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,9 @@
+"""The JSON API blueprints, under /v1."""
+
+from quart import Blueprint
+
+from keystile.web.api import me, sessions, users
+
+__all__ = ["blueprints"]
+
+blueprints: tuple[Blueprint, ...] = (users.blueprint, sessions.blueprint, me.blueprint)
