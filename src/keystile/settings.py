@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=8 * 1024, ge=1024)
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
 
     # --- PostgreSQL (empty url: an embedded server under data_dir) ---

@@ -79,7 +79,9 @@ class PostgresUserRepository:
     async def update_password_hash(
         self, user_id: UUID, old_hash: str, new_hash: str, *, changed: bool
     ) -> User | None:
-        """Swap the hash if it is still `old_hash` (compare-and-set); `changed` marks a new password.
+        """Swap the hash if it is still `old_hash` (compare-and-set).
+
+        `changed` marks a new password rather than a rehash of the same one.
 
         A new password also bumps the token epoch, ending every access token (S3, S17).
         Returns None when another writer got there first.

@@ -95,6 +95,11 @@ def _http_error(error: HTTPException) -> Response:
     return response
 
 
+def _undecodable_body(_: UnicodeDecodeError) -> Response:
+    # Quart decodes the body lazily, so invalid UTF-8 surfaces inside the handler.
+    return error_response(400, *_HTTP_CODES[400])
+
+
 def _unexpected(error: Exception) -> Response:
     # Last resort: log the trace for operators; the client gets no detail at all.
     _log.error("unhandled error", exc_info=error)
@@ -106,4 +111,5 @@ def register_error_handlers(app: Quart) -> None:
     app.register_error_handler(KeystileError, _domain_error)
     app.register_error_handler(RequestSchemaValidationError, _validation_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(UnicodeDecodeError, _undecodable_body)
     app.register_error_handler(Exception, _unexpected)

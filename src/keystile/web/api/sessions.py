@@ -21,7 +21,7 @@ blueprint = Blueprint("sessions", __name__)
 @blueprint.post("/v1/sessions")
 @validate_request(LoginRequest)
 @validate_response(LoginResponse, 201)
-async def login(data: LoginRequest) -> ResponseReturnValue:
+async def login(data: LoginRequest) -> tuple[LoginResponse, int]:
     """Log in with email and password; the session cookie comes back in Set-Cookie."""
     check_same_origin()  # login CSRF: no other site may log a browser into an account
     user, session_id = await services().auth.login(data.email, data.password, client_info())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from quart import Blueprint
-from quart.typing import ResponseReturnValue
 from quart_schema import validate_request, validate_response
 
 from keystile.web.context import client_info, services
@@ -15,7 +14,7 @@ blueprint = Blueprint("users", __name__)
 @blueprint.post("/v1/users")
 @validate_request(RegisterRequest)
 @validate_response(AcceptedResponse, 202)
-async def register(data: RegisterRequest) -> ResponseReturnValue:
+async def register(data: RegisterRequest) -> tuple[AcceptedResponse, int]:
     """Register an account.
 
     The answer is the same whether or not the email already had an account (S6).

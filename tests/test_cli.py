@@ -1,0 +1,136 @@
+"""The `keystile` command: serve with the embedded default, and account administration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keystile.embedded import free_port
+from tests.conftest import PASSWORD, Backing, Client, login, unique_email
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYSTILE = [sys.executable, "-m", "keystile"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
+    env.update(
+        KEYSTILE_SETTINGS_FILE=str(ROOT / "settings.toml"),
+        KEYSTILE_ARGON2_MEMORY_KIB="64",
+        KEYSTILE_ARGON2_TIME_COST="1",
+        **extra,
+    )
+    return env
+
+
+def _run(backing: Backing, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = _env(
+        KEYSTILE_DATABASE_URL=backing.database_url,
+        KEYSTILE_REDIS_URL=backing.redis_url,
+        KEYSTILE_SECRET_KEY="k" * 40,
+    )
+    return subprocess.run(
+        [*KEYSTILE, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_user_create_list_disable(backing: Backing) -> None:
+    email = unique_email()
+    created = _run(backing, "user", "create", email, "--password-stdin", stdin=PASSWORD + "\n")
+    assert created.returncode == 0, created.stderr
+    assert email in created.stdout
+
+    listed = _run(backing, "user", "list", "--after", email[:-1], "--limit", "1")
+    assert listed.returncode == 0, listed.stderr
+    assert email in listed.stdout
+    assert "active" in listed.stdout
+
+    again = _run(backing, "user", "create", email, "--password-stdin", stdin=PASSWORD + "\n")
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+
+    disabled = _run(backing, "user", "disable", email)
+    assert disabled.returncode == 0, disabled.stderr
+    assert "disabled" in _run(backing, "user", "list", "--after", email[:-1]).stdout
+
+
+def test_user_create_refuses_a_weak_password(backing: Backing) -> None:
+    result = _run(backing, "user", "create", unique_email(), "--password-stdin", stdin="short\n")
+    assert result.returncode == 2
+    assert "at least 8" in result.stderr
+
+
+async def test_disabled_user_cannot_log_in_and_its_sessions_end(
+    backing: Backing, client: Client
+) -> None:
+    # S10 (sessions part) and S6: a disabled account answers like a wrong password.
+    email = unique_email()
+    assert (
+        _run(backing, "user", "create", email, "--password-stdin", stdin=PASSWORD).returncode == 0
+    )
+    assert (await login(client, email)).status_code == 201
+    assert (await client.get("/v1/me")).status_code == 200
+
+    assert _run(backing, "user", "disable", email).returncode == 0
+
+    assert (await client.get("/v1/me")).status_code == 401
+    refused = await login(client, email)
+    unknown = await login(client, unique_email())
+    assert refused.status_code == 401
+    assert await refused.get_data() == await unknown.get_data()
+
+
+@pytest.mark.slow
+def test_serve_with_embedded_default_over_real_http(tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(KEYSTILE_COOKIE_SECURE="false", KEYSTILE_DATA_DIR=str(tmp_path / "var"))
+    server = subprocess.Popen(
+        [*KEYSTILE, "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(base, server)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            email = unique_email()
+            body = {"email": email, "password": PASSWORD}
+            assert http.post("/v1/users", json=body).status_code == 202
+            assert http.post("/v1/sessions", json=body).status_code == 201
+            me = http.get("/v1/me")
+            assert me.status_code == 200
+            assert me.json()["email"] == email
+            assert http.delete("/v1/sessions/current").status_code == 204
+            assert http.get("/v1/me").status_code == 401
+            huge = http.get("/healthz", headers={"X-Big": "x" * 20000})
+            assert huge.status_code == 431  # S24: over-long headers
+        assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert f"serving on http://127.0.0.1:{port}" in output
+    assert str(tmp_path / "var") in output
+    assert server.returncode == 0
+
+
+def _wait_until_ready(base: str, server: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"keystile serve exited: {server.stdout.read()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("keystile serve did not become ready")

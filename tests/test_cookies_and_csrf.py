@@ -1,0 +1,74 @@
+"""Cookie flags (S8) and CSRF protection of cookie-authenticated changes (S11)."""
+
+from __future__ import annotations
+
+from keystile.app import create_app
+from keystile.settings import Settings
+from tests.conftest import Backing, Client, login, make_settings, register, unique_email
+
+
+async def test_secure_cookie_has_host_prefix_and_every_flag(backing: Backing) -> None:
+    # S8: Secure, HttpOnly, SameSite=Lax and the __Host- prefix (so no Domain, Path=/).
+    app = create_app(make_settings(backing, cookie_secure=True))
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        email = unique_email()
+        await register(client, email)
+        response = await client.post(
+            "/v1/sessions",
+            json={"email": email, "password": "correct horse battery staple"},
+            scheme="https",
+        )
+    assert response.status_code == 201
+    cookie = response.headers["Set-Cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert cookie.startswith("__Host-keystile_session=")
+    assert {"secure", "httponly", "samesite", "path"} <= attributes
+    assert "domain" not in attributes
+    assert "SameSite=Lax" in cookie
+    assert "Path=/" in cookie
+
+
+async def _logged_in(client: Client) -> None:
+    email = unique_email()
+    await register(client, email)
+    assert (await login(client, email)).status_code == 201
+
+
+async def test_cross_site_logout_is_refused(client: Client) -> None:
+    # S11: a state change authenticated by cookie from another site gets 403.
+    await _logged_in(client)
+    response = await client.delete("/v1/sessions/current", headers={"Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 403
+    assert (await response.get_json())["error"]["code"] == "csrf_failed"
+    assert (await client.get("/v1/me")).status_code == 200
+
+
+async def test_foreign_origin_logout_is_refused(client: Client) -> None:
+    await _logged_in(client)
+    response = await client.delete(
+        "/v1/sessions/current", headers={"Origin": "https://evil.example"}
+    )
+    assert response.status_code == 403
+    assert (await client.get("/v1/me")).status_code == 200
+
+
+async def test_same_origin_logout_is_allowed(client: Client) -> None:
+    await _logged_in(client)
+    response = await client.delete(
+        "/v1/sessions/current", headers={"Sec-Fetch-Site": "same-origin"}
+    )
+    assert response.status_code == 204
+
+
+async def test_cross_site_login_is_refused(client: Client, settings: Settings) -> None:
+    # Login CSRF: another site must not log a browser into the attacker's account.
+    email = unique_email()
+    await register(client, email)
+    response = await client.post(
+        "/v1/sessions",
+        json={"email": email, "password": "correct horse battery staple"},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert response.status_code == 403
+    assert "Set-Cookie" not in response.headers
