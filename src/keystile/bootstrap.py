@@ -32,6 +32,7 @@ from keystile.services import (
 )
 from keystile.settings import Settings, SettingsError
 from keystile.stores import create_redis
+from keystile.stores.cache import InvalidationListener
 
 __all__ = ["Overrides", "Services", "build_services"]
 
@@ -50,6 +51,7 @@ class Services:
     settings: Settings
     database: Database
     redis: Redis
+    invalidation: InvalidationListener
     users: PostgresUserRepository
     audit: PostgresAuditLog
     hasher: PasswordHasher
@@ -100,6 +102,7 @@ async def build_services(
         max_connections=settings.redis_pool_size,
     )
     hasher = overrides.hasher or build_hasher(settings)
+    invalidation = InvalidationListener(redis)
     try:
         database = Database(
             pool,
@@ -117,10 +120,12 @@ async def build_services(
             absolute_lifetime=timedelta(seconds=settings.session_absolute_lifetime_seconds),
             touch_interval=timedelta(seconds=settings.session_touch_interval_seconds),
         )
+        invalidation.start()
         yield Services(
             settings=settings,
             database=database,
             redis=redis,
+            invalidation=invalidation,
             users=users,
             audit=audit,
             hasher=hasher,
@@ -130,6 +135,7 @@ async def build_services(
             admin=UserAdminService(users, hasher, policy, sessions),
         )
     finally:
+        await invalidation.stop()
         if overrides.hasher is None:
             hasher.close()
         await redis.aclose()

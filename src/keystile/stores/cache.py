@@ -1,0 +1,217 @@
+"""Two-level caching: in-process, over Redis, over the source of truth.
+
+The hot paths (token epochs, session state, user lookups) read from a small
+in-process cache first, so a steady-state request does no network I/O. Writers
+call `invalidate`, which deletes the Redis copy and publishes the key on a Redis
+channel; every worker's `InvalidationListener` drops its local copy within
+milliseconds. If a message is lost (Redis restarting, a partition), local entries
+still expire after their short TTL. Concurrent misses for one key share one load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+__all__ = ["InvalidationListener", "LocalCache", "SingleFlight", "TieredCache"]
+
+_log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+CHANNEL = "keystile:invalidate"
+_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class LocalCache(Generic[K, V]):
+    """A bounded in-process mapping whose entries expire after `ttl` seconds."""
+
+    def __init__(self, *, ttl: float, max_entries: int = 100_000) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires_at, value = entry
+        if expires_at <= time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return value
+
+    def set(self, key: K, value: V, ttl: float | None = None) -> None:
+        lifetime = self._ttl if ttl is None else min(ttl, self._ttl)
+        if lifetime <= 0:
+            return
+        self._entries[key] = (time.monotonic() + lifetime, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def delete(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class SingleFlight(Generic[K, V]):
+    """Run at most one load per key at a time; concurrent callers await the same result."""
+
+    def __init__(self) -> None:
+        self._pending: dict[K, asyncio.Future[V]] = {}
+
+    async def run(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            # Mark retrieved: if no one else was waiting, this is not an "unhandled" error.
+            future.exception()
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            del self._pending[key]
+
+
+class TieredCache(Generic[V]):
+    """Local cache over Redis over a loader, for one namespace of string keys.
+
+    Values must survive a JSON round trip through `encode`/`decode`. Redis trouble
+    never fails a read: it is skipped and the loader answers.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        redis: Redis,
+        *,
+        encode: Callable[[V], Any],
+        decode: Callable[[Any], V],
+        local_ttl: float,
+        redis_ttl: float,
+        max_entries: int = 100_000,
+    ) -> None:
+        self.namespace = namespace
+        self._redis = redis
+        self._encode = encode
+        self._decode = decode
+        self._redis_ttl = redis_ttl
+        self.local: LocalCache[str, V] = LocalCache(ttl=local_ttl, max_entries=max_entries)
+        self._flight: SingleFlight[str, V | None] = SingleFlight()
+
+    def _redis_key(self, key: str) -> str:
+        return f"keystile:{self.namespace}:{key}"
+
+    async def get(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        """Return the value for `key`, loading it at most once across concurrent callers."""
+        value = self.local.get(key)
+        if value is not None:
+            return value
+        return await self._flight.run(key, lambda: self._load(key, load))
+
+    async def _load(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        try:
+            raw = await self._redis.get(self._redis_key(key))
+        except _REDIS_FAILURES:
+            raw = None
+        if raw is not None:
+            value: V = self._decode(json.loads(raw))
+        else:
+            loaded = await load()
+            if loaded is None:
+                return None
+            value = loaded
+            with contextlib.suppress(*_REDIS_FAILURES):
+                await self._redis.set(
+                    self._redis_key(key),
+                    json.dumps(self._encode(value)),
+                    px=int(self._redis_ttl * 1000),
+                )
+        self.local.set(key, value)
+        return value
+
+    async def invalidate(self, key: str) -> None:
+        """Forget `key` here, in Redis, and (through pub/sub) on every other worker."""
+        self.local.delete(key)
+        try:
+            await self._redis.delete(self._redis_key(key))
+            await self._redis.publish(CHANNEL, json.dumps([self.namespace, key]))
+        except _REDIS_FAILURES:
+            # Other workers' copies now live until their TTL; say so loudly.
+            _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
+
+
+class InvalidationListener:
+    """Subscribe to the invalidation channel and drop local copies as messages arrive.
+
+    Reconnects by itself when Redis comes back; while it is away, local entries
+    expire by TTL, so nothing stays stale for longer than a few seconds.
+    """
+
+    def __init__(self, redis: Redis, *, retry_interval: float = 0.5) -> None:
+        self._redis = redis
+        self._retry_interval = retry_interval
+        self._caches: dict[str, LocalCache[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    def register(self, cache: TieredCache[Any]) -> None:
+        self._caches[cache.namespace] = cache.local
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="invalidation")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _apply(self, data: bytes | str) -> None:
+        try:
+            namespace, key = json.loads(data)
+        except (ValueError, TypeError):
+            return
+        cache = self._caches.get(namespace)
+        if cache is not None:
+            cache.delete(key)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    # Entries cached while we were deaf may have missed messages.
+                    for cache in self._caches.values():
+                        cache.clear()
+                    self.ready.set()
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None and message["type"] == "message":
+                            self._apply(message["data"])
+            except _REDIS_FAILURES:
+                self.ready.clear()
+                await asyncio.sleep(self._retry_interval)

@@ -1,0 +1,166 @@
+"""The in-process cache over Redis: invalidation reaches every worker, misses coalesce."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from keystile.embedded import EmbeddedRedis
+from keystile.stores import create_redis
+from keystile.stores.cache import InvalidationListener, LocalCache, SingleFlight, TieredCache
+from tests.conftest import Backing
+
+
+class Worker:
+    """One worker's view: its own Redis client, cache and listener."""
+
+    def __init__(self, redis_url: str, namespace: str) -> None:
+        self.redis = create_redis(
+            redis_url, socket_timeout=0.5, connect_timeout=0.5, max_connections=10
+        )
+        self.cache: TieredCache[int] = TieredCache(
+            namespace, self.redis, encode=int, decode=int, local_ttl=30, redis_ttl=60
+        )
+        self.listener = InvalidationListener(self.redis, retry_interval=0.1)
+        self.listener.register(self.cache)
+
+    async def start(self) -> None:
+        self.listener.start()
+        await asyncio.wait_for(self.listener.ready.wait(), timeout=5)
+
+    async def close(self) -> None:
+        await self.listener.stop()
+        await self.redis.aclose()
+
+
+@pytest.fixture(name="workers")
+async def _workers(backing: Backing) -> AsyncIterator[tuple[Worker, Worker]]:
+    namespace = f"test-{uuid.uuid4().hex}"
+    pair = (Worker(backing.redis_url, namespace), Worker(backing.redis_url, namespace))
+    for worker in pair:
+        await worker.start()
+    yield pair
+    for worker in pair:
+        await worker.close()
+
+
+async def _constant(value: int) -> int:
+    return value
+
+
+async def test_invalidation_reaches_the_other_worker_within_a_second(
+    workers: tuple[Worker, Worker],
+) -> None:
+    first, second = workers
+    assert await first.cache.get("k", lambda: _constant(1)) == 1
+    assert await second.cache.get("k", lambda: _constant(1)) == 1
+    assert second.cache.local.get("k") == 1
+
+    await first.cache.invalidate("k")
+    deadline = time.monotonic() + 1.0
+    while second.cache.local.get("k") is not None:
+        assert time.monotonic() < deadline, "invalidation did not arrive within 1 s"
+        await asyncio.sleep(0.01)
+    assert await second.cache.get("k", lambda: _constant(2)) == 2
+
+
+async def test_concurrent_misses_for_one_key_run_one_load(
+    workers: tuple[Worker, Worker],
+) -> None:
+    first, _ = workers
+    calls = 0
+
+    async def slow_load() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return 7
+
+    results = await asyncio.gather(*(first.cache.get("hot", slow_load) for _ in range(20)))
+    assert results == [7] * 20
+    assert calls == 1
+
+
+async def test_second_worker_reads_the_redis_copy_without_loading(
+    workers: tuple[Worker, Worker],
+) -> None:
+    first, second = workers
+    await first.cache.get("shared", lambda: _constant(5))
+
+    async def must_not_load() -> int:
+        raise AssertionError("loaded from the source despite a Redis copy")
+
+    assert await second.cache.get("shared", must_not_load) == 5
+
+
+async def test_reads_fall_back_to_the_loader_when_redis_is_down(tmp_path: Path) -> None:
+    redis_server = EmbeddedRedis(tmp_path, persist=False)
+    worker = Worker(redis_server.start(), "down")
+    try:
+        await worker.start()
+        redis_server.stop()
+        started = time.monotonic()
+        assert await worker.cache.get("k", lambda: _constant(3)) == 3
+        await worker.cache.invalidate("k")  # logged, never raised
+        assert time.monotonic() - started < 2.0
+    finally:
+        await worker.close()
+        redis_server.stop()
+
+
+async def test_listener_reconnects_when_redis_returns(tmp_path: Path) -> None:
+    redis_server = EmbeddedRedis(tmp_path, persist=False)
+    url = redis_server.start()
+    first, second = Worker(url, "back"), Worker(url, "back")
+    try:
+        for worker in (first, second):
+            await worker.start()
+        redis_server.stop()
+        await asyncio.sleep(0.3)
+        redis_server.start()  # same port
+        await asyncio.wait_for(second.listener.ready.wait(), timeout=5)
+        await second.cache.get("k", lambda: _constant(1))
+        await first.cache.invalidate("k")
+        deadline = time.monotonic() + 1.0
+        while second.cache.local.get("k") is not None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+    finally:
+        for worker in (first, second):
+            await worker.close()
+        redis_server.stop()
+
+
+def test_local_entries_expire_after_their_ttl() -> None:
+    cache: LocalCache[str, int] = LocalCache(ttl=0.05)
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    time.sleep(0.06)
+    assert cache.get("k") is None
+
+
+def test_local_cache_is_bounded() -> None:
+    cache: LocalCache[int, int] = LocalCache(ttl=60, max_entries=3)
+    for i in range(5):
+        cache.set(i, i)
+    assert len(cache) == 3
+    assert cache.get(0) is None
+    assert cache.get(4) == 4
+
+
+async def test_single_flight_shares_a_failure_with_every_waiter() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+
+    async def failing() -> int:
+        await asyncio.sleep(0.01)
+        raise ValueError("boom")
+
+    results = await asyncio.gather(
+        *(flight.run("k", failing) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(result, ValueError) for result in results)
