@@ -176,6 +176,7 @@ class InvalidationListener:
         self._retry_interval = retry_interval
         self._caches: dict[str, LocalCache[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.ready = asyncio.Event()
 
     def register(self, cache: TieredCache[Any]) -> None:
@@ -185,6 +186,7 @@ class InvalidationListener:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="invalidation")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -200,7 +202,7 @@ class InvalidationListener:
             cache.delete(key)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
@@ -208,10 +210,14 @@ class InvalidationListener:
                     for cache in self._caches.values():
                         cache.clear()
                     self.ready.set()
-                    while True:
+                    while not self._stopping:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None and message["type"] == "message":
                             self._apply(message["data"])
             except _REDIS_FAILURES:
+                # redis-py's own timeouts can turn our cancel() into a TimeoutError.
+                task = asyncio.current_task()
+                if self._stopping or (task is not None and task.cancelling()):
+                    raise asyncio.CancelledError() from None
                 self.ready.clear()
                 await asyncio.sleep(self._retry_interval)
