@@ -44,7 +44,7 @@ class SessionRepository(Protocol):
     async def select_session(self, id_hash: bytes) -> SessionRecord | None: ...
     async def touch_session(self, id_hash: bytes, seen_at: datetime) -> None: ...
     async def revoke_session(self, id_hash: bytes) -> bool: ...
-    async def revoke_user_sessions(self, user_id: UUID) -> int: ...
+    async def revoke_user_sessions(self, user_id: UUID, *, keep: bytes | None = None) -> int: ...
 
 
 class PostgresSessionRepository:
@@ -85,9 +85,12 @@ class PostgresSessionRepository:
         )
         return status.endswith(" 1")
 
-    async def revoke_user_sessions(self, user_id: UUID) -> int:
+    async def revoke_user_sessions(self, user_id: UUID, *, keep: bytes | None = None) -> int:
+        """Revoke every live session of the user except `keep`; return how many."""
         status = await self._db.execute(
-            "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+            "UPDATE sessions SET revoked_at = now() "
+            "WHERE user_id = $1 AND revoked_at IS NULL AND id_hash IS DISTINCT FROM $2",
             user_id,
+            keep,
         )
         return int(status.rsplit(" ", 1)[-1])

@@ -47,6 +47,7 @@ class UserRepository(Protocol):
         self, user_id: UUID, old_hash: str, new_hash: str, *, changed: bool
     ) -> User | None: ...
     async def disable_user(self, user_id: UUID) -> User | None: ...
+    async def bump_token_epoch(self, user_id: UUID) -> User | None: ...
     async def select_users(self, limit: int, after_email: str = "") -> list[User]: ...
 
 
@@ -111,6 +112,15 @@ class PostgresUserRepository:
                 "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
                 user_id,
             )
+        return _user(row)
+
+    async def bump_token_epoch(self, user_id: UUID) -> User | None:
+        """Invalidate every access token of the user issued so far (S17)."""
+        row = await self._db.fetchrow(
+            f"UPDATE users SET token_epoch = token_epoch + 1, updated_at = now() "
+            f"WHERE id = $1 RETURNING {_COLUMNS}",
+            user_id,
+        )
         return _user(row)
 
     async def select_users(self, limit: int, after_email: str = "") -> list[User]:

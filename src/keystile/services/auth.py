@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from keystile.errors import InvalidCredentials
+from keystile.errors import Conflict, InvalidCredentials, NotAuthenticated
 from keystile.repositories.audit import PostgresAuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
 from keystile.services.sessions import SessionService
-from keystile.services.types import ClientInfo
+from keystile.services.types import ClientInfo, Principal
 
 __all__ = ["AuthService"]
 
@@ -77,6 +77,42 @@ class AuthService:
             "login", user_id=user.id, ip=client.ip, user_agent=client.user_agent, via="session"
         )
         return user, session_id
+
+    async def change_password(
+        self,
+        principal: Principal,
+        current_password: str,
+        new_password: str,
+        client: ClientInfo,
+    ) -> None:
+        """Replace the password of the caller; it must prove the current one (S3).
+
+        Every other session ends and the token epoch moves on, so access tokens
+        issued before now stop working (S3, S17). The calling session survives.
+        """
+        user = await self._users.select_user_by_id(principal.user_id)
+        if user is None or not user.is_active:
+            raise NotAuthenticated()
+        current_password = self._policy.check_length(current_password)
+        if not await self._hasher.verify(user.password_hash, current_password):
+            await self._audit.record("password_change_failed", user_id=user.id, ip=client.ip)
+            raise InvalidCredentials("The current password is incorrect.")
+        new_hash = await self._hasher.hash(self._policy.check_new(new_password))
+        if (
+            await self._users.update_password_hash(
+                user.id, user.password_hash, new_hash, changed=True
+            )
+            is None
+        ):
+            raise Conflict("The password was changed by another request; try again.")
+        await self._sessions.end_all(user.id, keep=principal.session_id_hash)
+        await self._audit.record("password_changed", user_id=user.id, ip=client.ip)
+
+    async def logout_everywhere(self, principal: Principal, client: ClientInfo) -> None:
+        """End every session of the caller (this one included) and every access token (S17)."""
+        await self._users.bump_token_epoch(principal.user_id)
+        await self._sessions.end_all(principal.user_id)
+        await self._audit.record("logout_everywhere", user_id=principal.user_id, ip=client.ip)
 
     async def _rehash(self, user: User, password: str) -> User:
         # Upgrading the hash is best effort: a concurrent writer wins and we keep the old one.

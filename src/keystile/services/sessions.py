@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 from keystile.errors import NotAuthenticated
 from keystile.repositories.sessions import SessionRecord, SessionRepository
@@ -74,6 +75,10 @@ class SessionService:
     async def end(self, session_id_hash: bytes) -> None:
         """Revoke one session."""
         await self._repository.revoke_session(session_id_hash)
+
+    async def end_all(self, user_id: UUID, *, keep: bytes | None = None) -> int:
+        """Revoke every session of the user, except `keep` if given; return how many."""
+        return await self._repository.revoke_user_sessions(user_id, keep=keep)
 
     def _is_live(self, record: SessionRecord, now: datetime) -> bool:
         return (

@@ -16,6 +16,7 @@ __all__ = [
     "LoginResponse",
     "MeResponse",
     "Password",
+    "PasswordChangeRequest",
     "RegisterRequest",
     "UserResponse",
 ]
@@ -47,6 +48,11 @@ class RegisterRequest(_Request):
 class LoginRequest(_Request):
     email: Email
     password: Password
+
+
+class PasswordChangeRequest(_Request):
+    current_password: Password
+    new_password: Password
 
 
 class UserResponse(BaseModel):
