@@ -31,5 +31,35 @@ format: install
 	$(BIN)/ruff check --fix src tests bench alembic
 	$(BIN)/ruff format src tests bench alembic
 
+# Benchmark (bench/README.md). The harness runs in .venv (plus bench/requirements.txt);
+# the Flask baseline gets its own .venv-bench so its stack never mixes with keystile's.
+# wrk is a Debian package: installed with apt-get when missing and we are root.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+HARNESS_STAMP := $(VENV)/.bench-installed-stamp
+BENCH_WRK = command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+	&& apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+	|| { echo "make bench needs wrk: apt-get install wrk" >&2; exit 1; }
+
+$(BENCH_STAMP): bench/baseline_flask/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/baseline_flask/requirements.txt
+	touch $@
+
+$(HARNESS_STAMP): bench/requirements.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+# `make bench BENCH_ARGS=--full` for the long profile; `python -m bench --help` lists options.
+bench: install $(BENCH_STAMP) $(HARNESS_STAMP)
+	@$(BENCH_WRK)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Every scenario for about a second each (CI keeps the harness working; no thresholds).
+bench-smoke: install $(BENCH_STAMP) $(HARNESS_STAMP)
+	@$(BENCH_WRK)
+	$(BIN)/python -m bench --smoke $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

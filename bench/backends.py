@@ -1,0 +1,72 @@
+"""PostgreSQL and Redis for a bench run: embedded by default, or the URLs given.
+
+Embedded servers live under their own data directory (`var/bench` by default), never
+the developer's `var/`, because the bench deletes and reseeds the `bench-user-*` rows.
+Both keystile and the Flask baseline are pointed at the same servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
+from keystile.runtime import migrate
+from keystile.settings import load_settings
+
+__all__ = ["Backends", "backends"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    """Where the data lives, and which processes to meter for database CPU."""
+
+    database_url: str
+    redis_url: str
+    embedded: bool
+    pids: tuple[int, ...] = field(default_factory=tuple)
+
+
+def _postgres_pid(pgdata: Path) -> int | None:
+    try:
+        return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _redis_pid(directory: Path) -> int | None:
+    try:
+        return int(json.loads((directory / "server.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@contextlib.contextmanager
+def backends(data_dir: Path, database_url: str | None, redis_url: str | None) -> Iterator[Backends]:
+    """Yield migrated backends; stop whatever this call started on the way out."""
+    postgres = redis = None
+    try:
+        if database_url is None:
+            postgres = EmbeddedPostgres(data_dir)
+            database_url = postgres.start()
+        if redis_url is None:
+            redis = EmbeddedRedis(data_dir, persist=False)
+            redis_url = redis.start()
+        migrate(load_settings(database_url=database_url, redis_url=redis_url))
+        pids = [
+            pid
+            for pid in (
+                _postgres_pid(postgres.pgdata) if postgres else None,
+                _redis_pid(redis.directory) if redis else None,
+            )
+            if pid is not None
+        ]
+        yield Backends(database_url, redis_url, postgres is not None, tuple(pids))
+    finally:
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()

@@ -1,0 +1,122 @@
+"""PNG figures of a run (matplotlib, headless).
+
+- `<run>-latency.png`: p50 and p99 latency of GET /v1/me against the connection
+  count, for keystile, the baseline and the bare-Quart ceiling. A service that
+  scales holds its p50 flat until the CPU saturates, then grows linearly (queueing).
+- `<run>-throughput.png`: requests per second of every scenario, keystile next to
+  the baseline, with the two ceilings; log scale, since logins are hash-bound.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+
+import matplotlib.pyplot as plt
+
+from bench.report import Report
+
+__all__ = ["plot_latency", "plot_throughput"]
+
+_COLOURS = {"keystile": "#1f77b4", "baseline": "#d62728", "ceiling": "#7f7f7f"}
+_STYLES = {"me-bearer": "-", "me-cookie": "--", "framework-ceiling": ":"}
+
+
+def plot_latency(report: Report, path: Path) -> bool:
+    """Draw latency vs concurrency; return False when there was nothing to draw."""
+    series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for point in report.sweeps:
+        series.setdefault((point.target, point.scenario), []).append(
+            (point.connections, point.p50_ms, point.p99_ms)
+        )
+    if not series:
+        return False
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
+    for (target, scenario), points in sorted(series.items()):
+        points.sort()
+        xs = [p[0] for p in points]
+        for axis, column in ((axes[0], 1), (axes[1], 2)):
+            axis.plot(
+                xs,
+                [p[column] for p in points],
+                marker="o",
+                color=_COLOURS.get(target, "black"),
+                linestyle=_STYLES.get(scenario, "-"),
+                label=f"{target}: {scenario}",
+            )
+    for axis, title in ((axes[0], "p50"), (axes[1], "p99")):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("concurrent connections (closed loop, keep-alive)")
+        axis.set_ylabel(f"{title} latency (ms, log)")
+        axis.set_title(f"GET /v1/me {title} latency vs concurrency")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=8, loc="upper left")
+    figure.suptitle(_subtitle(report), fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def plot_throughput(report: Report, path: Path) -> bool:
+    """Draw requests/s per scenario, keystile vs baseline, with the ceilings."""
+    scenarios = [
+        m.scenario
+        for m in report.measurements
+        if m.target == "keystile" and not m.scenario.startswith("scale-")
+    ]
+    if not scenarios:
+        return False
+    figure, axis = plt.subplots(figsize=(11, 5.5))
+    width = 0.38
+    for offset, target in ((-width / 2, "keystile"), (width / 2, "baseline")):
+        values = []
+        for scenario in scenarios:
+            measurement = report.find(target, scenario)
+            values.append(measurement.rps if measurement and measurement.rps else 0.0)
+        bars = axis.barh(
+            [i + offset for i in range(len(scenarios))],
+            values,
+            height=width,
+            color=_COLOURS[target],
+            label=target,
+        )
+        for bar, value in zip(bars, values, strict=True):
+            text = f"{value:,.0f}" if value else "skipped / not run"
+            axis.text(
+                max(value, 1) * 1.05,
+                bar.get_y() + bar.get_height() / 2,
+                text,
+                va="center",
+                fontsize=8,
+            )
+    for name, style in (("hash-ceiling", ":"), ("framework-ceiling", "--")):
+        ceiling = report.find("ceiling", name)
+        if ceiling and ceiling.rps:
+            axis.axvline(ceiling.rps, color=_COLOURS["ceiling"], linestyle=style)
+            axis.text(ceiling.rps, -0.9, f" {name}\n {ceiling.rps:,.0f}/s", fontsize=8)
+    axis.set_yticks(range(len(scenarios)), scenarios)
+    axis.invert_yaxis()
+    axis.set_xscale("log")
+    axis.set_xlabel("requests per second (median of rounds, log scale; storm: reads during it)")
+    axis.set_title(f"Throughput per scenario\n{_subtitle(report)}", fontsize=10)
+    axis.legend(loc="lower right")
+    axis.grid(True, axis="x", which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def _subtitle(report: Report) -> str:
+    meta = report.meta
+    params = meta["parameters"]
+    return (
+        f"{meta['run_id']}: {meta['machine']['cores']} cores, {params['workers']} workers,"
+        f" argon2id m={params['argon2_memory_kib']} KiB t={params['argon2_time_cost']}"
+        f" p={params['argon2_parallelism']}"
+    )

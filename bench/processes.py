@@ -1,0 +1,149 @@
+"""Server processes under test: start, wait until ready, meter their CPU, stop.
+
+Each server runs in its own process group so stopping it also stops its workers
+(Hypercorn and gunicorn fork them), and nothing else on the machine is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+__all__ = ["CpuMeter", "ServerProcess", "http_status"]
+
+
+def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | None:
+    """Return the status of GET `path`, or None if nothing answers."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def _tree_cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of these processes and all their descendants."""
+    total = 0.0
+    seen: set[int] = set()
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in members:
+            if process.pid in seen:
+                continue
+            seen.add(process.pid)
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    return total
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds spent by a set of process trees between `start()` and `stop()`.
+
+    Processes that exit in between take their CPU with them, which is why servers
+    here keep their workers and pooled connections for the whole measurement.
+    """
+
+    pids: tuple[int, ...]
+    _start: float = 0.0
+
+    def start(self) -> None:
+        self._start = _tree_cpu_seconds(self.pids)
+
+    def stop(self) -> float:
+        return max(0.0, _tree_cpu_seconds(self.pids) - self._start)
+
+
+class ServerProcess:
+    """A server command run in its own process group, logging to a file."""
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        port: int,
+        env: Mapping[str, str],
+        cwd: Path,
+        log_path: Path,
+        ready_path: str = "/healthz",
+    ) -> None:
+        self.name = name
+        self.command = command
+        self.port = port
+        self.host = "127.0.0.1"
+        self._env = dict(env)
+        self._cwd = cwd
+        self.log_path = log_path
+        self._ready_path = ready_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._process.pid
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        """Start the server and wait until `ready_path` answers 200."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.command,
+                cwd=self._cwd,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at startup; see {self.log_path}")
+            if http_status(self.host, self.port, self._ready_path) == 200:
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(
+            f"{self.name} was not ready within {timeout_s:.0f} s; see {self.log_path}"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM the process group, then SIGKILL it if it has not gone in time."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        group = os.getpgid(process.pid)
+        os.killpg(group, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(group, signal.SIGKILL)
+            process.wait()
+        # Workers may outlive the master by a moment; the group id is still ours to end.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)

@@ -1,0 +1,183 @@
+"""Write a run's results: JSON (everything), Markdown (the tables a person reads).
+
+Files are named `<date>-<host>` so runs on different machines or days sit side by
+side in bench/results/. For full and quick runs the Markdown is also pasted into
+bench/README.md between its results markers, so the README shows the latest run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.checks import Check
+from bench.measure import Measurement, SweepPoint
+
+__all__ = ["Report", "update_readme", "write_json", "write_markdown"]
+
+_README_BLOCK = re.compile(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", re.DOTALL)
+
+
+@dataclass
+class Report:
+    """One run: its context, measurements, sweeps and target checks."""
+
+    meta: dict[str, Any]
+    measurements: list[Measurement]
+    sweeps: list[SweepPoint]
+    checks: list[Check]
+
+    def find(self, target: str, scenario: str) -> Measurement | None:
+        return next(
+            (m for m in self.measurements if m.key == (target, scenario) and not m.skipped), None
+        )
+
+
+def write_json(report: Report, path: Path) -> None:
+    data = {
+        "meta": report.meta,
+        "measurements": [m.to_dict() for m in report.measurements],
+        "sweeps": [_sweep(p) for p in report.sweeps],
+        "checks": [c.to_dict() for c in report.checks],
+    }
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _sweep(point: SweepPoint) -> dict[str, Any]:
+    return {
+        "target": point.target,
+        "scenario": point.scenario,
+        "connections": point.connections,
+        "rps": round(point.rps, 1),
+        "p50_ms": round(point.p50_ms, 3),
+        "p99_ms": round(point.p99_ms, 3),
+    }
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _problems(m: Measurement) -> str:
+    parts = [f"{n}x{status}" for status, n in m.statuses.items() if not status.startswith("2")]
+    parts += [f"{n} {kind}" for kind, n in m.errors.items() if n]
+    return ", ".join(parts) or "none"
+
+
+_CEILING_OF = {
+    "login-cold": "hash-ceiling",
+    "login-warm": "hash-ceiling",
+    "me-bearer": "framework-ceiling",
+    "me-cookie": "framework-ceiling",
+    "refresh": "framework-ceiling",
+}
+
+
+def _ratios(report: Report, m: Measurement) -> str:
+    if m.rps is None or m.target == "ceiling":
+        return ""
+    parts = []
+    ceiling_name = _CEILING_OF.get(m.scenario.split("/")[-1])
+    ceiling = report.find("ceiling", ceiling_name) if ceiling_name else None
+    if ceiling and ceiling.rps:
+        parts.append(f"{m.rps / ceiling.rps:.2f} x {ceiling_name.split('-')[0]}")
+    if m.target == "keystile":
+        baseline = report.find("baseline", m.scenario)
+        if baseline and baseline.rps:
+            parts.append(f"{m.rps / baseline.rps:.2f} x baseline")
+    return "; ".join(parts)
+
+
+def _cpu(m: Measurement) -> str:
+    if m.cpu_s_per_1k is None:
+        return "-"
+    db = f" + {m.db_cpu_s_per_1k:.2f} db" if m.db_cpu_s_per_1k is not None else ""
+    return f"{m.cpu_s_per_1k:.2f}{db}"
+
+
+def markdown(report: Report, images: list[str]) -> str:
+    """Return the run as Markdown: context, the results table, the targets, the plots."""
+    meta = report.meta
+    machine = meta["machine"]
+    params = meta["parameters"]
+    lines = [
+        f"Run **{meta['run_id']}** ({meta['profile']} profile, {meta['started']}, commit"
+        f" `{meta.get('commit', '?')}`): {machine['cpu_model']}, {machine['cores']} cores,"
+        f" {machine['memory_gib']} GiB, {machine['os']}; Python {machine['python']};"
+        f" {machine['wrk']}.",
+        "",
+        f"Workers: **{params['workers']}** per server."
+        f" argon2id: m={params['argon2_memory_kib']} KiB,"
+        f" t={params['argon2_time_cost']}, p={params['argon2_parallelism']}; keystile hash threads"
+        f" {params['hash_threads']} + queue {params['hash_queue_limit']} per worker."
+        f" Connections: {params['connections']} (reads), {params['login_connections']} (logins),"
+        f" {params['storm_connections']} (storm logins). Rounds: {params['rounds']} x"
+        f" {params['duration_s']:g} s after a {params['warmup_s']:g} s warm-up; medians shown,"
+        f" max is the max over rounds. Users stored: {params['users_stored']:,}."
+        f" Login endpoint: `{params['login_path']}`.",
+        "",
+        "| target | scenario | conn | req/s | p50 ms | p99 ms | max ms | non-2xx / errors | ratio"
+        " | CPU s / 1k req (app + db) |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for m in report.measurements:
+        if m.skipped:
+            lines.append(f"| {m.target} | {m.scenario} | | | | | | skipped: {m.skipped} | | |")
+            continue
+        lines.append(
+            f"| {m.target} | {m.scenario} | {m.connections or '-'} | {_num(m.rps)} |"
+            f" {_num(m.p50_ms, 2)} | {_num(m.p99_ms, 2)} | {_num(m.max_ms, 1)} | {_problems(m)} |"
+            f" {_ratios(report, m)} | {_cpu(m)} |"
+        )
+    storms = [m for m in report.measurements if m.scenario == "storm" and not m.skipped]
+    if storms:
+        lines += [
+            "",
+            "Storm detail (reads alone vs during the login storm; login answers by status):",
+            "",
+            "| target | reads | p99 alone ms | p99 storm ms | ratio | login answers"
+            " | 503 p50 / p99 ms (probe) | timeouts | other 5xx |",
+            "|---|---|---:|---:|---:|---|---|---:|---:|",
+        ]
+        for m in storms:
+            e = m.extra
+            rejected = e["probe"].get("503")
+            rejected_text = (
+                f"{rejected['p50_ms']:.1f} / {rejected['p99_ms']:.1f}" if rejected else "no 503"
+            )
+            answers = ", ".join(f"{n}x{s}" for s, n in e["login_statuses"].items()) or "-"
+            storm_p99 = _num(e["me_p99_storm_ms"]) if e["me_completed_storm"] else "none completed"
+            lines.append(
+                f"| {m.target} | {e['me_scenario']} | {e['me_p99_alone_ms']:.1f} |"
+                f" {storm_p99} | {e['me_p99_ratio'] or '-'} | {answers} | {rejected_text} |"
+                f" {e['timeouts']} | {e['non_503_5xx']} |"
+            )
+    lines += ["", "Targets (BENCHMARK.md):", "", "| target | measured | wanted | verdict |"]
+    lines.append("|---|---|---|---|")
+    for check in report.checks:
+        verdict = {"met": "met", "MISSED": "**MISSED**"}.get(check.verdict, check.verdict)
+        lines.append(f"| {check.name} | {check.measured} | {check.target} | {verdict} |")
+    lines.append("")
+    for image in images:
+        lines.append(f"![{image}]({image})")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: Report, path: Path, images: list[str]) -> str:
+    text = markdown(report, images)
+    path.write_text(f"# keystile bench {report.meta['run_id']}\n\n{text}")
+    return text
+
+
+def update_readme(readme: Path, text: str) -> bool:
+    """Replace the README's results block with `text`; return whether it was found."""
+    original = readme.read_text()
+    if not _README_BLOCK.search(original):
+        return False
+    readme.write_text(
+        _README_BLOCK.sub(lambda match: match.group(1) + text + match.group(2), original)
+    )
+    return True
