@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LINT_PATHS := $(wildcard src tests bench alembic examples scripts)
 
 .PHONY: install run test lint format bench bench-smoke clean
 
@@ -23,13 +24,13 @@ test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests bench alembic
-	$(BIN)/ruff format --check src tests bench alembic
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy --strict src
 
 format: install
-	$(BIN)/ruff check --fix src tests bench alembic
-	$(BIN)/ruff format src tests bench alembic
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+	$(BIN)/ruff format $(LINT_PATHS)
 
 # Benchmark (bench/README.md). The harness runs in .venv (plus bench/requirements.txt);
 # the Flask baseline gets its own .venv-bench so its stack never mixes with keystile's.
