@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -115,11 +116,14 @@ def test_serve_with_embedded_default_over_real_http(tmp_path: Path) -> None:
             assert huge.status_code == 431  # S24: over-long headers
         assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
     finally:
-        server.terminate()
+        server.send_signal(signal.SIGINT)  # Ctrl-C
         output, _ = server.communicate(timeout=30)
     assert f"serving on http://127.0.0.1:{port}" in output
     assert str(tmp_path / "var") in output
     assert server.returncode == 0
+    # Ctrl-C stopped everything serve started: no server is left on its data directory.
+    assert not (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
+    assert not (tmp_path / "var" / "redis" / "server.json").exists()
 
 
 def _wait_until_ready(base: str, server: subprocess.Popen[str], timeout: float = 60) -> None:
