@@ -8,6 +8,7 @@ latency is the max over all rounds; counts are summed.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.processes import CpuMeter
+from bench.processes import CpuMeter, machine_busy_seconds
 from bench.wrk import WrkResult
 
 __all__ = ["Measurement", "SweepPoint", "measure_rounds", "progress"]
@@ -45,6 +46,7 @@ class Measurement:
     cpu_s_per_1k: float | None = None
     db_cpu_s_per_1k: float | None = None
     server_cores: float | None = None
+    other_cores: float | None = None  # CPU used by anything but servers, db and load generator
     skipped: str | None = None
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -82,6 +84,12 @@ class SweepPoint:
     p99_ms: float
 
 
+def _harness_cpu_seconds() -> float:
+    """CPU of this process plus its finished children (each wrk run, once waited for)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -104,13 +112,19 @@ def measure_rounds(
     server_cpu, db_cpu = CpuMeter(server_pids), CpuMeter(db_pids)
     results: list[WrkResult] = []
     wall = 0.0
-    server_cpu.start()
-    db_cpu.start()
+    busy_before, started = machine_busy_seconds(), time.monotonic()
+    harness_before = _harness_cpu_seconds()
+    for meter in (server_cpu, db_cpu):
+        meter.start()
     for _ in range(rounds):
         results.append(run(duration_s))
         wall += results[-1].duration_s
     cpu_s, db_s = server_cpu.stop(), db_cpu.stop()
-    return summarise(target, scenario, results, cpu_s, db_s, wall, note=note)
+    harness_s = _harness_cpu_seconds() - harness_before
+    other = machine_busy_seconds() - busy_before - cpu_s - db_s - harness_s
+    measurement = summarise(target, scenario, results, cpu_s, db_s, wall, note=note)
+    measurement.other_cores = max(0.0, other) / max(time.monotonic() - started, 1e-6)
+    return measurement
 
 
 def summarise(
@@ -130,14 +144,16 @@ def summarise(
         statuses.update(result.statuses)
         errors.update({k: v for k, v in result.errors.items() if v and k != "status"})
     requests = sum(r.requests for r in results)
+    # A round in which nothing completed has no latencies (wrk reports zeros): leave it out.
+    timed = [r for r in results if r.requests]
     return Measurement(
         target=target,
         scenario=scenario,
         connections=results[0].connections,
         rps=_median([r.rps for r in results]),
-        p50_ms=_median([r.p50_ms for r in results]),
-        p99_ms=_median([r.p99_ms for r in results]),
-        max_ms=max(r.max_ms for r in results),
+        p50_ms=_median([r.p50_ms for r in timed]) if timed else None,
+        p99_ms=_median([r.p99_ms for r in timed]) if timed else None,
+        max_ms=max(r.max_ms for r in timed) if timed else None,
         requests=requests,
         statuses=dict(sorted(statuses.items())),
         errors=dict(errors),

@@ -49,6 +49,8 @@ def plot_latency(report: Report, path: Path) -> bool:
             )
     for axis, title in ((axes[0], "p50"), (axes[1], "p99")):
         axis.set_xscale("log", base=2)
+        levels = sorted({p.connections for p in report.sweeps})
+        axis.set_xticks(levels, [str(level) for level in levels])
         axis.set_yscale("log")
         axis.set_xlabel("concurrent connections (closed loop, keep-alive)")
         axis.set_ylabel(f"{title} latency (ms, log)")
@@ -73,32 +75,41 @@ def plot_throughput(report: Report, path: Path) -> bool:
         return False
     figure, axis = plt.subplots(figsize=(11, 5.5))
     width = 0.38
+    ceilings = [
+        (name, style, m.rps)
+        for name, style in (("hash-ceiling", ":"), ("framework-ceiling", "--"))
+        if (m := report.find("ceiling", name)) is not None and m.rps
+    ]
+    values = {
+        target: [
+            (m.rps or 0.0) if (m := report.find(target, scenario)) else 0.0
+            for scenario in scenarios
+        ]
+        for target in ("keystile", "baseline")
+    }
+    everything = [v for vs in values.values() for v in vs if v] + [c[2] for c in ceilings]
+    left, right = min(everything, default=1.0) / 3, max(everything, default=10.0) * 4
     for offset, target in ((-width / 2, "keystile"), (width / 2, "baseline")):
-        values = []
-        for scenario in scenarios:
-            measurement = report.find(target, scenario)
-            values.append(measurement.rps if measurement and measurement.rps else 0.0)
         bars = axis.barh(
             [i + offset for i in range(len(scenarios))],
-            values,
+            values[target],
             height=width,
             color=_COLOURS[target],
             label=target,
         )
-        for bar, value in zip(bars, values, strict=True):
-            text = f"{value:,.0f}" if value else "skipped / not run"
+        for bar, value in zip(bars, values[target], strict=True):
             axis.text(
-                max(value, 1) * 1.05,
+                (value if value else left) * 1.08,
                 bar.get_y() + bar.get_height() / 2,
-                text,
+                f"{value:,.0f}" if value else "skipped (endpoint not available)",
                 va="center",
                 fontsize=8,
             )
-    for name, style in (("hash-ceiling", ":"), ("framework-ceiling", "--")):
-        ceiling = report.find("ceiling", name)
-        if ceiling and ceiling.rps:
-            axis.axvline(ceiling.rps, color=_COLOURS["ceiling"], linestyle=style)
-            axis.text(ceiling.rps, -0.9, f" {name}\n {ceiling.rps:,.0f}/s", fontsize=8)
+    for name, style, rate in ceilings:
+        axis.axvline(
+            rate, color=_COLOURS["ceiling"], linestyle=style, label=f"{name} {rate:,.0f}/s"
+        )
+    axis.set_xlim(left, right)
     axis.set_yticks(range(len(scenarios)), scenarios)
     axis.invert_yaxis()
     axis.set_xscale("log")

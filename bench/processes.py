@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["CpuMeter", "ServerProcess", "http_status"]
+__all__ = ["CpuMeter", "ServerProcess", "http_status", "machine_busy_seconds"]
 
 
 def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | None:
@@ -53,6 +53,12 @@ def _tree_cpu_seconds(pids: Iterable[int]) -> float:
                 continue
             total += times.user + times.system
     return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has spent busy (all cores, since boot)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 @dataclass

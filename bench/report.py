@@ -120,27 +120,34 @@ def markdown(report: Report, images: list[str]) -> str:
         f" Login endpoint: `{params['login_path']}`.",
         "",
         "| target | scenario | conn | req/s | p50 ms | p99 ms | max ms | non-2xx / errors | ratio"
-        " | CPU s / 1k req (app + db) |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|---:|",
+        " | CPU s / 1k req (app + db) | other load |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for m in report.measurements:
         if m.skipped:
-            lines.append(f"| {m.target} | {m.scenario} | | | | | | skipped: {m.skipped} | | |")
+            lines.append(f"| {m.target} | {m.scenario} | | | | | | skipped: {m.skipped} | | | |")
             continue
         lines.append(
             f"| {m.target} | {m.scenario} | {m.connections or '-'} | {_num(m.rps)} |"
             f" {_num(m.p50_ms, 2)} | {_num(m.p99_ms, 2)} | {_num(m.max_ms, 1)} | {_problems(m)} |"
-            f" {_ratios(report, m)} | {_cpu(m)} |"
+            f" {_ratios(report, m)} | {_cpu(m)} | {_num(m.other_cores, 2)} |"
         )
+    lines += [
+        "",
+        "*ratio*: req/s against the matching ceiling (hash for logins, framework for reads) and,"
+        " for keystile, against the baseline's same scenario. *other load*: cores busy with"
+        " anything but the server under test, its databases and the load generator (other"
+        " users of a shared machine); high values mean noisy figures.",
+    ]
     storms = [m for m in report.measurements if m.scenario == "storm" and not m.skipped]
     if storms:
         lines += [
             "",
             "Storm detail (reads alone vs during the login storm; login answers by status):",
             "",
-            "| target | reads | p99 alone ms | p99 storm ms | ratio | login answers"
-            " | 503 p50 / p99 ms (probe) | timeouts | other 5xx |",
-            "|---|---|---:|---:|---:|---|---|---:|---:|",
+            "| target | reads | req/s alone | req/s storm | p99 alone ms | p99 storm ms | ratio"
+            " | login answers | 503 p50 / p99 ms (probe) | timeouts | other 5xx |",
+            "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
         ]
         for m in storms:
             e = m.extra
@@ -151,7 +158,8 @@ def markdown(report: Report, images: list[str]) -> str:
             answers = ", ".join(f"{n}x{s}" for s, n in e["login_statuses"].items()) or "-"
             storm_p99 = _num(e["me_p99_storm_ms"]) if e["me_completed_storm"] else "none completed"
             lines.append(
-                f"| {m.target} | {e['me_scenario']} | {e['me_p99_alone_ms']:.1f} |"
+                f"| {m.target} | {e['me_scenario']} | {_num(e['me_rps_alone'])} | {_num(m.rps)} |"
+                f" {e['me_p99_alone_ms']:.1f} |"
                 f" {storm_p99} | {e['me_p99_ratio'] or '-'} | {answers} | {rejected_text} |"
                 f" {e['timeouts']} | {e['non_503_5xx']} |"
             )
