@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import argon2
+
+from bench.wrk import WrkResult
 
 __all__ = ["hash_ceiling"]
 
@@ -27,23 +30,40 @@ def _verify_loop(
 
 
 def hash_ceiling(
-    memory_kib: int, time_cost: int, parallelism: int, *, threads: int, duration_s: float
-) -> tuple[float, float]:
-    """Return (verifications per second, CPU seconds used) over `duration_s`."""
+    memory_kib: int, time_cost: int, parallelism: int, *, threads: int
+) -> Callable[[float], WrkResult]:
+    """Return a round runner: verify for `duration_s` on `threads` threads, count them.
+
+    The result is shaped like a wrk run (requests over duration) so the hash ceiling
+    can be an arm of the same interleaved measurement as the login scenarios.
+    """
     hasher = argon2.PasswordHasher(
         time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=argon2.Type.ID
     )
     password = "ceiling-password"  # noqa: S105 - a throwaway input to time the hash
     password_hash = hasher.hash(password)
-    barrier = threading.Barrier(threads)
 
-    def worker(stop_after: float) -> int:
-        barrier.wait()
-        return _verify_loop(hasher, password_hash, password, time.monotonic() + stop_after)
+    def run(duration_s: float) -> WrkResult:
+        barrier = threading.Barrier(threads)
 
-    cpu_before = time.process_time()
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        counts = list(pool.map(worker, [duration_s] * threads))
-    elapsed = time.monotonic() - started
-    return sum(counts) / elapsed, time.process_time() - cpu_before
+        def worker(_: int) -> int:
+            barrier.wait()
+            return _verify_loop(hasher, password_hash, password, time.monotonic() + duration_s)
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            counts = list(pool.map(worker, range(threads)))
+        elapsed = time.monotonic() - started
+        return WrkResult(
+            connections=threads,
+            duration_s=elapsed,
+            requests=sum(counts),
+            p50_ms=0.0,
+            p90_ms=0.0,
+            p99_ms=0.0,
+            max_ms=0.0,
+            mean_ms=0.0,
+            statuses={"200": sum(counts)},
+        )
+
+    return run

@@ -1,9 +1,14 @@
-"""Measurements: a warm-up, several rounds, medians, and the servers' CPU per request.
+"""Measurements: interleaved rounds, medians, and the servers' CPU per request.
 
-Each scenario is run once to warm up (connections, caches, JIT-free but lazy imports)
-and that run is thrown away; then `rounds` runs are kept. Rates and percentiles are
-the medians of the rounds (robust to one noisy round on a shared machine); the max
-latency is the max over all rounds; counts are summed.
+The machine is shared (other people's test suites, the load generator itself), and
+its free CPU changes from one minute to the next. So the sides of a comparison
+(keystile, the baseline, a ceiling) are measured as *arms* of one interleaved run:
+each arm warms up once (thrown away), then round 1 runs every arm back to back,
+round 2 again in a rotated order, and so on. Noise that drifts over minutes then
+hits every arm alike, and the ratios the targets are about stay meaningful.
+
+Rates and percentiles are the medians of an arm's rounds; the max latency is the max
+over its rounds; counts are summed; CPU is metered around the arm's own rounds only.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.processes import CpuMeter, machine_busy_seconds
+from bench.processes import machine_busy_seconds, tree_cpu_seconds
 from bench.wrk import WrkResult
 
-__all__ = ["Measurement", "SweepPoint", "measure_rounds", "progress"]
+__all__ = ["Arm", "Measurement", "SweepPoint", "measure_interleaved", "progress", "summarise"]
 
 
 def progress(line: str) -> None:
@@ -94,37 +99,79 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def measure_rounds(
-    target: str,
-    scenario: str,
-    run: Callable[[float], WrkResult],
+@dataclass(frozen=True)
+class Arm:
+    """One side of an interleaved scenario: a target, and how to run one round of it."""
+
+    target: str
+    scenario: str
+    run: Callable[[float], WrkResult]
+    cpu_seconds: Callable[[], float]  # CPU spent so far by this side's own processes
+    in_process: bool = False  # True: the work runs inside the harness (the hash ceiling)
+    note: str = ""
+    prepare: Callable[[], None] | None = None  # per-round setup, outside the metering
+
+
+@dataclass
+class _Tally:
+    results: list[WrkResult] = field(default_factory=list)
+    cpu_s: float = 0.0
+    db_s: float = 0.0
+    other_s: float = 0.0
+    elapsed_s: float = 0.0
+
+
+def _rotated(arms: list[Arm], round_index: int) -> list[Arm]:
+    shift = round_index % len(arms)
+    return arms[shift:] + arms[:shift]
+
+
+def measure_interleaved(
+    arms: list[Arm],
     *,
     warmup_s: float,
     duration_s: float,
     rounds: int,
-    server_pids: tuple[int, ...],
     db_pids: tuple[int, ...],
-    note: str = "",
-) -> Measurement:
-    """Warm up with `run(warmup_s)`, then keep `rounds` runs of `run(duration_s)`."""
-    if warmup_s > 0:
-        run(warmup_s)
-    server_cpu, db_cpu = CpuMeter(server_pids), CpuMeter(db_pids)
-    results: list[WrkResult] = []
-    wall = 0.0
-    busy_before, started = machine_busy_seconds(), time.monotonic()
-    harness_before = _harness_cpu_seconds()
-    for meter in (server_cpu, db_cpu):
-        meter.start()
-    for _ in range(rounds):
-        results.append(run(duration_s))
-        wall += results[-1].duration_s
-    cpu_s, db_s = server_cpu.stop(), db_cpu.stop()
-    harness_s = _harness_cpu_seconds() - harness_before
-    other = machine_busy_seconds() - busy_before - cpu_s - db_s - harness_s
-    measurement = summarise(target, scenario, results, cpu_s, db_s, wall, note=note)
-    measurement.other_cores = max(0.0, other) / max(time.monotonic() - started, 1e-6)
-    return measurement
+) -> list[Measurement]:
+    """Warm every arm up, then run `rounds` rounds of all arms; one `Measurement` per arm."""
+    for arm in arms:
+        progress(f"{arm.target:<9} {arm.scenario:<22} running ...")
+        if warmup_s > 0:
+            if arm.prepare is not None:
+                arm.prepare()
+            arm.run(warmup_s)
+    tallies = {id(arm): _Tally() for arm in arms}
+    for round_index in range(rounds):
+        for arm in _rotated(arms, round_index):
+            tally = tallies[id(arm)]
+            if arm.prepare is not None:
+                arm.prepare()
+            cpu0, db0 = arm.cpu_seconds(), tree_cpu_seconds(db_pids)
+            harness0, busy0, started = (
+                _harness_cpu_seconds(),
+                machine_busy_seconds(),
+                time.monotonic(),
+            )
+            tally.results.append(arm.run(duration_s))
+            cpu = arm.cpu_seconds() - cpu0
+            db = tree_cpu_seconds(db_pids) - db0
+            harness = _harness_cpu_seconds() - harness0
+            busy = machine_busy_seconds() - busy0
+            tally.cpu_s += cpu
+            tally.db_s += db
+            tally.other_s += max(0.0, busy - db - harness - (0.0 if arm.in_process else cpu))
+            tally.elapsed_s += time.monotonic() - started
+    measurements = []
+    for arm in arms:
+        tally = tallies[id(arm)]
+        wall = sum(r.duration_s for r in tally.results)
+        measurement = summarise(
+            arm.target, arm.scenario, tally.results, tally.cpu_s, tally.db_s, wall, note=arm.note
+        )
+        measurement.other_cores = tally.other_s / max(tally.elapsed_s, 1e-6)
+        measurements.append(measurement)
+    return measurements
 
 
 def summarise(

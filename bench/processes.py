@@ -18,7 +18,13 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["CpuMeter", "ServerProcess", "http_status", "machine_busy_seconds"]
+__all__ = [
+    "CpuMeter",
+    "ServerProcess",
+    "http_status",
+    "machine_busy_seconds",
+    "tree_cpu_seconds",
+]
 
 
 def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | None:
@@ -33,7 +39,7 @@ def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | 
         connection.close()
 
 
-def _tree_cpu_seconds(pids: Iterable[int]) -> float:
+def tree_cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU seconds of these processes and all their descendants."""
     total = 0.0
     seen: set[int] = set()
@@ -73,10 +79,10 @@ class CpuMeter:
     _start: float = 0.0
 
     def start(self) -> None:
-        self._start = _tree_cpu_seconds(self.pids)
+        self._start = tree_cpu_seconds(self.pids)
 
     def stop(self) -> float:
-        return max(0.0, _tree_cpu_seconds(self.pids) - self._start)
+        return max(0.0, tree_cpu_seconds(self.pids) - self._start)
 
 
 class ServerProcess:
@@ -137,6 +143,23 @@ class ServerProcess:
         raise RuntimeError(
             f"{self.name} was not ready within {timeout_s:.0f} s; see {self.log_path}"
         )
+
+    def settle(self, timeout_s: float = 60.0, fast_s: float = 0.1) -> float:
+        """Wait until the server answers /healthz quickly again; return the seconds waited.
+
+        After a flood (the storm, or wrk stopping with requests still queued in the
+        listen backlog) a server may still be working off requests nobody waits for;
+        the next measurement must not pay for them.
+        """
+        started = time.monotonic()
+        quick = 0
+        while quick < 2 and time.monotonic() - started < timeout_s:
+            asked = time.monotonic()
+            status = http_status(self.host, self.port, "/healthz", timeout=timeout_s)
+            quick = quick + 1 if status == 200 and time.monotonic() - asked < fast_s else 0
+            if quick < 2:
+                time.sleep(0.05)
+        return time.monotonic() - started
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM the process group, then SIGKILL it if it has not gone in time."""

@@ -13,8 +13,8 @@ Order of a run (each server alone on the machine while it is measured):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ import asyncpg
 from bench.backends import Backends, backends
 from bench.ceilings import hash_ceiling
 from bench.checks import evaluate
-from bench.measure import Measurement, SweepPoint, progress
+from bench.measure import Arm, Measurement, SweepPoint, measure_interleaved, progress
 from bench.options import Options, parse_options
 from bench.plots import plot_latency, plot_throughput
 from bench.processes import ServerProcess
@@ -34,7 +34,7 @@ from bench.report import Report, update_readme, write_json, write_markdown
 from bench.scenarios import Target, UserCursor
 from bench.seed import hash_password, reset_users, seed_users
 from bench.servers import baseline_server, ceiling_server, keystile_server
-from bench.storm import storm
+from bench.storm import storm_interleaved
 from bench.wrk import WrkError, require_wrk
 from keystile.settings import load_settings
 
@@ -102,81 +102,48 @@ class Run:
         seconds = seed_users(self.backends.database_url, 0, self.small, self.password_hash)
         progress(f"seeded {self.small:,} users in {seconds:.1f} s")
 
-    def ceilings(self) -> None:
-        options, profile = self.options, self.options.profile
-        progress(f"ceiling   hash-ceiling           running ({options.workers} threads) ...")
-        rates = []
-        cpu = 0.0
-        for _ in range(profile.hash_rounds):
-            rate, used = hash_ceiling(
+    def measure(self, entries: list[Arm | Measurement]) -> None:
+        """Measure the arms interleaved; record skips as they are."""
+        profile = self.options.profile
+        arms = [entry for entry in entries if isinstance(entry, Arm)]
+        measured = iter(
+            measure_interleaved(
+                arms,
+                warmup_s=profile.warmup_s,
+                duration_s=profile.duration_s,
+                rounds=profile.rounds,
+                db_pids=self.backends.pids,
+            )
+            if arms
+            else []
+        )
+        for entry in entries:
+            measurement = next(measured) if isinstance(entry, Arm) else entry
+            if measurement.scenario == "hash-ceiling":
+                measurement.p50_ms = measurement.p99_ms = measurement.max_ms = None
+            self.record(measurement)
+
+    def record(self, measurement: Measurement) -> None:
+        self.measurements.append(measurement)
+        progress(measurement.line())
+
+    def hash_arm(self) -> Arm:
+        options = self.options
+        return Arm(
+            "ceiling",
+            "hash-ceiling",
+            hash_ceiling(
                 options.argon2_memory_kib,
                 options.argon2_time_cost,
                 options.argon2_parallelism,
                 threads=options.workers,
-                duration_s=profile.duration_s,
-            )
-            rates.append(rate)
-            cpu += used
-        total = statistics.median(rates) * profile.duration_s * len(rates)
-        measurement = Measurement(
-            "ceiling",
-            "hash-ceiling",
-            connections=options.workers,
-            rps=statistics.median(rates),
-            cpu_s_per_1k=cpu / total * 1000 if total else None,
+            ),
+            time.process_time,
+            in_process=True,
             note=f"argon2id verifies/s, {options.workers} threads, in-process",
-            rounds=[{"rps": round(r, 2)} for r in rates],
-        )
-        self.measurements.append(measurement)
-        progress(measurement.line())
-        server = ceiling_server(options, self.log_dir)
-        with _serving(server):
-            target = self._target("ceiling", server)
-            target.me("none", options.connections, scenario="framework-ceiling")
-            target.sweep("framework-ceiling", "none", profile.sweep)
-            self._collect(target)
-
-    def keystile(self) -> None:
-        options = self.options
-        server = keystile_server(options, self.backends, self.log_dir)
-        with _serving(server):
-            target = self._target("keystile", server)
-            if target.has_tokens:
-                self.login_path = target.login_path = "/v1/tokens"
-                self.read_via = "bearer"
-            else:
-                progress("keystile  POST /v1/tokens not available yet: logins use /v1/sessions")
-            self._scale(target)
-            self._scenarios(target)
-            self._collect(target)
-
-    def baseline(self) -> None:
-        options = self.options
-        if not options.baseline:
-            progress("baseline  skipped (--no-baseline)")
-            return
-        _apply_sql(
-            self.backends.database_url,
-            (options.root / "bench" / "baseline_flask" / "schema.sql").read_text(),
-        )
-        server = baseline_server(options, self.backends, self.log_dir)
-        with _serving(server):
-            self._scenarios(self._target("baseline", server))
-
-    # --- pieces -----------------------------------------------------------------------
-
-    def _target(self, name: str, server: ServerProcess) -> Target:
-        return Target(
-            name, server, self.options, self.work_dir, self.login_path, self.backends.pids
         )
 
-    def _collect(self, target: Target) -> None:
-        self.measurements.extend(target.results)
-        self.sweeps.extend(target.sweeps)
-        target.results.clear()
-        target.sweeps.clear()
-
-    def _scale(self, target: Target) -> None:
+    def scale(self, keystile: Target) -> None:
         """Cold logins and reads with the small store, then with the large one."""
         options, plan = self.options, self.plan
         for stored in (self.small, self.large):
@@ -187,22 +154,95 @@ class Run:
                 )
                 progress(f"seeded {self.large - self.small:,} more users in {seconds:.1f} s")
             cursor = UserCursor(0, self.small) if stored == self.small else self.cursor
-            target.login_cold(cursor, plan.login_connections, scenario=f"{label}/login-cold")
-            for via in ("bearer", "cookie"):
-                target.me(via, options.connections, scenario=f"{label}/me-{via}")
-        self._collect(target)
+            self.measure(
+                [
+                    keystile.login(f"{label}/login-cold", cursor, plan.login_connections),
+                    keystile.me("bearer", options.connections, f"{label}/me-bearer"),
+                    keystile.me("cookie", options.connections, f"{label}/me-cookie"),
+                ]
+            )
 
-    def _scenarios(self, target: Target) -> None:
-        options, plan = self.options, self.plan
-        target.login_cold(self.cursor, plan.login_connections)
-        target.login_warm(plan.login_connections)
-        target.me("bearer", options.connections)
-        target.me("cookie", options.connections)
-        target.refresh(self.cursor, options.connections)
-        storm(target, self.cursor, self.read_via, options.connections, plan.storm_connections)
+    def scenarios(self, ceiling: Target, sides: list[Target]) -> None:
+        """Every scenario, each with keystile's and the baseline's rounds interleaved."""
+        options, plan, cursor = self.options, self.plan, self.cursor
+        conns = options.connections
+        self.measure(
+            [self.hash_arm()]
+            + [t.login("login-cold", cursor, plan.login_connections) for t in sides]
+        )
+        self.measure([t.login("login-warm", None, plan.login_connections) for t in sides])
+        reads: list[Arm | Measurement] = [ceiling.me("none", conns, "framework-ceiling")]
         for via in ("bearer", "cookie"):
-            target.sweep(f"me-{via}", via, options.profile.sweep)
-        self._collect(target)
+            reads += [t.me(via, conns) for t in sides]
+        self.measure(reads)
+        self.measure([t.refresh(cursor, conns) for t in sides])
+        for measurement in storm_interleaved(
+            sides, cursor, self.read_via, conns, plan.storm_connections
+        ):
+            self.record(measurement)
+
+    def sweep(self, ceiling: Target, sides: list[Target]) -> None:
+        """One round per connection count for each read scenario, targets interleaved."""
+        profile = self.options.profile
+        series = [(ceiling, "framework-ceiling", "none")]
+        series += [(t, f"me-{via}", via) for via in ("bearer", "cookie") for t in sides]
+        for connections in profile.sweep:
+            for target, scenario, via in series:
+                arm = target.me(via, connections, scenario)
+                if not isinstance(arm, Arm):
+                    continue
+                target.server.settle()
+                result = arm.run(profile.duration_s)
+                self.sweeps.append(
+                    SweepPoint(
+                        target.name,
+                        scenario,
+                        connections,
+                        result.rps,
+                        result.p50_ms,
+                        result.p99_ms,
+                    )
+                )
+                progress(
+                    f"{target.name:<9} sweep {scenario:<17} c={connections:<4}"
+                    f" {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+                    f"  p99 {result.p99_ms:8.2f} ms"
+                )
+
+    def all(self) -> None:
+        """Start every server, then run every phase; servers stop on the way out."""
+        options = self.options
+        servers = [
+            ceiling_server(options, self.log_dir),
+            keystile_server(options, self.backends, self.log_dir),
+        ]
+        if options.baseline:
+            _apply_sql(
+                self.backends.database_url,
+                (options.root / "bench" / "baseline_flask" / "schema.sql").read_text(),
+            )
+            servers.append(baseline_server(options, self.backends, self.log_dir))
+        else:
+            progress("baseline  skipped (--no-baseline)")
+        with contextlib.ExitStack() as stack:
+            for server in servers:
+                stack.enter_context(_serving(server))
+            ceiling = Target("ceiling", servers[0], options, self.work_dir)
+            keystile = Target("keystile", servers[1], options, self.work_dir)
+            if keystile.has_tokens:
+                self.login_path = "/v1/tokens"
+                self.read_via = "bearer"
+            else:
+                progress("keystile  POST /v1/tokens not available yet: logins use /v1/sessions")
+            keystile.login_path = self.login_path
+            sides = [keystile]
+            if options.baseline:
+                sides.append(
+                    Target("baseline", servers[2], options, self.work_dir, self.login_path)
+                )
+            self.scale(keystile)
+            self.scenarios(ceiling, sides)
+            self.sweep(ceiling, sides)
 
     def meta(self, started: float) -> dict[str, Any]:
         from bench.machine import commit, machine_info
@@ -314,9 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     with backends(options.data_dir, options.database_url, options.redis_url) as stores:
         run = Run(options, stores, plan)
         run.seed_small()
-        run.ceilings()
-        run.keystile()
-        run.baseline()
+        run.all()
         path = _write(run, started)
     progress(f"done in {time.time() - started:.0f} s: {path}")
     return 0

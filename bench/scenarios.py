@@ -1,25 +1,25 @@
-"""The HTTP scenarios of BENCHMARK.md, run against one server at a time.
+"""The HTTP scenarios of BENCHMARK.md, as arms to be measured against one server each.
 
-Every scenario is a wrk run (bench/lua/*.lua) at a fixed connection count, measured
-by `measure_rounds`. Scenarios that need an endpoint the server does not have yet
-(bearer tokens, refresh) are recorded as skipped with the reason, and light up by
-themselves once the endpoint answers.
+Every scenario is a wrk run (bench/lua/*.lua) at a fixed connection count. A `Target`
+turns a scenario into an `Arm` (see measure.py) or, when it needs an endpoint the
+server does not have yet (bearer tokens, refresh), into a skip with the reason; those
+light up by themselves once the endpoint answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.credentials import Client, CredentialError
-from bench.measure import Measurement, SweepPoint, measure_rounds, progress
+from bench.credentials import Client
+from bench.measure import Arm, Measurement
 from bench.options import Options
-from bench.processes import ServerProcess
+from bench.processes import ServerProcess, tree_cpu_seconds
 from bench.seed import PASSWORD
-from bench.wrk import WrkResult, run_wrk
+from bench.wrk import WrkJob, WrkResult, start_wrk
 
-__all__ = ["Target", "UserCursor"]
+__all__ = ["NOT_YET", "Target", "UserCursor"]
 
 WARM_USERS = 8  # login-warm cycles through this many accounts
 CREDENTIAL_USERS = 16  # me-* rotate through this many logged-in accounts
@@ -49,10 +49,7 @@ class Target:
     server: ServerProcess
     options: Options
     work_dir: Path
-    login_path: str
-    db_pids: tuple[int, ...]
-    results: list[Measurement] = field(default_factory=list)
-    sweeps: list[SweepPoint] = field(default_factory=list)
+    login_path: str = "/v1/sessions"
 
     def __post_init__(self) -> None:
         self.client = Client(self.server.host, self.server.port)
@@ -63,35 +60,30 @@ class Target:
 
     # --- plumbing -----------------------------------------------------------------
 
-    def record(self, measurement: Measurement) -> Measurement:
-        self.results.append(measurement)
-        progress(measurement.line())
-        return measurement
-
     def skip(self, scenario: str, reason: str) -> Measurement:
-        return self.record(Measurement(self.name, scenario, skipped=reason))
+        return Measurement(self.name, scenario, skipped=reason)
 
-    def _measure(
-        self, scenario: str, run: Callable[[float], WrkResult], *, note: str = ""
-    ) -> Measurement:
-        profile = self.options.profile
-        progress(f"{self.name:<9} {scenario:<22} running ...")
-        return self.record(
-            measure_rounds(
-                self.name,
-                scenario,
-                run,
-                warmup_s=profile.warmup_s,
-                duration_s=profile.duration_s,
-                rounds=profile.rounds,
-                server_pids=(self.server.pid,),
-                db_pids=self.db_pids,
-                note=note,
-            )
-        )
+    def cpu_seconds(self) -> float:
+        """CPU seconds the server's process tree has used so far."""
+        return tree_cpu_seconds((self.server.pid,))
 
-    def _wrk(self, script: str, args: list[str], connections: int, duration_s: float) -> WrkResult:
-        return run_wrk(
+    def arm(
+        self,
+        scenario: str,
+        run: Callable[[float], WrkResult],
+        note: str = "",
+        prepare: Callable[[], None] | None = None,
+    ) -> Arm:
+        def before_round() -> None:
+            self.server.settle()
+            if prepare is not None:
+                prepare()
+
+        return Arm(self.name, scenario, run, self.cpu_seconds, note=note, prepare=before_round)
+
+    def start(self, script: str, args: list[str], connections: int, duration_s: float) -> WrkJob:
+        """Start a wrk run against this server (see `bench.wrk.start_wrk`)."""
+        return start_wrk(
             self.server.base_url,
             script,
             args,
@@ -120,91 +112,51 @@ class Target:
 
     # --- scenarios ----------------------------------------------------------------
 
-    def login_run(
-        self, cursor: UserCursor | None, connections: int
-    ) -> Callable[[float], WrkResult]:
-        """A wrk run of password logins: fresh users from `cursor`, or the warm few."""
+    def login(
+        self, scenario: str, cursor: UserCursor | None, connections: int
+    ) -> Arm | Measurement:
+        """Password logins: never-seen users from `cursor` (cold), or the same few (warm)."""
 
         def run(duration_s: float) -> WrkResult:
             first, span = (cursor.position, cursor.remaining) if cursor else (0, WARM_USERS)
             args = [self.login_path, str(first), str(span), PASSWORD]
-            result = self._wrk("login.lua", args, connections, duration_s)
+            result = self.start("login.lua", args, connections, duration_s).result()
             if cursor is not None:
                 cursor.advance(result.sent)
             return result
 
-        return run
+        return self.arm(scenario, run, note=f"POST {self.login_path}")
 
-    def login_cold(
-        self, cursor: UserCursor, connections: int, scenario: str = "login-cold"
-    ) -> Measurement:
-        """Each request logs a different, never-seen user in: every one costs a full hash."""
-        return self._measure(
-            scenario, self.login_run(cursor, connections), note=f"POST {self.login_path}"
-        )
-
-    def login_warm(self, connections: int) -> Measurement:
-        """The same few users log in again and again (what a credential cache is for)."""
-        return self._measure(
-            "login-warm", self.login_run(None, connections), note=f"POST {self.login_path}"
-        )
-
-    def me_run(self, via: str, connections: int) -> Callable[[float], WrkResult] | None:
-        """A wrk run of GET /v1/me with cookies or bearer tokens, or None if unavailable."""
+    def me(self, via: str, connections: int, scenario: str | None = None) -> Arm | Measurement:
+        """GET /v1/me authenticated by `via` ("cookie", "bearer"; "none" for the ceiling)."""
+        scenario = scenario or f"me-{via}"
         path = self.headers_file(via) if via != "none" else None
         if via != "none" and path is None:
-            return None
+            endpoint = "POST /v1/sessions" if via == "cookie" else "POST /v1/tokens"
+            return self.skip(scenario, f"{endpoint} {NOT_YET} (404)")
         args = ["/v1/me", str(path or "")]
 
         def run(duration_s: float) -> WrkResult:
-            return self._wrk("get.lua", args, connections, duration_s)
+            return self.start("get.lua", args, connections, duration_s).result()
 
-        return run
+        return self.arm(scenario, run, note="GET /v1/me")
 
-    def me(self, via: str, connections: int, scenario: str | None = None) -> Measurement:
-        """GET /v1/me authenticated by `via` ("cookie", "bearer"; "none" for the ceiling)."""
-        scenario = scenario or f"me-{via}"
-        run = self.me_run(via, connections)
-        if run is None:
-            endpoint = "POST /v1/sessions" if via == "cookie" else "POST /v1/tokens"
-            return self.skip(scenario, f"{endpoint} {NOT_YET} (404)")
-        return self._measure(scenario, run, note="GET /v1/me")
-
-    def refresh(self, cursor: UserCursor, connections: int) -> Measurement:
+    def refresh(self, cursor: UserCursor, connections: int) -> Arm | Measurement:
         """Each request rotates a refresh token that was just issued (never reused)."""
         if not self.has_refresh or not self.has_tokens:
             return self.skip("refresh", f"POST /v1/tokens/refresh {NOT_YET} (404)")
         token_file = self.work_dir / f"{self.name}-refresh.txt"
 
-        def run(duration_s: float) -> WrkResult:
-            # Fresh tokens every round: in-flight rotations at the end of a run are lost.
+        def prepare() -> None:
+            # Fresh tokens every round (rotations in flight when a run ends are lost);
+            # these logins hash, so they happen before the round's metering starts.
             users = list(range(cursor.position, cursor.position + connections))
             cursor.advance(connections)
             pairs = self.client.token_pairs(users)
             token_file.write_text("\n".join(pair.refresh for pair in pairs) + "\n")
-            return self._wrk(
-                "refresh.lua", ["/v1/tokens/refresh", str(token_file)], connections, duration_s
-            )
 
-        return self._measure("refresh", run, note="POST /v1/tokens/refresh")
+        def run(duration_s: float) -> WrkResult:
+            args = ["/v1/tokens/refresh", str(token_file)]
+            return self.start("refresh.lua", args, connections, duration_s).result()
 
-    def sweep(self, scenario: str, via: str, levels: tuple[int, ...]) -> None:
-        """Measure one round at each connection count, for the latency-vs-concurrency plot."""
-        for connections in levels:
-            run = self.me_run(via, connections)
-            if run is None:
-                return
-            try:
-                result = run(self.options.profile.duration_s)
-            except CredentialError as exc:
-                progress(f"{self.name:<9} sweep {scenario} stopped: {exc}")
-                return
-            self.sweeps.append(
-                SweepPoint(
-                    self.name, scenario, connections, result.rps, result.p50_ms, result.p99_ms
-                )
-            )
-            progress(
-                f"{self.name:<9} sweep {scenario:<16} c={connections:<4} {result.rps:9.1f} req/s"
-                f"  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:8.2f} ms"
-            )
+        return self.arm("refresh", run, note="POST /v1/tokens/refresh", prepare=prepare)

@@ -54,14 +54,14 @@ def _rows(first: int, stop: int, password_hash: str) -> Iterator[tuple[str, str]
         yield email_of(index), password_hash
 
 
-def _progress(label: str, done: int, total: int, started: float) -> None:
+def _progress(label: str, done: int, total: int, previous: int, started: float) -> None:
     filled = _BAR * done // max(total, 1)
     rate = done / max(time.monotonic() - started, 1e-6)
-    sys.stderr.write(
-        f"\r  {label} [{'#' * filled}{' ' * (_BAR - filled)}] {done:>9,}/{total:,}  {rate:,.0f}/s"
-    )
-    if done >= total:
-        sys.stderr.write("\n")
+    bar = f"  {label} [{'#' * filled}{' ' * (_BAR - filled)}] {done:>9,}/{total:,}  {rate:,.0f}/s"
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{bar}" + ("\n" if done >= total else ""))
+    elif done >= total or 4 * done // max(total, 1) > 4 * previous // max(total, 1):
+        sys.stderr.write(bar + "\n")  # a log file gets a line per quarter, not a \r storm
     sys.stderr.flush()
 
 
@@ -81,7 +81,13 @@ def seed_users(database_url: str, first: int, stop: int, password_hash: str) -> 
                     columns=["email", "password_hash"],
                     timeout=120,
                 )
-                _progress(f"seeding users {first:,}..{stop:,}", chunk_stop - first, total, started)
+                _progress(
+                    f"seeding users {first:,}..{stop:,}",
+                    chunk_stop - first,
+                    total,
+                    chunk_start - first,
+                    started,
+                )
             await connection.execute("ANALYZE users", timeout=120)
         finally:
             await connection.close()
