@@ -112,7 +112,9 @@ async def login(client: Client, email: str, password: str = PASSWORD) -> Any:
     return await client.post("/v1/sessions", json={"email": email, "password": password})
 
 
-async def eventually_status(client: Client, path: str, status: int, *, within: float) -> float:
+async def eventually_status(
+    client: Client, path: str, status: int, *, within: float, **request: Any
+) -> float:
     """GET `path` until it answers `status`; fail if that takes longer than `within` seconds.
 
     For changes that reach other workers asynchronously (cache invalidation by pub/sub).
@@ -120,7 +122,7 @@ async def eventually_status(client: Client, path: str, status: int, *, within: f
     """
     started = time.monotonic()
     while True:
-        response = await client.get(path)
+        response = await client.get(path, **request)
         elapsed = time.monotonic() - started
         if response.status_code == status:
             return elapsed

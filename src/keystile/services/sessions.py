@@ -72,6 +72,11 @@ class SessionService:
         self._clock = clock
         self._list_limit = list_limit
 
+    @property
+    def cache(self) -> SessionCache:
+        """The session state cache (for the invalidation listener, metrics and tests)."""
+        return self._cache
+
     async def create(self, user: User, client: ClientInfo) -> str:
         """Start a session for `user`; return its new random id (256 bits, CSPRNG)."""
         session_id = secrets.token_urlsafe(32)
