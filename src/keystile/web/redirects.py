@@ -15,7 +15,7 @@ def _is_local_path(value: str) -> bool:
     # "/\evil.example" and "/\t/evil.example" both lead off-site.
     if not value.startswith("/") or value.startswith("//"):
         return False
-    if "\\" in value or any(ord(char) < 0x21 or ord(char) == 0x7F for char in value):
+    if "\\" in value or any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
         return False
     parts = urlsplit(value)
     return not parts.scheme and not parts.netloc
