@@ -8,8 +8,10 @@ can run in any order and in parallel.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -108,6 +110,24 @@ async def register(client: Client, email: str, password: str = PASSWORD) -> None
 
 async def login(client: Client, email: str, password: str = PASSWORD) -> Any:
     return await client.post("/v1/sessions", json={"email": email, "password": password})
+
+
+async def eventually_status(
+    client: Client, path: str, status: int, *, within: float, **request: Any
+) -> float:
+    """GET `path` until it answers `status`; fail if that takes longer than `within` seconds.
+
+    For changes that reach other workers asynchronously (cache invalidation by pub/sub).
+    Returns how long it took.
+    """
+    started = time.monotonic()
+    while True:
+        response = await client.get(path, **request)
+        elapsed = time.monotonic() - started
+        if response.status_code == status:
+            return elapsed
+        assert elapsed < within, f"{path} still answers {response.status_code} after {within} s"
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(name="tmp_data_dir")

@@ -10,8 +10,9 @@ from quart_schema import QuartSchema
 
 from keystile.bootstrap import Overrides, build_services
 from keystile.settings import Settings, SettingsError, load_settings
-from keystile.web import health
+from keystile.web import health, pages
 from keystile.web.api import blueprints as api_blueprints
+from keystile.web.assets import init_assets
 from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
 from keystile.web.limits import HeaderLimitMiddleware
@@ -33,7 +34,8 @@ def create_app(settings: Settings | None = None, *, overrides: Overrides | None 
     if secret_key is None:
         raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
 
-    app = Quart("keystile")
+    app = Quart("keystile", static_folder=None)
+    app.jinja_options = {**app.jinja_options, "trim_blocks": True, "lstrip_blocks": True}
     app.secret_key = secret_key
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -56,6 +58,8 @@ def create_app(settings: Settings | None = None, *, overrides: Overrides | None 
     app.register_blueprint(health.blueprint)
     for blueprint in api_blueprints:
         app.register_blueprint(blueprint)
+    app.register_blueprint(pages.blueprint)
+    init_assets(app)
 
     app.asgi_app = HeaderLimitMiddleware(app.asgi_app, settings.max_header_bytes)  # type: ignore[method-assign]
 

@@ -22,6 +22,7 @@ from keystile.repositories import (
     PostgresUserRepository,
     create_pool,
 )
+from keystile.repositories.sessions import SessionRecord
 from keystile.services import (
     Argon2Parameters,
     AuthService,
@@ -32,7 +33,7 @@ from keystile.services import (
 )
 from keystile.settings import Settings, SettingsError
 from keystile.stores import create_redis
-from keystile.stores.cache import InvalidationListener
+from keystile.stores.cache import InvalidationListener, TieredCache
 
 __all__ = ["Overrides", "Services", "build_services"]
 
@@ -114,8 +115,18 @@ async def build_services(
         policy = PasswordPolicy(
             min_length=settings.password_min_length, max_length=settings.password_max_length
         )
+        session_cache: TieredCache[SessionRecord] = TieredCache(
+            "session",
+            redis,
+            encode=SessionRecord.to_json,
+            decode=SessionRecord.from_json,
+            local_ttl=settings.session_cache_local_ttl_seconds,
+            redis_ttl=settings.session_cache_redis_ttl_seconds,
+        )
+        invalidation.register(session_cache)
         sessions = SessionService(
             PostgresSessionRepository(database),
+            session_cache,
             idle_timeout=timedelta(seconds=settings.session_idle_timeout_seconds),
             absolute_lifetime=timedelta(seconds=settings.session_absolute_lifetime_seconds),
             touch_interval=timedelta(seconds=settings.session_touch_interval_seconds),

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     session_idle_timeout_seconds: int = Field(default=30 * 60, ge=60)
     session_absolute_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
     session_touch_interval_seconds: int = Field(default=60, ge=1)
+    session_cache_local_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
+    session_cache_redis_ttl_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("database_url", "redis_url", "secret_key", mode="before")
     @classmethod

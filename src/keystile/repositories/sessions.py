@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from keystile.repositories.database import Database
@@ -14,9 +14,14 @@ __all__ = ["PostgresSessionRepository", "SessionRecord", "SessionRepository"]
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """A stored session joined with the state of its user."""
+    """A stored session joined with the state of its user.
+
+    `public_id` is what the owner sees and revokes by: random, unrelated to the
+    secret id in the cookie and to `id_hash`.
+    """
 
     id_hash: bytes
+    public_id: UUID
     user_id: UUID
     email: str
     created_at: datetime
@@ -27,10 +32,44 @@ class SessionRecord:
     user_agent: str
     ip: str
 
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-safe dict (for the Redis copy of the session cache)."""
+        return {
+            "id_hash": self.id_hash.hex(),
+            "public_id": str(self.public_id),
+            "user_id": str(self.user_id),
+            "email": self.email,
+            "created_at": self.created_at.isoformat(),
+            "last_seen_at": self.last_seen_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat(),
+            "user_disabled": self.user_disabled,
+            "user_agent": self.user_agent,
+            "ip": self.ip,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionRecord:
+        """Rebuild a record from `to_json` output."""
+        revoked_at = data["revoked_at"]
+        return cls(
+            id_hash=bytes.fromhex(data["id_hash"]),
+            public_id=UUID(data["public_id"]),
+            user_id=UUID(data["user_id"]),
+            email=data["email"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            last_seen_at=datetime.fromisoformat(data["last_seen_at"]),
+            expires_at=datetime.fromisoformat(data["expires_at"]),
+            revoked_at=None if revoked_at is None else datetime.fromisoformat(revoked_at),
+            user_disabled=bool(data["user_disabled"]),
+            user_agent=data["user_agent"],
+            ip=data["ip"],
+        )
+
 
 _SELECT = (
-    "SELECT s.id_hash, s.user_id, u.email, s.created_at, s.last_seen_at, s.expires_at, "
-    "s.revoked_at, u.disabled_at IS NOT NULL AS user_disabled, s.user_agent, s.ip "
+    "SELECT s.id_hash, s.public_id, s.user_id, u.email, s.created_at, s.last_seen_at, "
+    "s.expires_at, s.revoked_at, u.disabled_at IS NOT NULL AS user_disabled, s.user_agent, s.ip "
     "FROM sessions s JOIN users u ON u.id = s.user_id"
 )
 
@@ -42,13 +81,17 @@ class SessionRepository(Protocol):
         self, id_hash: bytes, user_id: UUID, expires_at: datetime, user_agent: str, ip: str
     ) -> None: ...
     async def select_session(self, id_hash: bytes) -> SessionRecord | None: ...
+    async def select_user_sessions(self, user_id: UUID, limit: int) -> list[SessionRecord]: ...
     async def touch_session(self, id_hash: bytes, seen_at: datetime) -> None: ...
     async def revoke_session(self, id_hash: bytes) -> bool: ...
-    async def revoke_user_sessions(self, user_id: UUID, *, keep: bytes | None = None) -> int: ...
+    async def revoke_session_by_public_id(self, user_id: UUID, public_id: UUID) -> bytes | None: ...
+    async def revoke_user_sessions(
+        self, user_id: UUID, *, keep: bytes | None = None
+    ) -> list[bytes]: ...
 
 
 class PostgresSessionRepository:
-    """Sessions table access; lookups go through the primary key."""
+    """Sessions table access; every lookup goes through an index."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -70,6 +113,16 @@ class PostgresSessionRepository:
         row = await self._db.fetchrow(f"{_SELECT} WHERE s.id_hash = $1", id_hash)
         return None if row is None else SessionRecord(**dict(row))
 
+    async def select_user_sessions(self, user_id: UUID, limit: int) -> list[SessionRecord]:
+        """Return the user's unrevoked, unexpired sessions, newest first (partial index)."""
+        rows = await self._db.fetch(
+            f"{_SELECT} WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() "
+            f"ORDER BY s.created_at DESC LIMIT $2",
+            user_id,
+            limit,
+        )
+        return [SessionRecord(**dict(row)) for row in rows]
+
     async def touch_session(self, id_hash: bytes, seen_at: datetime) -> None:
         """Slide `last_seen_at` forward (never backward, whatever order writes land in)."""
         await self._db.execute(
@@ -85,12 +138,25 @@ class PostgresSessionRepository:
         )
         return status.endswith(" 1")
 
-    async def revoke_user_sessions(self, user_id: UUID, *, keep: bytes | None = None) -> int:
-        """Revoke every live session of the user except `keep`; return how many."""
-        status = await self._db.execute(
+    async def revoke_session_by_public_id(self, user_id: UUID, public_id: UUID) -> bytes | None:
+        """Revoke the user's session with this public id; return its hash, or None if none."""
+        value = await self._db.fetchval(
             "UPDATE sessions SET revoked_at = now() "
-            "WHERE user_id = $1 AND revoked_at IS NULL AND id_hash IS DISTINCT FROM $2",
+            "WHERE public_id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id_hash",
+            public_id,
+            user_id,
+        )
+        return None if value is None else bytes(value)
+
+    async def revoke_user_sessions(
+        self, user_id: UUID, *, keep: bytes | None = None
+    ) -> list[bytes]:
+        """Revoke every live session of the user except `keep`; return their hashes."""
+        rows = await self._db.fetch(
+            "UPDATE sessions SET revoked_at = now() "
+            "WHERE user_id = $1 AND revoked_at IS NULL AND id_hash IS DISTINCT FROM $2 "
+            "RETURNING id_hash",
             user_id,
             keep,
         )
-        return int(status.rsplit(" ", 1)[-1])
+        return [bytes(row["id_hash"]) for row in rows]

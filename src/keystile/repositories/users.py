@@ -100,18 +100,18 @@ class PostgresUserRepository:
         return _user(row)
 
     async def disable_user(self, user_id: UUID) -> User | None:
-        """Mark the user disabled and bump its token epoch; end its sessions (S10)."""
-        async with self._db.transaction() as connection:
-            row = await connection.fetchrow(
-                f"UPDATE users SET disabled_at = coalesce(disabled_at, now()), "
-                f"token_epoch = token_epoch + 1, updated_at = now() "
-                f"WHERE id = $1 RETURNING {_COLUMNS}",
-                user_id,
-            )
-            await connection.execute(
-                "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-                user_id,
-            )
+        """Mark the user disabled and bump its token epoch (S10).
+
+        From this commit on no session of the user loads as live (sessions are read
+        joined with the user); `SessionService.end_all` then revokes them and drops
+        their cached copies on every worker.
+        """
+        row = await self._db.fetchrow(
+            f"UPDATE users SET disabled_at = coalesce(disabled_at, now()), "
+            f"token_epoch = token_epoch + 1, updated_at = now() "
+            f"WHERE id = $1 RETURNING {_COLUMNS}",
+            user_id,
+        )
         return _user(row)
 
     async def bump_token_epoch(self, user_id: UUID) -> User | None:

@@ -1,19 +1,31 @@
-"""Server-side cookie sessions: random ids, idle and absolute expiry, revocation (S7, S9)."""
+"""Server-side cookie sessions: random ids, idle and absolute expiry, revocation (S7, S9).
+
+Checking a session is on every cookie-authenticated request, so its state is read
+through a `TieredCache` (in-process, over Redis, over PostgreSQL): the steady
+state costs no network round trip. Every path that ends a session invalidates
+its cache entry, which every worker drops within milliseconds (Redis pub/sub).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from keystile.errors import NotAuthenticated
+from keystile.errors import NotAuthenticated, NotFound
 from keystile.repositories.sessions import SessionRecord, SessionRepository
 from keystile.repositories.users import User
+from keystile.services.devices import describe_user_agent
 from keystile.services.types import ClientInfo, Principal
+from keystile.stores.cache import TieredCache
 
-__all__ = ["SessionService", "hash_session_id"]
+__all__ = ["SessionCache", "SessionService", "SessionView", "hash_session_id"]
+
+SessionCache = TieredCache[SessionRecord]
 
 
 def hash_session_id(session_id: str) -> bytes:
@@ -25,23 +37,45 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """One of a user's sessions, as the user may see it."""
+
+    public_id: UUID
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    device: str
+    ip: str
+    current: bool
+
+
 class SessionService:
-    """Create, check and end cookie sessions."""
+    """Create, check, list and end cookie sessions."""
 
     def __init__(
         self,
         repository: SessionRepository,
+        cache: SessionCache,
         *,
         idle_timeout: timedelta,
         absolute_lifetime: timedelta,
         touch_interval: timedelta,
         clock: Callable[[], datetime] = _utcnow,
+        list_limit: int = 100,
     ) -> None:
         self._repository = repository
+        self._cache = cache
         self._idle_timeout = idle_timeout
         self._absolute_lifetime = absolute_lifetime
         self._touch_interval = touch_interval
         self._clock = clock
+        self._list_limit = list_limit
+
+    @property
+    def cache(self) -> SessionCache:
+        """The session state cache (for the invalidation listener, metrics and tests)."""
+        return self._cache
 
     async def create(self, user: User, client: ClientInfo) -> str:
         """Start a session for `user`; return its new random id (256 bits, CSPRNG)."""
@@ -60,30 +94,75 @@ class SessionService:
 
         Enforced here on the server, not by the cookie's own lifetime: a revoked,
         expired or idle session, or one whose user was disabled, is refused.
+        `last_seen_at` is written at most once per touch interval; the write also
+        invalidates the cached copy, so every worker sees the new time.
         """
         id_hash = hash_session_id(session_id)
-        record = await self._repository.select_session(id_hash)
+        key = id_hash.hex()
+        record = await self._cache.get(key, lambda: self._repository.select_session(id_hash))
         now = self._clock()
-        if record is None or not self._is_live(record, now):
+        if record is not None and self._is_idle(record, now) and self._is_valid(record, now):
+            # The cached copy may predate another worker's touch: ask the source before
+            # refusing, and refresh the cache if the session was in fact in use.
+            fresh = await self._repository.select_session(id_hash)
+            if fresh is not None and fresh.last_seen_at != record.last_seen_at:
+                await self._cache.invalidate(key)
+            record = fresh
+        if record is None or not self._is_valid(record, now) or self._is_idle(record, now):
             raise NotAuthenticated()
         if now - record.last_seen_at >= self._touch_interval:
             await self._repository.touch_session(id_hash, now)
+            await self._cache.invalidate(key)
         return Principal(
             user_id=record.user_id, email=record.email, via="session", session_id_hash=id_hash
         )
 
+    async def list_sessions(self, principal: Principal) -> list[SessionView]:
+        """Return the caller's live sessions, newest first, the current one marked."""
+        now = self._clock()
+        records = await self._repository.select_user_sessions(principal.user_id, self._list_limit)
+        live = [record for record in records if not self._is_idle(record, now)]
+        devices = await asyncio.to_thread(
+            lambda: [describe_user_agent(record.user_agent) for record in live]
+        )
+        return [
+            SessionView(
+                public_id=record.public_id,
+                created_at=record.created_at,
+                last_seen_at=record.last_seen_at,
+                expires_at=record.expires_at,
+                device=device,
+                ip=record.ip,
+                current=record.id_hash == principal.session_id_hash,
+            )
+            for record, device in zip(live, devices, strict=True)
+        ]
+
     async def end(self, session_id_hash: bytes) -> None:
-        """Revoke one session."""
+        """Revoke one session; every worker refuses it from now on."""
         await self._repository.revoke_session(session_id_hash)
+        await self._cache.invalidate(session_id_hash.hex())
+
+    async def end_by_public_id(self, principal: Principal, public_id: UUID) -> bool:
+        """Revoke one of the caller's sessions by its public id; return True if it was this one.
+
+        Raises `NotFound` for an unknown id, another user's session or one already ended,
+        alike, so the answer reveals nothing about other users' sessions.
+        """
+        id_hash = await self._repository.revoke_session_by_public_id(principal.user_id, public_id)
+        if id_hash is None:
+            raise NotFound("No such session.")
+        await self._cache.invalidate(id_hash.hex())
+        return id_hash == principal.session_id_hash
 
     async def end_all(self, user_id: UUID, *, keep: bytes | None = None) -> int:
         """Revoke every session of the user, except `keep` if given; return how many."""
-        return await self._repository.revoke_user_sessions(user_id, keep=keep)
+        hashes = await self._repository.revoke_user_sessions(user_id, keep=keep)
+        await asyncio.gather(*(self._cache.invalidate(id_hash.hex()) for id_hash in hashes))
+        return len(hashes)
 
-    def _is_live(self, record: SessionRecord, now: datetime) -> bool:
-        return (
-            record.revoked_at is None
-            and not record.user_disabled
-            and now < record.expires_at
-            and now - record.last_seen_at < self._idle_timeout
-        )
+    def _is_valid(self, record: SessionRecord, now: datetime) -> bool:
+        return record.revoked_at is None and not record.user_disabled and now < record.expires_at
+
+    def _is_idle(self, record: SessionRecord, now: datetime) -> bool:
+        return now - record.last_seen_at >= self._idle_timeout

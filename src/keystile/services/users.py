@@ -41,6 +41,9 @@ class UserAdminService:
             raise NotFound(f"No account for {email}.")
         disabled = await self._users.disable_user(user.id)
         assert disabled is not None
+        # After the user is disabled no session of it loads as live; ending them here
+        # also drops every worker's cached copy (S10).
+        await self._sessions.end_all(user.id)
         return disabled
 
     async def list_users(self, limit: int = 100, after_email: str = "") -> list[User]:

@@ -19,7 +19,7 @@ from keystile.errors import (
     Overloaded,
 )
 
-__all__ = ["error_response", "register_error_handlers"]
+__all__ = ["error_response", "register_error_handlers", "status_for"]
 
 _log = logging.getLogger(__name__)
 
@@ -61,8 +61,13 @@ def error_response(
     return response
 
 
+def status_for(error: KeystileError) -> int:
+    """Return the HTTP status of a domain error (also used by the HTML pages)."""
+    return next((status for cls, status in _STATUS if isinstance(error, cls)), 400)
+
+
 def _domain_error(error: KeystileError) -> Response:
-    status = next((status for cls, status in _STATUS if isinstance(error, cls)), 400)
+    status = status_for(error)
     response = error_response(status, error.code, error.message)
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -18,6 +19,8 @@ __all__ = [
     "Password",
     "PasswordChangeRequest",
     "RegisterRequest",
+    "SessionListResponse",
+    "SessionResponse",
     "UserResponse",
 ]
 
@@ -74,6 +77,20 @@ class MeResponse(BaseModel):
     id: UUID
     email: str
     authenticated_via: str
+
+
+class SessionResponse(BaseModel):
+    id: UUID
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    device: str
+    ip: str
+    current: bool
+
+
+class SessionListResponse(BaseModel):
+    sessions: list[SessionResponse]
 
 
 class ErrorBody(BaseModel):

@@ -1,11 +1,14 @@
-"""Cookie sessions: POST /v1/sessions (log in), DELETE /v1/sessions/current (log out)."""
+"""Cookie sessions: log in, list mine, log out, revoke one of mine."""
 
 from __future__ import annotations
+
+from uuid import UUID
 
 from quart import Blueprint, g
 from quart.typing import ResponseReturnValue
 from quart_schema import validate_request, validate_response
 
+from keystile.services.sessions import SessionView
 from keystile.web.auth import (
     check_same_origin,
     end_cookie_session,
@@ -13,7 +16,13 @@ from keystile.web.auth import (
     start_cookie_session,
 )
 from keystile.web.context import client_info, services
-from keystile.web.schemas import LoginRequest, LoginResponse, UserResponse
+from keystile.web.schemas import (
+    LoginRequest,
+    LoginResponse,
+    SessionListResponse,
+    SessionResponse,
+    UserResponse,
+)
 
 blueprint = Blueprint("sessions", __name__)
 
@@ -32,6 +41,15 @@ async def login(data: LoginRequest) -> tuple[LoginResponse, int]:
     ), 201
 
 
+@blueprint.get("/v1/sessions")
+@requires_session
+@validate_response(SessionListResponse)
+async def list_sessions() -> SessionListResponse:
+    """List the caller's live sessions, newest first; `current` marks this one."""
+    views = await services().sessions.list_sessions(g.keystile_principal)
+    return SessionListResponse(sessions=[session_response(view) for view in views])
+
+
 @blueprint.delete("/v1/sessions/current")
 @requires_session
 async def logout() -> ResponseReturnValue:
@@ -40,3 +58,25 @@ async def logout() -> ResponseReturnValue:
     await services().sessions.end(principal.session_id_hash)
     end_cookie_session()
     return "", 204
+
+
+@blueprint.delete("/v1/sessions/<uuid:session_id>")
+@requires_session
+async def revoke(session_id: UUID) -> ResponseReturnValue:
+    """End one of the caller's sessions by its public id; 404 if it is not theirs."""
+    if await services().sessions.end_by_public_id(g.keystile_principal, session_id):
+        end_cookie_session()
+    return "", 204
+
+
+def session_response(view: SessionView) -> SessionResponse:
+    """Return the API shape of a session view."""
+    return SessionResponse(
+        id=view.public_id,
+        created_at=view.created_at,
+        last_seen_at=view.last_seen_at,
+        expires_at=view.expires_at,
+        device=view.device,
+        ip=view.ip,
+        current=view.current,
+    )

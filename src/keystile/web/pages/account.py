@@ -1,0 +1,105 @@
+"""The account page: who I am, my sessions, password change, logging out."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from quart import Response, redirect, request, url_for
+from quart.typing import ResponseReturnValue
+
+from keystile.errors import InvalidCredentials, KeystileError, PasswordPolicyViolation
+from keystile.services.types import Principal
+from keystile.web.auth import current_principal, end_cookie_session
+from keystile.web.context import client_info, services
+from keystile.web.csrf import verify_csrf
+from keystile.web.pages.common import blueprint, error_status, render_page
+
+
+@blueprint.get("/account")
+async def account() -> ResponseReturnValue:
+    """Show the account of the logged-in user; others are sent to log in first."""
+    principal = await current_principal()
+    if principal is None:
+        return redirect(url_for("pages.login", next="/account"), 303)
+    return await _account_page(principal)
+
+
+@blueprint.post("/account/password")
+async def change_password() -> ResponseReturnValue:
+    """Change the password; the user's other sessions end (S3)."""
+    principal = await current_principal()
+    if principal is None:
+        return _session_ended()
+    form = await request.form
+    await verify_csrf(form)
+    current = form.get("current_password", "")
+    new = form.get("new_password", "")
+    errors = {
+        "current_password": None if current else "Enter your current password.",
+        "new_password": None if new else "Choose a new password.",
+        "new_password_confirm": (
+            "The two new passwords are not the same."
+            if new and form.get("new_password_confirm", "") != new
+            else None
+        ),
+    }
+    if not any(errors.values()):
+        try:
+            await services().auth.change_password(principal, current, new, client_info())
+        except InvalidCredentials as error:
+            errors["current_password"] = error.message
+        except PasswordPolicyViolation as error:
+            errors["new_password"] = error.message
+        except KeystileError as error:
+            return await _account_error(principal, error)
+        else:
+            return redirect(url_for("pages.account", notice="password-changed"), 303)
+    status = 401 if errors["current_password"] and current else 422
+    return await _account_page(principal, status, errors=errors)
+
+
+@blueprint.post("/account/sessions/<uuid:public_id>/revoke")
+async def revoke_session(public_id: UUID) -> ResponseReturnValue:
+    """End one of my sessions; ending this one logs me out here."""
+    principal = await current_principal()
+    if principal is None:
+        return _session_ended()
+    await verify_csrf(await request.form)
+    try:
+        was_current = await services().sessions.end_by_public_id(principal, public_id)
+    except KeystileError as error:
+        return await _account_error(principal, error)
+    if was_current:
+        end_cookie_session()
+        return redirect(url_for("pages.login", notice="logged-out"), 303)
+    return redirect(url_for("pages.account", notice="session-revoked"), 303)
+
+
+@blueprint.post("/account/logout-everywhere")
+async def logout_everywhere() -> ResponseReturnValue:
+    """End every session and access token of mine, this one included (S17)."""
+    principal = await current_principal()
+    if principal is None:
+        return _session_ended()
+    await verify_csrf(await request.form)
+    await services().auth.logout_everywhere(principal, client_info())
+    end_cookie_session()
+    return redirect(url_for("pages.login", notice="logged-out-everywhere"), 303)
+
+
+async def _account_page(principal: Principal, status: int = 200, **context: object) -> Response:
+    sessions = await services().sessions.list_sessions(principal)
+    return await render_page(
+        "account.html", status, principal=principal, sessions=sessions, **context
+    )
+
+
+async def _account_error(principal: Principal, error: KeystileError) -> Response:
+    status, headers = error_status(error)
+    response = await _account_page(principal, status, form_error=error.message)
+    response.headers.update(headers)
+    return response
+
+
+def _session_ended() -> ResponseReturnValue:
+    return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)

@@ -1,0 +1,90 @@
+"""What every page shares: the blueprint, rendering, notices, error pages, headers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from quart import Blueprint, Response, render_template, request
+
+from keystile.errors import KeystileError
+from keystile.web.csrf import CSRF_FIELD, csrf_token
+from keystile.web.errors import status_for
+from keystile.web.schemas import Email
+
+__all__ = [
+    "NOTICES",
+    "blueprint",
+    "check_email",
+    "error_status",
+    "render_page",
+]
+
+blueprint = Blueprint("pages", __name__, template_folder="../templates")
+
+# Messages shown after a redirect, chosen by a fixed key: nothing from the URL is echoed.
+NOTICES = {
+    "registered": (
+        "If this email was not registered yet, its account now exists. Log in to continue."
+    ),
+    "logged-out": "You are logged out.",
+    "logged-out-everywhere": "You are logged out on every device.",
+    "session-ended": "Your session has ended. Please log in again.",
+    "password-changed": "Your password is changed. Your other sessions have ended.",
+    "session-revoked": "That session has ended.",
+}
+
+# No scripts at all; forms post only here; no framing (clickjacking of the buttons).
+_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+_EMAIL = TypeAdapter(Email)
+
+
+async def render_page(template: str, status: int = 200, **context: Any) -> Response:
+    """Render a page with its CSRF token and the notice named in `?notice=`, if any."""
+    context.setdefault("notice", NOTICES.get(request.args.get("notice", "")))
+    body = await render_template(
+        template, csrf_token=await csrf_token(), csrf_field=CSRF_FIELD, **context
+    )
+    return Response(body, status=status)
+
+
+def error_status(error: KeystileError) -> tuple[int, dict[str, str]]:
+    """Return the status and extra headers a page answers a domain error with."""
+    retry_after = getattr(error, "retry_after", None)
+    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+    return status_for(error), headers
+
+
+def check_email(value: str) -> str | None:
+    """Return an error message for an unusable email address, or None."""
+    if not value:
+        return "Enter your email address."
+    try:
+        _EMAIL.validate_python(value)
+    except ValidationError:
+        return "Enter an email address like name@example.com."
+    return None
+
+
+@blueprint.app_template_filter("when")
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+@blueprint.after_request
+async def _page_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", _CSP)
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+@blueprint.errorhandler(KeystileError)
+async def _error_page(error: KeystileError) -> Response:
+    """Answer errors no form handled (CSRF, outages) with a page, not JSON."""
+    status, headers = error_status(error)
+    body = await render_template("error.html", message=error.message, status=status)
+    return Response(body, status=status, headers=headers)

@@ -1,0 +1,175 @@
+"""The pages in a real browser: headless Debian Chromium driven by Playwright.
+
+The app runs as `keystile serve` in a subprocess on the test PostgreSQL and Redis.
+Set KEYSTILE_UPDATE_SCREENSHOTS=1 to refresh docs/account.png from this run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from keystile.embedded import free_port
+from tests.conftest import PASSWORD, Backing, unique_email
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="no /usr/bin/chromium: install Debian's chromium package to run browser tests",
+    ),
+]
+
+
+@pytest.fixture(name="base_url", scope="module")
+def _base_url(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Serve the app over real HTTP, as `keystile serve` does in production."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
+    env.update(
+        KEYSTILE_SETTINGS_FILE=str(ROOT / "settings.toml"),
+        KEYSTILE_DATABASE_URL=backing.database_url,
+        KEYSTILE_REDIS_URL=backing.redis_url,
+        KEYSTILE_SECRET_KEY="browser-test-secret-key-" + "x" * 20,
+        KEYSTILE_COOKIE_SECURE="false",  # plain http on 127.0.0.1
+        KEYSTILE_ARGON2_MEMORY_KIB="64",
+        KEYSTILE_ARGON2_TIME_COST="1",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "keystile", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path_factory.mktemp("serve"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(base, server)
+        yield base
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def _wait_until_ready(base: str, server: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"keystile serve exited: {server.stdout.read()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("keystile serve did not become ready")
+
+
+@pytest.fixture(name="browser", scope="module")
+def _browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _log_in(page: Page, base: str, email: str) -> None:
+    page.goto(f"{base}/login")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{base}/account")
+
+
+def test_register_log_in_revoke_another_session_and_log_out(
+    browser: Browser, base_url: str, tmp_path: Path
+) -> None:
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    laptop = browser.new_context(viewport={"width": 1000, "height": 900})
+    phone = browser.new_context(user_agent=IPHONE)
+    try:
+        page = laptop.new_page()
+        page.goto(f"{base_url}/register")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Create an account")
+        page.get_by_label("Email address").fill(email)
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_label("Repeat the password").fill(PASSWORD)
+        page.get_by_role("button", name="Create account").click()
+        expect(page.get_by_role("status")).to_contain_text("Log in to continue")
+
+        _log_in(page, base_url, email)
+        expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
+        expect(page.locator("main")).to_contain_text(email)
+
+        other = phone.new_page()
+        _log_in(other, base_url, email)
+
+        page.reload()
+        rows = page.locator("table.sessions tbody tr")
+        expect(rows).to_have_count(2)
+        expect(page.locator("tr.current")).to_contain_text("this device")
+        expect(page.locator("tbody tr:not(.current)")).to_contain_text("Mobile Safari 17 on iOS")
+        page.screenshot(path=str(tmp_path / "account.png"), full_page=True)
+        if os.environ.get("KEYSTILE_UPDATE_SCREENSHOTS") == "1":
+            shutil.copy(tmp_path / "account.png", ROOT / "docs" / "account.png")
+
+        page.locator("tbody tr:not(.current)").get_by_role("button", name="Revoke").click()
+        expect(page.get_by_role("status")).to_have_text("That session has ended.")
+        expect(rows).to_have_count(1)
+
+        other.goto(f"{base_url}/account")  # the revoked device is sent to log in again
+        expect(other).to_have_url(f"{base_url}/login?next=/account")
+
+        page.get_by_role("button", name="Log out", exact=True).click()
+        expect(page.get_by_role("status")).to_have_text("You are logged out.")
+        page.goto(f"{base_url}/account")
+        expect(page).to_have_url(f"{base_url}/login?next=/account")
+    finally:
+        laptop.close()
+        phone.close()
+
+
+def test_wrong_password_message_is_announced_and_linked(browser: Browser, base_url: str) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{base_url}/login")
+        page.get_by_label("Email address").fill(unique_email())
+        page.get_by_label("Password").fill("certainly not the password")
+        page.get_by_role("button", name="Log in").click()
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text("The email or password is incorrect.")
+        expect(page.locator("form[aria-describedby='form-error']")).to_have_count(1)
+    finally:
+        context.close()
