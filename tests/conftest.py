@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,8 +42,10 @@ class Backing:
 
 
 @pytest.fixture(scope="session", name="backing")
-def _backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backing]:
-    data_dir = tmp_path_factory.mktemp("backing")
+def _backing() -> Iterator[Backing]:
+    # A private directory, not pytest's tmp_path: pytest prunes old run directories of the
+    # same user, which would delete a live server's data under a concurrent test run.
+    data_dir = Path(tempfile.mkdtemp(prefix="keystile-test-"))
     postgres = redis = None
     database_url = os.environ.get("KEYSTILE_TEST_DATABASE_URL")
     redis_url = os.environ.get("KEYSTILE_TEST_REDIS_URL")
@@ -61,6 +65,7 @@ def _backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backing]:
             redis.stop()
         if postgres is not None:
             postgres.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def make_settings(backing: Backing, **overrides: Any) -> Settings:

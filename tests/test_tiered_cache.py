@@ -164,3 +164,30 @@ async def test_single_flight_shares_a_failure_with_every_waiter() -> None:
         *(flight.run("k", failing) for _ in range(3)), return_exceptions=True
     )
     assert all(isinstance(result, ValueError) for result in results)
+
+
+async def test_a_load_racing_an_invalidation_does_not_cache_its_stale_result(
+    workers: tuple[Worker, Worker],
+) -> None:
+    # The load reads the source, then the revocation commits and invalidates, then the
+    # load would write back what it read: neither Redis nor the local cache may keep it.
+    first, second = workers
+    source = {"k": 1}
+    read_done = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_load() -> int:
+        value = source["k"]
+        read_done.set()
+        await release.wait()
+        return value
+
+    loading = asyncio.create_task(first.cache.get("k", slow_load))
+    await read_done.wait()
+    source["k"] = 2
+    await second.cache.invalidate("k")
+    release.set()
+    assert await loading == 1  # the caller that raced still gets what it read
+    assert first.cache.local.get("k") is None
+    assert await second.cache.get("k", lambda: _constant(source["k"])) == 2
+    assert await first.cache.get("k", lambda: _constant(source["k"])) == 2

@@ -32,6 +32,14 @@ V = TypeVar("V")
 CHANNEL = "keystile:invalidate"
 _REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
+# Write the loaded value unless the key was invalidated moments ago: a load that read
+# the source just before a revocation committed must not put its stale copy back.
+_SET_UNLESS_TOMBSTONE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 
 class LocalCache(Generic[K, V]):
     """A bounded in-process mapping whose entries expire after `ttl` seconds."""
@@ -113,17 +121,37 @@ class TieredCache(Generic[V]):
         local_ttl: float,
         redis_ttl: float,
         max_entries: int = 100_000,
+        tombstone_ttl: float = 5.0,
     ) -> None:
         self.namespace = namespace
         self._redis = redis
         self._encode = encode
         self._decode = decode
         self._redis_ttl = redis_ttl
+        self._tombstone_ms = int(tombstone_ttl * 1000)
+        self._set_unless_tombstone = redis.register_script(_SET_UNLESS_TOMBSTONE)
         self.local: LocalCache[str, V] = LocalCache(ttl=local_ttl, max_entries=max_entries)
         self._flight: SingleFlight[str, V | None] = SingleFlight()
+        # Keys being loaded right now -> whether an invalidation arrived meanwhile.
+        self._loading: dict[str, bool] = {}
 
     def _redis_key(self, key: str) -> str:
         return f"keystile:{self.namespace}:{key}"
+
+    def _tombstone_key(self, key: str) -> str:
+        return f"keystile:{self.namespace}:{key}:invalidated"
+
+    def forget(self, key: str) -> None:
+        """Drop the local copy, and make a load in flight for `key` not cache its result."""
+        self.local.delete(key)
+        if key in self._loading:
+            self._loading[key] = True
+
+    def forget_all(self) -> None:
+        """Drop every local copy (after missed messages, e.g. a pub/sub reconnect)."""
+        self.local.clear()
+        for key in self._loading:
+            self._loading[key] = True
 
     async def get(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
         """Return the value for `key`, loading it at most once across concurrent callers."""
@@ -133,32 +161,41 @@ class TieredCache(Generic[V]):
         return await self._flight.run(key, lambda: self._load(key, load))
 
     async def _load(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        self._loading[key] = False
+        try:
+            value = await self._load_through(key, load)
+            invalidated_meanwhile = self._loading[key]
+        finally:
+            del self._loading[key]
+        if value is not None and not invalidated_meanwhile:
+            self.local.set(key, value)
+        return value
+
+    async def _load_through(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
         try:
             raw = await self._redis.get(self._redis_key(key))
         except _REDIS_FAILURES:
             raw = None
         if raw is not None:
-            value: V = self._decode(json.loads(raw))
-        else:
-            loaded = await load()
-            if loaded is None:
-                return None
-            value = loaded
+            return self._decode(json.loads(raw))
+        value = await load()
+        if value is not None:
             with contextlib.suppress(*_REDIS_FAILURES):
-                await self._redis.set(
-                    self._redis_key(key),
-                    json.dumps(self._encode(value)),
-                    px=int(self._redis_ttl * 1000),
+                await self._set_unless_tombstone(
+                    keys=[self._redis_key(key), self._tombstone_key(key)],
+                    args=[json.dumps(self._encode(value)), int(self._redis_ttl * 1000)],
                 )
-        self.local.set(key, value)
         return value
 
     async def invalidate(self, key: str) -> None:
         """Forget `key` here, in Redis, and (through pub/sub) on every other worker."""
-        self.local.delete(key)
+        self.forget(key)
         try:
-            await self._redis.delete(self._redis_key(key))
-            await self._redis.publish(CHANNEL, json.dumps([self.namespace, key]))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._tombstone_key(key), 1, px=self._tombstone_ms)
+                pipe.delete(self._redis_key(key))
+                pipe.publish(CHANNEL, json.dumps([self.namespace, key]))
+                await pipe.execute()
         except _REDIS_FAILURES:
             # Other workers' copies now live until their TTL; say so loudly.
             _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
@@ -174,13 +211,13 @@ class InvalidationListener:
     def __init__(self, redis: Redis, *, retry_interval: float = 0.5) -> None:
         self._redis = redis
         self._retry_interval = retry_interval
-        self._caches: dict[str, LocalCache[str, Any]] = {}
+        self._caches: dict[str, TieredCache[Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.ready = asyncio.Event()
 
     def register(self, cache: TieredCache[Any]) -> None:
-        self._caches[cache.namespace] = cache.local
+        self._caches[cache.namespace] = cache
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="invalidation")
@@ -199,7 +236,7 @@ class InvalidationListener:
             return
         cache = self._caches.get(namespace)
         if cache is not None:
-            cache.delete(key)
+            cache.forget(key)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -208,7 +245,7 @@ class InvalidationListener:
                     await pubsub.subscribe(CHANNEL)
                     # Entries cached while we were deaf may have missed messages.
                     for cache in self._caches.values():
-                        cache.clear()
+                        cache.forget_all()
                     self.ready.set()
                     while not self._stopping:
                         message = await pubsub.get_message(timeout=1.0)
