@@ -7,17 +7,21 @@ Both keystile and the Flask baseline are pointed at the same servers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
 from keystile.runtime import migrate
 from keystile.settings import load_settings
 
-__all__ = ["Backends", "backends"]
+__all__ = ["Backends", "backends", "second_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +74,36 @@ def backends(data_dir: Path, database_url: str | None, redis_url: str | None) ->
             redis.stop()
         if postgres is not None:
             postgres.stop()
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=path))
+
+
+def second_store(stores: Backends, suffix: str) -> Backends:
+    """Return backends for a second, migrated database on the same servers.
+
+    The scale scenario runs a second keystile on it (a small user store) next to the
+    main one, so the two stores can be measured in interleaved rounds. It gets its own
+    Redis database number too, so the two keystiles never share a cache entry.
+    """
+    main_db = urlsplit(stores.database_url).path.lstrip("/") or "postgres"
+    name = f"{main_db}_{suffix}"
+
+    async def _create() -> None:
+        connection = await asyncpg.connect(stores.database_url, timeout=10)
+        try:
+            exists = await connection.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", name, timeout=10
+            )
+            if not exists:
+                await connection.execute(f'CREATE DATABASE "{name}"', timeout=60)
+        finally:
+            await connection.close()
+
+    asyncio.run(_create())
+    database_url = _with_path(stores.database_url, f"/{name}")
+    redis_url = _with_path(stores.redis_url, "/1")
+    migrate(load_settings(database_url=database_url, redis_url=redis_url))
+    return replace(stores, database_url=database_url, redis_url=redis_url)

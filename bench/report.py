@@ -82,7 +82,7 @@ def _ratios(report: Report, m: Measurement) -> str:
     parts = []
     ceiling_name = _CEILING_OF.get(m.scenario.split("/")[-1])
     ceiling = report.find("ceiling", ceiling_name) if ceiling_name else None
-    if ceiling and ceiling.rps:
+    if ceiling_name and ceiling and ceiling.rps:
         parts.append(f"{m.rps / ceiling.rps:.2f} x {ceiling_name.split('-')[0]}")
     if m.target == "keystile":
         baseline = report.find("baseline", m.scenario)

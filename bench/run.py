@@ -1,13 +1,14 @@
 """`make bench`: keystile against its ceilings and the Flask original, in one run.
 
-Order of a run (each server alone on the machine while it is measured):
-1. PostgreSQL + Redis (embedded unless URLs are given), migrated; users reset and
-   the small store seeded.
-2. Ceilings: in-process argon2id rate; the bare Quart route on keystile's Hypercorn.
-3. keystile: the scale scenario's small case, then the store grown to the large
-   size, the large case, then every scenario and the concurrency sweeps.
-4. The Flask baseline: the same scenarios on the same users.
-5. JSON, Markdown and PNGs into the output directory.
+1. PostgreSQL + Redis (embedded unless URLs are given), migrated; the main database
+   seeded with the large user store, a second database with the small one.
+2. Every server started at once, idle until measured: the bare-Quart ceiling,
+   keystile on the large store, a second keystile on the small store (for `scale`),
+   and the Flask baseline.
+3. Scenario groups, each measured as interleaved arms (see measure.py): scale (small
+   vs large store); hash ceiling + login-cold; login-warm; framework ceiling + reads;
+   refresh; the storm; then the latency-vs-concurrency sweep.
+4. JSON, Markdown and PNGs into the output directory.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import contextlib
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench.backends import Backends, backends
+from bench.backends import Backends, backends, second_store
 from bench.ceilings import hash_ceiling
 from bench.checks import evaluate
 from bench.measure import Arm, Measurement, SweepPoint, measure_interleaved, progress
@@ -31,7 +33,7 @@ from bench.options import Options, parse_options
 from bench.plots import plot_latency, plot_throughput
 from bench.processes import ServerProcess
 from bench.report import Report, update_readme, write_json, write_markdown
-from bench.scenarios import Target, UserCursor
+from bench.scenarios import CREDENTIAL_USERS, Target, UserCursor
 from bench.seed import hash_password, reset_users, seed_users
 from bench.servers import baseline_server, ceiling_server, keystile_server
 from bench.storm import storm_interleaved
@@ -91,18 +93,23 @@ class Run:
         self.password_hash = hash_password(
             options.argon2_memory_kib, options.argon2_time_cost, options.argon2_parallelism
         )
-        self.cursor = UserCursor(self.small, self.large)
+        # Users below CREDENTIAL_USERS are the warm and logged-in ones; cold logins start after.
+        self.cursor = UserCursor(CREDENTIAL_USERS, self.large)
+        self.small_cursor = UserCursor(CREDENTIAL_USERS, self.small)
+        self.small_store = second_store(stores, "scale_small")
         self.login_path = "/v1/sessions"
         self.read_via = "cookie"
 
     # --- phases ---------------------------------------------------------------------
 
-    def seed_small(self) -> None:
-        reset_users(self.backends.database_url)
-        seconds = seed_users(self.backends.database_url, 0, self.small, self.password_hash)
-        progress(f"seeded {self.small:,} users in {seconds:.1f} s")
+    def seed(self) -> None:
+        """Empty both stores and seed them: the large one, and the small one for `scale`."""
+        for stores, count in ((self.backends, self.large), (self.small_store, self.small)):
+            reset_users(stores.database_url)
+            seconds = seed_users(stores.database_url, 0, count, self.password_hash)
+            progress(f"seeded {count:,} users in {seconds:.1f} s")
 
-    def measure(self, entries: list[Arm | Measurement]) -> None:
+    def measure(self, entries: Sequence[Arm | Measurement]) -> None:
         """Measure the arms interleaved; record skips as they are."""
         profile = self.options.profile
         arms = [entry for entry in entries if isinstance(entry, Arm)]
@@ -143,33 +150,28 @@ class Run:
             note=f"argon2id verifies/s, {options.workers} threads, in-process",
         )
 
-    def scale(self, keystile: Target) -> None:
-        """Cold logins and reads with the small store, then with the large one."""
+    def scale(self, large: Target, small: Target) -> None:
+        """Cold logins and reads against the small and the large store, interleaved."""
         options, plan = self.options, self.plan
-        for stored in (self.small, self.large):
-            label = f"scale-{_label(stored)}"
-            if stored == self.large:
-                seconds = seed_users(
-                    self.backends.database_url, self.small, self.large, self.password_hash
-                )
-                progress(f"seeded {self.large - self.small:,} more users in {seconds:.1f} s")
-            cursor = UserCursor(0, self.small) if stored == self.small else self.cursor
-            self.measure(
-                [
-                    keystile.login(f"{label}/login-cold", cursor, plan.login_connections),
-                    keystile.me("bearer", options.connections, f"{label}/me-bearer"),
-                    keystile.me("cookie", options.connections, f"{label}/me-cookie"),
-                ]
-            )
+        entries: list[Arm | Measurement] = []
+        for target, count, cursor in (
+            (small, self.small, self.small_cursor),
+            (large, self.large, self.cursor),
+        ):
+            label = f"scale-{_label(count)}"
+            entries.append(target.login(f"{label}/login-cold", cursor, plan.login_connections))
+        for via in ("bearer", "cookie"):
+            for target, count in ((small, self.small), (large, self.large)):
+                scenario = f"scale-{_label(count)}/me-{via}"
+                entries.append(target.me(via, options.connections, scenario))
+        self.measure(entries)
 
     def scenarios(self, ceiling: Target, sides: list[Target]) -> None:
         """Every scenario, each with keystile's and the baseline's rounds interleaved."""
         options, plan, cursor = self.options, self.plan, self.cursor
         conns = options.connections
-        self.measure(
-            [self.hash_arm()]
-            + [t.login("login-cold", cursor, plan.login_connections) for t in sides]
-        )
+        cold: list[Arm | Measurement] = [self.hash_arm()]
+        self.measure(cold + [t.login("login-cold", cursor, plan.login_connections) for t in sides])
         self.measure([t.login("login-warm", None, plan.login_connections) for t in sides])
         reads: list[Arm | Measurement] = [ceiling.me("none", conns, "framework-ceiling")]
         for via in ("bearer", "cookie"):
@@ -215,6 +217,7 @@ class Run:
         servers = [
             ceiling_server(options, self.log_dir),
             keystile_server(options, self.backends, self.log_dir),
+            keystile_server(options, self.small_store, self.log_dir, name="keystile-small"),
         ]
         if options.baseline:
             _apply_sql(
@@ -224,6 +227,8 @@ class Run:
             servers.append(baseline_server(options, self.backends, self.log_dir))
         else:
             progress("baseline  skipped (--no-baseline)")
+        small_dir = self.work_dir / "small-store"
+        small_dir.mkdir()
         with contextlib.ExitStack() as stack:
             for server in servers:
                 stack.enter_context(_serving(server))
@@ -235,12 +240,13 @@ class Run:
             else:
                 progress("keystile  POST /v1/tokens not available yet: logins use /v1/sessions")
             keystile.login_path = self.login_path
+            small = Target("keystile", servers[2], options, small_dir, self.login_path)
             sides = [keystile]
             if options.baseline:
                 sides.append(
-                    Target("baseline", servers[2], options, self.work_dir, self.login_path)
+                    Target("baseline", servers[3], options, self.work_dir, self.login_path)
                 )
-            self.scale(keystile)
+            self.scale(keystile, small)
             self.scenarios(ceiling, sides)
             self.sweep(ceiling, sides)
 
@@ -353,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with backends(options.data_dir, options.database_url, options.redis_url) as stores:
         run = Run(options, stores, plan)
-        run.seed_small()
+        run.seed()
         run.all()
         path = _write(run, started)
     progress(f"done in {time.time() - started:.0f} s: {path}")

@@ -19,7 +19,7 @@ from bench.processes import ServerProcess, tree_cpu_seconds
 from bench.seed import PASSWORD
 from bench.wrk import WrkJob, WrkResult, start_wrk
 
-__all__ = ["NOT_YET", "Target", "UserCursor"]
+__all__ = ["CREDENTIAL_USERS", "NOT_YET", "WARM_USERS", "Target", "UserCursor"]
 
 WARM_USERS = 8  # login-warm cycles through this many accounts
 CREDENTIAL_USERS = 16  # me-* rotate through this many logged-in accounts
@@ -27,9 +27,14 @@ NOT_YET = "not available yet"
 
 
 class UserCursor:
-    """Hands out seeded users that have never logged in, so cold logins stay cold."""
+    """Hands out seeded users that have not logged in yet, so cold logins stay cold.
+
+    Users `first` .. `stored - 1` are handed out in order. Past the end it wraps to
+    `first` (only a small store runs out; its users' logins are minutes apart by then).
+    """
 
     def __init__(self, first: int, stored: int) -> None:
+        self.first = first
         self.position = first
         self.stored = stored
 
@@ -38,7 +43,10 @@ class UserCursor:
         return max(1, self.stored - self.position)
 
     def advance(self, used: int) -> None:
-        self.position = min(self.stored, self.position + used)
+        self.position += used
+        if self.position >= self.stored:
+            span = max(1, self.stored - self.first)
+            self.position = self.first + (self.position - self.first) % span
 
 
 @dataclass

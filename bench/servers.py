@@ -26,7 +26,9 @@ def _base_env(options: Options) -> dict[str, str]:
     return env
 
 
-def keystile_server(options: Options, backends: Backends, log_dir: Path) -> ServerProcess:
+def keystile_server(
+    options: Options, backends: Backends, log_dir: Path, name: str = "keystile"
+) -> ServerProcess:
     """`keystile serve` with N Hypercorn workers on the given backends."""
     port = free_port()
     env = _base_env(options) | {
@@ -51,12 +53,12 @@ def keystile_server(options: Options, backends: Backends, log_dir: Path) -> Serv
         f"--workers={options.workers}",
     ]
     return ServerProcess(
-        "keystile",
+        name,
         command,
         port=port,
         env=env,
         cwd=options.root,
-        log_path=log_dir / "keystile.log",
+        log_path=log_dir / f"{name}.log",
         ready_path="/readyz",
     )
 
