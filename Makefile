@@ -26,7 +26,7 @@ test: install
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src $(wildcard examples)
 
 format: install
 	$(BIN)/ruff check --fix $(LINT_PATHS)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import logging
+from collections.abc import AsyncGenerator, Iterable
 
 from quart import Quart, Response, g
 from quart_auth import QuartAuth
 from quart_schema import QuartSchema
 
 from keystile.bootstrap import Overrides, build_services
+from keystile.extensions import Extension, load_extensions
 from keystile.settings import Settings, SettingsError, load_settings
 from keystile.web import health, pages
 from keystile.web.api import blueprints as api_blueprints
@@ -19,7 +21,11 @@ from keystile.web.limits import HeaderLimitMiddleware
 
 __all__ = ["create_app", "session_cookie_name"]
 
+_log = logging.getLogger(__name__)
+
 _AUTH_VARY = ("Cookie", "Authorization")
+# Directives that let a shared cache store a response (RFC 9111 3.5).
+_SHARED_DIRECTIVES = ("public", "s-maxage")
 
 
 def session_cookie_name(settings: Settings) -> str:
@@ -27,8 +33,17 @@ def session_cookie_name(settings: Settings) -> str:
     return "__Host-keystile_session" if settings.cookie_secure else "keystile_session"
 
 
-def create_app(settings: Settings | None = None, *, overrides: Overrides | None = None) -> Quart:
-    """Return a configured keystile app; its services are built when it starts serving."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    overrides: Overrides | None = None,
+    extensions: Iterable[Extension] = (),
+) -> Quart:
+    """Return a configured keystile app; its services are built when it starts serving.
+
+    `extensions` are served beside keystile's own routes, after those named in
+    `settings.extensions` (see `keystile.extensions`).
+    """
     settings = settings or load_settings()
     secret_key = settings.read_secret_key()
     if secret_key is None:
@@ -60,12 +75,16 @@ def create_app(settings: Settings | None = None, *, overrides: Overrides | None 
         app.register_blueprint(blueprint)
     app.register_blueprint(pages.blueprint)
     init_assets(app)
+    loaded = load_extensions(settings.extensions, extensions)
+    for extension in loaded:
+        for blueprint in extension.blueprints():
+            app.register_blueprint(blueprint)
 
     app.asgi_app = HeaderLimitMiddleware(app.asgi_app, settings.max_header_bytes)  # type: ignore[method-assign]
 
     @app.while_serving
     async def _lifespan() -> AsyncGenerator[None, None]:
-        async with build_services(settings, overrides) as services:
+        async with build_services(settings, overrides, loaded) as services:
             app.extensions[EXTENSION_KEY] = services
             yield
             del app.extensions[EXTENSION_KEY]
@@ -83,7 +102,17 @@ async def _cache_headers(response: Response) -> Response:
                 response.vary.add(name)
     if "Set-Cookie" in headers or "Cache-Control" not in headers:
         headers["Cache-Control"] = "no-store"
-    elif auth_dependent and "public" in headers["Cache-Control"]:
+    elif auth_dependent and _shared_cacheable(headers["Cache-Control"]):
+        # A handler bug (http_cache refuses this earlier): never let a shared cache keep it.
+        _log.error("caller-dependent response marked shared-cacheable; sent as no-store")
         headers["Cache-Control"] = "private, no-store"
+        headers.pop("Surrogate-Key", None)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
+
+
+def _shared_cacheable(cache_control: str) -> bool:
+    directives = {part.strip().split("=")[0].lower() for part in cache_control.split(",")}
+    if "no-store" in directives:
+        return False
+    return "private" not in directives or any(d in directives for d in _SHARED_DIRECTIVES)

@@ -8,10 +8,12 @@ it in `Overrides`; nothing here is a module-level singleton.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
 
@@ -34,8 +36,11 @@ from keystile.services import (
 from keystile.settings import Settings, SettingsError
 from keystile.stores import create_redis
 from keystile.stores.cache import InvalidationListener, TieredCache
+from keystile.stores.purge import NoPurge, SurrogatePurger, VarnishPurger
 
-__all__ = ["Overrides", "Services", "build_services"]
+__all__ = ["Overrides", "ServiceProvider", "Services", "build_services"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,15 @@ class Overrides:
     """Components to use instead of the ones the composition root would build."""
 
     hasher: PasswordHasher | None = None
+    purger: SurrogatePurger | None = None
+
+
+class ServiceProvider(Protocol):
+    """Builds an extension's services from the core ones (see `keystile.extensions`)."""
+
+    def build(self, core: Services) -> AbstractAsyncContextManager[object]:
+        """Return a context that yields the extension's services and closes them on exit."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +74,15 @@ class Services:
     sessions: SessionService
     auth: AuthService
     admin: UserAdminService
+    purger: SurrogatePurger
+    extensions: tuple[object, ...] = ()
+
+    def extension(self, kind: type[T]) -> T:
+        """Return the services an extension built, by their type."""
+        for built in self.extensions:
+            if isinstance(built, kind):
+                return built
+        raise LookupError(f"no extension built a {kind.__qualname__}; is it registered?")
 
 
 def build_hasher(settings: Settings) -> PasswordHasher:
@@ -83,11 +106,23 @@ def _required_url(settings: Settings, key: str) -> str:
     return str(value.get_secret_value())
 
 
+def _build_purger(settings: Settings) -> SurrogatePurger:
+    if not settings.purge_urls:
+        return NoPurge()
+    return VarnishPurger(settings.purge_urls, timeout=settings.purge_timeout_seconds)
+
+
 @asynccontextmanager
 async def build_services(
-    settings: Settings, overrides: Overrides | None = None
+    settings: Settings,
+    overrides: Overrides | None = None,
+    providers: Sequence[ServiceProvider] = (),
 ) -> AsyncIterator[Services]:
-    """Open the pool and Redis, wire every service, and close them all on exit."""
+    """Open the pool and Redis, wire every service, and close them all on exit.
+
+    Each of `providers` (the extensions) then builds its services from the core ones;
+    they are closed, in reverse order, before the core.
+    """
     overrides = overrides or Overrides()
     pool = await create_pool(
         _required_url(settings, "database_url"),
@@ -104,6 +139,7 @@ async def build_services(
     )
     hasher = overrides.hasher or build_hasher(settings)
     invalidation = InvalidationListener(redis)
+    purger = overrides.purger or _build_purger(settings)
     try:
         database = Database(
             pool,
@@ -132,7 +168,7 @@ async def build_services(
             touch_interval=timedelta(seconds=settings.session_touch_interval_seconds),
         )
         invalidation.start()
-        yield Services(
+        core = Services(
             settings=settings,
             database=database,
             redis=redis,
@@ -144,9 +180,15 @@ async def build_services(
             sessions=sessions,
             auth=AuthService(users, sessions, hasher, policy, audit),
             admin=UserAdminService(users, hasher, policy, sessions),
+            purger=purger,
         )
+        async with AsyncExitStack() as stack:
+            built = [await stack.enter_async_context(p.build(core)) for p in providers]
+            yield dataclasses.replace(core, extensions=tuple(built))
     finally:
         await invalidation.stop()
+        if isinstance(purger, VarnishPurger) and overrides.purger is None:
+            await purger.aclose()
         if overrides.hasher is None:
             hasher.close()
         await redis.aclose()

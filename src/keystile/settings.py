@@ -93,10 +93,32 @@ class Settings(BaseSettings):
     session_cache_local_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
     session_cache_redis_ttl_seconds: float = Field(default=60.0, gt=0, le=3600)
 
+    # --- HTTP caching and extensions ---
+    purge_urls: list[str] = Field(default=[])
+    purge_timeout_seconds: float = Field(default=2.0, gt=0)
+    extensions: list[str] = Field(default=[])
+
     @field_validator("database_url", "redis_url", "secret_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("purge_urls")
+    @classmethod
+    def _purge_urls_are_http(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+    @field_validator("extensions")
+    @classmethod
+    def _extensions_are_import_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            module, _, attribute = path.partition(":")
+            if not module or not attribute:
+                raise ValueError(f"{path!r} is not of the form 'package.module:Name'")
+        return value
 
     @field_validator("secret_key")
     @classmethod

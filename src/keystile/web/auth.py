@@ -12,6 +12,7 @@ from quart_auth import AuthUser, current_user, login_user, logout_user
 
 from keystile.errors import CsrfRejected, NotAuthenticated
 from keystile.services.types import Principal
+from keystile.web.caching import mark_requires_credentials
 from keystile.web.context import services
 
 __all__ = [
@@ -68,7 +69,8 @@ def requires_session(
 ) -> Callable[P, Awaitable[R]]:
     """Refuse the request with 401 unless it carries a live session cookie.
 
-    State-changing methods are also checked for cross-site origin (S11).
+    State-changing methods are also checked for cross-site origin (S11). Combining it
+    with `http_cache(public=True)` raises at import time (S22).
     """
 
     @wraps(handler)
@@ -80,6 +82,7 @@ def requires_session(
             check_same_origin()
         return await handler(*args, **kwargs)
 
+    mark_requires_credentials(wrapper)
     return wrapper
 
 

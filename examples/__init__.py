@@ -1,0 +1,1 @@
+"""Example extensions: modules a developer adds to keystile (see README, "Extending keystile")."""

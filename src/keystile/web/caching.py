@@ -1,0 +1,223 @@
+"""`http_cache`: opt a route in to HTTP caching, safely (S20-S23, DESIGN hot path 5).
+
+Every response is `no-store` unless its handler opts in here (see `app._cache_headers`).
+A handler decorated with `http_cache` gets Cache-Control, a strong ETag computed from
+its body (unless it supplied one), 304 answers to If-None-Match / If-Modified-Since,
+Last-Modified when the handler knows it, and Surrogate-Key tags for purging a CDN or
+Varnish by tag.
+
+A public response is stored by shared caches and handed to everyone, so it must not
+depend on the caller: `http_cache(public=True)` refuses to decorate a handler that
+requires credentials (S22), and at request time refuses a response that sets a cookie
+or whose handler looked at the caller's session or token (S21, S22). The 304 decision
+is made on the handler's own response, after any authentication the handler runs,
+so a conditional request never skips it (S23).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import wraps
+from typing import Any, ParamSpec
+
+from quart import Response, g, make_response, request
+from quart.typing import ResponseReturnValue
+
+from keystile.stores.purge import check_surrogate_key
+
+__all__ = [
+    "CachePolicy",
+    "CachePolicyError",
+    "add_surrogate_keys",
+    "http_cache",
+    "mark_requires_credentials",
+    "set_etag",
+    "set_last_modified",
+]
+
+P = ParamSpec("P")
+
+_PUBLIC_ATTR = "_keystile_public_cache"
+_CREDENTIALS_ATTR = "_keystile_requires_credentials"
+_HINTS = "keystile_cache_hints"
+_CREDENTIAL_HEADERS = frozenset({"cookie", "authorization"})
+# Only a plain 200 is worth storing; errors keep the default no-store.
+_CACHEABLE_STATUS = 200
+
+
+class CachePolicyError(RuntimeError):
+    """A route asked for caching that could leak one caller's response to another."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """What `http_cache` sends; validated once, at decoration time."""
+
+    public: bool
+    max_age: int
+    s_maxage: int | None = None
+    stale_while_revalidate: int | None = None
+    stale_if_error: int | None = None
+    vary: tuple[str, ...] = ()
+    surrogate_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("max_age", "s_maxage", "stale_while_revalidate", "stale_if_error"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"http_cache: {name} must not be negative")
+        if not self.public and (self.s_maxage is not None or self.surrogate_keys):
+            raise ValueError("http_cache: s_maxage and surrogate_keys need public=True")
+        if self.public and _CREDENTIAL_HEADERS & {name.lower() for name in self.vary}:
+            raise CachePolicyError(
+                "http_cache: a public response must not vary on Cookie or Authorization (S22)"
+            )
+        for key in self.surrogate_keys:
+            check_surrogate_key(key)
+
+    def cache_control(self) -> str:
+        """Return the Cache-Control header value."""
+        parts = ["public" if self.public else "private", f"max-age={self.max_age}"]
+        for directive, value in (
+            ("s-maxage", self.s_maxage),
+            ("stale-while-revalidate", self.stale_while_revalidate),
+            ("stale-if-error", self.stale_if_error),
+        ):
+            if value is not None:
+                parts.append(f"{directive}={value}")
+        return ", ".join(parts)
+
+
+@dataclass(slots=True)
+class _Hints:
+    surrogate_keys: list[str] = field(default_factory=list)
+    last_modified: datetime | None = None
+    etag: str | None = None
+
+
+def _hints() -> _Hints:
+    hints: _Hints | None = g.get(_HINTS)
+    if hints is None:
+        hints = _Hints()
+        setattr(g, _HINTS, hints)
+    return hints
+
+
+def add_surrogate_keys(*keys: str) -> None:
+    """Tag this request's response for purge by tag (e.g. `product:42`)."""
+    for key in keys:
+        check_surrogate_key(key)
+    _hints().surrogate_keys.extend(keys)
+
+
+def set_last_modified(when: datetime) -> None:
+    """Send Last-Modified (and answer If-Modified-Since) for this request's response."""
+    _hints().last_modified = when
+
+
+def set_etag(value: str) -> None:
+    """Use this strong validator instead of a hash of the body (e.g. a row version)."""
+    _hints().etag = value
+
+
+def mark_requires_credentials(handler: Callable[P, Any]) -> None:
+    """Record that `handler` authenticates its caller; refuse if it is publicly cached.
+
+    Authentication decorators (`requires_session`, `requires_auth`) call this on the
+    wrapper they return, so `http_cache(public=True)` above or below them fails at import.
+    """
+    if getattr(handler, _PUBLIC_ATTR, False):
+        raise CachePolicyError(
+            f"{handler.__qualname__}: a route that requires credentials cannot be cached "
+            "publicly (S22); use http_cache(public=False)"
+        )
+    setattr(handler, _CREDENTIALS_ATTR, True)
+
+
+def http_cache(
+    *,
+    public: bool,
+    max_age: int,
+    s_maxage: int | None = None,
+    stale_while_revalidate: int | None = None,
+    stale_if_error: int | None = None,
+    vary: Iterable[str] = (),
+    surrogate_keys: Iterable[str] = (),
+) -> Callable[[Callable[P, Awaitable[Any]]], Callable[P, Awaitable[ResponseReturnValue]]]:
+    """Make a GET route's successful responses cacheable, with validators and 304s.
+
+    `public=True`: any cache may store it (CDN, Varnish), so the response must be the
+    same for every caller. `public=False`: only the caller's browser may store it.
+    `s_maxage` is the shared caches' lifetime; `surrogate_keys` tag every response of
+    the route (add per-request tags with `add_surrogate_keys`). Only 200 responses are
+    made cacheable; anything else keeps the default no-store.
+    """
+    policy = CachePolicy(
+        public=public,
+        max_age=max_age,
+        s_maxage=s_maxage,
+        stale_while_revalidate=stale_while_revalidate,
+        stale_if_error=stale_if_error,
+        vary=tuple(vary),
+        surrogate_keys=tuple(surrogate_keys),
+    )
+
+    def decorator(
+        handler: Callable[P, Awaitable[Any]],
+    ) -> Callable[P, Awaitable[ResponseReturnValue]]:
+        if policy.public and getattr(handler, _CREDENTIALS_ATTR, False):
+            raise CachePolicyError(
+                f"{handler.__qualname__}: a route that requires credentials cannot be "
+                "cached publicly (S22); use http_cache(public=False)"
+            )
+
+        @wraps(handler)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
+            # The handler (and any authentication it runs) always goes first, so a
+            # conditional request cannot skip authentication (S23).
+            response = await make_response(await handler(*args, **kwargs))
+            if (
+                not isinstance(response, Response)
+                or response.status_code != _CACHEABLE_STATUS
+                or request.method not in {"GET", "HEAD"}
+            ):
+                return response
+            if policy.public:
+                _refuse_caller_dependent(response, handler)
+            await _apply(policy, response)
+            return await response.make_conditional(request)
+
+        if policy.public:
+            setattr(wrapper, _PUBLIC_ATTR, True)
+        return wrapper
+
+    return decorator
+
+
+def _refuse_caller_dependent(response: Response, handler: Callable[..., Any]) -> None:
+    if "Set-Cookie" in response.headers:
+        raise CachePolicyError(f"{handler.__qualname__}: a public response set a cookie (S22)")
+    if g.get("keystile_auth_dependent", False):
+        raise CachePolicyError(
+            f"{handler.__qualname__}: a public response read the caller's credentials (S21)"
+        )
+
+
+async def _apply(policy: CachePolicy, response: Response) -> None:
+    hints = _hints()
+    response.headers["Cache-Control"] = policy.cache_control()
+    for name in policy.vary:
+        response.vary.add(name)
+    keys = list(dict.fromkeys((*policy.surrogate_keys, *hints.surrogate_keys)))
+    if keys:
+        response.headers["Surrogate-Key"] = " ".join(keys)
+    if hints.last_modified is not None:
+        response.last_modified = hints.last_modified
+    if hints.etag is not None:
+        response.set_etag(hints.etag)
+    elif "ETag" not in response.headers:
+        body = await response.get_data(as_text=False)
+        response.set_etag(hashlib.sha256(body).hexdigest()[:32])
