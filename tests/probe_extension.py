@@ -1,25 +1,51 @@
 """A test-only extension with one route per caching behaviour under test.
 
 Loaded by import path ("tests.probe_extension:ProbeExtension") in the Varnish test,
-so it also exercises `settings.extensions`.
+so it also exercises `settings.extensions`. It counts every request the origin
+answers in Redis (`origin_hits_key`), before the response leaves, so a test behind
+a cache can tell exactly what reached keystile.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from quart import Blueprint, Response, g, jsonify
+from quart import Blueprint, Response, g, jsonify, request
 from quart.typing import ResponseReturnValue
+from redis.asyncio import Redis
 
 from keystile.bootstrap import Services
 from keystile.web.auth import current_principal, requires_session
 from keystile.web.caching import add_surrogate_keys, http_cache, set_etag, set_last_modified
+from keystile.web.context import services
 
 blueprint = Blueprint("probe", __name__)
 
 LAST_MODIFIED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def origin_hits_key(method: str, path_and_query: str, status: int) -> str:
+    """Return the Redis key counting origin answers of this status to this request."""
+    return f"probe:origin:{method} {path_and_query} {status}"
+
+
+@dataclass(frozen=True)
+class ProbeState:
+    redis: Redis
+
+
+@blueprint.after_app_request
+async def _count_origin_hit(response: Response) -> Response:
+    query = request.query_string.decode()
+    target = request.path + (f"?{query}" if query else "")
+    key = origin_hits_key(request.method, target, response.status_code)
+    redis = services().extension(ProbeState).redis
+    async with redis.pipeline(transaction=False) as pipe:
+        await pipe.incr(key).expire(key, 600).execute()
+    return response
 
 
 @blueprint.get("/probe/public")
@@ -42,6 +68,12 @@ async def public() -> ResponseReturnValue:
 @http_cache(public=True, max_age=1, s_maxage=1, surrogate_keys=["probe-short"])
 async def short() -> ResponseReturnValue:
     return {"short": "lived"}
+
+
+@blueprint.get("/probe/resilient")
+@http_cache(public=True, max_age=1, s_maxage=1, stale_if_error=600)
+async def resilient() -> ResponseReturnValue:
+    return {"resilient": True}
 
 
 @blueprint.get("/probe/supplied-etag")
@@ -105,5 +137,5 @@ class ProbeExtension:
         return (blueprint,)
 
     @asynccontextmanager
-    async def build(self, core: Services) -> AsyncIterator[object]:
-        yield object()
+    async def build(self, core: Services) -> AsyncIterator[ProbeState]:
+        yield ProbeState(core.redis)
