@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from quart import Blueprint, Response, g, jsonify, request
+from quart import Blueprint, Response, g, jsonify, request, session
 from quart.typing import ResponseReturnValue
 from redis.asyncio import Redis
 
@@ -109,6 +109,13 @@ async def public_sets_cookie() -> ResponseReturnValue:
     response = jsonify({"tracking": True})
     response.set_cookie("tracker", "abc")
     return response
+
+
+@blueprint.get("/probe/public-uses-quart-session")
+@http_cache(public=True, max_age=60)
+async def public_uses_quart_session() -> ResponseReturnValue:
+    session["seen"] = True
+    return {"seen": True}
 
 
 @blueprint.get("/probe/cookie-by-hand")

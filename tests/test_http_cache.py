@@ -128,6 +128,13 @@ async def test_public_response_that_sets_a_cookie_is_refused(probe: Client) -> N
     assert "tracker" not in response.headers.get("Set-Cookie", "")
 
 
+async def test_public_response_that_uses_the_quart_session_is_refused(probe: Client) -> None:
+    # S22: Quart adds its session cookie after every hook; refuse before that can happen.
+    response = await probe.get("/probe/public-uses-quart-session")
+    assert response.status_code == 500
+    assert response.headers["Cache-Control"] == "no-store"
+
+
 async def test_hand_set_public_with_a_cookie_becomes_no_store(probe: Client) -> None:
     # S20: whatever the handler said, a response that sets a cookie is no-store.
     response = await probe.get("/probe/cookie-by-hand")

@@ -23,7 +23,7 @@ from datetime import datetime
 from functools import wraps
 from typing import Any, ParamSpec
 
-from quart import Response, g, make_response, request
+from quart import Response, g, make_response, request, session
 from quart.typing import ResponseReturnValue
 
 from keystile.stores.purge import check_surrogate_key
@@ -200,6 +200,12 @@ def http_cache(
 def _refuse_caller_dependent(response: Response, handler: Callable[..., Any]) -> None:
     if "Set-Cookie" in response.headers:
         raise CachePolicyError(f"{handler.__qualname__}: a public response set a cookie (S22)")
+    # Quart saves its own cookie session after every after_request hook, so a
+    # Set-Cookie from it would only appear once this check is long past.
+    if getattr(session, "accessed", False) or getattr(session, "modified", False):
+        raise CachePolicyError(
+            f"{handler.__qualname__}: a public response used the cookie session (S22)"
+        )
     if g.get("keystile_auth_dependent", False):
         raise CachePolicyError(
             f"{handler.__qualname__}: a public response read the caller's credentials (S21)"
