@@ -1,7 +1,7 @@
 """catalog_products: the example extension in examples/catalog
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0003
 Create Date: 2026-11-21
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0005"
-down_revision = "0001"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
