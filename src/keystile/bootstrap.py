@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
+from aiocache.base import BaseCache
 from redis.asyncio import Redis
 
 from keystile.repositories import (
@@ -20,12 +21,15 @@ from keystile.repositories import (
     PostgresAuditLog,
     PostgresSessionRepository,
     PostgresUserRepository,
+    User,
     create_pool,
 )
 from keystile.repositories.sessions import SessionRecord
+from keystile.repositories.users import user_from_json, user_to_json
 from keystile.services import (
     Argon2Parameters,
     AuthService,
+    CredentialCache,
     PasswordHasher,
     PasswordPolicy,
     SessionService,
@@ -34,6 +38,8 @@ from keystile.services import (
 from keystile.settings import Settings, SettingsError
 from keystile.stores import create_redis
 from keystile.stores.cache import InvalidationListener, TieredCache
+from keystile.stores.credential_store import close_store, create_credential_store
+from keystile.stores.sealing import Sealer, derive_key
 
 __all__ = ["Overrides", "Services", "build_services"]
 
@@ -43,6 +49,8 @@ class Overrides:
     """Components to use instead of the ones the composition root would build."""
 
     hasher: PasswordHasher | None = None
+    # Any aiocache cache (e.g. SimpleMemoryCache) instead of the Redis one.
+    credential_store: BaseCache | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,8 @@ class Services:
     users: PostgresUserRepository
     audit: PostgresAuditLog
     hasher: PasswordHasher
+    credentials: CredentialCache
+    users_by_email: TieredCache[User]
     policy: PasswordPolicy
     sessions: SessionService
     auth: AuthService
@@ -76,6 +86,19 @@ def build_hasher(settings: Settings) -> PasswordHasher:
     )
 
 
+def build_users_by_email(settings: Settings, redis: Redis, secret: bytes) -> TieredCache[User]:
+    """Return the login lookup cache; its Redis copies are sealed (they hold password hashes)."""
+    sealer = Sealer(derive_key(secret, "user cache"), encode=user_to_json, decode=user_from_json)
+    return TieredCache(
+        "user-by-email",
+        redis,
+        encode=sealer.seal,
+        decode=sealer.unseal,
+        local_ttl=settings.user_cache_local_ttl_seconds,
+        redis_ttl=settings.user_cache_redis_ttl_seconds,
+    )
+
+
 def _required_url(settings: Settings, key: str) -> str:
     value = getattr(settings, key)
     if value is None:
@@ -89,6 +112,9 @@ async def build_services(
 ) -> AsyncIterator[Services]:
     """Open the pool and Redis, wire every service, and close them all on exit."""
     overrides = overrides or Overrides()
+    secret = settings.read_secret_key()
+    if secret is None:
+        raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
     pool = await create_pool(
         _required_url(settings, "database_url"),
         size=settings.db_pool_size,
@@ -103,6 +129,13 @@ async def build_services(
         max_connections=settings.redis_pool_size,
     )
     hasher = overrides.hasher or build_hasher(settings)
+    credential_store = overrides.credential_store or create_credential_store(
+        _required_url(settings, "redis_url"),
+        namespace="keystile:credentials",
+        socket_timeout=settings.redis_socket_timeout,
+        connect_timeout=settings.redis_connect_timeout,
+        max_connections=settings.redis_pool_size,
+    )
     invalidation = InvalidationListener(redis)
     try:
         database = Database(
@@ -110,7 +143,15 @@ async def build_services(
             acquire_timeout=settings.db_acquire_timeout,
             statement_timeout=settings.db_statement_timeout,
         )
-        users = PostgresUserRepository(database)
+        users_by_email = build_users_by_email(settings, redis, secret)
+        invalidation.register(users_by_email)
+        users = PostgresUserRepository(database, by_email=users_by_email)
+        credentials = CredentialCache(
+            hasher,
+            credential_store,
+            key=derive_key(secret, "credential cache"),
+            ttl=settings.credential_cache_ttl_seconds,
+        )
         audit = PostgresAuditLog(database)
         policy = PasswordPolicy(
             min_length=settings.password_min_length, max_length=settings.password_max_length
@@ -140,14 +181,18 @@ async def build_services(
             users=users,
             audit=audit,
             hasher=hasher,
+            credentials=credentials,
+            users_by_email=users_by_email,
             policy=policy,
             sessions=sessions,
-            auth=AuthService(users, sessions, hasher, policy, audit),
+            auth=AuthService(users, sessions, hasher, policy, audit, credentials),
             admin=UserAdminService(users, hasher, policy, sessions),
         )
     finally:
         await invalidation.stop()
         if overrides.hasher is None:
             hasher.close()
+        if overrides.credential_store is None:
+            await close_store(credential_store)
         await redis.aclose()
         await asyncio.wait_for(pool.close(), timeout=settings.db_statement_timeout)
