@@ -1,0 +1,110 @@
+"""Login storms: admission control under a flood (S5) and equal timing of failures (S6)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from quart import Quart
+
+from keystile.app import create_app
+from tests.conftest import PASSWORD, Backing, login, make_settings, services_of, unique_email
+
+# Production-strength hashing: these tests are about what hashing costs.
+OWASP_ARGON2 = {"argon2_memory_kib": 19 * 1024, "argon2_time_cost": 2, "argon2_parallelism": 1}
+
+
+@pytest.fixture(name="costly_app")
+async def _costly_app(backing: Backing) -> AsyncIterator[Quart]:
+    settings = make_settings(
+        backing, hash_threads=2, hash_queue_limit=4, db_pool_size=5, **OWASP_ARGON2
+    )
+    app = create_app(settings)
+    async with app.test_app() as test_app:
+        yield test_app  # type: ignore[misc]
+
+
+async def _insert_users(app: Quart, count: int) -> list[str]:
+    """Create accounts directly: one hash shared by all, so setup spends one hash, not `count`."""
+    services = services_of(app)
+    password_hash = await services.hasher.hash(PASSWORD)
+    emails = [unique_email() for _ in range(count)]
+    assert len(await services.users.insert_users([(e, password_hash) for e in emails])) == count
+    return emails
+
+
+@pytest.mark.slow
+async def test_login_flood_sheds_load_fast_and_keeps_the_loop_answering(
+    costly_app: Quart,
+) -> None:
+    # S5: 2 hashing threads + a 4-slot queue; 50 different accounts log in at once.
+    emails = await _insert_users(costly_app, 50)
+    client = costly_app.test_client()
+    flooding = True
+    health_latencies: list[float] = []
+
+    async def timed_login(email: str) -> tuple[int, float, Any]:
+        started = time.perf_counter()
+        response = await login(client, email)
+        return response.status_code, time.perf_counter() - started, response
+
+    async def probe_health() -> None:
+        while flooding:
+            started = time.perf_counter()
+            assert (await client.get("/healthz")).status_code == 200
+            health_latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.01)
+
+    prober = asyncio.create_task(probe_health())
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(timed_login(email) for email in emails)), timeout=60
+        )
+    finally:
+        flooding = False
+        await prober
+
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {201, 503}, statuses
+    shed = [(latency, response) for status, latency, response in results if status == 503]
+    succeeded = [latency for status, latency, _ in results if status == 201]
+    assert shed, "a 4-slot queue must turn some of 50 simultaneous logins away"
+    assert len(succeeded) >= 6, "every slot (2 running + 4 queued) should have been used"
+    for latency, response in shed:
+        assert response.headers["Retry-After"] == "1"
+        assert (await response.get_json())["error"]["code"] == "overloaded"
+        assert latency < 2.0, f"a refused login took {latency:.2f} s: it should be immediate"
+    assert max(succeeded) < 30, "an admitted login must finish, not time out"
+    assert health_latencies, "the health probe never ran"
+    assert max(health_latencies) < 1.0, f"/healthz took {max(health_latencies):.2f} s"
+
+
+@pytest.mark.slow
+async def test_unknown_user_wrong_password_and_disabled_account_take_the_same_time(
+    costly_app: Quart,
+) -> None:
+    # S6: same status, body and (statistically) time, with real argon2 parameters.
+    known, disabled = await _insert_users(costly_app, 2)
+    await services_of(costly_app).admin.disable_user(disabled)
+    client = costly_app.test_client()
+    samples: dict[str, list[float]] = {"unknown": [], "wrong": [], "disabled": []}
+    bodies: dict[str, set[bytes]] = {kind: set() for kind in samples}
+    for _ in range(15):
+        for kind, email, password in (
+            ("unknown", unique_email(), PASSWORD),
+            ("wrong", known, "not the password at all"),
+            ("disabled", disabled, PASSWORD),
+        ):
+            started = time.perf_counter()
+            response = await login(client, email, password)
+            samples[kind].append(time.perf_counter() - started)
+            assert response.status_code == 401
+            bodies[kind].add(await response.get_data())
+    assert len(bodies["unknown"] | bodies["wrong"] | bodies["disabled"]) == 1
+    medians = {kind: statistics.median(values) for kind, values in samples.items()}
+    # Without the dummy hash an unknown user answers ~20x faster; allow 1.5x for noise.
+    assert max(medians.values()) < 1.5 * min(medians.values()), medians
