@@ -20,8 +20,9 @@ install: $(STAMP)
 run: install
 	KEYSTILE_COOKIE_SECURE=$${KEYSTILE_COOKIE_SECURE:-false} $(BIN)/keystile serve
 
+# A private basetemp: concurrent runs by one user would otherwise prune each other's dirs.
 test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --basetemp="$$(mktemp -d -t keystile-pytest-XXXXXX)" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -25,10 +25,11 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from keystile.app import create_app
-from keystile.bootstrap import Overrides
+from keystile.bootstrap import Overrides, Services
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
 from keystile.runtime import migrate
 from keystile.settings import Settings
+from keystile.web.context import EXTENSION_KEY
 
 # Cheap argon2id for speed; production parameters are tested where they matter.
 CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallelism": 1}
@@ -138,3 +139,8 @@ async def eventually_status(
 @pytest.fixture(name="tmp_data_dir")
 def _tmp_data_dir(tmp_path: Path) -> Path:
     return tmp_path / "var"
+
+
+def services_of(app: Quart) -> Services:
+    """Return the services of a started app (the `app` fixture, or `app.test_app()`)."""
+    return getattr(app, "app", app).extensions[EXTENSION_KEY]  # type: ignore[no-any-return]

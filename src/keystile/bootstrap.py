@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol, TypeVar
 
+from aiocache.base import BaseCache
 from redis.asyncio import Redis
 
 from keystile.repositories import (
@@ -22,12 +23,15 @@ from keystile.repositories import (
     PostgresAuditLog,
     PostgresSessionRepository,
     PostgresUserRepository,
+    User,
     create_pool,
 )
 from keystile.repositories.sessions import SessionRecord
+from keystile.repositories.users import user_from_json, user_to_json
 from keystile.services import (
     Argon2Parameters,
     AuthService,
+    CredentialCache,
     PasswordHasher,
     PasswordPolicy,
     SessionService,
@@ -36,7 +40,9 @@ from keystile.services import (
 from keystile.settings import Settings, SettingsError
 from keystile.stores import create_redis
 from keystile.stores.cache import InvalidationListener, TieredCache
+from keystile.stores.credential_store import close_store, create_credential_store
 from keystile.stores.purge import NoPurge, SurrogatePurger, VarnishPurger
+from keystile.stores.sealing import Sealer, derive_key
 
 __all__ = ["Overrides", "ServiceProvider", "Services", "build_services"]
 
@@ -49,6 +55,8 @@ class Overrides:
 
     hasher: PasswordHasher | None = None
     purger: SurrogatePurger | None = None
+    # Any aiocache cache (e.g. SimpleMemoryCache) instead of the Redis one.
+    credential_store: BaseCache | None = None
 
 
 class ServiceProvider(Protocol):
@@ -70,6 +78,8 @@ class Services:
     users: PostgresUserRepository
     audit: PostgresAuditLog
     hasher: PasswordHasher
+    credentials: CredentialCache
+    users_by_email: TieredCache[User]
     policy: PasswordPolicy
     sessions: SessionService
     auth: AuthService
@@ -99,6 +109,19 @@ def build_hasher(settings: Settings) -> PasswordHasher:
     )
 
 
+def build_users_by_email(settings: Settings, redis: Redis, secret: bytes) -> TieredCache[User]:
+    """Return the login lookup cache; its Redis copies are sealed (they hold password hashes)."""
+    sealer = Sealer(derive_key(secret, "user cache"), encode=user_to_json, decode=user_from_json)
+    return TieredCache(
+        "user-by-email",
+        redis,
+        encode=sealer.seal,
+        decode=sealer.unseal,
+        local_ttl=settings.user_cache_local_ttl_seconds,
+        redis_ttl=settings.user_cache_redis_ttl_seconds,
+    )
+
+
 def _required_url(settings: Settings, key: str) -> str:
     value = getattr(settings, key)
     if value is None:
@@ -124,6 +147,9 @@ async def build_services(
     they are closed, in reverse order, before the core.
     """
     overrides = overrides or Overrides()
+    secret = settings.read_secret_key()
+    if secret is None:
+        raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
     pool = await create_pool(
         _required_url(settings, "database_url"),
         size=settings.db_pool_size,
@@ -138,6 +164,13 @@ async def build_services(
         max_connections=settings.redis_pool_size,
     )
     hasher = overrides.hasher or build_hasher(settings)
+    credential_store = overrides.credential_store or create_credential_store(
+        _required_url(settings, "redis_url"),
+        namespace="keystile:credentials",
+        socket_timeout=settings.redis_socket_timeout,
+        connect_timeout=settings.redis_connect_timeout,
+        max_connections=settings.redis_pool_size,
+    )
     invalidation = InvalidationListener(redis)
     purger = overrides.purger or _build_purger(settings)
     try:
@@ -146,7 +179,15 @@ async def build_services(
             acquire_timeout=settings.db_acquire_timeout,
             statement_timeout=settings.db_statement_timeout,
         )
-        users = PostgresUserRepository(database)
+        users_by_email = build_users_by_email(settings, redis, secret)
+        invalidation.register(users_by_email)
+        users = PostgresUserRepository(database, by_email=users_by_email)
+        credentials = CredentialCache(
+            hasher,
+            credential_store,
+            key=derive_key(secret, "credential cache"),
+            ttl=settings.credential_cache_ttl_seconds,
+        )
         audit = PostgresAuditLog(database)
         policy = PasswordPolicy(
             min_length=settings.password_min_length, max_length=settings.password_max_length
@@ -176,9 +217,11 @@ async def build_services(
             users=users,
             audit=audit,
             hasher=hasher,
+            credentials=credentials,
+            users_by_email=users_by_email,
             policy=policy,
             sessions=sessions,
-            auth=AuthService(users, sessions, hasher, policy, audit),
+            auth=AuthService(users, sessions, hasher, policy, audit, credentials),
             admin=UserAdminService(users, hasher, policy, sessions),
             purger=purger,
         )
@@ -191,5 +234,7 @@ async def build_services(
             await purger.aclose()
         if overrides.hasher is None:
             hasher.close()
+        if overrides.credential_store is None:
+            await close_store(credential_store)
         await redis.aclose()
         await asyncio.wait_for(pool.close(), timeout=settings.db_statement_timeout)

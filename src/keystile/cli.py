@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import getpass
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from keystile.errors import KeystileError
@@ -106,6 +108,77 @@ def _user_list(args: argparse.Namespace) -> int:
     return _with_services(action)
 
 
+def _user_import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from keystile.services.user_import import UserImporter
+
+    path: Path = args.file
+    if not path.is_file():
+        raise SettingsError(f"{path}: no such file")
+    with path.open(newline="", encoding="utf-8") as counting:
+        total = sum(1 for fields in csv.reader(counting) if fields)
+
+    async def action(services: Any) -> int:
+        importer = UserImporter(services.users, batch_size=args.batch_size)
+        with (
+            path.open(newline="", encoding="utf-8") as source,
+            tqdm(total=total, unit="row", file=sys.stderr, disable=args.quiet) as bar,
+        ):
+            report = await importer.import_rows(_numbered(csv.reader(source)), bar.update)
+        for row in report.refused:
+            sys.stdout.write(f"refused line {row.line} ({row.email or '-'}): {row.reason}\n")
+        sys.stdout.write(
+            f"imported {report.imported}, already present {report.already_present}, "
+            f"refused {len(report.refused)}\n"
+        )
+        return 1 if report.refused else 0
+
+    return _with_services(action)
+
+
+def _numbered(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
+    for fields in reader:
+        if fields:  # blank lines are not rows
+            yield reader.line_num, fields  # type: ignore[attr-defined]
+
+
+def _hash_calibrate(args: argparse.Namespace) -> int:
+    from keystile.bootstrap import build_hasher
+    from keystile.services.calibration import calibrate, measure_rate
+    from keystile.settings import load_settings
+
+    settings = load_settings()
+    result = calibrate(
+        args.target_ms,
+        memory_kib=args.memory_kib or settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    chosen = result.parameters
+    verdict = "" if result.within_target else " (over the target: OWASP's minimum is the floor)"
+    hasher = build_hasher(settings)
+    try:
+        rate = asyncio.run(measure_rate(hasher, seconds=args.seconds))
+    finally:
+        hasher.close()
+    current = hasher.parameters
+    sys.stdout.write(
+        f"target {args.target_ms:g} ms: m={chosen.memory_kib} KiB, t={chosen.time_cost}, "
+        f"p={chosen.parallelism} takes {result.hash_ms:.0f} ms per hash{verdict}\n"
+        f"in-process ceiling with the current settings (m={current.memory_kib} KiB, "
+        f"t={current.time_cost}, p={current.parallelism}, {hasher.threads} hash threads): "
+        f"{rate:.1f} verifications/s\n"
+        f"\n# settings.toml\n"
+        f"argon2_memory_kib = {chosen.memory_kib}\n"
+        f"argon2_time_cost = {chosen.time_cost}\n"
+        f"argon2_parallelism = {chosen.parallelism}\n"
+        f"# or: KEYSTILE_ARGON2_MEMORY_KIB={chosen.memory_kib} "
+        f"KEYSTILE_ARGON2_TIME_COST={chosen.time_cost} "
+        f"KEYSTILE_ARGON2_PARALLELISM={chosen.parallelism}\n"
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keystile", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +209,28 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--after", default="", help="list emails after this one")
     listing.set_defaults(func=_user_list)
+    importing = user.add_parser(
+        "import", help="import accounts from a CSV of email,password_hash (legacy hashes too)"
+    )
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--batch-size", type=int, default=500)
+    importing.add_argument("--quiet", action="store_true", help="no progress bar")
+    importing.set_defaults(func=_user_import)
+
+    hashing = commands.add_parser("hash", help="password hashing").add_subparsers(
+        dest="hash_command", required=True
+    )
+    calibrate_cmd = hashing.add_parser(
+        "calibrate", help="find argon2id parameters for a target time on this machine"
+    )
+    calibrate_cmd.add_argument("--target-ms", type=float, required=True)
+    calibrate_cmd.add_argument(
+        "--memory-kib", type=int, help="memory cost to keep (default: the setting, >= 19456)"
+    )
+    calibrate_cmd.add_argument(
+        "--seconds", type=float, default=3.0, help="how long to measure the hash rate"
+    )
+    calibrate_cmd.set_defaults(func=_hash_calibrate)
     return parser
 
 

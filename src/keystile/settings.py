@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     password_min_length: int = Field(default=8, ge=8)
     password_max_length: int = Field(default=1024, ge=64, le=1024)
 
+    # --- login caches (credential HMACs, users by email) ---
+    credential_cache_ttl_seconds: float = Field(default=120.0, ge=0)
+    user_cache_local_ttl_seconds: float = Field(default=5.0, gt=0)
+    user_cache_redis_ttl_seconds: float = Field(default=30.0, gt=0)
+
     # --- cookie sessions ---
     cookie_secure: bool = True
     cookie_samesite: Literal["Lax", "Strict"] = "Lax"

@@ -1,17 +1,25 @@
-"""Users in PostgreSQL."""
+"""Users in PostgreSQL, with the login lookup by email cached (hot path 2)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
 
 from keystile.repositories.database import Database
+from keystile.stores.cache import TieredCache
 
-__all__ = ["PostgresUserRepository", "User", "UserRepository"]
+__all__ = [
+    "PostgresUserRepository",
+    "User",
+    "UserRepository",
+    "user_from_json",
+    "user_to_json",
+]
 
 _COLUMNS = "id, email, password_hash, password_changed_at, token_epoch, disabled_at, created_at"
 
@@ -37,6 +45,37 @@ def _user(row: asyncpg.Record | None) -> User | None:
     return None if row is None else User(**dict(row))
 
 
+def user_to_json(user: User) -> dict[str, Any]:
+    """Return `user` as JSON-safe values, for caches."""
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "password_hash": user.password_hash,
+        "password_changed_at": user.password_changed_at.isoformat(),
+        "token_epoch": user.token_epoch,
+        "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+def user_from_json(data: dict[str, Any]) -> User:
+    """Return the user `user_to_json` described; raise ValueError if it is not one."""
+    try:
+        return User(
+            id=UUID(data["id"]),
+            email=data["email"],
+            password_hash=data["password_hash"],
+            password_changed_at=datetime.fromisoformat(data["password_changed_at"]),
+            token_epoch=int(data["token_epoch"]),
+            disabled_at=(
+                datetime.fromisoformat(data["disabled_at"]) if data["disabled_at"] else None
+            ),
+            created_at=datetime.fromisoformat(data["created_at"]),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a cached user: {exc}") from None
+
+
 class UserRepository(Protocol):
     """What services need from user storage."""
 
@@ -49,13 +88,26 @@ class UserRepository(Protocol):
     async def disable_user(self, user_id: UUID) -> User | None: ...
     async def bump_token_epoch(self, user_id: UUID) -> User | None: ...
     async def select_users(self, limit: int, after_email: str = "") -> list[User]: ...
+    async def insert_users(self, rows: Sequence[tuple[str, str]]) -> list[str]: ...
 
 
 class PostgresUserRepository:
-    """Users table access; every query here is served by an index."""
+    """Users table access; every query here is served by an index.
 
-    def __init__(self, database: Database) -> None:
+    With `by_email`, `select_user_by_email` reads through that cache, and every
+    method that changes a user invalidates it (here, in Redis and on every worker),
+    so a password change or a disable is seen by the next login everywhere. A new
+    write method must call `_changed` too.
+    """
+
+    def __init__(self, database: Database, by_email: TieredCache[User] | None = None) -> None:
         self._db = database
+        self._by_email = by_email
+
+    async def _changed(self, user: User | None) -> User | None:
+        if user is not None and self._by_email is not None:
+            await self._by_email.invalidate(_email_key(user.email))
+        return user
 
     async def insert_user(self, email: str, password_hash: str) -> User | None:
         """Insert a user; return None when the email is taken (case-insensitively)."""
@@ -68,6 +120,14 @@ class PostgresUserRepository:
         return _user(row)
 
     async def select_user_by_email(self, email: str) -> User | None:
+        """Return the user with this email (any case), from the cache when it has it."""
+        if self._by_email is None:
+            return await self._select_user_by_email(email)
+        return await self._by_email.get(
+            _email_key(email), lambda: self._select_user_by_email(email)
+        )
+
+    async def _select_user_by_email(self, email: str) -> User | None:
         row = await self._db.fetchrow(
             f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
         )
@@ -97,7 +157,7 @@ class PostgresUserRepository:
             new_hash,
             changed,
         )
-        return _user(row)
+        return await self._changed(_user(row))
 
     async def disable_user(self, user_id: UUID) -> User | None:
         """Mark the user disabled and bump its token epoch (S10).
@@ -112,7 +172,7 @@ class PostgresUserRepository:
             f"WHERE id = $1 RETURNING {_COLUMNS}",
             user_id,
         )
-        return _user(row)
+        return await self._changed(_user(row))
 
     async def bump_token_epoch(self, user_id: UUID) -> User | None:
         """Invalidate every access token of the user issued so far (S17)."""
@@ -121,7 +181,7 @@ class PostgresUserRepository:
             f"WHERE id = $1 RETURNING {_COLUMNS}",
             user_id,
         )
-        return _user(row)
+        return await self._changed(_user(row))
 
     async def select_users(self, limit: int, after_email: str = "") -> list[User]:
         rows = await self._db.fetch(
@@ -131,3 +191,22 @@ class PostgresUserRepository:
             limit,
         )
         return [User(**dict(row)) for row in rows]
+
+    async def insert_users(self, rows: Sequence[tuple[str, str]]) -> list[str]:
+        """Insert (email, password_hash) pairs in one statement; return the emails inserted.
+
+        Emails already taken (case-insensitively) are skipped, so re-running an import
+        adds nothing twice.
+        """
+        inserted = await self._db.fetch(
+            "INSERT INTO users (email, password_hash) "
+            "SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT (lower(email)) DO NOTHING RETURNING email",
+            [email for email, _ in rows],
+            [password_hash for _, password_hash in rows],
+        )
+        return [record["email"] for record in inserted]
+
+
+def _email_key(email: str) -> str:
+    return email.lower()

@@ -1,6 +1,7 @@
 """Service classes: plain Python, no web framework, collaborators passed in."""
 
 from keystile.services.auth import AuthService
+from keystile.services.credentials import CredentialCache
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import Argon2Parameters, PasswordHasher
 from keystile.services.sessions import SessionService
@@ -11,6 +12,7 @@ __all__ = [
     "Argon2Parameters",
     "AuthService",
     "ClientInfo",
+    "CredentialCache",
     "PasswordHasher",
     "PasswordPolicy",
     "Principal",

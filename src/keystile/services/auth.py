@@ -7,6 +7,7 @@ import logging
 from keystile.errors import Conflict, InvalidCredentials, NotAuthenticated
 from keystile.repositories.audit import PostgresAuditLog
 from keystile.repositories.users import User, UserRepository
+from keystile.services.credentials import CredentialCache
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
 from keystile.services.sessions import SessionService
@@ -27,8 +28,10 @@ class AuthService:
         hasher: PasswordHasher,
         policy: PasswordPolicy,
         audit: PostgresAuditLog,
+        credentials: CredentialCache,
     ) -> None:
         self._users = users
+        self._credentials = credentials
         self._sessions = sessions
         self._hasher = hasher
         self._policy = policy
@@ -52,17 +55,19 @@ class AuthService:
         """Return the user whose credentials these are, or raise `InvalidCredentials`.
 
         Unknown users and disabled users cost a dummy verification, so every failure
-        takes the same time and gives the same error (S6).
+        takes the same time and gives the same error (S6). A repeat of credentials that
+        verified moments ago skips the hash (the credential cache); legacy hashes and
+        hashes with older parameters are replaced by argon2id on success (S4).
         """
         password = self._policy.check_length(password)
         user = await self._users.select_user_by_email(email)
         if user is None or not user.is_active:
-            await self._hasher.verify_dummy(password)
+            await self._credentials.verify_dummy(password)
             await self._audit.record(
                 "login_failed", user_id=user.id if user else None, ip=client.ip, reason="account"
             )
             raise InvalidCredentials()
-        if not await self._hasher.verify(user.password_hash, password):
+        if not await self._credentials.verify(user.id, user.password_hash, password):
             await self._audit.record("login_failed", user_id=user.id, ip=client.ip)
             raise InvalidCredentials()
         if self._hasher.needs_rehash(user.password_hash):

@@ -1,4 +1,9 @@
-"""Argon2id hashing off the event loop, behind admission control (S4, S5)."""
+"""Argon2id hashing off the event loop, behind admission control (S4, S5).
+
+Legacy hashes from the Flask app (werkzeug pbkdf2/scrypt, bcrypt) verify here too,
+in the same pool and under the same admission control; `needs_rehash` is true for
+them, so a successful login replaces them with argon2id.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from keystile.errors import Overloaded
+from keystile.services.legacy_hashes import identify, verify_legacy
 
 __all__ = ["Argon2Parameters", "PasswordHasher"]
 
@@ -52,12 +58,23 @@ class PasswordHasher:
             type=argon2.Type.ID,
         )
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self._threads = threads
         self._capacity = threads + queue_limit
         self._in_flight = 0
         self._retry_after = retry_after
         self.parameters = parameters
         # Unknown users verify against this, so their timing matches a real account (S6).
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    @property
+    def dummy_hash(self) -> str:
+        """A hash of a random password, to verify against when there is no account (S6)."""
+        return self._dummy_hash
+
+    @property
+    def threads(self) -> int:
+        """Hashes that can run at once."""
+        return self._threads
 
     @property
     def in_flight(self) -> int:
@@ -69,7 +86,10 @@ class PasswordHasher:
         return await self._run(self._hasher.hash, password)
 
     async def verify(self, password_hash: str, password: str) -> bool:
-        """Return whether `password` matches `password_hash`; malformed hashes never match."""
+        """Return whether `password` matches `password_hash`; malformed hashes never match.
+
+        `password_hash` may be argon2 or a legacy pbkdf2/scrypt/bcrypt hash.
+        """
         return await self._run(self._verify_sync, password_hash, password)
 
     async def verify_dummy(self, password: str) -> bool:
@@ -78,7 +98,7 @@ class PasswordHasher:
         return False
 
     def needs_rehash(self, password_hash: str) -> bool:
-        """Return whether a stored hash is weaker than the current parameters."""
+        """Return whether a stored hash is legacy or weaker than the current parameters."""
         try:
             return self._hasher.check_needs_rehash(password_hash)
         except (InvalidHashError, ValueError):
@@ -88,6 +108,8 @@ class PasswordHasher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _verify_sync(self, password_hash: str, password: str) -> bool:
+        if identify(password_hash) not in (None, "argon2"):
+            return verify_legacy(password_hash, password)
         try:
             return self._hasher.verify(password_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -177,7 +177,11 @@ class TieredCache(Generic[V]):
         except _REDIS_FAILURES:
             raw = None
         if raw is not None:
-            return self._decode(json.loads(raw))
+            try:
+                return self._decode(json.loads(raw))
+            except ValueError:
+                # Written under another key or format (a secret rotated, an old release).
+                _log.warning("undecodable cache entry ignored", extra={"namespace": self.namespace})
         value = await load()
         if value is not None:
             with contextlib.suppress(*_REDIS_FAILURES):
