@@ -254,7 +254,7 @@ async def build_services(
             policy=policy,
             sessions=sessions,
             auth=AuthService(users, sessions, hasher, policy, audit, throttle),
-            admin=UserAdminService(users, hasher, policy, sessions),
+            admin=UserAdminService(users, hasher, policy, sessions, audit),
             purger=purger,
             counters=counters,
             limits=limits,
