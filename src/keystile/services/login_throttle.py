@@ -19,6 +19,7 @@ the rate limit of that action applies (S28).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from uuid import UUID
 
@@ -96,5 +97,7 @@ class LoginThrottle:
         guesses each time the owner logs in.
         """
         account = normalise_account(email)
-        await self._store.forget([self._client_key(account, client.ip)])
-        await self._known.remember(account, client.ip)
+        await asyncio.gather(
+            self._store.forget([self._client_key(account, client.ip)]),
+            self._known.remember(account, client.ip),
+        )

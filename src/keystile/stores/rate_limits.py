@@ -8,7 +8,8 @@ Two primitives serve every limit keystile has:
   per-account allowance, and concurrent workers can never both take the last slot.
 - Exponential backoff: a failure count per key and a "blocked until" instant.
 
-Both read the clock with Redis `TIME`, so every worker agrees on "now". When Redis
+Both read the clock with Redis `TIME`, so every worker agrees on "now" (scripts
+replicate their effects, so reading the clock before writing is safe). When Redis
 does not answer (the client's socket timeouts bound each call, S29) the same
 arithmetic runs in this process instead: limits keep holding, only no longer
 shared, and a warning says so. It never fails open silently.
@@ -129,6 +130,7 @@ class CounterStore(Protocol):
 # KEYS: one per limit. ARGV: interval_ms, count for each key, in order.
 # Returns {allowed, then per key: remaining, retry_after_ms, reset_after_ms}.
 _GCRA = """
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local allowed = 1
@@ -164,6 +166,7 @@ return out
 
 # KEYS: backoff hashes. Returns the longest remaining block in ms (0: none).
 _BACKOFF_WAIT = """
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local wait = 0
@@ -177,6 +180,7 @@ return math.ceil(wait)
 # KEYS[1]: backoff hash. ARGV: free_failures, base_ms, max_ms, window_ms.
 # Returns {failures, delay_ms}.
 _BACKOFF_FAIL = """
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local failures = redis.call('HINCRBY', KEYS[1], 'n', 1)
