@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -301,3 +302,23 @@ async def test_limits_are_shared_again_when_redis_returns(backing: Backing, tmp_
             assert statuses == [401, 401, 401, 429, 429]
     finally:
         redis.stop()
+
+
+async def test_login_form_shares_the_limits_of_the_api(backing: Backing) -> None:
+    # S27: the HTML form is no way around the limits; 429 shows the form again.
+    settings = make_settings(backing, rate_limit_login_per_account="2/minute")
+    email = unique_email()
+    async with serving(settings) as app:
+        client = app.test_client()
+        assert (await attempt(client, email)).status_code == 401
+        page = await client.get("/login")
+        html = await page.get_data(as_text=True)
+        match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+        assert match is not None
+        form = {"email": email, "password": WRONG, "csrf_token": match.group(1)}
+        assert (await client.post("/login", form=form)).status_code == 401
+        refused = await client.post("/login", form=form)
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["RateLimit-Remaining"] == "0"
+        assert "Too many attempts" in await refused.get_data(as_text=True)

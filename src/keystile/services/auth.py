@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from uuid import UUID
 
 from keystile.errors import Conflict, InvalidCredentials, NotAuthenticated
 from keystile.repositories.audit import PostgresAuditLog
@@ -160,6 +161,24 @@ class AuthService:
             user_agent=client.user_agent,
             reason="logout",
         )
+
+    async def revoke_session(
+        self, principal: Principal, public_id: UUID, client: ClientInfo
+    ) -> bool:
+        """End one of the caller's sessions by its public id; return True if it was this one.
+
+        `NotFound` for a session that is not the caller's, as `SessionService` says.
+        """
+        was_current = await self._sessions.end_by_public_id(principal, public_id)
+        await self._audit.record(
+            "session_revoked",
+            user_id=principal.user_id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            reason="revoked",
+            current=was_current,
+        )
+        return was_current
 
     async def _rehash(self, user: User, password: str) -> User:
         # Upgrading the hash is best effort: a concurrent writer wins and we keep the old one.

@@ -24,7 +24,7 @@ from quart import Response, g
 from keystile.errors import LimitStatus, RateLimited
 from keystile.web.context import client_info, services
 
-__all__ = ["rate_limit_headers", "rate_limited"]
+__all__ = ["check_rate_limit", "rate_limit_headers", "rate_limited"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,17 +51,24 @@ def rate_limited(
     def decorator(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @wraps(handler)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            who = account(**kwargs) if account is not None else None
-            try:
-                g.keystile_rate_limit = await services().limits.check(action, client_info(), who)
-            except RateLimited as exc:
-                g.keystile_rate_limit = exc.status
-                raise
+            await check_rate_limit(action, account(**kwargs) if account is not None else None)
             return await handler(*args, **kwargs)
 
         return wrapper
 
     return decorator
+
+
+async def check_rate_limit(action: str, account: str | UUID | None = None) -> None:
+    """Charge this request to `action`'s limits or raise `RateLimited`; headers follow.
+
+    For handlers that learn the account only inside (HTML forms).
+    """
+    try:
+        g.keystile_rate_limit = await services().limits.check(action, client_info(), account)
+    except RateLimited as exc:
+        g.keystile_rate_limit = exc.status
+        raise
 
 
 async def rate_limit_headers(response: Response) -> Response:

@@ -65,7 +65,7 @@ async def logout() -> ResponseReturnValue:
 @requires_session
 async def revoke(session_id: UUID) -> ResponseReturnValue:
     """End one of the caller's sessions by its public id; 404 if it is not theirs."""
-    if await services().sessions.end_by_public_id(g.keystile_principal, session_id):
+    if await services().auth.revoke_session(g.keystile_principal, session_id, client_info()):
         end_cookie_session()
     return "", 204
 
