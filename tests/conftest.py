@@ -34,6 +34,14 @@ from keystile.web.context import EXTENSION_KEY
 # Cheap argon2id for speed; production parameters are tested where they matter.
 CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallelism": 1}
 
+# Every test shares one Redis, and the test client has no socket address, so the
+# production per-address limits would throttle unrelated tests against each other.
+# Tests of the limits set their own and send from their own addresses (`from_ip`).
+ROOMY_IP_LIMITS = {
+    f"rate_limit_{action}_per_ip": "100000/minute"
+    for action in ("login", "token", "refresh", "register", "password_change")
+}
+
 
 @dataclass(frozen=True)
 class Backing:
@@ -79,6 +87,7 @@ def make_settings(backing: Backing, **overrides: Any) -> Settings:
         "db_pool_size": 3,
         "hash_threads": 2,
         **CHEAP_ARGON2,
+        **ROOMY_IP_LIMITS,
     }
     values.update(overrides)
     return Settings(**values)
@@ -104,6 +113,17 @@ def _client(app: Quart) -> Client:
 def unique_email() -> str:
     """Return an email no other test uses."""
     return f"user-{uuid.uuid4().hex}@example.com"
+
+
+def unique_ip() -> str:
+    """Return a client address no other test uses (IPv6 documentation range)."""
+    groups = uuid.uuid4().hex[:24]
+    return "2001:db8:" + ":".join(groups[i : i + 4] for i in range(0, 24, 4))
+
+
+def from_ip(ip: str) -> dict[str, Any]:
+    """Keyword arguments for a test-client request that arrives from socket address `ip`."""
+    return {"scope_base": {"client": (ip, 40000)}}
 
 
 PASSWORD = "correct horse battery staple"

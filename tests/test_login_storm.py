@@ -38,8 +38,17 @@ class HashCountingHasher(PasswordHasher):
 
 @pytest.fixture(name="costly_app")
 async def _costly_app(backing: Backing) -> AsyncIterator[Quart]:
+    # Failed-login backoff and per-account limits are tested in test_login_throttle.py and
+    # test_rate_limits.py; here they would turn repeated wrong passwords into 429s.
     settings = make_settings(
-        backing, hash_threads=2, hash_queue_limit=4, db_pool_size=10, **OWASP_ARGON2
+        backing,
+        hash_threads=2,
+        hash_queue_limit=4,
+        db_pool_size=10,
+        login_backoff_client_free_failures=1000,
+        login_backoff_account_free_failures=1000,
+        rate_limit_login_per_account="1000/minute",
+        **OWASP_ARGON2,
     )
     hasher = HashCountingHasher(Argon2Parameters(), threads=2, queue_limit=4, retry_after=1)
     app = create_app(settings, overrides=Overrides(hasher=hasher))

@@ -18,6 +18,7 @@ from keystile.web.assets import init_assets
 from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
 from keystile.web.limits import HeaderLimitMiddleware
+from keystile.web.rate_limits import rate_limit_headers
 
 __all__ = ["create_app", "session_cookie_name"]
 
@@ -59,6 +60,7 @@ def create_app(
     )
     # Registered before QuartAuth's hook, so it runs after it and sees its Set-Cookie.
     app.after_request(_cache_headers)
+    app.after_request(rate_limit_headers)
     QuartAuth(
         app,
         cookie_name=session_cookie_name(settings),

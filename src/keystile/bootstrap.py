@@ -8,7 +8,9 @@ it in `Overrides`; nothing here is a module-level singleton.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -37,11 +39,22 @@ from keystile.services import (
     SessionService,
     UserAdminService,
 )
+from keystile.services.audit import AuditService
+from keystile.services.login_throttle import LoginThrottle
+from keystile.services.password_policy import load_common_passwords
+from keystile.services.rate_limits import ActionLimits, CounterKeys, KnownClients, RateLimiter
 from keystile.settings import Settings, SettingsError
 from keystile.stores import create_redis
 from keystile.stores.cache import InvalidationListener, TieredCache
 from keystile.stores.credential_store import close_store, create_credential_store
 from keystile.stores.purge import NoPurge, SurrogatePurger, VarnishPurger
+from keystile.stores.rate_limits import (
+    Backoff,
+    CounterStore,
+    FallbackCounterStore,
+    MemoryCounterStore,
+    RedisCounterStore,
+)
 from keystile.stores.sealing import Sealer, derive_key
 
 __all__ = ["Overrides", "ServiceProvider", "Services", "build_services"]
@@ -85,6 +98,10 @@ class Services:
     auth: AuthService
     admin: UserAdminService
     purger: SurrogatePurger
+    counters: CounterStore
+    limits: RateLimiter
+    throttle: LoginThrottle
+    audit_admin: AuditService
     extensions: tuple[object, ...] = ()
 
     def extension(self, kind: type[T]) -> T:
@@ -120,6 +137,52 @@ def build_users_by_email(settings: Settings, redis: Redis, secret: bytes) -> Tie
         local_ttl=settings.user_cache_local_ttl_seconds,
         redis_ttl=settings.user_cache_redis_ttl_seconds,
     )
+
+
+# Every action the rate limiter knows; each has `rate_limit_<action>_per_{ip,account}`.
+RATE_LIMITED_ACTIONS = ("login", "token", "refresh", "register", "password_change")
+
+
+def build_rate_limiting(
+    settings: Settings, redis: Redis, audit: PostgresAuditLog
+) -> tuple[CounterStore, RateLimiter, LoginThrottle]:
+    """Return the counter store, the rate limiter and the login throttle over one store."""
+    counters = FallbackCounterStore(
+        RedisCounterStore(redis),
+        MemoryCounterStore(),
+        retry_interval=settings.rate_limit_redis_retry_seconds,
+    )
+    # Serving always has a secret key (create_app insists); a CLI command without one
+    # never shares counters, so a throwaway key is as good as any.
+    keys = CounterKeys(settings.read_secret_key() or secrets.token_bytes(32))
+    known = KnownClients(counters, keys, ttl=settings.known_client_days * 86_400.0)
+    limits = {
+        action: ActionLimits(
+            per_ip=settings.rate_limit(action, "ip"),
+            per_account=settings.rate_limit(action, "account"),
+        )
+        for action in RATE_LIMITED_ACTIONS
+    }
+    window = float(settings.login_failure_window_seconds)
+    throttle = LoginThrottle(
+        counters,
+        keys,
+        known,
+        audit,
+        per_client=Backoff(
+            free_failures=settings.login_backoff_client_free_failures,
+            base_delay=settings.login_backoff_base_seconds,
+            max_delay=settings.login_backoff_max_seconds,
+            window=window,
+        ),
+        per_account=Backoff(
+            free_failures=settings.login_backoff_account_free_failures,
+            base_delay=settings.login_backoff_base_seconds,
+            max_delay=settings.login_backoff_max_seconds,
+            window=window,
+        ),
+    )
+    return counters, RateLimiter(counters, keys, known, audit, limits), throttle
 
 
 def _required_url(settings: Settings, key: str) -> str:
@@ -173,6 +236,7 @@ async def build_services(
     )
     invalidation = InvalidationListener(redis)
     purger = overrides.purger or _build_purger(settings)
+    pruning: asyncio.Task[None] | None = None
     try:
         database = Database(
             pool,
@@ -190,7 +254,13 @@ async def build_services(
         )
         audit = PostgresAuditLog(database)
         policy = PasswordPolicy(
-            min_length=settings.password_min_length, max_length=settings.password_max_length
+            min_length=settings.password_min_length,
+            max_length=settings.password_max_length,
+            common_passwords=load_common_passwords(),
+        )
+        counters, limits, throttle = build_rate_limiting(settings, redis, audit)
+        audit_admin = AuditService(
+            audit, users, retention=timedelta(days=settings.audit_retention_days)
         )
         session_cache: TieredCache[SessionRecord] = TieredCache(
             "session",
@@ -209,6 +279,11 @@ async def build_services(
             touch_interval=timedelta(seconds=settings.session_touch_interval_seconds),
         )
         invalidation.start()
+        if settings.audit_prune_interval_seconds:
+            pruning = asyncio.get_running_loop().create_task(
+                audit_admin.prune_every(settings.audit_prune_interval_seconds),
+                name="audit-pruning",
+            )
         core = Services(
             settings=settings,
             database=database,
@@ -221,14 +296,22 @@ async def build_services(
             users_by_email=users_by_email,
             policy=policy,
             sessions=sessions,
-            auth=AuthService(users, sessions, hasher, policy, audit, credentials),
-            admin=UserAdminService(users, hasher, policy, sessions),
+            auth=AuthService(users, sessions, hasher, policy, audit, credentials, throttle),
+            admin=UserAdminService(users, hasher, policy, sessions, audit),
             purger=purger,
+            counters=counters,
+            limits=limits,
+            throttle=throttle,
+            audit_admin=audit_admin,
         )
         async with AsyncExitStack() as stack:
             built = [await stack.enter_async_context(p.build(core)) for p in providers]
             yield dataclasses.replace(core, extensions=tuple(built))
     finally:
+        if pruning is not None:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
         await invalidation.stop()
         if isinstance(purger, VarnishPurger) and overrides.purger is None:
             await purger.aclose()

@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import csv
 import getpass
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,20 @@ def _user_import(args: argparse.Namespace) -> int:
     return _with_services(action)
 
 
+def _audit_tail(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        for event in await services.audit_admin.tail(args.n, args.user):
+            who = event.email or (str(event.user_id) if event.user_id else "-")
+            detail = json.dumps(event.detail, sort_keys=True) if event.detail else ""
+            sys.stdout.write(
+                f"{event.at.isoformat(timespec='seconds')}\t{event.kind}\t{who}\t"
+                f"{event.ip or '-'}\t{_printable(event.user_agent) or '-'}\t{detail}\n"
+            )
+        return 0
+
+    return _with_services(action)
+
+
 def _numbered(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
     for fields in reader:
         if fields:  # blank lines are not rows
@@ -177,6 +193,28 @@ def _hash_calibrate(args: argparse.Namespace) -> int:
         f"KEYSTILE_ARGON2_PARALLELISM={chosen.parallelism}\n"
     )
     return 0
+
+
+def _audit_prune(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        retention = timedelta(days=args.older_than) if args.older_than is not None else None
+        deleted = await services.audit_admin.prune(retention)
+        sys.stdout.write(f"deleted {deleted} audit event(s)\n")
+        return 0
+
+    return _with_services(action)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _printable(text: str) -> str:
+    # User agents come from clients: keep control characters off the operator's terminal.
+    return "".join(char if char.isprintable() else "?" for char in text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -231,6 +269,22 @@ def _parser() -> argparse.ArgumentParser:
         "--seconds", type=float, default=3.0, help="how long to measure the hash rate"
     )
     calibrate_cmd.set_defaults(func=_hash_calibrate)
+
+    audit = commands.add_parser("audit", help="read and prune the audit log").add_subparsers(
+        dest="audit_command", required=True
+    )
+    tail = audit.add_parser("tail", help="show the most recent audit events, oldest first")
+    tail.add_argument("-n", type=_positive, default=20, help="how many events (default 20)")
+    tail.add_argument("--user", metavar="EMAIL", help="only the events of this account")
+    tail.set_defaults(func=_audit_tail)
+    prune = audit.add_parser("prune", help="delete audit events past the retention period")
+    prune.add_argument(
+        "--older-than",
+        type=_positive,
+        metavar="DAYS",
+        help="delete events older than this many days (default: audit_retention_days)",
+    )
+    prune.set_defaults(func=_audit_prune)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "AuthError",
     "Conflict",
@@ -11,10 +13,12 @@ __all__ = [
     "InvalidCredentials",
     "InvalidInput",
     "KeystileError",
+    "LimitStatus",
     "NotAuthenticated",
     "NotFound",
     "Overloaded",
     "PasswordPolicyViolation",
+    "RateLimited",
 ]
 
 
@@ -94,6 +98,34 @@ class Overloaded(KeystileError):
     def __init__(self, retry_after: int, message: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStatus:
+    """The tightest rate limit that applied to a request, for the RateLimit-* headers."""
+
+    limit: int  # requests allowed in a burst
+    remaining: int  # requests left right now
+    reset_after: int  # seconds until the whole burst is available again
+    period: int  # seconds the limit is measured over
+
+
+class RateLimited(KeystileError):
+    """Too many requests or failed logins; retry after `retry_after` seconds (S27, S28).
+
+    Every limit and every backoff answers with this same error, whether or not the
+    account exists, so a refusal tells nothing about accounts (S6).
+    """
+
+    code = "rate_limited"
+    message = "Too many attempts; retry later."
+
+    def __init__(
+        self, retry_after: int, message: str | None = None, *, status: LimitStatus | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+        self.status = status
 
 
 class DependencyUnavailable(KeystileError):

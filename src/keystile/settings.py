@@ -15,6 +15,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from keystile.stores.rate_limits import Rate
+
 __all__ = ["Settings", "SettingsError", "find_settings_file", "load_settings"]
 
 _ENV_PREFIX = "KEYSTILE_"
@@ -55,6 +57,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     max_header_bytes: int = Field(default=8 * 1024, ge=1024)
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    forwarded_header: Literal["X-Forwarded-For", "Forwarded"] = "X-Forwarded-For"
 
     # --- PostgreSQL (empty url: an embedded server under data_dir) ---
     database_url: SecretStr | None = None
@@ -103,6 +106,27 @@ class Settings(BaseSettings):
     purge_timeout_seconds: float = Field(default=2.0, gt=0)
     extensions: list[str] = Field(default=[])
 
+    # --- abuse protection: rate limits ("N/period" or "off"), login backoff, audit ---
+    rate_limit_login_per_ip: str = "30/minute"
+    rate_limit_login_per_account: str = "10/minute"
+    rate_limit_token_per_ip: str = "30/minute"  # noqa: S105 - a rate
+    rate_limit_token_per_account: str = "10/minute"  # noqa: S105 - a rate
+    rate_limit_refresh_per_ip: str = "120/minute"
+    rate_limit_refresh_per_account: str = "60/minute"
+    rate_limit_register_per_ip: str = "10/hour"
+    rate_limit_register_per_account: str = "3/hour"
+    rate_limit_password_change_per_ip: str = "10/hour"  # noqa: S105 - a rate
+    rate_limit_password_change_per_account: str = "5/hour"  # noqa: S105 - a rate
+    rate_limit_redis_retry_seconds: float = Field(default=1.0, gt=0)
+    login_backoff_client_free_failures: int = Field(default=5, ge=1)
+    login_backoff_account_free_failures: int = Field(default=20, ge=1)
+    login_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    login_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    login_failure_window_seconds: int = Field(default=3600, ge=1)
+    known_client_days: int = Field(default=30, ge=1)
+    audit_retention_days: int = Field(default=90, ge=1)
+    audit_prune_interval_seconds: int = Field(default=3600, ge=0)
+
     @field_validator("database_url", "redis_url", "secret_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -123,6 +147,23 @@ class Settings(BaseSettings):
             module, _, attribute = path.partition(":")
             if not module or not attribute:
                 raise ValueError(f"{path!r} is not of the form 'package.module:Name'")
+        return value
+
+    @field_validator(
+        "rate_limit_login_per_ip",
+        "rate_limit_login_per_account",
+        "rate_limit_token_per_ip",
+        "rate_limit_token_per_account",
+        "rate_limit_refresh_per_ip",
+        "rate_limit_refresh_per_account",
+        "rate_limit_register_per_ip",
+        "rate_limit_register_per_account",
+        "rate_limit_password_change_per_ip",
+        "rate_limit_password_change_per_account",
+    )
+    @classmethod
+    def _is_rate(cls, value: str) -> str:
+        Rate.parse(value)  # raises ValueError with an example of the format
         return value
 
     @field_validator("secret_key")
@@ -151,6 +192,10 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when PostgreSQL or Redis must be started locally."""
         return self.database_url is None or self.redis_url is None
+
+    def rate_limit(self, action: str, scope: str) -> Rate | None:
+        """Return the limit for `action` ("login", ...) per `scope` ("ip" or "account")."""
+        return Rate.parse(getattr(self, f"rate_limit_{action}_per_{scope}"))
 
     @property
     def hash_thread_count(self) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from uuid import UUID
 
 from keystile.errors import Conflict, InvalidCredentials, NotAuthenticated
 from keystile.repositories.audit import PostgresAuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.credentials import CredentialCache
+from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
 from keystile.services.sessions import SessionService
@@ -29,6 +31,7 @@ class AuthService:
         policy: PasswordPolicy,
         audit: PostgresAuditLog,
         credentials: CredentialCache,
+        throttle: LoginThrottle,
     ) -> None:
         self._users = users
         self._credentials = credentials
@@ -36,6 +39,7 @@ class AuthService:
         self._hasher = hasher
         self._policy = policy
         self._audit = audit
+        self._throttle = throttle
 
     async def register(self, email: str, password: str, client: ClientInfo) -> None:
         """Create an account, or do nothing if the email is taken.
@@ -47,29 +51,45 @@ class AuthService:
         password_hash = await self._hasher.hash(password)
         user = await self._users.insert_user(email, password_hash)
         if user is None:
-            await self._audit.record("register_existing_email", ip=client.ip)
+            await self._audit.record(
+                "register_existing_email", ip=client.ip, user_agent=client.user_agent
+            )
             return
-        await self._audit.record("register", user_id=user.id, ip=client.ip)
+        await self._audit.record(
+            "register", user_id=user.id, ip=client.ip, user_agent=client.user_agent
+        )
 
     async def authenticate(self, email: str, password: str, client: ClientInfo) -> User:
         """Return the user whose credentials these are, or raise `InvalidCredentials`.
 
         Unknown users and disabled users cost a dummy verification, so every failure
-        takes the same time and gives the same error (S6). A repeat of credentials that
-        verified moments ago skips the hash (the credential cache); legacy hashes and
-        hashes with older parameters are replaced by argon2id on success (S4).
+        takes the same time and gives the same error (S6). While failures for this
+        email back off, `RateLimited` comes before any password is checked (S28).
+        A repeat of credentials that verified moments ago skips the hash (the
+        credential cache); legacy hashes and hashes with older parameters are
+        replaced by argon2id on success (S4).
         """
         password = self._policy.check_length(password)
+        await self._throttle.check(email, client)
         user = await self._users.select_user_by_email(email)
         if user is None or not user.is_active:
             await self._credentials.verify_dummy(password)
             await self._audit.record(
-                "login_failed", user_id=user.id if user else None, ip=client.ip, reason="account"
+                "login_failed",
+                user_id=user.id if user else None,
+                ip=client.ip,
+                user_agent=client.user_agent,
+                reason="account",
             )
+            await self._throttle.failed(email, client, user.id if user else None)
             raise InvalidCredentials()
         if not await self._credentials.verify(user.id, user.password_hash, password):
-            await self._audit.record("login_failed", user_id=user.id, ip=client.ip)
+            await self._audit.record(
+                "login_failed", user_id=user.id, ip=client.ip, user_agent=client.user_agent
+            )
+            await self._throttle.failed(email, client, user.id)
             raise InvalidCredentials()
+        await self._throttle.succeeded(email, client)
         if self._hasher.needs_rehash(user.password_hash):
             user = await self._rehash(user, password)
         return user
@@ -100,7 +120,12 @@ class AuthService:
             raise NotAuthenticated()
         current_password = self._policy.check_length(current_password)
         if not await self._hasher.verify(user.password_hash, current_password):
-            await self._audit.record("password_change_failed", user_id=user.id, ip=client.ip)
+            await self._audit.record(
+                "password_change_failed",
+                user_id=user.id,
+                ip=client.ip,
+                user_agent=client.user_agent,
+            )
             raise InvalidCredentials("The current password is incorrect.")
         new_hash = await self._hasher.hash(self._policy.check_new(new_password))
         if (
@@ -110,14 +135,56 @@ class AuthService:
             is None
         ):
             raise Conflict("The password was changed by another request; try again.")
-        await self._sessions.end_all(user.id, keep=principal.session_id_hash)
-        await self._audit.record("password_changed", user_id=user.id, ip=client.ip)
+        ended = await self._sessions.end_all(user.id, keep=principal.session_id_hash)
+        await self._audit.record(
+            "password_changed",
+            user_id=user.id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            sessions_ended=ended,
+        )
 
     async def logout_everywhere(self, principal: Principal, client: ClientInfo) -> None:
         """End every session of the caller (this one included) and every access token (S17)."""
         await self._users.bump_token_epoch(principal.user_id)
-        await self._sessions.end_all(principal.user_id)
-        await self._audit.record("logout_everywhere", user_id=principal.user_id, ip=client.ip)
+        ended = await self._sessions.end_all(principal.user_id)
+        await self._audit.record(
+            "logout_everywhere",
+            user_id=principal.user_id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            sessions_ended=ended,
+        )
+
+    async def logout(self, principal: Principal, client: ClientInfo) -> None:
+        """End the caller's current session (S9) and record it."""
+        if principal.session_id_hash is not None:
+            await self._sessions.end(principal.session_id_hash)
+        await self._audit.record(
+            "session_revoked",
+            user_id=principal.user_id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            reason="logout",
+        )
+
+    async def revoke_session(
+        self, principal: Principal, public_id: UUID, client: ClientInfo
+    ) -> bool:
+        """End one of the caller's sessions by its public id; return True if it was this one.
+
+        `NotFound` for a session that is not the caller's, as `SessionService` says.
+        """
+        was_current = await self._sessions.end_by_public_id(principal, public_id)
+        await self._audit.record(
+            "session_revoked",
+            user_id=principal.user_id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            reason="revoked",
+            current=was_current,
+        )
+        return was_current
 
     async def _rehash(self, user: User, password: str) -> User:
         # Upgrading the hash is best effort: a concurrent writer wins and we keep the old one.

@@ -1,12 +1,14 @@
-"""What a new password must be (S1): long enough, not too long, compared after NFKC."""
+"""What a new password must be: 8..1024 characters after NFKC (S1), and not common (S2)."""
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
+from importlib import resources
 
 from keystile.errors import PasswordPolicyViolation
 
-__all__ = ["PasswordPolicy", "normalise_password"]
+__all__ = ["PasswordPolicy", "load_common_passwords", "normalise_password"]
 
 
 def normalise_password(password: str) -> str:
@@ -14,12 +16,31 @@ def normalise_password(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
-class PasswordPolicy:
-    """Check new passwords: length only, no composition rules, no truncation."""
+def load_common_passwords() -> list[str]:
+    """Return the shipped list of the 30,000 most common passwords, most common first.
 
-    def __init__(self, *, min_length: int, max_length: int) -> None:
+    The list, where it comes from and its licence: `keystile/data/NOTICE.md`.
+    """
+    text = resources.files("keystile").joinpath("data/common-passwords.txt").read_text("utf-8")
+    return [line for line in text.splitlines() if line]
+
+
+def _folded(password: str) -> str:
+    # ASCII is already NFKC: the fast path keeps app start-up cheap (30,000 entries).
+    if password.isascii():
+        return password.lower()
+    return normalise_password(password).casefold()
+
+
+class PasswordPolicy:
+    """Check new passwords: length and the common-password list; no composition rules."""
+
+    def __init__(
+        self, *, min_length: int, max_length: int, common_passwords: Iterable[str] = ()
+    ) -> None:
         self.min_length = min_length
         self.max_length = max_length
+        self._common = frozenset(_folded(password) for password in common_passwords)
 
     def check_length(self, password: str) -> str:
         """Return the normalised password or raise `PasswordPolicyViolation`.
@@ -34,10 +55,18 @@ class PasswordPolicy:
         return normalised
 
     def check_new(self, password: str) -> str:
-        """Return the normalised new password or raise `PasswordPolicyViolation`."""
+        """Return the normalised new password or raise `PasswordPolicyViolation`.
+
+        The common-password check ignores case: "PassWord1" is as guessable as "password1".
+        """
         normalised = self.check_length(password)
         if len(normalised) < self.min_length:
             raise PasswordPolicyViolation(
                 f"The password must be at least {self.min_length} characters."
+            )
+        if _folded(normalised) in self._common:
+            raise PasswordPolicyViolation(
+                "This password is one of the most commonly used ones, so it is easy to guess; "
+                "choose another."
             )
         return normalised

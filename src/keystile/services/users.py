@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from keystile.errors import Conflict, NotFound
+from keystile.repositories.audit import AuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
@@ -20,11 +21,13 @@ class UserAdminService:
         hasher: PasswordHasher,
         policy: PasswordPolicy,
         sessions: SessionService,
+        audit: AuditLog,
     ) -> None:
         self._users = users
         self._hasher = hasher
         self._policy = policy
         self._sessions = sessions
+        self._audit = audit
 
     async def create_user(self, email: str, password: str) -> User:
         """Create an account; raise `Conflict` if the email is taken."""
@@ -43,7 +46,8 @@ class UserAdminService:
         assert disabled is not None
         # After the user is disabled no session of it loads as live; ending them here
         # also drops every worker's cached copy (S10).
-        await self._sessions.end_all(user.id)
+        ended = await self._sessions.end_all(user.id)
+        await self._audit.record("user_disabled", user_id=user.id, via="cli", sessions_ended=ended)
         return disabled
 
     async def list_users(self, limit: int = 100, after_email: str = "") -> list[User]:

@@ -17,6 +17,7 @@ from keystile.errors import (
     KeystileError,
     NotFound,
     Overloaded,
+    RateLimited,
 )
 
 __all__ = ["error_response", "register_error_handlers", "status_for"]
@@ -30,6 +31,7 @@ _STATUS: tuple[tuple[type[KeystileError], int], ...] = (
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (RateLimited, 429),
     (Overloaded, 503),
     (DependencyUnavailable, 503),
 )

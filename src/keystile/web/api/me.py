@@ -7,6 +7,7 @@ from quart_schema import validate_request, validate_response
 
 from keystile.web.auth import end_cookie_session, requires_session
 from keystile.web.context import client_info, services
+from keystile.web.rate_limits import rate_limited
 from keystile.web.schemas import MeResponse, PasswordChangeRequest
 
 blueprint = Blueprint("me", __name__)
@@ -24,6 +25,7 @@ async def me() -> MeResponse:
 @blueprint.post("/v1/me/password")
 @requires_session
 @validate_request(PasswordChangeRequest)
+@rate_limited("password_change", account=lambda **_: g.keystile_principal.user_id)
 async def change_password(data: PasswordChangeRequest) -> tuple[str, int]:
     """Change the password; other sessions and all earlier access tokens end (S3)."""
     await services().auth.change_password(

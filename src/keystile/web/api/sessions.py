@@ -16,6 +16,7 @@ from keystile.web.auth import (
     start_cookie_session,
 )
 from keystile.web.context import client_info, services
+from keystile.web.rate_limits import rate_limited
 from keystile.web.schemas import (
     LoginRequest,
     LoginResponse,
@@ -30,6 +31,7 @@ blueprint = Blueprint("sessions", __name__)
 @blueprint.post("/v1/sessions")
 @validate_request(LoginRequest)
 @validate_response(LoginResponse, 201)
+@rate_limited("login", account=lambda data: data.email)
 async def login(data: LoginRequest) -> tuple[LoginResponse, int]:
     """Log in with email and password; the session cookie comes back in Set-Cookie."""
     check_same_origin()  # login CSRF: no other site may log a browser into an account
@@ -54,8 +56,7 @@ async def list_sessions() -> SessionListResponse:
 @requires_session
 async def logout() -> ResponseReturnValue:
     """End the current session on the server and drop the cookie (S9)."""
-    principal = g.keystile_principal
-    await services().sessions.end(principal.session_id_hash)
+    await services().auth.logout(g.keystile_principal, client_info())
     end_cookie_session()
     return "", 204
 
@@ -64,7 +65,7 @@ async def logout() -> ResponseReturnValue:
 @requires_session
 async def revoke(session_id: UUID) -> ResponseReturnValue:
     """End one of the caller's sessions by its public id; 404 if it is not theirs."""
-    if await services().sessions.end_by_public_id(g.keystile_principal, session_id):
+    if await services().auth.revoke_session(g.keystile_principal, session_id, client_info()):
         end_cookie_session()
     return "", 204
 

@@ -13,6 +13,7 @@ from keystile.web.auth import current_principal, end_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
 from keystile.web.pages.common import blueprint, error_status, render_page
+from keystile.web.rate_limits import check_rate_limit
 
 
 @blueprint.get("/account")
@@ -45,6 +46,7 @@ async def change_password() -> ResponseReturnValue:
     }
     if not any(errors.values()):
         try:
+            await check_rate_limit("password_change", principal.user_id)
             await services().auth.change_password(principal, current, new, client_info())
         except InvalidCredentials as error:
             errors["current_password"] = error.message
@@ -66,7 +68,7 @@ async def revoke_session(public_id: UUID) -> ResponseReturnValue:
         return _session_ended()
     await verify_csrf(await request.form)
     try:
-        was_current = await services().sessions.end_by_public_id(principal, public_id)
+        was_current = await services().auth.revoke_session(principal, public_id, client_info())
     except KeystileError as error:
         return await _account_error(principal, error)
     if was_current:

@@ -10,6 +10,7 @@ from keystile.web.auth import current_principal, end_cookie_session, start_cooki
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
 from keystile.web.pages.common import blueprint, check_email, error_status, render_page
+from keystile.web.rate_limits import check_rate_limit
 from keystile.web.redirects import safe_next
 
 
@@ -40,6 +41,7 @@ async def login_submit() -> ResponseReturnValue:
     if any(errors.values()):
         return await render_page("login.html", 422, email=email, next_path=next_path, errors=errors)
     try:
+        await check_rate_limit("login", email)
         _, session_id = await services().auth.login(email, password, client_info())
     except KeystileError as error:
         return await _form_error("login.html", error, email=email, next_path=next_path)
@@ -72,6 +74,7 @@ async def register_submit() -> ResponseReturnValue:
     if any(errors.values()):
         return await render_page("register.html", 422, email=email, errors=errors)
     try:
+        await check_rate_limit("register", email)
         await services().auth.register(email, password, client_info())
     except PasswordPolicyViolation as error:
         errors["password"] = error.message
@@ -87,8 +90,7 @@ async def logout() -> ResponseReturnValue:
     principal = await current_principal()
     if principal is not None:
         await verify_csrf(await request.form)
-        assert principal.session_id_hash is not None
-        await services().sessions.end(principal.session_id_hash)
+        await services().auth.logout(principal, client_info())
     end_cookie_session()
     return redirect(url_for("pages.login", notice="logged-out"), 303)
 

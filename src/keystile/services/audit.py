@@ -1,0 +1,74 @@
+"""Reading and pruning the audit log (`keystile audit ...`, and a periodic prune)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from keystile.errors import DependencyUnavailable, NotFound
+from keystile.repositories.audit import AuditEvent, PostgresAuditLog
+from keystile.repositories.users import UserRepository
+
+__all__ = ["AuditService"]
+
+_log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditService:
+    """Show recent audit events and delete those past the retention period."""
+
+    def __init__(
+        self,
+        log: PostgresAuditLog,
+        users: UserRepository,
+        *,
+        retention: timedelta,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._log = log
+        self._users = users
+        self._retention = retention
+        self._clock = clock
+
+    async def tail(self, limit: int, email: str | None = None) -> list[AuditEvent]:
+        """Return the newest `limit` events, oldest first; of one account if `email` is given."""
+        user_id = None
+        if email is not None:
+            user = await self._users.select_user_by_email(email)
+            if user is None:
+                raise NotFound(f"No account for {email}.")
+            user_id = user.id
+        return list(reversed(await self._log.select_recent(limit, user_id)))
+
+    async def prune(self, retention: timedelta | None = None) -> int:
+        """Delete events older than the retention period; return how many were deleted."""
+        cutoff = self._clock() - (retention or self._retention)
+        return await self._log.delete_older_than(cutoff)
+
+    async def prune_every(self, interval: float) -> None:
+        """Prune now and then every `interval` seconds until cancelled.
+
+        Every worker runs this; an advisory lock lets one prune at a time, so the
+        cost stays that of one worker. The first run waits a random part of a minute
+        so workers started together do not all start at once. Failures are logged
+        and retried next time.
+        """
+        await asyncio.sleep(random.uniform(0, min(interval, 60.0)))
+        while True:
+            try:
+                deleted = await self.prune()
+            except DependencyUnavailable:
+                _log.warning("audit pruning skipped: postgresql unavailable")
+            except Exception:
+                _log.exception("audit pruning failed")
+            else:
+                if deleted:
+                    _log.info("audit events pruned", extra={"deleted": deleted})
+            await asyncio.sleep(interval)

@@ -1,0 +1,103 @@
+"""Failed-login backoff that slows guessing without locking the owner out (S28, S6).
+
+Two counters of failures, each with exponential backoff once its free failures
+are spent:
+
+- per (email, client address): strict, few free failures. Slows one guesser on
+  one account; a success from that address clears it.
+- per email, from anywhere: lenient, more free failures. Slows a guesser who
+  spreads over many addresses. Addresses the account has logged in from before
+  ("known clients") skip it, so while an account is under attack from elsewhere
+  its owner still logs in from home; anyone else waits at most the longest delay.
+
+A blocked attempt is refused before the password is looked at, with the same
+`RateLimited` error for every email, registered or not: failures for unknown
+emails count the same way, so the throttle tells nothing about accounts (S6).
+Password change is never throttled here: the owner proves a session, and only
+the rate limit of that action applies (S28).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from uuid import UUID
+
+from keystile.errors import RateLimited
+from keystile.repositories.audit import AuditLog
+from keystile.services.rate_limits import CounterKeys, KnownClients, normalise_account
+from keystile.services.types import ClientInfo
+from keystile.stores.rate_limits import Backoff, CounterStore
+
+__all__ = ["LoginThrottle"]
+
+
+class LoginThrottle:
+    """Refuse logins while their email or (email, address) pair is backing off."""
+
+    def __init__(
+        self,
+        store: CounterStore,
+        keys: CounterKeys,
+        known_clients: KnownClients,
+        audit: AuditLog,
+        *,
+        per_client: Backoff,
+        per_account: Backoff,
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._known = known_clients
+        self._audit = audit
+        self._per_client = per_client
+        self._per_account = per_account
+
+    def _client_key(self, account: str, ip: str) -> str:
+        return self._keys.key("login-backoff:client", account, ip)
+
+    def _account_key(self, account: str) -> str:
+        return self._keys.key("login-backoff:account", account)
+
+    async def check(self, email: str, client: ClientInfo) -> None:
+        """Raise `RateLimited` if a login for `email` from `client` must wait."""
+        account = normalise_account(email)
+        keys = [self._client_key(account, client.ip)]
+        if not await self._known.is_known(account, client.ip):
+            keys.append(self._account_key(account))
+        wait = await self._store.backoff_wait(keys)
+        if wait > 0:
+            raise RateLimited(math.ceil(wait))
+
+    async def failed(self, email: str, client: ClientInfo, user_id: UUID | None) -> None:
+        """Count a failed login; audit the moment a backoff starts or grows."""
+        account = normalise_account(email)
+        for scope, key, backoff in (
+            ("client", self._client_key(account, client.ip), self._per_client),
+            ("account", self._account_key(account), self._per_account),
+        ):
+            result = await self._store.backoff_fail(key, backoff)
+            if result.delay > 0:
+                await self._audit.record(
+                    "login_lockout",
+                    user_id=user_id,
+                    ip=client.ip,
+                    user_agent=client.user_agent,
+                    scope=scope,
+                    failures=result.failures,
+                    delay_seconds=result.delay,
+                    # Lets an operator group lockouts of one (possibly unknown) email
+                    # without the log holding the email itself.
+                    account_ref=self._keys.digest("account-ref", account)[:16],
+                )
+
+    async def succeeded(self, email: str, client: ClientInfo) -> None:
+        """Clear this address's failures and remember it as a known client of the account.
+
+        The per-email count is left to decay: an attacker does not get fresh free
+        guesses each time the owner logs in.
+        """
+        account = normalise_account(email)
+        await asyncio.gather(
+            self._store.forget([self._client_key(account, client.ip)]),
+            self._known.remember(account, client.ip),
+        )

@@ -1,0 +1,165 @@
+"""Rate limits per client address and per account for named actions (S27).
+
+`await limiter.check("login", client, account=email)` charges one request to every
+limit configured for the action, atomically and all or nothing, and raises
+`RateLimited` when any of them is spent. The web layer's `rate_limited` decorator
+calls it for a route; services may call it directly.
+
+Counter keys are HMACs of the address or account under a key derived from the
+secret key, so Redis never holds emails or addresses, and a caller cannot aim at
+another key by choosing an odd email.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from uuid import UUID
+
+from keystile.errors import LimitStatus, RateLimited
+from keystile.repositories.audit import AuditLog
+from keystile.services.types import ClientInfo
+from keystile.stores.cache import LocalCache
+from keystile.stores.rate_limits import CounterStore, GcraResult, Rate
+
+__all__ = ["ActionLimits", "CounterKeys", "KnownClients", "RateLimiter", "normalise_account"]
+
+# A refused key is audited at most once per this many seconds per worker, so a
+# flood of refusals does not become a flood of writes to PostgreSQL.
+_AUDIT_EVERY = 60.0
+
+
+def normalise_account(account: str | UUID) -> str:
+    """Return the form an account is counted under: emails match case-insensitively."""
+    return str(account).strip().lower()
+
+
+class CounterKeys:
+    """Name counter keys without putting emails or addresses into Redis."""
+
+    def __init__(self, secret_key: bytes) -> None:
+        self._key = hmac.new(secret_key, b"keystile counter keys", hashlib.sha256).digest()
+
+    def digest(self, *parts: str) -> str:
+        """Return a short keyed hash of `parts` (128 bits, hex)."""
+        message = "\0".join(parts).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+
+    def key(self, kind: str, *parts: str) -> str:
+        return f"keystile:{kind}:{self.digest(kind, *parts)}"
+
+
+class KnownClients:
+    """Remember which client addresses an account has logged in from (S28).
+
+    A known address gets its own per-account allowance and skips the per-account
+    login backoff, so an attacker spending an account's allowance from elsewhere
+    does not lock its owner out.
+    """
+
+    def __init__(self, store: CounterStore, keys: CounterKeys, *, ttl: float) -> None:
+        self._store = store
+        self._keys = keys
+        self._ttl = ttl
+
+    def _key(self, account: str | UUID, ip: str) -> str:
+        return self._keys.key("known-client", normalise_account(account), ip)
+
+    async def remember(self, account: str | UUID, ip: str) -> None:
+        await self._store.mark(self._key(account, ip), self._ttl)
+
+    async def is_known(self, account: str | UUID, ip: str) -> bool:
+        return await self._store.is_marked(self._key(account, ip))
+
+
+@dataclass(frozen=True, slots=True)
+class ActionLimits:
+    """The limits of one action; None means no limit in that scope."""
+
+    per_ip: Rate | None
+    per_account: Rate | None
+
+
+class RateLimiter:
+    """Check and charge the per-address and per-account limits of named actions."""
+
+    def __init__(
+        self,
+        store: CounterStore,
+        keys: CounterKeys,
+        known_clients: KnownClients,
+        audit: AuditLog,
+        limits: Mapping[str, ActionLimits],
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._known = known_clients
+        self._audit = audit
+        self._limits = dict(limits)
+        self._audited: LocalCache[str, bool] = LocalCache(ttl=_AUDIT_EVERY, max_entries=10_000)
+
+    @property
+    def actions(self) -> frozenset[str]:
+        return frozenset(self._limits)
+
+    async def check(
+        self, action: str, client: ClientInfo, account: str | UUID | None = None
+    ) -> LimitStatus | None:
+        """Charge one request of `action`; return the tightest limit, or raise `RateLimited`.
+
+        `account` is the email (before login) or the user id (after); None skips the
+        per-account limit. Returns None when the action has no limits at all.
+        """
+        limits = self._limits[action]
+        scopes: list[str] = []
+        keys: list[str] = []
+        rates: list[Rate] = []
+        if limits.per_ip is not None:
+            scopes.append("ip")
+            keys.append(self._keys.key(f"rl:{action}:{limits.per_ip}:ip", client.ip))
+            rates.append(limits.per_ip)
+        if limits.per_account is not None and account is not None:
+            name = normalise_account(account)
+            parts: tuple[str, ...] = (name,)
+            scope = "account"
+            if await self._known.is_known(name, client.ip):
+                parts, scope = (name, client.ip), "account+client"
+            scopes.append(scope)
+            keys.append(self._keys.key(f"rl:{action}:{limits.per_account}:{scope}", *parts))
+            rates.append(limits.per_account)
+        if not keys:
+            return None
+        results = await self._store.gcra(keys, rates)
+        refused = [(result, i) for i, result in enumerate(results) if result.retry_after > 0]
+        if refused:
+            worst, index = max(refused, key=lambda item: item[0].retry_after)
+            await self._audit_refusal(action, scopes[index], keys[index], client, account)
+            raise RateLimited(math.ceil(worst.retry_after), status=_status(worst))
+        return _status(min(results, key=lambda result: result.remaining))
+
+    async def _audit_refusal(
+        self, action: str, scope: str, key: str, client: ClientInfo, account: str | UUID | None
+    ) -> None:
+        if self._audited.get(key):
+            return
+        self._audited.set(key, True)
+        await self._audit.record(
+            "rate_limited",
+            user_id=account if isinstance(account, UUID) else None,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            action=action,
+            scope=scope,
+        )
+
+
+def _status(result: GcraResult) -> LimitStatus:
+    return LimitStatus(
+        limit=result.rate.count,
+        remaining=max(0, result.remaining),
+        reset_after=math.ceil(result.reset_after),
+        period=math.ceil(result.rate.period),
+    )

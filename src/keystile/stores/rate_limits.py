@@ -1,0 +1,397 @@
+"""Rate-limit and backoff counters: atomic in Redis, per process when Redis is away.
+
+Two primitives serve every limit keystile has:
+
+- GCRA ("generic cell rate algorithm"): one timestamp per key, the theoretical
+  arrival time (TAT). Several keys are checked and charged in one Lua call, all
+  or nothing, so a request refused by its per-IP limit does not also spend its
+  per-account allowance, and concurrent workers can never both take the last slot.
+- Exponential backoff: a failure count per key and a "blocked until" instant.
+
+Both read the clock with Redis `TIME`, so every worker agrees on "now" (scripts
+replicate their effects, so reading the clock before writing is safe). When Redis
+does not answer (the client's socket timeouts bound each call, S29) the same
+arithmetic runs in this process instead: limits keep holding, only no longer
+shared, and a warning says so. It never fails open silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from keystile.stores.cache import LocalCache
+
+__all__ = [
+    "RATE_PATTERN",
+    "Backoff",
+    "BackoffResult",
+    "CounterStore",
+    "FallbackCounterStore",
+    "GcraResult",
+    "MemoryCounterStore",
+    "Rate",
+    "RedisCounterStore",
+]
+
+_log = logging.getLogger(__name__)
+_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+T = TypeVar("T")
+
+RATE_PATTERN = re.compile(
+    r"(\d+)\s*/\s*(\d+)?\s*(s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)"
+)
+_UNIT_SECONDS = {
+    "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
+    "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`count` requests per `period` seconds, all of them allowed at once as a burst."""
+
+    count: int
+    period: float
+
+    @property
+    def interval_ms(self) -> float:
+        return self.period * 1000 / self.count
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period:g}s"
+
+    @classmethod
+    def parse(cls, text: str) -> Rate | None:
+        """Read "30/minute", "5/10s", "1000/hour" ...; "off" means no limit (None)."""
+        if text.strip().lower() == "off":
+            return None
+        match = RATE_PATTERN.fullmatch(text.strip().lower())
+        if match is None:
+            raise ValueError(f"not a rate: {text!r} (try '30/minute' or '5/10s')")
+        count, multiple, unit = match.groups()
+        period = int(multiple or 1) * _UNIT_SECONDS[unit.rstrip("s") or "s"]
+        if int(count) < 1 or period <= 0:
+            raise ValueError(f"not a rate: {text!r}")
+        return cls(count=int(count), period=period)
+
+
+@dataclass(frozen=True, slots=True)
+class GcraResult:
+    """The state of one limit after a check."""
+
+    rate: Rate
+    allowed: bool
+    remaining: int
+    retry_after: float  # seconds until one more request would be allowed (0 if allowed)
+    reset_after: float  # seconds until the full burst is available again
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Free failures, then delays of base, 2 x base, 4 x base ... up to `max_delay` seconds.
+
+    A key's failures are forgotten `window` seconds after the last one.
+    """
+
+    free_failures: int
+    base_delay: float
+    max_delay: float
+    window: float
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffResult:
+    failures: int
+    delay: float  # seconds the key is now blocked for (0: still within the free failures)
+
+
+class CounterStore(Protocol):
+    """What the rate limiter and the login throttle need from storage."""
+
+    async def gcra(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]: ...
+    async def backoff_wait(self, keys: list[str]) -> float: ...
+    async def backoff_fail(self, key: str, backoff: Backoff) -> BackoffResult: ...
+    async def forget(self, keys: list[str]) -> None: ...
+    async def mark(self, key: str, ttl: float) -> None: ...
+    async def is_marked(self, key: str) -> bool: ...
+
+
+# KEYS: one per limit. ARGV: interval_ms, count for each key, in order.
+# Returns {allowed, then per key: remaining, retry_after_ms, reset_after_ms}.
+_GCRA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local allowed = 1
+local out = {0}
+local tats = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local period = interval * tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - period
+  if allow_at > now then
+    allowed = 0
+    table.insert(out, 0)
+    table.insert(out, math.ceil(allow_at - now))
+    table.insert(out, math.ceil(tat - now))
+  else
+    table.insert(out, math.floor((now - allow_at) / interval))
+    table.insert(out, 0)
+    table.insert(out, math.ceil(new_tat - now))
+  end
+  tats[i] = new_tat
+end
+if allowed == 1 then
+  for i, key in ipairs(KEYS) do
+    redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now) + 1)
+  end
+end
+out[1] = allowed
+return out
+"""
+
+# KEYS: backoff hashes. Returns the longest remaining block in ms (0: none).
+_BACKOFF_WAIT = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = 0
+for _, key in ipairs(KEYS) do
+  local blocked_until = tonumber(redis.call('HGET', key, 'until'))
+  if blocked_until and blocked_until - now > wait then wait = blocked_until - now end
+end
+return math.ceil(wait)
+"""
+
+# KEYS[1]: backoff hash. ARGV: free_failures, base_ms, max_ms, window_ms.
+# Returns {failures, delay_ms}.
+_BACKOFF_FAIL = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local failures = redis.call('HINCRBY', KEYS[1], 'n', 1)
+local over = failures - tonumber(ARGV[1])
+local delay = 0
+if over > 0 then
+  delay = math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) * 2 ^ math.min(over - 1, 40))
+  redis.call('HSET', KEYS[1], 'until', string.format('%d', math.ceil(now + delay)))
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(math.max(tonumber(ARGV[4]), delay)))
+return {failures, math.ceil(delay)}
+"""
+
+
+class RedisCounterStore:
+    """Counters in Redis, shared by every worker; each operation is one atomic script."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._gcra = redis.register_script(_GCRA)
+        self._wait = redis.register_script(_BACKOFF_WAIT)
+        self._fail = redis.register_script(_BACKOFF_FAIL)
+
+    async def gcra(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]:
+        args: list[float] = []
+        for rate in rates:
+            args += [rate.interval_ms, rate.count]
+        raw = await self._gcra(keys=keys, args=args)
+        allowed = bool(raw[0])
+        return [
+            GcraResult(
+                rate=rate,
+                allowed=allowed,
+                remaining=int(raw[1 + 3 * i]),
+                retry_after=int(raw[2 + 3 * i]) / 1000,
+                reset_after=int(raw[3 + 3 * i]) / 1000,
+            )
+            for i, rate in enumerate(rates)
+        ]
+
+    async def backoff_wait(self, keys: list[str]) -> float:
+        return int(await self._wait(keys=keys)) / 1000
+
+    async def backoff_fail(self, key: str, backoff: Backoff) -> BackoffResult:
+        failures, delay = await self._fail(
+            keys=[key],
+            args=[
+                backoff.free_failures,
+                backoff.base_delay * 1000,
+                backoff.max_delay * 1000,
+                backoff.window * 1000,
+            ],
+        )
+        return BackoffResult(failures=int(failures), delay=int(delay) / 1000)
+
+    async def forget(self, keys: list[str]) -> None:
+        await self._redis.delete(*keys)
+
+    async def mark(self, key: str, ttl: float) -> None:
+        await self._redis.set(key, b"1", px=max(1, int(ttl * 1000)))
+
+    async def is_marked(self, key: str) -> bool:
+        return bool(await self._redis.exists(key))
+
+
+class MemoryCounterStore:
+    """The same arithmetic in this process: the fallback while Redis is away.
+
+    Bounded: past `max_keys` the least recently used keys are dropped.
+    """
+
+    def __init__(self, *, max_keys: int = 100_000) -> None:
+        day = 86_400.0
+        self._tats: LocalCache[str, float] = LocalCache(ttl=day, max_entries=max_keys)
+        self._backoffs: LocalCache[str, tuple[int, float]] = LocalCache(
+            ttl=day, max_entries=max_keys
+        )
+        self._marks: LocalCache[str, bool] = LocalCache(ttl=90 * day, max_entries=max_keys)
+
+    async def gcra(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]:
+        now = time.monotonic() * 1000
+        new_tats: list[float] = []
+        results: list[tuple[bool, int, float, float]] = []
+        for key, rate in zip(keys, rates, strict=True):
+            interval, period = rate.interval_ms, rate.period * 1000
+            tat = max(self._tats.get(key) or now, now)
+            new_tat = tat + interval
+            allow_at = new_tat - period
+            if allow_at > now:
+                results.append((False, 0, allow_at - now, tat - now))
+            else:
+                results.append((True, math.floor((now - allow_at) / interval), 0, new_tat - now))
+            new_tats.append(new_tat)
+        allowed = all(ok for ok, *_ in results)
+        if allowed:
+            for key, new_tat in zip(keys, new_tats, strict=True):
+                self._tats.set(key, new_tat, ttl=(new_tat - now) / 1000 + 0.001)
+        return [
+            GcraResult(rate, allowed, remaining, retry / 1000, reset / 1000)
+            for rate, (_, remaining, retry, reset) in zip(rates, results, strict=True)
+        ]
+
+    async def backoff_wait(self, keys: list[str]) -> float:
+        now = time.monotonic()
+        waits = [entry[1] - now for key in keys if (entry := self._backoffs.get(key))]
+        return max([0.0, *waits])
+
+    async def backoff_fail(self, key: str, backoff: Backoff) -> BackoffResult:
+        now = time.monotonic()
+        failures, blocked_until = self._backoffs.get(key) or (0, 0.0)
+        failures += 1
+        over = failures - backoff.free_failures
+        delay = 0.0
+        if over > 0:
+            delay = min(backoff.max_delay, backoff.base_delay * 2 ** min(over - 1, 40))
+            blocked_until = now + delay
+        self._backoffs.set(key, (failures, blocked_until), ttl=max(backoff.window, delay))
+        return BackoffResult(failures=failures, delay=delay)
+
+    async def forget(self, keys: list[str]) -> None:
+        for key in keys:
+            self._tats.delete(key)
+            self._backoffs.delete(key)
+            self._marks.delete(key)
+
+    async def mark(self, key: str, ttl: float) -> None:
+        self._marks.set(key, True, ttl=ttl)
+
+    async def is_marked(self, key: str) -> bool:
+        return self._marks.get(key) is not None
+
+
+class FallbackCounterStore:
+    """Redis first; when it fails, this process's own counters, with a warning.
+
+    After a failure Redis is left alone for `retry_interval` seconds, so an outage
+    costs one timeout per interval rather than one per request; then it is tried
+    again, and recovery is logged too.
+    """
+
+    def __init__(
+        self, primary: RedisCounterStore, fallback: MemoryCounterStore, *, retry_interval: float
+    ) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._retry_interval = retry_interval
+        self._retry_at = 0.0
+        self.degraded = False
+
+    def _failed(self, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + self._retry_interval
+        if not self.degraded:
+            self.degraded = True
+            _log.warning(
+                "rate limits: redis unavailable (%s); limits now hold per process only",
+                type(exc).__name__,
+            )
+
+    def _succeeded(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            _log.warning("rate limits: redis is back; limits are shared again")
+
+    async def _either(
+        self, primary: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
+    ) -> T:
+        if time.monotonic() >= self._retry_at:
+            try:
+                result = await primary()
+            except _REDIS_FAILURES as exc:
+                self._failed(exc)
+            else:
+                self._succeeded()
+                return result
+        return await local()
+
+    async def gcra(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]:
+        return await self._either(
+            lambda: self._primary.gcra(keys, rates), lambda: self._fallback.gcra(keys, rates)
+        )
+
+    async def backoff_wait(self, keys: list[str]) -> float:
+        return await self._either(
+            lambda: self._primary.backoff_wait(keys), lambda: self._fallback.backoff_wait(keys)
+        )
+
+    async def backoff_fail(self, key: str, backoff: Backoff) -> BackoffResult:
+        return await self._either(
+            lambda: self._primary.backoff_fail(key, backoff),
+            lambda: self._fallback.backoff_fail(key, backoff),
+        )
+
+    async def forget(self, keys: list[str]) -> None:
+        # Both: a key counted locally during an outage must not outlive a success.
+        await self._fallback.forget(keys)
+        await self._either(lambda: self._primary.forget(keys), _nothing)
+
+    async def mark(self, key: str, ttl: float) -> None:
+        # Both: so the mark also serves this process while Redis is away.
+        await self._fallback.mark(key, ttl)
+        await self._either(lambda: self._primary.mark(key, ttl), _nothing)
+
+    async def is_marked(self, key: str) -> bool:
+        if await self._fallback.is_marked(key):
+            return True
+        return await self._either(lambda: self._primary.is_marked(key), _false)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _false() -> bool:
+    return False

@@ -1,0 +1,71 @@
+"""The password policy: length after NFKC (S1) and the shipped common-password list (S2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from keystile.errors import PasswordPolicyViolation
+from keystile.services.password_policy import PasswordPolicy, load_common_passwords
+from tests.conftest import Client, unique_email
+
+
+def _fullwidth(text: str) -> str:
+    """Return `text` in Unicode fullwidth forms, as some keyboards (IMEs) type it."""
+    return "".join(chr(ord(char) + 0xFEE0) for char in text)
+
+
+@pytest.fixture(name="policy", scope="module")
+def _policy() -> PasswordPolicy:
+    return PasswordPolicy(min_length=8, max_length=1024, common_passwords=load_common_passwords())
+
+
+def test_the_shipped_list_holds_at_least_the_top_ten_thousand() -> None:
+    # S2
+    common = load_common_passwords()
+    assert len(common) >= 10_000
+    assert {"password", "12345678", "qwertyuiop", "iloveyou"} <= set(common)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "password123",
+        "PassWord123",  # case does not make it less common
+        _fullwidth("password123"),  # the same password after NFKC
+        "Trustno1",
+        "qwertyuiop",
+    ],
+)
+def test_common_passwords_are_refused_case_insensitively_after_nfkc(
+    policy: PasswordPolicy, password: str
+) -> None:
+    # S1, S2
+    with pytest.raises(PasswordPolicyViolation, match="most commonly used"):
+        policy.check_new(password)
+
+
+def test_an_uncommon_password_passes_and_comes_back_normalised(policy: PasswordPolicy) -> None:
+    assert (
+        policy.check_new(_fullwidth("correct") + " horse battery staple")
+        == "correct horse battery staple"
+    )
+
+
+def test_length_is_counted_after_nfkc(policy: PasswordPolicy) -> None:
+    # S1: the ligature U+FB03 (one code point) is "ffi" after NFKC.
+    assert policy.check_new("\ufb03\ufb03xyz") == "ffiffixyz"
+    with pytest.raises(PasswordPolicyViolation, match="at least 8"):
+        policy.check_new("abcdefg")
+    with pytest.raises(PasswordPolicyViolation, match="at most 1024"):
+        policy.check_new("x" * 1025)
+
+
+async def test_registering_with_a_common_password_is_a_clear_422(client: Client) -> None:
+    # S2
+    response = await client.post(
+        "/v1/users", json={"email": unique_email(), "password": "Baseball1"}
+    )
+    assert response.status_code == 422
+    error = (await response.get_json())["error"]
+    assert error["code"] == "weak_password"
+    assert "most commonly used" in error["message"]

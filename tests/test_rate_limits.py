@@ -1,0 +1,324 @@
+"""Rate limits per client address and per account, shared through Redis (S26, S27)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart import Quart
+
+from keystile.app import create_app
+from keystile.embedded import EmbeddedRedis
+from keystile.settings import Settings
+from tests.conftest import (
+    PASSWORD,
+    Backing,
+    Client,
+    from_ip,
+    make_settings,
+    register,
+    unique_email,
+    unique_ip,
+)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Quart]:
+    app = create_app(settings)
+    async with app.test_app() as test_app:
+        yield test_app  # type: ignore[misc]
+
+
+WRONG = "not the password"
+
+
+async def attempt(client: Client, email: str, password: str = WRONG, **kw: Any) -> Any:
+    return await client.post("/v1/sessions", json={"email": email, "password": password}, **kw)
+
+
+async def test_many_accounts_from_one_address_hit_the_per_address_limit(backing: Backing) -> None:
+    # S27, from the issue: 200 accounts x 1 attempt from one address.
+    settings = make_settings(backing, rate_limit_login_per_ip="20/minute")
+    ip = unique_ip()
+    async with serving(settings) as app:
+        client = app.test_client()
+        statuses = []
+        for _ in range(200):
+            statuses.append((await attempt(client, unique_email(), **from_ip(ip))).status_code)
+        # 20 in a burst, then one per 3 s: the loop may earn one or two more.
+        assert 20 <= statuses.count(401) <= 23, statuses
+        assert statuses.count(429) == 200 - statuses.count(401)
+        assert statuses[:20] == [401] * 20
+
+        refused = await attempt(client, unique_email(), **from_ip(ip))
+        assert refused.status_code == 429
+        assert (await refused.get_json())["error"]["code"] == "rate_limited"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 3
+        assert refused.headers["RateLimit-Limit"] == "20"
+        assert refused.headers["RateLimit-Remaining"] == "0"
+        assert refused.headers["RateLimit-Policy"] == "20;w=60"
+
+        # Another address is not affected.
+        assert (await attempt(client, unique_email(), **from_ip(unique_ip()))).status_code == 401
+
+
+async def test_allowed_responses_carry_the_ratelimit_headers(backing: Backing) -> None:
+    settings = make_settings(backing, rate_limit_login_per_ip="5/minute")
+    ip = unique_ip()
+    async with serving(settings) as app:
+        client = app.test_client()
+        email = unique_email()
+        await register(client, email)
+        response = await attempt(client, email, PASSWORD, **from_ip(ip))
+        assert response.status_code == 201
+        assert response.headers["RateLimit-Limit"] == "5"
+        assert response.headers["RateLimit-Remaining"] == "4"
+        assert 1 <= int(response.headers["RateLimit-Reset"]) <= 12
+
+
+async def test_per_account_limit_counts_attempts_from_every_address(backing: Backing) -> None:
+    # S27: the per-account limit holds however many addresses an attacker has.
+    settings = make_settings(
+        backing,
+        trusted_proxy_hops=1,
+        rate_limit_login_per_account="5/minute",
+        login_backoff_client_free_failures=100,
+        login_backoff_account_free_failures=100,
+    )
+    email = unique_email()
+    async with serving(settings) as app:
+        client = app.test_client()
+        statuses = [
+            (await attempt(client, email, headers={"X-Forwarded-For": unique_ip()})).status_code
+            for _ in range(12)
+        ]
+    assert statuses[:5] == [401] * 5
+    assert statuses[5:] == [429] * 7
+
+
+async def test_forged_x_forwarded_for_does_not_escape_the_limit_without_trusted_proxies(
+    backing: Backing,
+) -> None:
+    # S26: with no trusted proxy the socket address is the key, whatever the header says.
+    settings = make_settings(backing, rate_limit_login_per_ip="3/minute")
+    ip = unique_ip()
+    async with serving(settings) as app:
+        client = app.test_client()
+        statuses = [
+            (
+                await attempt(
+                    client,
+                    unique_email(),
+                    headers={"X-Forwarded-For": unique_ip(), "Forwarded": f"for={unique_ip()}"},
+                    **from_ip(ip),
+                )
+            ).status_code
+            for _ in range(6)
+        ]
+    assert statuses == [401, 401, 401, 429, 429, 429]
+
+
+async def test_with_one_trusted_proxy_the_rightmost_forwarded_address_is_the_client(
+    backing: Backing,
+) -> None:
+    # S26: the proxy appends the address it saw; anything left of it is the client's word.
+    settings = make_settings(backing, trusted_proxy_hops=1, rate_limit_login_per_ip="2/minute")
+    proxy, client_address = unique_ip(), unique_ip()
+    async with serving(settings) as app:
+        client = app.test_client()
+
+        async def from_client(forged: str) -> int:
+            headers = {"X-Forwarded-For": f"{forged}, {client_address}"}
+            response = await attempt(client, unique_email(), headers=headers, **from_ip(proxy))
+            return response.status_code
+
+        assert [await from_client(unique_ip()) for _ in range(4)] == [401, 401, 429, 429]
+        # A different real client behind the same proxy has its own allowance.
+        other = await attempt(
+            client, unique_email(), headers={"X-Forwarded-For": unique_ip()}, **from_ip(proxy)
+        )
+        assert other.status_code == 401
+
+
+async def test_rfc7239_forwarded_header_when_configured(backing: Backing) -> None:
+    # S26: with `forwarded_header = "Forwarded"`, X-Forwarded-For is the client's word.
+    settings = make_settings(
+        backing,
+        trusted_proxy_hops=1,
+        forwarded_header="Forwarded",
+        rate_limit_login_per_ip="2/minute",
+    )
+    real = unique_ip()
+    async with serving(settings) as app:
+        client = app.test_client()
+        statuses = []
+        for _ in range(3):
+            headers = {
+                "Forwarded": f'for=192.0.2.43, for="[{real}]:4711";proto=https',
+                "X-Forwarded-For": unique_ip(),
+            }
+            response = await attempt(client, unique_email(), headers=headers, **from_ip("::1"))
+            statuses.append(response.status_code)
+    assert statuses == [401, 401, 429]
+
+
+async def test_two_app_instances_share_the_limit(backing: Backing) -> None:
+    # S27: workers share counters through Redis, so alternating between them gains nothing.
+    settings = make_settings(backing, rate_limit_login_per_ip="6/minute")
+    ip = unique_ip()
+    async with serving(settings) as first, serving(settings) as second:
+        clients = [first.test_client(), second.test_client()]
+        statuses = [
+            (await attempt(clients[i % 2], unique_email(), **from_ip(ip))).status_code
+            for i in range(10)
+        ]
+    assert statuses == [401] * 6 + [429] * 4
+
+
+async def test_register_is_limited_alike_for_new_and_taken_emails(backing: Backing) -> None:
+    # S6 + S27: the per-email register limit counts taken and new emails the same way.
+    settings = make_settings(backing, rate_limit_register_per_account="2/hour")
+    async with serving(settings) as app:
+        client = app.test_client()
+        taken = unique_email()
+        await register(client, taken)
+        new = unique_email()
+
+        async def registering(email: str) -> tuple[int, str]:
+            response = await client.post(
+                "/v1/users", json={"email": email, "password": PASSWORD}, **from_ip(unique_ip())
+            )
+            return response.status_code, response.headers.get("RateLimit-Remaining", "")
+
+        taken_answers = [await registering(taken) for _ in range(2)]
+        new_answers = [await registering(new) for _ in range(3)]
+    # The taken email had one registration already: its allowance is spent one sooner,
+    # exactly as a new email's is after one registration.
+    assert taken_answers == [(202, "0"), (429, "0")]
+    assert new_answers == [(202, "1"), (202, "0"), (429, "0")]
+
+
+async def test_register_is_limited_per_address(backing: Backing) -> None:
+    settings = make_settings(backing, rate_limit_register_per_ip="3/hour")
+    ip = unique_ip()
+    async with serving(settings) as app:
+        client = app.test_client()
+        statuses = [
+            (
+                await client.post(
+                    "/v1/users", json={"email": unique_email(), "password": PASSWORD}, **from_ip(ip)
+                )
+            ).status_code
+            for _ in range(5)
+        ]
+    assert statuses == [202, 202, 202, 429, 429]
+
+
+async def test_password_change_is_limited_per_account(backing: Backing) -> None:
+    # S27: the owner's own allowance; a wrong current password spends it too.
+    settings = make_settings(backing, rate_limit_password_change_per_account="3/hour")
+    async with serving(settings) as app:
+        client = app.test_client()
+        email = unique_email()
+        await register(client, email)
+        assert (await attempt(client, email, PASSWORD)).status_code == 201
+        statuses = [
+            (
+                await client.post(
+                    "/v1/me/password",
+                    json={"current_password": "not it at all", "new_password": "x" * 20},
+                )
+            ).status_code
+            for _ in range(4)
+        ]
+    assert statuses == [401, 401, 401, 429]
+
+
+async def test_stopped_redis_falls_back_to_per_process_limits_without_500s(
+    backing: Backing, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # S27 + S30: Redis away, limits still hold in this process, and it is logged.
+    redis = EmbeddedRedis(tmp_path, persist=False)
+    settings = make_settings(
+        backing,
+        redis_url=redis.start(),
+        rate_limit_login_per_ip="4/minute",
+        rate_limit_register_per_ip="100/minute",
+    )
+    ip = unique_ip()
+    try:
+        async with serving(settings) as app:
+            client = app.test_client()
+            email = unique_email()
+            await register(client, email)
+            redis.stop()
+            with caplog.at_level(logging.WARNING, logger="keystile.stores.rate_limits"):
+                statuses = [
+                    (await attempt(client, email, PASSWORD, **from_ip(ip))).status_code
+                    for _ in range(6)
+                ]
+            assert statuses == [201] * 4 + [429] * 2
+            assert any("per process" in record.getMessage() for record in caplog.records)
+            # Wrong passwords keep answering 401/429, never 500.
+            wrong = [
+                (await attempt(client, email, **from_ip(unique_ip()))).status_code for _ in range(3)
+            ]
+            assert set(wrong) <= {401, 429}
+    finally:
+        redis.stop()
+
+
+async def test_limits_are_shared_again_when_redis_returns(backing: Backing, tmp_path: Path) -> None:
+    # S30: recovers without a restart.
+    redis = EmbeddedRedis(tmp_path, persist=False)
+    settings = make_settings(
+        backing,
+        redis_url=redis.start(),
+        rate_limit_login_per_ip="3/minute",
+        rate_limit_redis_retry_seconds=0.2,
+    )
+    port = redis.port
+    ip = unique_ip()
+    try:
+        async with serving(settings) as first, serving(settings) as second:
+            redis.stop()
+            # Per process while Redis is away: each instance counts alone.
+            a = first.test_client()
+            assert (await attempt(a, unique_email(), **from_ip(ip))).status_code == 401
+            redis = EmbeddedRedis(tmp_path, port=port, persist=False)
+            redis.start()
+            await asyncio.sleep(0.3)
+            b = second.test_client()
+            statuses = [
+                (await attempt([a, b][i % 2], unique_email(), **from_ip(ip))).status_code
+                for i in range(5)
+            ]
+            assert statuses == [401, 401, 401, 429, 429]
+    finally:
+        redis.stop()
+
+
+async def test_login_form_shares_the_limits_of_the_api(backing: Backing) -> None:
+    # S27: the HTML form is no way around the limits; 429 shows the form again.
+    settings = make_settings(backing, rate_limit_login_per_account="2/minute")
+    email = unique_email()
+    async with serving(settings) as app:
+        client = app.test_client()
+        assert (await attempt(client, email)).status_code == 401
+        page = await client.get("/login")
+        html = await page.get_data(as_text=True)
+        match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+        assert match is not None
+        form = {"email": email, "password": WRONG, "csrf_token": match.group(1)}
+        assert (await client.post("/login", form=form)).status_code == 401
+        refused = await client.post("/login", form=form)
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["RateLimit-Remaining"] == "0"
+        assert "Too many attempts" in await refused.get_data(as_text=True)
