@@ -14,7 +14,15 @@ from typing import Any
 
 from bench.measure import Measurement
 
-__all__ = ["Check", "evaluate"]
+__all__ = ["Check", "evaluate", "store_label"]
+
+
+def store_label(count: int) -> str:
+    """Name a user-store size: 1000 -> "1k", 1000000 -> "1M"."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if count >= size and count % size == 0:
+            return f"{count // size}{suffix}"
+    return str(count)
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,10 +133,12 @@ def measure_interleaved(
     duration_s: float,
     rounds: int,
     db_pids: tuple[int, ...],
+    quiet: bool = False,
 ) -> list[Measurement]:
     """Warm every arm up, then run `rounds` rounds of all arms; one `Measurement` per arm."""
     for arm in arms:
-        progress(f"{arm.target:<9} {arm.scenario:<22} running ...")
+        if not quiet:
+            progress(f"{arm.target:<9} {arm.scenario:<22} running ...")
         if warmup_s > 0:
             if arm.prepare is not None:
                 arm.prepare()

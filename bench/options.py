@@ -27,15 +27,15 @@ class Profile:
     rounds: int  # medians are taken over these
     warmup_s: float  # run first and thrown away
     sweep: tuple[int, ...]  # connection counts for the latency-vs-concurrency plot
+    sweep_rounds: int  # interleaved rounds per sweep point (medians)
     small_store: int  # users stored for the scale scenario's small case
     large_store: int  # ... and for its large case (and every other scenario)
-    hash_rounds: int
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", 1, 1, 1, (4, 16), 1_000, 20_000, 1),
-    "quick": Profile("quick", 5, 3, 2, (1, 4, 16, 64), 1_000, 1_000_000, 3),
-    "full": Profile("full", 10, 5, 3, (1, 2, 4, 8, 16, 32, 64, 128), 1_000, 1_000_000, 5),
+    "smoke": Profile("smoke", 1, 1, 1, (4, 16), 1, 1_000, 20_000),
+    "quick": Profile("quick", 4, 4, 2, (1, 4, 16, 64), 2, 1_000, 1_000_000),
+    "full": Profile("full", 8, 6, 3, (1, 2, 4, 8, 16, 32, 64, 128), 3, 1_000, 1_000_000),
 }
 
 
@@ -60,6 +60,7 @@ class Options:
     argon2_parallelism: int
     server_env: dict[str, str]
     update_readme: bool
+    nice: int
     root: Path = _ROOT
 
 
@@ -108,6 +109,14 @@ def parse_options(argv: list[str] | None = None) -> Options:
         metavar="KEY=VALUE",
         help="extra environment for keystile (e.g. KEYSTILE_HASH_THREADS=1); repeatable",
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run everything at niceness -N (root only): on a shared machine, the bench's"
+        " processes then take CPU from everyone else's; off by default",
+    )
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile or "quick"]
     if args.duration is not None:
@@ -136,4 +145,5 @@ def parse_options(argv: list[str] | None = None) -> Options:
         argon2_parallelism=args.argon2_parallelism,
         server_env=dict(args.server_env),
         update_readme=not smoke and args.output_dir is None,
+        nice=max(0, args.nice),
     )

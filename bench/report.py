@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from bench.checks import Check
 from bench.measure import Measurement, SweepPoint
 
-__all__ = ["Report", "update_readme", "write_json", "write_markdown"]
+__all__ = ["Report", "load_report", "publish", "update_readme", "write_json", "write_markdown"]
 
 _README_BLOCK = re.compile(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", re.DOTALL)
 
@@ -98,6 +99,24 @@ def _cpu(m: Measurement) -> str:
     return f"{m.cpu_s_per_1k:.2f}{db}"
 
 
+def _noise(report: Report) -> list[str]:
+    """Warn when other work took much of the machine while this run measured."""
+    loads = [m.other_cores for m in report.measurements if m.other_cores is not None]
+    cores = report.meta["machine"]["cores"] or 1
+    if not loads:
+        return []
+    typical = statistics.median(loads)
+    if typical < 0.2:
+        return [f"Other load while measuring: {typical:.2f} cores (a quiet machine).", ""]
+    return [
+        f"**Other load while measuring: {typical:.2f} of {cores} cores** (median over rows):"
+        " other work shared the machine, so absolute figures are well below what an idle"
+        " machine gives. Arms of a comparison were interleaved round by round, so the ratios"
+        " are still taken under the same conditions.",
+        "",
+    ]
+
+
 def markdown(report: Report, images: list[str]) -> str:
     """Return the run as Markdown: context, the results table, the targets, the plots."""
     meta = report.meta
@@ -119,6 +138,7 @@ def markdown(report: Report, images: list[str]) -> str:
         f" max is the max over rounds. Users stored: {params['users_stored']:,}."
         f" Login endpoint: `{params['login_path']}`.",
         "",
+        *_noise(report),
         "| target | scenario | conn | req/s | p50 ms | p99 ms | max ms | non-2xx / errors | ratio"
         " | CPU s / 1k req (app + db) | other load |",
         "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
@@ -189,3 +209,33 @@ def update_readme(readme: Path, text: str) -> bool:
         _README_BLOCK.sub(lambda match: match.group(1) + text + match.group(2), original)
     )
     return True
+
+
+def publish(report: Report, out: Path, readme: Path | None) -> str:
+    """Write JSON, Markdown and PNGs into `out` (and the README block); return the Markdown."""
+    from bench.plots import plot_latency, plot_throughput  # matplotlib only when drawing
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = report.meta["run_id"]
+    images = []
+    if plot_latency(report, out / f"{stem}-latency.png"):
+        images.append(f"{stem}-latency.png")
+    if plot_throughput(report, out / f"{stem}-throughput.png"):
+        images.append(f"{stem}-throughput.png")
+    write_json(report, out / f"{stem}.json")
+    text = write_markdown(report, out / f"{stem}.md", images)
+    if readme is not None:
+        prefix = out.relative_to(readme.parent) if out.is_relative_to(readme.parent) else out
+        update_readme(readme, text.replace("](" + stem, f"]({prefix}/{stem}"))
+    return text
+
+
+def load_report(path: Path) -> Report:
+    """Read a results JSON back (its checks are recomputed by the caller if needed)."""
+    data = json.loads(path.read_text())
+    measurements = [Measurement(**m) for m in data["measurements"]]
+    sweeps = [SweepPoint(**p) for p in data["sweeps"]]
+    checks = [
+        Check(c["name"], c["measured"], c["target"], c["met"]) for c in data.get("checks", [])
+    ]
+    return Report(data["meta"], measurements, sweeps, checks)

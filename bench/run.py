@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 import time
@@ -27,12 +28,11 @@ import asyncpg
 
 from bench.backends import Backends, backends, second_store
 from bench.ceilings import hash_ceiling
-from bench.checks import evaluate
+from bench.checks import evaluate, store_label
 from bench.measure import Arm, Measurement, SweepPoint, measure_interleaved, progress
 from bench.options import Options, parse_options
-from bench.plots import plot_latency, plot_throughput
 from bench.processes import ServerProcess
-from bench.report import Report, update_readme, write_json, write_markdown
+from bench.report import Report, publish
 from bench.scenarios import CREDENTIAL_USERS, Target, UserCursor
 from bench.seed import hash_password, reset_users, seed_users
 from bench.servers import baseline_server, ceiling_server, keystile_server
@@ -41,14 +41,6 @@ from bench.wrk import WrkError, require_wrk
 from keystile.settings import load_settings
 
 __all__ = ["main"]
-
-
-def _label(count: int) -> str:
-    """1000 -> "1k", 1000000 -> "1M"."""
-    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
-        if count >= size and count % size == 0:
-            return f"{count // size}{suffix}"
-    return str(count)
 
 
 @dataclass
@@ -158,11 +150,11 @@ class Run:
             (small, self.small, self.small_cursor),
             (large, self.large, self.cursor),
         ):
-            label = f"scale-{_label(count)}"
+            label = f"scale-{store_label(count)}"
             entries.append(target.login(f"{label}/login-cold", cursor, plan.login_connections))
         for via in ("bearer", "cookie"):
             for target, count in ((small, self.small), (large, self.large)):
-                scenario = f"scale-{_label(count)}/me-{via}"
+                scenario = f"scale-{store_label(count)}/me-{via}"
                 entries.append(target.me(via, options.connections, scenario))
         self.measure(entries)
 
@@ -184,31 +176,37 @@ class Run:
             self.record(measurement)
 
     def sweep(self, ceiling: Target, sides: list[Target]) -> None:
-        """One round per connection count for each read scenario, targets interleaved."""
+        """Each read scenario at each connection count, interleaved, for the latency plot."""
         profile = self.options.profile
         series = [(ceiling, "framework-ceiling", "none")]
         series += [(t, f"me-{via}", via) for via in ("bearer", "cookie") for t in sides]
         for connections in profile.sweep:
-            for target, scenario, via in series:
-                arm = target.me(via, connections, scenario)
-                if not isinstance(arm, Arm):
-                    continue
-                target.server.settle()
-                result = arm.run(profile.duration_s)
-                self.sweeps.append(
-                    SweepPoint(
-                        target.name,
-                        scenario,
-                        connections,
-                        result.rps,
-                        result.p50_ms,
-                        result.p99_ms,
-                    )
+            arms = [
+                arm
+                for target, scenario, via in series
+                if isinstance(arm := target.me(via, connections, scenario), Arm)
+            ]
+            for m in measure_interleaved(
+                arms,
+                warmup_s=0,
+                duration_s=profile.duration_s,
+                rounds=profile.sweep_rounds,
+                db_pids=self.backends.pids,
+                quiet=True,
+            ):
+                point = SweepPoint(
+                    m.target,
+                    m.scenario,
+                    connections,
+                    m.rps or 0.0,
+                    m.p50_ms or 0.0,
+                    m.p99_ms or 0.0,
                 )
+                self.sweeps.append(point)
                 progress(
-                    f"{target.name:<9} sweep {scenario:<17} c={connections:<4}"
-                    f" {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
-                    f"  p99 {result.p99_ms:8.2f} ms"
+                    f"{m.target:<9} sweep {m.scenario:<17} c={connections:<4}"
+                    f" {point.rps:9.1f} req/s  p50 {point.p50_ms:7.2f} ms"
+                    f"  p99 {point.p99_ms:8.2f} ms"
                 )
 
     def all(self) -> None:
@@ -284,6 +282,7 @@ class Run:
                 "wrk_threads": options.wrk_threads,
                 "timeout_s": options.timeout_s,
                 "server_env": options.server_env,
+                "nice": -options.nice,
             },
         }
 
@@ -318,28 +317,11 @@ def _apply_sql(database_url: str, sql: str) -> None:
 def _write(run: Run, started: float) -> Path:
     options = run.options
     meta = run.meta(started)
-    checks = evaluate(run.measurements, (_label(run.small), _label(run.large)))
+    checks = evaluate(run.measurements, (store_label(run.small), store_label(run.large)))
     report = Report(meta, run.measurements, run.sweeps, checks)
-    out = options.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    stem = meta["run_id"]
-    images = []
-    if plot_latency(report, out / f"{stem}-latency.png"):
-        images.append(f"{stem}-latency.png")
-    if plot_throughput(report, out / f"{stem}-throughput.png"):
-        images.append(f"{stem}-throughput.png")
-    write_json(report, out / f"{stem}.json")
-    text = write_markdown(report, out / f"{stem}.md", images)
-    if options.update_readme:
-        relative = (
-            out.relative_to(options.root / "bench")
-            if out.is_relative_to(options.root / "bench")
-            else out
-        )
-        readme_text = text.replace("](" + stem, f"]({relative}/{stem}")
-        update_readme(options.root / "bench" / "README.md", readme_text)
-    sys.stdout.write(text)
-    return out / f"{stem}.md"
+    readme = options.root / "bench" / "README.md" if options.update_readme else None
+    sys.stdout.write(publish(report, options.output_dir, readme))
+    return options.output_dir / f"{meta['run_id']}.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     except WrkError as exc:
         sys.stderr.write(f"bench: {exc}\n")
         return 2
+    if options.nice:
+        # Inherited by everything started from here: servers, databases, wrk.
+        os.setpriority(os.PRIO_PROCESS, 0, -options.nice)
     started = time.time()
     plan = _plan(options)
     progress(
