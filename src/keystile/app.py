@@ -12,7 +12,7 @@ from quart_schema import QuartSchema
 from keystile.bootstrap import Overrides, build_services
 from keystile.extensions import Extension, load_extensions
 from keystile.settings import Settings, SettingsError, load_settings
-from keystile.web import health, pages
+from keystile.web import health, pages, wellknown
 from keystile.web.api import blueprints as api_blueprints
 from keystile.web.assets import init_assets
 from keystile.web.context import EXTENSION_KEY
@@ -73,6 +73,7 @@ def create_app(
     QuartSchema(app, info={"title": "keystile", "version": "1"})
     register_error_handlers(app)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(wellknown.blueprint)
     for blueprint in api_blueprints:
         app.register_blueprint(blueprint)
     app.register_blueprint(pages.blueprint)

@@ -23,7 +23,9 @@ from redis.asyncio import Redis
 from keystile.repositories import (
     Database,
     PostgresAuditLog,
+    PostgresRefreshTokenRepository,
     PostgresSessionRepository,
+    PostgresSigningKeyRepository,
     PostgresUserRepository,
     User,
     create_pool,
@@ -43,9 +45,13 @@ from keystile.services.audit import AuditService
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import ActionLimits, CounterKeys, KnownClients, RateLimiter
+from keystile.services.access_tokens import AccessTokenCodec
+from keystile.services.keys import KeyRing, SecretBox
+from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
+from keystile.services.tokens import TokenService
 from keystile.settings import Settings, SettingsError
 from keystile.stores import create_redis
-from keystile.stores.cache import InvalidationListener, TieredCache
+from keystile.stores.cache import InvalidationListener, TieredCache, publish
 from keystile.stores.credential_store import close_store, create_credential_store
 from keystile.stores.purge import NoPurge, SurrogatePurger, VarnishPurger
 from keystile.stores.rate_limits import (
@@ -102,6 +108,8 @@ class Services:
     limits: RateLimiter
     throttle: LoginThrottle
     audit_admin: AuditService
+    key_ring: KeyRing
+    tokens: TokenService
     extensions: tuple[object, ...] = ()
 
     def extension(self, kind: type[T]) -> T:
@@ -198,6 +206,44 @@ def _build_purger(settings: Settings) -> SurrogatePurger:
     return VarnishPurger(settings.purge_urls, timeout=settings.purge_timeout_seconds)
 
 
+KEYS_NAMESPACE = "signing_keys"
+
+
+def _build_tokens(
+    settings: Settings,
+    secret: bytes,
+    database: Database,
+    redis: Redis,
+    invalidation: InvalidationListener,
+    users: PostgresUserRepository,
+    audit: PostgresAuditLog,
+) -> tuple[KeyRing, TokenEpochs, TokenRevoker, PostgresRefreshTokenRepository]:
+    """Wire the key ring and the token epoch cache, both kept fresh through pub/sub."""
+
+    async def notify_rotation() -> bool:
+        return await publish(redis, KEYS_NAMESPACE, "rotated")
+
+    ring = KeyRing(
+        PostgresSigningKeyRepository(database),
+        SecretBox(secret),
+        algorithm=settings.token_algorithm,
+        notify=notify_rotation,
+    )
+    invalidation.subscribe(KEYS_NAMESPACE, ring.poke)
+    epoch_cache: TieredCache[TokenHolder] = TieredCache(
+        EPOCH_NAMESPACE,
+        redis,
+        encode=TokenHolder.encode,
+        decode=TokenHolder.decode,
+        local_ttl=settings.token_epoch_cache_seconds,
+        redis_ttl=settings.token_epoch_redis_seconds,
+    )
+    invalidation.register(epoch_cache)
+    epochs = TokenEpochs(epoch_cache, users)
+    refresh_tokens = PostgresRefreshTokenRepository(database)
+    return ring, epochs, TokenRevoker(refresh_tokens, epochs, audit), refresh_tokens
+
+
 @asynccontextmanager
 async def build_services(
     settings: Settings,
@@ -237,6 +283,7 @@ async def build_services(
     invalidation = InvalidationListener(redis)
     purger = overrides.purger or _build_purger(settings)
     pruning: asyncio.Task[None] | None = None
+    ring: KeyRing | None = None
     try:
         database = Database(
             pool,
@@ -278,6 +325,34 @@ async def build_services(
             absolute_lifetime=timedelta(seconds=settings.session_absolute_lifetime_seconds),
             touch_interval=timedelta(seconds=settings.session_touch_interval_seconds),
         )
+        ring, epochs, revoker, refresh_tokens = _build_tokens(
+            settings, secret, database, redis, invalidation, users, audit
+        )
+        auth = AuthService(
+            users, sessions, hasher, policy, audit, credentials, throttle, revoker=revoker
+        )
+        tokens = TokenService(
+            codec=AccessTokenCodec(
+                ring,
+                issuer=settings.token_issuer,
+                audience=settings.token_audience,
+                ttl=settings.access_token_ttl_seconds,
+                leeway=settings.token_leeway_seconds,
+            ),
+            ring=ring,
+            refresh_tokens=refresh_tokens,
+            epochs=epochs,
+            authenticator=auth,
+            audit=audit,
+            secret=secret,
+            scopes=settings.token_scopes,
+            refresh_idle=timedelta(seconds=settings.refresh_token_idle_seconds),
+            refresh_absolute=timedelta(seconds=settings.refresh_token_absolute_seconds),
+            reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
+            verified_cache_size=settings.verified_token_cache_size,
+        )
+        await ring.load()
+        ring.start(settings.signing_key_refresh_seconds)
         invalidation.start()
         if settings.audit_prune_interval_seconds:
             pruning = asyncio.get_running_loop().create_task(
@@ -296,18 +371,22 @@ async def build_services(
             users_by_email=users_by_email,
             policy=policy,
             sessions=sessions,
-            auth=AuthService(users, sessions, hasher, policy, audit, credentials, throttle),
-            admin=UserAdminService(users, hasher, policy, sessions, audit),
+            auth=auth,
+            admin=UserAdminService(users, hasher, policy, sessions, audit, revoker=revoker),
             purger=purger,
             counters=counters,
             limits=limits,
             throttle=throttle,
             audit_admin=audit_admin,
+            key_ring=ring,
+            tokens=tokens,
         )
         async with AsyncExitStack() as stack:
             built = [await stack.enter_async_context(p.build(core)) for p in providers]
             yield dataclasses.replace(core, extensions=tuple(built))
     finally:
+        if ring is not None:
+            await ring.stop()
         if pruning is not None:
             pruning.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -10,8 +10,12 @@ __all__ = [
     "CsrfRejected",
     "DependencyUnavailable",
     "Forbidden",
+    "InsufficientScope",
     "InvalidCredentials",
     "InvalidInput",
+    "InvalidRefreshToken",
+    "InvalidScope",
+    "InvalidToken",
     "KeystileError",
     "LimitStatus",
     "NotAuthenticated",
@@ -19,6 +23,8 @@ __all__ = [
     "Overloaded",
     "PasswordPolicyViolation",
     "RateLimited",
+    "TokenExpired",
+    "TokenRevoked",
 ]
 
 
@@ -47,6 +53,13 @@ class PasswordPolicyViolation(InvalidInput):
     message = "The password does not meet the password policy."
 
 
+class InvalidScope(InvalidInput):
+    """A token request asked for a scope this deployment does not grant."""
+
+    code = "invalid_scope"
+    message = "The requested scope is not available."
+
+
 class AuthError(KeystileError):
     """Authentication failed or is missing."""
 
@@ -65,6 +78,37 @@ class NotAuthenticated(AuthError):
     """No valid session or token came with the request."""
 
 
+class InvalidToken(AuthError):
+    """A bearer token is malformed, forged, or not meant for us (S13, S14, S15).
+
+    One code for every way a token can be bad, so the answer is no oracle.
+    """
+
+    code = "invalid_token"
+    message = "The access token is not valid."
+
+
+class TokenExpired(InvalidToken):
+    """A genuine access token past its `exp`: the client should refresh."""
+
+    code = "token_expired"
+    message = "The access token has expired."
+
+
+class TokenRevoked(InvalidToken):
+    """A genuine access token issued before the user's last "log out everywhere" (S17)."""
+
+    code = "token_revoked"
+    message = "The access token has been revoked."
+
+
+class InvalidRefreshToken(AuthError):
+    """A refresh token is unknown, used, expired, revoked, or its family is (S16)."""
+
+    code = "invalid_refresh_token"
+    message = "The refresh token is not valid."
+
+
 class Forbidden(KeystileError):
     """The caller is known but may not do this."""
 
@@ -77,6 +121,13 @@ class CsrfRejected(Forbidden):
 
     code = "csrf_failed"
     message = "Cross-site request refused."
+
+
+class InsufficientScope(Forbidden):
+    """A bearer token lacks a scope the endpoint requires."""
+
+    code = "insufficient_scope"
+    message = "The access token does not grant this."
 
 
 class NotFound(KeystileError):

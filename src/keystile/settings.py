@@ -127,6 +127,24 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=90, ge=1)
     audit_prune_interval_seconds: int = Field(default=3600, ge=0)
 
+    # --- API tokens (JWT access tokens, rotating refresh tokens, signing keys) ---
+    token_issuer: str = Field(default="http://127.0.0.1:8000", min_length=1)
+    token_audience: str = Field(default="keystile", min_length=1)
+    token_algorithm: Literal["EdDSA", "ES256"] = "EdDSA"  # noqa: S105
+    token_scopes: list[str] = Field(default=["account"], min_length=1)
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    token_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    refresh_token_idle_seconds: int = Field(default=14 * 86400, ge=60)
+    refresh_token_absolute_seconds: int = Field(default=30 * 86400, ge=60)
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=120)
+    token_epoch_cache_seconds: float = Field(default=5.0, gt=0, le=60)
+    token_epoch_redis_seconds: float = Field(default=60.0, gt=0)
+    verified_token_cache_size: int = Field(default=10_000, ge=0)
+    signing_key_refresh_seconds: float = Field(default=60.0, gt=0)
+    signing_key_promote_after_seconds: int = Field(default=3600, ge=0)
+    jwks_max_age_seconds: int = Field(default=300, ge=0)
+    jwks_stale_while_revalidate_seconds: int = Field(default=60, ge=0)
+
     @field_validator("database_url", "redis_url", "secret_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -188,6 +206,14 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
+    @field_validator("token_scopes")
+    @classmethod
+    def _scopes_are_tokens(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not scope or not all(0x21 <= ord(c) <= 0x7E and c not in '"\\' for c in scope):
+                raise ValueError(f"scope {scope!r}: printable ASCII without spaces or quotes")
+        return value
+
     @property
     def embedded(self) -> bool:
         """True when PostgreSQL or Redis must be started locally."""
@@ -204,6 +230,11 @@ class Settings(BaseSettings):
     @property
     def hash_queue_bound(self) -> int:
         return self.hash_queue_limit or 4 * self.hash_thread_count
+
+    @property
+    def longest_access_token_seconds(self) -> int:
+        """How long after signing a token may still verify: its lifetime plus the leeway."""
+        return self.access_token_ttl_seconds + self.token_leeway_seconds
 
     def read_secret_key(self) -> bytes | None:
         """Return the secret key from the environment or the 0600 key file, if any."""

@@ -12,6 +12,7 @@ from keystile.services.credentials import CredentialCache
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
+from keystile.services.revocation import TokenRevoker
 from keystile.services.sessions import SessionService
 from keystile.services.types import ClientInfo, Principal
 
@@ -32,9 +33,12 @@ class AuthService:
         audit: PostgresAuditLog,
         credentials: CredentialCache,
         throttle: LoginThrottle,
+        *,
+        revoker: TokenRevoker,
     ) -> None:
         self._users = users
         self._credentials = credentials
+        self._revoker = revoker
         self._sessions = sessions
         self._hasher = hasher
         self._policy = policy
@@ -112,8 +116,9 @@ class AuthService:
     ) -> None:
         """Replace the password of the caller; it must prove the current one (S3).
 
-        Every other session ends and the token epoch moves on, so access tokens
-        issued before now stop working (S3, S17). The calling session survives.
+        Every other session and every refresh-token family ends, and the token epoch
+        moves on, so access tokens issued before now stop working on every worker
+        (S3, S17). The calling cookie session survives; a bearer caller must log in again.
         """
         user = await self._users.select_user_by_id(principal.user_id)
         if user is None or not user.is_active:
@@ -136,6 +141,7 @@ class AuthService:
         ):
             raise Conflict("The password was changed by another request; try again.")
         ended = await self._sessions.end_all(user.id, keep=principal.session_id_hash)
+        await self._revoker.revoke_user(user.id, reason="password_change", ip=client.ip)
         await self._audit.record(
             "password_changed",
             user_id=user.id,
@@ -145,9 +151,10 @@ class AuthService:
         )
 
     async def logout_everywhere(self, principal: Principal, client: ClientInfo) -> None:
-        """End every session of the caller (this one included) and every access token (S17)."""
+        """End every session, refresh-token family and access token of the caller (S17)."""
         await self._users.bump_token_epoch(principal.user_id)
         ended = await self._sessions.end_all(principal.user_id)
+        await self._revoker.revoke_user(principal.user_id, reason="logout_everywhere", ip=client.ip)
         await self._audit.record(
             "logout_everywhere",
             user_id=principal.user_id,

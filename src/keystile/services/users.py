@@ -7,6 +7,7 @@ from keystile.repositories.audit import AuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
+from keystile.services.revocation import TokenRevoker
 from keystile.services.sessions import SessionService
 
 __all__ = ["UserAdminService"]
@@ -22,7 +23,10 @@ class UserAdminService:
         policy: PasswordPolicy,
         sessions: SessionService,
         audit: AuditLog,
+        *,
+        revoker: TokenRevoker,
     ) -> None:
+        self._revoker = revoker
         self._users = users
         self._hasher = hasher
         self._policy = policy
@@ -48,6 +52,7 @@ class UserAdminService:
         # also drops every worker's cached copy (S10).
         ended = await self._sessions.end_all(user.id)
         await self._audit.record("user_disabled", user_id=user.id, via="cli", sessions_ended=ended)
+        await self._revoker.revoke_user(user.id, reason="disabled")
         return disabled
 
     async def list_users(self, limit: int = 100, after_email: str = "") -> list[User]:

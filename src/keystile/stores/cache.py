@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["InvalidationListener", "LocalCache", "SingleFlight", "TieredCache"]
+__all__ = ["InvalidationListener", "LocalCache", "SingleFlight", "TieredCache", "publish"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +39,16 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+
+
+async def publish(redis: Redis, namespace: str, key: str) -> bool:
+    """Tell every worker's listener that `key` of `namespace` changed; False if Redis failed."""
+    try:
+        await redis.publish(CHANNEL, json.dumps([namespace, key]))
+    except _REDIS_FAILURES:
+        _log.warning("invalidation not published", extra={"namespace": namespace})
+        return False
+    return True
 
 
 class LocalCache(Generic[K, V]):
@@ -216,12 +226,21 @@ class InvalidationListener:
         self._redis = redis
         self._retry_interval = retry_interval
         self._caches: dict[str, TieredCache[Any]] = {}
+        self._callbacks: dict[str, Callable[[str | None], None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.ready = asyncio.Event()
 
     def register(self, cache: TieredCache[Any]) -> None:
         self._caches[cache.namespace] = cache
+
+    def subscribe(self, namespace: str, callback: Callable[[str | None], None]) -> None:
+        """Call `callback(key)` on each message for `namespace`, and `callback(None)` after
+        every (re)connection, since messages sent while disconnected were lost.
+
+        The callback runs on the listener's task: it must not block (schedule work instead).
+        """
+        self._callbacks[namespace] = callback
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="invalidation")
@@ -241,6 +260,9 @@ class InvalidationListener:
         cache = self._caches.get(namespace)
         if cache is not None:
             cache.forget(key)
+        callback = self._callbacks.get(namespace)
+        if callback is not None:
+            callback(key)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -250,6 +272,8 @@ class InvalidationListener:
                     # Entries cached while we were deaf may have missed messages.
                     for cache in self._caches.values():
                         cache.forget_all()
+                    for callback in self._callbacks.values():
+                        callback(None)
                     self.ready.set()
                     while not self._stopping:
                         message = await pubsub.get_message(timeout=1.0)

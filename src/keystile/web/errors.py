@@ -13,7 +13,9 @@ from keystile.errors import (
     Conflict,
     DependencyUnavailable,
     Forbidden,
+    InsufficientScope,
     InvalidInput,
+    InvalidToken,
     KeystileError,
     NotFound,
     Overloaded,
@@ -74,6 +76,10 @@ def _domain_error(error: KeystileError) -> Response:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
+    if isinstance(error, InvalidToken | InsufficientScope):
+        # RFC 6750 3: tell a bearer client what went wrong, in the header it reads.
+        kind = "insufficient_scope" if isinstance(error, InsufficientScope) else "invalid_token"
+        response.headers["WWW-Authenticate"] = f'Bearer error="{kind}"'
     return response
 
 

@@ -18,9 +18,14 @@ __all__ = [
     "MeResponse",
     "Password",
     "PasswordChangeRequest",
+    "RefreshRequest",
+    "RefreshToken",
     "RegisterRequest",
+    "RevokeRequest",
     "SessionListResponse",
     "SessionResponse",
+    "TokenRequest",
+    "TokenResponse",
     "UserResponse",
 ]
 
@@ -37,6 +42,13 @@ Email = Annotated[
 ]
 # The policy (S1) judges length after NFKC; this bound only keeps huge inputs out cheaply.
 Password = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=_NO_CONTROL)]
+
+
+# Opaque refresh tokens are base64url; anything else cannot be one of ours.
+RefreshToken = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+]
+Scope = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[\x20-\x7e]*$")]
 
 
 class _Request(BaseModel):
@@ -56,6 +68,33 @@ class LoginRequest(_Request):
 class PasswordChangeRequest(_Request):
     current_password: Password
     new_password: Password
+
+
+class TokenRequest(_Request):
+    """The password grant; `scope` (space-separated) defaults to every configured scope."""
+
+    email: Email
+    password: Password
+    scope: Scope | None = None
+
+
+class RefreshRequest(_Request):
+    refresh_token: RefreshToken
+
+
+class RevokeRequest(_Request):
+    """Revoke one refresh token, or (`family: true`) every token of its login."""
+
+    refresh_token: RefreshToken
+    family: bool = False
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str
+    scope: str
 
 
 class UserResponse(BaseModel):

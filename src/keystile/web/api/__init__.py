@@ -2,8 +2,13 @@
 
 from quart import Blueprint
 
-from keystile.web.api import me, sessions, users
+from keystile.web.api import me, sessions, tokens, users
 
 __all__ = ["blueprints"]
 
-blueprints: tuple[Blueprint, ...] = (users.blueprint, sessions.blueprint, me.blueprint)
+blueprints: tuple[Blueprint, ...] = (
+    users.blueprint,
+    sessions.blueprint,
+    me.blueprint,
+    tokens.blueprint,
+)

@@ -1,0 +1,190 @@
+"""Refresh tokens in PostgreSQL: families, single-use rows keyed by SHA-256 (S16, S18, S33)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+from uuid import UUID
+
+from keystile.repositories.database import Database
+
+__all__ = [
+    "PostgresRefreshTokenRepository",
+    "RefreshTokenRepository",
+    "RefreshTokenState",
+    "RotatedToken",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedToken:
+    """A refresh token just marked used, with what is needed to issue its successor."""
+
+    family_id: UUID
+    user_id: UUID
+    email: str
+    token_epoch: int
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenState:
+    """Why a refresh token could not be rotated: read after the atomic UPDATE found nothing."""
+
+    family_id: UUID
+    user_id: UUID
+    email: str
+    token_epoch: int
+    scope: str
+    used: bool
+    used_within_grace: bool
+    live: bool  # not revoked, not expired, family live, user active
+
+
+# The token may be rotated only if it, its family and its user are all still good.
+_ROTATE = """
+UPDATE refresh_tokens t SET used_at = now()
+FROM refresh_token_families f JOIN users u ON u.id = f.user_id
+WHERE t.token_hash = $1
+  AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
+  AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
+  AND u.disabled_at IS NULL
+RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope
+"""
+
+_INSERT_ROW = """
+INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, expires_at)
+SELECT $1, f.id, $3, least(now() + $4::interval, f.expires_at)
+FROM refresh_token_families f WHERE f.id = $2
+"""
+
+_STATE = """
+SELECT t.family_id, f.user_id, u.email, u.token_epoch, f.scope,
+       t.used_at IS NOT NULL AS used,
+       coalesce(now() - t.used_at <= $2::interval, false) AS used_within_grace,
+       (t.revoked_at IS NULL AND t.expires_at > now() AND f.revoked_at IS NULL
+        AND f.expires_at > now() AND u.disabled_at IS NULL) AS live
+FROM refresh_tokens t
+JOIN refresh_token_families f ON f.id = t.family_id
+JOIN users u ON u.id = f.user_id
+WHERE t.token_hash = $1
+"""
+
+_LIVE_CHILD = """
+SELECT 1 FROM refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id
+WHERE t.token_hash = $1 AND t.parent_hash = $2
+  AND t.revoked_at IS NULL AND t.expires_at > now()
+  AND f.revoked_at IS NULL AND f.expires_at > now()
+"""
+
+
+class RefreshTokenRepository(Protocol):
+    """What the token service needs from refresh-token storage."""
+
+    async def insert_family(
+        self,
+        user_id: UUID,
+        scope: str,
+        token_hash: bytes,
+        *,
+        idle: timedelta,
+        absolute: timedelta,
+    ) -> UUID: ...
+    async def rotate(
+        self, token_hash: bytes, successor_hash: bytes, *, idle: timedelta
+    ) -> RotatedToken | None: ...
+    async def select_token_state(
+        self, token_hash: bytes, *, grace: timedelta
+    ) -> RefreshTokenState | None: ...
+    async def has_live_child(self, parent_hash: bytes, child_hash: bytes) -> bool: ...
+    async def revoke_token(self, token_hash: bytes) -> UUID | None: ...
+    async def revoke_family(self, family_id: UUID, reason: str) -> bool: ...
+    async def revoke_user_families(self, user_id: UUID, reason: str) -> int: ...
+
+
+class PostgresRefreshTokenRepository:
+    """Refresh tokens and their families; every lookup is by primary key or index."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def insert_family(
+        self,
+        user_id: UUID,
+        scope: str,
+        token_hash: bytes,
+        *,
+        idle: timedelta,
+        absolute: timedelta,
+    ) -> UUID:
+        """Start a family (one password grant) with its first token; return the family id."""
+        async with self._db.transaction() as connection:
+            family_id: UUID = await connection.fetchval(
+                "INSERT INTO refresh_token_families (user_id, scope, expires_at) "
+                "VALUES ($1, $2, now() + $3::interval) RETURNING id",
+                user_id,
+                scope,
+                absolute,
+            )
+            await connection.execute(_INSERT_ROW, token_hash, family_id, None, idle)
+        return family_id
+
+    async def rotate(
+        self, token_hash: bytes, successor_hash: bytes, *, idle: timedelta
+    ) -> RotatedToken | None:
+        """Mark the token used and insert its successor, both or neither (S16, S33).
+
+        The UPDATE is the single point of decision: of any number of concurrent
+        callers, the row lock lets exactly one see `used_at IS NULL`. If the worker
+        dies before COMMIT, PostgreSQL rolls both statements back, so a family is
+        never left with a used token and no successor.
+        """
+        async with self._db.transaction() as connection:
+            row = await connection.fetchrow(_ROTATE, token_hash)
+            if row is None:
+                return None
+            await connection.execute(
+                _INSERT_ROW, successor_hash, row["family_id"], token_hash, idle
+            )
+        return RotatedToken(**dict(row))
+
+    async def select_token_state(
+        self, token_hash: bytes, *, grace: timedelta
+    ) -> RefreshTokenState | None:
+        """Return the state of a token that could not be rotated, or None if unknown."""
+        row = await self._db.fetchrow(_STATE, token_hash, grace)
+        return None if row is None else RefreshTokenState(**dict(row))
+
+    async def has_live_child(self, parent_hash: bytes, child_hash: bytes) -> bool:
+        """True when `child_hash` is the live successor of `parent_hash`."""
+        return await self._db.fetchval(_LIVE_CHILD, child_hash, parent_hash) is not None
+
+    async def revoke_token(self, token_hash: bytes) -> UUID | None:
+        """Revoke one token; return its family id, or None if it is unknown."""
+        family_id: UUID | None = await self._db.fetchval(
+            "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) "
+            "WHERE token_hash = $1 RETURNING family_id",
+            token_hash,
+        )
+        return family_id
+
+    async def revoke_family(self, family_id: UUID, reason: str) -> bool:
+        """Revoke a whole family; True if it was live until now."""
+        status = await self._db.execute(
+            "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
+            "WHERE id = $1 AND revoked_at IS NULL",
+            family_id,
+            reason,
+        )
+        return status.endswith(" 1")
+
+    async def revoke_user_families(self, user_id: UUID, reason: str) -> int:
+        """Revoke every live family of the user; return how many."""
+        status = await self._db.execute(
+            "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
+            "WHERE user_id = $1 AND revoked_at IS NULL",
+            user_id,
+            reason,
+        )
+        return int(status.rsplit(" ", 1)[-1])

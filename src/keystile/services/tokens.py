@@ -1,0 +1,209 @@
+"""API tokens: the password grant, refresh rotation, revocation, bearer authentication.
+
+Refresh tokens are opaque (256 random bits, S15) and only their SHA-256 is stored
+(S18). A successor is not random but HMAC(secret, parent): it is unguessable
+without the secret, yet the server can re-derive it, so a reuse of the parent
+inside the grace window can answer with the successor already issued (the
+multi-tab race) without keeping any token in the clear, and a second successor
+of one parent cannot exist at all (S16).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+from uuid import UUID
+
+from keystile.errors import InvalidRefreshToken, InvalidScope, InvalidToken, TokenRevoked
+from keystile.repositories.audit import PostgresAuditLog
+from keystile.repositories.refresh_tokens import RefreshTokenRepository
+from keystile.repositories.users import User
+from keystile.services.access_tokens import AccessClaims, AccessTokenCodec
+from keystile.services.keys import KeyRing
+from keystile.services.revocation import TokenEpochs
+from keystile.services.types import ClientInfo, Principal
+from keystile.stores.cache import LocalCache
+from keystile.stores.sealing import derive_key
+
+__all__ = ["PasswordAuthenticator", "TokenPair", "TokenService", "hash_refresh_token"]
+
+_log = logging.getLogger(__name__)
+
+
+class PasswordAuthenticator(Protocol):
+    """The credential check of the password grant (AuthService.authenticate)."""
+
+    async def authenticate(self, email: str, password: str, client: ClientInfo) -> User: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    """What a token endpoint answers."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    scope: str
+
+
+def hash_refresh_token(token: str) -> bytes:
+    """Return what is stored for a refresh token: its SHA-256 (S18)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenService:
+    """Issue, rotate, revoke and check tokens."""
+
+    def __init__(
+        self,
+        *,
+        codec: AccessTokenCodec,
+        ring: KeyRing,
+        refresh_tokens: RefreshTokenRepository,
+        epochs: TokenEpochs,
+        authenticator: PasswordAuthenticator,
+        audit: PostgresAuditLog,
+        secret: bytes,
+        scopes: Iterable[str],
+        refresh_idle: timedelta,
+        refresh_absolute: timedelta,
+        reuse_grace: timedelta,
+        verified_cache_size: int,
+    ) -> None:
+        self._codec = codec
+        self._ring = ring
+        self._refresh_tokens = refresh_tokens
+        self._epochs = epochs
+        self._authenticator = authenticator
+        self._audit = audit
+        self._successor_key = derive_key(secret, "refresh-token successor v1")
+        self._scopes = frozenset(scopes)
+        self._refresh_idle = refresh_idle
+        self._refresh_absolute = refresh_absolute
+        self._reuse_grace = reuse_grace
+        # Tokens seen before skip the signature check until their exp (hot path 3).
+        self._verified: LocalCache[bytes, AccessClaims] = LocalCache(
+            ttl=codec.ttl, max_entries=verified_cache_size
+        )
+        self._verified_version = ring.version
+
+    async def grant_password(
+        self, email: str, password: str, scope: str | None, client: ClientInfo
+    ) -> TokenPair:
+        """Check the credentials and start a token family (one login)."""
+        scopes = self._requested_scopes(scope)
+        user = await self._authenticator.authenticate(email, password, client)
+        refresh_token = secrets.token_urlsafe(32)
+        scope_text = " ".join(sorted(scopes))
+        await self._refresh_tokens.insert_family(
+            user.id,
+            scope_text,
+            hash_refresh_token(refresh_token),
+            idle=self._refresh_idle,
+            absolute=self._refresh_absolute,
+        )
+        await self._audit.record(
+            "login", user_id=user.id, ip=client.ip, user_agent=client.user_agent, via="token"
+        )
+        return self._pair(user.id, user.token_epoch, scope_text, refresh_token)
+
+    async def refresh(self, refresh_token: str, client: ClientInfo) -> TokenPair:
+        """Rotate a refresh token: it becomes used, its successor comes back (S16).
+
+        Reused inside the grace window, the same successor comes back again; reused
+        after it, the whole family is revoked and every later use is refused.
+        """
+        token_hash = hash_refresh_token(refresh_token)
+        successor = self._successor(refresh_token)
+        successor_hash = hash_refresh_token(successor)
+        rotated = await self._refresh_tokens.rotate(
+            token_hash, successor_hash, idle=self._refresh_idle
+        )
+        if rotated is not None:
+            return self._pair(rotated.user_id, rotated.token_epoch, rotated.scope, successor)
+
+        state = await self._refresh_tokens.select_token_state(token_hash, grace=self._reuse_grace)
+        if state is None or not state.live or not state.used:
+            raise InvalidRefreshToken()
+        if state.used_within_grace and await self._refresh_tokens.has_live_child(
+            token_hash, successor_hash
+        ):
+            return self._pair(state.user_id, state.token_epoch, state.scope, successor)
+        # Used twice, seconds apart: one of the two holders stole it (RFC 9700 4.14.2).
+        await self._audit.record(
+            "refresh_reuse_detected",
+            user_id=state.user_id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            family_id=str(state.family_id),
+        )
+        if await self._refresh_tokens.revoke_family(state.family_id, "reuse"):
+            await self._audit.record(
+                "token_family_revoked",
+                user_id=state.user_id,
+                ip=client.ip,
+                reason="reuse",
+                family_id=str(state.family_id),
+            )
+        raise InvalidRefreshToken()
+
+    async def revoke(self, refresh_token: str, *, family: bool, client: ClientInfo) -> None:
+        """Revoke a refresh token, or its whole family. Unknown tokens are ignored (RFC 7009)."""
+        family_id = await self._refresh_tokens.revoke_token(hash_refresh_token(refresh_token))
+        if family_id is None or not family:
+            return
+        if await self._refresh_tokens.revoke_family(family_id, "revoked"):
+            await self._audit.record(
+                "token_family_revoked", ip=client.ip, reason="revoked", family_id=str(family_id)
+            )
+
+    async def authenticate(self, access_token: str) -> Principal:
+        """Return the principal of a bearer token; no I/O when its user is cached.
+
+        Raise `InvalidToken`, `TokenExpired`, or `TokenRevoked` when the user's token
+        epoch moved on (log out everywhere, password change, disable: S17).
+        """
+        if self._verified_version != self._ring.version:
+            self._verified.clear()  # a key was retired or replaced: verify everything again
+            self._verified_version = self._ring.version
+        cache_key = hashlib.sha256(access_token.encode()).digest()
+        claims = self._verified.get(cache_key)
+        if claims is None:
+            claims = self._codec.verify(access_token)
+            self._verified.set(cache_key, claims, ttl=claims.expires_at - time.time())
+        holder = await self._epochs.get(claims.user_id)
+        if holder is None:
+            raise InvalidToken()
+        if holder.epoch != claims.epoch:
+            raise TokenRevoked()
+        return Principal(
+            user_id=claims.user_id, email=holder.email, via="bearer", scopes=claims.scopes
+        )
+
+    def _requested_scopes(self, scope: str | None) -> frozenset[str]:
+        if scope is None or not scope.strip():
+            return self._scopes
+        requested = frozenset(scope.split())
+        if not requested <= self._scopes:
+            raise InvalidScope()
+        return requested
+
+    def _successor(self, refresh_token: str) -> str:
+        digest = hmac.new(self._successor_key, refresh_token.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def _pair(self, user_id: UUID, epoch: int, scope: str, refresh_token: str) -> TokenPair:
+        return TokenPair(
+            access_token=self._codec.issue(user_id, epoch, scope.split()),
+            refresh_token=refresh_token,
+            expires_in=self._codec.ttl,
+            scope=scope,
+        )

@@ -1,0 +1,66 @@
+"""API tokens: POST /v1/tokens (password grant), /v1/tokens/refresh, /v1/tokens/revoke.
+
+Every answer here is `Cache-Control: no-store` (the app's default, S20).
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint
+from quart.typing import ResponseReturnValue
+from quart_schema import validate_request, validate_response
+
+from keystile.services.tokens import TokenPair
+from keystile.web.context import client_info, services
+from keystile.web.rate_limits import rate_limited
+from keystile.web.schemas import RefreshRequest, RevokeRequest, TokenRequest, TokenResponse
+
+blueprint = Blueprint("tokens", __name__)
+
+# RFC 6749 5.1: also for HTTP/1.0 caches.
+_NO_CACHE = {"Pragma": "no-cache"}
+
+
+def _token_response(pair: TokenPair) -> tuple[TokenResponse, int, dict[str, str]]:
+    return (
+        TokenResponse(
+            access_token=pair.access_token,
+            token_type="Bearer",  # noqa: S106
+            expires_in=pair.expires_in,
+            refresh_token=pair.refresh_token,
+            scope=pair.scope,
+        ),
+        200,
+        _NO_CACHE,
+    )
+
+
+@blueprint.post("/v1/tokens")
+@validate_request(TokenRequest)
+@validate_response(TokenResponse)
+@rate_limited("token", account=lambda data: data.email)
+async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]:
+    """Exchange email and password for an access token and a refresh token."""
+    pair = await services().tokens.grant_password(
+        data.email, data.password, data.scope, client_info()
+    )
+    return _token_response(pair)
+
+
+@blueprint.post("/v1/tokens/refresh")
+@validate_request(RefreshRequest)
+@validate_response(TokenResponse)
+# Per address only: the user is known only once the token is spent, and a refresh token
+# is single use, so the per-user budget (rate_limit_refresh_per_account) is not charged.
+@rate_limited("refresh")
+async def refresh(data: RefreshRequest) -> tuple[TokenResponse, int, dict[str, str]]:
+    """Rotate a refresh token: the answer holds its successor and a new access token (S16)."""
+    pair = await services().tokens.refresh(data.refresh_token, client_info())
+    return _token_response(pair)
+
+
+@blueprint.post("/v1/tokens/revoke")
+@validate_request(RevokeRequest)
+async def revoke(data: RevokeRequest) -> ResponseReturnValue:
+    """Revoke a refresh token or its family; 204 whether or not it was known (RFC 7009)."""
+    await services().tokens.revoke(data.refresh_token, family=data.family, client=client_info())
+    return "", 204
