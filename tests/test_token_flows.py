@@ -107,9 +107,7 @@ async def test_only_hashes_of_refresh_tokens_are_stored(client: Client, backing:
 
 async def test_revoking_a_refresh_token_refuses_it(client: Client) -> None:
     _, body = await new_user_tokens(client)
-    response = await client.post(
-        "/v1/tokens/revoke", json={"refresh_token": body["refresh_token"]}
-    )
+    response = await client.post("/v1/tokens/revoke", json={"refresh_token": body["refresh_token"]})
     assert response.status_code == 204
     assert await error_code(await refresh(client, body["refresh_token"])) == (
         "invalid_refresh_token"

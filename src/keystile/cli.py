@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,56 @@ def _printable(text: str) -> str:
     return "".join(char if char.isprintable() else "?" for char in text)
 
 
+def _keys_rotate(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        settings = services.settings
+        promote_after = (
+            settings.signing_key_promote_after_seconds
+            if args.promote_after is None
+            else args.promote_after
+        )
+        if promote_after < settings.jwks_max_age_seconds:
+            _log.warning(
+                "promoting sooner than jwks_max_age_seconds (%ds): relying parties with a "
+                "cached JWKS may refuse the first tokens of the new key",
+                settings.jwks_max_age_seconds,
+            )
+        key, retiring = await services.key_ring.rotate(
+            promote_after=timedelta(seconds=promote_after),
+            retire_after=timedelta(seconds=settings.longest_access_token_seconds),
+        )
+        sys.stdout.write(
+            f"added {key.kid} ({key.alg}), promoted at {key.not_before:%Y-%m-%dT%H:%M:%SZ}\n"
+        )
+        for kid in retiring:
+            sys.stdout.write(f"{kid} retires {settings.longest_access_token_seconds}s after that\n")
+        return 0
+
+    return _with_services(action)
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        now = datetime.now(UTC)
+        ring = services.key_ring
+        signing = ring.signing_key().kid
+        for key in ring.all_keys():
+            if key.kid == signing:
+                state = "current"
+            elif key.not_before > now:
+                state = "next"
+            else:
+                state = "previous"
+            retires = f"{key.retired_at:%Y-%m-%dT%H:%M:%SZ}" if key.retired_at else "-"
+            sys.stdout.write(
+                f"{key.kid}\t{state}\t{key.alg}\t"
+                f"from {key.not_before:%Y-%m-%dT%H:%M:%SZ}\tretires {retires}\n"
+            )
+        return 0
+
+    return _with_services(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keystile", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -285,6 +335,23 @@ def _parser() -> argparse.ArgumentParser:
         help="delete events older than this many days (default: audit_retention_days)",
     )
     prune.set_defaults(func=_audit_prune)
+
+    keys = commands.add_parser("keys", help="manage token signing keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    rotate = keys.add_parser(
+        "rotate",
+        help="publish a next key now, sign with it after a delay, retire the old one "
+        "after the longest token lifetime",
+    )
+    rotate.add_argument(
+        "--promote-after",
+        type=int,
+        metavar="SECONDS",
+        help="delay before the new key signs (default: signing_key_promote_after_seconds)",
+    )
+    rotate.set_defaults(func=_keys_rotate)
+    keys.add_parser("list", help="list keys: next, current, previous").set_defaults(func=_keys_list)
     return parser
 
 

@@ -192,8 +192,12 @@ class KeyRing:
             known = self._keys.get(record.kid)
             if known is None:
                 keys[record.kid] = _parse(record, self._box)
-            elif known.retired_at != record.retired_at:
-                keys[record.kid] = replace(known, retired_at=record.retired_at)
+            elif (known.not_before, known.retired_at) != (record.not_before, record.retired_at):
+                # The schedule moved (an operator promoting or retiring early): keep the
+                # parsed key objects, take the new times.
+                keys[record.kid] = replace(
+                    known, not_before=record.not_before, retired_at=record.retired_at
+                )
             else:
                 keys[record.kid] = known  # parsed once, not on every reload
         if keys == self._keys:
