@@ -62,7 +62,9 @@ def _measure(alg: str) -> None:
     rounds = 5000
     full = min(timeit.repeat(lambda: codec.verify(token), number=rounds, repeat=5)) / rounds
     hit = min(timeit.repeat(cached, number=rounds, repeat=5)) / rounds
-    print(f"{alg:6} full verify {full * 1e6:7.1f} us   cached {hit * 1e6:5.1f} us   x{full / hit:.0f}")  # noqa: T201
+    print(
+        f"{alg:6} full verify {full * 1e6:7.1f} us   cached {hit * 1e6:5.1f} us   x{full / hit:.0f}"
+    )
 
 
 if __name__ == "__main__":

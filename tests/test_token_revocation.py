@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from quart import Quart
 
 from keystile.app import create_app
+from keystile.embedded import EmbeddedRedis
 from tests.conftest import PASSWORD, Backing, Client, login, make_settings
 from tests.tokens_support import bearer, error_code, new_user_tokens, services_of
 
@@ -108,3 +110,28 @@ async def test_a_new_login_after_logout_everywhere_works_on_every_worker(
     while (await client_two.get("/v1/me", headers=bearer(token))).status_code != 200:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
+
+
+async def test_with_redis_down_bearer_checks_fall_back_to_postgresql(
+    backing: Backing, tmp_path: Path
+) -> None:
+    # S30: with Redis gone, bearer requests still work from PostgreSQL, and a revocation
+    # is still enforced (never "allow").
+    redis = EmbeddedRedis(tmp_path, persist=False)
+    settings = make_settings(backing, redis_url=redis.start(), token_epoch_cache_seconds=0.2)
+    app = create_app(settings)
+    try:
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            _, body = await new_user_tokens(client)
+            token = body["access_token"]
+            redis.stop()
+            await asyncio.sleep(0.3)  # the local epoch copy has expired: the next read misses
+            assert (await client.get("/v1/me", headers=bearer(token))).status_code == 200
+            response = await client.post("/v1/me/logout-everywhere", headers=bearer(token))
+            assert response.status_code == 204
+            assert await error_code(await client.get("/v1/me", headers=bearer(token))) == (
+                "token_revoked"
+            )
+    finally:
+        redis.stop()
