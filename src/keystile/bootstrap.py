@@ -41,12 +41,12 @@ from keystile.services import (
     SessionService,
     UserAdminService,
 )
+from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.audit import AuditService
+from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import ActionLimits, CounterKeys, KnownClients, RateLimiter
-from keystile.services.access_tokens import AccessTokenCodec
-from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
 from keystile.services.tokens import TokenService
 from keystile.settings import Settings, SettingsError
