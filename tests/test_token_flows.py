@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import secrets
+
 import asyncpg
 from quart import Blueprint, Quart
 
 from keystile.app import create_app
 from keystile.services.tokens import hash_refresh_token
 from keystile.web.auth import get_principal, requires_auth
-from tests.conftest import PASSWORD, Backing, Client, login, make_settings, register, unique_email
+from tests.conftest import (
+    PASSWORD,
+    Backing,
+    Client,
+    from_ip,
+    login,
+    make_settings,
+    register,
+    unique_email,
+)
 from tests.tokens_support import (
     bearer,
     claims_of,
@@ -215,3 +226,31 @@ async def test_requires_auth_guards_an_extension_blueprint_by_scope(backing: Bac
         by_cookie = await client.get("/v1/reports")
         assert by_cookie.status_code == 200
         assert (await by_cookie.get_json())["via"] == "session"
+
+
+async def test_token_and_refresh_endpoints_are_rate_limited(backing: Backing) -> None:
+    # S27: the password grant and refresh count per client address (shared in Redis).
+    settings = make_settings(
+        backing, rate_limit_token_per_ip="2/minute", rate_limit_refresh_per_ip="2/minute"
+    )
+    app = create_app(settings)
+    address = from_ip(f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}")
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        email = unique_email()
+        await register(client, email)
+        body = {"email": email, "password": PASSWORD}
+        first = await (await client.post("/v1/tokens", json=body, **address)).get_json()
+        assert (await client.post("/v1/tokens", json=body, **address)).status_code == 200
+        limited = await client.post("/v1/tokens", json=body, **address)
+        assert await error_code(limited, 429) == "rate_limited"
+        assert "Retry-After" in limited.headers
+
+        refresh_body = {"refresh_token": first["refresh_token"]}
+        assert (
+            await client.post("/v1/tokens/refresh", json=refresh_body, **address)
+        ).status_code == 200
+        unknown = {"refresh_token": "C" * 43}
+        assert (await client.post("/v1/tokens/refresh", json=unknown, **address)).status_code == 401
+        again = await client.post("/v1/tokens/refresh", json=unknown, **address)
+        assert await error_code(again, 429) == "rate_limited"
