@@ -249,8 +249,13 @@ class InvalidationListener:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                # Ours ended as asked; re-raise only if our caller is being cancelled too.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
 
     def _apply(self, data: bytes | str) -> None:
         try:
