@@ -211,6 +211,20 @@ def test_catalogue_reads_are_served_from_cache(edge: Edge) -> None:
             assert edge.origin_hits("GET", path) == 1
 
 
+def test_jwks_and_discovery_are_served_from_cache(edge: Edge) -> None:
+    # Hot path 5: the edge absorbs the public key set; S22: never with a cookie.
+    with edge.client() as reader:
+        for path in ("/.well-known/jwks.json", "/.well-known/openid-configuration"):
+            before = edge.origin_hits("GET", path)
+            responses = [reader.get(path) for _ in range(5)]
+            assert {r.status_code for r in responses} == {200}
+            assert len({r.content for r in responses}) == 1
+            assert all("Set-Cookie" not in r.headers for r in responses)
+            assert [r.headers["X-Cache"] for r in responses[1:]] == ["HIT"] * 4
+            assert edge.origin_hits("GET", path) - before <= 1
+        assert reader.get("/.well-known/jwks.json").json()["keys"]
+
+
 def test_revalidation_gets_304_at_the_edge_and_from_the_origin(edge: Edge) -> None:
     fresh = f"/probe/public?n={_nonce()}"  # s-maxage=120: stays fresh at the edge
     short = f"/probe/short?n={_nonce()}"  # s-maxage=1
