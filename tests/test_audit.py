@@ -88,7 +88,7 @@ async def test_audit_prune_deletes_only_events_past_the_retention(backing: Backi
 
 async def test_serving_workers_prune_old_events_by_themselves(backing: Backing) -> None:
     old = f"test_old_{uuid.uuid4().hex}"
-    settings = make_settings(backing, audit_prune_interval_seconds=1, audit_retention_days=30)
+    settings = make_settings(backing, housekeeping_interval_seconds=1, audit_retention_days=30)
     connection = await asyncpg.connect(backing.database_url)
     try:
         await connection.execute(
@@ -104,5 +104,51 @@ async def test_serving_workers_prune_old_events_by_themselves(backing: Backing) 
                 await asyncio.sleep(0.2)
             else:
                 raise AssertionError("the old event was not pruned within 10 s")
+    finally:
+        await connection.close()
+
+
+async def test_housekeeping_deletes_long_expired_sessions_and_token_families(
+    backing: Backing,
+) -> None:
+    settings = make_settings(
+        backing, housekeeping_interval_seconds=1, expired_record_retention_hours=1
+    )
+    connection = await asyncpg.connect(backing.database_url)
+    try:
+        user_id = await connection.fetchval(
+            "INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id",
+            f"user-{uuid.uuid4().hex}@example.com",
+        )
+        await connection.execute(
+            "INSERT INTO sessions (id_hash, user_id, expires_at) VALUES "
+            "($1, $3, now() - interval '2 hours'), ($2, $3, now() + interval '1 hour')",
+            os.urandom(32),
+            os.urandom(32),
+            user_id,
+        )
+        await connection.execute(
+            "INSERT INTO refresh_token_families (user_id, scope, expires_at) VALUES "
+            "($1, 'account', now() - interval '2 hours'), "
+            "($1, 'account', now() + interval '1 day')",
+            user_id,
+        )
+
+        async def remaining() -> tuple[int, int]:
+            sessions = await connection.fetchval(
+                "SELECT count(*) FROM sessions WHERE user_id = $1", user_id
+            )
+            families = await connection.fetchval(
+                "SELECT count(*) FROM refresh_token_families WHERE user_id = $1", user_id
+            )
+            return sessions, families
+
+        assert await remaining() == (2, 2)
+        async with create_app(settings).test_app():
+            deadline = time.monotonic() + 10
+            while await remaining() != (1, 1):
+                assert time.monotonic() < deadline, "expired rows were not deleted within 10 s"
+                await asyncio.sleep(0.2)
+        assert await remaining() == (1, 1)  # the live session and family stay
     finally:
         await connection.close()

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 from aiocache.base import BaseCache
@@ -43,6 +43,7 @@ from keystile.services import (
 )
 from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.audit import AuditService
+from keystile.services.housekeeping import Housekeeping
 from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import load_common_passwords
@@ -193,6 +194,27 @@ def build_rate_limiting(
     return counters, RateLimiter(counters, keys, known, audit, limits), throttle
 
 
+def build_housekeeping(
+    settings: Settings,
+    audit: AuditService,
+    sessions: PostgresSessionRepository,
+    refresh_tokens: PostgresRefreshTokenRepository,
+) -> Housekeeping:
+    """Return the periodic deletion of old audit events and long-expired sessions/tokens."""
+    keep_expired = timedelta(hours=settings.expired_record_retention_hours)
+
+    def expired_before() -> datetime:
+        return datetime.now(UTC) - keep_expired
+
+    return Housekeeping(
+        [
+            ("audit_events", audit.prune),
+            ("sessions", lambda: sessions.delete_expired(expired_before())),
+            ("refresh_token_families", lambda: refresh_tokens.delete_expired(expired_before())),
+        ]
+    )
+
+
 def _required_url(settings: Settings, key: str) -> str:
     value = getattr(settings, key)
     if value is None:
@@ -318,8 +340,9 @@ async def build_services(
             redis_ttl=settings.session_cache_redis_ttl_seconds,
         )
         invalidation.register(session_cache)
+        session_repository = PostgresSessionRepository(database)
         sessions = SessionService(
-            PostgresSessionRepository(database),
+            session_repository,
             session_cache,
             idle_timeout=timedelta(seconds=settings.session_idle_timeout_seconds),
             absolute_lifetime=timedelta(seconds=settings.session_absolute_lifetime_seconds),
@@ -354,10 +377,13 @@ async def build_services(
         await ring.load()
         ring.start(settings.signing_key_refresh_seconds)
         invalidation.start()
-        if settings.audit_prune_interval_seconds:
+        if settings.housekeeping_interval_seconds:
+            housekeeping = build_housekeeping(
+                settings, audit_admin, session_repository, refresh_tokens
+            )
             pruning = asyncio.get_running_loop().create_task(
-                audit_admin.prune_every(settings.audit_prune_interval_seconds),
-                name="audit-pruning",
+                housekeeping.run_every(settings.housekeeping_interval_seconds),
+                name="housekeeping",
             )
         core = Services(
             settings=settings,

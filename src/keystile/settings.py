@@ -125,7 +125,8 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(default=3600, ge=1)
     known_client_days: int = Field(default=30, ge=1)
     audit_retention_days: int = Field(default=90, ge=1)
-    audit_prune_interval_seconds: int = Field(default=3600, ge=0)
+    housekeeping_interval_seconds: int = Field(default=3600, ge=0)
+    expired_record_retention_hours: int = Field(default=24, ge=1)
 
     # --- API tokens (JWT access tokens, rotating refresh tokens, signing keys) ---
     token_issuer: str = Field(default="http://127.0.0.1:8000", min_length=1)

@@ -99,20 +99,10 @@ class PostgresAuditLog:
 
         Returns 0 at once if another worker is already pruning.
         """
-        deleted = 0
-        while True:
-            async with self._db.transaction() as connection:
-                if not await connection.fetchval(
-                    "SELECT pg_try_advisory_xact_lock($1)", _PRUNE_LOCK
-                ):
-                    return deleted
-                status = await connection.execute(
-                    "DELETE FROM audit_events WHERE id IN ("
-                    "SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)",
-                    cutoff,
-                    _PRUNE_BATCH,
-                )
-            count = int(status.split()[-1])
-            deleted += count
-            if count < _PRUNE_BATCH:
-                return deleted
+        return await self._db.delete_in_batches(
+            _PRUNE_LOCK,
+            "DELETE FROM audit_events WHERE id IN ("
+            "SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)",
+            cutoff,
+            batch=_PRUNE_BATCH,
+        )

@@ -94,6 +94,26 @@ class Database:
         async with self.connection() as connection:
             return str(await connection.execute(query, *args, timeout=self._statement_timeout))
 
+    async def delete_in_batches(self, lock_key: int, query: str, *args: Any, batch: int) -> int:
+        """Repeat a batched DELETE until a batch comes back short; return how many rows went.
+
+        `query` takes `*args` and then the batch size as its last parameter. Each batch
+        is its own short transaction (row locks held briefly), under a transaction-scoped
+        advisory lock: while one worker holds `lock_key`, the others return 0 at once.
+        """
+        deleted = 0
+        while True:
+            async with self.transaction() as connection:
+                if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key):
+                    return deleted
+                status = await connection.execute(
+                    query, *args, batch, timeout=self._statement_timeout
+                )
+            count = int(status.split()[-1])
+            deleted += count
+            if count < batch:
+                return deleted
+
     async def ping(self) -> None:
         """Raise `DependencyUnavailable` unless PostgreSQL answers a trivial query."""
         await self.fetchval("SELECT 1")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
@@ -43,6 +43,10 @@ class RefreshTokenState:
 
 
 # The token may be rotated only if it, its family and its user are all still good.
+# Housekeeping: one worker at a time, in batches small enough to hold locks briefly.
+_EXPIRED_LOCK = 0x6B657973_72656672  # "keysref"
+_EXPIRED_BATCH = 5000
+
 _ROTATE = """
 UPDATE refresh_tokens t SET used_at = now()
 FROM refresh_token_families f JOIN users u ON u.id = f.user_id
@@ -188,3 +192,14 @@ class PostgresRefreshTokenRepository:
             reason,
         )
         return int(status.rsplit(" ", 1)[-1])
+
+    async def delete_expired(self, cutoff: datetime) -> int:
+        """Delete families (and, by cascade, their tokens) that expired before `cutoff`."""
+        return await self._db.delete_in_batches(
+            _EXPIRED_LOCK,
+            "DELETE FROM refresh_token_families WHERE id IN ("
+            "SELECT id FROM refresh_token_families WHERE expires_at < $1 "
+            "ORDER BY expires_at LIMIT $2)",
+            cutoff,
+            batch=_EXPIRED_BATCH,
+        )

@@ -67,6 +67,10 @@ class SessionRecord:
         )
 
 
+# Housekeeping: one worker at a time, in batches small enough to hold locks briefly.
+_EXPIRED_LOCK = 0x6B657973_73657373  # "keyssess"
+_EXPIRED_BATCH = 5000
+
 _SELECT = (
     "SELECT s.id_hash, s.public_id, s.user_id, u.email, s.created_at, s.last_seen_at, "
     "s.expires_at, s.revoked_at, u.disabled_at IS NOT NULL AS user_disabled, s.user_agent, s.ip "
@@ -160,3 +164,13 @@ class PostgresSessionRepository:
             keep,
         )
         return [bytes(row["id_hash"]) for row in rows]
+
+    async def delete_expired(self, cutoff: datetime) -> int:
+        """Delete sessions whose absolute lifetime ended before `cutoff`; return how many."""
+        return await self._db.delete_in_batches(
+            _EXPIRED_LOCK,
+            "DELETE FROM sessions WHERE id_hash IN ("
+            "SELECT id_hash FROM sessions WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+            cutoff,
+            batch=_EXPIRED_BATCH,
+        )

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from keystile.errors import DependencyUnavailable, NotFound
+from keystile.errors import NotFound
 from keystile.repositories.audit import AuditEvent, PostgresAuditLog
 from keystile.repositories.users import UserRepository
 
@@ -51,24 +49,3 @@ class AuditService:
         """Delete events older than the retention period; return how many were deleted."""
         cutoff = self._clock() - (retention or self._retention)
         return await self._log.delete_older_than(cutoff)
-
-    async def prune_every(self, interval: float) -> None:
-        """Prune now and then every `interval` seconds until cancelled.
-
-        Every worker runs this; an advisory lock lets one prune at a time, so the
-        cost stays that of one worker. The first run waits a random part of a minute
-        so workers started together do not all start at once. Failures are logged
-        and retried next time.
-        """
-        await asyncio.sleep(random.uniform(0, min(interval, 60.0)))
-        while True:
-            try:
-                deleted = await self.prune()
-            except DependencyUnavailable:
-                _log.warning("audit pruning skipped: postgresql unavailable")
-            except Exception:
-                _log.exception("audit pruning failed")
-            else:
-                if deleted:
-                    _log.info("audit events pruned", extra={"deleted": deleted})
-            await asyncio.sleep(interval)

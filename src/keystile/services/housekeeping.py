@@ -1,0 +1,53 @@
+"""Delete what can no longer matter: old audit events, expired sessions and token families."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+from keystile.errors import DependencyUnavailable
+
+__all__ = ["Housekeeping", "HousekeepingJob"]
+
+_log = logging.getLogger(__name__)
+
+HousekeepingJob = tuple[str, Callable[[], Awaitable[int]]]
+
+
+class Housekeeping:
+    """Run named deletion jobs, now and then, on every worker.
+
+    Each job takes its own advisory lock in PostgreSQL, so however many workers run
+    this, one does the work and the others skip it; the cost stays that of one worker.
+    """
+
+    def __init__(self, jobs: Sequence[HousekeepingJob]) -> None:
+        self._jobs = tuple(jobs)
+
+    async def run_once(self) -> dict[str, int]:
+        """Run every job; return how many rows each deleted. A failure skips that job."""
+        deleted: dict[str, int] = {}
+        for name, job in self._jobs:
+            try:
+                deleted[name] = await job()
+            except DependencyUnavailable:
+                _log.warning("housekeeping skipped: postgresql unavailable", extra={"job": name})
+            except Exception:
+                _log.exception("housekeeping failed", extra={"job": name})
+            else:
+                if deleted[name]:
+                    _log.info("housekeeping", extra={"job": name, "deleted": deleted[name]})
+        return deleted
+
+    async def run_every(self, interval: float) -> None:
+        """Run now and then every `interval` seconds until cancelled.
+
+        The first run waits a random part of a minute, so workers started together
+        do not all start at once.
+        """
+        await asyncio.sleep(random.uniform(0, min(interval, 60.0)))
+        while True:
+            await self.run_once()
+            await asyncio.sleep(interval)
