@@ -73,6 +73,7 @@ def _storm_checks(storm: Measurement | None, prefix: str) -> list[Check]:
     ratio = extra.get("me_p99_ratio")
     rejected = extra.get("rejected_p99_ms")
     rejected_count = int(extra.get("login_statuses", {}).get("503", 0))
+    probed = int(extra.get("probe", {}).get("503", {}).get("count", 0))
     if not extra.get("me_completed_storm"):
         reads = Check(
             f"{prefix}storm: {extra['me_scenario']} p99 vs alone",
@@ -93,7 +94,7 @@ def _storm_checks(storm: Measurement | None, prefix: str) -> list[Check]:
         reads,
         Check(
             f"{prefix}storm: 503 latency p99 (probe)",
-            f"{rejected:.1f} ms ({rejected_count} logins got 503)"
+            f"{rejected:.1f} ms ({probed} probed; {rejected_count} storm logins got 503)"
             if rejected is not None
             else "no 503 seen",
             "< 50 ms",

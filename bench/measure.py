@@ -157,7 +157,8 @@ def measure_interleaved(
             )
             tally.results.append(arm.run(duration_s))
             cpu = arm.cpu_seconds() - cpu0
-            db = tree_cpu_seconds(db_pids) - db0
+            # Database backends that exit take their CPU along: never let that go negative.
+            db = max(0.0, tree_cpu_seconds(db_pids) - db0)
             harness = _harness_cpu_seconds() - harness0
             busy = machine_busy_seconds() - busy0
             tally.cpu_s += cpu

@@ -22,8 +22,8 @@ from bench.wrk import WrkResult
 
 __all__ = ["PROBE_CONNECTIONS", "storm_interleaved"]
 
-PROBE_CONNECTIONS = 4
-_PROBE_PAUSE_S = 0.02
+PROBE_CONNECTIONS = 8
+_PROBE_PAUSE_S = 0.05
 
 
 @dataclass
