@@ -13,12 +13,14 @@ from keystile.bootstrap import Overrides, build_services
 from keystile.extensions import Extension, load_extensions
 from keystile.settings import Settings, SettingsError, load_settings
 from keystile.web import health, pages, wellknown
+from keystile.web import metrics as metrics_web
 from keystile.web.api import blueprints as api_blueprints
 from keystile.web.assets import init_assets
 from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
 from keystile.web.limits import HeaderLimitMiddleware
 from keystile.web.rate_limits import rate_limit_headers
+from keystile.web.observe import RequestObserver, note_request
 
 __all__ = ["create_app", "session_cookie_name"]
 
@@ -61,6 +63,7 @@ def create_app(
     # Registered before QuartAuth's hook, so it runs after it and sees its Set-Cookie.
     app.after_request(_cache_headers)
     app.after_request(rate_limit_headers)
+    app.after_request(note_request)
     QuartAuth(
         app,
         cookie_name=session_cookie_name(settings),
@@ -74,6 +77,8 @@ def create_app(
     register_error_handlers(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(wellknown.blueprint)
+    app.register_blueprint(metrics_web.blueprint)
+    health.draining_flag(app)
     for blueprint in api_blueprints:
         app.register_blueprint(blueprint)
     app.register_blueprint(pages.blueprint)
@@ -83,7 +88,10 @@ def create_app(
         for blueprint in extension.blueprints():
             app.register_blueprint(blueprint)
 
-    app.asgi_app = HeaderLimitMiddleware(app.asgi_app, settings.max_header_bytes)  # type: ignore[method-assign]
+    # Outermost: the request id, latency and log line cover even a 431 from the header limit.
+    app.asgi_app = RequestObserver(  # type: ignore[method-assign]
+        HeaderLimitMiddleware(app.asgi_app, settings.max_header_bytes)
+    )
 
     @app.while_serving
     async def _lifespan() -> AsyncGenerator[None, None]:

@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 from aiocache.base import BaseCache
 from redis.asyncio import Redis
 
+from keystile.metrics import PoolSampler
 from keystile.repositories import (
     Database,
     PostgresAuditLog,
@@ -306,6 +307,7 @@ async def build_services(
     purger = overrides.purger or _build_purger(settings)
     pruning: asyncio.Task[None] | None = None
     ring: KeyRing | None = None
+    sampler = PoolSampler(pool, redis)
     try:
         database = Database(
             pool,
@@ -385,6 +387,7 @@ async def build_services(
                 housekeeping.run_every(settings.housekeeping_interval_seconds),
                 name="housekeeping",
             )
+        sampler.start()
         core = Services(
             settings=settings,
             database=database,
@@ -417,6 +420,7 @@ async def build_services(
             pruning.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruning
+        await sampler.stop()
         await invalidation.stop()
         if isinstance(purger, VarnishPurger) and overrides.purger is None:
             await purger.aclose()

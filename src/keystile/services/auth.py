@@ -5,7 +5,16 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from keystile.errors import Conflict, InvalidCredentials, NotAuthenticated
+from keystile import metrics
+from keystile.errors import (
+    Conflict,
+    DependencyUnavailable,
+    InvalidCredentials,
+    InvalidInput,
+    NotAuthenticated,
+    Overloaded,
+    RateLimited,
+)
 from keystile.repositories.audit import PostgresAuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.credentials import CredentialCache
@@ -73,6 +82,31 @@ class AuthService:
         credential cache); legacy hashes and hashes with older parameters are
         replaced by argon2id on success (S4).
         """
+        outcome = "error"
+        try:
+            user, outcome = await self._check_credentials(email, password, client)
+        except InvalidInput:
+            outcome = "rejected"
+            raise
+        except Overloaded:
+            outcome = "overloaded"
+            raise
+        except RateLimited:
+            outcome = "throttled"
+            raise
+        except DependencyUnavailable:
+            outcome = "unavailable"
+            raise
+        finally:
+            metrics.LOGINS.labels(outcome).inc()
+        if user is None:
+            raise InvalidCredentials()
+        return user
+
+    async def _check_credentials(
+        self, email: str, password: str, client: ClientInfo
+    ) -> tuple[User | None, str]:
+        # Returns the user (None if the credentials are wrong) and the outcome for metrics.
         password = self._policy.check_length(password)
         await self._throttle.check(email, client)
         user = await self._users.select_user_by_email(email)
@@ -86,17 +120,17 @@ class AuthService:
                 reason="account",
             )
             await self._throttle.failed(email, client, user.id if user else None)
-            raise InvalidCredentials()
+            return None, "unknown_account" if user is None else "disabled_account"
         if not await self._credentials.verify(user.id, user.password_hash, password):
             await self._audit.record(
                 "login_failed", user_id=user.id, ip=client.ip, user_agent=client.user_agent
             )
             await self._throttle.failed(email, client, user.id)
-            raise InvalidCredentials()
+            return None, "wrong_password"
         await self._throttle.succeeded(email, client)
         if self._hasher.needs_rehash(user.password_hash):
             user = await self._rehash(user, password)
-        return user
+        return user, "success"
 
     async def login(self, email: str, password: str, client: ClientInfo) -> tuple[User, str]:
         """Check the credentials and start a cookie session; return the user and session id."""

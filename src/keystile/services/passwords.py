@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import TypeVar
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from keystile import metrics
 from keystile.errors import Overloaded
 from keystile.services.legacy_hashes import identify, verify_legacy
 
@@ -83,18 +85,18 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         """Return an argon2id hash of `password`."""
-        return await self._run(self._hasher.hash, password)
+        return await self._run("hash", self._hasher.hash, password)
 
     async def verify(self, password_hash: str, password: str) -> bool:
         """Return whether `password` matches `password_hash`; malformed hashes never match.
 
         `password_hash` may be argon2 or a legacy pbkdf2/scrypt/bcrypt hash.
         """
-        return await self._run(self._verify_sync, password_hash, password)
+        return await self._run("verify", self._verify_sync, password_hash, password)
 
     async def verify_dummy(self, password: str) -> bool:
         """Spend one verification's time and return False (unknown or disabled users)."""
-        await self._run(self._verify_sync, self._dummy_hash, password)
+        await self._run("verify", self._verify_sync, self._dummy_hash, password)
         return False
 
     def needs_rehash(self, password_hash: str) -> bool:
@@ -115,12 +117,37 @@ class PasswordHasher:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    async def _run(self, func: Callable[..., _R], *args: str) -> _R:
+    async def _run(self, operation: str, func: Callable[..., _R], *args: str) -> _R:
         if self._in_flight >= self._capacity:
+            metrics.HASH_REJECTIONS.inc()
             raise Overloaded(self._retry_after)
         self._in_flight += 1
+        metrics.HASH_QUEUE_DEPTH.inc()
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, func, *args)
+            job = self._executor.submit(_measured, operation, func, time.perf_counter(), *args)
+        except RuntimeError:  # the executor is shut down: the worker is stopping
+            self._in_flight -= 1
+            metrics.HASH_QUEUE_DEPTH.dec()
+            raise
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            # A job cancelled before a thread took it never leaves the queue by itself.
+            if job.cancel():
+                metrics.HASH_QUEUE_DEPTH.dec()
+            raise
         finally:
             self._in_flight -= 1
+
+
+def _measured(operation: str, func: Callable[..., _R], queued_at: float, *args: str) -> _R:
+    """Run `func` on a hashing thread, recording its wait for the thread and its run time."""
+    started = time.perf_counter()
+    metrics.HASH_QUEUE_DEPTH.dec()
+    metrics.HASH_WAIT.observe(started - queued_at)
+    metrics.HASHES_IN_PROGRESS.inc()
+    try:
+        return func(*args)
+    finally:
+        metrics.HASHES_IN_PROGRESS.dec()
+        metrics.HASH_DURATION.labels(operation).observe(time.perf_counter() - started)

@@ -22,6 +22,8 @@ from typing import Any, Generic, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from keystile import metrics
+
 __all__ = ["InvalidationListener", "LocalCache", "SingleFlight", "TieredCache", "publish"]
 
 _log = logging.getLogger(__name__)
@@ -167,7 +169,9 @@ class TieredCache(Generic[V]):
         """Return the value for `key`, loading it at most once across concurrent callers."""
         value = self.local.get(key)
         if value is not None:
+            metrics.CACHE_LOOKUPS.labels(self.namespace, "local_hit").inc()
             return value
+        # Callers that join another's load are not counted: one lookup, one load.
         return await self._flight.run(key, lambda: self._load(key, load))
 
     async def _load(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
@@ -188,10 +192,14 @@ class TieredCache(Generic[V]):
             raw = None
         if raw is not None:
             try:
-                return self._decode(json.loads(raw))
+                value = self._decode(json.loads(raw))
             except ValueError:
                 # Written under another key or format (a secret rotated, an old release).
                 _log.warning("undecodable cache entry ignored", extra={"namespace": self.namespace})
+            else:
+                metrics.CACHE_LOOKUPS.labels(self.namespace, "redis_hit").inc()
+                return value
+        metrics.CACHE_LOOKUPS.labels(self.namespace, "miss").inc()
         value = await load()
         if value is not None:
             with contextlib.suppress(*_REDIS_FAILURES):

@@ -1,10 +1,15 @@
-"""/healthz (the process is alive) and /readyz (PostgreSQL and Redis answer in time)."""
+"""/healthz (the process is alive) and /readyz (PostgreSQL and Redis answer in time).
+
+/readyz also answers 503 while the worker drains before shutting down (S32), so a
+load balancer stops sending it new requests while the in-flight ones finish.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 
-from quart import Blueprint
+from quart import Blueprint, Quart, current_app
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
@@ -12,9 +17,20 @@ from keystile.errors import DependencyUnavailable
 from keystile.stores import ping_redis
 from keystile.web.context import services
 
+__all__ = ["blueprint", "draining_flag"]
+
 blueprint = Blueprint("health", __name__)
 
 _READY_DEADLINE_SECONDS = 1.0
+_DRAINING_KEY = "keystile.draining"
+
+
+def draining_flag(app: Quart) -> threading.Event:
+    """Return the app's draining flag: once set, /readyz answers 503 (set from any thread)."""
+    flag = app.extensions.get(_DRAINING_KEY)
+    if flag is None:
+        flag = app.extensions[_DRAINING_KEY] = threading.Event()
+    return flag
 
 
 @blueprint.get("/healthz")
@@ -34,7 +50,9 @@ async def _check(name: str, probe: asyncio.Future[None] | asyncio.Task[None]) ->
 @blueprint.get("/readyz")
 @hide
 async def readyz() -> ResponseReturnValue:
-    """Answer 200 only if every backing service answers within the deadline."""
+    """Answer 200 only if every backing service answers within the deadline and not draining."""
+    if draining_flag(current_app).is_set():
+        return {"status": "draining"}, 503
     svc = services()
     results = await asyncio.gather(
         _check("postgresql", asyncio.ensure_future(svc.database.ping())),

@@ -1,0 +1,214 @@
+"""Every Prometheus metric keystile exports, and how they are collected and rendered.
+
+The metric objects are module-level on purpose, and this is the one exception to
+"no module-level singletons": prometheus-client's registry is process-global by
+design, and in multiprocess mode (several Hypercorn workers) each value lives in an
+mmap file keyed by metric name and labels per process. Two objects for one name in
+one process would overwrite each other's file entries, so there must be exactly one
+per process. Importing this module has no other effect, and the layers that record
+(services, stores, web) import it without importing any web framework.
+
+`keystile serve` sets PROMETHEUS_MULTIPROC_DIR (see `keystile.serving`) before any
+worker starts, so every worker writes to the shared directory and `/metrics`
+answers with the sum over workers whichever of them serves the scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Sized
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = [
+    "CACHE_LOOKUPS",
+    "CONTENT_TYPE",
+    "DB_POOL_CONNECTIONS",
+    "HASHES_IN_PROGRESS",
+    "HASH_DURATION",
+    "HASH_QUEUE_DEPTH",
+    "HASH_REJECTIONS",
+    "HASH_WAIT",
+    "HTTP_REQUESTS_IN_PROGRESS",
+    "HTTP_REQUEST_DURATION",
+    "LOGINS",
+    "MULTIPROC_ENV",
+    "RATE_LIMITED",
+    "REDIS_POOL_CONNECTIONS",
+    "REFRESH_REUSE_DETECTED",
+    "PoolSampler",
+    "mark_process_dead",
+    "render",
+]
+
+_log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# --- HTTP -----------------------------------------------------------------------------
+HTTP_REQUEST_DURATION = Histogram(
+    "keystile_http_request_duration_seconds",
+    "Time from the request's arrival to the end of its response, by route template "
+    "(never the raw path) and status.",
+    ["method", "route", "status"],
+)
+HTTP_REQUESTS_IN_PROGRESS = Gauge(
+    "keystile_http_requests_in_progress",
+    "Requests being handled right now, summed over live workers.",
+    multiprocess_mode="livesum",
+)
+
+# --- logins and abuse -----------------------------------------------------------------
+LOGINS = Counter(
+    "keystile_logins_total",
+    "Password checks at login, by outcome: success, wrong_password, unknown_account, "
+    "disabled_account, rejected (bad input), throttled (login backoff), overloaded, "
+    "unavailable.",
+    ["outcome"],
+)
+RATE_LIMITED = Counter(
+    "keystile_rate_limited_total",
+    "Requests refused with 429 by a rate limit, by the limit's name.",
+    ["limit"],
+)
+REFRESH_REUSE_DETECTED = Counter(
+    "keystile_refresh_reuse_detected_total",
+    "Refresh tokens presented again after use, outside the grace window (family revoked).",
+)
+
+# --- password hashing -----------------------------------------------------------------
+HASH_QUEUE_DEPTH = Gauge(
+    "keystile_hash_queue_depth",
+    "Hashes admitted and waiting for a hashing thread, summed over live workers.",
+    multiprocess_mode="livesum",
+)
+HASHES_IN_PROGRESS = Gauge(
+    "keystile_hashes_in_progress",
+    "Hashes running on a hashing thread right now, summed over live workers.",
+    multiprocess_mode="livesum",
+)
+HASH_WAIT = Histogram(
+    "keystile_hash_wait_seconds",
+    "Time an admitted hash waited for a free hashing thread.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HASH_DURATION = Histogram(
+    "keystile_hash_duration_seconds",
+    "Time one argon2 hash or verification took on its thread, by operation.",
+    ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+HASH_REJECTIONS = Counter(
+    "keystile_hash_rejections_total",
+    "Hashes refused by admission control (the queue was full): each is a 503 + Retry-After.",
+)
+
+# --- caches ---------------------------------------------------------------------------
+CACHE_LOOKUPS = Counter(
+    "keystile_cache_lookups_total",
+    "Cache lookups by cache and result: local_hit, redis_hit, miss (the loader ran), "
+    "or hit/miss for single-level caches.",
+    ["cache", "result"],
+)
+
+# --- pools (sampled by PoolSampler) ---------------------------------------------------
+DB_POOL_CONNECTIONS = Gauge(
+    "keystile_db_pool_connections",
+    "PostgreSQL pool connections by state (in_use, idle), summed over live workers.",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+REDIS_POOL_CONNECTIONS = Gauge(
+    "keystile_redis_pool_connections",
+    "Redis pool connections by state (in_use, idle), summed over live workers.",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+
+
+def render() -> tuple[bytes, str]:
+    """Return the exposition text and its content type, across workers if multiprocess."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE
+    return generate_latest(REGISTRY), CONTENT_TYPE
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished worker's live gauges, so sums count only live workers."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory or not Path(directory).is_dir():
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+class _AsyncpgPool(Protocol):
+    def get_size(self) -> int: ...
+    def get_idle_size(self) -> int: ...
+
+
+class PoolSampler:
+    """Copy pool occupancy into gauges every `interval` seconds.
+
+    In multiprocess mode a scrape reads only what each worker wrote to its files,
+    so pull-style collectors cannot work: each worker samples its own pools instead.
+    """
+
+    def __init__(self, database_pool: _AsyncpgPool, redis: Any, *, interval: float = 1.0) -> None:
+        self._database_pool = database_pool
+        self._redis_pool = getattr(redis, "connection_pool", None)
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        """Record the pools' current occupancy."""
+        size = self._database_pool.get_size()
+        idle = self._database_pool.get_idle_size()
+        DB_POOL_CONNECTIONS.labels("in_use").set(size - idle)
+        DB_POOL_CONNECTIONS.labels("idle").set(idle)
+        # redis-py exposes no public counters; these attributes are the pool's own state.
+        in_use = getattr(self._redis_pool, "_in_use_connections", ())
+        available = getattr(self._redis_pool, "_available_connections", ())
+        REDIS_POOL_CONNECTIONS.labels("in_use").set(len(in_use) if isinstance(in_use, Sized) else 0)
+        REDIS_POOL_CONNECTIONS.labels("idle").set(
+            len(available) if isinstance(available, Sized) else 0
+        )
+
+    def start(self) -> None:
+        self.sample()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="pool-sampler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                self.sample()
+            except Exception:  # a sampling bug must never take a worker down
+                _log.exception("pool sampling failed")
