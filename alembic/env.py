@@ -25,7 +25,14 @@ def _database_url() -> str:
     return str(url).replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
+# Every replica runs `keystile migrate` (or `serve`, which migrates) as it starts: they
+# take turns on this session-level lock, so a schema is never migrated twice at once.
+_MIGRATION_LOCK_ID = 0x6B657973  # "keys"
+
+
 def _run(connection: Connection) -> None:
+    connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_ID})")
+    connection.commit()  # the lock is the session's: it outlives this transaction
     context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_secret_key_file
-from keystile.settings import Settings, find_settings_file, load_settings
+from keystile.settings import Settings, SettingsError, find_settings_file, load_settings
 
 __all__ = ["Runtime", "migrate", "project_root", "runtime"]
 
@@ -42,6 +42,13 @@ def runtime(**overrides: object) -> Iterator[Runtime]:
     worker processes (which load settings themselves) see the same servers.
     """
     settings = load_settings(**overrides)
+    if not settings.allow_embedded:
+        for key in ("database_url", "redis_url"):
+            if getattr(settings, key) is None:
+                raise SettingsError(
+                    f"{key} (KEYSTILE_{key.upper()}): required, embedded servers are off"
+                    " (allow_embedded = false)"
+                )
     data_dir = settings.data_dir.resolve()
     postgres = redis = None
     resolved: dict[str, str] = {}

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=256)
     data_dir: Path = Path("var")
+    allow_embedded: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)

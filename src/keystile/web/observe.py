@@ -98,6 +98,7 @@ class RequestObserver:
         _log.info(
             "request",
             extra={
+                "request_id": record.request_id,
                 "method": method,
                 "route": route,
                 "status": status or 499,

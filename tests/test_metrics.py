@@ -1,0 +1,185 @@
+"""/metrics: what operators watch, by route template, login outcome, hashing and caches."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from keystile import metrics
+from keystile.app import create_app
+from keystile.errors import Overloaded
+from keystile.services import Argon2Parameters, PasswordHasher
+from keystile.stores.cache import TieredCache
+from tests.conftest import PASSWORD, Backing, Client, login, make_settings, register, unique_email
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def _scrape(client: Client, **headers: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    response = await client.get("/metrics", headers=headers)
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(await response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+async def test_request_latency_is_labelled_by_route_template_and_status(client: Client) -> None:
+    name = "keystile_http_request_duration_seconds_count"
+    me_before = _value(name, method="GET", route="/v1/me", status="401")
+    unmatched_before = _value(name, method="GET", route="<unmatched>", status="404")
+    secret_path = f"/nothing-here/{uuid.uuid4().hex}"
+
+    assert (await client.get("/v1/me")).status_code == 401
+    assert (await client.get(secret_path)).status_code == 404
+
+    samples = await _scrape(client)
+    counts = samples[name]
+    assert counts[(("method", "GET"), ("route", "/v1/me"), ("status", "401"))] == me_before + 1
+    unmatched = (("method", "GET"), ("route", "<unmatched>"), ("status", "404"))
+    assert counts[unmatched] == unmatched_before + 1
+    # Raw paths never become labels: unbounded label values would sink Prometheus.
+    assert not any(secret_path in value for key in counts for _, value in key)
+
+
+async def test_logins_are_counted_by_outcome(client: Client) -> None:
+    email = unique_email()
+    await register(client, email)
+    before = {
+        outcome: _value("keystile_logins_total", outcome=outcome)
+        for outcome in ("success", "wrong_password", "unknown_account")
+    }
+    assert (await login(client, email)).status_code == 201
+    assert (await login(client, email, PASSWORD + "!")).status_code == 401
+    assert (await login(client, unique_email())).status_code == 401
+    assert (await login(client, unique_email())).status_code == 401
+
+    samples = await _scrape(client)
+    logins = samples["keystile_logins_total"]
+    assert logins[(("outcome", "success"),)] == before["success"] + 1
+    assert logins[(("outcome", "wrong_password"),)] == before["wrong_password"] + 1
+    assert logins[(("outcome", "unknown_account"),)] == before["unknown_account"] + 2
+
+
+async def _eventually(condition: object, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured() -> None:
+    # One thread, one waiting slot: a third concurrent hash is refused at once (S5).
+    slow = Argon2Parameters(memory_kib=16 * 1024, time_cost=8, parallelism=1)
+    hasher = PasswordHasher(slow, threads=1, queue_limit=1)
+    depth = _value("keystile_hash_queue_depth")
+    running = _value("keystile_hashes_in_progress")
+    waits = _value("keystile_hash_wait_seconds_count")
+    rejections = _value("keystile_hash_rejections_total")
+    try:
+        first = asyncio.ensure_future(hasher.hash("first password"))
+        await _eventually(lambda: _value("keystile_hashes_in_progress") == running + 1)
+        second = asyncio.ensure_future(hasher.hash("second password"))
+        await _eventually(lambda: _value("keystile_hash_queue_depth") == depth + 1)
+        with pytest.raises(Overloaded):
+            await hasher.hash("third password")
+        assert _value("keystile_hash_rejections_total") == rejections + 1
+        await asyncio.gather(first, second)
+    finally:
+        hasher.close()
+    assert _value("keystile_hash_queue_depth") == depth
+    assert _value("keystile_hashes_in_progress") == running
+    assert _value("keystile_hash_wait_seconds_count") == waits + 2
+    assert _value("keystile_hash_duration_seconds_count", operation="hash") >= 2
+
+
+async def test_a_cancelled_waiting_hash_leaves_the_queue_gauge() -> None:
+    slow = Argon2Parameters(memory_kib=16 * 1024, time_cost=8, parallelism=1)
+    hasher = PasswordHasher(slow, threads=1, queue_limit=2)
+    depth = _value("keystile_hash_queue_depth")
+    try:
+        first = asyncio.ensure_future(hasher.hash("first password"))
+        second = asyncio.ensure_future(hasher.hash("second password"))
+        await _eventually(lambda: _value("keystile_hash_queue_depth") == depth + 1)
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        assert _value("keystile_hash_queue_depth") == depth
+        await first
+    finally:
+        hasher.close()
+
+
+async def test_tiered_cache_counts_local_hits_redis_hits_and_misses(backing: Backing) -> None:
+    namespace = f"metrics-{uuid.uuid4().hex}"
+    redis = Redis.from_url(backing.redis_url)
+    caches = [
+        TieredCache[str](
+            namespace, redis, encode=str, decode=str, local_ttl=30, redis_ttl=30
+        )
+        for _ in range(2)
+    ]
+
+    async def load() -> str:
+        return "value"
+
+    try:
+        assert await caches[0].get("key", load) == "value"  # miss: loaded
+        assert await caches[0].get("key", load) == "value"  # local hit
+        assert await caches[1].get("key", load) == "value"  # another worker: Redis hit
+    finally:
+        await redis.aclose()
+    for result in ("miss", "local_hit", "redis_hit"):
+        assert _value("keystile_cache_lookups_total", cache=namespace, result=result) == 1
+
+
+async def test_pool_occupancy_is_exported(client: Client) -> None:
+    samples = await _scrape(client)
+    db = samples["keystile_db_pool_connections"]
+    # make_settings uses a fixed pool of 3 connections per worker.
+    assert db[(("state", "idle"),)] + db[(("state", "in_use"),)] == 3
+    assert (("state", "idle"),) in samples["keystile_redis_pool_connections"]
+
+
+async def test_every_documented_metric_is_exported(client: Client) -> None:
+    response = await client.get("/metrics")
+    text = await response.get_data(as_text=True)
+    for metric in (
+        metrics.HTTP_REQUEST_DURATION,
+        metrics.HTTP_REQUESTS_IN_PROGRESS,
+        metrics.LOGINS,
+        metrics.RATE_LIMITED,
+        metrics.REFRESH_REUSE_DETECTED,
+        metrics.HASH_QUEUE_DEPTH,
+        metrics.HASHES_IN_PROGRESS,
+        metrics.HASH_WAIT,
+        metrics.HASH_DURATION,
+        metrics.HASH_REJECTIONS,
+        metrics.CACHE_LOOKUPS,
+        metrics.DB_POOL_CONNECTIONS,
+        metrics.REDIS_POOL_CONNECTIONS,
+    ):
+        assert f"# HELP {metric._name}" in text, metric._name
+
+
+async def test_metrics_token_is_required_when_configured(backing: Backing) -> None:
+    token = "m" * 40
+    app = create_app(make_settings(backing, metrics_token=token))
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/metrics")).status_code == 401
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer " + "x" * 40})
+        assert wrong.status_code == 401
+        assert (await client.get("/metrics", headers={"Authorization": token})).status_code == 401
+        right = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert right.status_code == 200
+        assert "keystile_logins_total" in await right.get_data(as_text=True)
