@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import REGISTRY
@@ -22,11 +23,14 @@ def _value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def _scrape(client: Client, **headers: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+async def _scrape(client: Client, **headers: str) -> Samples:
     response = await client.get("/metrics", headers=headers)
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    samples: Samples = {}
     for family in text_string_to_metric_families(await response.get_data(as_text=True)):
         for sample in family.samples:
             samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
@@ -70,12 +74,10 @@ async def test_logins_are_counted_by_outcome(client: Client) -> None:
     assert logins[(("outcome", "unknown_account"),)] == before["unknown_account"] + 2
 
 
-async def _eventually(condition: object, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+async def _eventually(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - the condition is a metric, not an event
+            await asyncio.sleep(0.01)
 
 
 async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured() -> None:
@@ -123,9 +125,7 @@ async def test_tiered_cache_counts_local_hits_redis_hits_and_misses(backing: Bac
     namespace = f"metrics-{uuid.uuid4().hex}"
     redis = Redis.from_url(backing.redis_url)
     caches = [
-        TieredCache[str](
-            namespace, redis, encode=str, decode=str, local_ttl=30, redis_ttl=30
-        )
+        TieredCache[str](namespace, redis, encode=str, decode=str, local_ttl=30, redis_ttl=30)
         for _ in range(2)
     ]
 

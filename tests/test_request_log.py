@@ -20,9 +20,7 @@ async def test_a_sane_request_id_is_kept_and_echoed(client: Client) -> None:
     assert response.headers["X-Request-ID"] == "edge-4f2a:01"
 
 
-@pytest.mark.parametrize(
-    "incoming", ["x" * 129, "two words", "<script>", "id\u00e9", ""], ids=repr
-)
+@pytest.mark.parametrize("incoming", ["x" * 129, "two words", "<script>", "id\u00e9", ""], ids=repr)
 async def test_an_unsafe_or_missing_request_id_is_replaced(client: Client, incoming: str) -> None:
     headers = {"X-Request-ID": incoming} if incoming else {}
     response = await client.get("/healthz", headers=headers)
@@ -71,9 +69,7 @@ async def test_the_request_log_never_holds_passwords_cookies_or_credentials(
     assert output
     for secret in (PASSWORD, cookie, "query-secret-value", "header-secret-value"):
         assert secret not in output
-    assert email not in "\n".join(
-        formatter.format(record) for record in _request_lines(caplog)
-    )
+    assert email not in "\n".join(formatter.format(record) for record in _request_lines(caplog))
 
 
 async def test_unmatched_routes_and_oversized_headers_are_logged_too(
@@ -89,7 +85,9 @@ async def test_unmatched_routes_and_oversized_headers_are_logged_too(
 def test_json_lines_redact_credential_named_fields_and_carry_the_request_id() -> None:
     config = logging_config("info", "json")
     assert config["formatters"]["default"]["()"] is RedactingJsonFormatter
-    record = logging.LogRecord("keystile.test", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+    record = logging.LogRecord(
+        "keystile.test", logging.INFO, __file__, 1, "hello %s", ("you",), None
+    )
     record.password = "hunter2-hunter2"
     record.refresh_token = "rt-secret"
     record.user_id = "u-1"
