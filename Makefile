@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Plain-http development: the session cookie cannot be Secure on http://127.0.0.1.
+# Logs as text for people; production keeps the default, one JSON object per line.
 run: install
-	KEYSTILE_COOKIE_SECURE=$${KEYSTILE_COOKIE_SECURE:-false} $(BIN)/keystile serve
+	KEYSTILE_COOKIE_SECURE=$${KEYSTILE_COOKIE_SECURE:-false} \
+	KEYSTILE_LOG_FORMAT=$${KEYSTILE_LOG_FORMAT:-text} $(BIN)/keystile serve
 
 # A private basetemp: concurrent runs by one user would otherwise prune each other's dirs.
 test: install
