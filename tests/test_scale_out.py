@@ -161,16 +161,14 @@ def test_a_killed_process_loses_no_acknowledged_data_and_is_routed_around(
         assert len(served) == 3, "HAProxy did not spread the load over every process"
 
         failed = [a for a in attempts if (a.registered, a.logged_in) != (202, 201)]
-        # Only requests in flight on the killed process may fail, and only as a gateway error.
+        # Only requests in flight on the killed process may fail, and only as a gateway
+        # error; a login after an unacknowledged registration may find no account (401).
         assert len(failed) <= 12, [(a.registered, a.logged_in) for a in failed]
-        assert {a.registered for a in failed} | {a.logged_in for a in failed} <= {
-            202,
-            201,
-            502,
-            503,
-            504,
-            None,
-        }
+        gateway = {502, 503, 504, None}
+        for a in failed:
+            assert a.registered in gateway | {202}, (a.registered, a.logged_in)
+            allowed = gateway | {201} | ({401} if a.registered != 202 else set())
+            assert a.logged_in in allowed, (a.registered, a.logged_in)
 
         # Every acknowledged registration is stored and every acknowledged session holds.
         for attempt in attempts:

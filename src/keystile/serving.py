@@ -107,6 +107,7 @@ def serve(config: Config, settings: Settings) -> int:
         "log_level": settings.log_level,
         "log_format": settings.log_format,
         "drain_delay": settings.drain_delay_seconds,
+        "supervisor": os.getpid(),
     }
     started: dict[BaseProcess, float] = {}
     exit_code = 0
@@ -188,8 +189,9 @@ def _worker(
     log_level: str,
     log_format: LogFormat,
     drain_delay: float,
+    supervisor: int,
 ) -> None:
-    """Serve in one worker process until the shared stop event is set."""
+    """Serve in one worker process until the shared stop event is set or `supervisor` dies."""
     configure_logging(log_level, log_format)
     # Ctrl-C reaches the whole process group; the supervisor alone decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -204,7 +206,6 @@ def _worker(
 
     app = create_app()
     draining = draining_flag(app)
-    supervisor = os.getppid()
     # keystile logs each request itself; hypercorn's own messages go through the root logger.
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
