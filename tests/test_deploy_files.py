@@ -6,6 +6,7 @@ validates its config); replicas starting together migrate one at a time.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,37 @@ def test_compose_runs_replicas_behind_haproxy_and_varnish_on_one_postgres_and_re
     # Only the edge is published; keystile replicas are reached through it.
     assert "ports" not in keystile
     assert "ports" in services["varnish"]
+
+
+@pytest.mark.skipif(shutil.which("varnishd") is None, reason="varnish is not installed")
+def test_compose_points_the_varnish_vcl_at_haproxy_and_it_compiles(tmp_path: Path) -> None:
+    varnish = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["varnish"]
+    assert varnish["environment"]["KEYSTILE_BACKEND_HOST"] == "haproxy"
+    assert varnish["environment"]["KEYSTILE_BACKEND_PORT"] == "8080"  # haproxy.cfg's bind
+    (command,) = varnish["command"]
+    render, start = command.replace("$$", "$").split(" && exec ")
+    assert start.startswith("varnishd -F -f /tmp/keystile.vcl")
+    rendered = tmp_path / "keystile.vcl"
+    render = render.replace("/etc/varnish/keystile.vcl", str(DEPLOY / "varnish" / "keystile.vcl"))
+    render = render.replace("/tmp/keystile.vcl", str(rendered))
+    # varnishd resolves backend names as it compiles: "haproxy" only exists in compose.
+    env = {"PATH": "/usr/bin:/bin", "KEYSTILE_BACKEND_HOST": "localhost"}
+    subprocess.run(
+        ["/bin/sh", "-c", render], env=env | {"KEYSTILE_BACKEND_PORT": "8080"}, check=True
+    )
+    text = rendered.read_text()
+    assert '.host = "localhost";' in text
+    assert '.port = "8080";' in text
+    compiled = subprocess.run(
+        [
+            "varnishd",
+            *(["-j", "none"] if os.geteuid() == 0 else []),  # root: no privilege-dropping jail
+            *("-C", "-f", str(rendered), "-n", str(tmp_path / "varnish")),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert compiled.returncode == 0, compiled.stderr
 
 
 def _k8s() -> dict[str, dict[str, Any]]:
