@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from threading import Event
 
 import pytest
 from prometheus_client import REGISTRY
@@ -80,22 +81,34 @@ async def _eventually(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.01)
 
 
+def _occupy_the_hashing_thread(hasher: PasswordHasher) -> tuple[asyncio.Future[str], Event]:
+    """Start a job that holds the hasher's thread until the returned event is set."""
+    release = Event()
+
+    def blocked(_: str) -> str:
+        release.wait(timeout=30)
+        return "done"
+
+    # Through the same admission path as a hash, so it is counted like one.
+    return asyncio.ensure_future(hasher._run("hash", blocked, "")), release
+
+
 async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured() -> None:
     # One thread, one waiting slot: a third concurrent hash is refused at once (S5).
-    slow = Argon2Parameters(memory_kib=16 * 1024, time_cost=8, parallelism=1)
-    hasher = PasswordHasher(slow, threads=1, queue_limit=1)
+    hasher = PasswordHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=1, queue_limit=1)
     depth = _value("keystile_hash_queue_depth")
     running = _value("keystile_hashes_in_progress")
     waits = _value("keystile_hash_wait_seconds_count")
     rejections = _value("keystile_hash_rejections_total")
     try:
-        first = asyncio.ensure_future(hasher.hash("first password"))
+        first, release = _occupy_the_hashing_thread(hasher)
         await _eventually(lambda: _value("keystile_hashes_in_progress") == running + 1)
         second = asyncio.ensure_future(hasher.hash("second password"))
         await _eventually(lambda: _value("keystile_hash_queue_depth") == depth + 1)
         with pytest.raises(Overloaded):
             await hasher.hash("third password")
         assert _value("keystile_hash_rejections_total") == rejections + 1
+        release.set()
         await asyncio.gather(first, second)
     finally:
         hasher.close()
@@ -106,16 +119,16 @@ async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured(
 
 
 async def test_a_cancelled_waiting_hash_leaves_the_queue_gauge() -> None:
-    slow = Argon2Parameters(memory_kib=16 * 1024, time_cost=8, parallelism=1)
-    hasher = PasswordHasher(slow, threads=1, queue_limit=2)
+    hasher = PasswordHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=1, queue_limit=2)
     depth = _value("keystile_hash_queue_depth")
     try:
-        first = asyncio.ensure_future(hasher.hash("first password"))
+        first, release = _occupy_the_hashing_thread(hasher)
         second = asyncio.ensure_future(hasher.hash("second password"))
         await _eventually(lambda: _value("keystile_hash_queue_depth") == depth + 1)
         second.cancel()
         await asyncio.gather(second, return_exceptions=True)
         assert _value("keystile_hash_queue_depth") == depth
+        release.set()
         await first
     finally:
         hasher.close()
