@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from keystile.embedded import free_port
-from tests.conftest import Backing
+from tests.conftest import ROOMY_IP_LIMITS, Backing
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_KEY = "s" * 48
@@ -78,6 +78,8 @@ def start_server(backing: Backing, directory: Path, *, workers: int = 2, **setti
         KEYSTILE_ARGON2_TIME_COST="1",
         KEYSTILE_HASH_THREADS="2",
     )
+    # Every request comes from 127.0.0.1: per-address limits would refuse the load itself.
+    env.update({f"KEYSTILE_{key.upper()}": value for key, value in ROOMY_IP_LIMITS.items()})
     env.update({f"KEYSTILE_{key.upper()}": value for key, value in settings.items()})
     log_path = directory / "serve.log"
     with log_path.open("wb") as log:

@@ -17,7 +17,17 @@ from keystile.app import create_app
 from keystile.errors import Overloaded
 from keystile.services import Argon2Parameters, PasswordHasher
 from keystile.stores.cache import TieredCache
-from tests.conftest import PASSWORD, Backing, Client, login, make_settings, register, unique_email
+from tests.conftest import (
+    PASSWORD,
+    Backing,
+    Client,
+    from_ip,
+    login,
+    make_settings,
+    register,
+    unique_email,
+    unique_ip,
+)
 
 
 def _value(name: str, **labels: str) -> float:
@@ -182,6 +192,21 @@ async def test_every_documented_metric_is_exported(client: Client) -> None:
         metrics.REDIS_POOL_CONNECTIONS,
     ):
         assert f"# HELP {metric._name}" in text, metric._name
+
+
+async def test_rate_limit_refusals_are_counted_by_limit(backing: Backing) -> None:
+    before = _value("keystile_rate_limited_total", limit="login_per_ip")
+    app = create_app(make_settings(backing, rate_limit_login_per_ip="2/minute"))
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        ip = unique_ip()
+        body = {"email": unique_email(), "password": PASSWORD}
+        statuses = [
+            (await client.post("/v1/sessions", json=body, **from_ip(ip))).status_code
+            for _ in range(3)
+        ]
+    assert statuses == [401, 401, 429]
+    assert _value("keystile_rate_limited_total", limit="login_per_ip") == before + 1
 
 
 async def test_metrics_token_is_required_when_configured(backing: Backing) -> None:

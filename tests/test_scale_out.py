@@ -129,6 +129,18 @@ def test_a_session_revoked_through_one_process_is_refused_by_the_others(
                 other.close()
 
 
+def test_rate_limits_are_shared_by_every_process(cluster: tuple[str, list[Server]]) -> None:
+    # S27: the default per-account register limit (3/hour) holds across processes; with
+    # per-process counters the fourth attempt, on a process that saw only one, would pass.
+    _, servers = cluster
+    body = {"email": unique_email(), "password": PASSWORD}
+    statuses = [
+        httpx.post(f"{server.base}/v1/users", json=body, timeout=10).status_code
+        for server in (*servers, servers[0])
+    ]
+    assert statuses == [202, 202, 202, 429]
+
+
 def test_a_killed_process_loses_no_acknowledged_data_and_is_routed_around(
     cluster: tuple[str, list[Server]],
 ) -> None:

@@ -19,8 +19,8 @@ from keystile.web.assets import init_assets
 from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
 from keystile.web.limits import HeaderLimitMiddleware
-from keystile.web.rate_limits import rate_limit_headers
 from keystile.web.observe import RequestObserver, note_request
+from keystile.web.rate_limits import rate_limit_headers
 
 __all__ = ["create_app", "session_cookie_name"]
 

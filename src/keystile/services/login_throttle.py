@@ -23,6 +23,7 @@ import asyncio
 import math
 from uuid import UUID
 
+from keystile import metrics
 from keystile.errors import RateLimited
 from keystile.repositories.audit import AuditLog
 from keystile.services.rate_limits import CounterKeys, KnownClients, normalise_account
@@ -66,6 +67,7 @@ class LoginThrottle:
             keys.append(self._account_key(account))
         wait = await self._store.backoff_wait(keys)
         if wait > 0:
+            metrics.RATE_LIMITED.labels("login_backoff").inc()
             raise RateLimited(math.ceil(wait))
 
     async def failed(self, email: str, client: ClientInfo, user_id: UUID | None) -> None:

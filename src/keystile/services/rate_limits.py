@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
+from keystile import metrics
 from keystile.errors import LimitStatus, RateLimited
 from keystile.repositories.audit import AuditLog
 from keystile.services.types import ClientInfo
@@ -137,6 +138,7 @@ class RateLimiter:
         if refused:
             worst, index = max(refused, key=lambda item: item[0].retry_after)
             await self._audit_refusal(action, scopes[index], keys[index], client, account)
+            metrics.RATE_LIMITED.labels(f"{action}_per_{scopes[index]}").inc()
             raise RateLimited(math.ceil(worst.retry_after), status=_status(worst))
         return _status(min(results, key=lambda result: result.remaining))
 
