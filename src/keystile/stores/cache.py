@@ -192,13 +192,13 @@ class TieredCache(Generic[V]):
             raw = None
         if raw is not None:
             try:
-                value = self._decode(json.loads(raw))
+                cached = self._decode(json.loads(raw))
             except ValueError:
                 # Written under another key or format (a secret rotated, an old release).
                 _log.warning("undecodable cache entry ignored", extra={"namespace": self.namespace})
             else:
                 metrics.CACHE_LOOKUPS.labels(self.namespace, "redis_hit").inc()
-                return value
+                return cached
         metrics.CACHE_LOOKUPS.labels(self.namespace, "miss").inc()
         value = await load()
         if value is not None:
