@@ -28,6 +28,7 @@ from tests.conftest import (
     unique_email,
     unique_ip,
 )
+from tests.tokens_support import new_user_tokens, refresh
 
 
 def _value(name: str, **labels: str) -> float:
@@ -207,6 +208,18 @@ async def test_rate_limit_refusals_are_counted_by_limit(backing: Backing) -> Non
         ]
     assert statuses == [401, 401, 429]
     assert _value("keystile_rate_limited_total", limit="login_per_ip") == before + 1
+
+
+async def test_refresh_token_reuse_detections_are_counted(backing: Backing) -> None:
+    before = _value("keystile_refresh_reuse_detected_total")
+    app = create_app(make_settings(backing, refresh_reuse_grace_seconds=0))
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        _, body = await new_user_tokens(client)
+        assert (await refresh(client, body["refresh_token"])).status_code == 200
+        await asyncio.sleep(0.05)
+        assert (await refresh(client, body["refresh_token"])).status_code == 401
+    assert _value("keystile_refresh_reuse_detected_total") == before + 1
 
 
 async def test_metrics_token_is_required_when_configured(backing: Backing) -> None:

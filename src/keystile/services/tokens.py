@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Protocol
 from uuid import UUID
 
+from keystile import metrics
 from keystile.errors import InvalidRefreshToken, InvalidScope, InvalidToken, TokenRevoked
 from keystile.repositories.audit import PostgresAuditLog
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
@@ -138,6 +139,7 @@ class TokenService:
         ):
             return self._pair(state.user_id, state.token_epoch, state.scope, successor)
         # Used twice, seconds apart: one of the two holders stole it (RFC 9700 4.14.2).
+        metrics.REFRESH_REUSE_DETECTED.inc()
         await self._audit.record(
             "refresh_reuse_detected",
             user_id=state.user_id,
