@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from keystile.embedded import free_port
 from tests.conftest import PASSWORD, Backing, unique_email
+from tests.processes import start_server, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -52,46 +48,12 @@ pytestmark = [
 @pytest.fixture(name="base_url", scope="module")
 def _base_url(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Serve the app over real HTTP, as `keystile serve` does in production."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
-    env.update(
-        KEYSTILE_SETTINGS_FILE=str(ROOT / "settings.toml"),
-        KEYSTILE_DATABASE_URL=backing.database_url,
-        KEYSTILE_REDIS_URL=backing.redis_url,
-        KEYSTILE_SECRET_KEY="browser-test-secret-key-" + "x" * 20,
-        KEYSTILE_COOKIE_SECURE="false",  # plain http on 127.0.0.1
-        KEYSTILE_ARGON2_MEMORY_KIB="64",
-        KEYSTILE_ARGON2_TIME_COST="1",
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "keystile", "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path_factory.mktemp("serve"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = start_server(backing, tmp_path_factory.mktemp("serve"), workers=1)
     try:
-        _wait_until_ready(base, server)
-        yield base
+        wait_until_ready(server)
+        yield server.base
     finally:
-        server.terminate()
-        server.communicate(timeout=30)
-
-
-def _wait_until_ready(base: str, server: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"keystile serve exited: {server.stdout.read()}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("keystile serve did not become ready")
+        server.stop()
 
 
 @pytest.fixture(name="browser", scope="module")
