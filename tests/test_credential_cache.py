@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from quart import Quart
 
 from keystile.app import create_app
@@ -78,6 +79,24 @@ async def test_repeat_login_skips_the_hash(counted_app: Quart, hasher: CountingH
     for _ in range(3):
         assert (await login(counted_app.test_client(), email)).status_code == 201
     assert hasher.verifications == after_first, "a cached success must not hash again"
+
+
+async def test_credential_cache_hits_and_misses_are_counted(
+    counted_app: Quart, hasher: CountingHasher
+) -> None:
+    def count(result: str) -> float:
+        sample = REGISTRY.get_sample_value(
+            "keystile_cache_lookups_total", {"cache": "credentials", "result": result}
+        )
+        return sample or 0.0
+
+    client = counted_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    hits, misses = count("hit"), count("miss")
+    assert (await login(client, email)).status_code == 201  # hashed: a miss
+    assert (await login(client, email)).status_code == 201  # from the cache: a hit
+    assert (count("hit") - hits, count("miss") - misses) == (1, 1)
 
 
 async def test_wrong_password_after_a_cached_success_is_still_refused(

@@ -16,10 +16,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from contextvars import ContextVar
 from uuid import UUID
 
 from aiocache.base import BaseCache
 
+from keystile import metrics
 from keystile.services.passwords import PasswordHasher
 from keystile.stores.cache import SingleFlight
 from keystile.stores.credential_store import OptionalCached
@@ -28,6 +30,9 @@ __all__ = ["CredentialCache"]
 
 # Unknown and disabled accounts take the same path, cache lookup included, under this id (S6).
 _NO_ACCOUNT = uuid.UUID(int=0)
+# Set when a check had to hash: aiocache's wrapper runs `_slow_check` in the caller's
+# context, so after the call this tells a cache hit from a miss.
+_HASHED: ContextVar[bool] = ContextVar("credential_check_hashed", default=False)
 
 
 class CredentialCache:
@@ -77,6 +82,7 @@ class CredentialCache:
     ) -> str | None:
         if not self._enabled:
             return await self._slow_check(user_id, password_hash, password)
+        _HASHED.set(False)
         found: str | None = await self._verify_and_remember(user_id, password_hash, password)
         if found is not None and not hmac.compare_digest(found, digest):
             # The cached success was for another password or an older hash: verify for real
@@ -84,10 +90,13 @@ class CredentialCache:
             found = await self._verify_and_remember(
                 user_id, password_hash, password, cache_read=False
             )
+        result = "miss" if _HASHED.get() else "hit"
+        metrics.CACHE_LOOKUPS.labels("credentials", result).inc()
         return found
 
     async def _slow_check(self, user_id: UUID, password_hash: str, password: str) -> str | None:
         """Return the credential HMAC if the password matches, else None (never cached)."""
+        _HASHED.set(True)
         if await self._hasher.verify(password_hash, password):
             return self._digest(password_hash, password)
         return None
