@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import statistics
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,3 +155,27 @@ async def test_unknown_user_wrong_password_and_disabled_account_take_the_same_ti
     medians = {kind: statistics.median(values) for kind, values in samples.items()}
     # Without the dummy hash an unknown user answers ~20x faster; allow 1.5x for noise.
     assert max(medians.values()) < 1.5 * min(medians.values()), medians
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+async def test_hashing_threads_run_at_a_lower_cpu_priority() -> None:
+    # Under a storm the event loops must win the CPU over hashing (fast 503s, reads).
+    def niceness_of_threads() -> list[int]:
+        # Field 19 of /proc/<pid>/task/<tid>/stat is the task's nice value.
+        values = []
+        for stat in Path("/proc/self/task").glob("*/stat"):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            values.append(int(fields[16]))
+        return values
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert base + 7 not in niceness_of_threads()
+    hasher = PasswordHasher(
+        Argon2Parameters(memory_kib=64, time_cost=1), threads=1, queue_limit=1, niceness=7
+    )
+    try:
+        await hasher.hash("a password to hash")  # starts the pool's thread
+        assert base + 7 in niceness_of_threads()
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # loop
+    finally:
+        hasher.close()

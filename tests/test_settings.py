@@ -56,3 +56,11 @@ def test_secret_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
         read_secret_file(path)
     os.chmod(path, 0o600)
     assert read_secret_file(path) == b"k" * 64
+
+
+def test_default_hash_threads_share_the_cores_among_workers() -> None:
+    cores = os.cpu_count() or 1
+    assert Settings(workers=1).hash_thread_count == cores
+    assert Settings(workers=cores).hash_thread_count == 1
+    assert Settings(workers=cores * 4).hash_thread_count == 1  # never zero
+    assert Settings(workers=2, hash_threads=3).hash_thread_count == 3

@@ -133,6 +133,7 @@ def build_hasher(settings: Settings) -> PasswordHasher:
         threads=settings.hash_thread_count,
         queue_limit=settings.hash_queue_bound,
         retry_after=settings.hash_retry_after_seconds,
+        niceness=settings.hash_thread_niceness,
     )
 
 

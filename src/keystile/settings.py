@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8)
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_parallelism: int = Field(default=1, ge=1)
-    hash_threads: int = Field(default=0, ge=0, description="0 means the CPU count")
+    hash_threads: int = Field(default=0, ge=0, description="0 means CPU count / workers")
+    hash_thread_niceness: int = Field(default=10, ge=0, le=19)
     hash_queue_limit: int = Field(default=0, ge=0, description="0 means 4 x hash_threads")
     hash_retry_after_seconds: int = Field(default=1, ge=1)
     password_min_length: int = Field(default=8, ge=8)
@@ -232,7 +233,12 @@ class Settings(BaseSettings):
 
     @property
     def hash_thread_count(self) -> int:
-        return self.hash_threads or (os.cpu_count() or 1)
+        """Hash threads per worker: by default the workers share the cores between them.
+
+        More memory-hard hashes at once than cores only thrash the caches: each hash
+        then costs more CPU and the event loops starve (measured by `make bench`).
+        """
+        return self.hash_threads or max(1, (os.cpu_count() or 1) // self.workers)
 
     @property
     def hash_queue_bound(self) -> int:

@@ -8,7 +8,10 @@ them, so a successful login replaces them with argon2id.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +24,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from keystile import metrics
 from keystile.errors import Overloaded
 from keystile.services.legacy_hashes import identify, verify_legacy
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["Argon2Parameters", "PasswordHasher"]
 
@@ -36,6 +41,18 @@ class Argon2Parameters:
     parallelism: int = 1
 
 
+def _lower_thread_priority(niceness: int) -> None:
+    """Make the calling thread (not the process) `niceness` steps less eager for CPU."""
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        # On Linux a thread is a schedulable task of its own: its id takes a priority.
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), current + niceness)
+    except OSError:
+        _log.warning("could not lower the hashing threads' CPU priority")
+
+
 class PasswordHasher:
     """Hash and verify passwords in a bounded thread pool.
 
@@ -43,6 +60,10 @@ class PasswordHasher:
     `Overloaded` is raised at once, before any work is spent, so a login storm turns
     into fast 503s instead of queueing into timeouts. argon2 releases the GIL, so the
     threads run in parallel with each other and with the event loop.
+
+    The threads run at a lower CPU priority (`niceness`, Linux): when a storm keeps
+    every core hashing, the event loops still get the CPU first, so reads and the
+    503s of admission control stay fast while hashes take whatever is left.
     """
 
     def __init__(
@@ -52,6 +73,7 @@ class PasswordHasher:
         threads: int,
         queue_limit: int,
         retry_after: int = 1,
+        niceness: int = 0,
     ) -> None:
         self._hasher = argon2.PasswordHasher(
             time_cost=parameters.time_cost,
@@ -59,7 +81,12 @@ class PasswordHasher:
             parallelism=parameters.parallelism,
             type=argon2.Type.ID,
         )
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads,
+            thread_name_prefix="argon2",
+            initializer=_lower_thread_priority,
+            initargs=(niceness,),
+        )
         self._threads = threads
         self._capacity = threads + queue_limit
         self._in_flight = 0
