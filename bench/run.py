@@ -56,6 +56,7 @@ class Plan:
 def _plan(options: Options) -> Plan:
     env = options.server_env
     settings = load_settings(
+        workers=options.workers,  # the default hash threads divide the cores among them
         hash_threads=int(env.get("KEYSTILE_HASH_THREADS", "0")),
         hash_queue_limit=int(env.get("KEYSTILE_HASH_QUEUE_LIMIT", "0")),
     )
