@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from quart import Quart
+from werkzeug.datastructures import Headers
 
-from keystile.app import create_app
+from keystile.app import _add_vary, create_app
 from keystile.bootstrap import Overrides
 from keystile.settings import Settings
 from keystile.web.auth import requires_session
@@ -204,3 +205,18 @@ def test_contradictory_policies_fail_at_import() -> None:
         http_cache(public=True, max_age=60, surrogate_keys=["has space"])
     with pytest.raises(ValueError, match="negative"):
         http_cache(public=True, max_age=-1)
+
+
+def test_auth_vary_is_merged_into_an_existing_vary_header() -> None:
+    # S21: the credential headers join whatever Vary the handler set, once each.
+    fresh = Headers()
+    _add_vary(fresh, ("Cookie", "Authorization"))
+    assert fresh["Vary"] == "Cookie, Authorization"
+
+    existing = Headers({"Vary": "Accept-Encoding, cookie"})
+    _add_vary(existing, ("Cookie", "Authorization"))
+    assert existing["Vary"] == "Accept-Encoding, cookie, Authorization"
+
+    anything = Headers({"Vary": "*"})
+    _add_vary(anything, ("Cookie", "Authorization"))
+    assert anything["Vary"] == "*"

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Iterable
 from quart import Quart, Response, g
 from quart_auth import QuartAuth
 from quart_schema import QuartSchema
+from werkzeug.datastructures import Headers
 
 from keystile.bootstrap import Overrides, build_services
 from keystile.extensions import Extension, load_extensions
@@ -108,9 +109,7 @@ async def _cache_headers(response: Response) -> Response:
     headers = response.headers
     auth_dependent = g.get("keystile_auth_dependent", False)
     if auth_dependent:
-        for name in _AUTH_VARY:
-            if name not in response.vary:
-                response.vary.add(name)
+        _add_vary(headers, _AUTH_VARY)
     if "Set-Cookie" in headers or "Cache-Control" not in headers:
         headers["Cache-Control"] = "no-store"
     elif auth_dependent and _shared_cacheable(headers["Cache-Control"]):
@@ -120,6 +119,21 @@ async def _cache_headers(response: Response) -> Response:
         headers.pop("Surrogate-Key", None)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
+
+
+def _add_vary(headers: Headers, names: tuple[str, ...]) -> None:
+    # Edits the header text directly: werkzeug's `response.vary` re-parses it into a
+    # callback-backed set on every access, which costs more than the rest of this hook.
+    current = headers.get("Vary")
+    if current is None:
+        headers["Vary"] = ", ".join(names)
+        return
+    present = {part.strip().lower() for part in current.split(",")}
+    if "*" in present:
+        return
+    missing = [name for name in names if name.lower() not in present]
+    if missing:
+        headers["Vary"] = ", ".join([current, *missing])
 
 
 def _shared_cacheable(cache_control: str) -> bool:
