@@ -1,4 +1,4 @@
-"""Every call out has a deadline (S29): a hung Redis or a drained pool costs its timeout, no more."""
+"""Every call out has a deadline (S29): a hung Redis or a drained pool costs its timeout."""
 
 from __future__ import annotations
 
