@@ -32,6 +32,7 @@ __all__ = [
     "CachePolicy",
     "CachePolicyError",
     "add_surrogate_keys",
+    "cache_response",
     "http_cache",
     "mark_requires_credentials",
     "set_etag",
@@ -179,16 +180,9 @@ def http_cache(
             # The handler (and any authentication it runs) always goes first, so a
             # conditional request cannot skip authentication (S23).
             response = await make_response(await handler(*args, **kwargs))
-            if (
-                not isinstance(response, Response)
-                or response.status_code != _CACHEABLE_STATUS
-                or request.method not in {"GET", "HEAD"}
-            ):
+            if not isinstance(response, Response):
                 return response
-            if policy.public:
-                _refuse_caller_dependent(response, handler)
-            await _apply(policy, response)
-            return await response.make_conditional(request)
+            return await cache_response(policy, response, route=handler.__qualname__)
 
         if policy.public:
             setattr(wrapper, _PUBLIC_ATTR, True)
@@ -197,19 +191,31 @@ def http_cache(
     return decorator
 
 
-def _refuse_caller_dependent(response: Response, handler: Callable[..., Any]) -> None:
+async def cache_response(policy: CachePolicy, response: Response, *, route: str) -> Response:
+    """Apply `policy` to a finished response; answer 304 if the caller already has it.
+
+    What `http_cache` does after its handler, for handlers whose policy is only known
+    at request time (e.g. lifetimes from settings). Call it with the handler's own
+    response, after any authentication, so a conditional request never skips it (S23).
+    Only a 200 to GET/HEAD is made cacheable; anything else keeps the default no-store.
+    """
+    if response.status_code != _CACHEABLE_STATUS or request.method not in {"GET", "HEAD"}:
+        return response
+    if policy.public:
+        _refuse_caller_dependent(response, route)
+    await _apply(policy, response)
+    return await response.make_conditional(request)
+
+
+def _refuse_caller_dependent(response: Response, route: str) -> None:
     if "Set-Cookie" in response.headers:
-        raise CachePolicyError(f"{handler.__qualname__}: a public response set a cookie (S22)")
+        raise CachePolicyError(f"{route}: a public response set a cookie (S22)")
     # Quart saves its own cookie session after every after_request hook, so a
     # Set-Cookie from it would only appear once this check is long past.
     if getattr(session, "accessed", False) or getattr(session, "modified", False):
-        raise CachePolicyError(
-            f"{handler.__qualname__}: a public response used the cookie session (S22)"
-        )
+        raise CachePolicyError(f"{route}: a public response used the cookie session (S22)")
     if g.get("keystile_auth_dependent", False):
-        raise CachePolicyError(
-            f"{handler.__qualname__}: a public response read the caller's credentials (S21)"
-        )
+        raise CachePolicyError(f"{route}: a public response read the caller's credentials (S21)")
 
 
 async def _apply(policy: CachePolicy, response: Response) -> None:

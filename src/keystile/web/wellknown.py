@@ -9,26 +9,29 @@ import json
 
 from quart import Blueprint, Response
 
+from keystile.web.caching import CachePolicy, cache_response
 from keystile.web.context import services
-from keystile.web.public_cache import public_response
 
 blueprint = Blueprint("wellknown", __name__)
 
 
-def _public(body: bytes, content_type: str = "application/json") -> Response:
+async def _public(route: str, body: bytes, content_type: str = "application/json") -> Response:
+    # Not `@http_cache`: the lifetimes are settings, known only once the app serves.
     settings = services().settings
-    return public_response(
-        body,
-        content_type=content_type,
+    policy = CachePolicy(
+        public=True,
         max_age=settings.jwks_max_age_seconds,
+        s_maxage=settings.jwks_max_age_seconds,
         stale_while_revalidate=settings.jwks_stale_while_revalidate_seconds,
     )
+    response = Response(body, status=200, content_type=content_type)
+    return await cache_response(policy, response, route=route)
 
 
 @blueprint.get("/.well-known/jwks.json")
 async def jwks() -> Response:
     """Publish the public signing keys: next, current and previous (S19)."""
-    return _public(services().key_ring.jwks(), "application/jwk-set+json")
+    return await _public("jwks", services().key_ring.jwks(), "application/jwk-set+json")
 
 
 @blueprint.get("/.well-known/openid-configuration")
@@ -51,4 +54,4 @@ async def openid_configuration() -> Response:
         # under the name OpenID discovery clients read.
         "id_token_signing_alg_values_supported": algorithms,
     }
-    return _public(json.dumps(document, sort_keys=True).encode())
+    return await _public("openid_configuration", json.dumps(document, sort_keys=True).encode())
