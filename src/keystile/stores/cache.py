@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from keystile import metrics
+from keystile.stores.redis import REDIS_FAILURES
 
 __all__ = ["InvalidationListener", "LocalCache", "SingleFlight", "TieredCache", "publish"]
 
@@ -32,7 +32,6 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 CHANNEL = "keystile:invalidate"
-_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 # Write the loaded value unless the key was invalidated moments ago: a load that read
 # the source just before a revocation committed must not put its stale copy back.
@@ -47,7 +46,7 @@ async def publish(redis: Redis, namespace: str, key: str) -> bool:
     """Tell every worker's listener that `key` of `namespace` changed; False if Redis failed."""
     try:
         await redis.publish(CHANNEL, json.dumps([namespace, key]))
-    except _REDIS_FAILURES:
+    except REDIS_FAILURES:
         _log.warning("invalidation not published", extra={"namespace": namespace})
         return False
     return True
@@ -188,7 +187,7 @@ class TieredCache(Generic[V]):
     async def _load_through(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
         try:
             raw = await self._redis.get(self._redis_key(key))
-        except _REDIS_FAILURES:
+        except REDIS_FAILURES:
             raw = None
         if raw is not None:
             try:
@@ -202,7 +201,7 @@ class TieredCache(Generic[V]):
         metrics.CACHE_LOOKUPS.labels(self.namespace, "miss").inc()
         value = await load()
         if value is not None:
-            with contextlib.suppress(*_REDIS_FAILURES):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await self._set_unless_tombstone(
                     keys=[self._redis_key(key), self._tombstone_key(key)],
                     args=[json.dumps(self._encode(value)), int(self._redis_ttl * 1000)],
@@ -218,7 +217,7 @@ class TieredCache(Generic[V]):
                 pipe.delete(self._redis_key(key))
                 pipe.publish(CHANNEL, json.dumps([self.namespace, key]))
                 await pipe.execute()
-        except _REDIS_FAILURES:
+        except REDIS_FAILURES:
             # Other workers' copies now live until their TTL; say so loudly.
             _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
 
@@ -292,7 +291,7 @@ class InvalidationListener:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None and message["type"] == "message":
                             self._apply(message["data"])
-            except _REDIS_FAILURES:
+            except REDIS_FAILURES:
                 # redis-py's own timeouts can turn our cancel() into a TimeoutError.
                 task = asyncio.current_task()
                 if self._stopping or (task is not None and task.cancelling()):

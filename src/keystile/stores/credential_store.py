@@ -21,14 +21,13 @@ from aiocache.base import BaseCache
 from aiocache.serializers import StringSerializer
 from redis.asyncio import ConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.retry import Retry
+
+from keystile.stores.redis import REDIS_FAILURES
 
 __all__ = ["OptionalCached", "close_store", "create_credential_store"]
 
 _log = logging.getLogger(__name__)
-
-_FAILURES = (RedisError, OSError, TimeoutError)
 
 
 def create_credential_store(
@@ -113,7 +112,7 @@ class OptionalCached(cached):  # type: ignore[misc]
             return None
         try:
             return await self.cache.get(key)
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             self._pause(exc)
             return None
 
@@ -122,7 +121,7 @@ class OptionalCached(cached):  # type: ignore[misc]
             return
         try:
             await self.cache.set(key, value, ttl=self.ttl)
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             self._pause(exc)
 
     def _pause(self, exc: BaseException) -> None:

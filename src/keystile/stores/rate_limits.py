@@ -17,7 +17,6 @@ shared, and a warning says so. It never fails open silently.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
@@ -27,9 +26,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from keystile.stores.cache import LocalCache
+from keystile.stores.redis import REDIS_FAILURES
 
 __all__ = [
     "RATE_PATTERN",
@@ -44,7 +43,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 T = TypeVar("T")
 
@@ -350,7 +348,7 @@ class FallbackCounterStore:
         if time.monotonic() >= self._retry_at:
             try:
                 result = await primary()
-            except _REDIS_FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 self._failed(exc)
             else:
                 self._succeeded()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from keystile.errors import DependencyUnavailable
 
-__all__ = ["create_redis", "ping_redis"]
+__all__ = ["REDIS_FAILURES", "create_redis", "ping_redis"]
+
+# What "Redis is not answering" looks like: redis-py's own errors (its connection and
+# timeout errors included), socket errors, and asyncio deadlines (TimeoutError).
+REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
 
 def create_redis(
@@ -32,5 +34,5 @@ async def ping_redis(redis: Redis) -> None:
     """Raise `DependencyUnavailable` unless Redis answers PING."""
     try:
         await redis.ping()
-    except (RedisConnectionError, RedisTimeoutError, RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise DependencyUnavailable("redis") from exc
