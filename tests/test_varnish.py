@@ -30,7 +30,7 @@ from examples.catalog import PRODUCTS_KEY
 from keystile.embedded import free_port
 from tests.conftest import PASSWORD, Backing, unique_email
 from tests.probe_extension import origin_hits_key
-from tests.test_cli import KEYSTILE, ROOT, _env
+from tests.processes import ROOT, Server, start_server, wait_until_ready
 
 VARNISHD = shutil.which("varnishd") or "/usr/sbin/varnishd"
 
@@ -53,35 +53,6 @@ class Edge:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.varnish, timeout=10)
-
-
-def _start_origin(
-    backing: Backing, tmp: Path, varnish_port: int
-) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    env = _env(
-        KEYSTILE_DATABASE_URL=backing.database_url,
-        KEYSTILE_REDIS_URL=backing.redis_url,
-        KEYSTILE_SECRET_KEY="k" * 40,
-        KEYSTILE_COOKIE_SECURE="false",
-        KEYSTILE_DATA_DIR=str(tmp / "var"),
-        KEYSTILE_TRUSTED_PROXY_HOPS="1",
-        KEYSTILE_EXTENSIONS=json.dumps(
-            ["examples.catalog:CatalogExtension", "tests.probe_extension:ProbeExtension"]
-        ),
-        KEYSTILE_PURGE_URLS=json.dumps([f"http://127.0.0.1:{varnish_port}/"]),
-        PYTHONPATH=str(ROOT),
-    )
-    with (tmp / "origin.log").open("w") as log:  # the child keeps its own copy
-        server = subprocess.Popen(
-            [*KEYSTILE, "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    return server, f"http://127.0.0.1:{port}"
 
 
 def _start_varnish(tmp: Path, port: int, origin_port: int) -> subprocess.Popen[str]:
@@ -139,17 +110,27 @@ def _stop(process: subprocess.Popen[str]) -> None:
 @dataclass
 class EdgeProcesses:
     edge: Edge
-    origin: subprocess.Popen[str]
+    origin: Server
 
 
 @contextmanager
 def _running_edge(backing: Backing, tmp: Path) -> Iterator[EdgeProcesses]:
     varnish_port = free_port()
-    origin, origin_url = _start_origin(backing, tmp, varnish_port)
+    origin = start_server(
+        backing,
+        tmp,
+        workers=1,
+        trusted_proxy_hops="1",
+        extensions=json.dumps(
+            ["examples.catalog:CatalogExtension", "tests.probe_extension:ProbeExtension"]
+        ),
+        purge_urls=json.dumps([f"http://127.0.0.1:{varnish_port}/"]),
+    )
+    origin_url = origin.base
     varnish = None
     try:
-        _wait_for(f"{origin_url}/readyz", origin, tmp / "origin.log")
-        varnish = _start_varnish(tmp, varnish_port, int(origin_url.rsplit(":", 1)[1]))
+        wait_until_ready(origin)
+        varnish = _start_varnish(tmp, varnish_port, origin.port)
         varnish_url = f"http://127.0.0.1:{varnish_port}"
         _wait_for(f"{varnish_url}/readyz", varnish, tmp / "varnish.log")
         with redis.Redis.from_url(backing.redis_url) as counter:
@@ -157,7 +138,7 @@ def _running_edge(backing: Backing, tmp: Path) -> Iterator[EdgeProcesses]:
     finally:
         if varnish is not None:
             _stop(varnish)
-        _stop(origin)
+        origin.stop()
 
 
 @pytest.fixture(name="edge", scope="module")
@@ -333,7 +314,7 @@ def test_stale_copy_is_served_while_the_origin_is_down(backing: Backing, tmp_pat
         assert revalidated.headers["X-Cache"] == "MISS"
         assert edge.origin_hits("GET", path, 304) == 1
 
-        _stop(processes.origin)
+        processes.origin.stop()
         deadline = time.monotonic() + 30
         while True:
             stale = http.get(path)
