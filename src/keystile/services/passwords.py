@@ -105,11 +105,6 @@ class PasswordHasher:
         """Hashes that can run at once."""
         return self._threads
 
-    @property
-    def in_flight(self) -> int:
-        """Hashes running or waiting right now."""
-        return self._in_flight
-
     async def hash(self, password: str) -> str:
         """Return an argon2id hash of `password`."""
         return await self._run("hash", self._hasher.hash, password)
@@ -120,11 +115,6 @@ class PasswordHasher:
         `password_hash` may be argon2 or a legacy pbkdf2/scrypt/bcrypt hash.
         """
         return await self._run("verify", self._verify_sync, password_hash, password)
-
-    async def verify_dummy(self, password: str) -> bool:
-        """Spend one verification's time and return False (unknown or disabled users)."""
-        await self._run("verify", self._verify_sync, self._dummy_hash, password)
-        return False
 
     def needs_rehash(self, password_hash: str) -> bool:
         """Return whether a stored hash is legacy or weaker than the current parameters."""
