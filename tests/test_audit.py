@@ -11,9 +11,19 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+from quart import Quart
 
 from keystile.app import create_app
-from tests.conftest import PASSWORD, Backing, Client, login, make_settings, register, unique_email
+from tests.conftest import (
+    PASSWORD,
+    Backing,
+    Client,
+    login,
+    make_settings,
+    register,
+    services_of,
+    unique_email,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +47,7 @@ def keystile(backing: Backing, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_audit_tail_shows_an_accounts_recent_events_without_secrets(
-    backing: Backing, client: Client
+    backing: Backing, app: Quart, client: Client
 ) -> None:
     email = unique_email()
     await register(client, email)
@@ -48,6 +58,8 @@ async def test_audit_tail_shows_an_accounts_recent_events_without_secrets(
     )
     assert response.status_code == 201
     assert (await client.delete("/v1/sessions/current")).status_code == 204
+    # Failed logins are written in batches (within 100 ms); the CLI runs in another process.
+    await services_of(app).audit_admin.flush_pending()
 
     result = keystile(backing, "audit", "tail", "-n", "3", "--user", email)
     assert result.returncode == 0, result.stderr

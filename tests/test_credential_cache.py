@@ -14,7 +14,7 @@ from quart import Quart
 from keystile.app import create_app
 from keystile.bootstrap import Overrides, build_hasher
 from keystile.embedded import EmbeddedRedis
-from keystile.services.passwords import PasswordHasher
+from keystile.services.passwords import HashTicket, PasswordHasher
 from keystile.settings import Settings
 from tests.conftest import (
     PASSWORD,
@@ -35,16 +35,20 @@ class CountingHasher(PasswordHasher):
 
     verifications = 0
 
-    async def verify(self, password_hash: str, password: str) -> bool:
+    async def verify(
+        self, password_hash: str, password: str, *, ticket: HashTicket | None = None
+    ) -> bool:
         self.verifications += 1
-        return await super().verify(password_hash, password)
+        return await super().verify(password_hash, password, ticket=ticket)
 
 
 def _counting_hasher(settings: Settings) -> CountingHasher:
     real = build_hasher(settings)
     real.close()
     return CountingHasher(
-        real.parameters, threads=settings.hash_thread_count, queue_limit=settings.hash_queue_bound
+        real.parameters,
+        threads=settings.hash_thread_count,
+        budget=settings.login_wait_budget_ms / 1000,
     )
 
 

@@ -101,12 +101,18 @@ def _occupy_the_hashing_thread(hasher: PasswordHasher) -> tuple[asyncio.Future[s
         return "done"
 
     # Through the same admission path as a hash, so it is counted like one.
-    return asyncio.ensure_future(hasher._run("hash", blocked, "")), release
+    return asyncio.ensure_future(hasher._run("hash", blocked, None, "")), release
 
 
 async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured() -> None:
-    # One thread, one waiting slot: a third concurrent hash is refused at once (S5).
-    hasher = PasswordHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=1, queue_limit=1)
+    # One thread and a budget of 1.5 hash times: one hash may wait, a third concurrent
+    # hash would wait 2 hash times and is refused at once (S5).
+    hasher = PasswordHasher(
+        Argon2Parameters(memory_kib=64, time_cost=1),
+        threads=1,
+        budget=1.5,
+        mean_hash_seconds=1.0,
+    )
     depth = _value("keystile_hash_queue_depth")
     running = _value("keystile_hashes_in_progress")
     waits = _value("keystile_hash_wait_seconds_count")
@@ -130,7 +136,12 @@ async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured(
 
 
 async def test_a_cancelled_waiting_hash_leaves_the_queue_gauge() -> None:
-    hasher = PasswordHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=1, queue_limit=2)
+    hasher = PasswordHasher(
+        Argon2Parameters(memory_kib=64, time_cost=1),
+        threads=1,
+        budget=2.5,
+        mean_hash_seconds=1.0,
+    )
     depth = _value("keystile_hash_queue_depth")
     try:
         first, release = _occupy_the_hashing_thread(hasher)

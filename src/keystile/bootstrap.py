@@ -31,6 +31,7 @@ from keystile.repositories import (
     User,
     create_pool,
 )
+from keystile.repositories.audit import BufferedAuditLog
 from keystile.repositories.sessions import SessionRecord
 from keystile.repositories.users import user_from_json, user_to_json
 from keystile.services import (
@@ -46,6 +47,7 @@ from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.audit import AuditService
 from keystile.services.housekeeping import Housekeeping
 from keystile.services.keys import KeyRing, SecretBox
+from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import ActionLimits, CounterKeys, KnownClients, RateLimiter
@@ -55,6 +57,7 @@ from keystile.settings import Settings, SettingsError
 from keystile.stores import create_redis
 from keystile.stores.cache import InvalidationListener, TieredCache, publish
 from keystile.stores.credential_store import close_store, create_credential_store
+from keystile.stores.login_gate import RedisLoginGate
 from keystile.stores.purge import NoPurge, SurrogatePurger, VarnishPurger
 from keystile.stores.rate_limits import (
     Backoff,
@@ -131,9 +134,7 @@ def build_hasher(settings: Settings) -> PasswordHasher:
             parallelism=settings.argon2_parallelism,
         ),
         threads=settings.hash_thread_count,
-        queue_limit=settings.hash_queue_bound,
-        retry_after=settings.hash_retry_after_seconds,
-        niceness=settings.hash_thread_niceness,
+        budget=settings.login_wait_budget_ms / 1000,
     )
 
 
@@ -156,8 +157,8 @@ RATE_LIMITED_ACTIONS = ("login", "token", "refresh", "register", "password_chang
 
 def build_rate_limiting(
     settings: Settings, redis: Redis, audit: PostgresAuditLog
-) -> tuple[CounterStore, RateLimiter, LoginThrottle]:
-    """Return the counter store, the rate limiter and the login throttle over one store."""
+) -> tuple[CounterStore, RateLimiter, LoginThrottle, KnownClients]:
+    """Return the counter store, rate limiter, login throttle and known clients (one store)."""
     counters = FallbackCounterStore(
         RedisCounterStore(redis),
         MemoryCounterStore(),
@@ -193,7 +194,7 @@ def build_rate_limiting(
             window=window,
         ),
     )
-    return counters, RateLimiter(counters, keys, known, audit, limits), throttle
+    return counters, RateLimiter(counters, keys, known, audit, limits), throttle, known
 
 
 def build_housekeeping(
@@ -231,6 +232,7 @@ def _build_purger(settings: Settings) -> SurrogatePurger:
 
 
 KEYS_NAMESPACE = "signing_keys"
+CREDENTIALS_NAMESPACE = "keystile:credentials"
 
 
 def _build_tokens(
@@ -299,7 +301,7 @@ async def build_services(
     hasher = overrides.hasher or build_hasher(settings)
     credential_store = overrides.credential_store or create_credential_store(
         _required_url(settings, "redis_url"),
-        namespace="keystile:credentials",
+        namespace=CREDENTIALS_NAMESPACE,
         socket_timeout=settings.redis_socket_timeout,
         connect_timeout=settings.redis_connect_timeout,
         max_connections=settings.redis_pool_size,
@@ -307,6 +309,7 @@ async def build_services(
     invalidation = InvalidationListener(redis)
     purger = overrides.purger or _build_purger(settings)
     pruning: asyncio.Task[None] | None = None
+    failures: BufferedAuditLog | None = None
     ring: KeyRing | None = None
     sampler = PoolSampler(pool, redis)
     try:
@@ -323,6 +326,8 @@ async def build_services(
             credential_store,
             key=derive_key(secret, "credential cache"),
             ttl=settings.credential_cache_ttl_seconds,
+            # The login gate reads entries straight from Redis, unless a test swapped the store.
+            namespace=None if overrides.credential_store else CREDENTIALS_NAMESPACE,
         )
         audit = PostgresAuditLog(database)
         policy = PasswordPolicy(
@@ -330,9 +335,10 @@ async def build_services(
             max_length=settings.password_max_length,
             common_passwords=load_common_passwords(),
         )
-        counters, limits, throttle = build_rate_limiting(settings, redis, audit)
+        counters, limits, throttle, known_clients = build_rate_limiting(settings, redis, audit)
+        failures = BufferedAuditLog(audit)
         audit_admin = AuditService(
-            audit, users, retention=timedelta(days=settings.audit_retention_days)
+            audit, users, retention=timedelta(days=settings.audit_retention_days), pending=failures
         )
         session_cache: TieredCache[SessionRecord] = TieredCache(
             "session",
@@ -354,8 +360,25 @@ async def build_services(
         ring, epochs, revoker, refresh_tokens = _build_tokens(
             settings, secret, database, redis, invalidation, users, audit
         )
+        gate = LoginGate(
+            RedisLoginGate(redis),
+            limits,
+            throttle,
+            known_clients,
+            credentials,
+            retry_interval=settings.rate_limit_redis_retry_seconds,
+        )
         auth = AuthService(
-            users, sessions, hasher, policy, audit, credentials, throttle, revoker=revoker
+            users,
+            sessions,
+            hasher,
+            policy,
+            audit,
+            credentials,
+            throttle,
+            gate=gate,
+            failures=failures,
+            revoker=revoker,
         )
         tokens = TokenService(
             codec=AccessTokenCodec(
@@ -422,6 +445,8 @@ async def build_services(
             with contextlib.suppress(asyncio.CancelledError):
                 await pruning
         await sampler.stop()
+        if failures is not None:
+            await failures.close()
         await invalidation.stop()
         if isinstance(purger, VarnishPurger) and overrides.purger is None:
             await purger.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 __all__ = [
     "AuthError",
@@ -33,10 +34,17 @@ class KeystileError(Exception):
 
     code = "error"
     message = "The request could not be completed."
+    # The tightest rate limit the request was counted under, for the RateLimit-* headers.
+    limit_status: LimitStatus | None = None
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
+
+    def with_limits(self, status: LimitStatus | None) -> Self:
+        """Return this error, noting the rate limit the refused request was counted under."""
+        self.limit_status = status
+        return self
 
 
 class InvalidInput(KeystileError):
@@ -177,6 +185,7 @@ class RateLimited(KeystileError):
         super().__init__(message)
         self.retry_after = max(1, retry_after)
         self.status = status
+        self.limit_status = status
 
 
 class DependencyUnavailable(KeystileError):

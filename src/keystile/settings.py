@@ -88,9 +88,9 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_parallelism: int = Field(default=1, ge=1)
     hash_threads: int = Field(default=0, ge=0, description="0 means CPU count / workers")
-    hash_thread_niceness: int = Field(default=10, ge=0, le=19)
-    hash_queue_limit: int = Field(default=0, ge=0, description="0 means 4 x hash_threads")
-    hash_retry_after_seconds: int = Field(default=1, ge=1)
+    login_wait_budget_ms: int = Field(
+        default=1500, ge=0, le=60_000, description="longest expected wait for a hash thread"
+    )
     password_min_length: int = Field(default=8, ge=8)
     password_max_length: int = Field(default=1024, ge=64, le=1024)
 
@@ -239,10 +239,6 @@ class Settings(BaseSettings):
         then costs more CPU and the event loops starve (measured by `make bench`).
         """
         return self.hash_threads or max(1, (os.cpu_count() or 1) // self.workers)
-
-    @property
-    def hash_queue_bound(self) -> int:
-        return self.hash_queue_limit or 4 * self.hash_thread_count
 
     @property
     def longest_access_token_seconds(self) -> int:

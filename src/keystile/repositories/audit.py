@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 from keystile.errors import DependencyUnavailable
 from keystile.repositories.database import Database
 
-__all__ = ["AuditEvent", "AuditLog", "PostgresAuditLog"]
+__all__ = [
+    "AuditEntry",
+    "AuditEvent",
+    "AuditLog",
+    "BufferedAuditLog",
+    "PostgresAuditLog",
+    "audit_insert_sql",
+]
 
 # One pruning batch: small enough to hold row locks only briefly.
 _PRUNE_BATCH = 5000
@@ -35,6 +44,40 @@ class AuditEvent:
 
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """An event to record in the same statement as the change it describes."""
+
+    kind: str
+    user_id: UUID | None = None
+    ip: str = ""
+    user_agent: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: datetime | None = None  # when it happened, if it is written later (batches)
+
+    def values(self) -> tuple[str, UUID | None, str, str, str]:
+        """Return the row's values in `audit_insert_sql` order, truncated as stored."""
+        return (
+            self.kind,
+            self.user_id,
+            self.ip[:64],
+            self.user_agent[:256],
+            json.dumps(self.detail),
+        )
+
+
+def audit_insert_sql(first: int) -> str:
+    """Return an INSERT of one audit row from parameters $first .. $first+4.
+
+    For a data-modifying CTE, so a change and its audit event commit in one statement.
+    """
+    p = [f"${first + i}" for i in range(5)]
+    return (
+        "INSERT INTO audit_events (kind, user_id, ip, user_agent, detail) "
+        f"VALUES ({p[0]}, {p[1]}::uuid, {p[2]}, {p[3]}, {p[4]}::jsonb)"
+    )
 
 
 class AuditLog(Protocol):
@@ -66,18 +109,31 @@ class PostgresAuditLog:
         user_agent: str = "",
         **detail: Any,
     ) -> None:
+        entry = AuditEntry(kind, user_id, ip, user_agent, detail)
         try:
-            await self._db.execute(
-                "INSERT INTO audit_events (kind, user_id, ip, user_agent, detail) "
-                "VALUES ($1, $2, $3, $4, $5::jsonb)",
-                kind,
-                user_id,
-                ip[:64],
-                user_agent[:256],
-                json.dumps(detail),
-            )
+            await self._db.execute(audit_insert_sql(1), *entry.values())
         except DependencyUnavailable:
             _log.warning("audit event dropped: postgresql unavailable", extra={"kind": kind})
+
+    async def record_many(self, entries: Sequence[AuditEntry]) -> None:
+        """Append several events in one statement; a failure is logged, never raised."""
+        if not entries:
+            return
+        columns = list(zip(*(entry.values() for entry in entries), strict=True))
+        happened = [entry.at for entry in entries]
+        try:
+            await self._db.execute(
+                "INSERT INTO audit_events (kind, user_id, ip, user_agent, detail, at) "
+                "SELECT kind, user_id, ip, user_agent, detail::jsonb, coalesce(at, now()) "
+                "FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], "
+                "$6::timestamptz[]) AS e(kind, user_id, ip, user_agent, detail, at)",
+                *(list(column) for column in columns),
+                happened,
+            )
+        except DependencyUnavailable:
+            _log.warning(
+                "audit events dropped: postgresql unavailable", extra={"count": len(entries)}
+            )
 
     async def select_recent(self, limit: int, user_id: UUID | None = None) -> list[AuditEvent]:
         """Return the newest `limit` events, newest first, optionally of one user only."""
@@ -106,3 +162,55 @@ class PostgresAuditLog:
             cutoff,
             batch=_PRUNE_BATCH,
         )
+
+
+class BufferedAuditLog:
+    """Events that need not commit with anything else, written in batches.
+
+    Failed logins write nothing but their audit event; writing each on its own would
+    be one PostgreSQL round trip per failure during a guessing storm. They are kept
+    here and flushed in one statement every `interval` seconds (and on `close`, which
+    the composition root calls on shutdown, SIGTERM included). A SIGKILL can lose at
+    most the last `interval` of these events; successful logins never wait here, their
+    event commits with their session or token family.
+    """
+
+    def __init__(self, log: PostgresAuditLog, *, interval: float = 0.1, limit: int = 1000) -> None:
+        self._log = log
+        self._interval = interval
+        self._limit = limit
+        self._pending: list[AuditEntry] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def record_later(
+        self,
+        kind: str,
+        *,
+        user_id: UUID | None = None,
+        ip: str = "",
+        user_agent: str = "",
+        **detail: Any,
+    ) -> None:
+        """Queue one event; it reaches PostgreSQL within `interval` seconds."""
+        self._pending.append(
+            AuditEntry(kind, user_id, ip, user_agent, detail, at=datetime.now(UTC))
+        )
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self._interval)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every queued event now."""
+        while self._pending:
+            batch, self._pending = self._pending[: self._limit], self._pending[self._limit :]
+            await self._log.record_many(batch)
+
+    async def close(self) -> None:
+        """Write what is queued (at most one `interval` later) and stop."""
+        if self._task is not None:
+            # Not cancelled: it may be half-way through writing a batch it took.
+            await self._task
+        await self.flush()

@@ -35,7 +35,14 @@ async def create_pool(
     statement_timeout: float,
     statement_cache_size: int,
 ) -> asyncpg.Pool:
-    """Open a fixed-size pool whose server side also enforces the statement timeout."""
+    """Open a fixed-size pool whose server side also enforces the statement timeout.
+
+    A connection goes back to the pool without asyncpg's default reset query
+    (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), which would be a
+    second round trip after every statement: keystile leaves no session state behind
+    (no SET, LISTEN, cursors or session-level advisory locks; its locks are
+    transaction-scoped). An open transaction is still rolled back by asyncpg itself.
+    """
     return await asyncpg.create_pool(
         dsn,
         min_size=size,
@@ -43,12 +50,17 @@ async def create_pool(
         timeout=connect_timeout,
         command_timeout=statement_timeout,
         statement_cache_size=statement_cache_size,
+        reset=_keep_session,
         server_settings={
             "statement_timeout": str(int(statement_timeout * 1000)),
             "idle_in_transaction_session_timeout": str(int(statement_timeout * 4000)),
             "application_name": "keystile",
         },
     )
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """Reset nothing on release: see `create_pool`."""
 
 
 class Database:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
+from keystile.repositories.audit import AuditEntry, audit_insert_sql
 from keystile.repositories.database import Database
 
 __all__ = [
@@ -63,6 +64,17 @@ SELECT $1, f.id, $3, least(now() + $4::interval, f.expires_at)
 FROM refresh_token_families f WHERE f.id = $2
 """
 
+_INSERT_FAMILY = """
+WITH family AS (
+  INSERT INTO refresh_token_families (user_id, scope, expires_at)
+  VALUES ($1, $2, now() + $3::interval) RETURNING id, expires_at
+), token AS (
+  INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, expires_at)
+  SELECT $4, id, NULL, least(now() + $5::interval, expires_at) FROM family
+){audit}
+SELECT id FROM family
+"""
+
 _STATE = """
 SELECT t.family_id, f.user_id, u.email, u.token_epoch, f.scope,
        t.used_at IS NOT NULL AS used,
@@ -94,6 +106,7 @@ class RefreshTokenRepository(Protocol):
         *,
         idle: timedelta,
         absolute: timedelta,
+        audit: AuditEntry | None = None,
     ) -> UUID: ...
     async def rotate(
         self, token_hash: bytes, successor_hash: bytes, *, idle: timedelta
@@ -121,17 +134,19 @@ class PostgresRefreshTokenRepository:
         *,
         idle: timedelta,
         absolute: timedelta,
+        audit: AuditEntry | None = None,
     ) -> UUID:
-        """Start a family (one password grant) with its first token; return the family id."""
-        async with self._db.transaction() as connection:
-            family_id: UUID = await connection.fetchval(
-                "INSERT INTO refresh_token_families (user_id, scope, expires_at) "
-                "VALUES ($1, $2, now() + $3::interval) RETURNING id",
-                user_id,
-                scope,
-                absolute,
-            )
-            await connection.execute(_INSERT_ROW, token_hash, family_id, None, idle)
+        """Start a family (one password grant) with its first token; return the family id.
+
+        The family, its first token and the audit event are one statement: one round
+        trip, one commit, all or nothing.
+        """
+        values: tuple[object, ...] = (user_id, scope, absolute, token_hash, idle)
+        audit_cte = ""
+        if audit is not None:
+            audit_cte = f", audit AS ({audit_insert_sql(6)})"
+            values += audit.values()
+        family_id: UUID = await self._db.fetchval(_INSERT_FAMILY.format(audit=audit_cte), *values)
         return family_id
 
     async def rotate(

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from keystile.repositories.audit import AuditEntry, audit_insert_sql
 from keystile.repositories.database import Database
 
 __all__ = ["PostgresSessionRepository", "SessionRecord", "SessionRepository"]
@@ -82,7 +83,14 @@ class SessionRepository(Protocol):
     """What services need from session storage."""
 
     async def insert_session(
-        self, id_hash: bytes, user_id: UUID, expires_at: datetime, user_agent: str, ip: str
+        self,
+        id_hash: bytes,
+        user_id: UUID,
+        expires_at: datetime,
+        user_agent: str,
+        ip: str,
+        *,
+        audit: AuditEntry | None = None,
     ) -> None: ...
     async def select_session(self, id_hash: bytes) -> SessionRecord | None: ...
     async def select_user_sessions(self, user_id: UUID, limit: int) -> list[SessionRecord]: ...
@@ -101,17 +109,27 @@ class PostgresSessionRepository:
         self._db = database
 
     async def insert_session(
-        self, id_hash: bytes, user_id: UUID, expires_at: datetime, user_agent: str, ip: str
+        self,
+        id_hash: bytes,
+        user_id: UUID,
+        expires_at: datetime,
+        user_agent: str,
+        ip: str,
+        *,
+        audit: AuditEntry | None = None,
     ) -> None:
-        await self._db.execute(
+        """Insert a session and, in the same statement, its audit event (one round trip)."""
+        insert = (
             "INSERT INTO sessions (id_hash, user_id, expires_at, user_agent, ip) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            id_hash,
-            user_id,
-            expires_at,
-            user_agent[:256],
-            ip[:64],
+            "VALUES ($1, $2, $3, $4, $5)"
         )
+        values = (id_hash, user_id, expires_at, user_agent[:256], ip[:64])
+        if audit is None:
+            await self._db.execute(insert, *values)
+        else:
+            await self._db.execute(
+                f"WITH audit AS ({audit_insert_sql(6)}) {insert}", *values, *audit.values()
+            )
 
     async def select_session(self, id_hash: bytes) -> SessionRecord | None:
         row = await self._db.fetchrow(f"{_SELECT} WHERE s.id_hash = $1", id_hash)

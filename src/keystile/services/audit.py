@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from keystile.errors import NotFound
-from keystile.repositories.audit import AuditEvent, PostgresAuditLog
+from keystile.repositories.audit import AuditEvent, BufferedAuditLog, PostgresAuditLog
 from keystile.repositories.users import UserRepository
 
 __all__ = ["AuditService"]
@@ -28,9 +28,12 @@ class AuditService:
         users: UserRepository,
         *,
         retention: timedelta,
+        pending: BufferedAuditLog | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        """`pending` holds events written in batches; reading flushes it first."""
         self._log = log
+        self._pending = pending
         self._users = users
         self._retention = retention
         self._clock = clock
@@ -43,7 +46,13 @@ class AuditService:
             if user is None:
                 raise NotFound(f"No account for {email}.")
             user_id = user.id
+        await self.flush_pending()
         return list(reversed(await self._log.select_recent(limit, user_id)))
+
+    async def flush_pending(self) -> None:
+        """Write the events this worker still holds for its next batch (failed logins)."""
+        if self._pending is not None:
+            await self._pending.flush()
 
     async def prune(self, retention: timedelta | None = None) -> int:
         """Delete events older than the retention period; return how many were deleted."""

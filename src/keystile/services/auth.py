@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from dataclasses import dataclass
 from uuid import UUID
 
 from keystile import metrics
@@ -11,23 +13,34 @@ from keystile.errors import (
     DependencyUnavailable,
     InvalidCredentials,
     InvalidInput,
+    LimitStatus,
     NotAuthenticated,
     Overloaded,
     RateLimited,
 )
-from keystile.repositories.audit import PostgresAuditLog
+from keystile.repositories.audit import AuditEntry, BufferedAuditLog, PostgresAuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.credentials import CredentialCache
+from keystile.services.login_gate import LoginCheck, LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import PasswordPolicy
-from keystile.services.passwords import PasswordHasher
+from keystile.services.passwords import HashTicket, PasswordHasher
 from keystile.services.revocation import TokenRevoker
 from keystile.services.sessions import SessionService
-from keystile.services.types import ClientInfo, Principal
+from keystile.services.types import Authenticated, ClientInfo, Principal
 
-__all__ = ["AuthService"]
+__all__ = ["AuthService", "Authenticated", "SessionLogin"]
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLogin:
+    """A started cookie session."""
+
+    user: User
+    session_id: str
+    limits: LimitStatus | None
 
 
 class AuthService:
@@ -43,8 +56,12 @@ class AuthService:
         credentials: CredentialCache,
         throttle: LoginThrottle,
         *,
+        gate: LoginGate,
+        failures: BufferedAuditLog,
         revoker: TokenRevoker,
     ) -> None:
+        self._gate = gate
+        self._failures = failures
         self._users = users
         self._credentials = credentials
         self._revoker = revoker
@@ -72,19 +89,22 @@ class AuthService:
             "register", user_id=user.id, ip=client.ip, user_agent=client.user_agent
         )
 
-    async def authenticate(self, email: str, password: str, client: ClientInfo) -> User:
+    async def authenticate(
+        self, email: str, password: str, client: ClientInfo, *, action: str = "login"
+    ) -> Authenticated:
         """Return the user whose credentials these are, or raise `InvalidCredentials`.
 
-        Unknown users and disabled users cost a dummy verification, so every failure
-        takes the same time and gives the same error (S6). While failures for this
-        email back off, `RateLimited` comes before any password is checked (S28).
-        A repeat of credentials that verified moments ago skips the hash (the
-        credential cache); legacy hashes and hashes with older parameters are
-        replaced by argon2id on success (S4).
+        `action`'s rate limits are charged first, with the failed-login backoff and the
+        credential-cache read, in one Redis call (`LoginGate`). A login that needs a hash
+        is then admitted by its expected wait or refused with `Overloaded` (S5) before
+        any PostgreSQL work; a warm login (a recent success cached) needs no hash and is
+        never refused for hash capacity. Unknown and disabled users cost a dummy
+        verification, so every failure takes the same time and gives the same error
+        (S6). Legacy and weaker hashes are replaced by argon2id on success (S4).
         """
         outcome = "error"
         try:
-            user, outcome = await self._check_credentials(email, password, client)
+            found, outcome = await self._check_credentials(email, password, client, action)
         except InvalidInput:
             outcome = "rejected"
             raise
@@ -99,47 +119,58 @@ class AuthService:
             raise
         finally:
             metrics.LOGINS.labels(outcome).inc()
-        if user is None:
-            raise InvalidCredentials()
-        return user
+        if isinstance(found, LoginCheck):
+            raise InvalidCredentials().with_limits(found.limits)
+        return found
 
     async def _check_credentials(
-        self, email: str, password: str, client: ClientInfo
-    ) -> tuple[User | None, str]:
-        # Returns the user (None if the credentials are wrong) and the outcome for metrics.
+        self, email: str, password: str, client: ClientInfo, action: str
+    ) -> tuple[Authenticated | LoginCheck, str]:
+        # Returns the result (the gate's check if the credentials are wrong) and the outcome.
         password = self._policy.check_length(password)
-        await self._throttle.check(email, client)
-        user = await self._users.select_user_by_email(email)
-        if user is None or not user.is_active:
-            await self._credentials.verify_dummy(password)
-            await self._audit.record(
-                "login_failed",
-                user_id=user.id if user else None,
-                ip=client.ip,
-                user_agent=client.user_agent,
-                reason="account",
-            )
-            await self._throttle.failed(email, client, user.id if user else None)
-            return None, "unknown_account" if user is None else "disabled_account"
-        if not await self._credentials.verify(user.id, user.password_hash, password):
-            await self._audit.record(
-                "login_failed", user_id=user.id, ip=client.ip, user_agent=client.user_agent
-            )
-            await self._throttle.failed(email, client, user.id)
-            return None, "wrong_password"
-        await self._throttle.succeeded(email, client)
+        check = await self._gate.check(action, email, client)
+        # Without the gate's read (Redis away) the hash is admitted when it is needed.
+        ticket = self._hasher.admit() if check.credential is not None and not check.warm else None
+        with ticket or contextlib.nullcontext():
+            user = await self._users.select_user_by_email(email)
+            if user is None or not user.is_active:
+                await self._credentials.verify_dummy(password, ticket=ticket)
+                await self._failed(check, client, user, reason="account")
+                return check, "unknown_account" if user is None else "disabled_account"
+            if not await self._credentials.verify(
+                check.account,
+                user.password_hash,
+                password,
+                prefetched=check.credential,
+                ticket=ticket,
+            ):
+                await self._failed(check, client, user)
+                return check, "wrong_password"
+        await self._gate.succeeded(check, client)
         if self._hasher.needs_rehash(user.password_hash):
             user = await self._rehash(user, password)
-        return user, "success"
+        return Authenticated(user, check.limits), "success"
 
-    async def login(self, email: str, password: str, client: ClientInfo) -> tuple[User, str]:
-        """Check the credentials and start a cookie session; return the user and session id."""
-        user = await self.authenticate(email, password, client)
-        session_id = await self._sessions.create(user, client)
-        await self._audit.record(
-            "login", user_id=user.id, ip=client.ip, user_agent=client.user_agent, via="session"
+    async def _failed(
+        self, check: LoginCheck, client: ClientInfo, user: User | None, **detail: str
+    ) -> None:
+        user_id = user.id if user else None
+        # Nothing else commits with a failure: its event goes out in the next batch.
+        self._failures.record_later(
+            "login_failed", user_id=user_id, ip=client.ip, user_agent=client.user_agent, **detail
         )
-        return user, session_id
+        await self._throttle.failed(check.account, client, user_id)
+
+    async def login(self, email: str, password: str, client: ClientInfo) -> SessionLogin:
+        """Check the credentials and start a cookie session (session + audit: one statement)."""
+        found = await self.authenticate(email, password, client)
+        user = found.user
+        session_id = await self._sessions.create(
+            user,
+            client,
+            audit=AuditEntry("login", user.id, client.ip, client.user_agent, {"via": "session"}),
+        )
+        return SessionLogin(user, session_id, found.limits)
 
     async def change_password(
         self,
@@ -228,8 +259,13 @@ class AuthService:
         return was_current
 
     async def _rehash(self, user: User, password: str) -> User:
-        # Upgrading the hash is best effort: a concurrent writer wins and we keep the old one.
-        new_hash = await self._hasher.hash(password)
+        # Upgrading the hash is best effort: a concurrent writer wins and we keep the old one,
+        # and while hashing is at capacity it waits for a later login.
+        try:
+            ticket: HashTicket = self._hasher.admit()
+        except Overloaded:
+            return user
+        new_hash = await self._hasher.hash(password, ticket=ticket)
         updated = await self._users.update_password_hash(
             user.id, user.password_hash, new_hash, changed=False
         )

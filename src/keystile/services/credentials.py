@@ -1,7 +1,7 @@
 """The credential check, with a cache of recent successes in front of the slow hash.
 
 After a successful slow verification, HMAC(key, password_hash || password) is
-cached for that user for a short TTL (aiocache's `cached`, Redis backend). A
+cached for that account for a short TTL (aiocache's `cached`, Redis backend). A
 repeat login recomputes the HMAC and compares it in constant time: microseconds
 instead of a hash. Only successes are written. The stored HMAC covers the stored
 hash, so after a password change (or rehash) old entries can never match, and a
@@ -15,28 +15,40 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import uuid
 from contextvars import ContextVar
-from uuid import UUID
+from dataclasses import dataclass
 
 from aiocache.base import BaseCache
 
 from keystile import metrics
-from keystile.services.passwords import PasswordHasher
+from keystile.services.passwords import HashTicket, PasswordHasher
 from keystile.stores.cache import SingleFlight
 from keystile.stores.credential_store import OptionalCached
 
-__all__ = ["CredentialCache"]
+__all__ = ["CredentialCache", "Prefetched"]
 
-# Unknown and disabled accounts take the same path, cache lookup included, under this id (S6).
-_NO_ACCOUNT = uuid.UUID(int=0)
+# Unknown and disabled accounts verify against the dummy hash under this reference (S6).
+_NO_ACCOUNT = "{no-account}"
+
 # Set when a check had to hash: aiocache's wrapper runs `_slow_check` in the caller's
 # context, so after the call this tells a cache hit from a miss.
 _HASHED: ContextVar[bool] = ContextVar("credential_check_hashed", default=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """The credential-cache entry of an account as the login gate read it (None: absent)."""
+
+    value: str | None
+
+
 class CredentialCache:
-    """Check a password against a stored hash, skipping the hash for recent successes."""
+    """Check a password against a stored hash, skipping the hash for recent successes.
+
+    Entries are kept per account (the normalised email, under a keyed hash, so Redis
+    holds no emails): the login gate reads the entry in its one Redis call, before the
+    user is even looked up, so a login can be known to be warm before any other work.
+    """
 
     def __init__(
         self,
@@ -45,59 +57,108 @@ class CredentialCache:
         *,
         key: bytes,
         ttl: float,
+        namespace: str | None = None,
         retry_interval: float = 1.0,
     ) -> None:
-        """`key` is a secret used only for these HMACs; `ttl` 0 turns the cache off."""
+        """`key` is a secret used only for these HMACs; `ttl` 0 turns the cache off.
+
+        `namespace` is the Redis namespace of `store` when the login gate may read its
+        entries directly (the composition root's RedisCache); None otherwise.
+        """
         self._hasher = hasher
         self._key = key
         self._enabled = ttl > 0
-        self._flight: SingleFlight[tuple[UUID, str], str | None] = SingleFlight()
+        self._namespace = namespace if self._enabled else None
+        self._flight: SingleFlight[tuple[str, str], str | None] = SingleFlight()
         self._cached = OptionalCached(
             store,
             ttl=ttl,
-            key_builder=lambda _f, user_id, *_rest: str(user_id),
+            key_builder=lambda _f, account_ref, *_rest, **_kwargs: account_ref,
             skip_cache_func=lambda digest: digest is None,
             retry_interval=retry_interval,
         )
         self._verify_and_remember = self._cached(self._slow_check)
 
-    async def verify(self, user_id: UUID, password_hash: str, password: str) -> bool:
-        """Return whether `password` matches `password_hash`, the stored hash of `user_id`.
+    def account_ref(self, account: str) -> str:
+        """Return the cache key of a normalised account: a keyed hash in a hash tag."""
+        digest = hmac.new(self._key, b"account\x00" + account.encode(), hashlib.sha256)
+        return "{" + digest.hexdigest()[:32] + "}"
 
-        Raises `Overloaded` when the slow path is needed and the hash queue is full.
+    def redis_key(self, account: str) -> str | None:
+        """Return the Redis key the login gate may read for `account`, or None if it may not."""
+        if self._namespace is None:
+            return None
+        return f"{self._namespace}:{self.account_ref(account)}"
+
+    async def verify(
+        self,
+        account: str,
+        password_hash: str,
+        password: str,
+        *,
+        prefetched: Prefetched | None = None,
+        ticket: HashTicket | None = None,
+    ) -> bool:
+        """Return whether `password` matches `password_hash`, the stored hash of `account`.
+
+        `prefetched` is the entry the login gate already read (then the cache is not read
+        again); `ticket` the hashing place reserved for the slow path. Raises `Overloaded`
+        when the slow path is needed, no ticket was given and the hash queue is full.
         """
         digest = self._digest(password_hash, password)
+        cached = prefetched.value if prefetched is not None else None
+        if cached is not None and hmac.compare_digest(cached, digest):
+            metrics.CACHE_LOOKUPS.labels("credentials", "hit").inc()
+            return True
+        ref = self.account_ref(account)
         found = await self._flight.run(
-            (user_id, digest), lambda: self._check(user_id, password_hash, password, digest)
+            (ref, digest),
+            lambda: self._check(ref, password_hash, password, digest, prefetched, ticket),
         )
         return found is not None and hmac.compare_digest(found, digest)
 
-    async def verify_dummy(self, password: str) -> bool:
+    async def verify_dummy(self, password: str, *, ticket: HashTicket | None = None) -> bool:
         """Spend what a failed check of a real account spends, and return False (S6)."""
-        await self.verify(_NO_ACCOUNT, self._hasher.dummy_hash, password)
+        await self._slow_check(_NO_ACCOUNT, self._hasher.dummy_hash, password, ticket=ticket)
+        metrics.CACHE_LOOKUPS.labels("credentials", "miss").inc()
         return False
 
     async def _check(
-        self, user_id: UUID, password_hash: str, password: str, digest: str
+        self,
+        ref: str,
+        password_hash: str,
+        password: str,
+        digest: str,
+        prefetched: Prefetched | None,
+        ticket: HashTicket | None,
     ) -> str | None:
         if not self._enabled:
-            return await self._slow_check(user_id, password_hash, password)
+            return await self._slow_check(ref, password_hash, password, ticket=ticket)
         _HASHED.set(False)
-        found: str | None = await self._verify_and_remember(user_id, password_hash, password)
-        if found is not None and not hmac.compare_digest(found, digest):
-            # The cached success was for another password or an older hash: verify for real
-            # (and remember this one if it is right).
+        found: str | None
+        if prefetched is not None:
+            # The gate's read is the cache read: absent or not matching, only the hash is left.
             found = await self._verify_and_remember(
-                user_id, password_hash, password, cache_read=False
+                ref, password_hash, password, ticket=ticket, cache_read=False
             )
+        else:
+            found = await self._verify_and_remember(ref, password_hash, password, ticket=ticket)
+            if found is not None and not hmac.compare_digest(found, digest):
+                # A cached success for another password or an older hash: verify for real
+                # (and remember this one if it is right).
+                found = await self._verify_and_remember(
+                    ref, password_hash, password, ticket=ticket, cache_read=False
+                )
         result = "miss" if _HASHED.get() else "hit"
         metrics.CACHE_LOOKUPS.labels("credentials", result).inc()
         return found
 
-    async def _slow_check(self, user_id: UUID, password_hash: str, password: str) -> str | None:
+    async def _slow_check(
+        self, _ref: str, password_hash: str, password: str, *, ticket: HashTicket | None = None
+    ) -> str | None:
         """Return the credential HMAC if the password matches, else None (never cached)."""
         _HASHED.set(True)
-        if await self._hasher.verify(password_hash, password):
+        if await self._hasher.verify(password_hash, password, ticket=ticket):
             return self._digest(password_hash, password)
         return None
 

@@ -30,7 +30,7 @@ from keystile.services.rate_limits import CounterKeys, KnownClients, normalise_a
 from keystile.services.types import ClientInfo
 from keystile.stores.rate_limits import Backoff, CounterStore
 
-__all__ = ["LoginThrottle"]
+__all__ = ["LoginThrottle", "refuse_while_backing_off"]
 
 
 class LoginThrottle:
@@ -53,29 +53,28 @@ class LoginThrottle:
         self._per_client = per_client
         self._per_account = per_account
 
-    def _client_key(self, account: str, ip: str) -> str:
+    def client_key(self, account: str, ip: str) -> str:
+        """Return the backoff key of (account, address); `account` normalised."""
         return self._keys.key("login-backoff:client", account, ip)
 
-    def _account_key(self, account: str) -> str:
+    def account_key(self, account: str) -> str:
+        """Return the account-wide backoff key; `account` normalised."""
         return self._keys.key("login-backoff:account", account)
 
     async def check(self, email: str, client: ClientInfo) -> None:
         """Raise `RateLimited` if a login for `email` from `client` must wait."""
         account = normalise_account(email)
-        keys = [self._client_key(account, client.ip)]
+        keys = [self.client_key(account, client.ip)]
         if not await self._known.is_known(account, client.ip):
-            keys.append(self._account_key(account))
-        wait = await self._store.backoff_wait(keys)
-        if wait > 0:
-            metrics.RATE_LIMITED.labels("login_backoff").inc()
-            raise RateLimited(math.ceil(wait))
+            keys.append(self.account_key(account))
+        refuse_while_backing_off(await self._store.backoff_wait(keys))
 
     async def failed(self, email: str, client: ClientInfo, user_id: UUID | None) -> None:
         """Count a failed login; audit the moment a backoff starts or grows."""
         account = normalise_account(email)
         for scope, key, backoff in (
-            ("client", self._client_key(account, client.ip), self._per_client),
-            ("account", self._account_key(account), self._per_account),
+            ("client", self.client_key(account, client.ip), self._per_client),
+            ("account", self.account_key(account), self._per_account),
         ):
             result = await self._store.backoff_fail(key, backoff)
             if result.delay > 0:
@@ -92,14 +91,27 @@ class LoginThrottle:
                     account_ref=self._keys.digest("account-ref", account)[:16],
                 )
 
-    async def succeeded(self, email: str, client: ClientInfo) -> None:
+    async def succeeded(
+        self, email: str, client: ClientInfo, *, had_failures: bool = True, known: bool = False
+    ) -> None:
         """Clear this address's failures and remember it as a known client of the account.
 
         The per-email count is left to decay: an attacker does not get fresh free
-        guesses each time the owner logs in.
+        guesses each time the owner logs in. When the caller already knows that the
+        address has no failures or is known (the login gate read both), nothing is
+        written for that part.
         """
         account = normalise_account(email)
-        await asyncio.gather(
-            self._store.forget([self._client_key(account, client.ip)]),
-            self._known.remember(account, client.ip),
-        )
+        writes = []
+        if had_failures:
+            writes.append(self._store.forget([self.client_key(account, client.ip)]))
+        if not known:
+            writes.append(self._known.remember(account, client.ip))
+        await asyncio.gather(*writes)
+
+
+def refuse_while_backing_off(wait: float) -> None:
+    """Raise `RateLimited` if a backoff still has `wait` seconds to run."""
+    if wait > 0:
+        metrics.RATE_LIMITED.labels("login_backoff").inc()
+        raise RateLimited(math.ceil(wait))

@@ -1,4 +1,4 @@
-"""Argon2id hashing off the event loop, behind admission control (S4, S5).
+"""Argon2id hashing off the event loop, behind admission by wait time (S4, S5).
 
 Legacy hashes from the Flask app (werkzeug pbkdf2/scrypt, bcrypt) verify here too,
 in the same pool and under the same admission control; `needs_rehash` is true for
@@ -8,10 +8,8 @@ them, so a successful login replaces them with argon2id.
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
+import math
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +23,7 @@ from keystile import metrics
 from keystile.errors import Overloaded
 from keystile.services.legacy_hashes import identify, verify_legacy
 
-_log = logging.getLogger(__name__)
-
-__all__ = ["Argon2Parameters", "PasswordHasher"]
+__all__ = ["Argon2Parameters", "HashAdmission", "HashTicket", "PasswordHasher"]
 
 _R = TypeVar("_R")
 
@@ -41,29 +37,109 @@ class Argon2Parameters:
     parallelism: int = 1
 
 
-def _lower_thread_priority(niceness: int) -> None:
-    """Make the calling thread (not the process) `niceness` steps less eager for CPU."""
-    if niceness <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        # On Linux a thread is a schedulable task of its own: its id takes a priority.
-        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), current + niceness)
-    except OSError:
-        _log.warning("could not lower the hashing threads' CPU priority")
+class HashAdmission:
+    """Admit hashes by the time they would wait, not by how many are queued (S5).
+
+    A hash is admitted while its expected wait, the hashes ahead of it times the mean
+    hash time over the number of threads, is within `budget` seconds. The mean is a
+    moving average of the hashes this worker ran, so the budget keeps meaning seconds
+    when the parameters or the machine change. A refused caller is told when its turn
+    would come: refusals are handed successive slots at the rate the threads drain,
+    so retries spread over the drain time instead of all returning in the same second.
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: int,
+        budget: float,
+        mean_hash_seconds: float,
+        smoothing: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._threads = threads
+        self._budget = budget
+        self._mean = mean_hash_seconds
+        self._smoothing = smoothing
+        self._clock = clock
+        self._admitted = 0  # reserved, queued or running
+        self._next_turn = 0.0
+
+    @property
+    def admitted(self) -> int:
+        """Hashes admitted and not yet finished (reserved, waiting or running)."""
+        return self._admitted
+
+    @property
+    def mean_hash_seconds(self) -> float:
+        return self._mean
+
+    @property
+    def capacity_per_second(self) -> float:
+        """Hashes this worker completes per second at the current mean hash time."""
+        return self._threads / self._mean
+
+    def expected_wait(self) -> float:
+        """Seconds a hash admitted now would wait for a thread."""
+        ahead = self._admitted - self._threads + 1
+        return max(0, ahead) * self._mean / self._threads
+
+    def admit(self) -> None:
+        """Count one more hash, or raise `Overloaded` with the caller's turn as Retry-After."""
+        wait = self.expected_wait()
+        if wait <= self._budget:
+            self._admitted += 1
+            return
+        now = self._clock()
+        turn = max(now + wait - self._budget, self._next_turn)
+        self._next_turn = turn + self._mean / self._threads
+        metrics.HASH_REJECTIONS.inc()
+        raise Overloaded(max(1, math.ceil(turn - now)))
+
+    def release(self) -> None:
+        """Forget one admitted hash (finished, or never run)."""
+        self._admitted -= 1
+
+    def observe(self, seconds: float) -> None:
+        """Fold one measured hash time into the mean."""
+        self._mean += self._smoothing * (seconds - self._mean)
+
+
+class HashTicket:
+    """A place admitted in the hashing queue, taken before the work that leads to the hash.
+
+    Taking it first means a refused login costs no PostgreSQL work; an unused ticket
+    must be released (it is a context manager).
+    """
+
+    __slots__ = ("_admission", "_held")
+
+    def __init__(self, admission: HashAdmission) -> None:
+        admission.admit()
+        self._admission = admission
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._admission.release()
+
+    def __enter__(self) -> HashTicket:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
 
 
 class PasswordHasher:
-    """Hash and verify passwords in a bounded thread pool.
+    """Hash and verify passwords in a bounded thread pool, behind admission by time.
 
-    At most `threads` hashes run at once; at most `queue_limit` more wait. Past that,
-    `Overloaded` is raised at once, before any work is spent, so a login storm turns
-    into fast 503s instead of queueing into timeouts. argon2 releases the GIL, so the
-    threads run in parallel with each other and with the event loop.
-
-    The threads run at a lower CPU priority (`niceness`, Linux): when a storm keeps
-    every core hashing, the event loops still get the CPU first, so reads and the
-    503s of admission control stay fast while hashes take whatever is left.
+    `threads` hashes run at once; more wait while their expected wait is within
+    `budget` seconds (`HashAdmission`). Past it, `Overloaded` is raised at once, before
+    any work is spent, with a Retry-After that says when the caller's turn would come.
+    argon2 releases the GIL, so the threads run in parallel with each other and with
+    the event loop, at the same CPU priority: a refusal is only worth sending if it
+    does not slow the hashes that drain the queue.
     """
 
     def __init__(
@@ -71,29 +147,29 @@ class PasswordHasher:
         parameters: Argon2Parameters,
         *,
         threads: int,
-        queue_limit: int,
-        retry_after: int = 1,
-        niceness: int = 0,
+        budget: float,
+        mean_hash_seconds: float | None = None,
     ) -> None:
+        """`budget` is the longest expected wait admitted, in seconds; the mean hash time
+        starts from `mean_hash_seconds`, or from timing one hash now."""
         self._hasher = argon2.PasswordHasher(
             time_cost=parameters.time_cost,
             memory_cost=parameters.memory_kib,
             parallelism=parameters.parallelism,
             type=argon2.Type.ID,
         )
-        self._executor = ThreadPoolExecutor(
-            max_workers=threads,
-            thread_name_prefix="argon2",
-            initializer=_lower_thread_priority,
-            initargs=(niceness,),
-        )
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
         self._threads = threads
-        self._capacity = threads + queue_limit
-        self._in_flight = 0
-        self._retry_after = retry_after
         self.parameters = parameters
-        # Unknown users verify against this, so their timing matches a real account (S6).
+        # Unknown users verify against this, so their timing matches a real account (S6);
+        # timing it seeds the mean hash time that admission starts from.
+        started = time.perf_counter()
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self.admission = HashAdmission(
+            threads=threads,
+            budget=budget,
+            mean_hash_seconds=mean_hash_seconds or time.perf_counter() - started,
+        )
 
     @property
     def dummy_hash(self) -> str:
@@ -105,16 +181,23 @@ class PasswordHasher:
         """Hashes that can run at once."""
         return self._threads
 
-    async def hash(self, password: str) -> str:
-        """Return an argon2id hash of `password`."""
-        return await self._run("hash", self._hasher.hash, password)
+    def admit(self) -> HashTicket:
+        """Reserve a place for one hash now, or raise `Overloaded` (see `HashAdmission`)."""
+        return HashTicket(self.admission)
 
-    async def verify(self, password_hash: str, password: str) -> bool:
+    async def hash(self, password: str, *, ticket: HashTicket | None = None) -> str:
+        """Return an argon2id hash of `password`."""
+        return await self._run("hash", self._hasher.hash, ticket, password)
+
+    async def verify(
+        self, password_hash: str, password: str, *, ticket: HashTicket | None = None
+    ) -> bool:
         """Return whether `password` matches `password_hash`; malformed hashes never match.
 
-        `password_hash` may be argon2 or a legacy pbkdf2/scrypt/bcrypt hash.
+        `password_hash` may be argon2 or a legacy pbkdf2/scrypt/bcrypt hash. With a
+        `ticket` the hash uses that reserved place; without one it is admitted now.
         """
-        return await self._run("verify", self._verify_sync, password_hash, password)
+        return await self._run("verify", self._verify_sync, ticket, password_hash, password)
 
     def needs_rehash(self, password_hash: str) -> bool:
         """Return whether a stored hash is legacy or weaker than the current parameters."""
@@ -134,37 +217,39 @@ class PasswordHasher:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    async def _run(self, operation: str, func: Callable[..., _R], *args: str) -> _R:
-        if self._in_flight >= self._capacity:
-            metrics.HASH_REJECTIONS.inc()
-            raise Overloaded(self._retry_after)
-        self._in_flight += 1
-        metrics.HASH_QUEUE_DEPTH.inc()
-        try:
-            job = self._executor.submit(_measured, operation, func, time.perf_counter(), *args)
-        except RuntimeError:  # the executor is shut down: the worker is stopping
-            self._in_flight -= 1
-            metrics.HASH_QUEUE_DEPTH.dec()
-            raise
-        try:
-            return await asyncio.wrap_future(job)
-        except asyncio.CancelledError:
-            # A job cancelled before a thread took it never leaves the queue by itself.
-            if job.cancel():
+    async def _run(
+        self, operation: str, func: Callable[..., _R], ticket: HashTicket | None, *args: str
+    ) -> _R:
+        with ticket or self.admit():
+            metrics.HASH_QUEUE_DEPTH.inc()
+            try:
+                job = self._executor.submit(_measured, operation, func, time.perf_counter(), *args)
+            except RuntimeError:  # the executor is shut down: the worker is stopping
                 metrics.HASH_QUEUE_DEPTH.dec()
-            raise
-        finally:
-            self._in_flight -= 1
+                raise
+            try:
+                result, seconds = await asyncio.wrap_future(job)
+            except asyncio.CancelledError:
+                # A job cancelled before a thread took it never leaves the queue by itself.
+                if job.cancel():
+                    metrics.HASH_QUEUE_DEPTH.dec()
+                raise
+            self.admission.observe(seconds)
+            return result
 
 
-def _measured(operation: str, func: Callable[..., _R], queued_at: float, *args: str) -> _R:
-    """Run `func` on a hashing thread, recording its wait for the thread and its run time."""
+def _measured(
+    operation: str, func: Callable[..., _R], queued_at: float, *args: str
+) -> tuple[_R, float]:
+    """Run `func` on a hashing thread; return its result and run time, and record both."""
     started = time.perf_counter()
     metrics.HASH_QUEUE_DEPTH.dec()
     metrics.HASH_WAIT.observe(started - queued_at)
     metrics.HASHES_IN_PROGRESS.inc()
     try:
-        return func(*args)
+        result = func(*args)
     finally:
+        seconds = time.perf_counter() - started
         metrics.HASHES_IN_PROGRESS.dec()
-        metrics.HASH_DURATION.labels(operation).observe(time.perf_counter() - started)
+        metrics.HASH_DURATION.labels(operation).observe(seconds)
+    return result, seconds

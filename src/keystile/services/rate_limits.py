@@ -66,14 +66,15 @@ class KnownClients:
         self._keys = keys
         self._ttl = ttl
 
-    def _key(self, account: str | UUID, ip: str) -> str:
+    def key(self, account: str | UUID, ip: str) -> str:
+        """Return the counter key that marks `ip` as a known client of `account`."""
         return self._keys.key("known-client", normalise_account(account), ip)
 
     async def remember(self, account: str | UUID, ip: str) -> None:
-        await self._store.mark(self._key(account, ip), self._ttl)
+        await self._store.mark(self.key(account, ip), self._ttl)
 
     async def is_known(self, account: str | UUID, ip: str) -> bool:
-        return await self._store.is_marked(self._key(account, ip))
+        return await self._store.is_marked(self.key(account, ip))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,23 @@ class RateLimiter:
     def actions(self) -> frozenset[str]:
         return frozenset(self._limits)
 
+    def limits_of(self, action: str) -> ActionLimits:
+        """Return the limits configured for `action`."""
+        return self._limits[action]
+
+    def ip_key(self, action: str, ip: str) -> str:
+        """Return the counter key of `action`'s per-address limit for `ip`."""
+        return self._keys.key(f"rl:{action}:{self._limits[action].per_ip}:ip", ip)
+
+    def account_key(self, action: str, account: str | UUID, known_ip: str | None = None) -> str:
+        """Return the counter key of `action`'s per-account limit.
+
+        `known_ip` is the address when it is a known client of the account: it then
+        counts under an allowance of its own (S28).
+        """
+        scope, parts = _account_scope(normalise_account(account), known_ip)
+        return self._keys.key(f"rl:{action}:{self._limits[action].per_account}:{scope}", *parts)
+
     async def check(
         self, action: str, client: ClientInfo, account: str | UUID | None = None
     ) -> LimitStatus | None:
@@ -120,20 +138,32 @@ class RateLimiter:
         rates: list[Rate] = []
         if limits.per_ip is not None:
             scopes.append("ip")
-            keys.append(self._keys.key(f"rl:{action}:{limits.per_ip}:ip", client.ip))
+            keys.append(self.ip_key(action, client.ip))
             rates.append(limits.per_ip)
         if limits.per_account is not None and account is not None:
-            name = normalise_account(account)
-            parts: tuple[str, ...] = (name,)
-            scope = "account"
-            if await self._known.is_known(name, client.ip):
-                parts, scope = (name, client.ip), "account+client"
-            scopes.append(scope)
-            keys.append(self._keys.key(f"rl:{action}:{limits.per_account}:{scope}", *parts))
+            known = await self._known.is_known(account, client.ip)
+            known_ip = client.ip if known else None
+            scopes.append(_account_scope(normalise_account(account), known_ip)[0])
+            keys.append(self.account_key(action, account, known_ip))
             rates.append(limits.per_account)
         if not keys:
             return None
-        results = await self._store.gcra(keys, rates)
+        return await self.settle(
+            action, scopes, keys, await self._store.gcra(keys, rates), client, account
+        )
+
+    async def settle(
+        self,
+        action: str,
+        scopes: list[str],
+        keys: list[str],
+        results: list[GcraResult],
+        client: ClientInfo,
+        account: str | UUID | None,
+    ) -> LimitStatus | None:
+        """Turn checked limits into the tightest status, or audit and raise `RateLimited`."""
+        if not results:
+            return None
         refused = [(result, i) for i, result in enumerate(results) if result.retry_after > 0]
         if refused:
             worst, index = max(refused, key=lambda item: item[0].retry_after)
@@ -156,6 +186,12 @@ class RateLimiter:
             action=action,
             scope=scope,
         )
+
+
+def _account_scope(name: str, known_ip: str | None) -> tuple[str, tuple[str, ...]]:
+    if known_ip is None:
+        return "account", (name,)
+    return "account+client", (name, known_ip)
 
 
 def _status(result: GcraResult) -> LimitStatus:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from keystile.errors import NotAuthenticated, NotFound
+from keystile.repositories.audit import AuditEntry
 from keystile.repositories.sessions import SessionRecord, SessionRepository
 from keystile.repositories.users import User
 from keystile.services.devices import describe_user_agent
@@ -77,8 +78,13 @@ class SessionService:
         """The session state cache (for the invalidation listener, metrics and tests)."""
         return self._cache
 
-    async def create(self, user: User, client: ClientInfo) -> str:
-        """Start a session for `user`; return its new random id (256 bits, CSPRNG)."""
+    async def create(
+        self, user: User, client: ClientInfo, *, audit: AuditEntry | None = None
+    ) -> str:
+        """Start a session for `user`; return its new random id (256 bits, CSPRNG).
+
+        `audit` is recorded in the same statement as the session.
+        """
         session_id = secrets.token_urlsafe(32)
         await self._repository.insert_session(
             hash_session_id(session_id),
@@ -86,6 +92,7 @@ class SessionService:
             self._clock() + self._absolute_lifetime,
             client.user_agent,
             client.ip,
+            audit=audit,
         )
         return session_id
 

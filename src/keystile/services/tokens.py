@@ -11,6 +11,7 @@ of one parent cannot exist at all (S16).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -23,14 +24,19 @@ from typing import Protocol
 from uuid import UUID
 
 from keystile import metrics
-from keystile.errors import InvalidRefreshToken, InvalidScope, InvalidToken, TokenRevoked
-from keystile.repositories.audit import PostgresAuditLog
+from keystile.errors import (
+    InvalidRefreshToken,
+    InvalidScope,
+    InvalidToken,
+    LimitStatus,
+    TokenRevoked,
+)
+from keystile.repositories.audit import AuditEntry, PostgresAuditLog
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
-from keystile.repositories.users import User
 from keystile.services.access_tokens import AccessClaims, AccessTokenCodec
 from keystile.services.keys import KeyRing
 from keystile.services.revocation import TokenEpochs
-from keystile.services.types import ClientInfo, Principal
+from keystile.services.types import Authenticated, ClientInfo, Principal
 from keystile.stores.cache import LocalCache
 from keystile.stores.sealing import derive_key
 
@@ -42,7 +48,9 @@ _log = logging.getLogger(__name__)
 class PasswordAuthenticator(Protocol):
     """The credential check of the password grant (AuthService.authenticate)."""
 
-    async def authenticate(self, email: str, password: str, client: ClientInfo) -> User: ...
+    async def authenticate(
+        self, email: str, password: str, client: ClientInfo, *, action: str = "login"
+    ) -> Authenticated: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,7 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     scope: str
+    limits: LimitStatus | None = None  # the tightest rate limit of a password grant
 
 
 def hash_refresh_token(token: str) -> bytes:
@@ -101,20 +110,21 @@ class TokenService:
     ) -> TokenPair:
         """Check the credentials and start a token family (one login)."""
         scopes = self._requested_scopes(scope)
-        user = await self._authenticator.authenticate(email, password, client)
+        found = await self._authenticator.authenticate(email, password, client, action="token")
+        user = found.user
         refresh_token = secrets.token_urlsafe(32)
         scope_text = " ".join(sorted(scopes))
+        # Family, first token and audit event: one statement, one round trip.
         await self._refresh_tokens.insert_family(
             user.id,
             scope_text,
             hash_refresh_token(refresh_token),
             idle=self._refresh_idle,
             absolute=self._refresh_absolute,
+            audit=AuditEntry("login", user.id, client.ip, client.user_agent, {"via": "token"}),
         )
-        await self._audit.record(
-            "login", user_id=user.id, ip=client.ip, user_agent=client.user_agent, via="token"
-        )
-        return self._pair(user.id, user.token_epoch, scope_text, refresh_token)
+        pair = self._pair(user.id, user.token_epoch, scope_text, refresh_token)
+        return dataclasses.replace(pair, limits=found.limits)
 
     async def refresh(self, refresh_token: str, client: ClientInfo) -> TokenPair:
         """Rotate a refresh token: it becomes used, its successor comes back (S16).

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-__all__ = ["ClientInfo", "Principal"]
+from keystile.errors import LimitStatus
+
+if TYPE_CHECKING:
+    from keystile.repositories.users import User
+
+__all__ = ["Authenticated", "ClientInfo", "Principal"]
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """A successful credential check, with the tightest rate limit it was counted under."""
+
+    user: User
+    limits: LimitStatus | None
 
 
 @dataclass(frozen=True, slots=True)

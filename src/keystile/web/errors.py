@@ -21,6 +21,7 @@ from keystile.errors import (
     Overloaded,
     RateLimited,
 )
+from keystile.web.rate_limits import note_refused_limit
 
 __all__ = ["error_response", "register_error_handlers", "status_for"]
 
@@ -76,6 +77,7 @@ def _domain_error(error: KeystileError) -> Response:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
+    note_refused_limit(error)
     if isinstance(error, InvalidToken | InsufficientScope):
         # RFC 6750 3: tell a bearer client what went wrong, in the header it reads.
         kind = "insufficient_scope" if isinstance(error, InsufficientScope) else "invalid_token"

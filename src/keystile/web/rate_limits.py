@@ -21,10 +21,16 @@ from uuid import UUID
 
 from quart import Response, g
 
-from keystile.errors import LimitStatus, RateLimited
+from keystile.errors import KeystileError, LimitStatus, RateLimited
 from keystile.web.context import client_info, services
 
-__all__ = ["check_rate_limit", "rate_limit_headers", "rate_limited"]
+__all__ = [
+    "check_rate_limit",
+    "note_rate_limit",
+    "note_refused_limit",
+    "rate_limit_headers",
+    "rate_limited",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,6 +75,17 @@ async def check_rate_limit(action: str, account: str | UUID | None = None) -> No
     except RateLimited as exc:
         g.keystile_rate_limit = exc.status
         raise
+
+
+def note_rate_limit(status: LimitStatus | None) -> None:
+    """Describe `status` (a limit a service charged) in this response's RateLimit-* headers."""
+    g.keystile_rate_limit = status
+
+
+def note_refused_limit(error: KeystileError) -> None:
+    """For an error raised inside a service: describe the limit it was counted under."""
+    if error.limit_status is not None and g.get("keystile_rate_limit") is None:
+        note_rate_limit(error.limit_status)
 
 
 async def rate_limit_headers(response: Response) -> Response:

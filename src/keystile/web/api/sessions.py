@@ -16,7 +16,7 @@ from keystile.web.auth import (
     start_cookie_session,
 )
 from keystile.web.context import client_info, services
-from keystile.web.rate_limits import rate_limited
+from keystile.web.rate_limits import note_rate_limit
 from keystile.web.schemas import (
     LoginRequest,
     LoginResponse,
@@ -31,12 +31,17 @@ blueprint = Blueprint("sessions", __name__)
 @blueprint.post("/v1/sessions")
 @validate_request(LoginRequest)
 @validate_response(LoginResponse, 201)
-@rate_limited("login", account=lambda data: data.email)
 async def login(data: LoginRequest) -> tuple[LoginResponse, int]:
-    """Log in with email and password; the session cookie comes back in Set-Cookie."""
+    """Log in with email and password; the session cookie comes back in Set-Cookie.
+
+    Rate limited per address and per account ("login"), charged with the login's other
+    checks in one Redis call.
+    """
     check_same_origin()  # login CSRF: no other site may log a browser into an account
-    user, session_id = await services().auth.login(data.email, data.password, client_info())
-    start_cookie_session(session_id)
+    started = await services().auth.login(data.email, data.password, client_info())
+    note_rate_limit(started.limits)
+    start_cookie_session(started.session_id)
+    user = started.user
     return LoginResponse(
         user=UserResponse(id=user.id, email=user.email),
         expires_in=services().settings.session_absolute_lifetime_seconds,

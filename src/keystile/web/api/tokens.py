@@ -11,7 +11,7 @@ from quart_schema import validate_request, validate_response
 
 from keystile.services.tokens import TokenPair
 from keystile.web.context import client_info, services
-from keystile.web.rate_limits import rate_limited
+from keystile.web.rate_limits import note_rate_limit, rate_limited
 from keystile.web.schemas import RefreshRequest, RevokeRequest, TokenRequest, TokenResponse
 
 blueprint = Blueprint("tokens", __name__)
@@ -37,12 +37,16 @@ def _token_response(pair: TokenPair) -> tuple[TokenResponse, int, dict[str, str]
 @blueprint.post("/v1/tokens")
 @validate_request(TokenRequest)
 @validate_response(TokenResponse)
-@rate_limited("token", account=lambda data: data.email)
 async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]:
-    """Exchange email and password for an access token and a refresh token."""
+    """Exchange email and password for an access token and a refresh token.
+
+    Rate limited per address and per account ("token"), charged with the login's other
+    checks in one Redis call.
+    """
     pair = await services().tokens.grant_password(
         data.email, data.password, data.scope, client_info()
     )
+    note_rate_limit(pair.limits)
     return _token_response(pair)
 
 

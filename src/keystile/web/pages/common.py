@@ -11,6 +11,7 @@ from quart import Blueprint, Response, render_template, request
 from keystile.errors import KeystileError
 from keystile.web.csrf import CSRF_FIELD, csrf_token
 from keystile.web.errors import status_for
+from keystile.web.rate_limits import note_refused_limit
 from keystile.web.schemas import Email
 
 __all__ = [
@@ -54,6 +55,7 @@ async def render_page(template: str, status: int = 200, **context: Any) -> Respo
 
 def error_status(error: KeystileError) -> tuple[int, dict[str, str]]:
     """Return the status and extra headers a page answers a domain error with."""
+    note_refused_limit(error)
     retry_after = getattr(error, "retry_after", None)
     headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
     return status_for(error), headers

@@ -10,7 +10,7 @@ from keystile.web.auth import current_principal, end_cookie_session, start_cooki
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
 from keystile.web.pages.common import blueprint, check_email, error_status, render_page
-from keystile.web.rate_limits import check_rate_limit
+from keystile.web.rate_limits import check_rate_limit, note_rate_limit
 from keystile.web.redirects import safe_next
 
 
@@ -41,11 +41,12 @@ async def login_submit() -> ResponseReturnValue:
     if any(errors.values()):
         return await render_page("login.html", 422, email=email, next_path=next_path, errors=errors)
     try:
-        await check_rate_limit("login", email)
-        _, session_id = await services().auth.login(email, password, client_info())
+        # The login's rate limits are charged inside, with its other checks (one Redis call).
+        started = await services().auth.login(email, password, client_info())
     except KeystileError as error:
         return await _form_error("login.html", error, email=email, next_path=next_path)
-    start_cookie_session(session_id)
+    note_rate_limit(started.limits)
+    start_cookie_session(started.session_id)
     return redirect(next_path, 303)
 
 

@@ -1,0 +1,157 @@
+"""Everything a login asks Redis before the password is looked at, in one script call.
+
+One EVALSHA checks and charges the per-address and per-account limits of the action
+(GCRA, all or nothing), reads the failed-login backoff of the (account, address) pair
+and of the account, tells whether the address is a known client of the account (which
+picks the per-account limit key and skips the account-wide backoff), and reads the
+credential-cache entry of the account. That is one network round trip where there
+used to be six.
+
+Every key of the account carries the account's hash tag; only the per-address limit
+key carries the address's own, so on Redis Cluster that one check is a call of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from keystile.stores.rate_limits import GcraResult, Rate
+
+__all__ = ["LoginGateKeys", "LoginGateResult", "RedisLoginGate"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoginGateKeys:
+    """The Redis keys one login touches."""
+
+    known_client: str
+    per_ip: str | None
+    per_account: str | None  # used when the address is not a known client
+    per_account_known: str | None  # used when it is
+    backoff_client: str
+    backoff_account: str
+    credential: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginGateResult:
+    """What the script found; limits are charged only if every one allowed the request."""
+
+    limits: list[GcraResult]  # per-ip first, then per-account, for the rates given
+    known_client: bool
+    backoff_wait: float  # seconds the login must still wait (0: none)
+    client_failures: bool  # the (account, address) pair has failures to clear on success
+    credential: str | None  # the credential-cache entry, if one was asked for and exists
+
+
+# KEYS: known, ip-limit, account-limit, account-known-limit, backoff-client,
+#       backoff-account, credential (unused slots hold the known key; flags say which).
+# ARGV: ip interval_ms, ip count, account interval_ms, account count (0 count: no limit),
+#       read-credential flag (0/1).
+# Returns {allowed, known, backoff_wait_ms, client_failures, credential|false,
+#          then per limit checked: remaining, retry_after_ms, reset_after_ms}.
+_LOGIN_GATE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local known = redis.call('EXISTS', KEYS[1])
+local limit_keys, intervals, counts = {}, {}, {}
+if tonumber(ARGV[2]) > 0 then
+  table.insert(limit_keys, KEYS[2]); table.insert(intervals, tonumber(ARGV[1]))
+  table.insert(counts, tonumber(ARGV[2]))
+end
+if tonumber(ARGV[4]) > 0 then
+  if known == 1 then table.insert(limit_keys, KEYS[4]) else table.insert(limit_keys, KEYS[3]) end
+  table.insert(intervals, tonumber(ARGV[3])); table.insert(counts, tonumber(ARGV[4]))
+end
+local allowed = 1
+local limits = {}
+local tats = {}
+for i, key in ipairs(limit_keys) do
+  local interval = intervals[i]
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - interval * counts[i]
+  if allow_at > now then
+    allowed = 0
+    table.insert(limits, 0); table.insert(limits, math.ceil(allow_at - now))
+    table.insert(limits, math.ceil(tat - now))
+  else
+    table.insert(limits, math.floor((now - allow_at) / interval)); table.insert(limits, 0)
+    table.insert(limits, math.ceil(new_tat - now))
+  end
+  tats[i] = new_tat
+end
+if allowed == 1 then
+  for i, key in ipairs(limit_keys) do
+    redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now) + 1)
+  end
+end
+local wait = 0
+local client_until = tonumber(redis.call('HGET', KEYS[5], 'until'))
+if client_until and client_until - now > wait then wait = client_until - now end
+if known == 0 then
+  local account_until = tonumber(redis.call('HGET', KEYS[6], 'until'))
+  if account_until and account_until - now > wait then wait = account_until - now end
+end
+local client_failures = redis.call('EXISTS', KEYS[5])
+local credential = false
+if ARGV[5] == '1' then credential = redis.call('GET', KEYS[7]) end
+local out = {allowed, known, math.ceil(wait), client_failures, credential}
+for _, value in ipairs(limits) do table.insert(out, value) end
+return out
+"""
+
+
+class RedisLoginGate:
+    """Run the login gate script; Redis errors propagate (the caller falls back)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._script = redis.register_script(_LOGIN_GATE)
+
+    async def check(
+        self, keys: LoginGateKeys, per_ip: Rate | None, per_account: Rate | None
+    ) -> LoginGateResult:
+        """Charge the login's limits and read its backoff, known-client flag and credential."""
+        spare = keys.known_client
+        raw = await self._script(
+            keys=[
+                keys.known_client,
+                keys.per_ip or spare,
+                keys.per_account or spare,
+                keys.per_account_known or spare,
+                keys.backoff_client,
+                keys.backoff_account,
+                keys.credential or spare,
+            ],
+            args=[
+                per_ip.interval_ms if per_ip else 0,
+                per_ip.count if per_ip else 0,
+                per_account.interval_ms if per_account else 0,
+                per_account.count if per_account else 0,
+                1 if keys.credential else 0,
+            ],
+        )
+        allowed = bool(raw[0])
+        rates = [rate for rate in (per_ip, per_account) if rate is not None]
+        limits = [
+            GcraResult(
+                rate=rate,
+                allowed=allowed,
+                remaining=int(raw[5 + 3 * i]),
+                retry_after=int(raw[6 + 3 * i]) / 1000,
+                reset_after=int(raw[7 + 3 * i]) / 1000,
+            )
+            for i, rate in enumerate(rates)
+        ]
+        credential = raw[4]
+        return LoginGateResult(
+            limits=limits,
+            known_client=bool(raw[1]),
+            backoff_wait=int(raw[2]) / 1000,
+            client_failures=bool(raw[3]),
+            credential=credential.decode() if isinstance(credential, bytes) else None,
+        )

@@ -1,0 +1,165 @@
+"""A login costs one Redis call before its password is looked at, and one PostgreSQL write.
+
+Counted on the real servers: Redis by `INFO commandstats`, PostgreSQL by asyncpg's
+query loggers on every pooled connection (issue 12).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable
+
+import asyncpg
+import pytest
+from quart import Quart
+from redis.asyncio import Redis
+
+from keystile.app import create_app
+from keystile.bootstrap import Overrides
+from tests.conftest import (
+    PASSWORD,
+    Backing,
+    from_ip,
+    login,
+    make_settings,
+    register,
+    services_of,
+    unique_email,
+    unique_ip,
+)
+
+_MARK = "keystile-test-mark"
+
+
+async def _commands_during(redis: Redis, action: Awaitable[object]) -> Counter[str]:
+    """Return the commands clients sent to Redis while `action` ran (not those in scripts).
+
+    Read with MONITOR, between two marker commands this test sends itself.
+    """
+    seen: Counter[str] = Counter()
+    async with redis.monitor() as monitor:
+        await redis.echo(_MARK)
+        started = False
+        await action
+        await redis.echo(_MARK)
+        while True:
+            info = await monitor.next_command()
+            command = info["command"]
+            if info["client_type"] == "lua":
+                continue  # run inside a script: part of that one call
+            if command == f"ECHO {_MARK}":
+                if started:
+                    return seen
+                started = True
+            elif started and command.split()[0].upper() not in _BACKGROUND:
+                seen[command.split()[0].lower()] += 1
+
+
+# What connections send by themselves (handshakes, health checks), not the login.
+_BACKGROUND = {"PING", "INFO", "CLIENT", "HELLO"}
+
+
+def _creds(email: str) -> dict[str, str]:
+    return {"email": email, "password": PASSWORD}
+
+
+class _Statements:
+    """Every statement any pooled connection of `pool` runs from now on."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def observe(self, pool: asyncpg.Pool) -> None:
+        held = [await pool.acquire() for _ in range(pool.get_max_size())]
+        for connection in held:
+            connection.add_query_logger(lambda record: self.seen.append(record.query))
+        for connection in held:
+            await pool.release(connection)
+
+
+@pytest.fixture(name="quiet_app")
+async def _quiet_app(backing: Backing) -> AsyncIterator[Quart]:
+    # No background loops that would touch the stores while commands are counted.
+    settings = make_settings(backing, housekeeping_interval_seconds=0)
+    app = create_app(settings, overrides=Overrides())
+    async with app.test_app() as test_app:
+        yield test_app  # type: ignore[misc]
+
+
+async def test_a_warm_login_from_a_known_address_is_one_redis_call(
+    quiet_app: Quart, backing: Backing
+) -> None:
+    client = quiet_app.test_client()
+    email, ip = unique_email(), unique_ip()
+    await register(client, email)
+    assert (
+        await client.post("/v1/sessions", json=_creds(email), **from_ip(ip))
+    ).status_code == 201  # cold; now known
+    redis = Redis.from_url(backing.redis_url)
+    try:
+        used = await _commands_during(
+            redis, client.post("/v1/sessions", json=_creds(email), **from_ip(ip))
+        )
+    finally:
+        await redis.aclose()
+    # Limits per address and per account, both backoffs, the known-client check and the
+    # credential-cache read: one script call.
+    assert used == Counter({"evalsha": 1}), used
+
+
+async def test_a_cold_login_checks_limits_backoff_and_cache_in_one_script_call(
+    quiet_app: Quart, backing: Backing
+) -> None:
+    client = quiet_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    redis = Redis.from_url(backing.redis_url)
+    try:
+        used = await _commands_during(
+            redis, client.post("/v1/sessions", json=_creds(email), **from_ip(unique_ip()))
+        )
+    finally:
+        await redis.aclose()
+    # No separate reads of limits, backoff or known clients any more (GET/HGET/EXISTS were
+    # six calls); after the gate: the user-cache read and fill, then the success writes
+    # (credential entry, and this address as a known client).
+    assert used["hget"] == 0
+    assert used["exists"] == 0
+    assert used["evalsha"] <= 2, used
+    assert sum(used.values()) <= 5, used
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/v1/sessions", 201), ("/v1/tokens", 200)], ids=["cookie", "token"]
+)
+async def test_a_login_writes_its_session_or_token_family_and_audit_event_in_one_statement(
+    quiet_app: Quart, path: str, status: int
+) -> None:
+    client = quiet_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    body = {"email": email, "password": PASSWORD}
+    assert (await client.post(path, json=body)).status_code == status  # warms the caches
+    statements = _Statements()
+    await statements.observe(services_of(quiet_app).database.pool)
+    assert (await client.post(path, json=body)).status_code == status
+    assert len(statements.seen) == 1, statements.seen
+    (statement,) = statements.seen
+    assert "INSERT INTO audit_events" in statement
+    assert ("INSERT INTO sessions" if status == 201 else "INSERT INTO refresh_tokens") in statement
+    events = await services_of(quiet_app).audit_admin.tail(5, email)
+    assert [event.kind for event in events][-1] == "login"
+
+
+async def test_failed_logins_are_audited_in_batches_not_one_write_each(quiet_app: Quart) -> None:
+    client = quiet_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    statements = _Statements()
+    await statements.observe(services_of(quiet_app).database.pool)
+    for _ in range(3):
+        assert (await login(client, email, "not the password")).status_code == 401
+    audit_writes = [query for query in statements.seen if "audit_events" in query]
+    assert audit_writes == [], "a failure alone must not cost a PostgreSQL write"
+    events = await services_of(quiet_app).audit_admin.tail(10, email)
+    assert [event.kind for event in events].count("login_failed") == 3
