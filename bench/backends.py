@@ -32,6 +32,7 @@ class Backends:
     redis_url: str
     embedded: bool
     pids: tuple[int, ...] = field(default_factory=tuple)
+    pid_names: tuple[str, ...] = field(default_factory=tuple)  # "postgresql", "redis" per pid
 
 
 def _postgres_pid(pgdata: Path) -> int | None:
@@ -60,15 +61,21 @@ def backends(data_dir: Path, database_url: str | None, redis_url: str | None) ->
             redis = EmbeddedRedis(data_dir, persist=False)
             redis_url = redis.start()
         migrate(load_settings(database_url=database_url, redis_url=redis_url))
-        pids = [
-            pid
-            for pid in (
-                _postgres_pid(postgres.pgdata) if postgres else None,
-                _redis_pid(redis.directory) if redis else None,
+        named = [
+            (name, pid)
+            for name, pid in (
+                ("postgresql", _postgres_pid(postgres.pgdata) if postgres else None),
+                ("redis", _redis_pid(redis.directory) if redis else None),
             )
             if pid is not None
         ]
-        yield Backends(database_url, redis_url, postgres is not None, tuple(pids))
+        yield Backends(
+            database_url,
+            redis_url,
+            postgres is not None,
+            tuple(pid for _, pid in named),
+            tuple(name for name, _ in named),
+        )
     finally:
         if redis is not None:
             redis.stop()

@@ -109,6 +109,60 @@ def _storm_checks(storm: Measurement | None, prefix: str) -> list[Check]:
     ]
 
 
+def _burst_checks(
+    burst: Measurement | None, prefix: str, budget_ms: float | None, hash_ms: float | None
+) -> list[Check]:
+    if burst is None:
+        return [Check(f"{prefix}burst", "-", "all served at >= 0.90 x hash-ceiling", None)]
+    e = burst.extra
+    checks = [
+        Check(
+            f"{prefix}burst: all served",
+            f"{e['served']} of {e['size']} in {e['drained_s']} s",
+            "all",
+            bool(e["all_served"]),
+        ),
+    ]
+    ratio = e.get("ceiling_ratio")
+    checks.append(
+        Check(f"{prefix}burst: served/s vs hash-ceiling", "-", ">= 0.90 x hash-ceiling", None)
+        if ratio is None
+        else Check(
+            f"{prefix}burst: served/s vs hash-ceiling",
+            f"{ratio:.2f} x hash-ceiling ({e['served_per_s']}/s)",
+            ">= 0.90 x hash-ceiling",
+            ratio >= 0.90,
+        )
+    )
+    refused = e.get("refused_p99_ms")
+    checks += [
+        Check(
+            f"{prefix}burst: 503 latency p99",
+            "no 503" if refused is None else f"{refused:.1f} ms ({e['refused']} answers)",
+            "< 50 ms",
+            None if refused is None else refused < 50.0,
+        ),
+        Check(
+            f"{prefix}burst: most retries by one client",
+            str(e["max_retries"]),
+            "<= 3",
+            e["max_retries"] is not None and e["max_retries"] <= 3,
+        ),
+        Check(f"{prefix}burst: timeouts", str(e["timeouts"]), "0", e["timeouts"] == 0),
+    ]
+    if budget_ms is not None and hash_ms is not None and burst.p99_ms is not None:
+        bound = budget_ms + 2 * hash_ms
+        checks.append(
+            Check(
+                f"{prefix}burst: 200s p99",
+                f"{burst.p99_ms:.0f} ms",
+                f"<= budget + 2 hash times ({bound:.0f} ms)",
+                burst.p99_ms <= bound,
+            )
+        )
+    return checks
+
+
 def _flat_check(name: str, small: float | None, large: float | None, labels: str) -> Check:
     if small is None or large is None or small == 0:
         return Check(name, "-", "within 10%", None)
@@ -121,7 +175,11 @@ def _flat_check(name: str, small: float | None, large: float | None, labels: str
     )
 
 
-def evaluate(measurements: list[Measurement], scale_labels: tuple[str, str]) -> list[Check]:
+def evaluate(
+    measurements: list[Measurement],
+    scale_labels: tuple[str, str],
+    parameters: dict[str, Any] | None = None,
+) -> list[Check]:
     """Return every BENCHMARK.md target with its verdict for this run."""
     m = _Lookup(measurements)
 
@@ -136,6 +194,13 @@ def evaluate(measurements: list[Measurement], scale_labels: tuple[str, str]) -> 
     checks = [
         _ratio_check(
             "login-cold vs hash-ceiling", k("login-cold", "rps"), hash_ceiling, 0.95, "hash-ceiling"
+        ),
+        _ratio_check(
+            "login-cold vs baseline",
+            k("login-cold", "rps"),
+            b("login-cold", "rps"),
+            1.05,
+            "baseline",
         ),
     ]
     p50, p99 = k("login-cold", "p50_ms"), k("login-cold", "p99_ms")
@@ -168,7 +233,7 @@ def evaluate(measurements: list[Measurement], scale_labels: tuple[str, str]) -> 
             "me-cookie vs framework-ceiling",
             k("me-cookie", "rps"),
             framework,
-            0.70,
+            0.75,
             "framework-ceiling",
         ),
     ]
@@ -186,6 +251,9 @@ def evaluate(measurements: list[Measurement], scale_labels: tuple[str, str]) -> 
                 per_core >= 500,
             )
         )
+    params = parameters or {}
+    budget, hash_ms = params.get("login_wait_budget_ms"), params.get("hash_ms")
+    checks += _burst_checks(m.get("keystile", "burst"), "", budget, hash_ms)
     checks += _storm_checks(m.get("keystile", "storm"), "")
     small, large = scale_labels
     for scenario in ("login-cold", "me-bearer", "me-cookie"):
@@ -208,5 +276,6 @@ def evaluate(measurements: list[Measurement], scale_labels: tuple[str, str]) -> 
             "login-warm vs baseline", k("login-warm", "rps"), b("login-warm", "rps"), 20, "baseline"
         ),
     ]
+    checks += _burst_checks(m.get("baseline", "burst"), "baseline ", None, None)
     checks += _storm_checks(m.get("baseline", "storm"), "baseline ")
     return checks

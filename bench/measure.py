@@ -118,7 +118,9 @@ class _Tally:
     cpu_s: float = 0.0
     db_s: float = 0.0
     other_s: float = 0.0
+    load_s: float = 0.0
     elapsed_s: float = 0.0
+    per_store_s: dict[str, float] = field(default_factory=dict)
 
 
 def _rotated(arms: list[Arm], round_index: int) -> list[Arm]:
@@ -133,6 +135,7 @@ def measure_interleaved(
     duration_s: float,
     rounds: int,
     db_pids: tuple[int, ...],
+    db_names: tuple[str, ...] = (),
     quiet: bool = False,
 ) -> list[Measurement]:
     """Warm every arm up, then run `rounds` rounds of all arms; one `Measurement` per arm."""
@@ -150,6 +153,7 @@ def measure_interleaved(
             if arm.prepare is not None:
                 arm.prepare()
             cpu0, db0 = arm.cpu_seconds(), tree_cpu_seconds(db_pids)
+            store0 = [tree_cpu_seconds((pid,)) for pid in db_pids]
             harness0, busy0, started = (
                 _harness_cpu_seconds(),
                 machine_busy_seconds(),
@@ -161,6 +165,10 @@ def measure_interleaved(
             db = max(0.0, tree_cpu_seconds(db_pids) - db0)
             harness = _harness_cpu_seconds() - harness0
             busy = machine_busy_seconds() - busy0
+            for name, pid, before in zip(db_names, db_pids, store0, strict=False):
+                spent = max(0.0, tree_cpu_seconds((pid,)) - before)
+                tally.per_store_s[name] = tally.per_store_s.get(name, 0.0) + spent
+            tally.load_s += harness if not arm.in_process else 0.0
             tally.cpu_s += cpu
             tally.db_s += db
             tally.other_s += max(0.0, busy - db - harness - (0.0 if arm.in_process else cpu))
@@ -172,7 +180,15 @@ def measure_interleaved(
         measurement = summarise(
             arm.target, arm.scenario, tally.results, tally.cpu_s, tally.db_s, wall, note=arm.note
         )
-        measurement.other_cores = tally.other_s / max(tally.elapsed_s, 1e-6)
+        elapsed = max(tally.elapsed_s, 1e-6)
+        measurement.other_cores = tally.other_s / elapsed
+        # Where the CPU went while this arm ran, in cores: the next gap shows itself here.
+        measurement.extra["cpu_split"] = {
+            "server": round(tally.cpu_s / elapsed, 2),
+            **{name: round(spent / elapsed, 2) for name, spent in tally.per_store_s.items()},
+            "load generator": round(tally.load_s / elapsed, 2),
+            "other": round(tally.other_s / elapsed, 2),
+        }
         measurements.append(measurement)
     return measurements
 

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 
 from bench.report import Report
 
-__all__ = ["plot_latency", "plot_throughput"]
+__all__ = ["plot_burst", "plot_latency", "plot_throughput"]
 
 _COLOURS = {"keystile": "#1f77b4", "baseline": "#d62728", "ceiling": "#7f7f7f"}
 _STYLES = {"me-bearer": "-", "me-cookie": "--", "framework-ceiling": ":"}
@@ -117,6 +117,35 @@ def plot_throughput(report: Report, path: Path) -> bool:
     axis.set_title(f"Throughput per scenario\n{_subtitle(report)}", fontsize=10)
     axis.legend(loc="lower right")
     axis.grid(True, axis="x", which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def plot_burst(report: Report, path: Path) -> bool:
+    """Draw logins served over time during the burst, one line per target."""
+    bursts = [m for m in report.measurements if m.scenario == "burst" and not m.skipped]
+    if not bursts:
+        return False
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for m in bursts:
+        times = m.extra.get("success_at_s") or []
+        axes.step(
+            [0.0, *times],
+            range(len(times) + 1),
+            where="post",
+            color=_COLOURS.get(m.target, "#2ca02c"),
+            label=f"{m.target}: {m.extra['served']} served in {m.extra['drained_s']} s",
+        )
+    size = bursts[0].extra["size"]
+    axes.axhline(size, color=_COLOURS["ceiling"], linestyle=":", linewidth=1)
+    axes.set_xlabel("seconds since the burst was written")
+    axes.set_ylabel("logins served (cumulative)")
+    axes.set_title(f"Burst of {size} cold logins at once, clients honour Retry-After")
+    axes.legend(loc="lower right")
+    axes.grid(alpha=0.3)
+    figure.suptitle(_subtitle(report), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

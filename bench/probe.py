@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from bench.seed import PASSWORD, email_of
 
-__all__ = ["ProbeResult", "run_probe"]
+__all__ = ["ProbeResult", "read_answer", "run_probe"]
 
 
 @dataclass
@@ -43,24 +43,31 @@ class ProbeResult:
         }
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """Read one HTTP/1.1 response; return its status and whether the server keeps the socket."""
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """Read one HTTP/1.1 response; return its status and headers (names lower-cased).
+
+    Without Content-Length the body runs to the end of the connection, which is read.
+    """
     status_line = await reader.readline()
     if not status_line:
         raise ConnectionError("closed")
     status = int(status_line.split()[1])
-    length, keep = None, True
+    headers: dict[str, str] = {}
     while (line := await reader.readline()) not in {b"\r\n", b"\n", b""}:
         name, _, value = line.decode("latin-1").partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip())
-        elif name.strip().lower() == "connection" and "close" in value.lower():
-            keep = False
-    if length is None:
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" not in headers:
         await reader.read()
-        return status, False
-    await reader.readexactly(length)
-    return status, keep
+        headers["connection"] = "close"
+    else:
+        await reader.readexactly(int(headers["content-length"]))
+    return status, headers
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one response; return its status and whether the server keeps the socket."""
+    status, headers = await read_answer(reader)
+    return status, "close" not in headers.get("connection", "").lower()
 
 
 async def _prober(

@@ -99,6 +99,11 @@ def _cpu(m: Measurement) -> str:
     return f"{m.cpu_s_per_1k:.2f}{db}"
 
 
+def _split_order(name: str) -> int:
+    order = ["server", "postgresql", "redis", "load generator", "other"]
+    return order.index(name) if name in order else len(order)
+
+
 def _noise(report: Report) -> list[str]:
     """Warn when other work took much of the machine while this run measured."""
     loads = [m.other_cores for m in report.measurements if m.other_cores is not None]
@@ -130,8 +135,11 @@ def markdown(report: Report, images: list[str]) -> str:
         "",
         f"Workers: **{params['workers']}** per server."
         f" argon2id: m={params['argon2_memory_kib']} KiB,"
-        f" t={params['argon2_time_cost']}, p={params['argon2_parallelism']}; keystile hash threads"
-        f" {params['hash_threads']} + queue {params['hash_queue_limit']} per worker."
+        f" t={params['argon2_time_cost']}, p={params['argon2_parallelism']}"
+        f" ({params.get('hash_ms', '?')} ms per hash here); keystile hash threads"
+        f" {params['hash_threads']} per worker, wait budget"
+        f" {params.get('login_wait_budget_ms', '?')} ms: {params.get('admitted', '?')} logins"
+        " admitted at once."
         f" Connections: {params['connections']} (reads), {params['login_connections']} (logins),"
         f" {params['storm_connections']} (storm logins). Rounds: {params['rounds']} x"
         f" {params['duration_s']:g} s after a {params['warmup_s']:g} s warm-up; medians shown,"
@@ -183,6 +191,44 @@ def markdown(report: Report, images: list[str]) -> str:
                 f" {storm_p99} | {e['me_p99_ratio'] or '-'} | {answers} | {rejected_text} |"
                 f" {e['timeouts']} | {e['non_503_5xx']} |"
             )
+    bursts = [m for m in report.measurements if m.scenario == "burst" and not m.skipped]
+    if bursts:
+        lines += [
+            "",
+            "Burst detail (N cold logins written at once; clients retry after Retry-After):",
+            "",
+            "| target | N | all served after s | served/s | x hash ceiling | 503 answers"
+            " | 503 p50 / p99 ms | Retry-After values s | retries max | timeouts"
+            " | 200 p50 / p99 ms |",
+            "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
+        ]
+        for m in bursts:
+            e = m.extra
+            spread = e["retry_after_spread_s"]
+            spread_text = f"{spread[0]}..{spread[-1]}" if spread else "-"
+            lines.append(
+                f"| {m.target} | {e['size']} | {e['drained_s']} | {e['served_per_s']} |"
+                f" {e['ceiling_ratio']} | {e['refused']} | {_num(e['refused_p50_ms'])} /"
+                f" {_num(e['refused_p99_ms'])} | {spread_text} | {e['max_retries']} |"
+                f" {e['timeouts']} | {_num(m.p50_ms)} / {_num(m.p99_ms)} |"
+            )
+    splits = [m for m in report.measurements if m.extra.get("cpu_split")]
+    if splits:
+        names = sorted({name for m in splits for name in m.extra["cpu_split"]}, key=_split_order)
+        lines += [
+            "",
+            "CPU split (cores busy while each arm ran; *load generator* is wrk and the harness):",
+            "",
+            "| target | scenario | " + " | ".join(names) + " |",
+            "|---|---|" + "---:|" * len(names),
+        ]
+        for m in splits:
+            split = m.extra["cpu_split"]
+            lines.append(
+                f"| {m.target} | {m.scenario} | "
+                + " | ".join(_num(split.get(name), 2) for name in names)
+                + " |"
+            )
     lines += ["", "Targets (BENCHMARK.md):", "", "| target | measured | wanted | verdict |"]
     lines.append("|---|---|---|---|")
     for check in report.checks:
@@ -213,7 +259,11 @@ def update_readme(readme: Path, text: str) -> bool:
 
 def publish(report: Report, out: Path, readme: Path | None) -> str:
     """Write JSON, Markdown and PNGs into `out` (and the README block); return the Markdown."""
-    from bench.plots import plot_latency, plot_throughput  # matplotlib only when drawing
+    from bench.plots import (  # matplotlib only when drawing
+        plot_burst,
+        plot_latency,
+        plot_throughput,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     stem = report.meta["run_id"]
@@ -222,6 +272,8 @@ def publish(report: Report, out: Path, readme: Path | None) -> str:
         images.append(f"{stem}-latency.png")
     if plot_throughput(report, out / f"{stem}-throughput.png"):
         images.append(f"{stem}-throughput.png")
+    if plot_burst(report, out / f"{stem}-burst.png"):
+        images.append(f"{stem}-burst.png")
     write_json(report, out / f"{stem}.json")
     text = write_markdown(report, out / f"{stem}.md", images)
     if readme is not None:

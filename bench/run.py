@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from bench.backends import Backends, backends, second_store
+from bench.burst import BURST_SECONDS_OF_CAPACITY, burst_measurement, run_burst
 from bench.ceilings import hash_ceiling
 from bench.checks import evaluate, store_label
 from bench.measure import Arm, Measurement, SweepPoint, measure_interleaved, progress
@@ -38,6 +39,8 @@ from bench.seed import hash_password, reset_users, seed_users
 from bench.servers import baseline_server, ceiling_server, keystile_server
 from bench.storm import storm_interleaved
 from bench.wrk import WrkError, require_wrk
+from keystile.services.calibration import measure_hash_ms
+from keystile.services.passwords import Argon2Parameters
 from keystile.settings import load_settings
 
 __all__ = ["main"]
@@ -48,7 +51,9 @@ class Plan:
     """Connection counts derived from keystile's admission settings and the options."""
 
     hash_threads: int
-    hash_queue_limit: int
+    wait_budget_ms: int
+    hash_ms: float
+    admitted: int  # logins keystile admits at once, over all workers (running + waiting)
     login_connections: int
     storm_connections: int
 
@@ -58,13 +63,22 @@ def _plan(options: Options) -> Plan:
     settings = load_settings(
         workers=options.workers,  # the default hash threads divide the cores among them
         hash_threads=int(env.get("KEYSTILE_HASH_THREADS", "0")),
-        hash_queue_limit=int(env.get("KEYSTILE_HASH_QUEUE_LIMIT", "0")),
+        login_wait_budget_ms=int(env.get("KEYSTILE_LOGIN_WAIT_BUDGET_MS", "1500")),
     )
-    threads, queue = settings.hash_thread_count, settings.hash_queue_bound
-    # Twice the hash threads keeps every hash thread busy without touching the queue limit.
-    login = options.login_connections or 2 * threads * options.workers
-    # "4x capacity": four times what keystile admits at once (running + queued hashes).
-    return Plan(threads, queue, login, 4 * (threads + queue) * options.workers)
+    threads, budget_ms = settings.hash_thread_count, settings.login_wait_budget_ms
+    hash_ms = measure_hash_ms(
+        Argon2Parameters(
+            options.argon2_memory_kib, options.argon2_time_cost, options.argon2_parallelism
+        )
+    )
+    # What admission lets in per worker: the running hashes, and as many waiting as the
+    # threads finish within the budget (HashAdmission).
+    per_worker = threads + int(budget_ms * threads / hash_ms)
+    admitted = per_worker * options.workers
+    # login-cold runs at the admitted capacity: every hash thread always has work.
+    login = options.login_connections or admitted
+    # "4x capacity": four times what keystile admits at once.
+    return Plan(threads, budget_ms, hash_ms, admitted, login, 4 * admitted)
 
 
 class Run:
@@ -113,6 +127,7 @@ class Run:
                 duration_s=profile.duration_s,
                 rounds=profile.rounds,
                 db_pids=self.backends.pids,
+                db_names=self.backends.pid_names,
             )
             if arms
             else []
@@ -143,6 +158,22 @@ class Run:
             note=f"argon2id verifies/s, {options.workers} threads, in-process",
         )
 
+    def burst(self, sides: list[Target]) -> None:
+        """N cold logins at once (N = 8 s of hash capacity), clients retrying; each side once."""
+        ceiling = next(
+            (m for m in self.measurements if m.scenario == "hash-ceiling" and m.rps), None
+        )
+        if ceiling is None or ceiling.rps is None:
+            progress("burst     skipped: no hash ceiling measured")
+            return
+        seconds = 1 if self.options.profile.name == "smoke" else BURST_SECONDS_OF_CAPACITY
+        size = max(8, int(seconds * ceiling.rps))
+        for target in sides:
+            progress(f"{target.name:<9} {'burst':<22} {size} logins at once ...")
+            target.server.settle()
+            result = run_burst(target, self.cursor, size)
+            self.record(burst_measurement(target, result, ceiling.rps))
+
     def scale(self, large: Target, small: Target) -> None:
         """Cold logins and reads against the small and the large store, interleaved."""
         options, plan = self.options, self.plan
@@ -165,6 +196,7 @@ class Run:
         conns = options.connections
         cold: list[Arm | Measurement] = [self.hash_arm()]
         self.measure(cold + [t.login("login-cold", cursor, plan.login_connections) for t in sides])
+        self.burst(sides)
         self.measure([t.login("login-warm", None, plan.login_connections) for t in sides])
         reads: list[Arm | Measurement] = [ceiling.me("none", conns, "framework-ceiling")]
         for via in ("bearer", "cookie"):
@@ -268,7 +300,9 @@ class Run:
                 "argon2_time_cost": options.argon2_time_cost,
                 "argon2_parallelism": options.argon2_parallelism,
                 "hash_threads": plan.hash_threads,
-                "hash_queue_limit": plan.hash_queue_limit,
+                "login_wait_budget_ms": plan.wait_budget_ms,
+                "hash_ms": round(plan.hash_ms, 1),
+                "admitted": plan.admitted,
                 "connections": options.connections,
                 "login_connections": plan.login_connections,
                 "storm_connections": plan.storm_connections,
@@ -318,7 +352,9 @@ def _apply_sql(database_url: str, sql: str) -> None:
 def _write(run: Run, started: float) -> Path:
     options = run.options
     meta = run.meta(started)
-    checks = evaluate(run.measurements, (store_label(run.small), store_label(run.large)))
+    checks = evaluate(
+        run.measurements, (store_label(run.small), store_label(run.large)), meta["parameters"]
+    )
     report = Report(meta, run.measurements, run.sweeps, checks)
     readme = options.root / "bench" / "README.md" if options.update_readme else None
     sys.stdout.write(publish(report, options.output_dir, readme))

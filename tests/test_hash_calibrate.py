@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,11 @@ def test_calibrate_command_never_goes_below_owasp_minimum_and_prints_the_hash_ra
     assert "argon2_memory_kib = 19456" in result.stdout
     assert "argon2_time_cost = 2" in result.stdout
     assert "verifications/s" in result.stdout
+    # What the wait budget admits at that rate: the capacity an operator sizes for.
+    capacity = re.search(
+        r"cold-login capacity: ([\d.]+) logins/s per worker.*admits 1 running \+ (\d+) waiting",
+        result.stdout,
+    )
+    assert capacity is not None, result.stdout
+    rate, waiting = float(capacity[1]), int(capacity[2])
+    assert waiting == int(1.5 * rate)  # the default budget, 1500 ms

@@ -185,6 +185,7 @@ def _hash_calibrate(args: argparse.Namespace) -> int:
         f"in-process ceiling with the current settings (m={current.memory_kib} KiB, "
         f"t={current.time_cost}, p={current.parallelism}, {hasher.threads} hash threads): "
         f"{rate:.1f} verifications/s\n"
+        f"{_admission_capacity(settings, rate, hasher.threads)}"
         f"\n# settings.toml\n"
         f"argon2_memory_kib = {chosen.memory_kib}\n"
         f"argon2_time_cost = {chosen.time_cost}\n"
@@ -194,6 +195,19 @@ def _hash_calibrate(args: argparse.Namespace) -> int:
         f"KEYSTILE_ARGON2_PARALLELISM={chosen.parallelism}\n"
     )
     return 0
+
+
+def _admission_capacity(settings: Any, rate: float, threads: int) -> str:
+    """Say what the login wait budget admits at the measured hash rate (per worker, total)."""
+    budget = settings.login_wait_budget_ms / 1000
+    waiting = int(budget * rate)  # hashes the threads finish within the budget
+    workers = settings.workers
+    return (
+        f"cold-login capacity: {rate:.1f} logins/s per worker, {rate * workers:.1f}/s over "
+        f"{workers} worker(s); login_wait_budget_ms = {settings.login_wait_budget_ms} admits "
+        f"{threads} running + {waiting} waiting per worker ({(threads + waiting) * workers} "
+        f"in all); past that, 503 with Retry-After\n"
+    )
 
 
 def _audit_prune(args: argparse.Namespace) -> int:
