@@ -181,6 +181,9 @@ class BufferedAuditLog:
         self._limit = limit
         self._pending: list[AuditEntry] = []
         self._task: asyncio.Task[None] | None = None
+        # One flush at a time: a caller that flushes must find every earlier event written,
+        # including a batch another flush has taken but not finished writing.
+        self._writing = asyncio.Lock()
 
     def record_later(
         self,
@@ -203,10 +206,11 @@ class BufferedAuditLog:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write every queued event now."""
-        while self._pending:
-            batch, self._pending = self._pending[: self._limit], self._pending[self._limit :]
-            await self._log.record_many(batch)
+        """Write every queued event now (and wait for a batch being written)."""
+        async with self._writing:
+            while self._pending:
+                batch, self._pending = self._pending[: self._limit], self._pending[self._limit :]
+                await self._log.record_many(batch)
 
     async def close(self) -> None:
         """Write what is queued (at most one `interval` later) and stop."""
