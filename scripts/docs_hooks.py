@@ -19,6 +19,7 @@ import ast
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 from collections import defaultdict
@@ -28,12 +29,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
-# Markdown files at the top of the repository, published as pages of the site.
-ROOT_PAGES = {
+# Markdown files outside docs/, published as pages of the site (page: source).
+PUBLISHED = {
     "contributing.md": "CONTRIBUTING.md",
     "changelog.md": "CHANGELOG.md",
     "vulnerabilities.md": "SECURITY.md",
+    "bench.md": "bench/README.md",
+    "deploy-k8s.md": "deploy/k8s/README.md",
 }
+_LINK = re.compile(r"(?P<bang>!?)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)\)")
 
 _log = logging.getLogger("mkdocs.plugins.keystile")
 
@@ -509,16 +513,47 @@ def on_config(config: Any) -> Any:
     return config
 
 
+def _site_path(repo_path: str) -> str | None:
+    """Return where a repository file appears in the site, if it does."""
+    pages = {source: page for page, source in PUBLISHED.items()}
+    if repo_path in pages:
+        return pages[repo_path]
+    if repo_path.startswith("docs/"):
+        return repo_path.removeprefix("docs/")
+    if repo_path.startswith("bench/results/") and repo_path.endswith(".png"):
+        return "bench-results/" + repo_path.rsplit("/", 1)[-1]
+    return None
+
+
+def rewrite_links(text: str, source: str) -> str:
+    """Point the relative links of a published file at site pages; unlink the rest.
+
+    A link to a repository file that is not part of the site becomes its text followed
+    by the path, so the strict build does not fail and the reader still knows where to look.
+    """
+    base = Path(source).parent
+
+    def replace(match: re.Match[str]) -> str:
+        target = match.group("target")
+        if re.match(r"^[a-z]+:|^#", target):
+            return match.group(0)
+        path, _, anchor = target.partition("#")
+        resolved = os.path.normpath(base / path).replace(os.sep, "/")
+        page = _site_path(resolved)
+        if page is not None:
+            return f"{match.group('bang')}[{match.group('text')}]({page}{'#' + anchor if anchor else ''})"
+        label = match.group("text")
+        return f"{label} (`{resolved}`)" if label.strip("`") != resolved else f"`{resolved}`"
+
+    return _LINK.sub(replace, text)
+
+
 def on_files(files: Any, config: Any) -> Any:
-    """Publish CONTRIBUTING.md, CHANGELOG.md, SECURITY.md and the bench plots as site files."""
+    """Publish CONTRIBUTING.md, CHANGELOG.md, SECURITY.md, bench and k8s notes, bench plots."""
     from mkdocs.structure.files import File
 
-    for page, source in ROOT_PAGES.items():
-        text = (ROOT / source).read_text()
-        text = re.sub(r"\]\(docs/", "](", text)
-        text = re.sub(r"\]\(README\.md\)", "](index.md)", text)
-        for target, original in ROOT_PAGES.items():
-            text = text.replace(f"]({original})", f"]({target})")
+    for page, source in PUBLISHED.items():
+        text = rewrite_links((ROOT / source).read_text(), source)
         files.append(File.generated(config, page, content=text))
     for plot in sorted((ROOT / "bench" / "results").glob("*.png")):
         files.append(File.generated(config, f"bench-results/{plot.name}", abs_src_path=str(plot)))
