@@ -123,7 +123,7 @@ def tests_markdown(s_id: int, planned: str | None, found: dict[int, dict[str, li
     files = found.get(s_id)
     if not files:
         if planned:
-            return f"**Status:** planned ([issue {planned}](#planned)); no test names it yet."
+            return f"**Status:** planned (issue {planned}); no test names it yet."
         _log.warning("security.md: S%d is not planned, but no test in tests/ names it", s_id)
         return "**Status:** no test names this requirement yet."
     items = []
@@ -338,6 +338,9 @@ _CONSTRAINT_WORDS = {
 
 def _schema_notes(schema: dict[str, Any]) -> str:
     notes = [schema["description"]] if schema.get("description") else []
+    for part in schema.get("anyOf", []):
+        if part.get("type") != "null" and "$ref" not in part:
+            notes += [note for note in [_schema_notes(part)] if note]
     for key, words in _CONSTRAINT_WORDS.items():
         if key in schema:
             value = schema[key]
@@ -348,13 +351,32 @@ def _schema_notes(schema: dict[str, Any]) -> str:
     return _escape("; ".join(str(note) for note in notes))
 
 
+def _fields_table(schema: dict[str, Any]) -> list[str]:
+    required = set(schema.get("required", []))
+    out = ["| field | type | required | notes |", "|---|---|---|---|"]
+    for field, spec in schema.get("properties", {}).items():
+        yes = "yes" if field in required else "no"
+        out.append(f"| `{field}` | {_schema_type(spec)} | {yes} | {_schema_notes(spec)} |")
+    return [*out, ""]
+
+
+def _inline(schema: dict[str, Any]) -> bool:
+    return "$ref" not in schema and bool(schema.get("properties"))
+
+
+def _body_type(schema: dict[str, Any]) -> str:
+    if _inline(schema) and schema.get("title"):
+        return f"`{schema['title']}`"
+    return _schema_type(schema)
+
+
 def link_requirements(text: str) -> str:
     """Link each `S<n>` in a text to its section of security.md."""
     return _S_ID.sub(lambda match: f"[{match.group(0)}](security.md#s{match.group(1)})", text)
 
 
 def _operation_markdown(path: str, method: str, operation: dict[str, Any]) -> list[str]:
-    out = [f"### {method.upper()} `{path}`", ""]
+    out = [f"#### {method.upper()} `{path}`", ""]
     for key in ("summary", "description"):
         if operation.get(key):
             out += [link_requirements(operation[key]), ""]
@@ -379,24 +401,33 @@ def _operation_markdown(path: str, method: str, operation: dict[str, Any]) -> li
     body = operation.get("requestBody")
     if body:
         for content_type, media in body.get("content", {}).items():
-            out += [f"Request body (`{content_type}`): {_schema_type(media.get('schema', {}))}", ""]
+            schema = media.get("schema", {})
+            out += [f"Request body (`{content_type}`): {_body_type(schema)}", ""]
+            if schema.get("description"):
+                out += [link_requirements(schema["description"]), ""]
+            if _inline(schema):
+                out += _fields_table(schema)
             example = media.get("example")
             if example is not None:
                 out += ["```json", json.dumps(example, indent=2), "```", ""]
     responses = operation.get("responses") or {}
-    if responses:
-        out += ["| status | meaning | body |", "|---|---|---|"]
-        for status, response in responses.items():
-            contents = response.get("content", {})
-            bodies = [
-                f"{_schema_type(media.get('schema', {}))} (`{kind}`)"
-                for kind, media in contents.items()
-            ]
-            description = _escape(response.get("description", ""))
-            out.append(f"| {status} | {description} | {', '.join(bodies) or '-'} |")
-        out.append("")
-    else:
-        out += ["*The OpenAPI document lists no responses for this operation.*", ""]
+    if not responses:
+        return [*out, "*The OpenAPI document lists no responses for this operation.*", ""]
+    out += ["| status | meaning | body |", "|---|---|---|"]
+    inline: list[tuple[str, dict[str, Any]]] = []
+    for status, response in responses.items():
+        contents = response.get("content", {})
+        bodies = []
+        for kind, media in contents.items():
+            schema = media.get("schema", {})
+            bodies.append(f"{_body_type(schema)} (`{kind}`)")
+            if _inline(schema):
+                inline.append((status, schema))
+        description = _escape(response.get("description", ""))
+        out.append(f"| {status} | {description} | {', '.join(bodies) or '-'} |")
+    out.append("")
+    for status, schema in inline:
+        out += [f"Response {status}: {_body_type(schema)}", "", *_fields_table(schema)]
     return out
 
 
@@ -411,7 +442,7 @@ def openapi_markdown(document: dict[str, Any] | None = None) -> str:
     ]
     schemes = document.get("components", {}).get("securitySchemes", {})
     if schemes:
-        out += ["## Security schemes", "", "| name | kind | details |", "|---|---|---|"]
+        out += ["### Security schemes", "", "| name | kind | details |", "|---|---|---|"]
         for name, scheme in schemes.items():
             details = ", ".join(
                 f"{key} `{value}`" for key, value in scheme.items() if key not in {"type"}
@@ -426,24 +457,18 @@ def openapi_markdown(document: dict[str, Any] | None = None) -> str:
             tags = operation.get("tags") or [_group_of(path)]
             groups[tags[0]] += _operation_markdown(path, method, operation)
     for group, lines in groups.items():
-        out += [f"## {group}", "", *lines]
+        out += [f"### {group}", "", *lines]
     schemas = document.get("components", {}).get("schemas", {})
     if schemas:
-        out += ["## Schemas", ""]
+        out += ["### Schemas", ""]
         for name, schema in schemas.items():
-            out += [f"### {name} {{#{_schema_anchor(name)}}}", ""]
+            out += [f"#### {name} {{#{_schema_anchor(name)}}}", ""]
             if schema.get("description"):
                 out += [_escape(schema["description"]), ""]
-            properties = schema.get("properties", {})
-            if not properties:
+            if not schema.get("properties"):
                 out += [f"Type: {_schema_type(schema)}.", ""]
                 continue
-            required = set(schema.get("required", []))
-            out += ["| field | type | required | notes |", "|---|---|---|---|"]
-            for field, spec in properties.items():
-                yes = "yes" if field in required else "no"
-                out.append(f"| `{field}` | {_schema_type(spec)} | {yes} | {_schema_notes(spec)} |")
-            out.append("")
+            out += _fields_table(schema)
     return "\n".join(out)
 
 
