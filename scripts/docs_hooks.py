@@ -43,7 +43,7 @@ _log = logging.getLogger("mkdocs.plugins.keystile")
 
 _MARKER = re.compile(r"<!--\s*generated:\s*(?P<what>[\w-]+)(?P<args>[^>]*?)\s*-->")
 _S_ID = re.compile(r"\bS([1-9][0-9]?)\b")
-_S_RANGE = re.compile(r"\bS([1-9][0-9]?)\s*(?:-|–|\.\.)\s*S([1-9][0-9]?)\b")
+_S_RANGE = re.compile(r"\bS([1-9][0-9]?)\s*(?:-|\u2013|\.\.)\s*S([1-9][0-9]?)\b")
 _REQUIREMENT_HEADING = re.compile(r"^#{2,4} S([1-9][0-9]?)\b", re.MULTILINE)
 
 
@@ -271,7 +271,10 @@ def settings_markdown() -> str:
     out = []
     for section, rows in grouped.items():
         out += [f"### {section[0].upper()}{section[1:]}", ""]
-        out += ["| setting | environment variable | type | default | meaning |", "|---|---|---|---|---|"]
+        out += [
+            "| setting | environment variable | type | default | meaning |",
+            "|---|---|---|---|---|",
+        ]
         out += [*rows, ""]
     return "\n".join(out)
 
@@ -566,7 +569,8 @@ def rewrite_links(text: str, source: str) -> str:
         resolved = os.path.normpath(base / path).replace(os.sep, "/")
         page = _site_path(resolved)
         if page is not None:
-            return f"{match.group('bang')}[{match.group('text')}]({page}{'#' + anchor if anchor else ''})"
+            fragment = f"#{anchor}" if anchor else ""
+            return f"{match.group('bang')}[{match.group('text')}]({page}{fragment})"
         label = match.group("text")
         return f"{label} (`{resolved}`)" if label.strip("`") != resolved else f"`{resolved}`"
 
@@ -606,7 +610,9 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if what == "tests":
             found = found if found is not None else tests_by_requirement()
             s_id = int(args[0].lstrip("S"))
-            planned = next((arg.split("=", 1)[1] for arg in args if arg.startswith("planned=")), None)
+            planned = next(
+                (arg.split("=", 1)[1] for arg in args if arg.startswith("planned=")), None
+            )
             return tests_markdown(s_id, planned, found)
         if what in {"openapi", "errors", "settings"}:
             return _generated(what)
