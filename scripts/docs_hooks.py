@@ -378,7 +378,22 @@ def link_requirements(text: str) -> str:
     return _S_ID.sub(lambda match: f"[{match.group(0)}](security.md#s{match.group(1)})", text)
 
 
-def _operation_markdown(path: str, method: str, operation: dict[str, Any]) -> list[str]:
+def _resolve(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """Follow a local `$ref` to a response, parameter or request body (not to a schema)."""
+    seen = 0
+    while "$ref" in item and item["$ref"].startswith("#/components/") and seen < 10:
+        target: Any = document
+        for part in item["$ref"][2:].split("/"):
+            target = target.get(part, {})
+        if "schemas" in item["$ref"].split("/"):
+            return item
+        item, seen = target, seen + 1
+    return item
+
+
+def _operation_markdown(
+    document: dict[str, Any], path: str, method: str, operation: dict[str, Any]
+) -> list[str]:
     out = [f"#### {method.upper()} `{path}`", ""]
     for key in ("summary", "description"):
         if operation.get(key):
@@ -391,7 +406,7 @@ def _operation_markdown(path: str, method: str, operation: dict[str, Any]) -> li
     parameters = operation.get("parameters") or []
     if parameters:
         out += ["| parameter | in | type | required | notes |", "|---|---|---|---|---|"]
-        for parameter in parameters:
+        for parameter in (_resolve(document, item) for item in parameters):
             schema = parameter.get("schema", {})
             notes = parameter.get("description") or _schema_notes(schema)
             required = "yes" if parameter.get("required") else "no"
@@ -401,7 +416,7 @@ def _operation_markdown(path: str, method: str, operation: dict[str, Any]) -> li
             )
             out.append(row)
         out.append("")
-    body = operation.get("requestBody")
+    body = _resolve(document, operation.get("requestBody") or {})
     if body:
         for content_type, media in body.get("content", {}).items():
             schema = media.get("schema", {})
@@ -419,6 +434,7 @@ def _operation_markdown(path: str, method: str, operation: dict[str, Any]) -> li
     out += ["| status | meaning | body |", "|---|---|---|"]
     inline: list[tuple[str, dict[str, Any]]] = []
     for status, response in responses.items():
+        response = _resolve(document, response)
         contents = response.get("content", {})
         bodies = []
         for kind, media in contents.items():
@@ -458,7 +474,7 @@ def openapi_markdown(document: dict[str, Any] | None = None) -> str:
             if not isinstance(operation, dict) or method.startswith("x-"):
                 continue
             tags = operation.get("tags") or [_group_of(path)]
-            groups[tags[0]] += _operation_markdown(path, method, operation)
+            groups[tags[0]] += _operation_markdown(document, path, method, operation)
     for group, lines in groups.items():
         out += [f"### {group}", "", *lines]
     schemas = document.get("components", {}).get("schemas", {})
@@ -583,6 +599,9 @@ def on_files(files: Any, config: Any) -> Any:
 
     for page, source in PUBLISHED.items():
         text = rewrite_links((ROOT / source).read_text(), source)
+        # The harness names its targets after the document they came from; on the site
+        # they are the Targets section of the performance page.
+        text = text.replace("BENCHMARK.md", "[the targets](performance.md#targets)")
         files.append(File.generated(config, page, content=text))
     for plot in sorted((ROOT / "bench" / "results").glob("*.png")):
         files.append(File.generated(config, f"bench-results/{plot.name}", abs_src_path=str(plot)))
