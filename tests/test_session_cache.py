@@ -125,7 +125,7 @@ async def _user(parts: Parts) -> User:
 
 
 async def test_steady_state_session_check_does_no_network_round_trip(parts: Parts) -> None:
-    # DESIGN hot path 3: the cookie check is served from process memory.
+    # Hot path 3 (docs/architecture.md): the cookie check is served from process memory.
     clock = Clock()
     worker = parts.worker(clock)
     session_id = await worker.service.create(await _user(parts), ClientInfo())

@@ -1,4 +1,4 @@
-"""`http_cache`: opt a route in to HTTP caching, safely (S20-S23, DESIGN hot path 5).
+"""`http_cache`: opt a route in to HTTP caching, safely (S20-S23; docs/architecture.md hot path 5).
 
 Every response is `no-store` unless its handler opts in here (see `app._cache_headers`).
 A handler decorated with `http_cache` gets Cache-Control, a strong ETag computed from

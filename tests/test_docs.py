@@ -1,0 +1,109 @@
+"""The docs stand alone: a short README, every requirement id documented, a site that builds."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SECURITY_PAGE = ROOT / "docs" / "security.md"
+README_MAX_LINES = 200
+
+
+def _docs_hooks() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_is_short() -> None:
+    lines = README.read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
+
+
+def test_readme_opens_with_exactly_the_two_commands() -> None:
+    text = README.read_text()
+    title, _, rest = text.partition("\n")
+    assert title.startswith("# keystile")
+    first_block = re.match(r"\s*```sh\n(?P<body>.*?)\n```", rest, re.DOTALL)
+    assert first_block, "the first thing after the title is a shell block"
+    commands = [line.split("#", 1)[0].strip() for line in first_block["body"].splitlines()]
+    assert commands == ["make run", "make test"]
+
+
+def test_readme_links_point_at_files_in_the_repository() -> None:
+    for target in re.findall(r"\]\(([^)#\s]+)[^)]*\)", README.read_text()):
+        if re.match(r"^[a-z]+:", target):
+            continue
+        assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
+
+
+def test_every_requirement_named_in_code_or_tests_has_a_section() -> None:
+    hooks = _docs_hooks()
+    documented = hooks.documented_requirements()
+    mentioned = hooks.mentioned_requirements("src", "tests")
+    missing = {f"S{n}": places[:3] for n, places in mentioned.items() if n not in documented}
+    assert not missing, f"named in code but not in docs/security.md: {missing}"
+
+
+def test_the_security_page_covers_the_whole_requirement_list_in_order() -> None:
+    numbers = [int(n) for n in re.findall(r"^### S(\d+)\b", SECURITY_PAGE.read_text(), re.M)]
+    assert numbers == list(range(1, 46))
+
+
+def test_every_requirement_not_planned_is_proved_by_a_named_test() -> None:
+    hooks = _docs_hooks()
+    markers = re.findall(r"<!-- generated: tests S(\d+)(.*?)-->", SECURITY_PAGE.read_text())
+    assert len(markers) == 45, "each requirement section has a generated test list"
+    proved = hooks.tests_by_requirement()
+    unproved = [f"S{n}" for n, args in markers if "planned=" not in args and int(n) not in proved]
+    assert not unproved, f"no test names {unproved}; name one or mark it planned"
+
+
+def test_code_points_at_documents_inside_the_repository() -> None:
+    outside = re.compile(r"BENCHMARK\.md|DESIGN|shared/SECURITY\.md|the security requirement list")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("src", "tests", "alembic", "examples")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path != Path(__file__).resolve()
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if outside.search(line)
+    ]
+    assert not offenders, f"point these at docs/security.md or docs/performance.md: {offenders}"
+
+
+@pytest.mark.slow
+def test_documentation_site_builds_strictly(tmp_path: Path) -> None:
+    mkdocs = Path(sys.executable).with_name("mkdocs")
+    if not mkdocs.exists():
+        mkdocs = Path(shutil.which("mkdocs") or "")
+    if not mkdocs.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail("mkdocs is missing: pip install -e '.[docs]'")
+        pytest.skip("mkdocs is not installed: pip install -e '.[docs]'")
+    result = subprocess.run(
+        [str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    for page in ("api", "operations", "security"):
+        assert (tmp_path / "site" / page / "index.html").is_file()
+    assert "KEYSTILE_DB_POOL_SIZE" in (tmp_path / "site" / "operations" / "index.html").read_text()
+    assert "/v1/tokens" in (tmp_path / "site" / "api" / "index.html").read_text()
