@@ -16,7 +16,9 @@ from keystile.repositories.database import Database
 
 __all__ = ["ApiKeyRecord", "PostgresApiKeyRepository"]
 
-_COLUMNS = "id, user_id, name, secret_hmac, scopes, created_at, expires_at, last_used_at, revoked_at"
+_COLUMNS = (
+    "id, user_id, name, secret_hmac, scopes, created_at, expires_at, last_used_at, revoked_at"
+)
 
 
 @dataclass(frozen=True, slots=True)

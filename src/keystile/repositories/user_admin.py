@@ -78,7 +78,9 @@ class PostgresUserAdminRepository:
             pattern = param(_like_prefix(where.email_prefix))
             conditions.append(f"lower(email) LIKE {pattern} ESCAPE '\\'")
         if where.disabled is not None:
-            conditions.append("disabled_at IS NOT NULL" if where.disabled else "disabled_at IS NULL")
+            conditions.append(
+                "disabled_at IS NOT NULL" if where.disabled else "disabled_at IS NULL"
+            )
         if where.role is not None:
             conditions.append(f"roles @> ARRAY[{param(where.role)}::text]")
         clause = f"WHERE {' AND '.join(conditions)} " if conditions else ""

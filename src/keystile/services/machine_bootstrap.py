@@ -132,9 +132,7 @@ def build_machine_access(
         per_client=Rate.parse(settings.rate_limit_client_credentials_per_client),
     )
     admin_repository = PostgresUserAdminRepository(database, by_email=users_by_email)
-    roles = RoleService(
-        users, admin_repository, epochs, audit, extra_roles=settings.extra_roles
-    )
+    roles = RoleService(users, admin_repository, epochs, audit, extra_roles=settings.extra_roles)
     administration = AdministrationService(
         users, admin_repository, sessions, revoker, epochs, api_keys, roles, audit
     )

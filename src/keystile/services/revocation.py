@@ -54,7 +54,9 @@ class TokenEpochs:
             user = await self._users.select_user_by_id(user_id)
             if user is None or not user.is_active:
                 return None
-            return TokenHolder(epoch=user.token_epoch, email=user.email, roles=frozenset(user.roles))
+            return TokenHolder(
+                epoch=user.token_epoch, email=user.email, roles=frozenset(user.roles)
+            )
 
         return await self._cache.get(str(user_id), load)
 
