@@ -211,7 +211,7 @@ class ClientService:
         """The client credentials grant (RFC 6749 4.4): a JWT for the client, no refresh token.
 
         `scope` (space-separated) defaults to every scope the client may have;
-        `audience` defaults to the client's own audience, else keystile's.
+        `audience` defaults to keystile's own; the client may name its registered one.
         """
         limit = await self._charge(credentials.client_id, client)
         record = await self.authenticate(credentials)
@@ -222,7 +222,7 @@ class ClientService:
             granted = frozenset(scope.split())
             if not granted <= allowed:
                 raise InvalidScope("The client may not have the requested scope.")
-        target = audience or record.audience or self._audience
+        target = audience or self._audience
         if target not in {self._audience, record.audience}:
             raise InvalidTarget()
         token = self._codec.issue_client(record.id, granted, audience=target, ttl=self._ttl)

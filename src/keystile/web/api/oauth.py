@@ -121,8 +121,8 @@ def _credentials(form: MultiDict[str, str]) -> ClientCredentials:
 async def token() -> Response:
     """Client credentials grant (RFC 6749 4.4): a JWT access token for the client.
 
-    `scope` (space-separated) defaults to all the client's scopes; `audience` to the
-    client's registered audience, else keystile's. Rate limited per client and per
+    `scope` (space-separated) defaults to all the client's scopes; `audience` to
+    keystile's own (the client may name the one it was registered with). Rate limited per client and per
     address. Errors: invalid_request, invalid_client (401), unsupported_grant_type,
     invalid_scope, invalid_target (RFC 8707).
     """
