@@ -69,9 +69,7 @@ async def test_admin_needs_a_recent_password_authentication(app: Quart) -> None:
     assert (await admin.get("/v1/admin/users?limit=1")).status_code == 200
     user = await services_of(app).users.select_user_by_email(email)
     assert user is not None
-    stale = forge(
-        app, sub=str(user.id), epoch=user.token_epoch, auth_time=int(time.time()) - 3600
-    )
+    stale = forge(app, sub=str(user.id), epoch=user.token_epoch, auth_time=int(time.time()) - 3600)
     response = await app.test_client().get("/v1/admin/users", headers=bearer(stale))
     assert await error_code(response, 401) == "reauthentication_required"
     assert "insufficient_user_authentication" in response.headers["WWW-Authenticate"]
@@ -80,7 +78,9 @@ async def test_admin_needs_a_recent_password_authentication(app: Quart) -> None:
     response = await app.test_client().get("/v1/admin/users", headers=bearer(key))
     assert await error_code(response, 401) == "reauthentication_required"
     fresh = (await (await grant(app.test_client(), email)).get_json())["access_token"]
-    assert (await app.test_client().get("/v1/admin/users", headers=bearer(fresh))).status_code == 200
+    assert (
+        await app.test_client().get("/v1/admin/users", headers=bearer(fresh))
+    ).status_code == 200
 
 
 async def test_removed_admin_role_stops_working_at_once(app: Quart) -> None:
@@ -101,16 +101,19 @@ async def test_admin_actions_are_audited_with_the_admin(app: Quart) -> None:
     services = services_of(app)
     admin_user = await services.users.select_user_by_email(admin_email)
     target_user = await services.users.select_user_by_email(target_email)
-    assert admin_user is not None and target_user is not None
+    assert admin_user is not None
+    assert target_user is not None
     base = f"/v1/admin/users/{target_user.id}"
     roles = await admin.put(f"{base}/roles", json={"roles": ["editor"]})
-    assert roles.status_code == 200 and (await roles.get_json())["roles"] == ["editor"]
+    assert roles.status_code == 200
+    assert (await roles.get_json())["roles"] == ["editor"]
     assert (await admin.post(f"{base}/logout")).status_code == 204
     assert (await target.get("/v1/me")).status_code == 401
     assert (await admin.post(f"{base}/disable")).status_code == 204
     assert (await admin.post(f"{base}/enable")).status_code == 204
     detail = await (await admin.get(base)).get_json()
-    assert detail["email"] == target_email and detail["disabled_at"] is None
+    assert detail["email"] == target_email
+    assert detail["disabled_at"] is None
     kinds = {event["kind"]: event["detail"] for event in detail["recent_events"]}
     for kind in ("roles_changed", "admin_logout", "user_disabled", "user_enabled"):
         assert kinds[kind]["admin_id"] == str(admin_user.id), kind

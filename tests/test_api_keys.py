@@ -50,7 +50,8 @@ async def test_created_key_is_shown_once_and_authenticates_as_its_user(app: Quar
     }
     listed = await (await owner.get("/v1/me/api-keys")).get_json()
     (entry,) = listed["api_keys"]
-    assert entry["id"] == created["id"] and "key" not in entry
+    assert entry["id"] == created["id"]
+    assert "key" not in entry
     assert created["key"] not in str(listed)
 
     stored = await services_of(app).database.fetchrow(
@@ -78,7 +79,7 @@ async def test_key_scopes_are_enforced(app: Quart) -> None:
 
 
 async def test_key_cannot_have_scopes_its_creator_lacks(app: Quart) -> None:
-    owner, email = await logged_in_user(app)
+    _owner, email = await logged_in_user(app)
     token = (await (await grant(app.test_client(), email, scope="account")).get_json())[
         "access_token"
     ]
@@ -169,13 +170,17 @@ async def test_another_users_key_cannot_be_revoked(app: Quart) -> None:
     created = await new_key(owner)
     response = await stranger.delete(f"/v1/me/api-keys/{created['id']}")
     assert await error_code(response, 404) == "not_found"
-    assert (await app.test_client().get("/v1/me", headers=bearer(created["key"]))).status_code == 200
+    assert (
+        await app.test_client().get("/v1/me", headers=bearer(created["key"]))
+    ).status_code == 200
 
 
 async def test_use_is_recorded_as_last_used(app: Quart) -> None:
     owner, _ = await logged_in_user(app)
     created = await new_key(owner)
-    assert (await app.test_client().get("/v1/me", headers=bearer(created["key"]))).status_code == 200
+    assert (
+        await app.test_client().get("/v1/me", headers=bearer(created["key"]))
+    ).status_code == 200
     (entry,) = (await (await owner.get("/v1/me/api-keys")).get_json())["api_keys"]
     assert entry["last_used_at"] is not None
 
@@ -184,7 +189,9 @@ async def test_password_change_and_logout_everywhere_keep_keys(app: Quart) -> No
     owner, _ = await logged_in_user(app)
     key = (await new_key(owner))["key"]
     body = {"current_password": PASSWORD, "new_password": "another long passphrase"}
-    assert (await app.test_client().post("/v1/me/password", json=body, headers=bearer(key))).status_code == 204
+    assert (
+        await app.test_client().post("/v1/me/password", json=body, headers=bearer(key))
+    ).status_code == 204
     assert (await app.test_client().get("/v1/me", headers=bearer(key))).status_code == 200
     everywhere = await app.test_client().post("/v1/me/logout-everywhere", headers=bearer(key))
     assert everywhere.status_code == 204

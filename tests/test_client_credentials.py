@@ -47,12 +47,15 @@ async def test_basic_auth_grants_a_token_for_the_client(app: Quart) -> None:
     response = await client_token(app.test_client(), client_id, secret)
     body = await response.get_json()
     assert response.status_code == 200, body
-    assert body["token_type"] == "Bearer" and body["scope"] == "reports"
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "reports"
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Pragma"] == "no-cache"
     claims = claims_of(body["access_token"])
-    assert claims["sub"] == client_id and claims["client_id"] == client_id
-    assert claims["aud"] == "keystile" and claims["scope"] == "reports"
+    assert claims["sub"] == client_id
+    assert claims["client_id"] == client_id
+    assert claims["aud"] == "keystile"
+    assert claims["scope"] == "reports"
 
 
 async def test_post_auth_grants_a_token(app: Quart) -> None:
@@ -198,16 +201,19 @@ async def test_introspection_describes_live_tokens_and_keys(app: Quart) -> None:
     client_id, secret, token = await _token(app, ["reports"])
     about_client = await _introspect(app, client_id, secret, token)
     assert about_client["active"] is True
-    assert about_client["client_id"] == client_id and about_client["scope"] == "reports"
+    assert about_client["client_id"] == client_id
+    assert about_client["scope"] == "reports"
     assert about_client["exp"] > about_client["iat"]
 
     owner, email = await logged_in_user(app)
     user_token = (await (await grant(app.test_client(), email)).get_json())["access_token"]
     about_user = await _introspect(app, client_id, secret, user_token)
-    assert about_user["active"] is True and "client_id" not in about_user
+    assert about_user["active"] is True
+    assert "client_id" not in about_user
     key = (await new_key(owner, ["reports"]))["key"]
     about_key = await _introspect(app, client_id, secret, key)
-    assert about_key["active"] is True and about_key["scope"] == "reports"
+    assert about_key["active"] is True
+    assert about_key["scope"] == "reports"
 
 
 async def test_introspection_says_inactive_for_dead_or_foreign_tokens(app: Quart) -> None:

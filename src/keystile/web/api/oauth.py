@@ -122,9 +122,9 @@ async def token() -> Response:
     """Client credentials grant (RFC 6749 4.4): a JWT access token for the client.
 
     `scope` (space-separated) defaults to all the client's scopes; `audience` to
-    keystile's own (the client may name the one it was registered with). Rate limited per client and per
-    address. Errors: invalid_request, invalid_client (401), unsupported_grant_type,
-    invalid_scope, invalid_target (RFC 8707).
+    keystile's own (the client may name the one it was registered with). Rate limited
+    per client and per address. Errors: invalid_request, invalid_client (401),
+    unsupported_grant_type, invalid_scope, invalid_target (RFC 8707).
     """
     try:
         form = await _form()
