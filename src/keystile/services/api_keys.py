@@ -112,7 +112,7 @@ class ApiKeyService:
         if principal.via == "api_key":
             raise Forbidden("An API key cannot create API keys; log in with your password.")
         requested = frozenset(scopes)
-        allowed = principal.scopes if principal.via == "bearer" else self._scopes
+        allowed = principal.scopes & self._scopes if principal.via == "bearer" else self._scopes
         if not requested:
             raise InvalidInput("Choose at least one scope.")
         if not requested <= allowed:
