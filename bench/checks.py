@@ -66,6 +66,28 @@ def _ratio_check(
     return Check(name, f"{ratio:.2f} x {unit}", f">= {minimum:g} x {unit}", ratio >= minimum)
 
 
+def _machine_checks(m: _Lookup, api_key_rps: float | None, framework: float | None) -> list[Check]:
+    """Issue 16: me-api-key >= 0.75 x the ceiling; 5 x Keycloak's 120 grants/s per vCPU."""
+    checks = [
+        _ratio_check(
+            "me-api-key vs framework-ceiling", api_key_rps, framework, 0.75, "framework-ceiling"
+        )
+    ]
+    grants = m.get("keystile", "client-credentials")
+    target = ">= 600/s per core"
+    if grants is None or not grants.server_cores or grants.rps is None:
+        checks.append(Check("client-credentials per server core", "-", target, None))
+    else:
+        per_core = grants.rps / grants.server_cores
+        measured = (
+            f"{per_core:.0f}/s per core ({grants.rps:.0f}/s on {grants.server_cores:.2f} cores)"
+        )
+        checks.append(
+            Check("client-credentials per server core", measured, target, per_core >= 600)
+        )
+    return checks
+
+
 def _storm_checks(storm: Measurement | None, prefix: str) -> list[Check]:
     if storm is None:
         return [Check(f"{prefix}storm", "-", "holds", None)]
@@ -254,6 +276,7 @@ def evaluate(
     params = parameters or {}
     budget, hash_ms = params.get("login_wait_budget_ms"), params.get("hash_ms")
     checks += _burst_checks(m.get("keystile", "burst"), "", budget, hash_ms)
+    checks += _machine_checks(m, k("me-api-key", "rps"), framework)
     checks += _storm_checks(m.get("keystile", "storm"), "")
     small, large = scale_labels
     for scenario in ("login-cold", "me-bearer", "me-cookie"):

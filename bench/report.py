@@ -74,6 +74,7 @@ _CEILING_OF = {
     "me-bearer": "framework-ceiling",
     "me-cookie": "framework-ceiling",
     "refresh": "framework-ceiling",
+    "me-api-key": "framework-ceiling",
 }
 
 

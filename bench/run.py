@@ -35,7 +35,7 @@ from bench.options import Options, parse_options
 from bench.processes import ServerProcess
 from bench.report import Report, publish
 from bench.scenarios import CREDENTIAL_USERS, Target, UserCursor
-from bench.seed import hash_password, reset_users, seed_users
+from bench.seed import grant_admin, hash_password, reset_users, seed_users
 from bench.servers import baseline_server, ceiling_server, keystile_server
 from bench.storm import storm_interleaved
 from bench.wrk import WrkError, require_wrk
@@ -115,6 +115,7 @@ class Run:
             reset_users(stores.database_url)
             seconds = seed_users(stores.database_url, 0, count, self.password_hash)
             progress(f"seeded {count:,} users in {seconds:.1f} s")
+        grant_admin(self.backends.database_url)  # registers the client-credentials clients
 
     def measure(self, entries: Sequence[Arm | Measurement]) -> None:
         """Measure the arms interleaved; record skips as they are."""
@@ -201,8 +202,10 @@ class Run:
         reads: list[Arm | Measurement] = [ceiling.me("none", conns, "framework-ceiling")]
         for via in ("bearer", "cookie"):
             reads += [t.me(via, conns) for t in sides]
+        reads += [t.me_api_key(conns) for t in sides]
         self.measure(reads)
         self.measure([t.refresh(cursor, conns) for t in sides])
+        self.measure([t.client_credentials(conns) for t in sides])
         for measurement in storm_interleaved(
             sides, cursor, self.read_via, conns, plan.storm_connections
         ):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.credentials import Client
+from bench.machine_access import api_key_lines, client_lines
 from bench.measure import Arm, Measurement
 from bench.options import Options
 from bench.processes import ServerProcess, tree_cpu_seconds
@@ -168,3 +169,34 @@ class Target:
             return self.start("refresh.lua", args, connections, duration_s).result()
 
         return self.arm("refresh", run, note="POST /v1/tokens/refresh", prepare=prepare)
+
+    # --- machine access (issue 16) -------------------------------------------------
+
+    def me_api_key(self, connections: int) -> Arm | Measurement:
+        """GET /v1/me with API keys (`Authorization: Bearer ks_pat_...`) of logged-in users."""
+        if not self.has_tokens or not self.client.has_route("/v1/me/api-keys"):
+            return self.skip("me-api-key", f"POST /v1/me/api-keys {NOT_YET} (404)")
+        path = self.work_dir / f"{self.name}-api-key.txt"
+        if not path.exists():
+            lines = api_key_lines(self.client, list(range(CREDENTIAL_USERS)))
+            path.write_text("\n".join(lines) + "\n")
+        args = ["/v1/me", str(path)]
+
+        def run(duration_s: float) -> WrkResult:
+            return self.start("get.lua", args, connections, duration_s).result()
+
+        return self.arm("me-api-key", run, note="GET /v1/me (API key)")
+
+    def client_credentials(self, connections: int) -> Arm | Measurement:
+        """POST /v1/oauth/token (client credentials, HTTP Basic) for a few clients."""
+        if not self.has_tokens or not self.client.has_route("/v1/oauth/token"):
+            return self.skip("client-credentials", f"POST /v1/oauth/token {NOT_YET} (404)")
+        path = self.work_dir / f"{self.name}-clients.txt"
+        if not path.exists():
+            path.write_text("\n".join(client_lines(self.client, 4)) + "\n")
+        args = ["/v1/oauth/token", str(path)]
+
+        def run(duration_s: float) -> WrkResult:
+            return self.start("client_credentials.lua", args, connections, duration_s).result()
+
+        return self.arm("client-credentials", run, note="POST /v1/oauth/token")

@@ -16,7 +16,15 @@ from collections.abc import Iterator
 import argon2
 import asyncpg
 
-__all__ = ["PASSWORD", "email_of", "hash_password", "reset_users", "seed_users"]
+__all__ = [
+    "ADMIN_USER",
+    "PASSWORD",
+    "email_of",
+    "grant_admin",
+    "hash_password",
+    "reset_users",
+    "seed_users",
+]
 
 PASSWORD = "bench-password-0123"  # noqa: S105 - the seeded accounts' well-known password
 _CHUNK = 25_000
@@ -95,3 +103,30 @@ def seed_users(database_url: str, first: int, stop: int, password_hash: str) -> 
     started = time.monotonic()
     asyncio.run(_seed())
     return time.monotonic() - started
+
+
+# The seeded user who registers the OAuth clients of the `client-credentials` scenario.
+ADMIN_USER = 0
+
+
+def grant_admin(database_url: str, index: int = ADMIN_USER) -> None:
+    """Give seeded user `index` the admin role (what `keystile user grant-role` does).
+
+    A no-op on a schema without roles (a keystile before machine access).
+    """
+
+    async def _grant() -> None:
+        connection = await asyncpg.connect(database_url, timeout=10)
+        try:
+            has_roles = await connection.fetchval(
+                "SELECT 1 FROM information_schema.columns "
+                "WHERE table_name = 'users' AND column_name = 'roles'"
+            )
+            if has_roles:
+                await connection.execute(
+                    "UPDATE users SET roles = ARRAY['admin'] WHERE email = $1", email_of(index)
+                )
+        finally:
+            await connection.close()
+
+    asyncio.run(_grant())

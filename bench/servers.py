@@ -49,6 +49,10 @@ def keystile_server(
             for action in ("LOGIN", "TOKEN", "REFRESH", "REGISTER", "PASSWORD_CHANGE")
             for scope in ("IP", "ACCOUNT")
         },
+        **{
+            f"KEYSTILE_RATE_LIMIT_CLIENT_CREDENTIALS_PER_{scope}": "100000000/minute"
+            for scope in ("IP", "CLIENT")
+        },
         **options.server_env,
     }
     command = [

@@ -21,6 +21,7 @@ from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
 from keystile.web.limits import HeaderLimitMiddleware
 from keystile.web.observe import RequestObserver, note_request
+from keystile.web.openapi_security import security_schemes
 from keystile.web.rate_limits import rate_limit_headers
 
 __all__ = ["create_app", "session_cookie_name"]
@@ -74,7 +75,11 @@ def create_app(
         duration=settings.session_absolute_lifetime_seconds,
         salt="keystile session",
     )
-    QuartSchema(app, info={"title": "keystile", "version": "1"})
+    QuartSchema(
+        app,
+        info={"title": "keystile", "version": "1"},
+        security_schemes=security_schemes(settings, session_cookie_name(settings)),
+    )
     register_error_handlers(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(wellknown.blueprint)

@@ -49,6 +49,7 @@ from keystile.services.housekeeping import Housekeeping
 from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
+from keystile.services.machine_bootstrap import MachineAccess, build_machine_access
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import ActionLimits, CounterKeys, KnownClients, RateLimiter
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
@@ -115,6 +116,7 @@ class Services:
     audit_admin: AuditService
     key_ring: KeyRing
     tokens: TokenService
+    machine: MachineAccess  # API keys, OAuth clients, roles, admin API
     extensions: tuple[object, ...] = ()
 
     def extension(self, kind: type[T]) -> T:
@@ -400,6 +402,22 @@ async def build_services(
             reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
             verified_cache_size=settings.verified_token_cache_size,
         )
+        machine = build_machine_access(
+            settings,
+            secret=secret,
+            database=database,
+            redis=redis,
+            invalidation=invalidation,
+            users=users,
+            users_by_email=users_by_email,
+            audit=audit,
+            sessions=sessions,
+            revoker=revoker,
+            epochs=epochs,
+            tokens=tokens,
+            key_ring=ring,
+            counters=counters,
+        )
         await ring.load()
         ring.start(settings.signing_key_refresh_seconds)
         invalidation.start()
@@ -433,6 +451,7 @@ async def build_services(
             audit_admin=audit_admin,
             key_ring=ring,
             tokens=tokens,
+            machine=machine,
         )
         async with AsyncExitStack() as stack:
             built = [await stack.enter_async_context(p.build(core)) for p in providers]

@@ -95,7 +95,68 @@ def _user_create(args: argparse.Namespace) -> int:
 def _user_disable(args: argparse.Namespace) -> int:
     async def action(services: Any) -> int:
         user = await services.admin.disable_user(args.email)
-        sys.stdout.write(f"disabled {user.email}; its sessions and tokens are ended\n")
+        keys = await services.machine.api_keys.revoke_all(user.id)
+        sys.stdout.write(
+            f"disabled {user.email}; its sessions and tokens are ended, {keys} API key(s) revoked\n"
+        )
+        return 0
+
+    return _with_services(action)
+
+
+def _user_grant_role(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        user = await services.machine.roles.grant(args.email, args.role)
+        sys.stdout.write(f"{user.email} now has the roles: {', '.join(user.roles) or '-'}\n")
+        return 0
+
+    return _with_services(action)
+
+
+def _user_revoke_role(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        user = await services.machine.roles.revoke(args.email, args.role)
+        sys.stdout.write(f"{user.email} now has the roles: {', '.join(user.roles) or '-'}\n")
+        return 0
+
+    return _with_services(action)
+
+
+def _client_create(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        created = await services.machine.clients.create(args.name, args.scope, args.audience)
+        sys.stdout.write(
+            f"client_id={created.record.id}\nclient_secret={created.secret}\n"
+            "# the secret is shown this once; keystile keeps only an HMAC of it\n"
+        )
+        return 0
+
+    return _with_services(action)
+
+
+def _client_list(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        for record in await services.machine.clients.list_clients():
+            sys.stdout.write(
+                f"{record.id}\t{_printable(record.name)}\t{' '.join(record.scopes)}\t"
+                f"{record.audience or '-'}\t{record.created_at:%Y-%m-%d}\n"
+            )
+        return 0
+
+    return _with_services(action)
+
+
+def _client_delete(args: argparse.Namespace) -> int:
+    from uuid import UUID
+
+    try:
+        client_id = UUID(args.client_id)
+    except ValueError:
+        raise SettingsError(f"{args.client_id}: not a client id (a UUID)") from None
+
+    async def action(services: Any) -> int:
+        await services.machine.clients.delete(client_id)
+        sys.stdout.write(f"deleted client {client_id}; its tokens stop working within seconds\n")
         return 0
 
     return _with_services(action)
@@ -312,6 +373,14 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--after", default="", help="list emails after this one")
     listing.set_defaults(func=_user_list)
+    grant_role = user.add_parser("grant-role", help="give an account a role (e.g. admin)")
+    grant_role.add_argument("email")
+    grant_role.add_argument("role")
+    grant_role.set_defaults(func=_user_grant_role)
+    revoke_role = user.add_parser("revoke-role", help="take a role from an account")
+    revoke_role.add_argument("email")
+    revoke_role.add_argument("role")
+    revoke_role.set_defaults(func=_user_revoke_role)
     importing = user.add_parser(
         "import", help="import accounts from a CSV of email,password_hash (legacy hashes too)"
     )
@@ -319,6 +388,21 @@ def _parser() -> argparse.ArgumentParser:
     importing.add_argument("--batch-size", type=int, default=500)
     importing.add_argument("--quiet", action="store_true", help="no progress bar")
     importing.set_defaults(func=_user_import)
+
+    client = commands.add_parser(
+        "client", help="OAuth clients for the client credentials grant"
+    ).add_subparsers(dest="client_command", required=True)
+    client_create = client.add_parser("create", help="register a client; prints its secret once")
+    client_create.add_argument("name")
+    client_create.add_argument(
+        "--scope", action="append", required=True, help="a scope it may ask for (repeatable)"
+    )
+    client_create.add_argument("--audience", help="one extra audience it may ask tokens for")
+    client_create.set_defaults(func=_client_create)
+    client.add_parser("list", help="list clients").set_defaults(func=_client_list)
+    client_delete = client.add_parser("delete", help="delete a client; its tokens stop working")
+    client_delete.add_argument("client_id")
+    client_delete.set_defaults(func=_client_delete)
 
     hashing = commands.add_parser("hash", help="password hashing").add_subparsers(
         dest="hash_command", required=True

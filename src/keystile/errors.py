@@ -12,20 +12,29 @@ __all__ = [
     "DependencyUnavailable",
     "Forbidden",
     "InsufficientScope",
+    "InvalidApiKey",
+    "InvalidClient",
     "InvalidCredentials",
     "InvalidInput",
     "InvalidRefreshToken",
+    "InvalidRequest",
     "InvalidScope",
+    "InvalidTarget",
     "InvalidToken",
     "KeystileError",
+    "LastAdmin",
     "LimitStatus",
     "NotAuthenticated",
     "NotFound",
     "Overloaded",
     "PasswordPolicyViolation",
     "RateLimited",
+    "ReauthenticationRequired",
+    "RoleRequired",
     "TokenExpired",
     "TokenRevoked",
+    "UnsupportedGrantType",
+    "UserRequired",
 ]
 
 
@@ -198,3 +207,76 @@ class DependencyUnavailable(KeystileError):
         super().__init__()
         self.dependency = dependency
         self.retry_after = retry_after
+
+
+# --- machine access (API keys, OAuth 2.0 clients, roles, admin API) ---
+
+
+class InvalidApiKey(InvalidToken):
+    """An API key is malformed, unknown, wrong, expired or revoked: one answer for all (S43)."""
+
+    message = "The API key is not valid, has expired or was revoked."
+
+
+class InvalidClient(AuthError):
+    """OAuth client authentication failed: unknown client or wrong secret (RFC 6749 5.2)."""
+
+    code = "invalid_client"
+    message = "Client authentication failed."
+
+    def __init__(self, message: str | None = None, *, basic: bool = False) -> None:
+        super().__init__(message)
+        self.basic = basic  # the client tried HTTP Basic: answer with WWW-Authenticate: Basic
+
+
+class InvalidRequest(InvalidInput):
+    """An OAuth request is missing a parameter, repeats one, or mixes client auth methods."""
+
+    code = "invalid_request"
+    message = "The request is missing a parameter or is malformed."
+
+
+class UnsupportedGrantType(InvalidInput):
+    """The token endpoint was asked for a grant it does not offer (RFC 6749 5.2)."""
+
+    code = "unsupported_grant_type"
+    message = "Only grant_type=client_credentials is supported here."
+
+
+class InvalidTarget(InvalidInput):
+    """The requested audience is not one this client may have tokens for (RFC 8707)."""
+
+    code = "invalid_target"
+    message = "The requested audience is not allowed for this client."
+
+
+class ReauthenticationRequired(AuthError):
+    """The action needs a password authentication more recent than `max_age` seconds (S45)."""
+
+    code = "reauthentication_required"
+    message = "Log in again with your password to do this."
+
+    def __init__(self, max_age: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.max_age = max_age
+
+
+class RoleRequired(Forbidden):
+    """The caller lacks a role the endpoint requires."""
+
+    code = "role_required"
+    message = "Your account does not have the role this needs."
+
+
+class UserRequired(Forbidden):
+    """A client-credentials token reached an endpoint that acts for a user."""
+
+    code = "user_required"
+    message = "This endpoint acts for a user; a client-credentials token has none."
+
+
+class LastAdmin(Conflict):
+    """The change would leave no active admin (S45)."""
+
+    code = "last_admin"
+    message = "This would leave no active admin; grant the admin role to someone else first."

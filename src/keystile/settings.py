@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, Literal
@@ -152,6 +153,34 @@ class Settings(BaseSettings):
     signing_key_promote_after_seconds: int = Field(default=3600, ge=0)
     jwks_max_age_seconds: int = Field(default=300, ge=0)
     jwks_stale_while_revalidate_seconds: int = Field(default=60, ge=0)
+
+    # --- machine access: API keys, OAuth 2.0 clients, roles, the admin API (issue 16) ---
+    api_key_max_days: int = Field(default=365, ge=1, le=3650)
+    api_keys_per_user: int = Field(default=50, ge=1, le=1000)
+    api_key_touch_interval_seconds: int = Field(default=300, ge=1)
+    api_key_cache_local_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
+    api_key_cache_redis_ttl_seconds: float = Field(default=60.0, gt=0, le=3600)
+    client_token_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    rate_limit_client_credentials_per_ip: str = "600/minute"
+    rate_limit_client_credentials_per_client: str = "600/minute"
+    extra_roles: list[str] = Field(default=[])
+    reauth_max_age_seconds: int = Field(default=600, ge=10, le=24 * 3600)
+
+    @field_validator(
+        "rate_limit_client_credentials_per_ip", "rate_limit_client_credentials_per_client"
+    )
+    @classmethod
+    def _machine_rate(cls, value: str) -> str:
+        Rate.parse(value)
+        return value
+
+    @field_validator("extra_roles")
+    @classmethod
+    def _roles_are_names(cls, value: list[str]) -> list[str]:
+        for role in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_.-]{0,63}", role):
+                raise ValueError(f"role {role!r}: lowercase letters, digits, '_', '.', '-'")
+        return value
 
     @field_validator("database_url", "redis_url", "secret_key", "metrics_token", mode="before")
     @classmethod

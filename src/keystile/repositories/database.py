@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -70,17 +70,39 @@ class Database:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
         self._statement_timeout = statement_timeout
+        self._query_loggers: list[Callable[[Any], None]] = []
 
     @property
     def pool(self) -> asyncpg.Pool:
         return self._pool
+
+    def add_query_logger(self, callback: Callable[[Any], None]) -> None:
+        """Call `callback(asyncpg.LoggedQuery)` after every statement run through this database.
+
+        For diagnostics and for tests that prove a path runs no SQL at all; it costs
+        nothing while no logger is registered.
+        """
+        self._query_loggers.append(callback)
+
+    def remove_query_logger(self, callback: Callable[[Any], None]) -> None:
+        self._query_loggers.remove(callback)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """Hold one pooled connection for a unit of work."""
         try:
             async with self._pool.acquire(timeout=self._acquire_timeout) as connection:
-                yield connection
+                if not self._query_loggers:
+                    yield connection
+                    return
+                loggers = tuple(self._query_loggers)
+                for logger in loggers:
+                    connection.add_query_logger(logger)
+                try:
+                    yield connection
+                finally:
+                    for logger in loggers:
+                        connection.remove_query_logger(logger)
         except _UNAVAILABLE as exc:
             raise DependencyUnavailable("postgresql") from exc
 

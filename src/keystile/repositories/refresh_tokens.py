@@ -27,6 +27,8 @@ class RotatedToken:
     email: str
     token_epoch: int
     scope: str
+    roles: list[str]  # the user's, for the access token's `roles` claim
+    auth_time: datetime  # the family's password grant: `auth_time` of its access tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class RefreshTokenState:
     email: str
     token_epoch: int
     scope: str
+    roles: list[str]
+    auth_time: datetime
     used: bool
     used_within_grace: bool
     live: bool  # not revoked, not expired, family live, user active
@@ -55,7 +59,8 @@ WHERE t.token_hash = $1
   AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
   AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
   AND u.disabled_at IS NULL
-RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope
+RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
+          f.created_at AS auth_time
 """
 
 _INSERT_ROW = """
@@ -76,7 +81,8 @@ SELECT id FROM family
 """
 
 _STATE = """
-SELECT t.family_id, f.user_id, u.email, u.token_epoch, f.scope,
+SELECT t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
+       f.created_at AS auth_time,
        t.used_at IS NOT NULL AS used,
        coalesce(now() - t.used_at <= $2::interval, false) AS used_within_grace,
        (t.revoked_at IS NULL AND t.expires_at > now() AND f.revoked_at IS NULL

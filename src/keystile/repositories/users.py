@@ -18,10 +18,13 @@ __all__ = [
     "User",
     "UserRepository",
     "user_from_json",
+    "user_from_row",
     "user_to_json",
 ]
 
-_COLUMNS = "id, email, password_hash, password_changed_at, token_epoch, disabled_at, created_at"
+_COLUMNS = (
+    "id, email, password_hash, password_changed_at, token_epoch, disabled_at, created_at, roles"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,7 @@ class User:
     token_epoch: int
     disabled_at: datetime | None
     created_at: datetime
+    roles: tuple[str, ...] = ()  # "admin" and the extra roles of settings (docs/machine-access.md)
 
     @property
     def is_active(self) -> bool:
@@ -42,7 +46,12 @@ class User:
 
 
 def _user(row: asyncpg.Record | None) -> User | None:
-    return None if row is None else User(**dict(row))
+    return None if row is None else user_from_row(row)
+
+
+def user_from_row(row: asyncpg.Record) -> User:
+    """Return the user a row of `_COLUMNS` describes."""
+    return User(**{**dict(row), "roles": tuple(row["roles"])})
 
 
 def user_to_json(user: User) -> dict[str, Any]:
@@ -55,6 +64,7 @@ def user_to_json(user: User) -> dict[str, Any]:
         "token_epoch": user.token_epoch,
         "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
         "created_at": user.created_at.isoformat(),
+        "roles": list(user.roles),
     }
 
 
@@ -71,6 +81,7 @@ def user_from_json(data: dict[str, Any]) -> User:
                 datetime.fromisoformat(data["disabled_at"]) if data["disabled_at"] else None
             ),
             created_at=datetime.fromisoformat(data["created_at"]),
+            roles=tuple(data.get("roles", ())),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a cached user: {exc}") from None
@@ -190,7 +201,7 @@ class PostgresUserRepository:
             after_email,
             limit,
         )
-        return [User(**dict(row)) for row in rows]
+        return [user_from_row(row) for row in rows]
 
     async def insert_users(self, rows: Sequence[tuple[str, str]]) -> list[str]:
         """Insert (email, password_hash) pairs in one statement; return the emails inserted.

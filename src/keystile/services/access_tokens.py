@@ -25,10 +25,15 @@ _REQUIRED = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "scope", "epoch"]
 class AccessClaims:
     """What a verified access token says, already type-checked."""
 
-    user_id: UUID
+    user_id: UUID  # for a client-credentials token: the client's id
     epoch: int
     scopes: frozenset[str]
     expires_at: float
+    roles: frozenset[str] = frozenset()
+    auth_time: float | None = None  # when the user last proved a password (OIDC `auth_time`)
+    client_id: UUID | None = None  # set on client-credentials tokens only
+    audience: str = ""
+    issued_at: float = 0.0
 
 
 class AccessTokenCodec:
@@ -62,21 +67,57 @@ class AccessTokenCodec:
     def ttl(self) -> int:
         return self._ttl
 
-    def issue(self, user_id: UUID, epoch: int, scopes: Iterable[str]) -> str:
-        """Return a signed access token for the user, valid for `ttl` seconds."""
+    def issue(
+        self,
+        user_id: UUID,
+        epoch: int,
+        scopes: Iterable[str],
+        *,
+        roles: Iterable[str] = (),
+        auth_time: float | None = None,
+    ) -> str:
+        """Return a signed access token for the user, valid for `ttl` seconds.
+
+        `roles` go into a `roles` claim for relying parties; keystile itself checks
+        the user's live roles. `auth_time` is when the user last proved a password.
+        """
+        extra: dict[str, Any] = {}
+        if roles:
+            extra["roles"] = sorted(roles)
+        if auth_time is not None:
+            extra["auth_time"] = int(auth_time)
+        return self._sign(str(user_id), epoch, scopes, self._audience, self._ttl, extra)
+
+    def issue_client(
+        self, client_id: UUID, scopes: Iterable[str], *, audience: str | None, ttl: int
+    ) -> str:
+        """Return a client-credentials token: `sub` and `client_id` are the client (no user)."""
+        extra = {"client_id": str(client_id)}
+        return self._sign(str(client_id), 0, scopes, audience or self._audience, ttl, extra)
+
+    def _sign(
+        self,
+        subject: str,
+        epoch: int,
+        scopes: Iterable[str],
+        audience: str,
+        ttl: int,
+        extra: dict[str, Any],
+    ) -> str:
         key = self._ring.signing_key()
         assert key.private_key is not None  # signing_key() only returns keys that can sign
         now = int(self._clock())
         payload = {
             "iss": self._issuer,
-            "aud": self._audience,
-            "sub": str(user_id),
+            "aud": audience,
+            "sub": subject,
             "iat": now,
             "nbf": now,
-            "exp": now + self._ttl,
+            "exp": now + ttl,
             "jti": secrets.token_urlsafe(16),
             "scope": " ".join(sorted(scopes)),
             "epoch": epoch,
+            **extra,
         }
         return self._jwt.encode(
             payload,
@@ -85,10 +126,12 @@ class AccessTokenCodec:
             headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
         )
 
-    def verify(self, token: str) -> AccessClaims:
+    def verify(self, token: str, *, any_audience: bool = False) -> AccessClaims:
         """Return the claims of a genuine, current token; raise `InvalidToken` otherwise.
 
         `TokenExpired` (a subclass) tells a client that refreshing will help.
+        `any_audience` (introspection only) accepts tokens issued for another audience;
+        the caller must then check `AccessClaims.audience` itself.
         """
         try:
             header = jwt.get_unverified_header(token)
@@ -105,10 +148,14 @@ class AccessTokenCodec:
                 token,
                 key.public_key,
                 algorithms=[key.alg],
-                audience=self._audience,
+                audience=None if any_audience else self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": _REQUIRED, "strict_aud": True},
+                options={
+                    "require": _REQUIRED,
+                    "strict_aud": not any_audience,
+                    "verify_aud": not any_audience,
+                },
             )
         except jwt.ExpiredSignatureError:
             raise TokenExpired() from None
@@ -121,10 +168,26 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
     epoch, scope, exp = payload["epoch"], payload["scope"], payload["exp"]
     if type(epoch) is not int or not isinstance(scope, str) or type(exp) is not int:
         raise InvalidToken()
+    roles, auth_time, aud = payload.get("roles", []), payload.get("auth_time"), payload["aud"]
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise InvalidToken()
+    if (auth_time is not None and type(auth_time) is not int) or not isinstance(aud, str):
+        raise InvalidToken()
     try:
         user_id = UUID(str(payload["sub"]))
-    except ValueError:
+        client_id = UUID(payload["client_id"]) if "client_id" in payload else None
+    except (ValueError, TypeError, AttributeError):
         raise InvalidToken() from None
+    if client_id is not None and client_id != user_id:
+        raise InvalidToken()
     return AccessClaims(
-        user_id=user_id, epoch=epoch, scopes=frozenset(scope.split()), expires_at=float(exp)
+        user_id=user_id,
+        epoch=epoch,
+        scopes=frozenset(scope.split()),
+        expires_at=float(exp),
+        roles=frozenset(roles),
+        auth_time=None if auth_time is None else float(auth_time),
+        client_id=client_id,
+        audience=aud,
+        issued_at=float(payload["iat"]) if type(payload["iat"]) is int else 0.0,
     )

@@ -28,14 +28,16 @@ class TokenHolder:
 
     epoch: int
     email: str
+    roles: frozenset[str] = frozenset()
 
     def encode(self) -> list[Any]:
-        return [self.epoch, self.email]
+        return [self.epoch, self.email, sorted(self.roles)]
 
     @classmethod
     def decode(cls, raw: Any) -> TokenHolder:
-        epoch, email = raw
-        return cls(epoch=int(epoch), email=str(email))
+        epoch, email, *rest = raw
+        roles = frozenset(str(role) for role in rest[0]) if rest else frozenset()
+        return cls(epoch=int(epoch), email=str(email), roles=roles)
 
 
 class TokenEpochs:
@@ -52,7 +54,9 @@ class TokenEpochs:
             user = await self._users.select_user_by_id(user_id)
             if user is None or not user.is_active:
                 return None
-            return TokenHolder(epoch=user.token_epoch, email=user.email)
+            return TokenHolder(
+                epoch=user.token_epoch, email=user.email, roles=frozenset(user.roles)
+            )
 
         return await self._cache.get(str(user_id), load)
 

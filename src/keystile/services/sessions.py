@@ -121,7 +121,11 @@ class SessionService:
             await self._repository.touch_session(id_hash, now)
             await self._cache.invalidate(key)
         return Principal(
-            user_id=record.user_id, email=record.email, via="session", session_id_hash=id_hash
+            user_id=record.user_id,
+            email=record.email,
+            via="session",
+            session_id_hash=id_hash,
+            auth_time=record.created_at,  # a session starts with a password login
         )
 
     async def list_sessions(self, principal: Principal) -> list[SessionView]:

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
@@ -123,7 +123,9 @@ class TokenService:
             absolute=self._refresh_absolute,
             audit=AuditEntry("login", user.id, client.ip, client.user_agent, {"via": "token"}),
         )
-        pair = self._pair(user.id, user.token_epoch, scope_text, refresh_token)
+        pair = self._pair(
+            user.id, user.token_epoch, scope_text, refresh_token, user.roles, time.time()
+        )
         return dataclasses.replace(pair, limits=found.limits)
 
     async def refresh(self, refresh_token: str, client: ClientInfo) -> TokenPair:
@@ -139,7 +141,14 @@ class TokenService:
             token_hash, successor_hash, idle=self._refresh_idle
         )
         if rotated is not None:
-            return self._pair(rotated.user_id, rotated.token_epoch, rotated.scope, successor)
+            return self._pair(
+                rotated.user_id,
+                rotated.token_epoch,
+                rotated.scope,
+                successor,
+                rotated.roles,
+                rotated.auth_time.timestamp(),
+            )
 
         state = await self._refresh_tokens.select_token_state(token_hash, grace=self._reuse_grace)
         if state is None or not state.live or not state.used:
@@ -147,7 +156,14 @@ class TokenService:
         if state.used_within_grace and await self._refresh_tokens.has_live_child(
             token_hash, successor_hash
         ):
-            return self._pair(state.user_id, state.token_epoch, state.scope, successor)
+            return self._pair(
+                state.user_id,
+                state.token_epoch,
+                state.scope,
+                successor,
+                state.roles,
+                state.auth_time.timestamp(),
+            )
         # Used twice, seconds apart: one of the two holders stole it (RFC 9700 4.14.2).
         metrics.REFRESH_REUSE_DETECTED.inc()
         await self._audit.record(
@@ -191,13 +207,27 @@ class TokenService:
         if claims is None:
             claims = self._codec.verify(access_token)
             self._verified.set(cache_key, claims, ttl=claims.expires_at - time.time())
+        if claims.client_id is not None:
+            # No user behind it: the caller (MachineAccess) checks the client still exists.
+            return Principal(
+                user_id=claims.user_id,
+                email="",
+                via="client",
+                scopes=claims.scopes,
+                client_id=claims.client_id,
+            )
         holder = await self._epochs.get(claims.user_id)
         if holder is None:
             raise InvalidToken()
         if holder.epoch != claims.epoch:
             raise TokenRevoked()
+        auth_time = claims.auth_time
         return Principal(
-            user_id=claims.user_id, email=holder.email, via="bearer", scopes=claims.scopes
+            user_id=claims.user_id,
+            email=holder.email,
+            via="bearer",
+            scopes=claims.scopes,
+            auth_time=None if auth_time is None else datetime.fromtimestamp(auth_time, UTC),
         )
 
     def _requested_scopes(self, scope: str | None) -> frozenset[str]:
@@ -212,9 +242,19 @@ class TokenService:
         digest = hmac.new(self._successor_key, refresh_token.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def _pair(self, user_id: UUID, epoch: int, scope: str, refresh_token: str) -> TokenPair:
+    def _pair(
+        self,
+        user_id: UUID,
+        epoch: int,
+        scope: str,
+        refresh_token: str,
+        roles: Iterable[str],
+        auth_time: float,
+    ) -> TokenPair:
         return TokenPair(
-            access_token=self._codec.issue(user_id, epoch, scope.split()),
+            access_token=self._codec.issue(
+                user_id, epoch, scope.split(), roles=roles, auth_time=auth_time
+            ),
             refresh_token=refresh_token,
             expires_in=self._codec.ttl,
             scope=scope,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -34,8 +35,13 @@ class ClientInfo:
 class Principal:
     """An authenticated caller."""
 
-    user_id: UUID
+    user_id: UUID  # for via="client": the client's id (there is no user)
     email: str
-    via: str  # "session" or "bearer"
+    via: str  # "session", "bearer", "api_key" or "client"
     session_id_hash: bytes | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    # When the user last proved a password (session start, password grant); None for
+    # API keys and clients, which never count as a recent authentication (S45).
+    auth_time: datetime | None = None
+    api_key_id: str | None = None
+    client_id: UUID | None = None

@@ -13,19 +13,25 @@ For your own blueprints::
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from functools import wraps
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from quart import g, request
 from quart_auth import AuthUser, current_user, login_user, logout_user
+from quart_schema import security_scheme
 
 from keystile.errors import (
     CsrfRejected,
     InsufficientScope,
     InvalidToken,
     NotAuthenticated,
+    ReauthenticationRequired,
+    RoleRequired,
+    UserRequired,
 )
+from keystile.services.roles import ADMIN_ROLE
 from keystile.services.types import Principal
 from keystile.web.caching import mark_requires_credentials
 from keystile.web.context import services
@@ -37,7 +43,10 @@ __all__ = [
     "end_cookie_session",
     "get_principal",
     "mark_auth_dependent",
+    "requires_admin",
     "requires_auth",
+    "requires_recent_auth",
+    "requires_role",
     "requires_session",
     "start_cookie_session",
 ]
@@ -46,6 +55,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_ROLES = "_keystile_required_roles"
 
 
 def mark_auth_dependent() -> None:
@@ -99,7 +109,8 @@ async def authenticate_request() -> Principal | None:
     mark_auth_dependent()
     token = _bearer_token()
     if token is not None:
-        principal: Principal | None = await services().tokens.authenticate(token)
+        # An access token, a client-credentials token or an API key (`ks_pat_...`).
+        principal: Principal | None = await services().machine.authenticate_bearer(token)
     else:
         principal = await current_principal()
     g.keystile_principal = principal
@@ -129,12 +140,15 @@ def check_same_origin() -> None:
 
 
 def requires_auth(
-    *, scopes: Iterable[str] = ()
+    *, scopes: Iterable[str] = (), clients: bool = False
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Refuse the request with 401 unless it carries a valid bearer token or session cookie.
 
-    A bearer token must grant every scope in `scopes` (else 403 `insufficient_scope`);
-    a cookie session, being a full first-party login, grants every configured scope.
+    A bearer credential (access token, API key, client-credentials token) must grant
+    every scope in `scopes` (else 403 `insufficient_scope`, S44); a cookie session,
+    being a full first-party login, grants every configured scope. A client-credentials
+    token acts for no user, so it is refused (403 `user_required`) unless `clients=True`
+    says the route serves machines too; there `get_principal().client_id` is set.
     Only cookie-authenticated state changes need the same-origin check (S11): a
     browser never attaches a bearer token by itself. The response is marked as
     depending on the caller, so it is never cached for someone else (S21), and
@@ -148,20 +162,85 @@ def requires_auth(
             principal = await authenticate_request()
             if principal is None:
                 raise NotAuthenticated()
-            if principal.via == "bearer":
-                granted = principal.scopes
-            else:
+            if principal.via == "session":
                 if request.method not in _SAFE_METHODS:
                     check_same_origin()
                 granted = frozenset(services().settings.token_scopes)
+            else:
+                if principal.client_id is not None and not clients:
+                    raise UserRequired()
+                granted = principal.scopes
             if not required <= granted:
                 raise InsufficientScope()
             return await handler(*args, **kwargs)
 
         mark_requires_credentials(wrapper)
+        # OpenAPI: the scopes a bearer credential needs, and the roles (from
+        # `requires_role` underneath) either kind of caller needs.
+        roles = [f"role:{role}" for role in sorted(getattr(handler, _ROLES, ()))]
+        schemes = [{"bearerAuth": sorted(required) + roles}, {"sessionCookie": roles}]
+        return security_scheme(schemes)(wrapper)
+
+    return decorator
+
+
+def requires_role(
+    *roles: str,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Refuse with 403 `role_required` unless the caller's user has every one of `roles`.
+
+    Put it under `requires_auth`. The user's live roles are checked (from the
+    token-epoch cache, no I/O when warm), not those a token was issued with, so a
+    removed role stops working at once. A client-credentials token has no roles.
+    """
+    needed = frozenset(roles)
+
+    def decorator(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @wraps(handler)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            principal = get_principal()
+            if principal.client_id is not None:
+                raise RoleRequired()
+            if not needed <= await services().machine.roles.roles_of(principal.user_id):
+                raise RoleRequired()
+            return await handler(*args, **kwargs)
+
+        setattr(wrapper, _ROLES, needed | getattr(handler, _ROLES, frozenset()))
         return wrapper
 
     return decorator
+
+
+def requires_recent_auth(
+    handler: Callable[P, Awaitable[R]],
+) -> Callable[P, Awaitable[R]]:
+    """Refuse with 401 `reauthentication_required` unless the caller proved a password lately.
+
+    "Lately" is `reauth_max_age_seconds`: the session's start, or the password grant
+    behind a bearer token (`auth_time`, kept across refreshes). API keys and client
+    tokens never qualify. Put it under `requires_auth` (S45).
+    """
+
+    @wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        principal = get_principal()
+        max_age = services().settings.reauth_max_age_seconds
+        auth_time = principal.auth_time
+        if auth_time is None or (datetime.now(UTC) - auth_time).total_seconds() > max_age:
+            raise ReauthenticationRequired(max_age)
+        return await handler(*args, **kwargs)
+
+    return wrapper
+
+
+def requires_admin(
+    handler: Callable[P, Awaitable[R]],
+) -> Callable[P, Awaitable[R]]:
+    """`requires_role("admin")` and `requires_recent_auth`: the admin API's guard (S45).
+
+    Put it under `requires_auth()`. A non-admin gets 403 whatever its login's age.
+    """
+    return requires_role(ADMIN_ROLE)(requires_recent_auth(handler))
 
 
 def requires_session(

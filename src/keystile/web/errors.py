@@ -20,6 +20,7 @@ from keystile.errors import (
     NotFound,
     Overloaded,
     RateLimited,
+    ReauthenticationRequired,
 )
 from keystile.web.rate_limits import note_refused_limit
 
@@ -82,6 +83,11 @@ def _domain_error(error: KeystileError) -> Response:
         # RFC 6750 3: tell a bearer client what went wrong, in the header it reads.
         kind = "insufficient_scope" if isinstance(error, InsufficientScope) else "invalid_token"
         response.headers["WWW-Authenticate"] = f'Bearer error="{kind}"'
+    elif isinstance(error, ReauthenticationRequired):
+        # RFC 9470: step-up authentication; max_age says how recent it must be.
+        response.headers["WWW-Authenticate"] = (
+            f'Bearer error="insufficient_user_authentication", max_age={error.max_age}'
+        )
     return response
 
 

@@ -2,7 +2,7 @@
 
 from quart import Blueprint
 
-from keystile.web.api import me, sessions, tokens, users
+from keystile.web.api import admin, api_keys, me, oauth, sessions, tokens, users
 
 __all__ = ["blueprints"]
 
@@ -11,4 +11,8 @@ blueprints: tuple[Blueprint, ...] = (
     sessions.blueprint,
     me.blueprint,
     tokens.blueprint,
+    # machine access (issue 16)
+    api_keys.blueprint,
+    oauth.blueprint,
+    admin.blueprint,
 )

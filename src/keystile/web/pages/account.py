@@ -89,10 +89,64 @@ async def logout_everywhere() -> ResponseReturnValue:
     return redirect(url_for("pages.login", notice="logged-out-everywhere"), 303)
 
 
+@blueprint.post("/account/api-keys")
+async def create_api_key() -> ResponseReturnValue:
+    """Create an API key and show it this once (S43)."""
+    principal = await current_principal()
+    if principal is None:
+        return _session_ended()
+    form = await request.form
+    await verify_csrf(form)
+    name = form.get("key_name", "").strip()
+    scopes = form.getlist("key_scopes")
+    days_text = form.get("key_expires_in_days", "").strip()
+    max_days = services().settings.api_key_max_days
+    days = int(days_text) if days_text.isdigit() else 0
+    errors = {
+        "key_name": None if 1 <= len(name) <= 100 else "Name the key (up to 100 characters).",
+        "key_scopes": None if scopes else "Choose at least one scope.",
+        "key_expires_in_days": (
+            None if 1 <= days <= max_days else f"Choose between 1 and {max_days} days."
+        ),
+    }
+    if not any(errors.values()):
+        try:
+            created = await services().machine.api_keys.create(
+                principal, name, scopes, days, client_info()
+            )
+        except KeystileError as error:
+            return await _account_error(principal, error)
+        return await _account_page(principal, 201, new_key=created)
+    return await _account_page(principal, 422, key_errors=errors)
+
+
+@blueprint.post("/account/api-keys/<key_id>/revoke")
+async def revoke_api_key(key_id: str) -> ResponseReturnValue:
+    """Revoke one of my API keys."""
+    principal = await current_principal()
+    if principal is None:
+        return _session_ended()
+    await verify_csrf(await request.form)
+    try:
+        await services().machine.api_keys.revoke(principal, key_id[:32], client_info())
+    except KeystileError as error:
+        return await _account_error(principal, error)
+    return redirect(url_for("pages.account", notice="api-key-revoked"), 303)
+
+
 async def _account_page(principal: Principal, status: int = 200, **context: object) -> Response:
     sessions = await services().sessions.list_sessions(principal)
+    api_keys = await services().machine.api_keys.list_keys(principal.user_id)
+    settings = services().settings
     return await render_page(
-        "account.html", status, principal=principal, sessions=sessions, **context
+        "account.html",
+        status,
+        principal=principal,
+        sessions=sessions,
+        api_keys=api_keys,
+        key_scopes=settings.token_scopes,
+        key_max_days=settings.api_key_max_days,
+        **context,
     )
 
 

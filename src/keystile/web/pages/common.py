@@ -34,6 +34,7 @@ NOTICES = {
     "session-ended": "Your session has ended. Please log in again.",
     "password-changed": "Your password is changed. Your other sessions have ended.",
     "session-revoked": "That session has ended.",
+    "api-key-revoked": "That API key is revoked; it stops working within seconds.",
 }
 
 # No scripts at all; forms post only here; no framing (clickjacking of the buttons).

@@ -1,0 +1,109 @@
+"""OAuth 2.0 clients (client credentials grant) in PostgreSQL; secrets stored as HMACs (S43)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from keystile.repositories.database import Database
+
+__all__ = ["ClientRecord", "PostgresClientRepository"]
+
+_COLUMNS = "id, name, secret_hmac, scopes, audience, created_at, created_by"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """A registered client: the scopes it may ask for and the one extra audience it may name."""
+
+    id: UUID
+    name: str
+    secret_hmac: bytes
+    scopes: tuple[str, ...]
+    audience: str | None
+    created_at: datetime
+    created_by: UUID | None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return JSON-safe values (the Redis copy of the client cache)."""
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "secret_hmac": self.secret_hmac.hex(),
+            "scopes": list(self.scopes),
+            "audience": self.audience,
+            "created_at": self.created_at.isoformat(),
+            "created_by": None if self.created_by is None else str(self.created_by),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClientRecord:
+        """Rebuild a record from `to_json` output; raise ValueError if it is not one."""
+        try:
+            created_by = data["created_by"]
+            return cls(
+                id=UUID(data["id"]),
+                name=str(data["name"]),
+                secret_hmac=bytes.fromhex(data["secret_hmac"]),
+                scopes=tuple(data["scopes"]),
+                audience=data["audience"],
+                created_at=datetime.fromisoformat(data["created_at"]),
+                created_by=None if created_by is None else UUID(created_by),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a cached client: {exc}") from None
+
+
+def _record(row: asyncpg.Record) -> ClientRecord:
+    return ClientRecord(
+        **{**dict(row), "secret_hmac": bytes(row["secret_hmac"]), "scopes": tuple(row["scopes"])}
+    )
+
+
+class PostgresClientRepository:
+    """The oauth_clients table; lookups by primary key."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def insert_client(
+        self,
+        name: str,
+        secret_hmac: bytes,
+        scopes: list[str],
+        audience: str | None,
+        created_by: UUID | None,
+        client_id: UUID,
+    ) -> ClientRecord:
+        row = await self._db.fetchrow(
+            f"INSERT INTO oauth_clients (id, name, secret_hmac, scopes, audience, created_by) "
+            f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
+            client_id,
+            name,
+            secret_hmac,
+            scopes,
+            audience,
+            created_by,
+        )
+        assert row is not None
+        return _record(row)
+
+    async def select_client(self, client_id: UUID) -> ClientRecord | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_COLUMNS} FROM oauth_clients WHERE id = $1", client_id
+        )
+        return None if row is None else _record(row)
+
+    async def select_clients(self, limit: int) -> list[ClientRecord]:
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM oauth_clients ORDER BY created_at, id LIMIT $1", limit
+        )
+        return [_record(row) for row in rows]
+
+    async def delete_client(self, client_id: UUID) -> bool:
+        status = await self._db.execute("DELETE FROM oauth_clients WHERE id = $1", client_id)
+        return status.endswith(" 1")

@@ -1,0 +1,64 @@
+"""Secrets that secret scanners recognise and servers check cheaply (S43).
+
+A key reads `<prefix><body><checksum>`: a fixed prefix (`ks_pat_`, `ks_cs_`), random
+base62 characters from the OS CSPRNG, and six base62 characters of the CRC-32 of all
+that precedes them. The checksum is no security (anyone can compute it); it lets a
+scanner confirm a match offline and lets us refuse a mistyped or truncated key
+before any lookup. What is stored is an HMAC-SHA256 under a key derived from the
+server secret: a check is microseconds of CPU, never a password hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import zlib
+
+__all__ = ["CHECKSUM_LENGTH", "Hmac", "has_valid_checksum", "random_base62", "with_checksum"]
+
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+CHECKSUM_LENGTH = 6  # 62**6 > 2**32: every CRC-32 fits
+
+
+def random_base62(length: int) -> str:
+    """Return `length` random base62 characters (5.95 bits each) from the OS CSPRNG."""
+    return "".join(secrets.choice(_BASE62) for _ in range(length))
+
+
+def _checksum(body: str) -> str:
+    value = zlib.crc32(body.encode())
+    digits = []
+    for _ in range(CHECKSUM_LENGTH):
+        value, digit = divmod(value, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits))
+
+
+def with_checksum(body: str) -> str:
+    """Return `body` followed by its checksum."""
+    return body + _checksum(body)
+
+
+def has_valid_checksum(key: str) -> bool:
+    """True when the last characters of `key` are the checksum of the rest."""
+    if len(key) <= CHECKSUM_LENGTH:
+        return False
+    body, checksum = key[:-CHECKSUM_LENGTH], key[-CHECKSUM_LENGTH:]
+    return hmac.compare_digest(_checksum(body), checksum)
+
+
+class Hmac:
+    """HMAC-SHA256 of secrets under one key, and their constant-time comparison."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        # Compared against when the id is unknown, so that path costs the same.
+        self.dummy = self.digest("unknown")
+
+    def digest(self, text: str) -> bytes:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).digest()
+
+    def matches(self, text: str, expected: bytes) -> bool:
+        return hmac.compare_digest(self.digest(text), expected)
