@@ -27,6 +27,7 @@ from quart.typing import TestClientProtocol as Client
 from keystile.app import create_app
 from keystile.bootstrap import Overrides, Services
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
+from keystile.rates import Action
 from keystile.runtime import migrate
 from keystile.settings import Settings
 from keystile.web.context import EXTENSION_KEY
@@ -37,10 +38,8 @@ CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallel
 # Every test shares one Redis, and the test client has no socket address, so the
 # production per-address limits would throttle unrelated tests against each other.
 # Tests of the limits set their own and send from their own addresses (`from_ip`).
-ROOMY_IP_LIMITS = {
-    f"rate_limit_{action}_per_ip": "100000/minute"
-    for action in ("login", "token", "refresh", "register", "password_change")
-}
+ROOMY_RATE = "100000/minute"
+ROOMY_IP_LIMITS = {action: {"per_ip": ROOMY_RATE} for action in Action}
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def make_settings(backing: Backing, **overrides: Any) -> Settings:
         "db_pool_size": 3,
         "hash_threads": 2,
         **CHEAP_ARGON2,
-        **ROOMY_IP_LIMITS,
+        "limits": {"rates": ROOMY_IP_LIMITS},
     }
     values.update(overrides)
     return Settings(**values)

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 
 from keystile.embedded import free_port
-from tests.conftest import ROOMY_IP_LIMITS, Backing
+from keystile.rates import Action
+from tests.conftest import ROOMY_RATE, Backing
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_KEY = "s" * 48
@@ -80,7 +81,7 @@ def start_server(backing: Backing, directory: Path, *, workers: int = 2, **setti
         PYTHONPATH=str(ROOT),  # extensions from examples/ and tests/ can be loaded
     )
     # Every request comes from 127.0.0.1: per-address limits would refuse the load itself.
-    env.update({f"KEYSTILE_{key.upper()}": value for key, value in ROOMY_IP_LIMITS.items()})
+    env.update({f"KEYSTILE_RATE_LIMIT_{action.upper()}_PER_IP": ROOMY_RATE for action in Action})
     env.update({f"KEYSTILE_{key.upper()}": value for key, value in settings.items()})
     log_path = directory / "serve.log"
     with log_path.open("wb") as log:

@@ -161,7 +161,7 @@ async def test_rotation_publishes_next_key_and_old_tokens_verify_until_retired(
         old_token = body["access_token"]
         old_kid = _kid(old_token)
         ring = services_of(one).key_ring
-        lifetime = timedelta(seconds=settings.longest_access_token_seconds)
+        lifetime = timedelta(seconds=settings.tokens.longest_access_token_seconds)
 
         # Announce the next key an hour ahead: published everywhere, not signing yet.
         pending, _ = await ring.rotate(promote_after=timedelta(hours=1), retire_after=lifetime)

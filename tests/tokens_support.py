@@ -57,8 +57,8 @@ def forge(app: Quart, *, header: dict[str, Any] | None = None, **claims: Any) ->
     key = services_of(app).key_ring.signing_key()
     now = int(time.time())
     payload: dict[str, Any] = {
-        "iss": settings.token_issuer,
-        "aud": settings.token_audience,
+        "iss": settings.tokens.issuer,
+        "aud": settings.tokens.audience,
         "sub": str(uuid.uuid4()),
         "iat": now,
         "nbf": now,

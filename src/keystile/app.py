@@ -34,7 +34,7 @@ _SHARED_DIRECTIVES = ("public", "s-maxage")
 
 def session_cookie_name(settings: Settings) -> str:
     """`__Host-` binds the cookie to this exact origin, over HTTPS only (S8)."""
-    return "__Host-keystile_session" if settings.cookie_secure else "keystile_session"
+    return "__Host-keystile_session" if settings.sessions.cookie_secure else "keystile_session"
 
 
 def create_app(
@@ -57,7 +57,7 @@ def create_app(
     app.jinja_options = {**app.jinja_options, "trim_blocks": True, "lstrip_blocks": True}
     app.secret_key = secret_key
     app.config.update(
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        MAX_CONTENT_LENGTH=settings.serving.max_body_bytes,
         JSON_SORT_KEYS=False,
         QUART_SCHEMA_CONVERSION_PREFERENCE="pydantic",
     )
@@ -68,10 +68,10 @@ def create_app(
     QuartAuth(
         app,
         cookie_name=session_cookie_name(settings),
-        cookie_secure=settings.cookie_secure,
-        cookie_samesite=settings.cookie_samesite,
+        cookie_secure=settings.sessions.cookie_secure,
+        cookie_samesite=settings.sessions.cookie_samesite,
         cookie_http_only=True,
-        duration=settings.session_absolute_lifetime_seconds,
+        duration=settings.sessions.absolute_lifetime_seconds,
         salt="keystile session",
     )
     QuartSchema(app, info={"title": "keystile", "version": "1"})
@@ -91,7 +91,7 @@ def create_app(
 
     # Outermost: the request id, latency and log line cover even a 431 from the header limit.
     app.asgi_app = RequestObserver(  # type: ignore[method-assign]
-        HeaderLimitMiddleware(app.asgi_app, settings.max_header_bytes)
+        HeaderLimitMiddleware(app.asgi_app, settings.serving.max_header_bytes)
     )
 
     @app.while_serving

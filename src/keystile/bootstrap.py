@@ -48,7 +48,7 @@ from keystile.services.housekeeping import Housekeeping
 from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import load_common_passwords
-from keystile.services.rate_limits import ActionLimits, CounterKeys, KnownClients, RateLimiter
+from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
 from keystile.services.tokens import TokenService
 from keystile.settings import Settings, SettingsError
@@ -126,14 +126,14 @@ def build_hasher(settings: Settings) -> PasswordHasher:
     """Return the password hasher the settings describe."""
     return PasswordHasher(
         Argon2Parameters(
-            memory_kib=settings.argon2_memory_kib,
-            time_cost=settings.argon2_time_cost,
-            parallelism=settings.argon2_parallelism,
+            memory_kib=settings.hashing.memory_kib,
+            time_cost=settings.hashing.time_cost,
+            parallelism=settings.hashing.parallelism,
         ),
         threads=settings.hash_thread_count,
         queue_limit=settings.hash_queue_bound,
-        retry_after=settings.hash_retry_after_seconds,
-        niceness=settings.hash_thread_niceness,
+        retry_after=settings.hashing.retry_after_seconds,
+        niceness=settings.hashing.thread_niceness,
     )
 
 
@@ -145,8 +145,8 @@ def build_users_by_email(settings: Settings, redis: Redis, secret: bytes) -> Tie
         redis,
         encode=sealer.seal,
         decode=sealer.unseal,
-        local_ttl=settings.user_cache_local_ttl_seconds,
-        redis_ttl=settings.user_cache_redis_ttl_seconds,
+        local_ttl=settings.cache.user_local_ttl_seconds,
+        redis_ttl=settings.cache.user_redis_ttl_seconds,
     )
 
 
@@ -161,39 +161,32 @@ def build_rate_limiting(
     counters = FallbackCounterStore(
         RedisCounterStore(redis),
         MemoryCounterStore(),
-        retry_interval=settings.rate_limit_redis_retry_seconds,
+        retry_interval=settings.limits.redis_retry_seconds,
     )
     # Serving always has a secret key (create_app insists); a CLI command without one
     # never shares counters, so a throwaway key is as good as any.
     keys = CounterKeys(settings.read_secret_key() or secrets.token_bytes(32))
-    known = KnownClients(counters, keys, ttl=settings.known_client_days * 86_400.0)
-    limits = {
-        action: ActionLimits(
-            per_ip=settings.rate_limit(action, "ip"),
-            per_account=settings.rate_limit(action, "account"),
-        )
-        for action in RATE_LIMITED_ACTIONS
-    }
-    window = float(settings.login_failure_window_seconds)
+    known = KnownClients(counters, keys, ttl=settings.limits.known_client_days * 86_400.0)
+    window = float(settings.limits.failure_window_seconds)
     throttle = LoginThrottle(
         counters,
         keys,
         known,
         audit,
         per_client=Backoff(
-            free_failures=settings.login_backoff_client_free_failures,
-            base_delay=settings.login_backoff_base_seconds,
-            max_delay=settings.login_backoff_max_seconds,
+            free_failures=settings.limits.client_free_failures,
+            base_delay=settings.limits.backoff_base_seconds,
+            max_delay=settings.limits.backoff_max_seconds,
             window=window,
         ),
         per_account=Backoff(
-            free_failures=settings.login_backoff_account_free_failures,
-            base_delay=settings.login_backoff_base_seconds,
-            max_delay=settings.login_backoff_max_seconds,
+            free_failures=settings.limits.account_free_failures,
+            base_delay=settings.limits.backoff_base_seconds,
+            max_delay=settings.limits.backoff_max_seconds,
             window=window,
         ),
     )
-    return counters, RateLimiter(counters, keys, known, audit, limits), throttle
+    return counters, RateLimiter(counters, keys, known, audit, settings.limits.rates), throttle
 
 
 def build_housekeeping(
@@ -203,7 +196,7 @@ def build_housekeeping(
     refresh_tokens: PostgresRefreshTokenRepository,
 ) -> Housekeeping:
     """Return the periodic deletion of old audit events and long-expired sessions/tokens."""
-    keep_expired = timedelta(hours=settings.expired_record_retention_hours)
+    keep_expired = timedelta(hours=settings.retention.expired_record_hours)
 
     def expired_before() -> datetime:
         return datetime.now(UTC) - keep_expired
@@ -218,16 +211,18 @@ def build_housekeeping(
 
 
 def _required_url(settings: Settings, key: str) -> str:
-    value = getattr(settings, key)
+    value = settings.database.url if key == "database_url" else settings.redis.url
     if value is None:
         raise SettingsError(f"{key} (KEYSTILE_{key.upper()}): required to serve")
     return str(value.get_secret_value())
 
 
 def _build_purger(settings: Settings) -> SurrogatePurger:
-    if not settings.purge_urls:
+    if not settings.http_cache.purge_urls:
         return NoPurge()
-    return VarnishPurger(settings.purge_urls, timeout=settings.purge_timeout_seconds)
+    return VarnishPurger(
+        settings.http_cache.purge_urls, timeout=settings.http_cache.purge_timeout_seconds
+    )
 
 
 KEYS_NAMESPACE = "signing_keys"
@@ -250,7 +245,7 @@ def _build_tokens(
     ring = KeyRing(
         PostgresSigningKeyRepository(database),
         SecretBox(secret),
-        algorithm=settings.token_algorithm,
+        algorithm=settings.tokens.algorithm,
         notify=notify_rotation,
     )
     invalidation.subscribe(KEYS_NAMESPACE, ring.poke)
@@ -259,8 +254,8 @@ def _build_tokens(
         redis,
         encode=TokenHolder.encode,
         decode=TokenHolder.decode,
-        local_ttl=settings.token_epoch_cache_seconds,
-        redis_ttl=settings.token_epoch_redis_seconds,
+        local_ttl=settings.tokens.epoch_cache_seconds,
+        redis_ttl=settings.tokens.epoch_redis_seconds,
     )
     invalidation.register(epoch_cache)
     epochs = TokenEpochs(epoch_cache, users)
@@ -285,24 +280,24 @@ async def build_services(
         raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
     pool = await create_pool(
         _required_url(settings, "database_url"),
-        size=settings.db_pool_size,
-        connect_timeout=settings.db_connect_timeout,
-        statement_timeout=settings.db_statement_timeout,
-        statement_cache_size=settings.db_statement_cache_size,
+        size=settings.database.pool_size,
+        connect_timeout=settings.database.connect_timeout,
+        statement_timeout=settings.database.statement_timeout,
+        statement_cache_size=settings.database.statement_cache_size,
     )
     redis = create_redis(
         _required_url(settings, "redis_url"),
-        socket_timeout=settings.redis_socket_timeout,
-        connect_timeout=settings.redis_connect_timeout,
-        max_connections=settings.redis_pool_size,
+        socket_timeout=settings.redis.socket_timeout,
+        connect_timeout=settings.redis.connect_timeout,
+        max_connections=settings.redis.pool_size,
     )
     hasher = overrides.hasher or build_hasher(settings)
     credential_store = overrides.credential_store or create_credential_store(
         _required_url(settings, "redis_url"),
         namespace="keystile:credentials",
-        socket_timeout=settings.redis_socket_timeout,
-        connect_timeout=settings.redis_connect_timeout,
-        max_connections=settings.redis_pool_size,
+        socket_timeout=settings.redis.socket_timeout,
+        connect_timeout=settings.redis.connect_timeout,
+        max_connections=settings.redis.pool_size,
     )
     invalidation = InvalidationListener(redis)
     purger = overrides.purger or _build_purger(settings)
@@ -312,8 +307,8 @@ async def build_services(
     try:
         database = Database(
             pool,
-            acquire_timeout=settings.db_acquire_timeout,
-            statement_timeout=settings.db_statement_timeout,
+            acquire_timeout=settings.database.acquire_timeout,
+            statement_timeout=settings.database.statement_timeout,
         )
         users_by_email = build_users_by_email(settings, redis, secret)
         invalidation.register(users_by_email)
@@ -322,34 +317,34 @@ async def build_services(
             hasher,
             credential_store,
             key=derive_key(secret, "credential cache"),
-            ttl=settings.credential_cache_ttl_seconds,
+            ttl=settings.cache.credential_ttl_seconds,
         )
         audit = PostgresAuditLog(database)
         policy = PasswordPolicy(
-            min_length=settings.password_min_length,
-            max_length=settings.password_max_length,
+            min_length=settings.passwords.min_length,
+            max_length=settings.passwords.max_length,
             common_passwords=load_common_passwords(),
         )
         counters, limits, throttle = build_rate_limiting(settings, redis, audit)
         audit_admin = AuditService(
-            audit, users, retention=timedelta(days=settings.audit_retention_days)
+            audit, users, retention=timedelta(days=settings.retention.audit_days)
         )
         session_cache: TieredCache[SessionRecord] = TieredCache(
             "session",
             redis,
             encode=SessionRecord.to_json,
             decode=SessionRecord.from_json,
-            local_ttl=settings.session_cache_local_ttl_seconds,
-            redis_ttl=settings.session_cache_redis_ttl_seconds,
+            local_ttl=settings.sessions.cache_local_ttl_seconds,
+            redis_ttl=settings.sessions.cache_redis_ttl_seconds,
         )
         invalidation.register(session_cache)
         session_repository = PostgresSessionRepository(database)
         sessions = SessionService(
             session_repository,
             session_cache,
-            idle_timeout=timedelta(seconds=settings.session_idle_timeout_seconds),
-            absolute_lifetime=timedelta(seconds=settings.session_absolute_lifetime_seconds),
-            touch_interval=timedelta(seconds=settings.session_touch_interval_seconds),
+            idle_timeout=timedelta(seconds=settings.sessions.idle_timeout_seconds),
+            absolute_lifetime=timedelta(seconds=settings.sessions.absolute_lifetime_seconds),
+            touch_interval=timedelta(seconds=settings.sessions.touch_interval_seconds),
         )
         ring, epochs, revoker, refresh_tokens = _build_tokens(
             settings, secret, database, redis, invalidation, users, audit
@@ -360,10 +355,10 @@ async def build_services(
         tokens = TokenService(
             codec=AccessTokenCodec(
                 ring,
-                issuer=settings.token_issuer,
-                audience=settings.token_audience,
-                ttl=settings.access_token_ttl_seconds,
-                leeway=settings.token_leeway_seconds,
+                issuer=settings.tokens.issuer,
+                audience=settings.tokens.audience,
+                ttl=settings.tokens.access_ttl_seconds,
+                leeway=settings.tokens.leeway_seconds,
             ),
             ring=ring,
             refresh_tokens=refresh_tokens,
@@ -371,21 +366,21 @@ async def build_services(
             authenticator=auth,
             audit=audit,
             secret=secret,
-            scopes=settings.token_scopes,
-            refresh_idle=timedelta(seconds=settings.refresh_token_idle_seconds),
-            refresh_absolute=timedelta(seconds=settings.refresh_token_absolute_seconds),
-            reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
-            verified_cache_size=settings.verified_token_cache_size,
+            scopes=settings.tokens.scopes,
+            refresh_idle=timedelta(seconds=settings.tokens.refresh_idle_seconds),
+            refresh_absolute=timedelta(seconds=settings.tokens.refresh_absolute_seconds),
+            reuse_grace=timedelta(seconds=settings.tokens.refresh_reuse_grace_seconds),
+            verified_cache_size=settings.tokens.verified_cache_size,
         )
         await ring.load()
-        ring.start(settings.signing_key_refresh_seconds)
+        ring.start(settings.tokens.signing_key_refresh_seconds)
         invalidation.start()
-        if settings.housekeeping_interval_seconds:
+        if settings.retention.housekeeping_interval_seconds:
             housekeeping = build_housekeeping(
                 settings, audit_admin, session_repository, refresh_tokens
             )
             pruning = asyncio.get_running_loop().create_task(
-                housekeeping.run_every(settings.housekeeping_interval_seconds),
+                housekeeping.run_every(settings.retention.housekeeping_interval_seconds),
                 name="housekeeping",
             )
         sampler.start()
@@ -430,4 +425,4 @@ async def build_services(
         if overrides.credential_store is None:
             await close_store(credential_store)
         await redis.aclose()
-        await asyncio.wait_for(pool.close(), timeout=settings.db_statement_timeout)
+        await asyncio.wait_for(pool.close(), timeout=settings.database.statement_timeout)

@@ -42,23 +42,26 @@ def runtime(**overrides: object) -> Iterator[Runtime]:
     worker processes (which load settings themselves) see the same servers.
     """
     settings = load_settings(**overrides)
-    if not settings.allow_embedded:
-        for key in ("database_url", "redis_url"):
-            if getattr(settings, key) is None:
+    if not settings.serving.allow_embedded:
+        for key, url in (
+            ("database_url", settings.database.url),
+            ("redis_url", settings.redis.url),
+        ):
+            if url is None:
                 raise SettingsError(
                     f"{key} (KEYSTILE_{key.upper()}): required, embedded servers are off"
                     " (allow_embedded = false)"
                 )
-    data_dir = settings.data_dir.resolve()
+    data_dir = settings.serving.data_dir.resolve()
     postgres = redis = None
     resolved: dict[str, str] = {}
     started: list[str] = []
     try:
-        if settings.database_url is None:
+        if settings.database.url is None:
             postgres = EmbeddedPostgres(data_dir)
             resolved["database_url"] = postgres.start()
             started.append(f"PostgreSQL (embedded) in {postgres.pgdata}")
-        if settings.redis_url is None:
+        if settings.redis.url is None:
             redis = EmbeddedRedis(data_dir)
             resolved["redis_url"] = redis.start()
             started.append(f"Redis (embedded) at {redis.url}, data in {redis.directory}")
@@ -80,9 +83,9 @@ def migrate(settings: Settings, revision: str = "head") -> None:
 
     from alembic import command
 
-    if settings.database_url is None:
+    if settings.database.url is None:
         raise ValueError("database_url must be resolved before migrating")
     config = Config(str(project_root() / "alembic.ini"))
-    config.attributes["database_url"] = settings.database_url.get_secret_value()
+    config.attributes["database_url"] = settings.database.url.get_secret_value()
     # alembic's env.py runs its own event loop: call this from synchronous code only.
     command.upgrade(config, revision)

@@ -16,17 +16,17 @@ import hashlib
 import hmac
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from uuid import UUID
 
 from keystile import metrics
 from keystile.errors import LimitStatus, RateLimited
+from keystile.rates import Action, Rate, RateLimits
 from keystile.repositories.audit import AuditLog
 from keystile.services.types import ClientInfo
 from keystile.stores.cache import LocalCache
-from keystile.stores.rate_limits import CounterStore, GcraResult, Rate
+from keystile.stores.rate_limits import CounterStore, GcraResult
 
-__all__ = ["ActionLimits", "CounterKeys", "KnownClients", "RateLimiter", "normalise_account"]
+__all__ = ["CounterKeys", "KnownClients", "RateLimiter", "normalise_account"]
 
 # A refused key is audited at most once per this many seconds per worker, so a
 # flood of refusals does not become a flood of writes to PostgreSQL.
@@ -76,14 +76,6 @@ class KnownClients:
         return await self._store.is_marked(self._key(account, ip))
 
 
-@dataclass(frozen=True, slots=True)
-class ActionLimits:
-    """The limits of one action; None means no limit in that scope."""
-
-    per_ip: Rate | None
-    per_account: Rate | None
-
-
 class RateLimiter:
     """Check and charge the per-address and per-account limits of named actions."""
 
@@ -93,7 +85,7 @@ class RateLimiter:
         keys: CounterKeys,
         known_clients: KnownClients,
         audit: AuditLog,
-        limits: Mapping[str, ActionLimits],
+        limits: Mapping[Action, RateLimits],
     ) -> None:
         self._store = store
         self._keys = keys
@@ -103,11 +95,11 @@ class RateLimiter:
         self._audited: LocalCache[str, bool] = LocalCache(ttl=_AUDIT_EVERY, max_entries=10_000)
 
     @property
-    def actions(self) -> frozenset[str]:
+    def actions(self) -> frozenset[Action]:
         return frozenset(self._limits)
 
     async def check(
-        self, action: str, client: ClientInfo, account: str | UUID | None = None
+        self, action: Action, client: ClientInfo, account: str | UUID | None = None
     ) -> LimitStatus | None:
         """Charge one request of `action`; return the tightest limit, or raise `RateLimited`.
 
@@ -143,7 +135,7 @@ class RateLimiter:
         return _status(min(results, key=lambda result: result.remaining))
 
     async def _audit_refusal(
-        self, action: str, scope: str, key: str, client: ClientInfo, account: str | UUID | None
+        self, action: Action, scope: str, key: str, client: ClientInfo, account: str | UUID | None
     ) -> None:
         if self._audited.get(key):
             return

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,61 +26,23 @@ from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
 
+from keystile.rates import Rate
 from keystile.stores.cache import LocalCache
 from keystile.stores.redis import REDIS_FAILURES
 
 __all__ = [
-    "RATE_PATTERN",
     "Backoff",
     "BackoffResult",
     "CounterStore",
     "FallbackCounterStore",
     "GcraResult",
     "MemoryCounterStore",
-    "Rate",
     "RedisCounterStore",
 ]
 
 _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-RATE_PATTERN = re.compile(
-    r"(\d+)\s*/\s*(\d+)?\s*(s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)"
-)
-_UNIT_SECONDS = {
-    "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
-    "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
-}  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """`count` requests per `period` seconds, all of them allowed at once as a burst."""
-
-    count: int
-    period: float
-
-    @property
-    def interval_ms(self) -> float:
-        return self.period * 1000 / self.count
-
-    def __str__(self) -> str:
-        return f"{self.count}/{self.period:g}s"
-
-    @classmethod
-    def parse(cls, text: str) -> Rate | None:
-        """Read "30/minute", "5/10s", "1000/hour" ...; "off" means no limit (None)."""
-        if text.strip().lower() == "off":
-            return None
-        match = RATE_PATTERN.fullmatch(text.strip().lower())
-        if match is None:
-            raise ValueError(f"not a rate: {text!r} (try '30/minute' or '5/10s')")
-        count, multiple, unit = match.groups()
-        period = int(multiple or 1) * _UNIT_SECONDS[unit.rstrip("s") or "s"]
-        if int(count) < 1 or period <= 0:
-            raise ValueError(f"not a rate: {text!r}")
-        return cls(count=int(count), period=period)
 
 
 @dataclass(frozen=True, slots=True)

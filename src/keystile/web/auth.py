@@ -153,7 +153,7 @@ def requires_auth(
             else:
                 if request.method not in _SAFE_METHODS:
                     check_same_origin()
-                granted = frozenset(services().settings.token_scopes)
+                granted = frozenset(services().settings.tokens.scopes)
             if not required <= granted:
                 raise InsufficientScope()
             return await handler(*args, **kwargs)

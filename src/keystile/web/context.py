@@ -26,11 +26,11 @@ def client_ip() -> str:
     read; the other may come from the client and is ignored.
     """
     settings = services().settings
-    hops = settings.trusted_proxy_hops
+    hops = settings.serving.trusted_proxy_hops
     remote = request.remote_addr or ""
     if hops == 0:
         return remote
-    if settings.forwarded_header == "Forwarded":
+    if settings.serving.forwarded_header == "Forwarded":
         forwarded = _forwarded_for(request.headers.getlist("Forwarded"))
     else:
         values = ",".join(request.headers.getlist("X-Forwarded-For")).split(",")

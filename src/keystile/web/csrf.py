@@ -40,7 +40,7 @@ def csrf_cookie_name(secure: bool) -> str:
 
 
 def _cookie_name() -> str:
-    return csrf_cookie_name(services().settings.cookie_secure)
+    return csrf_cookie_name(services().settings.sessions.cookie_secure)
 
 
 def _sign(nonce: str, session_id_hash: bytes | None) -> str:
@@ -61,7 +61,7 @@ async def csrf_token() -> str:
     if not _valid_nonce(nonce):
         nonce = secrets.token_urlsafe(_NONCE_BYTES)
         g.keystile_csrf_nonce = nonce
-        secure = services().settings.cookie_secure
+        secure = services().settings.sessions.cookie_secure
 
         @after_this_request
         async def _set_nonce(

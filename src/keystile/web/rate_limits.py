@@ -22,6 +22,7 @@ from uuid import UUID
 from quart import Response, g
 
 from keystile.errors import LimitStatus, RateLimited
+from keystile.rates import Action
 from keystile.web.context import client_info, services
 
 __all__ = ["check_rate_limit", "rate_limit_headers", "rate_limited"]
@@ -33,7 +34,7 @@ AccountOf = Callable[..., str | UUID | None]
 
 
 def rate_limited(
-    action: str, *, account: AccountOf | None = None
+    action: Action, *, account: AccountOf | None = None
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Charge each request to the route's limits for `action` (settings `rate_limit_<action>_*`).
 
@@ -44,7 +45,7 @@ def rate_limited(
 
         @blueprint.post("/v1/sessions")
         @validate_request(LoginRequest)
-        @rate_limited("login", account=lambda data: data.email)
+        @rate_limited(Action.LOGIN, account=lambda data: data.email)
         async def login(data: LoginRequest) -> ...
     """
 
@@ -59,7 +60,7 @@ def rate_limited(
     return decorator
 
 
-async def check_rate_limit(action: str, account: str | UUID | None = None) -> None:
+async def check_rate_limit(action: Action, account: str | UUID | None = None) -> None:
     """Charge this request to `action`'s limits or raise `RateLimited`; headers follow.
 
     For handlers that learn the account only inside (HTML forms).

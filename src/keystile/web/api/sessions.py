@@ -8,6 +8,7 @@ from quart import Blueprint, g
 from quart.typing import ResponseReturnValue
 from quart_schema import validate_request, validate_response
 
+from keystile.rates import Action
 from keystile.services.sessions import SessionView
 from keystile.web.auth import (
     check_same_origin,
@@ -31,7 +32,7 @@ blueprint = Blueprint("sessions", __name__)
 @blueprint.post("/v1/sessions")
 @validate_request(LoginRequest)
 @validate_response(LoginResponse, 201)
-@rate_limited("login", account=lambda data: data.email)
+@rate_limited(Action.LOGIN, account=lambda data: data.email)
 async def login(data: LoginRequest) -> tuple[LoginResponse, int]:
     """Log in with email and password; the session cookie comes back in Set-Cookie."""
     check_same_origin()  # login CSRF: no other site may log a browser into an account
@@ -39,7 +40,7 @@ async def login(data: LoginRequest) -> tuple[LoginResponse, int]:
     start_cookie_session(session_id)
     return LoginResponse(
         user=UserResponse(id=user.id, email=user.email),
-        expires_in=services().settings.session_absolute_lifetime_seconds,
+        expires_in=services().settings.sessions.absolute_lifetime_seconds,
     ), 201
 
 

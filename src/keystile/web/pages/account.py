@@ -8,6 +8,7 @@ from quart import Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
 
 from keystile.errors import InvalidCredentials, KeystileError, PasswordPolicyViolation
+from keystile.rates import Action
 from keystile.services.types import Principal
 from keystile.web.auth import current_principal, end_cookie_session
 from keystile.web.context import client_info, services
@@ -46,7 +47,7 @@ async def change_password() -> ResponseReturnValue:
     }
     if not any(errors.values()):
         try:
-            await check_rate_limit("password_change", principal.user_id)
+            await check_rate_limit(Action.PASSWORD_CHANGE, principal.user_id)
             await services().auth.change_password(principal, current, new, client_info())
         except InvalidCredentials as error:
             errors["current_password"] = error.message
