@@ -25,7 +25,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from keystile.app import create_app
-from keystile.bootstrap import Overrides, Services
+from keystile.container import Overrides, Services
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
 from keystile.rates import Action
 from keystile.runtime import migrate

@@ -17,7 +17,7 @@ from quart import Blueprint, Response, g, jsonify, request, session
 from quart.typing import ResponseReturnValue
 from redis.asyncio import Redis
 
-from keystile.bootstrap import Services
+from keystile.container import Services
 from keystile.web.auth import current_principal, requires_session
 from keystile.web.caching import add_surrogate_keys, http_cache, set_etag, set_last_modified
 from keystile.web.context import services

@@ -10,7 +10,7 @@ from quart import Quart
 
 from examples.catalog import PRODUCTS_KEY, CatalogExtension, CatalogService, product_key
 from keystile.app import create_app
-from keystile.bootstrap import Overrides
+from keystile.container import Overrides
 from keystile.settings import SettingsError
 from keystile.web.context import services
 from tests.conftest import Backing, Client, login, make_settings, register, unique_email

@@ -9,7 +9,7 @@ from quart import Quart
 from werkzeug.datastructures import Headers
 
 from keystile.app import _add_vary, create_app
-from keystile.bootstrap import Overrides
+from keystile.container import Overrides
 from keystile.settings import Settings
 from keystile.web.auth import requires_session
 from keystile.web.caching import CachePolicyError, http_cache

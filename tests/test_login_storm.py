@@ -16,7 +16,7 @@ import pytest
 from quart import Quart
 
 from keystile.app import create_app
-from keystile.bootstrap import Overrides
+from keystile.container import Overrides
 from keystile.services.passwords import Argon2Parameters, PasswordHasher
 from tests.conftest import PASSWORD, Backing, login, make_settings, services_of, unique_email
 

@@ -12,7 +12,7 @@ from typing import Any
 from quart import Quart
 
 from keystile.app import create_app
-from keystile.bootstrap import Services
+from keystile.container import Services
 from keystile.settings import Settings
 from keystile.web.context import EXTENSION_KEY
 from tests.conftest import (

@@ -15,7 +15,7 @@ import pytest
 from quart import Quart
 
 from keystile.app import create_app
-from keystile.bootstrap import Services
+from keystile.container import Services
 from keystile.services.sessions import hash_session_id
 from keystile.web.context import EXTENSION_KEY
 from tests.conftest import (
@@ -40,7 +40,7 @@ async def _two_apps(backing: Backing) -> AsyncIterator[tuple[Quart, Quart]]:
     first, second = create_app(settings), create_app(settings)
     async with first.test_app(), second.test_app():
         for app in (first, second):
-            await asyncio.wait_for(_services(app).invalidation.ready.wait(), timeout=5)
+            await asyncio.wait_for(_services(app).caches.ready.wait(), timeout=5)
         yield first, second
 
 

@@ -155,7 +155,7 @@ async def test_rotation_publishes_next_key_and_old_tokens_verify_until_retired(
     first, second = create_app(settings), create_app(settings)
     async with first.test_app() as one, second.test_app() as two:
         for app in (one, two):
-            await asyncio.wait_for(services_of(app).invalidation.ready.wait(), timeout=5)
+            await asyncio.wait_for(services_of(app).caches.ready.wait(), timeout=5)
         client_one, client_two = one.test_client(), two.test_client()
         _, body = await new_user_tokens(client_one)
         old_token = body["access_token"]
@@ -234,7 +234,7 @@ async def test_keys_rotate_command_schedules_a_rotation_the_server_picks_up(
     secret = secrets.token_hex(32)
     app = create_app(make_settings(backing, secret_key=secret))
     async with app.test_app() as test_app:
-        await asyncio.wait_for(services_of(test_app).invalidation.ready.wait(), timeout=5)
+        await asyncio.wait_for(services_of(test_app).caches.ready.wait(), timeout=5)
         client = test_app.test_client()
         (current,) = await _jwks_kids(client)
 

@@ -28,7 +28,7 @@ async def _two_apps(backing: Backing) -> AsyncIterator[tuple[Quart, Quart]]:
     first, second = create_app(settings), create_app(settings)
     async with first.test_app() as one, second.test_app() as two:
         for app in (one, two):
-            await asyncio.wait_for(services_of(app).invalidation.ready.wait(), timeout=5)
+            await asyncio.wait_for(services_of(app).caches.ready.wait(), timeout=5)
         yield one, two
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import jwt
 from quart import Quart
 
-from keystile.bootstrap import Services
+from keystile.container import Services
 from keystile.web.context import EXTENSION_KEY
 from tests.conftest import PASSWORD, Client, register, unique_email
 

@@ -10,7 +10,7 @@ from quart import Blueprint
 from examples.catalog.repository import PostgresProductRepository
 from examples.catalog.service import CatalogService
 from examples.catalog.web import blueprint
-from keystile.bootstrap import Services
+from keystile.container import Services
 
 __all__ = ["CatalogExtension"]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from keystile.app import create_app
-    from keystile.bootstrap import Overrides, Services
+    from keystile.container import Overrides, Services
     from keystile.settings import Settings, load_settings
 
 __all__ = ["Overrides", "Services", "Settings", "create_app", "load_settings"]
@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "create_app": "keystile.app",
-    "Overrides": "keystile.bootstrap",
-    "Services": "keystile.bootstrap",
+    "Overrides": "keystile.container",
+    "Services": "keystile.container",
     "Settings": "keystile.settings",
     "load_settings": "keystile.settings",
 }

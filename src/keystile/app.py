@@ -10,7 +10,8 @@ from quart_auth import QuartAuth
 from quart_schema import QuartSchema
 from werkzeug.datastructures import Headers
 
-from keystile.bootstrap import Overrides, build_services
+from keystile.bootstrap import open_services
+from keystile.container import Overrides
 from keystile.extensions import Extension, load_extensions
 from keystile.settings import Settings, SettingsError, load_settings
 from keystile.web import health, pages, wellknown
@@ -96,7 +97,7 @@ def create_app(
 
     @app.while_serving
     async def _lifespan() -> AsyncGenerator[None, None]:
-        async with build_services(settings, overrides, loaded) as services:
+        async with open_services(settings, overrides, loaded) as services:
             app.extensions[EXTENSION_KEY] = services
             yield
             del app.extensions[EXTENSION_KEY]

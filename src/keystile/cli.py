@@ -61,10 +61,10 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _with_services(action: Callable[[Any], Awaitable[int]]) -> int:
-    from keystile.bootstrap import build_services
+    from keystile.bootstrap import open_services
 
     async def _run(settings: Settings) -> int:
-        async with build_services(settings) as services:
+        async with open_services(settings) as services:
             return await action(services)
 
     with runtime() as rt:

@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 
 from quart import Blueprint
 
-from keystile.bootstrap import ServiceProvider
+from keystile.container import ServiceProvider
 from keystile.settings import SettingsError
 
 __all__ = ["Extension", "load_extensions"]

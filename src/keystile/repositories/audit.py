@@ -12,7 +12,7 @@ from uuid import UUID
 from keystile.errors import DependencyUnavailable
 from keystile.repositories.database import Database
 
-__all__ = ["AuditEvent", "AuditLog", "PostgresAuditLog"]
+__all__ = ["AuditEvent", "AuditLog", "AuditRepository", "PostgresAuditLog"]
 
 # One pruning batch: small enough to hold row locks only briefly.
 _PRUNE_BATCH = 5000
@@ -49,6 +49,13 @@ class AuditLog(Protocol):
         user_agent: str = "",
         **detail: Any,
     ) -> None: ...
+
+
+class AuditRepository(AuditLog, Protocol):
+    """The audit log as operators read and prune it."""
+
+    async def select_recent(self, limit: int, user_id: UUID | None = None) -> list[AuditEvent]: ...
+    async def delete_older_than(self, cutoff: datetime) -> int: ...
 
 
 class PostgresAuditLog:

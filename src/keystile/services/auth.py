@@ -15,7 +15,7 @@ from keystile.errors import (
     Overloaded,
     RateLimited,
 )
-from keystile.repositories.audit import PostgresAuditLog
+from keystile.repositories.audit import AuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.credentials import CredentialCache
 from keystile.services.login_throttle import LoginThrottle
@@ -39,7 +39,7 @@ class AuthService:
         sessions: SessionService,
         hasher: PasswordHasher,
         policy: PasswordPolicy,
-        audit: PostgresAuditLog,
+        audit: AuditLog,
         credentials: CredentialCache,
         throttle: LoginThrottle,
         *,

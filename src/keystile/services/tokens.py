@@ -24,7 +24,7 @@ from uuid import UUID
 
 from keystile import metrics
 from keystile.errors import InvalidRefreshToken, InvalidScope, InvalidToken, TokenRevoked
-from keystile.repositories.audit import PostgresAuditLog
+from keystile.repositories.audit import AuditLog
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
 from keystile.repositories.users import User
 from keystile.services.access_tokens import AccessClaims, AccessTokenCodec
@@ -71,7 +71,7 @@ class TokenService:
         refresh_tokens: RefreshTokenRepository,
         epochs: TokenEpochs,
         authenticator: PasswordAuthenticator,
-        audit: PostgresAuditLog,
+        audit: AuditLog,
         secret: bytes,
         scopes: Iterable[str],
         refresh_idle: timedelta,

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from keystile.rates import Rate
 from keystile.stores.cache import LocalCache
-from keystile.stores.redis import REDIS_FAILURES
+from keystile.stores.circuit import Circuit
 
 __all__ = [
     "Backoff",
@@ -275,9 +275,8 @@ class MemoryCounterStore:
 class FallbackCounterStore:
     """Redis first; when it fails, this process's own counters, with a warning.
 
-    After a failure Redis is left alone for `retry_interval` seconds, so an outage
-    costs one timeout per interval rather than one per request; then it is tried
-    again, and recovery is logged too.
+    Redis trouble goes through a `Circuit`: after a failure Redis is left alone for
+    `retry_interval` seconds, then tried again; the outage and the recovery are logged.
     """
 
     def __init__(
@@ -285,36 +284,22 @@ class FallbackCounterStore:
     ) -> None:
         self._primary = primary
         self._fallback = fallback
-        self._retry_interval = retry_interval
-        self._retry_at = 0.0
-        self.degraded = False
+        self._circuit = Circuit(
+            "rate limits",
+            retry_interval=retry_interval,
+            meanwhile="limits now hold per process only",
+            log=_log,
+        )
 
-    def _failed(self, exc: BaseException) -> None:
-        self._retry_at = time.monotonic() + self._retry_interval
-        if not self.degraded:
-            self.degraded = True
-            _log.warning(
-                "rate limits: redis unavailable (%s); limits now hold per process only",
-                type(exc).__name__,
-            )
-
-    def _succeeded(self) -> None:
-        if self.degraded:
-            self.degraded = False
-            _log.warning("rate limits: redis is back; limits are shared again")
+    @property
+    def degraded(self) -> bool:
+        """True from a Redis failure until Redis answers again."""
+        return self._circuit.degraded
 
     async def _either(
         self, primary: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
     ) -> T:
-        if time.monotonic() >= self._retry_at:
-            try:
-                result = await primary()
-            except REDIS_FAILURES as exc:
-                self._failed(exc)
-            else:
-                self._succeeded()
-                return result
-        return await local()
+        return await self._circuit.call(primary, local)
 
     async def gcra(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]:
         return await self._either(

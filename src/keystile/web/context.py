@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import current_app, request
 
-from keystile.bootstrap import Services
+from keystile.container import Services
 from keystile.services.types import ClientInfo
 
 __all__ = ["client_info", "client_ip", "services"]
