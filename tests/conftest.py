@@ -32,6 +32,8 @@ from keystile.runtime import migrate
 from keystile.settings import Settings
 from keystile.web.context import EXTENSION_KEY
 
+CATALOG = "keystile_catalog:CatalogExtension"
+
 # Cheap argon2id for speed; production parameters are tested where they matter.
 CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallelism": 1}
 
@@ -66,7 +68,8 @@ def _backing() -> Iterator[Backing]:
         if not redis_url:
             redis = EmbeddedRedis(data_dir, persist=False)
             redis_url = redis.start()
-        migrate(Settings(database_url=database_url, redis_url=redis_url))
+        # The example extension's tables too: the catalogue and Varnish tests enable it.
+        migrate(Settings(database_url=database_url, redis_url=redis_url, extensions=[CATALOG]))
         yield Backing(database_url, redis_url, postgres)
     finally:
         if redis is not None:

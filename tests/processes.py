@@ -78,7 +78,7 @@ def start_server(backing: Backing, directory: Path, *, workers: int = 2, **setti
         KEYSTILE_ARGON2_MEMORY_KIB="64",
         KEYSTILE_ARGON2_TIME_COST="1",
         KEYSTILE_HASH_THREADS="2",
-        PYTHONPATH=str(ROOT),  # extensions from examples/ and tests/ can be loaded
+        PYTHONPATH=str(ROOT),  # test-only extensions (tests/) can be loaded
     )
     # Every request comes from 127.0.0.1: per-address limits would refuse the load itself.
     env.update({f"KEYSTILE_RATE_LIMIT_{action.upper()}_PER_IP": ROOMY_RATE for action in Action})

@@ -1,4 +1,5 @@
-"""The example extension (examples/catalog): cacheable reads, authenticated writes, purges."""
+"""The example extension (examples/catalog, package keystile_catalog): cacheable reads,
+authenticated writes, purges."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import uuid
 from collections.abc import AsyncIterator, Collection
 
 import pytest
+from keystile_catalog import PRODUCTS_KEY, CatalogExtension, CatalogService, product_key
 from quart import Quart
 
-from examples.catalog import PRODUCTS_KEY, CatalogExtension, CatalogService, product_key
 from keystile.app import create_app
 from keystile.container import Overrides
 from keystile.settings import SettingsError
@@ -156,7 +157,7 @@ async def test_services_are_reached_by_type(catalog_app: Quart) -> None:
 
 
 async def test_extension_loads_by_import_path_from_settings(backing: Backing) -> None:
-    settings = make_settings(backing, extensions=["examples.catalog:CatalogExtension"])
+    settings = make_settings(backing, extensions=["keystile_catalog:CatalogExtension"])
     app = create_app(settings)
     async with app.test_app() as test_app:
         response = await test_app.test_client().get("/v1/catalog/products?limit=1")
@@ -165,9 +166,9 @@ async def test_extension_loads_by_import_path_from_settings(backing: Backing) ->
 
 def test_bad_extension_settings_are_refused(backing: Backing) -> None:
     with pytest.raises(SettingsError, match="cannot import"):
-        create_app(make_settings(backing, extensions=["examples.nowhere:Nothing"]))
+        create_app(make_settings(backing, extensions=["keystile_nowhere:Nothing"]))
     with pytest.raises(SettingsError, match="registered twice"):
         create_app(
-            make_settings(backing, extensions=["examples.catalog:CatalogExtension"]),
+            make_settings(backing, extensions=["keystile_catalog:CatalogExtension"]),
             extensions=[CatalogExtension()],
         )

@@ -25,8 +25,8 @@ from typing import ClassVar, TextIO
 import httpx
 import pytest
 import redis
+from keystile_catalog import PRODUCTS_KEY
 
-from examples.catalog import PRODUCTS_KEY
 from keystile.embedded import free_port
 from tests.conftest import PASSWORD, Backing, unique_email
 from tests.probe_extension import origin_hits_key
@@ -122,7 +122,7 @@ def _running_edge(backing: Backing, tmp: Path) -> Iterator[EdgeProcesses]:
         workers=1,
         trusted_proxy_hops="1",
         extensions=json.dumps(
-            ["examples.catalog:CatalogExtension", "tests.probe_extension:ProbeExtension"]
+            ["keystile_catalog:CatalogExtension", "tests.probe_extension:ProbeExtension"]
         ),
         purge_urls=json.dumps([f"http://127.0.0.1:{varnish_port}/"]),
     )

@@ -8,9 +8,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_secret_key_file
 from keystile.settings import Settings, SettingsError, find_settings_file, load_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = ["Runtime", "migrate", "project_root", "runtime"]
 
@@ -78,14 +82,41 @@ def runtime(**overrides: object) -> Iterator[Runtime]:
 
 
 def migrate(settings: Settings, revision: str = "head") -> None:
-    """Bring the database schema to `revision` with alembic."""
-    from alembic.config import Config
+    """Bring the database schema to `revision` with alembic, then the enabled extensions'.
 
+    An extension that owns tables names the directory of its alembic revisions in
+    its `migrations` attribute; they keep their own history (version table
+    `alembic_version_<name>`) and run only where the extension is enabled.
+    """
     from alembic import command
+
+    command.upgrade(_alembic_config(settings), revision)
+    for name, location in _extension_migrations(settings):
+        config = _alembic_config(settings)
+        config.set_main_option("version_locations", str(location))
+        config.attributes["version_table"] = f"alembic_version_{name}"
+        command.upgrade(config, "head")
+
+
+def _alembic_config(settings: Settings) -> Config:
+    from alembic.config import Config
 
     if settings.database.url is None:
         raise ValueError("database_url must be resolved before migrating")
     config = Config(str(project_root() / "alembic.ini"))
     config.attributes["database_url"] = settings.database.url.get_secret_value()
     # alembic's env.py runs its own event loop: call this from synchronous code only.
-    command.upgrade(config, revision)
+    return config
+
+
+def _extension_migrations(settings: Settings) -> list[tuple[str, Path]]:
+    if not settings.extensions:
+        return []
+    from keystile.extensions import load_extensions  # imports the web framework
+
+    found = []
+    for extension in load_extensions(settings.extensions):
+        location = getattr(extension, "migrations", None)
+        if location is not None:
+            found.append((extension.name, Path(location)))
+    return found
