@@ -8,10 +8,10 @@ from pathlib import Path
 
 from quart import Blueprint
 
+from keystile.ext import Services
 from keystile_catalog.repository import PostgresProductRepository
 from keystile_catalog.service import CatalogService
 from keystile_catalog.web import blueprint
-from keystile.ext import Services
 
 __all__ = ["CatalogExtension"]
 

@@ -10,8 +10,6 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from keystile_catalog.repository import Product
-from keystile_catalog.service import PRODUCTS_KEY, CatalogService, product_key
 from keystile.ext import (
     add_surrogate_keys,
     http_cache,
@@ -19,6 +17,8 @@ from keystile.ext import (
     services,
     set_last_modified,
 )
+from keystile_catalog.repository import Product
+from keystile_catalog.service import PRODUCTS_KEY, CatalogService, product_key
 
 __all__ = ["blueprint"]
 
