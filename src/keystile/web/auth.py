@@ -17,7 +17,7 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from quart import g, request
+from quart import request
 from quart_auth import AuthUser, current_user, login_user, logout_user
 
 from keystile.errors import (
@@ -28,7 +28,7 @@ from keystile.errors import (
 )
 from keystile.services.types import Principal
 from keystile.web.caching import mark_requires_credentials
-from keystile.web.context import services
+from keystile.web.context import request_state, services
 
 __all__ = [
     "authenticate_request",
@@ -50,7 +50,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def mark_auth_dependent() -> None:
     """Record that the response depends on the caller's credentials (for Vary, S21)."""
-    g.keystile_auth_dependent = True
+    request_state().auth_dependent = True
 
 
 def _bearer_token() -> str | None:
@@ -73,9 +73,10 @@ async def current_principal() -> Principal | None:
     Cookie only: for browser pages and CSRF tokens, which are about the session. An
     API route that also takes bearer tokens uses `requires_auth` / `authenticate_request`.
     """
-    if "keystile_session_principal" in g:
-        return g.keystile_session_principal  # type: ignore[no-any-return]
-    mark_auth_dependent()
+    state = request_state()
+    if state.session_resolved:
+        return state.session_principal
+    state.auth_dependent = True
     principal = None
     session_id = current_user.auth_id
     if session_id is not None:
@@ -83,7 +84,7 @@ async def current_principal() -> Principal | None:
             principal = await services().sessions.authenticate(session_id)
         except NotAuthenticated:
             principal = None
-    g.keystile_session_principal = principal
+    state.session_principal, state.session_resolved = principal, True
     return principal
 
 
@@ -94,21 +95,22 @@ async def authenticate_request() -> Principal | None:
     `TokenRevoked`) instead of falling back to the cookie, so the client learns why;
     catch `AuthError` where authentication is optional.
     """
-    if "keystile_principal" in g:
-        return g.keystile_principal  # type: ignore[no-any-return]
-    mark_auth_dependent()
+    state = request_state()
+    if state.principal_resolved:
+        return state.principal
+    state.auth_dependent = True
     token = _bearer_token()
     if token is not None:
         principal: Principal | None = await services().tokens.authenticate(token)
     else:
         principal = await current_principal()
-    g.keystile_principal = principal
+    state.principal, state.principal_resolved = principal, True
     return principal
 
 
 def get_principal() -> Principal:
     """Return the caller inside a handler guarded by `requires_auth` or `requires_session`."""
-    principal: Principal | None = g.get("keystile_principal")
+    principal = request_state().principal
     if principal is None:
         raise NotAuthenticated()
     return principal
@@ -179,7 +181,8 @@ def requires_session(
         principal = await current_principal()
         if principal is None:
             raise NotAuthenticated()
-        g.keystile_principal = principal
+        state = request_state()
+        state.principal, state.principal_resolved = principal, True
         if request.method not in _SAFE_METHODS:
             check_same_origin()
         return await handler(*args, **kwargs)

@@ -19,11 +19,11 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 from uuid import UUID
 
-from quart import Response, g
+from quart import Response
 
-from keystile.errors import LimitStatus, RateLimited
+from keystile.errors import RateLimited
 from keystile.rates import Action
-from keystile.web.context import client_info, services
+from keystile.web.context import client_info, request_state, services
 
 __all__ = ["check_rate_limit", "rate_limit_headers", "rate_limited"]
 
@@ -66,15 +66,15 @@ async def check_rate_limit(action: Action, account: str | UUID | None = None) ->
     For handlers that learn the account only inside (HTML forms).
     """
     try:
-        g.keystile_rate_limit = await services().limits.check(action, client_info(), account)
+        request_state().rate_limit = await services().limits.check(action, client_info(), account)
     except RateLimited as exc:
-        g.keystile_rate_limit = exc.status
+        request_state().rate_limit = exc.status
         raise
 
 
 async def rate_limit_headers(response: Response) -> Response:
     """Describe the tightest limit of a rate-limited route on its response."""
-    status: LimitStatus | None = g.get("keystile_rate_limit")
+    status = request_state().rate_limit
     if status is not None:
         response.headers["RateLimit-Limit"] = str(status.limit)
         response.headers["RateLimit-Remaining"] = str(status.remaining)
