@@ -13,7 +13,8 @@ from pathlib import Path
 import asyncpg
 
 from keystile.app import create_app
-from tests.conftest import PASSWORD, Backing, Client, login, make_settings, register, unique_email
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, login, register, unique_email
 
 ROOT = Path(__file__).resolve().parents[1]
 

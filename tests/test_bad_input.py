@@ -7,7 +7,7 @@ from quart import Blueprint, Quart
 
 from keystile.app import create_app
 from keystile.settings import Settings
-from tests.conftest import PASSWORD, Client, login, unique_email
+from tests.support.http import PASSWORD, Client, login, unique_email
 
 
 async def _error(response: object, status: int) -> str:

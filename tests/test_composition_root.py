@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from keystile.bootstrap import open_services
 from keystile.container import Services
 from keystile.embedded import EmbeddedRedis
-from tests.conftest import Backing, make_settings
+from tests.support.backing import Backing, make_settings
 
 _OUR_LOOPS = {"invalidation", "keyring", "housekeeping", "pool-sampler"}
 

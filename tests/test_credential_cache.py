@@ -17,16 +17,8 @@ from keystile.container import Overrides
 from keystile.embedded import EmbeddedRedis
 from keystile.services.passwords import PasswordHasher
 from keystile.settings import Settings
-from tests.conftest import (
-    PASSWORD,
-    Backing,
-    Client,
-    login,
-    make_settings,
-    register,
-    services_of,
-    unique_email,
-)
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
 
 NEW_PASSWORD = "an entirely new passphrase"
 

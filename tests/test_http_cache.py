@@ -13,8 +13,8 @@ from keystile.container import Overrides
 from keystile.settings import Settings
 from keystile.web.auth import requires_session
 from keystile.web.caching import CachePolicyError, add_vary, http_cache
-from tests.conftest import Client, login, register, unique_email
 from tests.probe_extension import ProbeExtension
+from tests.support.http import Client, login, register, unique_email
 
 
 @pytest.fixture(name="probe_app")

@@ -18,7 +18,8 @@ from quart import Quart
 from keystile.app import create_app
 from keystile.container import Overrides
 from keystile.services.passwords import Argon2Parameters, PasswordHasher
-from tests.conftest import PASSWORD, Backing, login, make_settings, services_of, unique_email
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, login, services_of, unique_email
 
 # Production-strength hashing: these tests are about what hashing costs.
 OWASP_ARGON2 = {"argon2_memory_kib": 19 * 1024, "argon2_time_cost": 2, "argon2_parallelism": 1}

@@ -18,7 +18,7 @@ import pytest
 import keystile.ext
 from keystile.runtime import migrate
 from keystile.settings import Settings
-from tests.conftest import CATALOG, Backing
+from tests.support.backing import CATALOG, Backing
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,9 @@ from keystile.app import create_app
 from keystile.embedded import EmbeddedPostgres
 from keystile.runtime import migrate
 from keystile.settings import Settings
-from tests.conftest import PASSWORD, Backing, make_settings, register, unique_email
-from tests.tokens_support import bearer, grant
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, register, unique_email
+from tests.support.tokens import bearer, grant
 
 
 @pytest.fixture(name="private_postgres")

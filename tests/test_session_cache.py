@@ -22,7 +22,8 @@ from keystile.services.types import ClientInfo
 from keystile.stores import create_redis
 from keystile.stores.cache import CacheHub, TieredCache
 from keystile.tasks import background
-from tests.conftest import Backing, unique_email
+from tests.support.backing import Backing
+from tests.support.http import unique_email
 
 IDLE = timedelta(minutes=30)
 ABSOLUTE = timedelta(hours=2)

@@ -18,16 +18,8 @@ from keystile.app import create_app
 from keystile.container import Services
 from keystile.services.sessions import hash_session_id
 from keystile.web.context import EXTENSION_KEY
-from tests.conftest import (
-    PASSWORD,
-    Backing,
-    Client,
-    eventually_status,
-    login,
-    make_settings,
-    register,
-    unique_email,
-)
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, eventually_status, login, register, unique_email
 
 
 def _services(app: Quart) -> Services:

@@ -22,8 +22,9 @@ from keystile.app import create_app
 from keystile.errors import Conflict
 from keystile.services.keys import SecretBox
 from keystile.stores.cache import publish
-from tests.conftest import Backing, Client, login, make_settings, register, unique_email
-from tests.tokens_support import bearer, claims_of, error_code, new_user_tokens, services_of
+from tests.support.backing import Backing, make_settings
+from tests.support.http import Client, login, register, services_of, unique_email
+from tests.support.tokens import bearer, claims_of, error_code, new_user_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 

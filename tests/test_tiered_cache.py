@@ -15,7 +15,7 @@ from keystile.embedded import EmbeddedRedis
 from keystile.stores import create_redis
 from keystile.stores.cache import CacheHub, LocalCache, SingleFlight, TieredCache
 from keystile.tasks import background
-from tests.conftest import Backing
+from tests.support.backing import Backing
 
 
 class Worker:

@@ -12,8 +12,9 @@ from quart import Quart
 
 from keystile.app import create_app
 from keystile.embedded import EmbeddedRedis
-from tests.conftest import PASSWORD, Backing, Client, login, make_settings
-from tests.tokens_support import bearer, error_code, new_user_tokens, services_of
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, login, services_of
+from tests.support.tokens import bearer, error_code, new_user_tokens
 
 # Pub/sub delivery takes milliseconds; the bound is generous for a loaded machine and far
 # below the local cache TTL, so passing it proves the message (not the TTL) did the work.

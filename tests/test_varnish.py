@@ -28,9 +28,10 @@ import redis
 from keystile_catalog import PRODUCTS_KEY
 
 from keystile.embedded import free_port
-from tests.conftest import PASSWORD, Backing, unique_email
 from tests.probe_extension import origin_hits_key
-from tests.processes import ROOT, Server, start_server, wait_until_ready
+from tests.support.backing import Backing
+from tests.support.http import PASSWORD, unique_email
+from tests.support.processes import ROOT, Server, start_server, wait_until_ready
 
 VARNISHD = shutil.which("varnishd") or "/usr/sbin/varnishd"
 

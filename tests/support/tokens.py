@@ -9,15 +9,7 @@ from typing import Any
 import jwt
 from quart import Quart
 
-from keystile.container import Services
-from keystile.web.context import EXTENSION_KEY
-from tests.conftest import PASSWORD, Client, register, unique_email
-
-
-def services_of(app: Quart) -> Services:
-    """Return the services of a running app (a Quart app or the `app` fixture's TestApp)."""
-    quart_app = getattr(app, "app", app)
-    return quart_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+from tests.support.http import PASSWORD, Client, register, services_of, unique_email
 
 
 def bearer(token: str) -> dict[str, str]:

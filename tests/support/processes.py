@@ -17,9 +17,9 @@ import httpx
 
 from keystile.embedded import free_port
 from keystile.rates import Action
-from tests.conftest import ROOMY_RATE, Backing
+from tests.support.backing import ROOMY_RATE, Backing
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEY = "s" * 48
 
 
