@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, Literal, get_origin
 
 from pydantic import (
     AliasChoices,
+    AliasGenerator,
     BaseModel,
     ConfigDict,
     Field,
@@ -67,9 +68,23 @@ def find_settings_file() -> Path | None:
     return None
 
 
-def _flat(name: str, flat: str) -> AliasChoices:
-    """Accept a grouped field by its own name and by its historical flat name."""
-    return AliasChoices(name, flat)
+def _flat_names(prefix: str = "", *, keep: Collection[str] = (), **renamed: str) -> ConfigDict:
+    """A group's config: each field is also accepted by its historical flat name.
+
+    The flat name is `renamed[name]`, else `name` itself if in `keep`, else
+    `prefix + name` (`DatabaseSettings.pool_size` is `db_pool_size`).
+    """
+
+    def alias(name: str) -> AliasChoices | str:
+        flat = renamed.get(name) or (name if name in keep else prefix + name)
+        return name if flat == name else AliasChoices(name, flat)
+
+    return ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        alias_generator=AliasGenerator(validation_alias=alias),
+    )
 
 
 def _empty_is_none(value: Any) -> Any:
@@ -99,33 +114,25 @@ class ServingSettings(_Group):
 
 
 class LogSettings(_Group):
-    level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info", validation_alias=_flat("level", "log_level")
-    )
-    format: Literal["json", "text"] = Field(
-        default="json", validation_alias=_flat("format", "log_format")
-    )
+    """The log level, and the line format: json for machines, text for people."""
+
+    model_config = _flat_names("log_")
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
 
 
 class DatabaseSettings(_Group):
     """PostgreSQL; no url: an embedded server under data_dir."""
 
-    url: SecretStr | None = Field(default=None, validation_alias=_flat("url", "database_url"))
-    pool_size: int = Field(
-        default=10, ge=1, le=500, validation_alias=_flat("pool_size", "db_pool_size")
-    )
-    connect_timeout: float = Field(
-        default=5.0, gt=0, validation_alias=_flat("connect_timeout", "db_connect_timeout")
-    )
-    acquire_timeout: float = Field(
-        default=2.0, gt=0, validation_alias=_flat("acquire_timeout", "db_acquire_timeout")
-    )
-    statement_timeout: float = Field(
-        default=5.0, gt=0, validation_alias=_flat("statement_timeout", "db_statement_timeout")
-    )
-    statement_cache_size: int = Field(
-        default=256, ge=0, validation_alias=_flat("statement_cache_size", "db_statement_cache_size")
-    )
+    model_config = _flat_names("db_", url="database_url")
+
+    url: SecretStr | None = None
+    pool_size: int = Field(default=10, ge=1, le=500)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    acquire_timeout: float = Field(default=2.0, gt=0)
+    statement_timeout: float = Field(default=5.0, gt=0)
+    statement_cache_size: int = Field(default=256, ge=0)
 
     _url_empty = field_validator("url", mode="before")(_empty_is_none)
 
@@ -133,14 +140,12 @@ class DatabaseSettings(_Group):
 class RedisSettings(_Group):
     """Redis; no url: an embedded server under data_dir."""
 
-    url: SecretStr | None = Field(default=None, validation_alias=_flat("url", "redis_url"))
-    socket_timeout: float = Field(
-        default=0.5, gt=0, validation_alias=_flat("socket_timeout", "redis_socket_timeout")
-    )
-    connect_timeout: float = Field(
-        default=0.5, gt=0, validation_alias=_flat("connect_timeout", "redis_connect_timeout")
-    )
-    pool_size: int = Field(default=50, ge=1, validation_alias=_flat("pool_size", "redis_pool_size"))
+    model_config = _flat_names("redis_")
+
+    url: SecretStr | None = None
+    socket_timeout: float = Field(default=0.5, gt=0)
+    connect_timeout: float = Field(default=0.5, gt=0)
+    pool_size: int = Field(default=50, ge=1)
 
     _url_empty = field_validator("url", mode="before")(_empty_is_none)
 
@@ -148,95 +153,57 @@ class RedisSettings(_Group):
 class HashingSettings(_Group):
     """Password hashing (argon2id) and the threads that run it."""
 
-    memory_kib: int = Field(
-        default=19 * 1024, ge=8, validation_alias=_flat("memory_kib", "argon2_memory_kib")
+    model_config = _flat_names(
+        "hash_",
+        keep={"login_wait_budget_ms"},
+        memory_kib="argon2_memory_kib",
+        time_cost="argon2_time_cost",
+        parallelism="argon2_parallelism",
     )
-    time_cost: int = Field(default=2, ge=1, validation_alias=_flat("time_cost", "argon2_time_cost"))
-    parallelism: int = Field(
-        default=1, ge=1, validation_alias=_flat("parallelism", "argon2_parallelism")
-    )
-    threads: int = Field(
-        default=0,
-        ge=0,
-        description="0 means CPU count / workers",
-        validation_alias=_flat("threads", "hash_threads"),
-    )
-    thread_niceness: int = Field(
-        default=10, ge=0, le=19, validation_alias=_flat("thread_niceness", "hash_thread_niceness")
-    )
-    queue_limit: int = Field(
-        default=0,
-        ge=0,
-        description="0 means 4 x hash_threads",
-        validation_alias=_flat("queue_limit", "hash_queue_limit"),
-    )
-    retry_after_seconds: int = Field(
-        default=1, ge=1, validation_alias=_flat("retry_after_seconds", "hash_retry_after_seconds")
-    )
+
+    memory_kib: int = Field(default=19 * 1024, ge=8)
+    time_cost: int = Field(default=2, ge=1)
+    parallelism: int = Field(default=1, ge=1)
+    threads: int = Field(default=0, ge=0, description="0 means CPU count / workers")
+    thread_niceness: int = Field(default=10, ge=0, le=19)
+    queue_limit: int = Field(default=0, ge=0, description="0 means 4 x hash_threads")
+    retry_after_seconds: int = Field(default=1, ge=1)
     login_wait_budget_ms: int = Field(default=1500, ge=1)
 
 
 class PasswordSettings(_Group):
-    min_length: int = Field(
-        default=8, ge=8, validation_alias=_flat("min_length", "password_min_length")
-    )
-    max_length: int = Field(
-        default=1024, ge=64, le=1024, validation_alias=_flat("max_length", "password_max_length")
-    )
+    model_config = _flat_names("password_")
+
+    min_length: int = Field(default=8, ge=8)
+    max_length: int = Field(default=1024, ge=64, le=1024)
 
 
 class CacheSettings(_Group):
     """The login caches: credential HMACs, users by email."""
 
-    credential_ttl_seconds: float = Field(
-        default=120.0,
-        ge=0,
-        validation_alias=_flat("credential_ttl_seconds", "credential_cache_ttl_seconds"),
+    model_config = _flat_names(
+        credential_ttl_seconds="credential_cache_ttl_seconds",
+        user_local_ttl_seconds="user_cache_local_ttl_seconds",
+        user_redis_ttl_seconds="user_cache_redis_ttl_seconds",
     )
-    user_local_ttl_seconds: float = Field(
-        default=5.0,
-        gt=0,
-        validation_alias=_flat("user_local_ttl_seconds", "user_cache_local_ttl_seconds"),
-    )
-    user_redis_ttl_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        validation_alias=_flat("user_redis_ttl_seconds", "user_cache_redis_ttl_seconds"),
-    )
+
+    credential_ttl_seconds: float = Field(default=120.0, ge=0)
+    user_local_ttl_seconds: float = Field(default=5.0, gt=0)
+    user_redis_ttl_seconds: float = Field(default=30.0, gt=0)
 
 
 class SessionSettings(_Group):
     """Cookie sessions."""
 
+    model_config = _flat_names("session_", keep={"cookie_secure", "cookie_samesite"})
+
     cookie_secure: bool = True
     cookie_samesite: Literal["Lax", "Strict"] = "Lax"
-    idle_timeout_seconds: int = Field(
-        default=30 * 60,
-        ge=60,
-        validation_alias=_flat("idle_timeout_seconds", "session_idle_timeout_seconds"),
-    )
-    absolute_lifetime_seconds: int = Field(
-        default=12 * 3600,
-        ge=60,
-        validation_alias=_flat("absolute_lifetime_seconds", "session_absolute_lifetime_seconds"),
-    )
-    touch_interval_seconds: int = Field(
-        default=60,
-        ge=1,
-        validation_alias=_flat("touch_interval_seconds", "session_touch_interval_seconds"),
-    )
-    cache_local_ttl_seconds: float = Field(
-        default=5.0,
-        gt=0,
-        le=60,
-        validation_alias=_flat("cache_local_ttl_seconds", "session_cache_local_ttl_seconds"),
-    )
-    cache_redis_ttl_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        le=3600,
-        validation_alias=_flat("cache_redis_ttl_seconds", "session_cache_redis_ttl_seconds"),
-    )
+    idle_timeout_seconds: int = Field(default=30 * 60, ge=60)
+    absolute_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
+    touch_interval_seconds: int = Field(default=60, ge=1)
+    cache_local_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
+    cache_redis_ttl_seconds: float = Field(default=60.0, gt=0, le=3600)
 
 
 class HttpCacheSettings(_Group):
@@ -267,37 +234,21 @@ _SCOPES = ("per_ip", "per_account")
 class LimitSettings(_Group):
     """Abuse protection: rate limits per action, and the failed-login backoff."""
 
-    rates: dict[Action, RateLimits] = Field(default=_DEFAULT_RATES)
-    redis_retry_seconds: float = Field(
-        default=1.0,
-        gt=0,
-        validation_alias=_flat("redis_retry_seconds", "rate_limit_redis_retry_seconds"),
+    model_config = _flat_names(
+        "login_",
+        keep={"rates", "known_client_days"},
+        redis_retry_seconds="rate_limit_redis_retry_seconds",
+        client_free_failures="login_backoff_client_free_failures",
+        account_free_failures="login_backoff_account_free_failures",
     )
-    client_free_failures: int = Field(
-        default=5,
-        ge=1,
-        validation_alias=_flat("client_free_failures", "login_backoff_client_free_failures"),
-    )
-    account_free_failures: int = Field(
-        default=20,
-        ge=1,
-        validation_alias=_flat("account_free_failures", "login_backoff_account_free_failures"),
-    )
-    backoff_base_seconds: float = Field(
-        default=1.0,
-        gt=0,
-        validation_alias=_flat("backoff_base_seconds", "login_backoff_base_seconds"),
-    )
-    backoff_max_seconds: float = Field(
-        default=300.0,
-        gt=0,
-        validation_alias=_flat("backoff_max_seconds", "login_backoff_max_seconds"),
-    )
-    failure_window_seconds: int = Field(
-        default=3600,
-        ge=1,
-        validation_alias=_flat("failure_window_seconds", "login_failure_window_seconds"),
-    )
+
+    rates: dict[Action, RateLimits] = _DEFAULT_RATES
+    redis_retry_seconds: float = Field(default=1.0, gt=0)
+    client_free_failures: int = Field(default=5, ge=1)
+    account_free_failures: int = Field(default=20, ge=1)
+    backoff_base_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=300.0, gt=0)
+    failure_window_seconds: int = Field(default=3600, ge=1)
     known_client_days: int = Field(default=30, ge=1)
 
     @model_validator(mode="before")
@@ -318,70 +269,47 @@ class LimitSettings(_Group):
 class RetentionSettings(_Group):
     """What housekeeping deletes, and how often it runs."""
 
-    audit_days: int = Field(
-        default=90, ge=1, validation_alias=_flat("audit_days", "audit_retention_days")
+    model_config = _flat_names(
+        keep={"housekeeping_interval_seconds"},
+        audit_days="audit_retention_days",
+        expired_record_hours="expired_record_retention_hours",
     )
+
+    audit_days: int = Field(default=90, ge=1)
     housekeeping_interval_seconds: int = Field(default=3600, ge=0)
-    expired_record_hours: int = Field(
-        default=24,
-        ge=1,
-        validation_alias=_flat("expired_record_hours", "expired_record_retention_hours"),
-    )
+    expired_record_hours: int = Field(default=24, ge=1)
 
 
 class TokenSettings(_Group):
     """API tokens: JWT access tokens, rotating refresh tokens, signing keys."""
 
-    issuer: str = Field(
-        default="http://127.0.0.1:8000",
-        min_length=1,
-        validation_alias=_flat("issuer", "token_issuer"),
+    model_config = _flat_names(
+        "token_",
+        keep={
+            "refresh_reuse_grace_seconds",
+            "signing_key_refresh_seconds",
+            "signing_key_promote_after_seconds",
+            "jwks_max_age_seconds",
+            "jwks_stale_while_revalidate_seconds",
+        },
+        access_ttl_seconds="access_token_ttl_seconds",
+        refresh_idle_seconds="refresh_token_idle_seconds",
+        refresh_absolute_seconds="refresh_token_absolute_seconds",
+        verified_cache_size="verified_token_cache_size",
     )
-    audience: str = Field(
-        default="keystile", min_length=1, validation_alias=_flat("audience", "token_audience")
-    )
-    algorithm: Literal["EdDSA", "ES256"] = Field(
-        default="EdDSA", validation_alias=_flat("algorithm", "token_algorithm")
-    )
-    scopes: list[str] = Field(
-        default=["account"], min_length=1, validation_alias=_flat("scopes", "token_scopes")
-    )
-    access_ttl_seconds: int = Field(
-        default=900,
-        ge=60,
-        le=24 * 3600,
-        validation_alias=_flat("access_ttl_seconds", "access_token_ttl_seconds"),
-    )
-    leeway_seconds: int = Field(
-        default=30, ge=0, le=300, validation_alias=_flat("leeway_seconds", "token_leeway_seconds")
-    )
-    refresh_idle_seconds: int = Field(
-        default=14 * 86400,
-        ge=60,
-        validation_alias=_flat("refresh_idle_seconds", "refresh_token_idle_seconds"),
-    )
-    refresh_absolute_seconds: int = Field(
-        default=30 * 86400,
-        ge=60,
-        validation_alias=_flat("refresh_absolute_seconds", "refresh_token_absolute_seconds"),
-    )
+
+    issuer: str = Field(default="http://127.0.0.1:8000", min_length=1)
+    audience: str = Field(default="keystile", min_length=1)
+    algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    scopes: list[str] = Field(default=["account"], min_length=1)
+    access_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    refresh_idle_seconds: int = Field(default=14 * 86400, ge=60)
+    refresh_absolute_seconds: int = Field(default=30 * 86400, ge=60)
     refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=120)
-    epoch_cache_seconds: float = Field(
-        default=5.0,
-        gt=0,
-        le=60,
-        validation_alias=_flat("epoch_cache_seconds", "token_epoch_cache_seconds"),
-    )
-    epoch_redis_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        validation_alias=_flat("epoch_redis_seconds", "token_epoch_redis_seconds"),
-    )
-    verified_cache_size: int = Field(
-        default=10_000,
-        ge=0,
-        validation_alias=_flat("verified_cache_size", "verified_token_cache_size"),
-    )
+    epoch_cache_seconds: float = Field(default=5.0, gt=0, le=60)
+    epoch_redis_seconds: float = Field(default=60.0, gt=0)
+    verified_cache_size: int = Field(default=10_000, ge=0)
     signing_key_refresh_seconds: float = Field(default=60.0, gt=0)
     signing_key_promote_after_seconds: int = Field(default=3600, ge=0)
     jwks_max_age_seconds: int = Field(default=300, ge=0)
