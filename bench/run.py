@@ -65,7 +65,7 @@ def _plan(options: Options) -> Plan:
         hash_threads=int(env.get("KEYSTILE_HASH_THREADS", "0")),
         login_wait_budget_ms=int(env.get("KEYSTILE_LOGIN_WAIT_BUDGET_MS", "1500")),
     )
-    threads, budget_ms = settings.hash_thread_count, settings.login_wait_budget_ms
+    threads, budget_ms = settings.hash_thread_count, settings.hashing.login_wait_budget_ms
     hash_ms = measure_hash_ms(
         Argon2Parameters(
             options.argon2_memory_kib, options.argon2_time_cost, options.argon2_parallelism

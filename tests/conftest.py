@@ -2,21 +2,18 @@
 
 Set KEYSTILE_TEST_DATABASE_URL / KEYSTILE_TEST_REDIS_URL to use servers of your own;
 otherwise embedded ones start under a temporary directory and are deleted after.
-Tests isolate their data by using their own accounts (see `unique_email`), so they
-can run in any order and in parallel.
+Tests isolate their data by using their own accounts (`tests.support.http.unique_email`),
+so they can run in any order and in parallel. Helpers live in `tests/support/`;
+tests import them from there, never from this file.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
 import shutil
 import tempfile
-import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +22,14 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from keystile.app import create_app
-from keystile.bootstrap import Overrides, Services
+from keystile.container import Overrides
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
+from keystile.extensions import Extension
 from keystile.runtime import migrate
 from keystile.settings import Settings
-from keystile.web.context import EXTENSION_KEY
+from tests.support.backing import CATALOG, Backing, make_settings
 
-# Cheap argon2id for speed; production parameters are tested where they matter.
-CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallelism": 1}
-
-# Every test shares one Redis, and the test client has no socket address, so the
-# production per-address limits would throttle unrelated tests against each other.
-# Tests of the limits set their own and send from their own addresses (`from_ip`).
-ROOMY_IP_LIMITS = {
-    f"rate_limit_{action}_per_ip": "100000/minute"
-    for action in ("login", "token", "refresh", "register", "password_change")
-}
-
-
-@dataclass(frozen=True)
-class Backing:
-    database_url: str
-    redis_url: str
-    postgres: EmbeddedPostgres | None
+MakeApp = Callable[..., Awaitable[Quart]]
 
 
 @pytest.fixture(scope="session", name="backing")
@@ -67,7 +49,8 @@ def _backing() -> Iterator[Backing]:
         if not redis_url:
             redis = EmbeddedRedis(data_dir, persist=False)
             redis_url = redis.start()
-        migrate(Settings(database_url=database_url, redis_url=redis_url))
+        # The example extension's tables too: the catalogue and Varnish tests enable it.
+        migrate(Settings(database_url=database_url, redis_url=redis_url, extensions=[CATALOG]))
         yield Backing(database_url, redis_url, postgres)
     finally:
         if redis is not None:
@@ -77,25 +60,34 @@ def _backing() -> Iterator[Backing]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def make_settings(backing: Backing, **overrides: Any) -> Settings:
-    """Return test settings on the shared servers; keyword arguments override."""
-    values: dict[str, Any] = {
-        "database_url": backing.database_url,
-        "redis_url": backing.redis_url,
-        "secret_key": secrets.token_hex(32),
-        "cookie_secure": False,
-        "db_pool_size": 3,
-        "hash_threads": 2,
-        **CHEAP_ARGON2,
-        **ROOMY_IP_LIMITS,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture(name="settings")
 def _settings(backing: Backing) -> Settings:
     return make_settings(backing)
+
+
+@pytest.fixture(name="make_app")
+async def _make_app(backing: Backing) -> AsyncIterator[MakeApp]:
+    """Return `await make_app(overrides=..., extra_extensions=..., **settings)`: a started app.
+
+    Settings are `make_settings`'s with the keyword arguments on top; every app made
+    is shut down (its services closed) when the test ends.
+    """
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            *,
+            overrides: Overrides | None = None,
+            extra_extensions: Iterable[Extension] = (),
+            **settings: Any,
+        ) -> Quart:
+            app = create_app(
+                make_settings(backing, **settings),
+                overrides=overrides,
+                extensions=extra_extensions,
+            )
+            return await stack.enter_async_context(app.test_app())  # type: ignore[return-value]
+
+        yield make
 
 
 @pytest.fixture(name="app")
@@ -110,57 +102,6 @@ def _client(app: Quart) -> Client:
     return app.test_client()
 
 
-def unique_email() -> str:
-    """Return an email no other test uses."""
-    return f"user-{uuid.uuid4().hex}@example.com"
-
-
-def unique_ip() -> str:
-    """Return a client address no other test uses (IPv6 documentation range)."""
-    groups = uuid.uuid4().hex[:24]
-    return "2001:db8:" + ":".join(groups[i : i + 4] for i in range(0, 24, 4))
-
-
-def from_ip(ip: str) -> dict[str, Any]:
-    """Keyword arguments for a test-client request that arrives from socket address `ip`."""
-    return {"scope_base": {"client": (ip, 40000)}}
-
-
-PASSWORD = "correct horse battery staple"
-
-
-async def register(client: Client, email: str, password: str = PASSWORD) -> None:
-    response = await client.post("/v1/users", json={"email": email, "password": password})
-    assert response.status_code == 202, await response.get_data(as_text=True)
-
-
-async def login(client: Client, email: str, password: str = PASSWORD) -> Any:
-    return await client.post("/v1/sessions", json={"email": email, "password": password})
-
-
-async def eventually_status(
-    client: Client, path: str, status: int, *, within: float, **request: Any
-) -> float:
-    """GET `path` until it answers `status`; fail if that takes longer than `within` seconds.
-
-    For changes that reach other workers asynchronously (cache invalidation by pub/sub).
-    Returns how long it took.
-    """
-    started = time.monotonic()
-    while True:
-        response = await client.get(path, **request)
-        elapsed = time.monotonic() - started
-        if response.status_code == status:
-            return elapsed
-        assert elapsed < within, f"{path} still answers {response.status_code} after {within} s"
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture(name="tmp_data_dir")
 def _tmp_data_dir(tmp_path: Path) -> Path:
     return tmp_path / "var"
-
-
-def services_of(app: Quart) -> Services:
-    """Return the services of a started app (the `app` fixture, or `app.test_app()`)."""
-    return getattr(app, "app", app).extensions[EXTENSION_KEY]  # type: ignore[no-any-return]

@@ -14,8 +14,9 @@ from keystile.app import create_app
 from keystile.bootstrap import Services
 from keystile.settings import Settings
 from keystile.web.auth import get_principal, requires_auth, requires_role
-from tests.conftest import Backing, Client, login, make_settings, register, unique_email
-from tests.tokens_support import bearer, services_of
+from tests.support.backing import Backing, make_settings
+from tests.support.http import Client, login, register, services_of, unique_email
+from tests.support.tokens import bearer
 
 blueprint = Blueprint("machine_probe", __name__)
 

@@ -13,12 +13,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from quart import Blueprint, Response, g, jsonify, request, session
+from quart import Blueprint, Response, jsonify, request, session
 from quart.typing import ResponseReturnValue
 from redis.asyncio import Redis
 
-from keystile.bootstrap import Services
-from keystile.web.auth import current_principal, requires_session
+from keystile.container import Services
+from keystile.web.auth import current_principal, get_principal, requires_session
 from keystile.web.caching import add_surrogate_keys, http_cache, set_etag, set_last_modified
 from keystile.web.context import services
 
@@ -93,7 +93,7 @@ async def missing() -> ResponseReturnValue:
 @http_cache(public=False, max_age=60)
 @requires_session
 async def private() -> ResponseReturnValue:
-    return {"email": g.keystile_principal.email}
+    return {"email": get_principal().email}
 
 
 @blueprint.get("/probe/public-reads-session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Quart
 
-from tests.conftest import PASSWORD, Client, login, register, unique_email
+from tests.support.http import PASSWORD, Client, login, register, unique_email
 
 NEW_PASSWORD = "an entirely new passphrase"
 

@@ -15,7 +15,6 @@ from quart import Quart
 
 from keystile.runtime import migrate
 from keystile.settings import Settings
-from tests.conftest import Backing, unique_email
 from tests.machine_support import (
     bearer,
     logged_in_admin,
@@ -25,7 +24,9 @@ from tests.machine_support import (
     new_key,
     services_of,
 )
-from tests.tokens_support import error_code, forge, grant
+from tests.support.backing import Backing
+from tests.support.http import unique_email
+from tests.support.tokens import error_code, forge, grant
 
 SOME_ID = "00000000-0000-4000-8000-000000000000"
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [

@@ -12,7 +12,6 @@ from quart import Quart
 
 from keystile.app import create_app
 from keystile.services.opaque_secrets import with_checksum
-from tests.conftest import PASSWORD, Backing, eventually_status
 from tests.machine_support import (
     MachineProbe,
     bearer,
@@ -23,7 +22,9 @@ from tests.machine_support import (
     new_key,
     services_of,
 )
-from tests.tokens_support import error_code, grant
+from tests.support.backing import Backing
+from tests.support.http import PASSWORD, eventually_status
+from tests.support.tokens import error_code, grant
 
 KEY_FORMAT = re.compile(r"ks_pat_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}")
 

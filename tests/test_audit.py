@@ -14,16 +14,8 @@ import asyncpg
 from quart import Quart
 
 from keystile.app import create_app
-from tests.conftest import (
-    PASSWORD,
-    Backing,
-    Client,
-    login,
-    make_settings,
-    register,
-    services_of,
-    unique_email,
-)
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
 
 ROOT = Path(__file__).resolve().parents[1]
 

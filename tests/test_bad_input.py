@@ -7,7 +7,7 @@ from quart import Blueprint, Quart
 
 from keystile.app import create_app
 from keystile.settings import Settings
-from tests.conftest import PASSWORD, Client, login, unique_email
+from tests.support.http import PASSWORD, Client, login, unique_email
 
 
 async def _error(response: object, status: int) -> str:
@@ -77,7 +77,7 @@ async def test_unknown_fields_are_422(client: Client) -> None:
 
 async def test_oversized_body_is_413(client: Client, settings: Settings) -> None:
     email = unique_email()
-    padding = "x" * (settings.max_body_bytes + 1)
+    padding = "x" * (settings.serving.max_body_bytes + 1)
     response = await client.post("/v1/users", json={"email": email, "password": padding})
     assert await _error(response, 413) == "request_too_large"
     await _assert_not_stored(client, email)
@@ -138,5 +138,7 @@ async def test_malformed_email_is_422(client: Client, email: str) -> None:
 
 
 async def test_over_long_headers_are_431(client: Client, settings: Settings) -> None:
-    response = await client.get("/healthz", headers={"X-Big": "x" * settings.max_header_bytes})
+    response = await client.get(
+        "/healthz", headers={"X-Big": "x" * settings.serving.max_header_bytes}
+    )
     assert await _error(response, 431) == "headers_too_large"

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import PASSWORD, Backing, unique_email
-from tests.processes import start_server, wait_until_ready
+from tests.support.backing import Backing
+from tests.support.http import PASSWORD, unique_email
+from tests.support.processes import start_server, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

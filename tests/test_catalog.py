@@ -1,19 +1,22 @@
-"""The example extension (examples/catalog): cacheable reads, authenticated writes, purges."""
+"""The example extension (examples/catalog, package keystile_catalog): cacheable reads,
+authenticated writes, purges."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 
 import pytest
+from keystile_catalog import PRODUCTS_KEY, CatalogExtension, CatalogService, product_key
 from quart import Quart
 
-from examples.catalog import PRODUCTS_KEY, CatalogExtension, CatalogService, product_key
 from keystile.app import create_app
-from keystile.bootstrap import Overrides
+from keystile.container import Overrides
 from keystile.settings import SettingsError
 from keystile.web.context import services
-from tests.conftest import Backing, Client, login, make_settings, register, unique_email
+from tests.conftest import MakeApp
+from tests.support.backing import CATALOG, Backing, make_settings
+from tests.support.http import Client, login, register, unique_email
 
 
 class RecordingPurger:
@@ -32,12 +35,8 @@ def _purger() -> RecordingPurger:
 
 
 @pytest.fixture(name="catalog_app")
-async def _catalog_app(backing: Backing, purger: RecordingPurger) -> AsyncIterator[Quart]:
-    app = create_app(
-        make_settings(backing), overrides=Overrides(purger=purger), extensions=[CatalogExtension()]
-    )
-    async with app.test_app() as test_app:
-        yield test_app  # type: ignore[misc]
+async def _catalog_app(make_app: MakeApp, purger: RecordingPurger) -> Quart:
+    return await make_app(overrides=Overrides(purger=purger), extra_extensions=[CatalogExtension()])
 
 
 @pytest.fixture(name="catalog")
@@ -155,19 +154,17 @@ async def test_services_are_reached_by_type(catalog_app: Quart) -> None:
             services().extension(RecordingPurger)
 
 
-async def test_extension_loads_by_import_path_from_settings(backing: Backing) -> None:
-    settings = make_settings(backing, extensions=["examples.catalog:CatalogExtension"])
-    app = create_app(settings)
-    async with app.test_app() as test_app:
-        response = await test_app.test_client().get("/v1/catalog/products?limit=1")
+async def test_extension_loads_by_import_path_from_settings(make_app: MakeApp) -> None:
+    app = await make_app(extensions=[CATALOG])
+    response = await app.test_client().get("/v1/catalog/products?limit=1")
     assert response.status_code == 200
 
 
 def test_bad_extension_settings_are_refused(backing: Backing) -> None:
     with pytest.raises(SettingsError, match="cannot import"):
-        create_app(make_settings(backing, extensions=["examples.nowhere:Nothing"]))
+        create_app(make_settings(backing, extensions=["keystile_nowhere:Nothing"]))
     with pytest.raises(SettingsError, match="registered twice"):
         create_app(
-            make_settings(backing, extensions=["examples.catalog:CatalogExtension"]),
+            make_settings(backing, extensions=["keystile_catalog:CatalogExtension"]),
             extensions=[CatalogExtension()],
         )

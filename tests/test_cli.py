@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from keystile.embedded import free_port
-from tests.conftest import PASSWORD, Backing, Client, eventually_status, login, unique_email
+from tests.support.backing import Backing
+from tests.support.http import PASSWORD, Client, eventually_status, login, unique_email
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYSTILE = [sys.executable, "-m", "keystile"]

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from quart import Quart
 
-from tests.conftest import Backing
 from tests.machine_support import (
     basic,
     bearer,
@@ -20,7 +19,8 @@ from tests.machine_support import (
     new_key,
     services_of,
 )
-from tests.tokens_support import claims_of, error_code, grant
+from tests.support.backing import Backing
+from tests.support.tokens import claims_of, error_code, grant
 
 
 @pytest.fixture(name="app")

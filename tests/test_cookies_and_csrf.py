@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from keystile.app import create_app
 from keystile.settings import Settings
-from tests.conftest import Backing, Client, login, make_settings, register, unique_email
+from tests.conftest import MakeApp
+from tests.support.http import Client, login, register, unique_email
 
 
-async def test_secure_cookie_has_host_prefix_and_every_flag(backing: Backing) -> None:
+async def test_secure_cookie_has_host_prefix_and_every_flag(make_app: MakeApp) -> None:
     # S8: Secure, HttpOnly, SameSite=Lax and the __Host- prefix (so no Domain, Path=/).
-    app = create_app(make_settings(backing, cookie_secure=True))
-    async with app.test_app() as test_app:
-        client = test_app.test_client()
-        email = unique_email()
-        await register(client, email)
-        response = await client.post(
-            "/v1/sessions",
-            json={"email": email, "password": "correct horse battery staple"},
-            scheme="https",
-        )
+    client = (await make_app(cookie_secure=True)).test_client()
+    email = unique_email()
+    await register(client, email)
+    response = await client.post(
+        "/v1/sessions",
+        json={"email": email, "password": "correct horse battery staple"},
+        scheme="https",
+    )
     assert response.status_code == 201
     cookie = response.headers["Set-Cookie"]
     attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
 from keystile.embedded import free_port
 from keystile.stores import create_redis
@@ -19,13 +20,11 @@ from keystile.stores.rate_limits import (
     Rate,
     RedisCounterStore,
 )
-from tests.conftest import Backing
+from tests.support.backing import Backing
 
 
-def _redis(url: str) -> RedisCounterStore:
-    return RedisCounterStore(
-        create_redis(url, socket_timeout=0.5, connect_timeout=0.5, max_connections=20)
-    )
+def _client(url: str) -> Redis:
+    return create_redis(url, socket_timeout=0.5, connect_timeout=0.5, max_connections=20)
 
 
 @pytest.fixture(name="store", params=["redis", "memory"])
@@ -33,9 +32,9 @@ async def _store(request: pytest.FixtureRequest, backing: Backing) -> AsyncItera
     if request.param == "memory":
         yield MemoryCounterStore()
         return
-    store = _redis(backing.redis_url)
-    yield store
-    await store._redis.aclose()
+    redis = _client(backing.redis_url)
+    yield RedisCounterStore(redis)
+    await redis.aclose()
 
 
 def key() -> str:
@@ -88,27 +87,30 @@ async def test_marks_expire(store: CounterStore) -> None:
 
 async def test_concurrent_workers_never_both_take_the_last_slot(backing: Backing) -> None:
     # S27: the check and the charge are one atomic script, shared by every client.
-    stores = [_redis(backing.redis_url) for _ in range(4)]
+    clients = [_client(backing.redis_url) for _ in range(4)]
+    stores = [RedisCounterStore(redis) for redis in clients]
     rate, k = Rate(count=10, period=60), key()
     try:
         results = await asyncio.gather(*(stores[i % 4].gcra([k], [rate]) for i in range(60)))
     finally:
-        for store in stores:
-            await store._redis.aclose()
+        for redis in clients:
+            await redis.aclose()
     assert sum(result[0].allowed for result in results) == 10
 
 
 async def test_fallback_counts_in_process_and_says_so_when_redis_is_unreachable(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    unreachable = _redis(f"redis://127.0.0.1:{free_port()}/0")
-    store = FallbackCounterStore(unreachable, MemoryCounterStore(), retry_interval=60)
+    unreachable = _client(f"redis://127.0.0.1:{free_port()}/0")
+    store = FallbackCounterStore(
+        RedisCounterStore(unreachable), MemoryCounterStore(), retry_interval=60
+    )
     rate, k = Rate(count=2, period=60), key()
     try:
         with caplog.at_level(logging.WARNING, logger="keystile.stores.rate_limits"):
             allowed = [(await store.gcra([k], [rate]))[0].allowed for _ in range(3)]
     finally:
-        await unreachable._redis.aclose()
+        await unreachable.aclose()
     assert allowed == [True, True, False]  # never fails open
     assert store.degraded
     warnings = [r for r in caplog.records if "per process" in r.getMessage()]

@@ -12,20 +12,13 @@ from prometheus_client import REGISTRY
 from quart import Quart
 
 from keystile.app import create_app
-from keystile.bootstrap import Overrides, build_hasher
+from keystile.bootstrap import build_hasher
+from keystile.container import Overrides
 from keystile.embedded import EmbeddedRedis
 from keystile.services.passwords import HashTicket, PasswordHasher
 from keystile.settings import Settings
-from tests.conftest import (
-    PASSWORD,
-    Backing,
-    Client,
-    login,
-    make_settings,
-    register,
-    services_of,
-    unique_email,
-)
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
 
 NEW_PASSWORD = "an entirely new passphrase"
 
@@ -170,7 +163,7 @@ async def test_user_cache_entries_in_redis_are_sealed_and_forgeries_ignored(
     assert email.encode() not in stored
     # Someone with Redis access plants a record; keystile must not believe it.
     await services.redis.set(key, '"forged"')
-    services.users_by_email.local.clear()
+    services.caches.forget_all()  # as after a reconnection: the next read goes to Redis
     assert (await login(counted_app.test_client(), email)).status_code == 201
 
 
@@ -179,7 +172,7 @@ async def test_password_change_on_one_worker_reaches_the_cache_of_another(
 ) -> None:
     first, second = create_app(settings), create_app(settings)
     async with first.test_app() as app_a, second.test_app() as app_b:
-        await services_of(app_a).invalidation.ready.wait()
+        await services_of(app_a).caches.ready.wait()
         email = unique_email()
         await register(app_a.test_client(), email)
         assert (await login(app_a.test_client(), email)).status_code == 201

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from keystile.app import create_app
-from tests.conftest import Backing, login, make_settings, register, services_of, unique_email
+from tests.support.backing import Backing, make_settings
+from tests.support.http import login, register, services_of, unique_email
 
 
 @pytest.fixture(name="silent_redis_url")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from tests.conftest import Backing
+from tests.support.backing import Backing
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

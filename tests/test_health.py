@@ -6,7 +6,8 @@ from pathlib import Path
 
 from keystile.app import create_app
 from keystile.embedded import EmbeddedRedis
-from tests.conftest import Backing, Client, make_settings
+from tests.support.backing import Backing, make_settings
+from tests.support.http import Client
 
 
 async def test_healthz_answers_without_touching_backing_services(client: Client) -> None:

@@ -8,13 +8,13 @@ import pytest
 from quart import Quart
 from werkzeug.datastructures import Headers
 
-from keystile.app import _add_vary, create_app
-from keystile.bootstrap import Overrides
+from keystile.app import create_app
+from keystile.container import Overrides
 from keystile.settings import Settings
 from keystile.web.auth import requires_session
-from keystile.web.caching import CachePolicyError, http_cache
-from tests.conftest import Client, login, register, unique_email
+from keystile.web.caching import CachePolicyError, add_vary, http_cache
 from tests.probe_extension import ProbeExtension
+from tests.support.http import Client, login, register, unique_email
 
 
 @pytest.fixture(name="probe_app")
@@ -210,13 +210,13 @@ def test_contradictory_policies_fail_at_import() -> None:
 def test_auth_vary_is_merged_into_an_existing_vary_header() -> None:
     # S21: the credential headers join whatever Vary the handler set, once each.
     fresh = Headers()
-    _add_vary(fresh, ("Cookie", "Authorization"))
+    add_vary(fresh, ("Cookie", "Authorization"))
     assert fresh["Vary"] == "Cookie, Authorization"
 
     existing = Headers({"Vary": "Accept-Encoding, cookie"})
-    _add_vary(existing, ("Cookie", "Authorization"))
+    add_vary(existing, ("Cookie", "Authorization"))
     assert existing["Vary"] == "Accept-Encoding, cookie, Authorization"
 
     anything = Headers({"Vary": "*"})
-    _add_vary(anything, ("Cookie", "Authorization"))
+    add_vary(anything, ("Cookie", "Authorization"))
     assert anything["Vary"] == "*"

@@ -13,7 +13,8 @@ from quart import Quart
 from werkzeug.security import generate_password_hash
 
 from keystile.services.legacy_hashes import describe_problem, identify
-from tests.conftest import PASSWORD, Backing, Client, login, register, services_of, unique_email
+from tests.support.backing import Backing
+from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
 
 ROOT = Path(__file__).resolve().parents[1]
 

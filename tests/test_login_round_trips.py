@@ -16,12 +16,11 @@ from redis.asyncio import Redis
 
 from keystile.app import create_app
 from keystile.bootstrap import Overrides
-from tests.conftest import (
+from tests.support.backing import Backing, make_settings
+from tests.support.http import (
     PASSWORD,
-    Backing,
     from_ip,
     login,
-    make_settings,
     register,
     services_of,
     unique_email,

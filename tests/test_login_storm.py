@@ -16,10 +16,11 @@ import pytest
 from quart import Quart
 
 from keystile.app import create_app
-from keystile.bootstrap import Overrides
+from keystile.container import Overrides
 from keystile.errors import Overloaded
 from keystile.services.passwords import Argon2Parameters, HashAdmission, PasswordHasher
-from tests.conftest import PASSWORD, Backing, login, make_settings, services_of, unique_email
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, login, services_of, unique_email
 
 # A budget of a few hash times: a flood of 50 logins must overflow it.
 BUDGET_MS = 100

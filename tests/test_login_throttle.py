@@ -12,19 +12,11 @@ from typing import Any
 from quart import Quart
 
 from keystile.app import create_app
-from keystile.bootstrap import Services
+from keystile.container import Services
 from keystile.settings import Settings
 from keystile.web.context import EXTENSION_KEY
-from tests.conftest import (
-    PASSWORD,
-    Backing,
-    Client,
-    from_ip,
-    make_settings,
-    register,
-    unique_email,
-    unique_ip,
-)
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, from_ip, register, unique_email, unique_ip
 
 WRONG = "not the password"
 

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 from quart import Quart
 
-from tests.conftest import Backing, unique_email
 from tests.machine_support import bearer, logged_in_user, machine_app, machine_settings
+from tests.support.backing import Backing
+from tests.support.http import unique_email
 from tests.test_cli import _run
 
 

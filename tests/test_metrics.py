@@ -17,18 +17,9 @@ from keystile.app import create_app
 from keystile.errors import Overloaded
 from keystile.services import Argon2Parameters, PasswordHasher
 from keystile.stores.cache import TieredCache
-from tests.conftest import (
-    PASSWORD,
-    Backing,
-    Client,
-    from_ip,
-    login,
-    make_settings,
-    register,
-    unique_email,
-    unique_ip,
-)
-from tests.tokens_support import new_user_tokens, refresh
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, from_ip, login, register, unique_email, unique_ip
+from tests.support.tokens import new_user_tokens, refresh
 
 
 def _value(name: str, **labels: str) -> float:
@@ -203,7 +194,8 @@ async def test_every_documented_metric_is_exported(client: Client) -> None:
         metrics.DB_POOL_CONNECTIONS,
         metrics.REDIS_POOL_CONNECTIONS,
     ):
-        assert f"# HELP {metric._name}" in text, metric._name
+        name = metric.describe()[0].name
+        assert f"# HELP {name}" in text, name
 
 
 async def test_rate_limit_refusals_are_counted_by_limit(backing: Backing) -> None:

@@ -9,7 +9,7 @@ import pytest
 from quart import Quart
 
 from keystile.web.assets import StaticAssets
-from tests.conftest import PASSWORD, Client, login, register, unique_email
+from tests.support.http import PASSWORD, Client, login, register, unique_email
 
 NEW_PASSWORD = "an entirely new passphrase"
 

@@ -6,7 +6,7 @@ import pytest
 
 from keystile.errors import PasswordPolicyViolation
 from keystile.services.password_policy import PasswordPolicy, load_common_passwords
-from tests.conftest import Client, unique_email
+from tests.support.http import Client, unique_email
 
 
 def _fullwidth(text: str) -> str:

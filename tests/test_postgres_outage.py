@@ -13,8 +13,9 @@ from keystile.app import create_app
 from keystile.embedded import EmbeddedPostgres
 from keystile.runtime import migrate
 from keystile.settings import Settings
-from tests.conftest import PASSWORD, Backing, make_settings, register, unique_email
-from tests.tokens_support import bearer, grant
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, register, unique_email
+from tests.support.tokens import bearer, grant
 
 
 @pytest.fixture(name="private_postgres")
@@ -49,7 +50,7 @@ async def test_bearer_requests_survive_a_postgres_outage_and_logins_fail_fast(
         try:
             # S31: verified locally; the epoch comes from the in-process cache over Redis,
             # so this keeps working past the local TTL while PostgreSQL is away.
-            deadline = time.monotonic() + settings.token_epoch_cache_seconds + 1
+            deadline = time.monotonic() + settings.tokens.epoch_cache_seconds + 1
             while time.monotonic() < deadline:
                 me = await client.get("/v1/me", headers=bearer(access))
                 assert me.status_code == 200, await me.get_data(as_text=True)

@@ -16,16 +16,8 @@ from quart import Quart
 from keystile.app import create_app
 from keystile.embedded import EmbeddedRedis
 from keystile.settings import Settings
-from tests.conftest import (
-    PASSWORD,
-    Backing,
-    Client,
-    from_ip,
-    make_settings,
-    register,
-    unique_email,
-    unique_ip,
-)
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, from_ip, register, unique_email, unique_ip
 
 
 @asynccontextmanager

@@ -12,8 +12,9 @@ from quart import Quart
 
 from keystile.app import create_app
 from keystile.services.tokens import hash_refresh_token
-from tests.conftest import Backing, Client, make_settings
-from tests.tokens_support import bearer, error_code, new_user_tokens, refresh, services_of
+from tests.support.backing import Backing, make_settings
+from tests.support.http import Client, services_of
+from tests.support.tokens import bearer, error_code, new_user_tokens, refresh
 
 
 @pytest.fixture(name="db")

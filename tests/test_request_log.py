@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from keystile.logs import REQUEST_ID, RedactingJsonFormatter, logging_config
-from tests.conftest import PASSWORD, Client, login, register, unique_email
+from tests.support.http import PASSWORD, Client, login, register, unique_email
 
 
 def _request_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

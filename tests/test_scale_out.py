@@ -19,8 +19,9 @@ import httpx
 import pytest
 
 from keystile.embedded import free_port
-from tests.conftest import PASSWORD, Backing, unique_email
-from tests.processes import ROOT, Server, start_server, wait_until_ready
+from tests.support.backing import Backing
+from tests.support.http import PASSWORD, unique_email
+from tests.support.processes import ROOT, Server, start_server, wait_until_ready
 
 pytestmark = pytest.mark.slow
 

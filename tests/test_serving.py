@@ -13,8 +13,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PASSWORD, Backing, unique_email
-from tests.processes import start_server, wait_until_ready
+from tests.support.backing import Backing
+from tests.support.http import PASSWORD, unique_email
+from tests.support.processes import start_server, wait_until_ready
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,10 @@ from keystile.repositories.users import User
 from keystile.services.sessions import SessionService, hash_session_id
 from keystile.services.types import ClientInfo
 from keystile.stores import create_redis
-from keystile.stores.cache import InvalidationListener, TieredCache
-from tests.conftest import Backing, unique_email
+from keystile.stores.cache import CacheHub, TieredCache
+from keystile.tasks import background
+from tests.support.backing import Backing
+from tests.support.http import unique_email
 
 IDLE = timedelta(minutes=30)
 ABSOLUTE = timedelta(hours=2)
@@ -209,10 +211,9 @@ async def test_revocation_reaches_a_listening_worker_within_a_second(parts: Part
     # S9: end() on one worker; another worker holding the session in cache refuses it.
     clock = Clock()
     first, second = parts.worker(clock), parts.worker(clock)
-    listener = InvalidationListener(parts.redis, retry_interval=0.1)
+    listener = CacheHub(parts.redis, retry_interval=0.1)
     listener.register(second.cache)
-    listener.start()
-    try:
+    async with background("invalidation", listener.listen):
         await asyncio.wait_for(listener.ready.wait(), timeout=5)
         session_id = await first.service.create(await _user(parts), ClientInfo())
         await second.service.authenticate(session_id)
@@ -227,5 +228,3 @@ async def test_revocation_reaches_a_listening_worker_within_a_second(parts: Part
                 break
             assert loop.time() < deadline, "revoked session still accepted after 1 s"
             await asyncio.sleep(0.01)
-    finally:
-        await listener.stop()

@@ -15,19 +15,11 @@ import pytest
 from quart import Quart
 
 from keystile.app import create_app
-from keystile.bootstrap import Services
+from keystile.container import Services
 from keystile.services.sessions import hash_session_id
 from keystile.web.context import EXTENSION_KEY
-from tests.conftest import (
-    PASSWORD,
-    Backing,
-    Client,
-    eventually_status,
-    login,
-    make_settings,
-    register,
-    unique_email,
-)
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, eventually_status, login, register, unique_email
 
 
 def _services(app: Quart) -> Services:
@@ -40,7 +32,7 @@ async def _two_apps(backing: Backing) -> AsyncIterator[tuple[Quart, Quart]]:
     first, second = create_app(settings), create_app(settings)
     async with first.test_app(), second.test_app():
         for app in (first, second):
-            await asyncio.wait_for(_services(app).invalidation.ready.wait(), timeout=5)
+            await asyncio.wait_for(_services(app).caches.ready.wait(), timeout=5)
         yield first, second
 
 

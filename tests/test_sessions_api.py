@@ -6,7 +6,7 @@ import uuid
 
 from quart import Quart
 
-from tests.conftest import Client, login, register, unique_email
+from tests.support.http import Client, login, register, unique_email
 
 FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
 IPHONE = (

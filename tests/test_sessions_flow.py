@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from http.cookies import SimpleCookie
 
-from tests.conftest import PASSWORD, Client, login, register, unique_email
+from tests.support.http import PASSWORD, Client, login, register, unique_email
 
 
 async def test_register_login_me_logout_flow(client: Client) -> None:

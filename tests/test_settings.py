@@ -1,4 +1,5 @@
-"""Settings: settings.toml and the code agree; bad values name their key; secrets stay secret."""
+"""Settings: settings.toml and the code agree; every flat key still works, grouped in code;
+bad values name their key; secrets stay secret."""
 
 from __future__ import annotations
 
@@ -8,33 +9,128 @@ from pathlib import Path
 
 import pytest
 
-from keystile.settings import Settings, SettingsError, load_settings, read_secret_file
+from keystile.rates import Action, Rate
+from keystile.settings import (
+    Settings,
+    SettingsError,
+    flat_names,
+    load_settings,
+    read_secret_file,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_settings_toml_documents_every_default_exactly() -> None:
+def _value(settings: Settings, path: tuple[str, ...]) -> object:
+    value: object = settings
+    for part in path:
+        value = value[Action(part)] if isinstance(value, dict) else getattr(value, part)
+    return value
+
+
+@pytest.fixture(name="no_file")
+def _no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the settings file at an empty one, so only the code's defaults apply."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    monkeypatch.setenv("KEYSTILE_SETTINGS_FILE", str(empty))
+    return empty
+
+
+def test_settings_toml_documents_every_default_exactly(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defaults = load_settings()
     documented = tomllib.loads((ROOT / "settings.toml").read_text())
-    defaults = {
-        name: field.default
-        for name, field in Settings.model_fields.items()
-        if field.default is not None
+    with_defaults = {
+        flat for flat, path in flat_names().items() if _value(defaults, path) is not None
     }
-    assert set(documented) == set(defaults), "settings.toml and Settings differ in keys"
-    for key, value in documented.items():
-        default = defaults[key]
-        assert str(default) == str(value), f"{key}: toml {value!r} != code {default!r}"
+    assert set(documented) == with_defaults, "settings.toml and Settings differ in keys"
+    monkeypatch.setenv("KEYSTILE_SETTINGS_FILE", str(ROOT / "settings.toml"))
+    from_file = load_settings()
+    for flat, path in flat_names().items():
+        assert _value(from_file, path) == _value(defaults, path), f"{flat}: toml != code"
 
 
-def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_flat_environment_name_sets_its_grouped_field(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KEYSTILE_DB_POOL_SIZE", "17")
-    assert load_settings().db_pool_size == 17
+    monkeypatch.setenv("KEYSTILE_HASH_THREADS", "3")
+    monkeypatch.setenv("KEYSTILE_SESSION_IDLE_TIMEOUT_SECONDS", "120")
+    monkeypatch.setenv("KEYSTILE_TOKEN_SCOPES", '["account", "reports"]')
+    monkeypatch.setenv("KEYSTILE_RATE_LIMIT_LOGIN_PER_IP", "5/10s")
+    monkeypatch.setenv("KEYSTILE_RATE_LIMIT_REGISTER_PER_ACCOUNT", "off")
+    settings = load_settings()
+    assert settings.database.pool_size == 17
+    assert settings.hashing.threads == 3
+    assert settings.sessions.idle_timeout_seconds == 120
+    assert settings.tokens.scopes == ["account", "reports"]
+    assert settings.limits.rates[Action.LOGIN].per_ip == Rate(5, 10)
+    assert settings.limits.rates[Action.REGISTER].per_account is None
+    # Scopes not given keep their defaults.
+    assert settings.limits.rates[Action.LOGIN].per_account == Rate(10, 60)
 
 
-def test_invalid_value_error_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text('db_pool_size = 12\nrate_limit_token_per_ip = "7/minute"\n')
+    monkeypatch.setenv("KEYSTILE_SETTINGS_FILE", str(settings_file))
+    assert load_settings().database.pool_size == 12
+    assert load_settings().limits.rates[Action.TOKEN].per_ip == Rate(7, 60)
+    monkeypatch.setenv("KEYSTILE_DB_POOL_SIZE", "17")
+    assert load_settings().database.pool_size == 17
+
+
+def test_settings_file_keys_may_be_flat_or_grouped_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text(
+        'hash_threads = 2\n[database]\npool_size = 9\n[limits.rates.refresh]\nper_ip = "1/s"\n'
+    )
+    monkeypatch.setenv("KEYSTILE_SETTINGS_FILE", str(settings_file))
+    settings = load_settings()
+    assert settings.hashing.threads == 2
+    assert settings.database.pool_size == 9
+    assert settings.limits.rates[Action.REFRESH].per_ip == Rate(1, 1)
+
+
+def test_flat_keyword_arguments_still_work(no_file: Path) -> None:
+    settings = Settings(db_pool_size=4, cookie_secure=False, rate_limit_login_per_ip="off")
+    assert settings.database.pool_size == 4
+    assert settings.sessions.cookie_secure is False
+    assert settings.limits.rates[Action.LOGIN].per_ip is None
+
+
+def test_rate_table_has_every_action(no_file: Path) -> None:
+    assert set(load_settings().limits.rates) == set(Action)
+
+
+def test_invalid_value_error_names_the_key(no_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEYSTILE_DB_POOL_SIZE", "many")
     with pytest.raises(SettingsError, match=r"db_pool_size.*KEYSTILE_DB_POOL_SIZE"):
         load_settings()
+
+
+def test_invalid_rate_error_names_the_flat_key(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEYSTILE_RATE_LIMIT_LOGIN_PER_ACCOUNT", "lots")
+    with pytest.raises(
+        SettingsError,
+        match=r"rate_limit_login_per_account \(KEYSTILE_RATE_LIMIT_LOGIN_PER_ACCOUNT\).*30/minute",
+    ):
+        load_settings()
+
+
+def test_invalid_toml_value_names_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text('token_algorithm = "HS256"\nno_such_key = 1\n')
+    monkeypatch.setenv("KEYSTILE_SETTINGS_FILE", str(settings_file))
+    with pytest.raises(SettingsError, match=r"token_algorithm .*EdDSA") as caught:
+        load_settings()
+    assert "no_such_key (KEYSTILE_NO_SUCH_KEY): Extra inputs" in str(caught.value)
 
 
 def test_short_secret_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

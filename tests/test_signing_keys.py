@@ -22,8 +22,9 @@ from keystile.app import create_app
 from keystile.errors import Conflict
 from keystile.services.keys import SecretBox
 from keystile.stores.cache import publish
-from tests.conftest import Backing, Client, login, make_settings, register, unique_email
-from tests.tokens_support import bearer, claims_of, error_code, new_user_tokens, services_of
+from tests.support.backing import Backing, make_settings
+from tests.support.http import Client, login, register, services_of, unique_email
+from tests.support.tokens import bearer, claims_of, error_code, new_user_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,13 +156,13 @@ async def test_rotation_publishes_next_key_and_old_tokens_verify_until_retired(
     first, second = create_app(settings), create_app(settings)
     async with first.test_app() as one, second.test_app() as two:
         for app in (one, two):
-            await asyncio.wait_for(services_of(app).invalidation.ready.wait(), timeout=5)
+            await asyncio.wait_for(services_of(app).caches.ready.wait(), timeout=5)
         client_one, client_two = one.test_client(), two.test_client()
         _, body = await new_user_tokens(client_one)
         old_token = body["access_token"]
         old_kid = _kid(old_token)
         ring = services_of(one).key_ring
-        lifetime = timedelta(seconds=settings.longest_access_token_seconds)
+        lifetime = timedelta(seconds=settings.tokens.longest_access_token_seconds)
 
         # Announce the next key an hour ahead: published everywhere, not signing yet.
         pending, _ = await ring.rotate(promote_after=timedelta(hours=1), retire_after=lifetime)
@@ -234,7 +235,7 @@ async def test_keys_rotate_command_schedules_a_rotation_the_server_picks_up(
     secret = secrets.token_hex(32)
     app = create_app(make_settings(backing, secret_key=secret))
     async with app.test_app() as test_app:
-        await asyncio.wait_for(services_of(test_app).invalidation.ready.wait(), timeout=5)
+        await asyncio.wait_for(services_of(test_app).caches.ready.wait(), timeout=5)
         client = test_app.test_client()
         (current,) = await _jwks_kids(client)
 

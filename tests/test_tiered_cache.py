@@ -6,14 +6,16 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
 from keystile.embedded import EmbeddedRedis
 from keystile.stores import create_redis
-from keystile.stores.cache import InvalidationListener, LocalCache, SingleFlight, TieredCache
-from tests.conftest import Backing
+from keystile.stores.cache import CacheHub, LocalCache, SingleFlight, TieredCache
+from keystile.tasks import background
+from tests.support.backing import Backing
 
 
 class Worker:
@@ -23,18 +25,18 @@ class Worker:
         self.redis = create_redis(
             redis_url, socket_timeout=0.5, connect_timeout=0.5, max_connections=10
         )
-        self.cache: TieredCache[int] = TieredCache(
-            namespace, self.redis, encode=int, decode=int, local_ttl=30, redis_ttl=60
+        self.caches = CacheHub(self.redis, retry_interval=0.1)
+        self.cache: TieredCache[int] = self.caches.tiered(
+            namespace, encode=int, decode=int, local_ttl=30, redis_ttl=60
         )
-        self.listener = InvalidationListener(self.redis, retry_interval=0.1)
-        self.listener.register(self.cache)
+        self._stack = AsyncExitStack()
 
     async def start(self) -> None:
-        self.listener.start()
-        await asyncio.wait_for(self.listener.ready.wait(), timeout=5)
+        await self._stack.enter_async_context(background("invalidation", self.caches.listen))
+        await asyncio.wait_for(self.caches.ready.wait(), timeout=5)
 
     async def close(self) -> None:
-        await self.listener.stop()
+        await self._stack.aclose()
         await self.redis.aclose()
 
 
@@ -123,7 +125,7 @@ async def test_listener_reconnects_when_redis_returns(tmp_path: Path) -> None:
         redis_server.stop()
         await asyncio.sleep(0.3)
         redis_server.start()  # same port
-        await asyncio.wait_for(second.listener.ready.wait(), timeout=5)
+        await asyncio.wait_for(second.caches.ready.wait(), timeout=5)
         await second.cache.get("k", lambda: _constant(1))
         await first.cache.invalidate("k")
         deadline = time.monotonic() + 1.0

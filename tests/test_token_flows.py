@@ -10,25 +10,9 @@ from quart import Blueprint, Quart
 from keystile.app import create_app
 from keystile.services.tokens import hash_refresh_token
 from keystile.web.auth import get_principal, requires_auth
-from tests.conftest import (
-    PASSWORD,
-    Backing,
-    Client,
-    from_ip,
-    login,
-    make_settings,
-    register,
-    unique_email,
-)
-from tests.tokens_support import (
-    bearer,
-    claims_of,
-    error_code,
-    grant,
-    new_user_tokens,
-    refresh,
-    services_of,
-)
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, from_ip, login, register, services_of, unique_email
+from tests.support.tokens import bearer, claims_of, error_code, grant, new_user_tokens, refresh
 
 
 async def test_password_grant_returns_tokens_that_authenticate(client: Client) -> None:

@@ -12,8 +12,9 @@ from quart import Quart
 
 from keystile.app import create_app
 from keystile.embedded import EmbeddedRedis
-from tests.conftest import PASSWORD, Backing, Client, login, make_settings
-from tests.tokens_support import bearer, error_code, new_user_tokens, services_of
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, login, services_of
+from tests.support.tokens import bearer, error_code, new_user_tokens
 
 # Pub/sub delivery takes milliseconds; the bound is generous for a loaded machine and far
 # below the local cache TTL, so passing it proves the message (not the TTL) did the work.
@@ -28,7 +29,7 @@ async def _two_apps(backing: Backing) -> AsyncIterator[tuple[Quart, Quart]]:
     first, second = create_app(settings), create_app(settings)
     async with first.test_app() as one, second.test_app() as two:
         for app in (one, two):
-            await asyncio.wait_for(services_of(app).invalidation.ready.wait(), timeout=5)
+            await asyncio.wait_for(services_of(app).caches.ready.wait(), timeout=5)
         yield one, two
 
 

@@ -25,12 +25,13 @@ from typing import ClassVar, TextIO
 import httpx
 import pytest
 import redis
+from keystile_catalog import PRODUCTS_KEY
 
-from examples.catalog import PRODUCTS_KEY
 from keystile.embedded import free_port
-from tests.conftest import PASSWORD, Backing, unique_email
 from tests.probe_extension import origin_hits_key
-from tests.processes import ROOT, Server, start_server, wait_until_ready
+from tests.support.backing import Backing
+from tests.support.http import PASSWORD, unique_email
+from tests.support.processes import ROOT, Server, start_server, wait_until_ready
 
 VARNISHD = shutil.which("varnishd") or "/usr/sbin/varnishd"
 
@@ -122,7 +123,7 @@ def _running_edge(backing: Backing, tmp: Path) -> Iterator[EdgeProcesses]:
         workers=1,
         trusted_proxy_hops="1",
         extensions=json.dumps(
-            ["examples.catalog:CatalogExtension", "tests.probe_extension:ProbeExtension"]
+            ["keystile_catalog:CatalogExtension", "tests.probe_extension:ProbeExtension"]
         ),
         purge_urls=json.dumps([f"http://127.0.0.1:{varnish_port}/"]),
     )

@@ -1,13 +1,16 @@
-"""catalog_products: the example extension in examples/catalog
+"""no-op: the catalogue table moved to the catalog extension's own migrations
 
 Revision ID: 0005
 Revises: 0003
 Create Date: 2026-11-21
+
+This revision used to create `catalog_products` in every deployment. The example
+extension (examples/catalog) now owns that table and its migration, which
+`keystile migrate` runs only where the extension is enabled. The revision stays, as
+a step that does nothing, so databases already past it keep a known history.
 """
 
 from __future__ import annotations
-
-from alembic import op
 
 revision = "0005"
 down_revision = "0003"
@@ -16,20 +19,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # The primary key on sku serves both the detail lookup and the keyset-paged list.
-    op.execute(
-        """
-        CREATE TABLE catalog_products (
-            sku         text PRIMARY KEY CHECK (sku ~ '^[A-Za-z0-9_-]{1,64}$'),
-            name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-            description text NOT NULL DEFAULT '' CHECK (length(description) <= 2000),
-            price_cents integer NOT NULL CHECK (price_cents >= 0),
-            created_at  timestamptz NOT NULL DEFAULT now(),
-            updated_at  timestamptz NOT NULL DEFAULT now()
-        )
-        """
-    )
+    pass
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE catalog_products")
+    pass

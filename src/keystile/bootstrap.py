@@ -1,25 +1,31 @@
 """The composition root: settings -> pool and Redis -> repositories -> services.
 
-Everything is built inside the running loop (asyncpg pools need it), kept on
-`app.extensions["keystile"]`, and closed on shutdown. To swap a component, pass
-it in `Overrides`; nothing here is a module-level singleton.
+One builder per capability (database, Redis, caches, hashing, abuse protection,
+sessions, tokens, housekeeping ...). Each puts what it creates on one
+`AsyncExitStack` the moment it exists (a pool's close, a background loop's cancel),
+so shutdown, or a failure half-way through startup, closes exactly what was opened,
+in reverse order. Everything is built inside the running loop (asyncpg pools need
+it); `open_services` is the context the app and the CLI use. To swap a component,
+pass it in `Overrides`; nothing here is a module-level singleton.
+
+A new capability adds a builder here, a field to `Services` (keystile/container.py)
+and one line to `build_services`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import random
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
 
-from aiocache.base import BaseCache
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from keystile.container import Overrides, ServiceProvider, Services
 from keystile.metrics import PoolSampler
 from keystile.repositories import (
     Database,
@@ -28,12 +34,13 @@ from keystile.repositories import (
     PostgresSessionRepository,
     PostgresSigningKeyRepository,
     PostgresUserRepository,
-    User,
     create_pool,
 )
-from keystile.repositories.audit import BufferedAuditLog
-from keystile.repositories.sessions import SessionRecord
-from keystile.repositories.users import user_from_json, user_to_json
+from keystile.repositories.audit import AuditLog, BufferedAuditLog
+from keystile.repositories.cached_users import CachedUserRepository
+from keystile.repositories.refresh_tokens import RefreshTokenRepository
+from keystile.repositories.sessions import SessionRecord, SessionRepository
+from keystile.repositories.users import UserRepository, user_from_json, user_to_json
 from keystile.services import (
     Argon2Parameters,
     AuthService,
@@ -49,15 +56,22 @@ from keystile.services.housekeeping import Housekeeping
 from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
-from keystile.services.machine_bootstrap import MachineAccess, build_machine_access
+from keystile.services.machine_bootstrap import build_machine_access
 from keystile.services.password_policy import load_common_passwords
-from keystile.services.rate_limits import ActionLimits, CounterKeys, KnownClients, RateLimiter
+from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
 from keystile.services.tokens import TokenService
-from keystile.settings import Settings, SettingsError
+from keystile.settings import (
+    DatabaseSettings,
+    HttpCacheSettings,
+    RedisSettings,
+    SessionSettings,
+    Settings,
+    SettingsError,
+)
 from keystile.stores import create_redis
-from keystile.stores.cache import InvalidationListener, TieredCache, publish
-from keystile.stores.credential_store import close_store, create_credential_store
+from keystile.stores.cache import CacheHub
+from keystile.stores.credential_store import create_credential_store
 from keystile.stores.login_gate import RedisLoginGate
 from keystile.stores.purge import NoPurge, SurrogatePurger, VarnishPurger
 from keystile.stores.rate_limits import (
@@ -68,410 +82,400 @@ from keystile.stores.rate_limits import (
     RedisCounterStore,
 )
 from keystile.stores.sealing import Sealer, derive_key
+from keystile.tasks import background, run_every
 
-__all__ = ["Overrides", "ServiceProvider", "Services", "build_services"]
+__all__ = [
+    "build_hasher",
+    "build_services",
+    "open_database",
+    "open_redis",
+    "open_services",
+]
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Overrides:
-    """Components to use instead of the ones the composition root would build."""
-
-    hasher: PasswordHasher | None = None
-    purger: SurrogatePurger | None = None
-    # Any aiocache cache (e.g. SimpleMemoryCache) instead of the Redis one.
-    credential_store: BaseCache | None = None
+KEYS_NAMESPACE = "signing_keys"
+CREDENTIALS_NAMESPACE = "keystile:credentials"
 
 
-class ServiceProvider(Protocol):
-    """Builds an extension's services from the core ones (see `keystile.extensions`)."""
+@asynccontextmanager
+async def open_services(
+    settings: Settings,
+    overrides: Overrides | None = None,
+    providers: Sequence[ServiceProvider] = (),
+) -> AsyncIterator[Services]:
+    """Build every service for the life of the context; close them all on exit."""
+    async with AsyncExitStack() as stack:
+        yield await build_services(settings, stack, overrides, providers)
 
-    def build(self, core: Services) -> AbstractAsyncContextManager[object]:
-        """Return a context that yields the extension's services and closes them on exit."""
-        ...
+
+async def build_services(
+    settings: Settings,
+    stack: AsyncExitStack,
+    overrides: Overrides | None = None,
+    providers: Sequence[ServiceProvider] = (),
+) -> Services:
+    """Wire every service, putting each thing that needs closing on `stack` as it is made.
+
+    Each of `providers` (the extensions) then builds its services from the core ones;
+    being last on the stack, they are closed first.
+    """
+    overrides = overrides or Overrides()
+    secret = settings.read_secret_key()
+    if secret is None:
+        raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
+    database = await stack.enter_async_context(open_database(settings.database))
+    redis = await stack.enter_async_context(open_redis(settings.redis))
+    caches = await build_caches(redis, stack)
+    audit = PostgresAuditLog(database)
+    users = build_users(settings, database, caches, secret)
+    hasher = overrides.hasher or build_hashing(settings, stack)
+    credentials = CredentialCache(
+        hasher,
+        overrides.credential_store
+        or create_credential_store(
+            redis, namespace=CREDENTIALS_NAMESPACE, timeout=settings.redis.socket_timeout
+        ),
+        key=derive_key(secret, "credential cache"),
+        ttl=settings.cache.credential_ttl_seconds,
+        # The login gate reads entries straight from Redis, unless a test swapped the store.
+        namespace=None if overrides.credential_store else CREDENTIALS_NAMESPACE,
+    )
+    policy = PasswordPolicy(
+        min_length=settings.passwords.min_length,
+        max_length=settings.passwords.max_length,
+        common_passwords=load_common_passwords(),
+    )
+    counters, limits, throttle, known = build_abuse_protection(settings, redis, audit)
+    gate = LoginGate(
+        RedisLoginGate(redis),
+        limits,
+        throttle,
+        known,
+        credentials,
+        retry_interval=settings.limits.redis_retry_seconds,
+    )
+    failures = BufferedAuditLog(audit)
+    stack.push_async_callback(failures.close)  # before the pool closes: written on shutdown
+    session_repository = PostgresSessionRepository(database)
+    sessions = build_sessions(settings.sessions, session_repository, caches)
+    ring = await build_key_ring(settings, secret, database, caches, stack)
+    refresh_tokens = PostgresRefreshTokenRepository(database)
+    epochs, revoker = build_revocation(settings, caches, users, refresh_tokens, audit)
+    auth = AuthService(
+        users,
+        sessions,
+        hasher,
+        policy,
+        audit,
+        credentials,
+        throttle,
+        gate=gate,
+        failures=failures,
+        revoker=revoker,
+    )
+    audit_admin = AuditService(
+        audit, users, retention=timedelta(days=settings.retention.audit_days), pending=failures
+    )
+    await build_housekeeping(settings, audit_admin, session_repository, refresh_tokens, stack)
+    await stack.enter_async_context(_pool_sampler(database, redis))
+    tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit)
+    machine = build_machine_access(
+        settings,
+        secret=secret,
+        database=database,
+        caches=caches,
+        users=users,
+        audit=audit,
+        sessions=sessions,
+        revoker=revoker,
+        epochs=epochs,
+        tokens=tokens,
+        key_ring=ring,
+        counters=counters,
+    )
+    core = Services(
+        settings=settings,
+        database=database,
+        redis=redis,
+        caches=caches,
+        users=users,
+        audit=audit,
+        hasher=hasher,
+        credentials=credentials,
+        policy=policy,
+        sessions=sessions,
+        auth=auth,
+        admin=UserAdminService(users, hasher, policy, sessions, audit, revoker=revoker),
+        purger=overrides.purger or await build_purger(settings.http_cache, stack),
+        counters=counters,
+        limits=limits,
+        throttle=throttle,
+        audit_admin=audit_admin,
+        key_ring=ring,
+        tokens=tokens,
+        machine=machine,
+    )
+    built = [await stack.enter_async_context(p.build(core)) for p in providers]
+    return dataclasses.replace(core, extensions=tuple(built))
 
 
-@dataclass(frozen=True, slots=True)
-class Services:
-    """Everything a handler may reach, built once per worker process."""
+def _required(url: SecretStr | None, key: str) -> str:
+    if url is None:
+        raise SettingsError(f"{key} (KEYSTILE_{key.upper()}): required to serve")
+    return url.get_secret_value()
 
-    settings: Settings
-    database: Database
-    redis: Redis
-    invalidation: InvalidationListener
-    users: PostgresUserRepository
-    audit: PostgresAuditLog
-    hasher: PasswordHasher
-    credentials: CredentialCache
-    users_by_email: TieredCache[User]
-    policy: PasswordPolicy
-    sessions: SessionService
-    auth: AuthService
-    admin: UserAdminService
-    purger: SurrogatePurger
-    counters: CounterStore
-    limits: RateLimiter
-    throttle: LoginThrottle
-    audit_admin: AuditService
-    key_ring: KeyRing
-    tokens: TokenService
-    machine: MachineAccess  # API keys, OAuth clients, roles, admin API
-    extensions: tuple[object, ...] = ()
 
-    def extension(self, kind: type[T]) -> T:
-        """Return the services an extension built, by their type."""
-        for built in self.extensions:
-            if isinstance(built, kind):
-                return built
-        raise LookupError(f"no extension built a {kind.__qualname__}; is it registered?")
+@asynccontextmanager
+async def open_database(settings: DatabaseSettings) -> AsyncIterator[Database]:
+    """Open the asyncpg pool for the life of the context."""
+    pool = await create_pool(
+        _required(settings.url, "database_url"),
+        size=settings.pool_size,
+        connect_timeout=settings.connect_timeout,
+        statement_timeout=settings.statement_timeout,
+        statement_cache_size=settings.statement_cache_size,
+    )
+    try:
+        yield Database(
+            pool,
+            acquire_timeout=settings.acquire_timeout,
+            statement_timeout=settings.statement_timeout,
+        )
+    finally:
+        await asyncio.wait_for(pool.close(), timeout=settings.statement_timeout)
+
+
+@asynccontextmanager
+async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
+    """Return the worker's one Redis client (one connection pool) for the life of the context."""
+    redis = create_redis(
+        _required(settings.url, "redis_url"),
+        socket_timeout=settings.socket_timeout,
+        connect_timeout=settings.connect_timeout,
+        max_connections=settings.pool_size,
+    )
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+async def build_caches(redis: Redis, stack: AsyncExitStack) -> CacheHub:
+    """Return the hub every cross-worker cache registers with, its listener running."""
+    caches = CacheHub(redis)
+    await stack.enter_async_context(background("invalidation", caches.listen))
+    return caches
+
+
+def build_users(
+    settings: Settings, database: Database, caches: CacheHub, secret: bytes
+) -> CachedUserRepository:
+    """Return the users, looked up by email through a cache sealed in Redis (password hashes)."""
+    sealer = Sealer(derive_key(secret, "user cache"), encode=user_to_json, decode=user_from_json)
+    by_email = caches.tiered(
+        "user-by-email",
+        encode=sealer.seal,
+        decode=sealer.unseal,
+        local_ttl=settings.cache.user_local_ttl_seconds,
+        redis_ttl=settings.cache.user_redis_ttl_seconds,
+    )
+    return CachedUserRepository(PostgresUserRepository(database), by_email)
 
 
 def build_hasher(settings: Settings) -> PasswordHasher:
-    """Return the password hasher the settings describe."""
+    """Return the password hasher the settings describe; the caller closes it."""
     return PasswordHasher(
         Argon2Parameters(
-            memory_kib=settings.argon2_memory_kib,
-            time_cost=settings.argon2_time_cost,
-            parallelism=settings.argon2_parallelism,
+            memory_kib=settings.hashing.memory_kib,
+            time_cost=settings.hashing.time_cost,
+            parallelism=settings.hashing.parallelism,
         ),
         threads=settings.hash_thread_count,
-        budget=settings.login_wait_budget_ms / 1000,
+        budget=settings.hashing.login_wait_budget_ms / 1000,
     )
 
 
-def build_users_by_email(settings: Settings, redis: Redis, secret: bytes) -> TieredCache[User]:
-    """Return the login lookup cache; its Redis copies are sealed (they hold password hashes)."""
-    sealer = Sealer(derive_key(secret, "user cache"), encode=user_to_json, decode=user_from_json)
-    return TieredCache(
-        "user-by-email",
-        redis,
-        encode=sealer.seal,
-        decode=sealer.unseal,
-        local_ttl=settings.user_cache_local_ttl_seconds,
-        redis_ttl=settings.user_cache_redis_ttl_seconds,
-    )
+def build_hashing(settings: Settings, stack: AsyncExitStack) -> PasswordHasher:
+    """Return the password hasher, its threads stopped when the stack closes."""
+    hasher = build_hasher(settings)
+    stack.callback(hasher.close)
+    return hasher
 
 
-# Every action the rate limiter knows; each has `rate_limit_<action>_per_{ip,account}`.
-RATE_LIMITED_ACTIONS = ("login", "token", "refresh", "register", "password_change")
-
-
-def build_rate_limiting(
-    settings: Settings, redis: Redis, audit: PostgresAuditLog
+def build_abuse_protection(
+    settings: Settings, redis: Redis, audit: AuditLog
 ) -> tuple[CounterStore, RateLimiter, LoginThrottle, KnownClients]:
     """Return the counter store, rate limiter, login throttle and known clients (one store)."""
+    limits = settings.limits
     counters = FallbackCounterStore(
-        RedisCounterStore(redis),
-        MemoryCounterStore(),
-        retry_interval=settings.rate_limit_redis_retry_seconds,
+        RedisCounterStore(redis), MemoryCounterStore(), retry_interval=limits.redis_retry_seconds
     )
     # Serving always has a secret key (create_app insists); a CLI command without one
     # never shares counters, so a throwaway key is as good as any.
     keys = CounterKeys(settings.read_secret_key() or secrets.token_bytes(32))
-    known = KnownClients(counters, keys, ttl=settings.known_client_days * 86_400.0)
-    limits = {
-        action: ActionLimits(
-            per_ip=settings.rate_limit(action, "ip"),
-            per_account=settings.rate_limit(action, "account"),
+    known = KnownClients(counters, keys, ttl=limits.known_client_days * 86_400.0)
+    window = float(limits.failure_window_seconds)
+
+    def backoff(free_failures: int) -> Backoff:
+        return Backoff(
+            free_failures=free_failures,
+            base_delay=limits.backoff_base_seconds,
+            max_delay=limits.backoff_max_seconds,
+            window=window,
         )
-        for action in RATE_LIMITED_ACTIONS
-    }
-    window = float(settings.login_failure_window_seconds)
+
     throttle = LoginThrottle(
         counters,
         keys,
         known,
         audit,
-        per_client=Backoff(
-            free_failures=settings.login_backoff_client_free_failures,
-            base_delay=settings.login_backoff_base_seconds,
-            max_delay=settings.login_backoff_max_seconds,
-            window=window,
-        ),
-        per_account=Backoff(
-            free_failures=settings.login_backoff_account_free_failures,
-            base_delay=settings.login_backoff_base_seconds,
-            max_delay=settings.login_backoff_max_seconds,
-            window=window,
-        ),
+        per_client=backoff(limits.client_free_failures),
+        per_account=backoff(limits.account_free_failures),
     )
-    return counters, RateLimiter(counters, keys, known, audit, limits), throttle, known
+    return counters, RateLimiter(counters, keys, known, audit, limits.rates), throttle, known
 
 
-def build_housekeeping(
+def build_sessions(
+    settings: SessionSettings, repository: SessionRepository, caches: CacheHub
+) -> SessionService:
+    """Return cookie sessions, their state cached on every worker."""
+    cache = caches.tiered(
+        "session",
+        encode=SessionRecord.to_json,
+        decode=SessionRecord.from_json,
+        local_ttl=settings.cache_local_ttl_seconds,
+        redis_ttl=settings.cache_redis_ttl_seconds,
+    )
+    return SessionService(
+        repository,
+        cache,
+        idle_timeout=timedelta(seconds=settings.idle_timeout_seconds),
+        absolute_lifetime=timedelta(seconds=settings.absolute_lifetime_seconds),
+        touch_interval=timedelta(seconds=settings.touch_interval_seconds),
+    )
+
+
+async def build_key_ring(
+    settings: Settings, secret: bytes, database: Database, caches: CacheHub, stack: AsyncExitStack
+) -> KeyRing:
+    """Return the signing keys, loaded, reloaded periodically and on a rotation message."""
+
+    async def notify_rotation() -> bool:
+        return await caches.publish(KEYS_NAMESPACE, "rotated")
+
+    ring = KeyRing(
+        PostgresSigningKeyRepository(database),
+        SecretBox(secret),
+        algorithm=settings.tokens.algorithm,
+        notify=notify_rotation,
+    )
+    caches.subscribe(KEYS_NAMESPACE, ring.poke)
+    await ring.load()
+    interval = settings.tokens.signing_key_refresh_seconds
+    await stack.enter_async_context(background("keyring", lambda: ring.run(interval)))
+    return ring
+
+
+def build_revocation(
+    settings: Settings,
+    caches: CacheHub,
+    users: UserRepository,
+    refresh_tokens: RefreshTokenRepository,
+    audit: AuditLog,
+) -> tuple[TokenEpochs, TokenRevoker]:
+    """Return the users' token epochs, cached on every worker, and revocation over them."""
+    epoch_cache = caches.tiered(
+        EPOCH_NAMESPACE,
+        encode=TokenHolder.encode,
+        decode=TokenHolder.decode,
+        local_ttl=settings.tokens.epoch_cache_seconds,
+        redis_ttl=settings.tokens.epoch_redis_seconds,
+    )
+    epochs = TokenEpochs(epoch_cache, users)
+    return epochs, TokenRevoker(refresh_tokens, epochs, audit)
+
+
+def build_tokens(
+    settings: Settings,
+    secret: bytes,
+    ring: KeyRing,
+    refresh_tokens: RefreshTokenRepository,
+    epochs: TokenEpochs,
+    auth: AuthService,
+    audit: AuditLog,
+) -> TokenService:
+    """Return the token service: JWT access tokens and rotating refresh tokens."""
+    tokens = settings.tokens
+    return TokenService(
+        codec=AccessTokenCodec(
+            ring,
+            issuer=tokens.issuer,
+            audience=tokens.audience,
+            ttl=tokens.access_ttl_seconds,
+            leeway=tokens.leeway_seconds,
+        ),
+        ring=ring,
+        refresh_tokens=refresh_tokens,
+        epochs=epochs,
+        authenticator=auth,
+        audit=audit,
+        secret=secret,
+        scopes=tokens.scopes,
+        refresh_idle=timedelta(seconds=tokens.refresh_idle_seconds),
+        refresh_absolute=timedelta(seconds=tokens.refresh_absolute_seconds),
+        reuse_grace=timedelta(seconds=tokens.refresh_reuse_grace_seconds),
+        verified_cache_size=tokens.verified_cache_size,
+    )
+
+
+async def build_housekeeping(
     settings: Settings,
     audit: AuditService,
     sessions: PostgresSessionRepository,
     refresh_tokens: PostgresRefreshTokenRepository,
+    stack: AsyncExitStack,
 ) -> Housekeeping:
-    """Return the periodic deletion of old audit events and long-expired sessions/tokens."""
-    keep_expired = timedelta(hours=settings.expired_record_retention_hours)
+    """Return the deletion of old audit events and long-expired sessions and token families,
+    run every `housekeeping_interval_seconds` (0: never) for the life of the stack.
+    """
+    keep_expired = timedelta(hours=settings.retention.expired_record_hours)
 
     def expired_before() -> datetime:
         return datetime.now(UTC) - keep_expired
 
-    return Housekeeping(
+    housekeeping = Housekeeping(
         [
             ("audit_events", audit.prune),
             ("sessions", lambda: sessions.delete_expired(expired_before())),
             ("refresh_token_families", lambda: refresh_tokens.delete_expired(expired_before())),
         ]
     )
+    interval = settings.retention.housekeeping_interval_seconds
+    if interval:
+        # Workers started together do not all run at once.
+        first = random.uniform(0, min(interval, 60.0))
+        await stack.enter_async_context(
+            background(
+                "housekeeping",
+                lambda: run_every(
+                    interval, housekeeping.run_once, name="housekeeping", first_delay=first
+                ),
+            )
+        )
+    return housekeeping
 
 
-def _required_url(settings: Settings, key: str) -> str:
-    value = getattr(settings, key)
-    if value is None:
-        raise SettingsError(f"{key} (KEYSTILE_{key.upper()}): required to serve")
-    return str(value.get_secret_value())
-
-
-def _build_purger(settings: Settings) -> SurrogatePurger:
+async def build_purger(settings: HttpCacheSettings, stack: AsyncExitStack) -> SurrogatePurger:
+    """Return the purge hook for shared HTTP caches (none configured: a no-op)."""
     if not settings.purge_urls:
         return NoPurge()
-    return VarnishPurger(settings.purge_urls, timeout=settings.purge_timeout_seconds)
-
-
-KEYS_NAMESPACE = "signing_keys"
-CREDENTIALS_NAMESPACE = "keystile:credentials"
-
-
-def _build_tokens(
-    settings: Settings,
-    secret: bytes,
-    database: Database,
-    redis: Redis,
-    invalidation: InvalidationListener,
-    users: PostgresUserRepository,
-    audit: PostgresAuditLog,
-) -> tuple[KeyRing, TokenEpochs, TokenRevoker, PostgresRefreshTokenRepository]:
-    """Wire the key ring and the token epoch cache, both kept fresh through pub/sub."""
-
-    async def notify_rotation() -> bool:
-        return await publish(redis, KEYS_NAMESPACE, "rotated")
-
-    ring = KeyRing(
-        PostgresSigningKeyRepository(database),
-        SecretBox(secret),
-        algorithm=settings.token_algorithm,
-        notify=notify_rotation,
-    )
-    invalidation.subscribe(KEYS_NAMESPACE, ring.poke)
-    epoch_cache: TieredCache[TokenHolder] = TieredCache(
-        EPOCH_NAMESPACE,
-        redis,
-        encode=TokenHolder.encode,
-        decode=TokenHolder.decode,
-        local_ttl=settings.token_epoch_cache_seconds,
-        redis_ttl=settings.token_epoch_redis_seconds,
-    )
-    invalidation.register(epoch_cache)
-    epochs = TokenEpochs(epoch_cache, users)
-    refresh_tokens = PostgresRefreshTokenRepository(database)
-    return ring, epochs, TokenRevoker(refresh_tokens, epochs, audit), refresh_tokens
+    purger = VarnishPurger(settings.purge_urls, timeout=settings.purge_timeout_seconds)
+    stack.push_async_callback(purger.aclose)
+    return purger
 
 
 @asynccontextmanager
-async def build_services(
-    settings: Settings,
-    overrides: Overrides | None = None,
-    providers: Sequence[ServiceProvider] = (),
-) -> AsyncIterator[Services]:
-    """Open the pool and Redis, wire every service, and close them all on exit.
-
-    Each of `providers` (the extensions) then builds its services from the core ones;
-    they are closed, in reverse order, before the core.
-    """
-    overrides = overrides or Overrides()
-    secret = settings.read_secret_key()
-    if secret is None:
-        raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
-    pool = await create_pool(
-        _required_url(settings, "database_url"),
-        size=settings.db_pool_size,
-        connect_timeout=settings.db_connect_timeout,
-        statement_timeout=settings.db_statement_timeout,
-        statement_cache_size=settings.db_statement_cache_size,
-    )
-    redis = create_redis(
-        _required_url(settings, "redis_url"),
-        socket_timeout=settings.redis_socket_timeout,
-        connect_timeout=settings.redis_connect_timeout,
-        max_connections=settings.redis_pool_size,
-    )
-    hasher = overrides.hasher or build_hasher(settings)
-    credential_store = overrides.credential_store or create_credential_store(
-        _required_url(settings, "redis_url"),
-        namespace=CREDENTIALS_NAMESPACE,
-        socket_timeout=settings.redis_socket_timeout,
-        connect_timeout=settings.redis_connect_timeout,
-        max_connections=settings.redis_pool_size,
-    )
-    invalidation = InvalidationListener(redis)
-    purger = overrides.purger or _build_purger(settings)
-    pruning: asyncio.Task[None] | None = None
-    failures: BufferedAuditLog | None = None
-    ring: KeyRing | None = None
-    sampler = PoolSampler(pool, redis)
-    try:
-        database = Database(
-            pool,
-            acquire_timeout=settings.db_acquire_timeout,
-            statement_timeout=settings.db_statement_timeout,
-        )
-        users_by_email = build_users_by_email(settings, redis, secret)
-        invalidation.register(users_by_email)
-        users = PostgresUserRepository(database, by_email=users_by_email)
-        credentials = CredentialCache(
-            hasher,
-            credential_store,
-            key=derive_key(secret, "credential cache"),
-            ttl=settings.credential_cache_ttl_seconds,
-            # The login gate reads entries straight from Redis, unless a test swapped the store.
-            namespace=None if overrides.credential_store else CREDENTIALS_NAMESPACE,
-        )
-        audit = PostgresAuditLog(database)
-        policy = PasswordPolicy(
-            min_length=settings.password_min_length,
-            max_length=settings.password_max_length,
-            common_passwords=load_common_passwords(),
-        )
-        counters, limits, throttle, known_clients = build_rate_limiting(settings, redis, audit)
-        failures = BufferedAuditLog(audit)
-        audit_admin = AuditService(
-            audit, users, retention=timedelta(days=settings.audit_retention_days), pending=failures
-        )
-        session_cache: TieredCache[SessionRecord] = TieredCache(
-            "session",
-            redis,
-            encode=SessionRecord.to_json,
-            decode=SessionRecord.from_json,
-            local_ttl=settings.session_cache_local_ttl_seconds,
-            redis_ttl=settings.session_cache_redis_ttl_seconds,
-        )
-        invalidation.register(session_cache)
-        session_repository = PostgresSessionRepository(database)
-        sessions = SessionService(
-            session_repository,
-            session_cache,
-            idle_timeout=timedelta(seconds=settings.session_idle_timeout_seconds),
-            absolute_lifetime=timedelta(seconds=settings.session_absolute_lifetime_seconds),
-            touch_interval=timedelta(seconds=settings.session_touch_interval_seconds),
-        )
-        ring, epochs, revoker, refresh_tokens = _build_tokens(
-            settings, secret, database, redis, invalidation, users, audit
-        )
-        gate = LoginGate(
-            RedisLoginGate(redis),
-            limits,
-            throttle,
-            known_clients,
-            credentials,
-            retry_interval=settings.rate_limit_redis_retry_seconds,
-        )
-        auth = AuthService(
-            users,
-            sessions,
-            hasher,
-            policy,
-            audit,
-            credentials,
-            throttle,
-            gate=gate,
-            failures=failures,
-            revoker=revoker,
-        )
-        tokens = TokenService(
-            codec=AccessTokenCodec(
-                ring,
-                issuer=settings.token_issuer,
-                audience=settings.token_audience,
-                ttl=settings.access_token_ttl_seconds,
-                leeway=settings.token_leeway_seconds,
-            ),
-            ring=ring,
-            refresh_tokens=refresh_tokens,
-            epochs=epochs,
-            authenticator=auth,
-            audit=audit,
-            secret=secret,
-            scopes=settings.token_scopes,
-            refresh_idle=timedelta(seconds=settings.refresh_token_idle_seconds),
-            refresh_absolute=timedelta(seconds=settings.refresh_token_absolute_seconds),
-            reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
-            verified_cache_size=settings.verified_token_cache_size,
-        )
-        machine = build_machine_access(
-            settings,
-            secret=secret,
-            database=database,
-            redis=redis,
-            invalidation=invalidation,
-            users=users,
-            users_by_email=users_by_email,
-            audit=audit,
-            sessions=sessions,
-            revoker=revoker,
-            epochs=epochs,
-            tokens=tokens,
-            key_ring=ring,
-            counters=counters,
-        )
-        await ring.load()
-        ring.start(settings.signing_key_refresh_seconds)
-        invalidation.start()
-        if settings.housekeeping_interval_seconds:
-            housekeeping = build_housekeeping(
-                settings, audit_admin, session_repository, refresh_tokens
-            )
-            pruning = asyncio.get_running_loop().create_task(
-                housekeeping.run_every(settings.housekeeping_interval_seconds),
-                name="housekeeping",
-            )
-        sampler.start()
-        core = Services(
-            settings=settings,
-            database=database,
-            redis=redis,
-            invalidation=invalidation,
-            users=users,
-            audit=audit,
-            hasher=hasher,
-            credentials=credentials,
-            users_by_email=users_by_email,
-            policy=policy,
-            sessions=sessions,
-            auth=auth,
-            admin=UserAdminService(users, hasher, policy, sessions, audit, revoker=revoker),
-            purger=purger,
-            counters=counters,
-            limits=limits,
-            throttle=throttle,
-            audit_admin=audit_admin,
-            key_ring=ring,
-            tokens=tokens,
-            machine=machine,
-        )
-        async with AsyncExitStack() as stack:
-            built = [await stack.enter_async_context(p.build(core)) for p in providers]
-            yield dataclasses.replace(core, extensions=tuple(built))
-    finally:
-        if ring is not None:
-            await ring.stop()
-        if pruning is not None:
-            pruning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruning
-        await sampler.stop()
-        if failures is not None:
-            await failures.close()
-        await invalidation.stop()
-        if isinstance(purger, VarnishPurger) and overrides.purger is None:
-            await purger.aclose()
-        if overrides.hasher is None:
-            hasher.close()
-        if overrides.credential_store is None:
-            await close_store(credential_store)
-        await redis.aclose()
-        await asyncio.wait_for(pool.close(), timeout=settings.db_statement_timeout)
+async def _pool_sampler(database: Database, redis: Redis) -> AsyncIterator[None]:
+    sampler = PoolSampler(database.pool, redis)
+    sampler.sample()
+    async with background("pool-sampler", lambda: run_every(1.0, sampler.sample, name="pool")):
+        yield

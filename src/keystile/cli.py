@@ -39,16 +39,16 @@ def _serve(args: argparse.Namespace) -> int:
         settings = rt.settings
         config_file = project_root() / "hypercorn.toml"
         config = Config.from_toml(config_file) if config_file.is_file() else Config()
-        config.bind = [f"{settings.host}:{settings.port}"]
-        config.workers = settings.workers
-        sockets_note = f"http://{settings.host}:{settings.port}"
+        config.bind = [f"{settings.serving.host}:{settings.serving.port}"]
+        config.workers = settings.serving.workers
+        sockets_note = f"http://{settings.serving.host}:{settings.serving.port}"
         for line in rt.started:
             _log.info("started %s", line)
         _log.info(
             "keystile serving on %s with %d worker(s); data in %s; Ctrl-C stops it",
             sockets_note,
-            settings.workers,
-            settings.data_dir.resolve(),
+            settings.serving.workers,
+            settings.serving.data_dir.resolve(),
         )
         return serve(config, settings)
 
@@ -61,10 +61,10 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _with_services(action: Callable[[Any], Awaitable[int]]) -> int:
-    from keystile.bootstrap import build_services
+    from keystile.bootstrap import open_services
 
     async def _run(settings: Settings) -> int:
-        async with build_services(settings) as services:
+        async with open_services(settings) as services:
             return await action(services)
 
     with runtime() as rt:
@@ -229,8 +229,8 @@ def _hash_calibrate(args: argparse.Namespace) -> int:
     settings = load_settings()
     result = calibrate(
         args.target_ms,
-        memory_kib=args.memory_kib or settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
+        memory_kib=args.memory_kib or settings.hashing.memory_kib,
+        parallelism=settings.hashing.parallelism,
     )
     chosen = result.parameters
     verdict = "" if result.within_target else " (over the target: OWASP's minimum is the floor)"
@@ -258,14 +258,14 @@ def _hash_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admission_capacity(settings: Any, rate: float, threads: int) -> str:
+def _admission_capacity(settings: Settings, rate: float, threads: int) -> str:
     """Say what the login wait budget admits at the measured hash rate (per worker, total)."""
-    budget = settings.login_wait_budget_ms / 1000
-    waiting = int(budget * rate)  # hashes the threads finish within the budget
-    workers = settings.workers
+    budget_ms = settings.hashing.login_wait_budget_ms
+    waiting = int(budget_ms / 1000 * rate)  # hashes the threads finish within the budget
+    workers = settings.serving.workers
     return (
         f"cold-login capacity: {rate:.1f} logins/s per worker, {rate * workers:.1f}/s over "
-        f"{workers} worker(s); login_wait_budget_ms = {settings.login_wait_budget_ms} admits "
+        f"{workers} worker(s); login_wait_budget_ms = {budget_ms} admits "
         f"{threads} running + {waiting} waiting per worker ({(threads + waiting) * workers} "
         f"in all); past that, 503 with Retry-After\n"
     )
@@ -297,25 +297,27 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     async def action(services: Any) -> int:
         settings = services.settings
         promote_after = (
-            settings.signing_key_promote_after_seconds
+            settings.tokens.signing_key_promote_after_seconds
             if args.promote_after is None
             else args.promote_after
         )
-        if promote_after < settings.jwks_max_age_seconds:
+        if promote_after < settings.tokens.jwks_max_age_seconds:
             _log.warning(
                 "promoting sooner than jwks_max_age_seconds (%ds): relying parties with a "
                 "cached JWKS may refuse the first tokens of the new key",
-                settings.jwks_max_age_seconds,
+                settings.tokens.jwks_max_age_seconds,
             )
         key, retiring = await services.key_ring.rotate(
             promote_after=timedelta(seconds=promote_after),
-            retire_after=timedelta(seconds=settings.longest_access_token_seconds),
+            retire_after=timedelta(seconds=settings.tokens.longest_access_token_seconds),
         )
         sys.stdout.write(
             f"added {key.kid} ({key.alg}), promoted at {key.not_before:%Y-%m-%dT%H:%M:%SZ}\n"
         )
         for kid in retiring:
-            sys.stdout.write(f"{kid} retires {settings.longest_access_token_seconds}s after that\n")
+            sys.stdout.write(
+                f"{kid} retires {settings.tokens.longest_access_token_seconds}s after that\n"
+            )
         return 0
 
     return _with_services(action)
@@ -459,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         log_settings = load_settings()
-        configure_logging(log_settings.log_level, log_settings.log_format)
+        configure_logging(log_settings.logs.level, log_settings.logs.format)
     except SettingsError:
         configure_logging()  # the command itself reports the bad setting
     try:

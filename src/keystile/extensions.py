@@ -1,10 +1,12 @@
-"""Extensions: a developer's own module (routes + services) plugged into keystile.
+"""Extensions: a developer's own package (routes + services) plugged into keystile.
 
-An extension contributes blueprints, and builds its services from the core ones
-(the shared `Database`, Redis, the purge hook, settings) when a worker starts:
+An extension imports only `keystile.ext`. It contributes blueprints, and builds its
+services from the core ones (the shared `Database`, Redis, the purge hook, settings)
+when a worker starts:
 
     class CatalogExtension:
         name = "catalog"
+        migrations = Path(__file__).parent / "migrations"  # optional: its own tables
 
         def blueprints(self) -> Sequence[Blueprint]:
             return (catalog_blueprint,)
@@ -14,9 +16,10 @@ An extension contributes blueprints, and builds its services from the core ones
             yield CatalogService(PostgresProductRepository(core.database), core.purger)
 
 Register one with `create_app(settings, extensions=[CatalogExtension()])`, or by
-import path in settings (`extensions = ["examples.catalog:CatalogExtension"]`) so
-that `keystile serve` loads it in every worker. Handlers reach what `build` yielded
-with `services().extension(CatalogService)`. See `examples/catalog/`.
+import path in settings (`extensions = ["keystile_catalog:CatalogExtension"]`) so
+that `keystile serve` loads it in every worker and `keystile migrate` runs its
+migrations. Handlers reach what `build` yielded with
+`services().extension(CatalogService)`. See `examples/catalog/`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Protocol, runtime_checkable
 
 from quart import Blueprint
 
-from keystile.bootstrap import ServiceProvider
+from keystile.container import ServiceProvider
 from keystile.settings import SettingsError
 
 __all__ = ["Extension", "load_extensions"]
@@ -35,7 +38,11 @@ __all__ = ["Extension", "load_extensions"]
 
 @runtime_checkable
 class Extension(ServiceProvider, Protocol):
-    """A module of routes and services that keystile serves beside its own."""
+    """A package of routes and services that keystile serves beside its own.
+
+    Optionally it has a `migrations` attribute: the directory of its alembic
+    revisions, run by `keystile migrate` with their own version table.
+    """
 
     @property
     def name(self) -> str:

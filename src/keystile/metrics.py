@@ -15,8 +15,6 @@ answers with the sum over workers whichever of them serves the scrape.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Sized
@@ -171,14 +169,13 @@ class PoolSampler:
     """Copy pool occupancy into gauges every `interval` seconds.
 
     In multiprocess mode a scrape reads only what each worker wrote to its files,
-    so pull-style collectors cannot work: each worker samples its own pools instead.
+    so pull-style collectors cannot work: each worker samples its own pools instead
+    (the composition root calls `sample` every second with `keystile.tasks.run_every`).
     """
 
-    def __init__(self, database_pool: _AsyncpgPool, redis: Any, *, interval: float = 1.0) -> None:
+    def __init__(self, database_pool: _AsyncpgPool, redis: Any) -> None:
         self._database_pool = database_pool
         self._redis_pool = getattr(redis, "connection_pool", None)
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
         """Record the pools' current occupancy."""
@@ -193,22 +190,3 @@ class PoolSampler:
         REDIS_POOL_CONNECTIONS.labels("idle").set(
             len(available) if isinstance(available, Sized) else 0
         )
-
-    def start(self) -> None:
-        self.sample()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="pool-sampler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                self.sample()
-            except Exception:  # a sampling bug must never take a worker down
-                _log.exception("pool sampling failed")

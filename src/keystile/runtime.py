@@ -8,9 +8,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_secret_key_file
 from keystile.settings import Settings, SettingsError, find_settings_file, load_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = ["Runtime", "migrate", "project_root", "runtime"]
 
@@ -42,23 +46,26 @@ def runtime(**overrides: object) -> Iterator[Runtime]:
     worker processes (which load settings themselves) see the same servers.
     """
     settings = load_settings(**overrides)
-    if not settings.allow_embedded:
-        for key in ("database_url", "redis_url"):
-            if getattr(settings, key) is None:
+    if not settings.serving.allow_embedded:
+        for key, url in (
+            ("database_url", settings.database.url),
+            ("redis_url", settings.redis.url),
+        ):
+            if url is None:
                 raise SettingsError(
                     f"{key} (KEYSTILE_{key.upper()}): required, embedded servers are off"
                     " (allow_embedded = false)"
                 )
-    data_dir = settings.data_dir.resolve()
+    data_dir = settings.serving.data_dir.resolve()
     postgres = redis = None
     resolved: dict[str, str] = {}
     started: list[str] = []
     try:
-        if settings.database_url is None:
+        if settings.database.url is None:
             postgres = EmbeddedPostgres(data_dir)
             resolved["database_url"] = postgres.start()
             started.append(f"PostgreSQL (embedded) in {postgres.pgdata}")
-        if settings.redis_url is None:
+        if settings.redis.url is None:
             redis = EmbeddedRedis(data_dir)
             resolved["redis_url"] = redis.start()
             started.append(f"Redis (embedded) at {redis.url}, data in {redis.directory}")
@@ -75,14 +82,41 @@ def runtime(**overrides: object) -> Iterator[Runtime]:
 
 
 def migrate(settings: Settings, revision: str = "head") -> None:
-    """Bring the database schema to `revision` with alembic."""
-    from alembic.config import Config
+    """Bring the database schema to `revision` with alembic, then the enabled extensions'.
 
+    An extension that owns tables names the directory of its alembic revisions in
+    its `migrations` attribute; they keep their own history (version table
+    `alembic_version_<name>`) and run only where the extension is enabled.
+    """
     from alembic import command
 
-    if settings.database_url is None:
+    command.upgrade(_alembic_config(settings), revision)
+    for name, location in _extension_migrations(settings):
+        config = _alembic_config(settings)
+        config.set_main_option("version_locations", str(location))
+        config.attributes["version_table"] = f"alembic_version_{name}"
+        command.upgrade(config, "head")
+
+
+def _alembic_config(settings: Settings) -> Config:
+    from alembic.config import Config
+
+    if settings.database.url is None:
         raise ValueError("database_url must be resolved before migrating")
     config = Config(str(project_root() / "alembic.ini"))
-    config.attributes["database_url"] = settings.database_url.get_secret_value()
+    config.attributes["database_url"] = settings.database.url.get_secret_value()
     # alembic's env.py runs its own event loop: call this from synchronous code only.
-    command.upgrade(config, revision)
+    return config
+
+
+def _extension_migrations(settings: Settings) -> list[tuple[str, Path]]:
+    if not settings.extensions:
+        return []
+    from keystile.extensions import load_extensions  # imports the web framework
+
+    found = []
+    for extension in load_extensions(settings.extensions):
+        location = getattr(extension, "migrations", None)
+        if location is not None:
+            found.append((extension.name, Path(location)))
+    return found

@@ -86,8 +86,8 @@ def prepare_metrics_dir(data_dir: Path) -> tuple[Path, bool]:
 
 
 def serve(config: Config, settings: Settings) -> int:
-    """Run `settings.workers` Hypercorn workers until SIGTERM/SIGINT; return the exit code."""
-    metrics_dir, owned = prepare_metrics_dir(settings.data_dir)
+    """Run `serving.workers` Hypercorn workers until SIGTERM/SIGINT; return the exit code."""
+    metrics_dir, owned = prepare_metrics_dir(settings.serving.data_dir)
     os.environ[_MULTIPROC_ENV] = str(metrics_dir)  # inherited by every worker
     sockets = config.create_sockets()
     context = multiprocessing.get_context("spawn")
@@ -104,15 +104,15 @@ def serve(config: Config, settings: Settings) -> int:
         "config": config,
         "sockets": sockets,
         "stop": stop,
-        "log_level": settings.log_level,
-        "log_format": settings.log_format,
-        "drain_delay": settings.drain_delay_seconds,
+        "log_level": settings.logs.level,
+        "log_format": settings.logs.format,
+        "drain_delay": settings.serving.drain_delay_seconds,
         "supervisor": os.getpid(),
     }
     started: dict[BaseProcess, float] = {}
     exit_code = 0
     try:
-        for _ in range(settings.workers):
+        for _ in range(settings.serving.workers):
             started[_start_worker(context, worker_args)] = time.monotonic()
         while not stop.is_set():
             if signalled:
@@ -140,7 +140,7 @@ def serve(config: Config, settings: Settings) -> int:
         _close_sockets(sockets)
         deadline = (
             time.monotonic()
-            + settings.drain_delay_seconds
+            + settings.serving.drain_delay_seconds
             + config.graceful_timeout
             + config.shutdown_timeout
         )

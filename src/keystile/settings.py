@@ -1,14 +1,37 @@
-"""Settings: `settings.toml` defaults, overridden by `KEYSTILE_*` environment variables."""
+"""Settings: `settings.toml` defaults, overridden by `KEYSTILE_*` environment variables.
+
+Settings are grouped by concern (`settings.database.pool_size`, `settings.hashing.threads`,
+`settings.limits.rates[Action.LOGIN]`), while every key keeps its flat name in
+`settings.toml` and the environment (`db_pool_size`, `KEYSTILE_DB_POOL_SIZE`): each
+grouped field lists its flat name as a `validation_alias`, and every source is
+flattened into the groups before validation (see `flat_names`). A group may also be
+written as a TOML table (`[database] pool_size = 20`) or as `KEYSTILE_DATABASE__POOL_SIZE`.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
+from collections.abc import Collection, Mapping
+from dataclasses import asdict
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,9 +39,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from keystile.stores.rate_limits import Rate
+from keystile.rates import Action, Rate, RateLimits
 
-__all__ = ["Settings", "SettingsError", "find_settings_file", "load_settings"]
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "find_settings_file",
+    "flat_names",
+    "load_settings",
+    "read_secret_file",
+]
 
 _ENV_PREFIX = "KEYSTILE_"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -39,122 +69,284 @@ def find_settings_file() -> Path | None:
     return None
 
 
-class Settings(BaseSettings):
-    """Every knob keystile has. `settings.toml` documents each one."""
+def _flat_names(prefix: str = "", *, keep: Collection[str] = (), **renamed: str) -> ConfigDict:
+    """A group's config: each field is also accepted by its historical flat name.
 
-    model_config = SettingsConfigDict(
-        env_prefix=_ENV_PREFIX,
+    The flat name is `renamed[name]`, else `name` itself if in `keep`, else
+    `prefix + name` (`DatabaseSettings.pool_size` is `db_pool_size`).
+    """
+
+    def alias(name: str) -> AliasChoices | str:
+        flat = renamed.get(name) or (name if name in keep else prefix + name)
+        return name if flat == name else AliasChoices(name, flat)
+
+    return ConfigDict(
         extra="forbid",
         frozen=True,
         validate_default=True,
+        alias_generator=AliasGenerator(validation_alias=alias),
     )
 
-    # --- serving ---
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ServingSettings(_Group):
+    """How `keystile serve` listens, and what a request may be."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=256)
     data_dir: Path = Path("var")
     allow_embedded: bool = True
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] = "json"
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     max_header_bytes: int = Field(default=8 * 1024, ge=1024)
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
     forwarded_header: Literal["X-Forwarded-For", "Forwarded"] = "X-Forwarded-For"
-
-    # --- operations ---
     metrics_token: SecretStr | None = None
     drain_delay_seconds: float = Field(default=0.0, ge=0, le=300)
 
-    # --- PostgreSQL (empty url: an embedded server under data_dir) ---
-    database_url: SecretStr | None = None
-    db_pool_size: int = Field(default=10, ge=1, le=500)
-    db_connect_timeout: float = Field(default=5.0, gt=0)
-    db_acquire_timeout: float = Field(default=2.0, gt=0)
-    db_statement_timeout: float = Field(default=5.0, gt=0)
-    db_statement_cache_size: int = Field(default=256, ge=0)
+    _metrics_token_empty = field_validator("metrics_token", mode="before")(_empty_is_none)
 
-    # --- Redis (empty url: an embedded server under data_dir) ---
-    redis_url: SecretStr | None = None
-    redis_socket_timeout: float = Field(default=0.5, gt=0)
-    redis_connect_timeout: float = Field(default=0.5, gt=0)
-    redis_pool_size: int = Field(default=50, ge=1)
 
-    # --- secrets (environment or a 0600 file only; embedded mode makes one) ---
-    secret_key: SecretStr | None = None
-    secret_key_file: Path | None = None
+class LogSettings(_Group):
+    """The log level, and the line format: json for machines, text for people."""
 
-    # --- password hashing (argon2id) ---
-    argon2_memory_kib: int = Field(default=19 * 1024, ge=8)
-    argon2_time_cost: int = Field(default=2, ge=1)
-    argon2_parallelism: int = Field(default=1, ge=1)
-    hash_threads: int = Field(default=0, ge=0, description="0 means CPU count / workers")
+    model_config = _flat_names("log_")
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class DatabaseSettings(_Group):
+    """PostgreSQL; no url: an embedded server under data_dir."""
+
+    model_config = _flat_names("db_", url="database_url")
+
+    url: SecretStr | None = None
+    pool_size: int = Field(default=10, ge=1, le=500)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    acquire_timeout: float = Field(default=2.0, gt=0)
+    statement_timeout: float = Field(default=5.0, gt=0)
+    statement_cache_size: int = Field(default=256, ge=0)
+
+    _url_empty = field_validator("url", mode="before")(_empty_is_none)
+
+
+class RedisSettings(_Group):
+    """Redis; no url: an embedded server under data_dir."""
+
+    model_config = _flat_names("redis_")
+
+    url: SecretStr | None = None
+    socket_timeout: float = Field(default=0.5, gt=0)
+    connect_timeout: float = Field(default=0.5, gt=0)
+    pool_size: int = Field(default=50, ge=1)
+
+    _url_empty = field_validator("url", mode="before")(_empty_is_none)
+
+
+class HashingSettings(_Group):
+    """Password hashing (argon2id) and the threads that run it."""
+
+    model_config = _flat_names(
+        "hash_",
+        keep={"login_wait_budget_ms"},
+        memory_kib="argon2_memory_kib",
+        time_cost="argon2_time_cost",
+        parallelism="argon2_parallelism",
+    )
+
+    memory_kib: int = Field(default=19 * 1024, ge=8)
+    time_cost: int = Field(default=2, ge=1)
+    parallelism: int = Field(default=1, ge=1)
+    threads: int = Field(default=0, ge=0, description="0 means CPU count / workers")
     login_wait_budget_ms: int = Field(
         default=1500, ge=0, le=60_000, description="longest expected wait for a hash thread"
     )
-    password_min_length: int = Field(default=8, ge=8)
-    password_max_length: int = Field(default=1024, ge=64, le=1024)
 
-    # --- login caches (credential HMACs, users by email) ---
-    credential_cache_ttl_seconds: float = Field(default=120.0, ge=0)
-    user_cache_local_ttl_seconds: float = Field(default=5.0, gt=0)
-    user_cache_redis_ttl_seconds: float = Field(default=30.0, gt=0)
 
-    # --- cookie sessions ---
+class PasswordSettings(_Group):
+    model_config = _flat_names("password_")
+
+    min_length: int = Field(default=8, ge=8)
+    max_length: int = Field(default=1024, ge=64, le=1024)
+
+
+class CacheSettings(_Group):
+    """The login caches: credential HMACs, users by email."""
+
+    model_config = _flat_names(
+        credential_ttl_seconds="credential_cache_ttl_seconds",
+        user_local_ttl_seconds="user_cache_local_ttl_seconds",
+        user_redis_ttl_seconds="user_cache_redis_ttl_seconds",
+    )
+
+    credential_ttl_seconds: float = Field(default=120.0, ge=0)
+    user_local_ttl_seconds: float = Field(default=5.0, gt=0)
+    user_redis_ttl_seconds: float = Field(default=30.0, gt=0)
+
+
+class SessionSettings(_Group):
+    """Cookie sessions."""
+
+    model_config = _flat_names("session_", keep={"cookie_secure", "cookie_samesite"})
+
     cookie_secure: bool = True
     cookie_samesite: Literal["Lax", "Strict"] = "Lax"
-    session_idle_timeout_seconds: int = Field(default=30 * 60, ge=60)
-    session_absolute_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
-    session_touch_interval_seconds: int = Field(default=60, ge=1)
-    session_cache_local_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
-    session_cache_redis_ttl_seconds: float = Field(default=60.0, gt=0, le=3600)
+    idle_timeout_seconds: int = Field(default=30 * 60, ge=60)
+    absolute_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
+    touch_interval_seconds: int = Field(default=60, ge=1)
+    cache_local_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
+    cache_redis_ttl_seconds: float = Field(default=60.0, gt=0, le=3600)
 
-    # --- HTTP caching and extensions ---
+
+class HttpCacheSettings(_Group):
+    """Shared HTTP caches (Varnish, a CDN) to purge after writes."""
+
     purge_urls: list[str] = Field(default=[])
     purge_timeout_seconds: float = Field(default=2.0, gt=0)
-    extensions: list[str] = Field(default=[])
 
-    # --- abuse protection: rate limits ("N/period" or "off"), login backoff, audit ---
-    rate_limit_login_per_ip: str = "30/minute"
-    rate_limit_login_per_account: str = "10/minute"
-    rate_limit_token_per_ip: str = "30/minute"  # noqa: S105 - a rate
-    rate_limit_token_per_account: str = "10/minute"  # noqa: S105 - a rate
-    rate_limit_refresh_per_ip: str = "120/minute"
-    rate_limit_refresh_per_account: str = "60/minute"
-    rate_limit_register_per_ip: str = "10/hour"
-    rate_limit_register_per_account: str = "3/hour"
-    rate_limit_password_change_per_ip: str = "10/hour"  # noqa: S105 - a rate
-    rate_limit_password_change_per_account: str = "5/hour"  # noqa: S105 - a rate
-    rate_limit_redis_retry_seconds: float = Field(default=1.0, gt=0)
-    login_backoff_client_free_failures: int = Field(default=5, ge=1)
-    login_backoff_account_free_failures: int = Field(default=20, ge=1)
-    login_backoff_base_seconds: float = Field(default=1.0, gt=0)
-    login_backoff_max_seconds: float = Field(default=300.0, gt=0)
-    login_failure_window_seconds: int = Field(default=3600, ge=1)
+    @field_validator("purge_urls")
+    @classmethod
+    def _purge_urls_are_http(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+
+_DEFAULT_RATES = {
+    Action.LOGIN: RateLimits(Rate(30, 60), Rate(10, 60)),
+    Action.TOKEN: RateLimits(Rate(30, 60), Rate(10, 60)),
+    Action.REFRESH: RateLimits(Rate(120, 60), Rate(60, 60)),
+    Action.REGISTER: RateLimits(Rate(10, 3600), Rate(3, 3600)),
+    Action.PASSWORD_CHANGE: RateLimits(Rate(10, 3600), Rate(5, 3600)),
+}
+_SCOPES = ("per_ip", "per_account")
+
+
+class LimitSettings(_Group):
+    """Abuse protection: rate limits per action, and the failed-login backoff."""
+
+    model_config = _flat_names(
+        "login_",
+        keep={"rates", "known_client_days"},
+        redis_retry_seconds="rate_limit_redis_retry_seconds",
+        client_free_failures="login_backoff_client_free_failures",
+        account_free_failures="login_backoff_account_free_failures",
+    )
+
+    rates: dict[Action, RateLimits] = _DEFAULT_RATES
+    redis_retry_seconds: float = Field(default=1.0, gt=0)
+    client_free_failures: int = Field(default=5, ge=1)
+    account_free_failures: int = Field(default=20, ge=1)
+    backoff_base_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=300.0, gt=0)
+    failure_window_seconds: int = Field(default=3600, ge=1)
     known_client_days: int = Field(default=30, ge=1)
-    audit_retention_days: int = Field(default=90, ge=1)
-    housekeeping_interval_seconds: int = Field(default=3600, ge=0)
-    expired_record_retention_hours: int = Field(default=24, ge=1)
 
-    # --- API tokens (JWT access tokens, rotating refresh tokens, signing keys) ---
-    token_issuer: str = Field(default="http://127.0.0.1:8000", min_length=1)
-    token_audience: str = Field(default="keystile", min_length=1)
-    token_algorithm: Literal["EdDSA", "ES256"] = "EdDSA"  # noqa: S105
-    token_scopes: list[str] = Field(default=["account"], min_length=1)
-    access_token_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
-    token_leeway_seconds: int = Field(default=30, ge=0, le=300)
-    refresh_token_idle_seconds: int = Field(default=14 * 86400, ge=60)
-    refresh_token_absolute_seconds: int = Field(default=30 * 86400, ge=60)
+    @model_validator(mode="before")
+    @classmethod
+    def _rates_over_defaults(cls, data: Any) -> Any:
+        """Fill every action and scope not given from the defaults."""
+        if not isinstance(data, dict) or not isinstance(data.get("rates"), Mapping):
+            return data
+        given = dict(data["rates"])
+        rates: dict[Any, Any] = {}
+        for action, default in _DEFAULT_RATES.items():
+            entry = given.pop(action, {})  # a StrEnum: also finds the key "login"
+            entry = asdict(entry) if isinstance(entry, RateLimits) else entry
+            rates[action] = {**asdict(default), **entry} if isinstance(entry, Mapping) else entry
+        return {**data, "rates": {**rates, **given}}  # unknown actions left to fail
+
+
+class RetentionSettings(_Group):
+    """What housekeeping deletes, and how often it runs."""
+
+    model_config = _flat_names(
+        keep={"housekeeping_interval_seconds"},
+        audit_days="audit_retention_days",
+        expired_record_hours="expired_record_retention_hours",
+    )
+
+    audit_days: int = Field(default=90, ge=1)
+    housekeeping_interval_seconds: int = Field(default=3600, ge=0)
+    expired_record_hours: int = Field(default=24, ge=1)
+
+
+class TokenSettings(_Group):
+    """API tokens: JWT access tokens, rotating refresh tokens, signing keys."""
+
+    model_config = _flat_names(
+        "token_",
+        keep={
+            "refresh_reuse_grace_seconds",
+            "signing_key_refresh_seconds",
+            "signing_key_promote_after_seconds",
+            "jwks_max_age_seconds",
+            "jwks_stale_while_revalidate_seconds",
+        },
+        access_ttl_seconds="access_token_ttl_seconds",
+        refresh_idle_seconds="refresh_token_idle_seconds",
+        refresh_absolute_seconds="refresh_token_absolute_seconds",
+        verified_cache_size="verified_token_cache_size",
+    )
+
+    issuer: str = Field(default="http://127.0.0.1:8000", min_length=1)
+    audience: str = Field(default="keystile", min_length=1)
+    algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    scopes: list[str] = Field(default=["account"], min_length=1)
+    access_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    refresh_idle_seconds: int = Field(default=14 * 86400, ge=60)
+    refresh_absolute_seconds: int = Field(default=30 * 86400, ge=60)
     refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=120)
-    token_epoch_cache_seconds: float = Field(default=5.0, gt=0, le=60)
-    token_epoch_redis_seconds: float = Field(default=60.0, gt=0)
-    verified_token_cache_size: int = Field(default=10_000, ge=0)
+    epoch_cache_seconds: float = Field(default=5.0, gt=0, le=60)
+    epoch_redis_seconds: float = Field(default=60.0, gt=0)
+    verified_cache_size: int = Field(default=10_000, ge=0)
     signing_key_refresh_seconds: float = Field(default=60.0, gt=0)
     signing_key_promote_after_seconds: int = Field(default=3600, ge=0)
     jwks_max_age_seconds: int = Field(default=300, ge=0)
     jwks_stale_while_revalidate_seconds: int = Field(default=60, ge=0)
 
-    # --- machine access: API keys, OAuth 2.0 clients, roles, the admin API (issue 16) ---
+    @field_validator("scopes")
+    @classmethod
+    def _scopes_are_tokens(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not scope or not all(0x21 <= ord(c) <= 0x7E and c not in '"\\' for c in scope):
+                raise ValueError(f"scope {scope!r}: printable ASCII without spaces or quotes")
+        return value
+
+    @property
+    def longest_access_token_seconds(self) -> int:
+        """How long after signing a token may still verify: its lifetime plus the leeway."""
+        return self.access_ttl_seconds + self.leeway_seconds
+
+
+class MachineSettings(_Group):
+    """Machine access: API keys, OAuth 2.0 clients, roles, the admin API."""
+
+    model_config = _flat_names(
+        keep={
+            "api_key_max_days",
+            "api_keys_per_user",
+            "api_key_touch_interval_seconds",
+            "api_key_cache_local_ttl_seconds",
+            "api_key_cache_redis_ttl_seconds",
+            "client_token_ttl_seconds",
+            "rate_limit_client_credentials_per_ip",
+            "rate_limit_client_credentials_per_client",
+            "extra_roles",
+            "reauth_max_age_seconds",
+        }
+    )
+
     api_key_max_days: int = Field(default=365, ge=1, le=3650)
     api_keys_per_user: int = Field(default=50, ge=1, le=1000)
     api_key_touch_interval_seconds: int = Field(default=300, ge=1)
@@ -182,18 +374,37 @@ class Settings(BaseSettings):
                 raise ValueError(f"role {role!r}: lowercase letters, digits, '_', '.', '-'")
         return value
 
-    @field_validator("database_url", "redis_url", "secret_key", "metrics_token", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
 
-    @field_validator("purge_urls")
-    @classmethod
-    def _purge_urls_are_http(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) URL")
-        return value
+class Settings(BaseSettings):
+    """Every knob keystile has, by concern. `settings.toml` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=_ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    serving: ServingSettings = ServingSettings()
+    logs: LogSettings = LogSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    # Secrets: the environment or a 0600 file only; embedded mode makes one.
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+    hashing: HashingSettings = HashingSettings()
+    passwords: PasswordSettings = PasswordSettings()
+    cache: CacheSettings = CacheSettings()
+    sessions: SessionSettings = SessionSettings()
+    http_cache: HttpCacheSettings = HttpCacheSettings()
+    extensions: list[str] = Field(default=[])
+    limits: LimitSettings = LimitSettings()
+    retention: RetentionSettings = RetentionSettings()
+    tokens: TokenSettings = TokenSettings()
+    machine: MachineSettings = MachineSettings()
+
+    _secret_key_empty = field_validator("secret_key", mode="before")(_empty_is_none)
 
     @field_validator("extensions")
     @classmethod
@@ -202,23 +413,6 @@ class Settings(BaseSettings):
             module, _, attribute = path.partition(":")
             if not module or not attribute:
                 raise ValueError(f"{path!r} is not of the form 'package.module:Name'")
-        return value
-
-    @field_validator(
-        "rate_limit_login_per_ip",
-        "rate_limit_login_per_account",
-        "rate_limit_token_per_ip",
-        "rate_limit_token_per_account",
-        "rate_limit_refresh_per_ip",
-        "rate_limit_refresh_per_account",
-        "rate_limit_register_per_ip",
-        "rate_limit_register_per_account",
-        "rate_limit_password_change_per_ip",
-        "rate_limit_password_change_per_account",
-    )
-    @classmethod
-    def _is_rate(cls, value: str) -> str:
-        Rate.parse(value)  # raises ValueError with an example of the format
         return value
 
     @field_validator("secret_key")
@@ -237,28 +431,20 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            _Grouped(init_settings),
+            env_settings,  # top-level keys, and groups as KEYSTILE_<GROUP>__<KEY>
+            _Grouped(_FlatEnvironment(settings_cls)),
+        ]
         toml_file = find_settings_file()
         if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+            sources.append(_Grouped(TomlConfigSettingsSource(settings_cls, toml_file=toml_file)))
         return tuple(sources)
-
-    @field_validator("token_scopes")
-    @classmethod
-    def _scopes_are_tokens(cls, value: list[str]) -> list[str]:
-        for scope in value:
-            if not scope or not all(0x21 <= ord(c) <= 0x7E and c not in '"\\' for c in scope):
-                raise ValueError(f"scope {scope!r}: printable ASCII without spaces or quotes")
-        return value
 
     @property
     def embedded(self) -> bool:
         """True when PostgreSQL or Redis must be started locally."""
-        return self.database_url is None or self.redis_url is None
-
-    def rate_limit(self, action: str, scope: str) -> Rate | None:
-        """Return the limit for `action` ("login", ...) per `scope` ("ip" or "account")."""
-        return Rate.parse(getattr(self, f"rate_limit_{action}_per_{scope}"))
+        return self.database.url is None or self.redis.url is None
 
     @property
     def hash_thread_count(self) -> int:
@@ -267,12 +453,7 @@ class Settings(BaseSettings):
         More memory-hard hashes at once than cores only thrash the caches: each hash
         then costs more CPU and the event loops starve (measured by `make bench`).
         """
-        return self.hash_threads or max(1, (os.cpu_count() or 1) // self.workers)
-
-    @property
-    def longest_access_token_seconds(self) -> int:
-        """How long after signing a token may still verify: its lifetime plus the leeway."""
-        return self.access_token_ttl_seconds + self.token_leeway_seconds
+        return self.hashing.threads or max(1, (os.cpu_count() or 1) // self.serving.workers)
 
     def read_secret_key(self) -> bytes | None:
         """Return the secret key from the environment or the 0600 key file, if any."""
@@ -281,6 +462,116 @@ class Settings(BaseSettings):
         if self.secret_key_file is None:
             return None
         return read_secret_file(self.secret_key_file)
+
+
+@cache
+def flat_names() -> dict[str, tuple[str, ...]]:
+    """Return every flat key (`db_pool_size`) and the path of the field it sets.
+
+    The path is `("database", "pool_size")`, or for a rate limit
+    `("limits", "rates", "login", "per_ip")`; top-level fields map to themselves.
+    """
+    names: dict[str, tuple[str, ...]] = {}
+    for group, field in Settings.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, _Group)):
+            names[group] = (group,)
+            continue
+        for name, sub in model.model_fields.items():
+            if name == "rates":
+                continue
+            names[_flat_name(name, sub)] = (group, name)
+    for action in Action:
+        for scope in _SCOPES:
+            names[f"rate_limit_{action.value}_{scope}"] = ("limits", "rates", action.value, scope)
+    return names
+
+
+def _flat_name(name: str, field: FieldInfo) -> str:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        last = alias.choices[-1]
+        return last if isinstance(last, str) else name
+    return name
+
+
+@cache
+def _complex_flat_names() -> frozenset[str]:
+    """Flat keys whose environment value is JSON (lists), as pydantic-settings reads them."""
+    complex_names = set()
+    for flat, path in flat_names().items():
+        if len(path) != 2:
+            continue
+        sub = Settings.model_fields[path[0]].annotation
+        assert isinstance(sub, type)
+        assert issubclass(sub, BaseModel)
+        if get_origin(sub.model_fields[path[1]].annotation) in (list, dict):
+            complex_names.add(flat)
+    return frozenset(complex_names)
+
+
+def _grouped(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Move flat keys (`db_pool_size`) into their groups (`database.pool_size`)."""
+    names = flat_names()
+    grouped: dict[str, Any] = {}
+    flat_items = []
+    for key, value in values.items():
+        path = names.get(key)
+        if path is None or len(path) == 1:
+            grouped[key] = value
+        else:
+            flat_items.append((path, value))
+    for path, value in flat_items:  # after nested values, so a flat key wins within a source
+        target = grouped
+        for part in path[:-1]:
+            existing = target.get(part)
+            if isinstance(existing, BaseModel):
+                existing = existing.model_dump()
+            target[part] = target = dict(existing) if isinstance(existing, Mapping) else {}
+        target[path[-1]] = value
+    return grouped
+
+
+class _Grouped(PydanticBaseSettingsSource):
+    """Another source's values, with flat keys moved into their groups."""
+
+    def __init__(self, source: PydanticBaseSettingsSource) -> None:
+        super().__init__(source.settings_cls)
+        self._source = source
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return _grouped(self._source())
+
+    def __repr__(self) -> str:
+        return f"_Grouped({self._source!r})"
+
+
+class _FlatEnvironment(PydanticBaseSettingsSource):
+    """`KEYSTILE_<FLAT KEY>` variables for grouped fields (lists as JSON)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environment = {key.upper(): value for key, value in os.environ.items()}
+        complex_names = _complex_flat_names()
+        values: dict[str, Any] = {}
+        for flat, path in flat_names().items():
+            raw = environment.get(f"{_ENV_PREFIX}{flat.upper()}")
+            if raw is None or len(path) == 1:
+                continue
+            values[flat] = _json_or_text(raw) if flat in complex_names else raw
+        return values
+
+
+def _json_or_text(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw  # validation then says what it should have been
 
 
 def read_secret_file(path: Path) -> bytes:
@@ -294,6 +585,17 @@ def read_secret_file(path: Path) -> bytes:
     return key
 
 
+def setting_name(location: tuple[str | int, ...]) -> str:
+    """Return the flat key a validation error's location points at (`db_pool_size`)."""
+    parts = tuple(str(part) for part in location)
+    by_path = {path: flat for flat, path in flat_names().items()}
+    for end in range(len(parts), 0, -1):
+        flat = by_path.get(parts[:end])
+        if flat is not None:
+            return flat
+    return ".".join(parts) or "settings"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning a validation failure into one error naming each bad key."""
     try:
@@ -301,7 +603,7 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "settings"
-            env = f"{_ENV_PREFIX}{key.upper()}"
+            key = setting_name(error["loc"])
+            env = f"{_ENV_PREFIX}{key.upper().replace('.', '__')}"
             problems.append(f"{key} ({env}): {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -18,6 +18,7 @@ __all__ = [
     "AuditEntry",
     "AuditEvent",
     "AuditLog",
+    "AuditRepository",
     "BufferedAuditLog",
     "PostgresAuditLog",
     "audit_insert_sql",
@@ -92,6 +93,13 @@ class AuditLog(Protocol):
         user_agent: str = "",
         **detail: Any,
     ) -> None: ...
+
+
+class AuditRepository(AuditLog, Protocol):
+    """The audit log as operators read and prune it."""
+
+    async def select_recent(self, limit: int, user_id: UUID | None = None) -> list[AuditEvent]: ...
+    async def delete_older_than(self, cutoff: datetime) -> int: ...
 
 
 class PostgresAuditLog:

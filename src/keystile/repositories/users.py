@@ -1,4 +1,4 @@
-"""Users in PostgreSQL, with the login lookup by email cached (hot path 2)."""
+"""Users in PostgreSQL (the login lookup by email is cached by `CachedUserRepository`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from uuid import UUID
 import asyncpg
 
 from keystile.repositories.database import Database
-from keystile.stores.cache import TieredCache
 
 __all__ = [
     "PostgresUserRepository",
@@ -88,7 +87,11 @@ def user_from_json(data: dict[str, Any]) -> User:
 
 
 class UserRepository(Protocol):
-    """What services need from user storage."""
+    """What services need from user storage.
+
+    Methods named `select_*` only read; every other method writes (a caching
+    wrapper must invalidate after each of them, and a test holds it to that).
+    """
 
     async def insert_user(self, email: str, password_hash: str) -> User | None: ...
     async def select_user_by_email(self, email: str) -> User | None: ...
@@ -103,22 +106,10 @@ class UserRepository(Protocol):
 
 
 class PostgresUserRepository:
-    """Users table access; every query here is served by an index.
+    """Users table access; every query here is served by an index."""
 
-    With `by_email`, `select_user_by_email` reads through that cache, and every
-    method that changes a user invalidates it (here, in Redis and on every worker),
-    so a password change or a disable is seen by the next login everywhere. A new
-    write method must call `_changed` too.
-    """
-
-    def __init__(self, database: Database, by_email: TieredCache[User] | None = None) -> None:
+    def __init__(self, database: Database) -> None:
         self._db = database
-        self._by_email = by_email
-
-    async def _changed(self, user: User | None) -> User | None:
-        if user is not None and self._by_email is not None:
-            await self._by_email.invalidate(_email_key(user.email))
-        return user
 
     async def insert_user(self, email: str, password_hash: str) -> User | None:
         """Insert a user; return None when the email is taken (case-insensitively)."""
@@ -131,14 +122,7 @@ class PostgresUserRepository:
         return _user(row)
 
     async def select_user_by_email(self, email: str) -> User | None:
-        """Return the user with this email (any case), from the cache when it has it."""
-        if self._by_email is None:
-            return await self._select_user_by_email(email)
-        return await self._by_email.get(
-            _email_key(email), lambda: self._select_user_by_email(email)
-        )
-
-    async def _select_user_by_email(self, email: str) -> User | None:
+        """Return the user with this email (any case)."""
         row = await self._db.fetchrow(
             f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
         )
@@ -168,7 +152,7 @@ class PostgresUserRepository:
             new_hash,
             changed,
         )
-        return await self._changed(_user(row))
+        return _user(row)
 
     async def disable_user(self, user_id: UUID) -> User | None:
         """Mark the user disabled and bump its token epoch (S10).
@@ -183,7 +167,7 @@ class PostgresUserRepository:
             f"WHERE id = $1 RETURNING {_COLUMNS}",
             user_id,
         )
-        return await self._changed(_user(row))
+        return _user(row)
 
     async def bump_token_epoch(self, user_id: UUID) -> User | None:
         """Invalidate every access token of the user issued so far (S17)."""
@@ -192,7 +176,7 @@ class PostgresUserRepository:
             f"WHERE id = $1 RETURNING {_COLUMNS}",
             user_id,
         )
-        return await self._changed(_user(row))
+        return _user(row)
 
     async def select_users(self, limit: int, after_email: str = "") -> list[User]:
         rows = await self._db.fetch(
@@ -217,7 +201,3 @@ class PostgresUserRepository:
             [password_hash for _, password_hash in rows],
         )
         return [record["email"] for record in inserted]
-
-
-def _email_key(email: str) -> str:
-    return email.lower()

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from keystile.errors import InvalidInput, NotFound
 from keystile.repositories.api_keys import ApiKeyRecord
-from keystile.repositories.audit import AuditEvent, PostgresAuditLog
+from keystile.repositories.audit import AuditEvent, AuditRepository
 from keystile.repositories.user_admin import PostgresUserAdminRepository, UserFilter
 from keystile.repositories.users import User, UserRepository
 from keystile.services.api_keys import ApiKeyService
@@ -71,7 +71,7 @@ class AdministrationService:
         epochs: TokenEpochs,
         api_keys: ApiKeyService,
         roles: RoleService,
-        audit: PostgresAuditLog,
+        audit: AuditRepository,
     ) -> None:
         self._users = users
         self._repository = repository

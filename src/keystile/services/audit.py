@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from keystile.errors import NotFound
-from keystile.repositories.audit import AuditEvent, BufferedAuditLog, PostgresAuditLog
+from keystile.repositories.audit import AuditEvent, AuditRepository, BufferedAuditLog
 from keystile.repositories.users import UserRepository
 
 __all__ = ["AuditService"]
@@ -24,7 +24,7 @@ class AuditService:
 
     def __init__(
         self,
-        log: PostgresAuditLog,
+        log: AuditRepository,
         users: UserRepository,
         *,
         retention: timedelta,

@@ -18,7 +18,8 @@ from keystile.errors import (
     Overloaded,
     RateLimited,
 )
-from keystile.repositories.audit import AuditEntry, BufferedAuditLog, PostgresAuditLog
+from keystile.rates import Action
+from keystile.repositories.audit import AuditEntry, AuditLog, BufferedAuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.credentials import CredentialCache
 from keystile.services.login_gate import LoginCheck, LoginGate
@@ -52,7 +53,7 @@ class AuthService:
         sessions: SessionService,
         hasher: PasswordHasher,
         policy: PasswordPolicy,
-        audit: PostgresAuditLog,
+        audit: AuditLog,
         credentials: CredentialCache,
         throttle: LoginThrottle,
         *,
@@ -90,7 +91,7 @@ class AuthService:
         )
 
     async def authenticate(
-        self, email: str, password: str, client: ClientInfo, *, action: str = "login"
+        self, email: str, password: str, client: ClientInfo, *, action: Action = Action.LOGIN
     ) -> Authenticated:
         """Return the user whose credentials these are, or raise `InvalidCredentials`.
 
@@ -124,7 +125,7 @@ class AuthService:
         return found
 
     async def _check_credentials(
-        self, email: str, password: str, client: ClientInfo, action: str
+        self, email: str, password: str, client: ClientInfo, action: Action
     ) -> tuple[Authenticated | LoginCheck, str]:
         # Returns the result (the gate's check if the credentials are wrong) and the outcome.
         password = self._policy.check_length(password)

@@ -28,6 +28,7 @@ from keystile.errors import (
     NotFound,
     RateLimited,
 )
+from keystile.rates import Rate
 from keystile.repositories.audit import AuditLog
 from keystile.repositories.clients import ClientRecord, PostgresClientRepository
 from keystile.services.access_tokens import AccessTokenCodec
@@ -37,7 +38,7 @@ from keystile.services.rate_limits import CounterKeys
 from keystile.services.revocation import TokenEpochs
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.cache import TieredCache
-from keystile.stores.rate_limits import CounterStore, GcraResult, Rate
+from keystile.stores.rate_limits import CounterStore, GcraResult
 
 __all__ = [
     "CLIENT_SECRET_PREFIX",

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from keystile.errors import DependencyUnavailable
@@ -21,6 +19,7 @@ class Housekeeping:
 
     Each job takes its own advisory lock in PostgreSQL, so however many workers run
     this, one does the work and the others skip it; the cost stays that of one worker.
+    The composition root runs `run_once` periodically (`keystile.tasks.run_every`).
     """
 
     def __init__(self, jobs: Sequence[HousekeepingJob]) -> None:
@@ -40,14 +39,3 @@ class Housekeeping:
                 if deleted[name]:
                     _log.info("housekeeping", extra={"job": name, "deleted": deleted[name]})
         return deleted
-
-    async def run_every(self, interval: float) -> None:
-        """Run now and then every `interval` seconds until cancelled.
-
-        The first run waits a random part of a minute, so workers started together
-        do not all start at once.
-        """
-        await asyncio.sleep(random.uniform(0, min(interval, 60.0)))
-        while True:
-            await self.run_once()
-            await asyncio.sleep(interval)

@@ -172,8 +172,6 @@ class KeyRing:
         self._keys: dict[str, SigningKey] = {}
         self._jwks: tuple[tuple[str, ...], bytes] | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.version = 0
 
     async def load(self) -> None:
@@ -260,27 +258,17 @@ class KeyRing:
         """Ask for a reload soon (from a pub/sub message); never blocks."""
         self._wake.set()
 
-    def start(self, interval: float) -> None:
-        """Reload every `interval` seconds, or sooner when poked."""
-        self._task = asyncio.get_running_loop().create_task(self._run(interval), name="keyring")
+    async def run(self, interval: float) -> None:
+        """Reload every `interval` seconds, or sooner when poked, until cancelled.
 
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self, interval: float) -> None:
-        while not self._stopping:
+        Run it with `keystile.tasks.background`.
+        """
+        while True:
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
-            # arrives just as the event is set, and stop() would then hang.
+            # arrives just as the event is set.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
-            if self._stopping:
-                return
             self._wake.clear()
             try:
                 if await self.refresh():

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from keystile.errors import LimitStatus, RateLimited
+from keystile.rates import Action
 from keystile.services.credentials import CredentialCache, Prefetched
 from keystile.services.login_throttle import LoginThrottle, refuse_while_backing_off
 from keystile.services.rate_limits import KnownClients, RateLimiter, normalise_account
@@ -67,7 +68,7 @@ class LoginGate:
         self._retry_interval = retry_interval
         self._retry_at = 0.0
 
-    async def check(self, action: str, email: str, client: ClientInfo) -> LoginCheck:
+    async def check(self, action: Action, email: str, client: ClientInfo) -> LoginCheck:
         """Charge `action`'s limits and check the backoff; raise `RateLimited` if refused."""
         account = normalise_account(email)
         if time.monotonic() < self._retry_at:
@@ -115,7 +116,7 @@ class LoginGate:
         )
 
     async def _check_without_script(
-        self, action: str, account: str, client: ClientInfo
+        self, action: Action, account: str, client: ClientInfo
     ) -> LoginCheck:
         status = await self._limiter.check(action, client, account)
         try:

@@ -10,14 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from redis.asyncio import Redis
-
+from keystile.rates import Rate
 from keystile.repositories.api_keys import ApiKeyRecord, PostgresApiKeyRepository
-from keystile.repositories.audit import PostgresAuditLog
+from keystile.repositories.audit import AuditRepository
+from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.clients import ClientRecord, PostgresClientRepository
 from keystile.repositories.database import Database
 from keystile.repositories.user_admin import PostgresUserAdminRepository
-from keystile.repositories.users import PostgresUserRepository, User
 from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.administration import AdministrationService
 from keystile.services.api_keys import ApiKeyService, is_api_key
@@ -31,8 +30,8 @@ from keystile.services.sessions import SessionService
 from keystile.services.tokens import TokenService
 from keystile.services.types import Principal
 from keystile.settings import Settings
-from keystile.stores.cache import InvalidationListener, TieredCache
-from keystile.stores.rate_limits import CounterStore, Rate
+from keystile.stores.cache import CacheHub, TieredCache
+from keystile.stores.rate_limits import CounterStore
 from keystile.stores.sealing import derive_key
 
 __all__ = ["MachineAccess", "build_machine_access"]
@@ -66,11 +65,9 @@ def build_machine_access(
     *,
     secret: bytes,
     database: Database,
-    redis: Redis,
-    invalidation: InvalidationListener,
-    users: PostgresUserRepository,
-    users_by_email: TieredCache[User],
-    audit: PostgresAuditLog,
+    caches: CacheHub,
+    users: CachedUserRepository,
+    audit: AuditRepository,
     sessions: SessionService,
     revoker: TokenRevoker,
     epochs: TokenEpochs,
@@ -79,41 +76,38 @@ def build_machine_access(
     counters: CounterStore,
 ) -> MachineAccess:
     """Build the machine-access services over the core ones."""
-    key_cache: TieredCache[ApiKeyRecord] = TieredCache(
+    machine = settings.machine
+    key_cache: TieredCache[ApiKeyRecord] = caches.tiered(
         "api-key",
-        redis,
         encode=ApiKeyRecord.to_json,
         decode=ApiKeyRecord.from_json,
-        local_ttl=settings.api_key_cache_local_ttl_seconds,
-        redis_ttl=settings.api_key_cache_redis_ttl_seconds,
+        local_ttl=machine.api_key_cache_local_ttl_seconds,
+        redis_ttl=machine.api_key_cache_redis_ttl_seconds,
     )
-    invalidation.register(key_cache)
-    client_cache: TieredCache[ClientRecord] = TieredCache(
+    client_cache: TieredCache[ClientRecord] = caches.tiered(
         "oauth-client",
-        redis,
         encode=ClientRecord.to_json,
         decode=ClientRecord.from_json,
-        local_ttl=settings.api_key_cache_local_ttl_seconds,
-        redis_ttl=settings.api_key_cache_redis_ttl_seconds,
+        local_ttl=machine.api_key_cache_local_ttl_seconds,
+        redis_ttl=machine.api_key_cache_redis_ttl_seconds,
     )
-    invalidation.register(client_cache)
     api_keys = ApiKeyService(
         PostgresApiKeyRepository(database),
         key_cache,
         epochs,
         audit,
         digests=Hmac(derive_key(secret, "api key secrets v1")),
-        scopes=settings.token_scopes,
-        max_days=settings.api_key_max_days,
-        per_user=settings.api_keys_per_user,
-        touch_interval=timedelta(seconds=settings.api_key_touch_interval_seconds),
+        scopes=settings.tokens.scopes,
+        max_days=machine.api_key_max_days,
+        per_user=machine.api_keys_per_user,
+        touch_interval=timedelta(seconds=machine.api_key_touch_interval_seconds),
     )
     codec = AccessTokenCodec(
         key_ring,
-        issuer=settings.token_issuer,
-        audience=settings.token_audience,
-        ttl=settings.client_token_ttl_seconds,
-        leeway=settings.token_leeway_seconds,
+        issuer=settings.tokens.issuer,
+        audience=settings.tokens.audience,
+        ttl=machine.client_token_ttl_seconds,
+        leeway=settings.tokens.leeway_seconds,
     )
     clients = ClientService(
         PostgresClientRepository(database),
@@ -125,14 +119,14 @@ def build_machine_access(
         counters,
         CounterKeys(secret),  # the same counter key naming as the core rate limiter
         digests=Hmac(derive_key(secret, "oauth client secrets v1")),
-        scopes=settings.token_scopes,
-        audience=settings.token_audience,
-        ttl=settings.client_token_ttl_seconds,
-        per_ip=Rate.parse(settings.rate_limit_client_credentials_per_ip),
-        per_client=Rate.parse(settings.rate_limit_client_credentials_per_client),
+        scopes=settings.tokens.scopes,
+        audience=settings.tokens.audience,
+        ttl=machine.client_token_ttl_seconds,
+        per_ip=Rate.parse(machine.rate_limit_client_credentials_per_ip),
+        per_client=Rate.parse(machine.rate_limit_client_credentials_per_client),
     )
-    admin_repository = PostgresUserAdminRepository(database, by_email=users_by_email)
-    roles = RoleService(users, admin_repository, epochs, audit, extra_roles=settings.extra_roles)
+    admin_repository = PostgresUserAdminRepository(database, by_email=users.by_email)
+    roles = RoleService(users, admin_repository, epochs, audit, extra_roles=machine.extra_roles)
     administration = AdministrationService(
         users, admin_repository, sessions, revoker, epochs, api_keys, roles, audit
     )

@@ -16,17 +16,17 @@ import hashlib
 import hmac
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from uuid import UUID
 
 from keystile import metrics
 from keystile.errors import LimitStatus, RateLimited
+from keystile.rates import Action, Rate, RateLimits
 from keystile.repositories.audit import AuditLog
 from keystile.services.types import ClientInfo
 from keystile.stores.cache import LocalCache
-from keystile.stores.rate_limits import CounterStore, GcraResult, Rate
+from keystile.stores.rate_limits import CounterStore, GcraResult
 
-__all__ = ["ActionLimits", "CounterKeys", "KnownClients", "RateLimiter", "normalise_account"]
+__all__ = ["CounterKeys", "KnownClients", "RateLimiter", "normalise_account"]
 
 # A refused key is audited at most once per this many seconds per worker, so a
 # flood of refusals does not become a flood of writes to PostgreSQL.
@@ -77,14 +77,6 @@ class KnownClients:
         return await self._store.is_marked(self.key(account, ip))
 
 
-@dataclass(frozen=True, slots=True)
-class ActionLimits:
-    """The limits of one action; None means no limit in that scope."""
-
-    per_ip: Rate | None
-    per_account: Rate | None
-
-
 class RateLimiter:
     """Check and charge the per-address and per-account limits of named actions."""
 
@@ -94,7 +86,7 @@ class RateLimiter:
         keys: CounterKeys,
         known_clients: KnownClients,
         audit: AuditLog,
-        limits: Mapping[str, ActionLimits],
+        limits: Mapping[Action, RateLimits],
     ) -> None:
         self._store = store
         self._keys = keys
@@ -104,18 +96,18 @@ class RateLimiter:
         self._audited: LocalCache[str, bool] = LocalCache(ttl=_AUDIT_EVERY, max_entries=10_000)
 
     @property
-    def actions(self) -> frozenset[str]:
+    def actions(self) -> frozenset[Action]:
         return frozenset(self._limits)
 
-    def limits_of(self, action: str) -> ActionLimits:
+    def limits_of(self, action: Action) -> RateLimits:
         """Return the limits configured for `action`."""
         return self._limits[action]
 
-    def ip_key(self, action: str, ip: str) -> str:
+    def ip_key(self, action: Action, ip: str) -> str:
         """Return the counter key of `action`'s per-address limit for `ip`."""
         return self._keys.key(f"rl:{action}:{self._limits[action].per_ip}:ip", ip)
 
-    def account_key(self, action: str, account: str | UUID, known_ip: str | None = None) -> str:
+    def account_key(self, action: Action, account: str | UUID, known_ip: str | None = None) -> str:
         """Return the counter key of `action`'s per-account limit.
 
         `known_ip` is the address when it is a known client of the account: it then
@@ -125,7 +117,7 @@ class RateLimiter:
         return self._keys.key(f"rl:{action}:{self._limits[action].per_account}:{scope}", *parts)
 
     async def check(
-        self, action: str, client: ClientInfo, account: str | UUID | None = None
+        self, action: Action, client: ClientInfo, account: str | UUID | None = None
     ) -> LimitStatus | None:
         """Charge one request of `action`; return the tightest limit, or raise `RateLimited`.
 
@@ -154,7 +146,7 @@ class RateLimiter:
 
     async def settle(
         self,
-        action: str,
+        action: Action,
         scopes: list[str],
         keys: list[str],
         results: list[GcraResult],
@@ -173,7 +165,7 @@ class RateLimiter:
         return _status(min(results, key=lambda result: result.remaining))
 
     async def _audit_refusal(
-        self, action: str, scope: str, key: str, client: ClientInfo, account: str | UUID | None
+        self, action: Action, scope: str, key: str, client: ClientInfo, account: str | UUID | None
     ) -> None:
         if self._audited.get(key):
             return

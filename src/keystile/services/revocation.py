@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from keystile.repositories.audit import PostgresAuditLog
+from keystile.repositories.audit import AuditLog
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
 from keystile.repositories.users import UserRepository
 from keystile.stores.cache import TieredCache
@@ -69,7 +69,7 @@ class TokenRevoker:
     """End every token of a user: refresh-token families now, access tokens by epoch."""
 
     def __init__(
-        self, refresh_tokens: RefreshTokenRepository, epochs: TokenEpochs, audit: PostgresAuditLog
+        self, refresh_tokens: RefreshTokenRepository, epochs: TokenEpochs, audit: AuditLog
     ) -> None:
         self._refresh_tokens = refresh_tokens
         self._epochs = epochs

@@ -31,7 +31,8 @@ from keystile.errors import (
     LimitStatus,
     TokenRevoked,
 )
-from keystile.repositories.audit import AuditEntry, PostgresAuditLog
+from keystile.rates import Action
+from keystile.repositories.audit import AuditEntry, AuditLog
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
 from keystile.services.access_tokens import AccessClaims, AccessTokenCodec
 from keystile.services.keys import KeyRing
@@ -49,7 +50,7 @@ class PasswordAuthenticator(Protocol):
     """The credential check of the password grant (AuthService.authenticate)."""
 
     async def authenticate(
-        self, email: str, password: str, client: ClientInfo, *, action: str = "login"
+        self, email: str, password: str, client: ClientInfo, *, action: Action = Action.LOGIN
     ) -> Authenticated: ...
 
 
@@ -80,7 +81,7 @@ class TokenService:
         refresh_tokens: RefreshTokenRepository,
         epochs: TokenEpochs,
         authenticator: PasswordAuthenticator,
-        audit: PostgresAuditLog,
+        audit: AuditLog,
         secret: bytes,
         scopes: Iterable[str],
         refresh_idle: timedelta,
@@ -110,7 +111,7 @@ class TokenService:
     ) -> TokenPair:
         """Check the credentials and start a token family (one login)."""
         scopes = self._requested_scopes(scope)
-        found = await self._authenticator.authenticate(email, password, client, action="token")
+        found = await self._authenticator.authenticate(email, password, client, action=Action.TOKEN)
         user = found.user
         refresh_token = secrets.token_urlsafe(32)
         scope_text = " ".join(sorted(scopes))

@@ -3,7 +3,7 @@
 The hot paths (token epochs, session state, user lookups) read from a small
 in-process cache first, so a steady-state request does no network I/O. Writers
 call `invalidate`, which deletes the Redis copy and publishes the key on a Redis
-channel; every worker's `InvalidationListener` drops its local copy within
+channel; every worker's `CacheHub` drops its local copy within
 milliseconds. If a message is lost (Redis restarting, a partition), local entries
 still expire after their short TTL. Concurrent misses for one key share one load.
 """
@@ -11,7 +11,6 @@ still expire after their short TTL. Concurrent misses for one key share one load
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -22,9 +21,10 @@ from typing import Any, Generic, TypeVar
 from redis.asyncio import Redis
 
 from keystile import metrics
+from keystile.stores.circuit import Circuit, nothing
 from keystile.stores.redis import REDIS_FAILURES
 
-__all__ = ["InvalidationListener", "LocalCache", "SingleFlight", "TieredCache", "publish"]
+__all__ = ["CacheHub", "LocalCache", "SingleFlight", "TieredCache", "publish"]
 
 _log = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ class TieredCache(Generic[V]):
     """Local cache over Redis over a loader, for one namespace of string keys.
 
     Values must survive a JSON round trip through `encode`/`decode`. Redis trouble
-    never fails a read: it is skipped and the loader answers.
+    never fails a read: it is skipped (through `circuit`) and the loader answers.
+    Build one with `CacheHub.tiered`, so other workers' invalidations reach it.
     """
 
     def __init__(
@@ -133,9 +134,11 @@ class TieredCache(Generic[V]):
         redis_ttl: float,
         max_entries: int = 100_000,
         tombstone_ttl: float = 5.0,
+        circuit: Circuit | None = None,
     ) -> None:
         self.namespace = namespace
         self._redis = redis
+        self._circuit = circuit or _cache_circuit()
         self._encode = encode
         self._decode = decode
         self._redis_ttl = redis_ttl
@@ -185,10 +188,7 @@ class TieredCache(Generic[V]):
         return value
 
     async def _load_through(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
-        try:
-            raw = await self._redis.get(self._redis_key(key))
-        except REDIS_FAILURES:
-            raw = None
+        raw = await self._circuit.call(lambda: self._redis.get(self._redis_key(key)), nothing)
         if raw is not None:
             try:
                 cached = self._decode(json.loads(raw))
@@ -201,44 +201,90 @@ class TieredCache(Generic[V]):
         metrics.CACHE_LOOKUPS.labels(self.namespace, "miss").inc()
         value = await load()
         if value is not None:
-            with contextlib.suppress(*REDIS_FAILURES):
-                await self._set_unless_tombstone(
+            await self._circuit.call(
+                lambda: self._set_unless_tombstone(
                     keys=[self._redis_key(key), self._tombstone_key(key)],
                     args=[json.dumps(self._encode(value)), int(self._redis_ttl * 1000)],
-                )
+                ),
+                nothing,
+            )
         return value
 
     async def invalidate(self, key: str) -> None:
-        """Forget `key` here, in Redis, and (through pub/sub) on every other worker."""
+        """Forget `key` here, in Redis, and (through pub/sub) on every other worker.
+
+        Always tries Redis, even while reads skip it: an invalidation must not be lost.
+        """
         self.forget(key)
-        try:
+
+        async def tombstone_and_publish() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(self._tombstone_key(key), 1, px=self._tombstone_ms)
                 pipe.delete(self._redis_key(key))
                 pipe.publish(CHANNEL, json.dumps([self.namespace, key]))
                 await pipe.execute()
-        except REDIS_FAILURES:
+
+        async def unpublished() -> None:
             # Other workers' copies now live until their TTL; say so loudly.
             _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
 
+        await self._circuit.attempt(tombstone_and_publish, unpublished)
 
-class InvalidationListener:
-    """Subscribe to the invalidation channel and drop local copies as messages arrive.
 
-    Reconnects by itself when Redis comes back; while it is away, local entries
-    expire by TTL, so nothing stays stale for longer than a few seconds.
+def _cache_circuit(retry_interval: float = 1.0) -> Circuit:
+    return Circuit(
+        "caches",
+        retry_interval=retry_interval,
+        meanwhile="reads go to PostgreSQL",
+        log=_log,
+    )
+
+
+class CacheHub:
+    """This worker's caches that other workers invalidate, and the listener that does it.
+
+    `tiered(...)` builds a `TieredCache` and registers it, so a cache cannot be built
+    without its invalidation. `subscribe` adds a callback for a namespace of messages
+    that is not a cache (e.g. signing key rotations). `listen` is the loop that
+    subscribes to the channel and drops local copies as messages arrive; it
+    reconnects by itself when Redis comes back, and while Redis is away local
+    entries expire by TTL, so nothing stays stale for longer than a few seconds.
     """
 
     def __init__(self, redis: Redis, *, retry_interval: float = 0.5) -> None:
         self._redis = redis
         self._retry_interval = retry_interval
+        self._circuit = _cache_circuit()
         self._caches: dict[str, TieredCache[Any]] = {}
         self._callbacks: dict[str, Callable[[str | None], None]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.ready = asyncio.Event()
 
+    def tiered(
+        self,
+        namespace: str,
+        *,
+        encode: Callable[[V], Any],
+        decode: Callable[[Any], V],
+        local_ttl: float,
+        redis_ttl: float,
+    ) -> TieredCache[V]:
+        """Return a new tiered cache for `namespace`, invalidated on every worker."""
+        cache = TieredCache(
+            namespace,
+            self._redis,
+            encode=encode,
+            decode=decode,
+            local_ttl=local_ttl,
+            redis_ttl=redis_ttl,
+            circuit=self._circuit,
+        )
+        self.register(cache)
+        return cache
+
     def register(self, cache: TieredCache[Any]) -> None:
+        """Drop `cache`'s local copies when another worker invalidates them."""
+        if cache.namespace in self._caches:
+            raise ValueError(f"cache namespace {cache.namespace!r} registered twice")
         self._caches[cache.namespace] = cache
 
     def subscribe(self, namespace: str, callback: Callable[[str | None], None]) -> None:
@@ -249,20 +295,14 @@ class InvalidationListener:
         """
         self._callbacks[namespace] = callback
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="invalidation")
+    def forget_all(self) -> None:
+        """Drop every local copy of every cache, as after a reconnection."""
+        for cache in self._caches.values():
+            cache.forget_all()
 
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                # Ours ended as asked; re-raise only if our caller is being cancelled too.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+    async def publish(self, namespace: str, key: str) -> bool:
+        """Tell every worker that `key` of `namespace` changed; False if Redis failed."""
+        return await publish(self._redis, namespace, key)
 
     def _apply(self, data: bytes | str) -> None:
         try:
@@ -276,25 +316,25 @@ class InvalidationListener:
         if callback is not None:
             callback(key)
 
-    async def _run(self) -> None:
-        while not self._stopping:
+    async def listen(self) -> None:
+        """Apply invalidation messages until cancelled (run it with `keystile.tasks.background`)."""
+        while True:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     # Entries cached while we were deaf may have missed messages.
-                    for cache in self._caches.values():
-                        cache.forget_all()
+                    self.forget_all()
                     for callback in self._callbacks.values():
                         callback(None)
                     self.ready.set()
-                    while not self._stopping:
+                    while True:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None and message["type"] == "message":
                             self._apply(message["data"])
             except REDIS_FAILURES:
                 # redis-py's own timeouts can turn our cancel() into a TimeoutError.
                 task = asyncio.current_task()
-                if self._stopping or (task is not None and task.cancelling()):
+                if task is not None and task.cancelling():
                     raise asyncio.CancelledError() from None
                 self.ready.clear()
                 await asyncio.sleep(self._retry_interval)

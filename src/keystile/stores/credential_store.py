@@ -1,81 +1,55 @@
 """The aiocache side of the credential cache: a Redis cache and a fail-soft `cached`.
 
-aiocache's `RedisCache` builds its own redis.asyncio pool; `create_credential_store`
-gives it keystile's Redis URL and deadlines (connect, socket, per-operation), and no
-retries, so a Redis that is away costs at most one deadline. `OptionalCached` is
-aiocache's `cached` decorator bound to a cache built by the composition root; it
-treats the cache as optional: a Redis error is a miss, and after one it leaves Redis
-alone for `retry_interval` so a Redis outage does not add a deadline to every login.
+`create_credential_store` returns aiocache's `RedisCache` on the worker's one Redis
+connection pool (aiocache's public `connection_pool_class` hook hands it the shared
+pool), so it has keystile's deadlines and opens no connections of its own; the
+pool closes with the shared client, so the store itself is never closed.
+
+`OptionalCached` caches a coroutine function's results in such a store, like
+aiocache's `cached`, but treats the store as optional: Redis trouble goes through a
+`Circuit` (a miss, one warning, Redis left alone for `retry_interval`), and nothing
+about the values is ever logged.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiocache import RedisCache, cached
+from aiocache import RedisCache
 from aiocache.base import BaseCache
 from aiocache.serializers import StringSerializer
-from redis.asyncio import ConnectionPool
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.asyncio import ConnectionPool, Redis
 
-from keystile.stores.redis import REDIS_FAILURES
+from keystile.stores.circuit import Circuit, nothing
 
-__all__ = ["OptionalCached", "close_store", "create_credential_store"]
+__all__ = ["OptionalCached", "create_credential_store"]
 
 _log = logging.getLogger(__name__)
 
 
-def create_credential_store(
-    url: str,
-    *,
-    namespace: str,
-    socket_timeout: float,
-    connect_timeout: float,
-    max_connections: int,
-) -> BaseCache:
-    """Return an aiocache `RedisCache` on keystile's Redis, with keystile's deadlines."""
+def create_credential_store(redis: Redis, *, namespace: str, timeout: float) -> BaseCache:
+    """Return an aiocache `RedisCache` that uses `redis`'s connection pool."""
 
-    def pool_from_url(**_aiocache_defaults: Any) -> ConnectionPool:
-        # aiocache passes host/port/db/password; the URL says all of that and more
-        # (username, TLS with rediss://, unix sockets), so build the pool from it.
-        return ConnectionPool.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            max_connections=max_connections,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=False,
-        )
+    def shared_pool(**_aiocache_defaults: Any) -> ConnectionPool:
+        return redis.connection_pool
 
     return RedisCache(
         serializer=StringSerializer(),
         namespace=namespace,
-        timeout=socket_timeout,
-        connection_pool_class=pool_from_url,
+        timeout=timeout,
+        connection_pool_class=shared_pool,
     )
 
 
-async def close_store(store: BaseCache) -> None:
-    """Close a store made by `create_credential_store` (or any aiocache cache)."""
-    client = getattr(store, "client", None)
-    if client is not None:
-        # redis-py deprecates close(), which aiocache 0.12 calls: close the client ourselves.
-        await client.aclose()
-    else:
-        await store.close()
+class OptionalCached:
+    """Cache results of a coroutine function in an aiocache cache that may be down.
 
-
-class OptionalCached(cached):  # type: ignore[misc]
-    """aiocache's `cached` over a given cache instance, where the cache may be down.
-
-    Unlike the stock decorator (which logs every failure with a traceback and the
-    value), Redis errors here are one warning, count as a miss, and pause cache use
-    for `retry_interval` seconds; other errors propagate.
+    Keys come from `key_builder(f, *args, **kwargs)`; results for which
+    `skip_cache_func` is true are not stored. The wrapper takes aiocache's
+    `cache_read=False` and `cache_write=False` keyword arguments.
     """
 
     def __init__(
@@ -87,47 +61,36 @@ class OptionalCached(cached):  # type: ignore[misc]
         skip_cache_func: Callable[[Any], bool],
         retry_interval: float = 1.0,
     ) -> None:
-        super().__init__(ttl=ttl, key_builder=key_builder, skip_cache_func=skip_cache_func)
-        self._store = store
-        self._retry_interval = retry_interval
-        self._paused_until = 0.0
-
-    def __call__(self, f: Callable[..., Any]) -> Callable[..., Any]:
-        self.cache = self._store
-
-        @functools.wraps(f)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await self.decorator(f, *args, **kwargs)
-
-        wrapper.cache = self._store  # type: ignore[attr-defined]
-        return wrapper
+        self.cache = store
+        self.ttl = ttl
+        self._key_builder = key_builder
+        self._skip = skip_cache_func
+        self._circuit = Circuit(
+            "credential cache",
+            retry_interval=retry_interval,
+            meanwhile="logins take the slow path",
+            log=_log,
+        )
 
     @property
     def available(self) -> bool:
         """False while cache use is paused after a Redis failure."""
-        return time.monotonic() >= self._paused_until
+        return self._circuit.available
 
-    async def get_from_cache(self, key: str) -> Any:
-        if not self.available:
-            return None
-        try:
-            return await self.cache.get(key)
-        except REDIS_FAILURES as exc:
-            self._pause(exc)
-            return None
+    def __call__(self, f: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(f)
+        async def wrapper(
+            *args: Any, cache_read: bool = True, cache_write: bool = True, **kwargs: Any
+        ) -> Any:
+            key = self._key_builder(f, *args, **kwargs)
+            if cache_read:
+                found = await self._circuit.call(lambda: self.cache.get(key), nothing)
+                if found is not None:
+                    return found
+            result = await f(*args, **kwargs)
+            if cache_write and not self._skip(result):
+                await self._circuit.call(lambda: self.cache.set(key, result, ttl=self.ttl), nothing)
+            return result
 
-    async def set_in_cache(self, key: str, value: Any) -> None:
-        if not self.available:
-            return
-        try:
-            await self.cache.set(key, value, ttl=self.ttl)
-        except REDIS_FAILURES as exc:
-            self._pause(exc)
-
-    def _pause(self, exc: BaseException) -> None:
-        self._paused_until = time.monotonic() + self._retry_interval
-        _log.warning(
-            "credential cache unavailable; slow path for %.1f s",
-            self._retry_interval,
-            extra={"error": type(exc).__name__},
-        )
+        wrapper.cache = self.cache  # type: ignore[attr-defined]
+        return wrapper

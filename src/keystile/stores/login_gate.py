@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from keystile.stores.rate_limits import GcraResult, Rate
+from keystile.rates import Rate
+from keystile.stores.rate_limits import GcraResult
 
 __all__ = ["LoginGateKeys", "LoginGateResult", "RedisLoginGate"]
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,61 +26,23 @@ from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
 
+from keystile.rates import Rate
 from keystile.stores.cache import LocalCache
-from keystile.stores.redis import REDIS_FAILURES
+from keystile.stores.circuit import Circuit
 
 __all__ = [
-    "RATE_PATTERN",
     "Backoff",
     "BackoffResult",
     "CounterStore",
     "FallbackCounterStore",
     "GcraResult",
     "MemoryCounterStore",
-    "Rate",
     "RedisCounterStore",
 ]
 
 _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-RATE_PATTERN = re.compile(
-    r"(\d+)\s*/\s*(\d+)?\s*(s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)"
-)
-_UNIT_SECONDS = {
-    "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
-    "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
-}  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """`count` requests per `period` seconds, all of them allowed at once as a burst."""
-
-    count: int
-    period: float
-
-    @property
-    def interval_ms(self) -> float:
-        return self.period * 1000 / self.count
-
-    def __str__(self) -> str:
-        return f"{self.count}/{self.period:g}s"
-
-    @classmethod
-    def parse(cls, text: str) -> Rate | None:
-        """Read "30/minute", "5/10s", "1000/hour" ...; "off" means no limit (None)."""
-        if text.strip().lower() == "off":
-            return None
-        match = RATE_PATTERN.fullmatch(text.strip().lower())
-        if match is None:
-            raise ValueError(f"not a rate: {text!r} (try '30/minute' or '5/10s')")
-        count, multiple, unit = match.groups()
-        period = int(multiple or 1) * _UNIT_SECONDS[unit.rstrip("s") or "s"]
-        if int(count) < 1 or period <= 0:
-            raise ValueError(f"not a rate: {text!r}")
-        return cls(count=int(count), period=period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,9 +275,8 @@ class MemoryCounterStore:
 class FallbackCounterStore:
     """Redis first; when it fails, this process's own counters, with a warning.
 
-    After a failure Redis is left alone for `retry_interval` seconds, so an outage
-    costs one timeout per interval rather than one per request; then it is tried
-    again, and recovery is logged too.
+    Redis trouble goes through a `Circuit`: after a failure Redis is left alone for
+    `retry_interval` seconds, then tried again; the outage and the recovery are logged.
     """
 
     def __init__(
@@ -324,36 +284,22 @@ class FallbackCounterStore:
     ) -> None:
         self._primary = primary
         self._fallback = fallback
-        self._retry_interval = retry_interval
-        self._retry_at = 0.0
-        self.degraded = False
+        self._circuit = Circuit(
+            "rate limits",
+            retry_interval=retry_interval,
+            meanwhile="limits now hold per process only",
+            log=_log,
+        )
 
-    def _failed(self, exc: BaseException) -> None:
-        self._retry_at = time.monotonic() + self._retry_interval
-        if not self.degraded:
-            self.degraded = True
-            _log.warning(
-                "rate limits: redis unavailable (%s); limits now hold per process only",
-                type(exc).__name__,
-            )
-
-    def _succeeded(self) -> None:
-        if self.degraded:
-            self.degraded = False
-            _log.warning("rate limits: redis is back; limits are shared again")
+    @property
+    def degraded(self) -> bool:
+        """True from a Redis failure until Redis answers again."""
+        return self._circuit.degraded
 
     async def _either(
         self, primary: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
     ) -> T:
-        if time.monotonic() >= self._retry_at:
-            try:
-                result = await primary()
-            except REDIS_FAILURES as exc:
-                self._failed(exc)
-            else:
-                self._succeeded()
-                return result
-        return await local()
+        return await self._circuit.call(primary, local)
 
     async def gcra(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]:
         return await self._either(

@@ -18,7 +18,7 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from quart import g, request
+from quart import request
 from quart_auth import AuthUser, current_user, login_user, logout_user
 from quart_schema import security_scheme
 
@@ -34,7 +34,7 @@ from keystile.errors import (
 from keystile.services.roles import ADMIN_ROLE
 from keystile.services.types import Principal
 from keystile.web.caching import mark_requires_credentials
-from keystile.web.context import services
+from keystile.web.context import request_state, services
 
 __all__ = [
     "authenticate_request",
@@ -60,7 +60,7 @@ _ROLES = "_keystile_required_roles"
 
 def mark_auth_dependent() -> None:
     """Record that the response depends on the caller's credentials (for Vary, S21)."""
-    g.keystile_auth_dependent = True
+    request_state().auth_dependent = True
 
 
 def _bearer_token() -> str | None:
@@ -83,9 +83,10 @@ async def current_principal() -> Principal | None:
     Cookie only: for browser pages and CSRF tokens, which are about the session. An
     API route that also takes bearer tokens uses `requires_auth` / `authenticate_request`.
     """
-    if "keystile_session_principal" in g:
-        return g.keystile_session_principal  # type: ignore[no-any-return]
-    mark_auth_dependent()
+    state = request_state()
+    if state.session_resolved:
+        return state.session_principal
+    state.auth_dependent = True
     principal = None
     session_id = current_user.auth_id
     if session_id is not None:
@@ -93,7 +94,7 @@ async def current_principal() -> Principal | None:
             principal = await services().sessions.authenticate(session_id)
         except NotAuthenticated:
             principal = None
-    g.keystile_session_principal = principal
+    state.session_principal, state.session_resolved = principal, True
     return principal
 
 
@@ -104,22 +105,23 @@ async def authenticate_request() -> Principal | None:
     `TokenRevoked`) instead of falling back to the cookie, so the client learns why;
     catch `AuthError` where authentication is optional.
     """
-    if "keystile_principal" in g:
-        return g.keystile_principal  # type: ignore[no-any-return]
-    mark_auth_dependent()
+    state = request_state()
+    if state.principal_resolved:
+        return state.principal
+    state.auth_dependent = True
     token = _bearer_token()
     if token is not None:
         # An access token, a client-credentials token or an API key (`ks_pat_...`).
         principal: Principal | None = await services().machine.authenticate_bearer(token)
     else:
         principal = await current_principal()
-    g.keystile_principal = principal
+    state.principal, state.principal_resolved = principal, True
     return principal
 
 
 def get_principal() -> Principal:
     """Return the caller inside a handler guarded by `requires_auth` or `requires_session`."""
-    principal: Principal | None = g.get("keystile_principal")
+    principal = request_state().principal
     if principal is None:
         raise NotAuthenticated()
     return principal
@@ -165,7 +167,7 @@ def requires_auth(
             if principal.via == "session":
                 if request.method not in _SAFE_METHODS:
                     check_same_origin()
-                granted = frozenset(services().settings.token_scopes)
+                granted = frozenset(services().settings.tokens.scopes)
             else:
                 if principal.client_id is not None and not clients:
                     raise UserRequired()
@@ -224,7 +226,7 @@ def requires_recent_auth(
     @wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         principal = get_principal()
-        max_age = services().settings.reauth_max_age_seconds
+        max_age = services().settings.machine.reauth_max_age_seconds
         auth_time = principal.auth_time
         if auth_time is None or (datetime.now(UTC) - auth_time).total_seconds() > max_age:
             raise ReauthenticationRequired(max_age)
@@ -258,7 +260,8 @@ def requires_session(
         principal = await current_principal()
         if principal is None:
             raise NotAuthenticated()
-        g.keystile_principal = principal
+        state = request_state()
+        state.principal, state.principal_resolved = principal, True
         if request.method not in _SAFE_METHODS:
             check_same_origin()
         return await handler(*args, **kwargs)

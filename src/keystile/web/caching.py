@@ -1,6 +1,7 @@
 """`http_cache`: opt a route in to HTTP caching, safely (S20-S23; docs/architecture.md hot path 5).
 
-Every response is `no-store` unless its handler opts in here (see `app._cache_headers`).
+Every response is `no-store` unless its handler opts in here (`default_cache_headers`,
+an after-request hook, enforces that and adds `Vary` to credential-dependent responses).
 A handler decorated with `http_cache` gets Cache-Control, a strong ETag computed from
 its body (unless it supplied one), 304 answers to If-None-Match / If-Modified-Since,
 Last-Modified when the handler knows it, and Surrogate-Key tags for purging a CDN or
@@ -17,22 +18,27 @@ so a conditional request never skips it (S23).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
 from typing import Any, ParamSpec
 
-from quart import Response, g, make_response, request, session
+from quart import Response, make_response, request, session
 from quart.typing import ResponseReturnValue
+from werkzeug.datastructures import Headers
 
 from keystile.stores.purge import check_surrogate_key
+from keystile.web.context import CacheHints, request_state
 
 __all__ = [
     "CachePolicy",
     "CachePolicyError",
     "add_surrogate_keys",
+    "add_vary",
     "cache_response",
+    "default_cache_headers",
     "http_cache",
     "mark_requires_credentials",
     "set_etag",
@@ -41,9 +47,14 @@ __all__ = [
 
 P = ParamSpec("P")
 
+_log = logging.getLogger(__name__)
+
+_AUTH_VARY = ("Cookie", "Authorization")
+# Directives that let a shared cache store a response (RFC 9111 3.5).
+_SHARED_DIRECTIVES = ("public", "s-maxage")
+
 _PUBLIC_ATTR = "_keystile_public_cache"
 _CREDENTIALS_ATTR = "_keystile_requires_credentials"
-_HINTS = "keystile_cache_hints"
 _CREDENTIAL_HEADERS = frozenset({"cookie", "authorization"})
 # Only a plain 200 is worth storing; errors keep the default no-store.
 _CACHEABLE_STATUS = 200
@@ -92,19 +103,8 @@ class CachePolicy:
         return ", ".join(parts)
 
 
-@dataclass(slots=True)
-class _Hints:
-    surrogate_keys: list[str] = field(default_factory=list)
-    last_modified: datetime | None = None
-    etag: str | None = None
-
-
-def _hints() -> _Hints:
-    hints: _Hints | None = g.get(_HINTS)
-    if hints is None:
-        hints = _Hints()
-        setattr(g, _HINTS, hints)
-    return hints
+def _hints() -> CacheHints:
+    return request_state().cache
 
 
 def add_surrogate_keys(*keys: str) -> None:
@@ -214,7 +214,7 @@ def _refuse_caller_dependent(response: Response, route: str) -> None:
     # Set-Cookie from it would only appear once this check is long past.
     if getattr(session, "accessed", False) or getattr(session, "modified", False):
         raise CachePolicyError(f"{route}: a public response used the cookie session (S22)")
-    if g.get("keystile_auth_dependent", False):
+    if request_state().auth_dependent:
         raise CachePolicyError(f"{route}: a public response read the caller's credentials (S21)")
 
 
@@ -233,3 +233,47 @@ async def _apply(policy: CachePolicy, response: Response) -> None:
     elif "ETag" not in response.headers:
         body = await response.get_data(as_text=False)
         response.set_etag(hashlib.sha256(body).hexdigest()[:32])
+
+
+async def default_cache_headers(response: Response) -> Response:
+    """Default every response to no-store; mark credential-dependent ones (S20, S21).
+
+    An after-request hook; register it before QuartAuth's, so it runs after it and
+    sees its Set-Cookie.
+    """
+    headers = response.headers
+    auth_dependent = request_state().auth_dependent
+    if auth_dependent:
+        add_vary(headers, _AUTH_VARY)
+    if "Set-Cookie" in headers or "Cache-Control" not in headers:
+        headers["Cache-Control"] = "no-store"
+    elif auth_dependent and _shared_cacheable(headers["Cache-Control"]):
+        # A handler bug (http_cache refuses this earlier): never let a shared cache keep it.
+        _log.error("caller-dependent response marked shared-cacheable; sent as no-store")
+        headers["Cache-Control"] = "private, no-store"
+        headers.pop("Surrogate-Key", None)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def add_vary(headers: Headers, names: tuple[str, ...]) -> None:
+    """Add each of `names` to the Vary header once (case-insensitively); `*` stays `*`."""
+    # Edits the header text directly: werkzeug's `response.vary` re-parses it into a
+    # callback-backed set on every access, which costs more than the rest of this hook.
+    current = headers.get("Vary")
+    if current is None:
+        headers["Vary"] = ", ".join(names)
+        return
+    present = {part.strip().lower() for part in current.split(",")}
+    if "*" in present:
+        return
+    missing = [name for name in names if name.lower() not in present]
+    if missing:
+        headers["Vary"] = ", ".join([current, *missing])
+
+
+def _shared_cacheable(cache_control: str) -> bool:
+    directives = {part.strip().split("=")[0].lower() for part in cache_control.split(",")}
+    if "no-store" in directives:
+        return False
+    return "private" not in directives or any(d in directives for d in _SHARED_DIRECTIVES)

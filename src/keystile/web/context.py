@@ -1,15 +1,67 @@
-"""How handlers reach the composition root and the caller's identity."""
+"""How handlers reach the composition root, the caller, and the request's own state.
+
+Everything keystile keeps about the request in flight lives in one `RequestState`
+on Quart's `g`, reached through `request_state()`: typed, and in one place, so no
+module invents a `g` attribute of its own.
+"""
 
 from __future__ import annotations
 
-from quart import current_app, request
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from keystile.bootstrap import Services
-from keystile.services.types import ClientInfo
+from quart import current_app, g, request
 
-__all__ = ["client_info", "client_ip", "services"]
+from keystile.container import Services
+from keystile.errors import LimitStatus
+from keystile.services.types import ClientInfo, Principal
+
+__all__ = [
+    "CacheHints",
+    "RequestState",
+    "client_info",
+    "client_ip",
+    "request_state",
+    "services",
+]
 
 EXTENSION_KEY = "keystile"
+_STATE = "keystile_request"
+
+
+@dataclass(slots=True)
+class CacheHints:
+    """What a handler told `http_cache` about its response."""
+
+    surrogate_keys: list[str] = field(default_factory=list)
+    last_modified: datetime | None = None
+    etag: str | None = None
+
+
+@dataclass(slots=True)
+class RequestState:
+    """What keystile knows about the request in flight."""
+
+    # The caller (bearer token or cookie), once a guard or `authenticate_request` ran.
+    principal: Principal | None = None
+    principal_resolved: bool = False
+    # The caller by session cookie only (pages, CSRF), once looked up.
+    session_principal: Principal | None = None
+    session_resolved: bool = False
+    # The response depends on the caller's credentials: never cache it for another (S21).
+    auth_dependent: bool = False
+    csrf_nonce: str | None = None
+    rate_limit: LimitStatus | None = None
+    cache: CacheHints = field(default_factory=CacheHints)
+
+
+def request_state() -> RequestState:
+    """Return this request's state, made on first use."""
+    state: RequestState | None = g.get(_STATE)
+    if state is None:
+        state = RequestState()
+        setattr(g, _STATE, state)
+    return state
 
 
 def services() -> Services:
@@ -26,11 +78,11 @@ def client_ip() -> str:
     read; the other may come from the client and is ignored.
     """
     settings = services().settings
-    hops = settings.trusted_proxy_hops
+    hops = settings.serving.trusted_proxy_hops
     remote = request.remote_addr or ""
     if hops == 0:
         return remote
-    if settings.forwarded_header == "Forwarded":
+    if settings.serving.forwarded_header == "Forwarded":
         forwarded = _forwarded_for(request.headers.getlist("Forwarded"))
     else:
         values = ",".join(request.headers.getlist("X-Forwarded-For")).split(",")

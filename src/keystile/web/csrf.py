@@ -17,13 +17,13 @@ import hashlib
 import hmac
 import secrets
 
-from quart import Response, after_this_request, current_app, g, request
+from quart import Response, after_this_request, current_app, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from keystile.errors import CsrfRejected
 from keystile.web.auth import check_same_origin, current_principal
-from keystile.web.context import services
+from keystile.web.context import request_state, services
 
 __all__ = ["CSRF_FIELD", "csrf_cookie_name", "csrf_token", "verify_csrf"]
 
@@ -40,7 +40,7 @@ def csrf_cookie_name(secure: bool) -> str:
 
 
 def _cookie_name() -> str:
-    return csrf_cookie_name(services().settings.cookie_secure)
+    return csrf_cookie_name(services().settings.sessions.cookie_secure)
 
 
 def _sign(nonce: str, session_id_hash: bytes | None) -> str:
@@ -57,11 +57,12 @@ def _valid_nonce(value: str | None) -> bool:
 
 async def csrf_token() -> str:
     """Return the token for this page's forms, setting the nonce cookie if there is none."""
-    nonce = g.get("keystile_csrf_nonce") or request.cookies.get(_cookie_name())
+    state = request_state()
+    nonce = state.csrf_nonce or request.cookies.get(_cookie_name())
     if not _valid_nonce(nonce):
         nonce = secrets.token_urlsafe(_NONCE_BYTES)
-        g.keystile_csrf_nonce = nonce
-        secure = services().settings.cookie_secure
+        state.csrf_nonce = nonce
+        secure = services().settings.sessions.cookie_secure
 
         @after_this_request
         async def _set_nonce(

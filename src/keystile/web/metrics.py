@@ -30,7 +30,7 @@ def _check_token(expected: str) -> None:
 @hide
 async def metrics_endpoint() -> Response:
     """Answer with the metrics of all workers; with `metrics_token` set, only to its holder."""
-    token = services().settings.metrics_token
+    token = services().settings.serving.metrics_token
     if token is not None:
         _check_token(token.get_secret_value())
     # Multiprocess mode reads every worker's files: keep that off the event loop.

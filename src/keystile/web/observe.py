@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypercorn.typing import ASGIFramework
-from quart import Response, current_app, g, request
+from quart import Response, current_app, request
 
 from keystile import metrics
 from keystile.logs import REQUEST_ID
-from keystile.web.context import EXTENSION_KEY, client_ip
+from keystile.web.context import EXTENSION_KEY, client_ip, request_state
 
 __all__ = ["RequestObserver", "RequestRecord", "note_request", "request_id"]
 
@@ -123,7 +123,7 @@ async def note_request(response: Response) -> Response:
         record.route = request.url_rule.rule
     if EXTENSION_KEY in current_app.extensions:
         record.client = client_ip()  # honours trusted_proxy_hops (S26)
-    principal = g.get("keystile_principal")
+    principal = request_state().principal
     if principal is not None:
         record.user_id = str(principal.user_id)
     return response

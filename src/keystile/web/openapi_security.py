@@ -18,7 +18,7 @@ __all__ = ["security_schemes"]
 
 def security_schemes(settings: Settings, cookie_name: str) -> dict[str, Any]:
     """Return the components.securitySchemes of keystile's OpenAPI document."""
-    scopes = {scope: f"the {scope} scope" for scope in settings.token_scopes}
+    scopes = {scope: f"the {scope} scope" for scope in settings.tokens.scopes}
     flows = {"clientCredentials": {"tokenUrl": "/v1/oauth/token", "scopes": scopes}}
     return {
         "bearerAuth": HttpSecurityScheme(scheme="bearer", bearer_format="JWT or ks_pat_ API key"),

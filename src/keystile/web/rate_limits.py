@@ -19,10 +19,11 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 from uuid import UUID
 
-from quart import Response, g
+from quart import Response
 
 from keystile.errors import KeystileError, LimitStatus, RateLimited
-from keystile.web.context import client_info, services
+from keystile.rates import Action
+from keystile.web.context import client_info, request_state, services
 
 __all__ = [
     "check_rate_limit",
@@ -39,7 +40,7 @@ AccountOf = Callable[..., str | UUID | None]
 
 
 def rate_limited(
-    action: str, *, account: AccountOf | None = None
+    action: Action, *, account: AccountOf | None = None
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Charge each request to the route's limits for `action` (settings `rate_limit_<action>_*`).
 
@@ -50,7 +51,7 @@ def rate_limited(
 
         @blueprint.post("/v1/sessions")
         @validate_request(LoginRequest)
-        @rate_limited("login", account=lambda data: data.email)
+        @rate_limited(Action.LOGIN, account=lambda data: data.email)
         async def login(data: LoginRequest) -> ...
     """
 
@@ -65,32 +66,32 @@ def rate_limited(
     return decorator
 
 
-async def check_rate_limit(action: str, account: str | UUID | None = None) -> None:
+async def check_rate_limit(action: Action, account: str | UUID | None = None) -> None:
     """Charge this request to `action`'s limits or raise `RateLimited`; headers follow.
 
     For handlers that learn the account only inside (HTML forms).
     """
     try:
-        g.keystile_rate_limit = await services().limits.check(action, client_info(), account)
+        request_state().rate_limit = await services().limits.check(action, client_info(), account)
     except RateLimited as exc:
-        g.keystile_rate_limit = exc.status
+        request_state().rate_limit = exc.status
         raise
 
 
 def note_rate_limit(status: LimitStatus | None) -> None:
     """Describe `status` (a limit a service charged) in this response's RateLimit-* headers."""
-    g.keystile_rate_limit = status
+    request_state().rate_limit = status
 
 
 def note_refused_limit(error: KeystileError) -> None:
     """For an error raised inside a service: describe the limit it was counted under."""
-    if error.limit_status is not None and g.get("keystile_rate_limit") is None:
+    if error.limit_status is not None and request_state().rate_limit is None:
         note_rate_limit(error.limit_status)
 
 
 async def rate_limit_headers(response: Response) -> Response:
     """Describe the tightest limit of a rate-limited route on its response."""
-    status: LimitStatus | None = g.get("keystile_rate_limit")
+    status = request_state().rate_limit
     if status is not None:
         response.headers["RateLimit-Limit"] = str(status.limit)
         response.headers["RateLimit-Remaining"] = str(status.remaining)

@@ -20,9 +20,9 @@ async def _public(route: str, body: bytes, content_type: str = "application/json
     settings = services().settings
     policy = CachePolicy(
         public=True,
-        max_age=settings.jwks_max_age_seconds,
-        s_maxage=settings.jwks_max_age_seconds,
-        stale_while_revalidate=settings.jwks_stale_while_revalidate_seconds,
+        max_age=settings.tokens.jwks_max_age_seconds,
+        s_maxage=settings.tokens.jwks_max_age_seconds,
+        stale_while_revalidate=settings.tokens.jwks_stale_while_revalidate_seconds,
     )
     response = Response(body, status=200, content_type=content_type)
     return await cache_response(policy, response, route=route)
@@ -38,18 +38,18 @@ async def jwks() -> Response:
 async def openid_configuration() -> Response:
     """Describe the issuer, where its keys are, and how its tokens are signed."""
     settings = services().settings
-    issuer = settings.token_issuer.rstrip("/")
+    issuer = settings.tokens.issuer.rstrip("/")
     algorithms = sorted(
-        {key.alg for key in services().key_ring.all_keys()} | {settings.token_algorithm}
+        {key.alg for key in services().key_ring.all_keys()} | {settings.tokens.algorithm}
     )
     document = {
-        "issuer": settings.token_issuer,
+        "issuer": settings.tokens.issuer,
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "token_endpoint": f"{issuer}/v1/tokens",
         "revocation_endpoint": f"{issuer}/v1/tokens/revoke",
         "grant_types_supported": ["password", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": sorted(settings.token_scopes),
+        "scopes_supported": sorted(settings.tokens.scopes),
         # keystile issues no ID tokens; this is the algorithm of its JWT access tokens,
         # under the name OpenID discovery clients read.
         "id_token_signing_alg_values_supported": algorithms,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
+from keystile.rates import Action
 from keystile.web.auth import end_cookie_session, get_principal, requires_auth
 from keystile.web.context import client_info, services
 from keystile.web.rate_limits import rate_limited
@@ -28,7 +29,7 @@ async def me() -> MeResponse:
 @blueprint.post("/v1/me/password")
 @requires_auth()
 @validate_request(PasswordChangeRequest)
-@rate_limited("password_change", account=lambda **_: get_principal().user_id)
+@rate_limited(Action.PASSWORD_CHANGE, account=lambda **_: get_principal().user_id)
 async def change_password(data: PasswordChangeRequest) -> tuple[str, int]:
     """Change the password; other sessions, every token family and access token end (S3)."""
     await services().auth.change_password(

@@ -14,7 +14,7 @@ import binascii
 from typing import Any
 from urllib.parse import unquote_plus
 
-from quart import Blueprint, Response, g, jsonify, request
+from quart import Blueprint, Response, jsonify, request
 from quart_schema import DataSource, document_request, document_response, security_scheme
 from werkzeug.datastructures import MultiDict
 
@@ -28,7 +28,7 @@ from keystile.errors import (
     UnsupportedGrantType,
 )
 from keystile.services.clients import ClientCredentials
-from keystile.web.context import client_info, services
+from keystile.web.context import client_info, request_state, services
 from keystile.web.machine_schemas import (
     ClientTokenRequest,
     ClientTokenResponse,
@@ -58,7 +58,7 @@ def _oauth_error(error: KeystileError) -> Response:
     elif isinstance(error, RateLimited):
         status, code = 429, error.code
         headers["Retry-After"] = str(error.retry_after)
-        g.keystile_rate_limit = error.status
+        request_state().rate_limit = error.status
     elif isinstance(error, DependencyUnavailable):
         status, code = 503, "temporarily_unavailable"
         headers["Retry-After"] = str(error.retry_after)
@@ -139,7 +139,7 @@ async def token() -> Response:
         )
     except KeystileError as error:
         return _oauth_error(error)
-    g.keystile_rate_limit = answer.limit
+    request_state().rate_limit = answer.limit
     body: dict[str, Any] = {
         "access_token": answer.access_token,
         "token_type": "Bearer",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from quart import Blueprint, g
+from quart import Blueprint
 from quart.typing import ResponseReturnValue
 from quart_schema import validate_request, validate_response
 
@@ -12,6 +12,7 @@ from keystile.services.sessions import SessionView
 from keystile.web.auth import (
     check_same_origin,
     end_cookie_session,
+    get_principal,
     requires_session,
     start_cookie_session,
 )
@@ -44,7 +45,7 @@ async def login(data: LoginRequest) -> tuple[LoginResponse, int]:
     user = started.user
     return LoginResponse(
         user=UserResponse(id=user.id, email=user.email),
-        expires_in=services().settings.session_absolute_lifetime_seconds,
+        expires_in=services().settings.sessions.absolute_lifetime_seconds,
     ), 201
 
 
@@ -53,7 +54,7 @@ async def login(data: LoginRequest) -> tuple[LoginResponse, int]:
 @validate_response(SessionListResponse)
 async def list_sessions() -> SessionListResponse:
     """List the caller's live sessions, newest first; `current` marks this one."""
-    views = await services().sessions.list_sessions(g.keystile_principal)
+    views = await services().sessions.list_sessions(get_principal())
     return SessionListResponse(sessions=[session_response(view) for view in views])
 
 
@@ -61,7 +62,7 @@ async def list_sessions() -> SessionListResponse:
 @requires_session
 async def logout() -> ResponseReturnValue:
     """End the current session on the server and drop the cookie (S9)."""
-    await services().auth.logout(g.keystile_principal, client_info())
+    await services().auth.logout(get_principal(), client_info())
     end_cookie_session()
     return "", 204
 
@@ -70,7 +71,7 @@ async def logout() -> ResponseReturnValue:
 @requires_session
 async def revoke(session_id: UUID) -> ResponseReturnValue:
     """End one of the caller's sessions by its public id; 404 if it is not theirs."""
-    if await services().auth.revoke_session(g.keystile_principal, session_id, client_info()):
+    if await services().auth.revoke_session(get_principal(), session_id, client_info()):
         end_cookie_session()
     return "", 204
 

@@ -9,6 +9,7 @@ from quart import Blueprint
 from quart.typing import ResponseReturnValue
 from quart_schema import validate_request, validate_response
 
+from keystile.rates import Action
 from keystile.services.tokens import TokenPair
 from keystile.web.context import client_info, services
 from keystile.web.rate_limits import note_rate_limit, rate_limited
@@ -55,7 +56,7 @@ async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]
 @validate_response(TokenResponse)
 # Per address only: the user is known only once the token is spent, and a refresh token
 # is single use, so the per-user budget (rate_limit_refresh_per_account) is not charged.
-@rate_limited("refresh")
+@rate_limited(Action.REFRESH)
 async def refresh(data: RefreshRequest) -> tuple[TokenResponse, int, dict[str, str]]:
     """Rotate a refresh token: the answer holds its successor and a new access token (S16)."""
     pair = await services().tokens.refresh(data.refresh_token, client_info())

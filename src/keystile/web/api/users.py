@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
+from keystile.rates import Action
 from keystile.web.context import client_info, services
 from keystile.web.rate_limits import rate_limited
 from keystile.web.schemas import AcceptedResponse, RegisterRequest
@@ -15,7 +16,7 @@ blueprint = Blueprint("users", __name__)
 @blueprint.post("/v1/users")
 @validate_request(RegisterRequest)
 @validate_response(AcceptedResponse, 202)
-@rate_limited("register", account=lambda data: data.email)
+@rate_limited(Action.REGISTER, account=lambda data: data.email)
 async def register(data: RegisterRequest) -> tuple[AcceptedResponse, int]:
     """Register an account.
 

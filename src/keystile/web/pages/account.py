@@ -8,6 +8,7 @@ from quart import Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
 
 from keystile.errors import InvalidCredentials, KeystileError, PasswordPolicyViolation
+from keystile.rates import Action
 from keystile.services.types import Principal
 from keystile.web.auth import current_principal, end_cookie_session
 from keystile.web.context import client_info, services
@@ -46,7 +47,7 @@ async def change_password() -> ResponseReturnValue:
     }
     if not any(errors.values()):
         try:
-            await check_rate_limit("password_change", principal.user_id)
+            await check_rate_limit(Action.PASSWORD_CHANGE, principal.user_id)
             await services().auth.change_password(principal, current, new, client_info())
         except InvalidCredentials as error:
             errors["current_password"] = error.message
@@ -100,7 +101,7 @@ async def create_api_key() -> ResponseReturnValue:
     name = form.get("key_name", "").strip()
     scopes = form.getlist("key_scopes")
     days_text = form.get("key_expires_in_days", "").strip()
-    max_days = services().settings.api_key_max_days
+    max_days = services().settings.machine.api_key_max_days
     days = int(days_text) if days_text.isdigit() else 0
     errors = {
         "key_name": None if 1 <= len(name) <= 100 else "Name the key (up to 100 characters).",
@@ -144,8 +145,8 @@ async def _account_page(principal: Principal, status: int = 200, **context: obje
         principal=principal,
         sessions=sessions,
         api_keys=api_keys,
-        key_scopes=settings.token_scopes,
-        key_max_days=settings.api_key_max_days,
+        key_scopes=settings.tokens.scopes,
+        key_max_days=settings.machine.api_key_max_days,
         **context,
     )
 

@@ -6,6 +6,7 @@ from quart import Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
 
 from keystile.errors import KeystileError, PasswordPolicyViolation
+from keystile.rates import Action
 from keystile.web.auth import current_principal, end_cookie_session, start_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
@@ -75,7 +76,7 @@ async def register_submit() -> ResponseReturnValue:
     if any(errors.values()):
         return await render_page("register.html", 422, email=email, errors=errors)
     try:
-        await check_rate_limit("register", email)
+        await check_rate_limit(Action.REGISTER, email)
         await services().auth.register(email, password, client_info())
     except PasswordPolicyViolation as error:
         errors["password"] = error.message

@@ -9,15 +9,7 @@ from typing import Any
 import jwt
 from quart import Quart
 
-from keystile.bootstrap import Services
-from keystile.web.context import EXTENSION_KEY
-from tests.conftest import PASSWORD, Client, register, unique_email
-
-
-def services_of(app: Quart) -> Services:
-    """Return the services of a running app (a Quart app or the `app` fixture's TestApp)."""
-    quart_app = getattr(app, "app", app)
-    return quart_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+from tests.support.http import PASSWORD, Client, register, services_of, unique_email
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -57,8 +49,8 @@ def forge(app: Quart, *, header: dict[str, Any] | None = None, **claims: Any) ->
     key = services_of(app).key_ring.signing_key()
     now = int(time.time())
     payload: dict[str, Any] = {
-        "iss": settings.token_issuer,
-        "aud": settings.token_audience,
+        "iss": settings.tokens.issuer,
+        "aud": settings.tokens.audience,
         "sub": str(uuid.uuid4()),
         "iat": now,
         "nbf": now,

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from quart import Blueprint
 
-from examples.catalog.repository import PostgresProductRepository
-from examples.catalog.service import CatalogService
-from examples.catalog.web import blueprint
-from keystile.bootstrap import Services
+from keystile.ext import Services
+from keystile_catalog.repository import PostgresProductRepository
+from keystile_catalog.service import CatalogService
+from keystile_catalog.web import blueprint
 
 __all__ = ["CatalogExtension"]
 
 
 class CatalogExtension:
-    """Serve the product catalogue; its table comes from migration 0005."""
+    """Serve the product catalogue; its table comes from its own migrations."""
 
     name = "catalog"
+    # `keystile migrate` runs these (own version table) only where the extension is enabled.
+    migrations = Path(__file__).parent / "migrations"
 
     def blueprints(self) -> Sequence[Blueprint]:
         return (blueprint,)

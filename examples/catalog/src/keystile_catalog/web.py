@@ -10,11 +10,15 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from examples.catalog.repository import Product
-from examples.catalog.service import PRODUCTS_KEY, CatalogService, product_key
-from keystile.web.auth import requires_session
-from keystile.web.caching import add_surrogate_keys, http_cache, set_last_modified
-from keystile.web.context import services
+from keystile.ext import (
+    add_surrogate_keys,
+    http_cache,
+    requires_session,
+    services,
+    set_last_modified,
+)
+from keystile_catalog.repository import Product
+from keystile_catalog.service import PRODUCTS_KEY, CatalogService, product_key
 
 __all__ = ["blueprint"]
 

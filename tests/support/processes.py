@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 
 from keystile.embedded import free_port
-from tests.conftest import ROOMY_IP_LIMITS, Backing
+from keystile.rates import Action
+from tests.support.backing import ROOMY_RATE, Backing
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEY = "s" * 48
 
 
@@ -77,10 +78,10 @@ def start_server(backing: Backing, directory: Path, *, workers: int = 2, **setti
         KEYSTILE_ARGON2_MEMORY_KIB="64",
         KEYSTILE_ARGON2_TIME_COST="1",
         KEYSTILE_HASH_THREADS="2",
-        PYTHONPATH=str(ROOT),  # extensions from examples/ and tests/ can be loaded
+        PYTHONPATH=str(ROOT),  # test-only extensions (tests/) can be loaded
     )
     # Every request comes from 127.0.0.1: per-address limits would refuse the load itself.
-    env.update({f"KEYSTILE_{key.upper()}": value for key, value in ROOMY_IP_LIMITS.items()})
+    env.update({f"KEYSTILE_RATE_LIMIT_{action.upper()}_PER_IP": ROOMY_RATE for action in Action})
     env.update({f"KEYSTILE_{key.upper()}": value for key, value in settings.items()})
     log_path = directory / "serve.log"
     with log_path.open("wb") as log:

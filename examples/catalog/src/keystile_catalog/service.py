@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from examples.catalog.repository import Product, ProductRepository
-from keystile.errors import InvalidInput, NotFound
-from keystile.stores.purge import SurrogatePurger
+from keystile.ext import InvalidInput, NotFound, SurrogatePurger
+from keystile_catalog.repository import Product, ProductRepository
 
 __all__ = ["PRODUCTS_KEY", "CatalogService", "product_key"]
 

@@ -1,4 +1,4 @@
-"""Products in PostgreSQL (table `catalog_products`, migration 0005)."""
+"""Products in PostgreSQL (table `catalog_products`, created by `migrations/`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Protocol
 
 import asyncpg
 
-from keystile.repositories import Database
+from keystile.ext import Database
 
 __all__ = ["PostgresProductRepository", "Product", "ProductRepository"]
 

@@ -1,1 +1,0 @@
-"""Example extensions: modules a developer adds to keystile (see README, "Extending keystile")."""

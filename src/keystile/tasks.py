@@ -1,0 +1,65 @@
+"""One way to run a background loop for a worker's lifetime, and to stop it.
+
+The composition root enters `background(...)` on its exit stack the moment the loop's
+owner exists, so shutdown (or a failure half-way through startup) cancels and awaits
+every loop, in reverse order. Used by the invalidation listener, the key ring
+refresh, housekeeping and the pool sampler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+__all__ = ["background", "run_every"]
+
+_log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def background(
+    name: str, loop: Callable[[], Coroutine[Any, Any, None]]
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Run `loop()` as a task while the context is open; cancel and await it on exit.
+
+    A loop that ends by itself with an error has its error raised on exit, so a
+    crashed loop is never silently lost.
+    """
+    task = asyncio.get_running_loop().create_task(loop(), name=name)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            # Ours ended as asked; re-raise only if our caller is being cancelled too.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+
+async def run_every(
+    interval: float,
+    job: Callable[[], Awaitable[object] | object],
+    *,
+    name: str,
+    first_delay: float = 0.0,
+) -> None:
+    """Call `job` after `first_delay`, then every `interval` seconds, until cancelled.
+
+    A failing run is logged and the loop goes on: one bad run must not stop the next.
+    """
+    await asyncio.sleep(first_delay)
+    while True:
+        try:
+            result = job()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            _log.exception("background job failed", extra={"job": name})
+        await asyncio.sleep(interval)

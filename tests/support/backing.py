@@ -1,0 +1,47 @@
+"""The shared test servers and settings on them."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from keystile.embedded import EmbeddedPostgres
+from keystile.rates import Action
+from keystile.settings import Settings
+
+__all__ = ["CATALOG", "CHEAP_ARGON2", "ROOMY_IP_LIMITS", "ROOMY_RATE", "Backing", "make_settings"]
+
+CATALOG = "keystile_catalog:CatalogExtension"
+
+# Cheap argon2id for speed; production parameters are tested where they matter.
+CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallelism": 1}
+
+# Every test shares one Redis, and the test client has no socket address, so the
+# production per-address limits would throttle unrelated tests against each other.
+# Tests of the limits set their own and send from their own addresses (`from_ip`).
+ROOMY_RATE = "100000/minute"
+ROOMY_IP_LIMITS = {action: {"per_ip": ROOMY_RATE} for action in Action}
+
+
+@dataclass(frozen=True)
+class Backing:
+    database_url: str
+    redis_url: str
+    postgres: EmbeddedPostgres | None
+
+
+def make_settings(backing: Backing, **overrides: Any) -> Settings:
+    """Return test settings on the shared servers; keyword arguments override."""
+    values: dict[str, Any] = {
+        "database_url": backing.database_url,
+        "redis_url": backing.redis_url,
+        "secret_key": secrets.token_hex(32),
+        "cookie_secure": False,
+        "db_pool_size": 3,
+        "hash_threads": 2,
+        **CHEAP_ARGON2,
+        "limits": {"rates": ROOMY_IP_LIMITS},
+    }
+    values.update(overrides)
+    return Settings(**values)
