@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import argon2
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -163,3 +166,75 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_killed(
             raise AssertionError("orphaned workers kept serving")
     finally:
         server.stop()
+
+
+def test_every_answered_login_has_its_audit_event_after_sigterm_mid_storm(
+    backing: Backing, tmp_path: Path
+) -> None:
+    # Issue 12: successful logins commit their event with their session or token family;
+    # failed ones are batched, and the batch is written on SIGTERM before the worker exits.
+    server = start_server(backing, tmp_path, workers=2, drain_delay_seconds="0.5")
+    accounts = [unique_email() for _ in range(12)]
+    answers: list[tuple[str, str, int]] = []  # (email, kind sent, status)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def storm(email: str) -> None:
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            attempt = 0
+            while not stop.is_set():
+                wrong = attempt % 2 == 1
+                password = "not the password at all" if wrong else PASSWORD
+                try:
+                    response = client.post(
+                        "/v1/tokens" if attempt % 3 else "/v1/sessions",
+                        json={"email": email, "password": password},
+                    )
+                except httpx.HTTPError:
+                    return  # the listener closed: nothing was acknowledged
+                with lock:
+                    answers.append((email, "wrong" if wrong else "right", response.status_code))
+                attempt += 1
+
+    try:
+        wait_until_ready(server)
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            for email in accounts:
+                registered = client.post("/v1/users", json={"email": email, "password": PASSWORD})
+                assert registered.status_code == 202
+        threads = [threading.Thread(target=storm, args=(email,)) for email in accounts]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        server.signal(signal.SIGTERM)
+        time.sleep(1.0)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        server.stop()
+
+    succeeded = Counter(email for email, _, status in answers if status in (200, 201))
+    failed = Counter(email for email, _, status in answers if status == 401)
+    assert sum(succeeded.values()) > 0
+    assert sum(failed.values()) > 0
+
+    async def recorded() -> tuple[Counter[str], Counter[str]]:
+        connection = await asyncpg.connect(backing.database_url)
+        try:
+            rows = await connection.fetch(
+                "SELECT u.email, e.kind FROM audit_events e JOIN users u ON u.id = e.user_id "
+                "WHERE u.email = ANY($1::text[]) AND e.kind IN ('login', 'login_failed')",
+                accounts,
+            )
+        finally:
+            await connection.close()
+        logins = Counter(row["email"] for row in rows if row["kind"] == "login")
+        failures = Counter(row["email"] for row in rows if row["kind"] == "login_failed")
+        return logins, failures
+
+    logins, failures = asyncio.run(recorded())
+    for email in accounts:
+        assert logins[email] >= succeeded[email], email
+        assert failures[email] >= failed[email], email
