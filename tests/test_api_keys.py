@@ -215,7 +215,7 @@ async def _two_apps(backing: Backing) -> AsyncIterator[tuple[Quart, Quart]]:
     second = create_app(settings, extensions=[MachineProbe()])
     async with first.test_app(), second.test_app():
         for app in (first, second):
-            await asyncio.wait_for(services_of(app).invalidation.ready.wait(), timeout=5)
+            await asyncio.wait_for(services_of(app).caches.ready.wait(), timeout=5)
         yield first, second
 
 

@@ -41,7 +41,7 @@ def _counting_hasher(settings: Settings) -> CountingHasher:
     return CountingHasher(
         real.parameters,
         threads=settings.hash_thread_count,
-        budget=settings.login_wait_budget_ms / 1000,
+        budget=settings.hashing.login_wait_budget_ms / 1000,
     )
 
 
