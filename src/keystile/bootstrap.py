@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 from aiocache.base import BaseCache
 from redis.asyncio import Redis
 
+from keystile.mail.bootstrap import MAIL_RATE_LIMITED_ACTIONS, MailServices, build_mail
 from keystile.metrics import PoolSampler
 from keystile.repositories import (
     Database,
@@ -112,6 +113,7 @@ class Services:
     audit_admin: AuditService
     key_ring: KeyRing
     tokens: TokenService
+    mail: MailServices
     extensions: tuple[object, ...] = ()
 
     def extension(self, kind: type[T]) -> T:
@@ -151,7 +153,14 @@ def build_users_by_email(settings: Settings, redis: Redis, secret: bytes) -> Tie
 
 
 # Every action the rate limiter knows; each has `rate_limit_<action>_per_{ip,account}`.
-RATE_LIMITED_ACTIONS = ("login", "token", "refresh", "register", "password_change")
+RATE_LIMITED_ACTIONS = (
+    "login",
+    "token",
+    "refresh",
+    "register",
+    "password_change",
+    *MAIL_RATE_LIMITED_ACTIONS,
+)
 
 
 def build_rate_limiting(
@@ -308,6 +317,7 @@ async def build_services(
     purger = overrides.purger or _build_purger(settings)
     pruning: asyncio.Task[None] | None = None
     ring: KeyRing | None = None
+    mail: MailServices | None = None
     sampler = PoolSampler(pool, redis)
     try:
         database = Database(
@@ -354,8 +364,31 @@ async def build_services(
         ring, epochs, revoker, refresh_tokens = _build_tokens(
             settings, secret, database, redis, invalidation, users, audit
         )
+        mail = build_mail(
+            settings,
+            secret=secret,
+            database=database,
+            users=users,
+            sessions=sessions,
+            session_records=session_repository,
+            revoker=revoker,
+            epochs=epochs,
+            hasher=hasher,
+            password_policy=policy,
+            limits=limits,
+            counters=counters,
+            audit=audit,
+        )
         auth = AuthService(
-            users, sessions, hasher, policy, audit, credentials, throttle, revoker=revoker
+            users,
+            sessions,
+            hasher,
+            policy,
+            audit,
+            credentials,
+            throttle,
+            revoker=revoker,
+            hooks=mail.flows,
         )
         tokens = TokenService(
             codec=AccessTokenCodec(
@@ -389,6 +422,7 @@ async def build_services(
                 name="housekeeping",
             )
         sampler.start()
+        mail.start()
         core = Services(
             settings=settings,
             database=database,
@@ -410,11 +444,14 @@ async def build_services(
             audit_admin=audit_admin,
             key_ring=ring,
             tokens=tokens,
+            mail=mail,
         )
         async with AsyncExitStack() as stack:
             built = [await stack.enter_async_context(p.build(core)) for p in providers]
             yield dataclasses.replace(core, extensions=tuple(built))
     finally:
+        if mail is not None:
+            await mail.aclose()
         if ring is not None:
             await ring.stop()
         if pruning is not None:

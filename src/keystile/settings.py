@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -152,6 +154,87 @@ class Settings(BaseSettings):
     signing_key_promote_after_seconds: int = Field(default=3600, ge=0)
     jwks_max_age_seconds: int = Field(default=300, ge=0)
     jwks_stale_while_revalidate_seconds: int = Field(default=60, ge=0)
+
+    # --- email: verification, password reset, email change, notices, the outbox ---
+    public_url: str = Field(default="http://127.0.0.1:8000", min_length=1, max_length=200)
+    email_verification: Literal["off", "optional", "required"] = "optional"
+    mail_from: str = Field(default="keystile <no-reply@localhost>", max_length=320)
+    mail_site_name: str = Field(default="keystile", min_length=1, max_length=100)
+    mail_template_dir: Path | None = None
+    smtp_url: SecretStr | None = None
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: Literal["required", "opportunistic", "off"] = "required"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    verify_token_ttl_seconds: int = Field(default=24 * 3600, ge=300, le=30 * 86400)
+    reset_token_ttl_seconds: int = Field(default=30 * 60, ge=60, le=86400)
+    undo_token_ttl_seconds: int = Field(default=7 * 86400, ge=3600, le=30 * 86400)
+    notify_new_device: bool = True
+    notify_password_changed: bool = True
+    notify_email_changed: bool = True
+    outbox_sender_enabled: bool = True
+    outbox_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    outbox_batch_size: int = Field(default=10, ge=1, le=1000)
+    outbox_claim_lease_seconds: float = Field(default=60.0, ge=1)
+    outbox_max_attempts: int = Field(default=8, ge=1, le=100)
+    outbox_retry_base_seconds: float = Field(default=30.0, gt=0)
+    outbox_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    outbox_retention_hours: int = Field(default=7 * 24, ge=1)
+    rate_limit_password_reset_per_ip: str = "10/hour"  # noqa: S105 - a rate
+    rate_limit_password_reset_per_account: str = "3/hour"  # noqa: S105 - a rate
+    rate_limit_email_verification_per_ip: str = "10/hour"
+    rate_limit_email_verification_per_account: str = "3/hour"
+    rate_limit_email_change_per_ip: str = "10/hour"
+    rate_limit_email_change_per_account: str = "3/hour"
+
+    @field_validator(
+        "smtp_url", "smtp_username", "smtp_password", "mail_template_dir", mode="before"
+    )
+    @classmethod
+    def _mail_empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_a_base(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://auth.example.com")
+        if parts.query or parts.fragment or any(c in value for c in "\r\n\t "):
+            raise ValueError("a base URL without query, fragment or spaces")
+        return value.rstrip("/")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+                raise ValueError(
+                    "smtp://host[:port] or smtps://host[:port], user:password@ optional"
+                )
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_an_address(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError(f"{value!r}: an address like 'Example <no-reply@example.com>'")
+        return value
+
+    @field_validator(
+        "rate_limit_password_reset_per_ip",
+        "rate_limit_password_reset_per_account",
+        "rate_limit_email_verification_per_ip",
+        "rate_limit_email_verification_per_account",
+        "rate_limit_email_change_per_ip",
+        "rate_limit_email_change_per_account",
+    )
+    @classmethod
+    def _mail_rate(cls, value: str) -> str:
+        Rate.parse(value)
+        return value
 
     @field_validator("database_url", "redis_url", "secret_key", "metrics_token", mode="before")
     @classmethod

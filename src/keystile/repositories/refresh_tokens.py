@@ -26,6 +26,7 @@ class RotatedToken:
     email: str
     token_epoch: int
     scope: str
+    email_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class RefreshTokenState:
     used: bool
     used_within_grace: bool
     live: bool  # not revoked, not expired, family live, user active
+    email_verified: bool = False
 
 
 # The token may be rotated only if it, its family and its user are all still good.
@@ -54,7 +56,8 @@ WHERE t.token_hash = $1
   AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
   AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
   AND u.disabled_at IS NULL
-RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope
+RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope,
+          u.email_verified_at IS NOT NULL AS email_verified
 """
 
 _INSERT_ROW = """
@@ -68,7 +71,8 @@ SELECT t.family_id, f.user_id, u.email, u.token_epoch, f.scope,
        t.used_at IS NOT NULL AS used,
        coalesce(now() - t.used_at <= $2::interval, false) AS used_within_grace,
        (t.revoked_at IS NULL AND t.expires_at > now() AND f.revoked_at IS NULL
-        AND f.expires_at > now() AND u.disabled_at IS NULL) AS live
+        AND f.expires_at > now() AND u.disabled_at IS NULL) AS live,
+       u.email_verified_at IS NOT NULL AS email_verified
 FROM refresh_tokens t
 JOIN refresh_token_families f ON f.id = t.family_id
 JOIN users u ON u.id = f.user_id

@@ -62,8 +62,18 @@ class AccessTokenCodec:
     def ttl(self) -> int:
         return self._ttl
 
-    def issue(self, user_id: UUID, epoch: int, scopes: Iterable[str]) -> str:
-        """Return a signed access token for the user, valid for `ttl` seconds."""
+    def issue(
+        self,
+        user_id: UUID,
+        epoch: int,
+        scopes: Iterable[str],
+        *,
+        email_verified: bool | None = None,
+    ) -> str:
+        """Return a signed access token for the user, valid for `ttl` seconds.
+
+        `email_verified` (OpenID Connect's claim) is included when given.
+        """
         key = self._ring.signing_key()
         assert key.private_key is not None  # signing_key() only returns keys that can sign
         now = int(self._clock())
@@ -78,6 +88,8 @@ class AccessTokenCodec:
             "scope": " ".join(sorted(scopes)),
             "epoch": epoch,
         }
+        if email_verified is not None:
+            payload["email_verified"] = email_verified
         return self._jwt.encode(
             payload,
             key.private_key,

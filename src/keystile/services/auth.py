@@ -17,6 +17,7 @@ from keystile.errors import (
 )
 from keystile.repositories.audit import PostgresAuditLog
 from keystile.repositories.users import User, UserRepository
+from keystile.services.account_hooks import AccountHooks
 from keystile.services.credentials import CredentialCache
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import PasswordPolicy
@@ -44,8 +45,10 @@ class AuthService:
         throttle: LoginThrottle,
         *,
         revoker: TokenRevoker,
+        hooks: AccountHooks | None = None,
     ) -> None:
         self._users = users
+        self._hooks = hooks
         self._credentials = credentials
         self._revoker = revoker
         self._sessions = sessions
@@ -62,7 +65,11 @@ class AuthService:
         """
         password = self._policy.check_new(password)
         password_hash = await self._hasher.hash(password)
-        user = await self._users.insert_user(email, password_hash)
+        user = await self._users.insert_user(
+            email,
+            password_hash,
+            then=self._hooks.registered_in_transaction if self._hooks else None,
+        )
         if user is None:
             await self._audit.record(
                 "register_existing_email", ip=client.ip, user_agent=client.user_agent
@@ -101,6 +108,8 @@ class AuthService:
             metrics.LOGINS.labels(outcome).inc()
         if user is None:
             raise InvalidCredentials()
+        if self._hooks is not None:
+            await self._hooks.authenticated(user, client)
         return user
 
     async def _check_credentials(
@@ -169,7 +178,11 @@ class AuthService:
         new_hash = await self._hasher.hash(self._policy.check_new(new_password))
         if (
             await self._users.update_password_hash(
-                user.id, user.password_hash, new_hash, changed=True
+                user.id,
+                user.password_hash,
+                new_hash,
+                changed=True,
+                then=self._hooks.password_changed_in_transaction if self._hooks else None,
             )
             is None
         ):

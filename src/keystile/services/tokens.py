@@ -114,7 +114,9 @@ class TokenService:
         await self._audit.record(
             "login", user_id=user.id, ip=client.ip, user_agent=client.user_agent, via="token"
         )
-        return self._pair(user.id, user.token_epoch, scope_text, refresh_token)
+        return self._pair(
+            user.id, user.token_epoch, scope_text, refresh_token, user.email_verified_at is not None
+        )
 
     async def refresh(self, refresh_token: str, client: ClientInfo) -> TokenPair:
         """Rotate a refresh token: it becomes used, its successor comes back (S16).
@@ -129,7 +131,13 @@ class TokenService:
             token_hash, successor_hash, idle=self._refresh_idle
         )
         if rotated is not None:
-            return self._pair(rotated.user_id, rotated.token_epoch, rotated.scope, successor)
+            return self._pair(
+                rotated.user_id,
+                rotated.token_epoch,
+                rotated.scope,
+                successor,
+                rotated.email_verified,
+            )
 
         state = await self._refresh_tokens.select_token_state(token_hash, grace=self._reuse_grace)
         if state is None or not state.live or not state.used:
@@ -137,7 +145,9 @@ class TokenService:
         if state.used_within_grace and await self._refresh_tokens.has_live_child(
             token_hash, successor_hash
         ):
-            return self._pair(state.user_id, state.token_epoch, state.scope, successor)
+            return self._pair(
+                state.user_id, state.token_epoch, state.scope, successor, state.email_verified
+            )
         # Used twice, seconds apart: one of the two holders stole it (RFC 9700 4.14.2).
         metrics.REFRESH_REUSE_DETECTED.inc()
         await self._audit.record(
@@ -202,9 +212,13 @@ class TokenService:
         digest = hmac.new(self._successor_key, refresh_token.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def _pair(self, user_id: UUID, epoch: int, scope: str, refresh_token: str) -> TokenPair:
+    def _pair(
+        self, user_id: UUID, epoch: int, scope: str, refresh_token: str, email_verified: bool
+    ) -> TokenPair:
         return TokenPair(
-            access_token=self._codec.issue(user_id, epoch, scope.split()),
+            access_token=self._codec.issue(
+                user_id, epoch, scope.split(), email_verified=email_verified
+            ),
             refresh_token=refresh_token,
             expires_in=self._codec.ttl,
             scope=scope,
