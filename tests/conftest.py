@@ -31,6 +31,9 @@ from keystile.runtime import migrate
 from keystile.settings import Settings
 from keystile.web.context import EXTENSION_KEY
 
+# The real SMTP server (aiosmtpd) and mail helpers of the email tests.
+pytest_plugins = ["tests.mail_support"]
+
 # Cheap argon2id for speed; production parameters are tested where they matter.
 CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallelism": 1}
 
@@ -39,7 +42,16 @@ CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallel
 # Tests of the limits set their own and send from their own addresses (`from_ip`).
 ROOMY_IP_LIMITS = {
     f"rate_limit_{action}_per_ip": "100000/minute"
-    for action in ("login", "token", "refresh", "register", "password_change")
+    for action in (
+        "login",
+        "token",
+        "refresh",
+        "register",
+        "password_change",
+        "password_reset",
+        "email_verification",
+        "email_change",
+    )
 }
 
 
@@ -48,6 +60,7 @@ class Backing:
     database_url: str
     redis_url: str
     postgres: EmbeddedPostgres | None
+    data_dir: Path = Path("var")
 
 
 @pytest.fixture(scope="session", name="backing")
@@ -68,7 +81,7 @@ def _backing() -> Iterator[Backing]:
             redis = EmbeddedRedis(data_dir, persist=False)
             redis_url = redis.start()
         migrate(Settings(database_url=database_url, redis_url=redis_url))
-        yield Backing(database_url, redis_url, postgres)
+        yield Backing(database_url, redis_url, postgres, data_dir)
     finally:
         if redis is not None:
             redis.stop()
@@ -86,6 +99,10 @@ def make_settings(backing: Backing, **overrides: Any) -> Settings:
         "cookie_secure": False,
         "db_pool_size": 3,
         "hash_threads": 2,
+        # Mail is queued but not sent unless a test starts a sender (tests/mail_support.py);
+        # the development Maildir, if anything writes one, stays out of the checkout.
+        "outbox_sender_enabled": False,
+        "data_dir": backing.data_dir,
         **CHEAP_ARGON2,
         **ROOMY_IP_LIMITS,
     }

@@ -84,7 +84,7 @@ class MailRenderer:
         message["Subject"] = " ".join(subject.split())
         message["From"] = self._sender
         message["To"] = recipient
-        message["Date"] = email.utils.formatdate(localtime=False)
+        message["Date"] = email.utils.formatdate(usegmt=True)
         message["Message-ID"] = message_id(mail_id, created, self._domain)
         message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
         message.set_content(text)

@@ -2,7 +2,7 @@
 
 from quart import Blueprint
 
-from keystile.web.api import me, sessions, tokens, users
+from keystile.web.api import email, me, sessions, tokens, users
 
 __all__ = ["blueprints"]
 
@@ -11,4 +11,5 @@ blueprints: tuple[Blueprint, ...] = (
     sessions.blueprint,
     me.blueprint,
     tokens.blueprint,
+    email.blueprint,
 )

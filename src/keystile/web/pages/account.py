@@ -91,8 +91,15 @@ async def logout_everywhere() -> ResponseReturnValue:
 
 async def _account_page(principal: Principal, status: int = 200, **context: object) -> Response:
     sessions = await services().sessions.list_sessions(principal)
+    user = await services().users.select_user_by_email(principal.email)
     return await render_page(
-        "account.html", status, principal=principal, sessions=sessions, **context
+        "account.html",
+        status,
+        principal=principal,
+        sessions=sessions,
+        email_verified=user is not None and user.id == principal.user_id and user.email_verified,
+        verification=services().settings.email_verification,
+        **context,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
 
-from keystile.errors import KeystileError, PasswordPolicyViolation
+from keystile.errors import EmailNotVerified, KeystileError, PasswordPolicyViolation
 from keystile.web.auth import current_principal, end_cookie_session, start_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
@@ -44,7 +44,13 @@ async def login_submit() -> ResponseReturnValue:
         await check_rate_limit("login", email)
         _, session_id = await services().auth.login(email, password, client_info())
     except KeystileError as error:
-        return await _form_error("login.html", error, email=email, next_path=next_path)
+        return await _form_error(
+            "login.html",
+            error,
+            email=email,
+            next_path=next_path,
+            unverified=isinstance(error, EmailNotVerified),
+        )
     start_cookie_session(session_id)
     return redirect(next_path, 303)
 
