@@ -36,6 +36,7 @@ __all__ = [
     "StallingServer",
     "link_in",
     "mail_settings",
+    "started_app",
     "text_of",
     "token_in",
 ]
@@ -103,9 +104,7 @@ class Inbox:
 
     def _matching(self, address: str, subject: str) -> Iterator[EmailMessage]:
         for message in self.messages:
-            if str(message["To"]).lower() == address.lower() and subject in str(
-                message["Subject"]
-            ):
+            if str(message["To"]).lower() == address.lower() and subject in str(message["Subject"]):
                 yield message
 
 
@@ -183,11 +182,18 @@ def mail_settings(settings: Settings, smtp: SmtpServer | None, **overrides: Any)
     return settings.model_copy(update=values)
 
 
-@pytest.fixture(name="mail_app")
-async def _mail_app(settings: Settings, smtp: SmtpServer) -> AsyncIterator[Quart]:
-    app = create_app(mail_settings(settings, smtp), overrides=Overrides())
+@contextlib.asynccontextmanager
+async def started_app(settings: Settings) -> AsyncIterator[Quart]:
+    """Serve an app on `settings` (from `mail_settings`) for the block."""
+    app = create_app(settings, overrides=Overrides())
     async with app.test_app() as test_app:
         yield test_app  # type: ignore[misc]
+
+
+@pytest.fixture(name="mail_app")
+async def _mail_app(settings: Settings, smtp: SmtpServer) -> AsyncIterator[Quart]:
+    async with started_app(mail_settings(settings, smtp)) as app:
+        yield app
 
 
 def text_of(message: EmailMessage) -> str:
