@@ -54,7 +54,7 @@ class Inbox:
         self._changed = threading.Condition()
 
     # aiosmtpd handler hooks (run on the server's thread and loop)
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's name
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
         reply = self.refuse.get(address.lower())
@@ -63,7 +63,7 @@ class Inbox:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = BytesParser(policy=default_policy).parsebytes(envelope.content)
         assert isinstance(message, EmailMessage)
         with self._changed:

@@ -155,15 +155,16 @@ class OutboxSender:
         claimed = await self._outbox.claim(policy.batch_size, policy.lease_seconds)
         if not claimed:
             return RoundResult()
-        claimed_at = time.monotonic()
-        # Past this, a message's lease may run out during its send: leave it to a new claim.
-        send_by = claimed_at + policy.lease_seconds - 2 * policy.send_timeout_seconds
+        lease_ends = time.monotonic() + policy.lease_seconds
         sent = failed = dead = 0
         pending = list(claimed)
         try:
             async with self._transport.open() as delivery:
                 while pending:
-                    if time.monotonic() > send_by:
+                    # Never send on a lapsed claim (another sender may hold the row now), and
+                    # after the first message, none whose send could outlast the lease.
+                    margin = policy.send_timeout_seconds if len(pending) < len(claimed) else 0.0
+                    if time.monotonic() + margin > lease_ends:
                         break
                     mail = pending.pop(0)
                     outcome = await self._deliver(delivery, mail)
