@@ -65,7 +65,8 @@ async def test_mail_waits_while_smtp_is_down_and_goes_out_when_it_returns(
         await _eventually(tried)
         row = await _row(app, email)
         assert row is not None
-        assert row["sent_at"] is None and row["dead_at"] is None
+        assert row["sent_at"] is None
+        assert row["dead_at"] is None
         assert row["attempts"] == 0
         assert (await client.get("/readyz")).status_code == 200  # readiness ignores SMTP
 
@@ -118,7 +119,8 @@ async def test_a_message_claimed_by_a_killed_worker_is_sent_by_another(
         first_claim = await _eventually(claimed)
         server.kill_group()  # hung talking to the stalling server, claim held
         row = await connection.fetchrow("SELECT * FROM outbox WHERE id = $1", first_claim["id"])
-        assert row["sent_at"] is None and row["claim_id"] == first_claim["claim_id"]
+        assert row["sent_at"] is None
+        assert row["claim_id"] == first_claim["claim_id"]
 
         survivor = mail_settings(make_settings(backing), smtp, secret_key=SecretStr(SECRET_KEY))
         async with started_app(survivor):
@@ -161,7 +163,8 @@ async def test_a_message_that_keeps_failing_ends_dead_after_the_configured_tries
             email,
         )
     assert row["attempts"] == 3
-    assert row["sent_at"] is None and row["context"] is None
+    assert row["sent_at"] is None
+    assert row["context"] is None
     assert "451" in row["last_error"]
     assert _sample("keystile_mail_dead_total", kind="verify_email") == dead_before + 1
     assert [k["kind"] for k in kinds] == ["mail_failed"] * 3 + ["mail_dead"]
