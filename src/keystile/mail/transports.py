@@ -183,12 +183,13 @@ class MaildirTransport:
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[Delivery]:
         try:
-            box = await asyncio.to_thread(mailbox.Maildir, self._directory, create=True)
+            box = await asyncio.to_thread(read_maildir, self._directory)
         except OSError as exc:
             raise TransportUnavailable(f"{self.name}: {exc}") from None
         yield _MaildirDelivery(box, self._directory)
 
 
 def read_maildir(directory: Path) -> mailbox.Maildir:
-    """Open the development Maildir for reading (creating it if it is not there)."""
+    """Open the development Maildir (creating it, private to its owner, if it is not there)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
     return mailbox.Maildir(directory, create=True)
