@@ -51,6 +51,7 @@ async def test_without_smtp_mail_lands_in_the_maildir_and_the_cli_reads_it(
     assert len(logged) == 1
     link = logged[0].link  # type: ignore[attr-defined]
     assert link.startswith(f"{PUBLIC_URL}/verify-email?token=")
+    assert link in logged[0].getMessage()  # shown by the text log of `make run` too
 
     listed = _keystile(data_dir, "list")
     assert listed.returncode == 0, listed.stderr

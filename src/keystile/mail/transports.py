@@ -159,7 +159,10 @@ class _MaildirDelivery:
         # Development only (no smtp_url): the link in the log makes the flows usable
         # without a mail client. With SMTP configured no link is ever logged (S18).
         _log.info(
-            "mail delivered to the development Maildir",
+            "mail to %s in the development Maildir: %s %s",
+            message["To"],
+            message["Subject"],
+            link or "",
             extra={
                 "mail_id": key,
                 "to": message["To"],
