@@ -31,6 +31,9 @@ from tests.support.backing import CATALOG, Backing, make_settings
 
 MakeApp = Callable[..., Awaitable[Quart]]
 
+# The real SMTP server (aiosmtpd) and mail helpers of the email tests.
+pytest_plugins = ["tests.mail_support"]
+
 
 @pytest.fixture(scope="session", name="backing")
 def _backing() -> Iterator[Backing]:
@@ -51,7 +54,7 @@ def _backing() -> Iterator[Backing]:
             redis_url = redis.start()
         # The example extension's tables too: the catalogue and Varnish tests enable it.
         migrate(Settings(database_url=database_url, redis_url=redis_url, extensions=[CATALOG]))
-        yield Backing(database_url, redis_url, postgres)
+        yield Backing(database_url, redis_url, postgres, data_dir)
     finally:
         if redis is not None:
             redis.stop()

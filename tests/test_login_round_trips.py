@@ -15,7 +15,7 @@ from quart import Quart
 from redis.asyncio import Redis
 
 from keystile.app import create_app
-from keystile.bootstrap import Overrides
+from keystile.container import Overrides
 from tests.support.backing import Backing, make_settings
 from tests.support.http import (
     PASSWORD,

@@ -31,6 +31,7 @@ async def test_password_grant_returns_tokens_that_authenticate(client: Client) -
     assert await me.get_json() == {
         "id": claims["sub"],
         "email": email,
+        "email_verified": False,
         "authenticated_via": "bearer",
     }
 

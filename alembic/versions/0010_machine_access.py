@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0010_machine_access"
-down_revision = "0008"  # the lead re-chains this onto 0009 (email) at merge
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

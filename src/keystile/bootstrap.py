@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from keystile.container import Overrides, ServiceProvider, Services
+from keystile.mail.bootstrap import build_mail
 from keystile.metrics import PoolSampler
 from keystile.repositories import (
     Database,
@@ -126,7 +127,8 @@ async def build_services(
     redis = await stack.enter_async_context(open_redis(settings.redis))
     caches = await build_caches(redis, stack)
     audit = PostgresAuditLog(database)
-    users = build_users(settings, database, caches, secret)
+    user_rows = PostgresUserRepository(database)
+    users = build_users(settings, user_rows, caches, secret)
     hasher = overrides.hasher or build_hashing(settings, stack)
     credentials = CredentialCache(
         hasher,
@@ -160,6 +162,24 @@ async def build_services(
     ring = await build_key_ring(settings, secret, database, caches, stack)
     refresh_tokens = PostgresRefreshTokenRepository(database)
     epochs, revoker = build_revocation(settings, caches, users, refresh_tokens, audit)
+    mail = build_mail(
+        settings,
+        secret=secret,
+        database=database,
+        users=users,
+        user_rows=user_rows,
+        sessions=sessions,
+        session_records=session_repository,
+        revoker=revoker,
+        epochs=epochs,
+        hasher=hasher,
+        password_policy=policy,
+        limits=limits,
+        counters=counters,
+        audit=audit,
+    )
+    mail.start()  # this worker's outbox sender, until the stack closes
+    stack.push_async_callback(mail.aclose)
     auth = AuthService(
         users,
         sessions,
@@ -171,6 +191,7 @@ async def build_services(
         gate=gate,
         failures=failures,
         revoker=revoker,
+        hooks=mail.flows,
     )
     audit_admin = AuditService(
         audit, users, retention=timedelta(days=settings.retention.audit_days), pending=failures
@@ -213,6 +234,7 @@ async def build_services(
         key_ring=ring,
         tokens=tokens,
         machine=machine,
+        mail=mail,
     )
     built = [await stack.enter_async_context(p.build(core)) for p in providers]
     return dataclasses.replace(core, extensions=tuple(built))
@@ -267,7 +289,7 @@ async def build_caches(redis: Redis, stack: AsyncExitStack) -> CacheHub:
 
 
 def build_users(
-    settings: Settings, database: Database, caches: CacheHub, secret: bytes
+    settings: Settings, rows: UserRepository, caches: CacheHub, secret: bytes
 ) -> CachedUserRepository:
     """Return the users, looked up by email through a cache sealed in Redis (password hashes)."""
     sealer = Sealer(derive_key(secret, "user cache"), encode=user_to_json, decode=user_from_json)
@@ -278,7 +300,7 @@ def build_users(
         local_ttl=settings.cache.user_local_ttl_seconds,
         redis_ttl=settings.cache.user_redis_ttl_seconds,
     )
-    return CachedUserRepository(PostgresUserRepository(database), by_email)
+    return CachedUserRepository(rows, by_email)
 
 
 def build_hasher(settings: Settings) -> PasswordHasher:

@@ -345,6 +345,33 @@ def _keys_list(args: argparse.Namespace) -> int:
     return _with_services(action)
 
 
+def _mail_list(args: argparse.Namespace) -> int:
+    from keystile.mail.maildir import list_messages
+
+    directory = _maildir()
+    rows = list_messages(directory)
+    for row in rows[-args.n :]:
+        sys.stdout.write(
+            f"{row.key}\t{row.date}\t{_printable(row.to)}\t{_printable(row.subject)}\n"
+        )
+    if not rows:
+        sys.stderr.write(f"no mail in {directory}\n")
+    return 0
+
+
+def _mail_show(args: argparse.Namespace) -> int:
+    from keystile.mail.maildir import show_message
+
+    sys.stdout.write(show_message(_maildir(), args.id, raw=args.raw))
+    return 0
+
+
+def _maildir() -> Path:
+    from keystile.mail.bootstrap import maildir_path
+
+    return maildir_path(load_settings()).resolve()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keystile", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -453,6 +480,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.set_defaults(func=_keys_rotate)
     keys.add_parser("list", help="list keys: next, current, previous").set_defaults(func=_keys_list)
+
+    mail = commands.add_parser(
+        "mail", help="read the development Maildir (data_dir/mail; used without smtp_url)"
+    ).add_subparsers(dest="mail_command", required=True)
+    mail_list = mail.add_parser("list", help="list messages, oldest first: id, date, to, subject")
+    mail_list.add_argument("-n", type=_positive, default=50, help="the last N (default 50)")
+    mail_list.set_defaults(func=_mail_list)
+    mail_show = mail.add_parser("show", help="show one message's headers and plain text")
+    mail_show.add_argument(
+        "id", help="the id from `keystile mail list` (a unique prefix is enough)"
+    )
+    mail_show.add_argument("--raw", action="store_true", help="the whole message as stored")
+    mail_show.set_defaults(func=_mail_show)
     return parser
 
 

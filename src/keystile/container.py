@@ -15,6 +15,7 @@ from typing import Protocol, TypeVar
 from aiocache.base import BaseCache
 from redis.asyncio import Redis
 
+from keystile.mail.bootstrap import MailServices
 from keystile.repositories.audit import AuditRepository
 from keystile.repositories.database import Database
 from keystile.repositories.users import UserRepository
@@ -85,6 +86,7 @@ class Services:
     key_ring: KeyRing
     tokens: TokenService
     machine: MachineAccess  # API keys, OAuth clients, roles, the admin API
+    mail: MailServices  # verification, reset, email change, notices, the outbox
     extensions: tuple[object, ...] = ()
 
     def extension(self, kind: type[T]) -> T:

@@ -10,12 +10,14 @@ __all__ = [
     "Conflict",
     "CsrfRejected",
     "DependencyUnavailable",
+    "EmailNotVerified",
     "Forbidden",
     "InsufficientScope",
     "InvalidApiKey",
     "InvalidClient",
     "InvalidCredentials",
     "InvalidInput",
+    "InvalidLinkToken",
     "InvalidRefreshToken",
     "InvalidRequest",
     "InvalidScope",
@@ -145,6 +147,26 @@ class InsufficientScope(Forbidden):
 
     code = "insufficient_scope"
     message = "The access token does not grant this."
+
+
+class EmailNotVerified(Forbidden):
+    """The password was right, but `email_verification = "required"` and the address is not."""
+
+    code = "email_not_verified"
+    message = (
+        "Confirm your email address first: follow the link in the mail we sent, "
+        "or ask for a new one."
+    )
+
+
+class InvalidLinkToken(KeystileError):
+    """A token from a mail link is unknown, used, expired, or not for this (S34).
+
+    One code for every way it can be bad, so the answer is no oracle.
+    """
+
+    code = "invalid_token"
+    message = "This link is not valid any more. Ask for a new one."
 
 
 class NotFound(KeystileError):

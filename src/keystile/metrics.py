@@ -43,6 +43,12 @@ __all__ = [
     "HTTP_REQUESTS_IN_PROGRESS",
     "HTTP_REQUEST_DURATION",
     "LOGINS",
+    "MAIL_DEAD",
+    "MAIL_FAILED",
+    "MAIL_OLDEST_UNSENT_AGE",
+    "MAIL_QUEUED",
+    "MAIL_SENT",
+    "MAIL_UNSENT",
     "MULTIPROC_ENV",
     "RATE_LIMITED",
     "REDIS_POOL_CONNECTIONS",
@@ -135,6 +141,39 @@ REDIS_POOL_CONNECTIONS = Gauge(
     "Redis pool connections by state (in_use, idle), summed over live workers.",
     ["state"],
     multiprocess_mode="livesum",
+)
+
+# --- mail (the outbox and its senders) ---------------------------------------------------
+MAIL_QUEUED = Counter(
+    "keystile_mail_queued_total",
+    "Messages written to the outbox, by kind (verify_email, password_reset, ...).",
+    ["kind"],
+)
+MAIL_SENT = Counter(
+    "keystile_mail_sent_total",
+    "Messages handed to the SMTP server (or the development Maildir), by kind.",
+    ["kind"],
+)
+MAIL_FAILED = Counter(
+    "keystile_mail_failed_total",
+    "Failed delivery attempts, by reason: transient (retried later), permanent (dead at "
+    "once), unavailable (SMTP unreachable: the message waits, the attempt does not count).",
+    ["reason"],
+)
+MAIL_DEAD = Counter(
+    "keystile_mail_dead_total",
+    "Messages given up on (permanent refusal or outbox_max_attempts failures), by kind.",
+    ["kind"],
+)
+MAIL_UNSENT = Gauge(
+    "keystile_mail_unsent",
+    "Messages in the outbox not yet sent nor dead (sampled by the senders).",
+    multiprocess_mode="livemax",
+)
+MAIL_OLDEST_UNSENT_AGE = Gauge(
+    "keystile_mail_oldest_unsent_age_seconds",
+    "Age of the oldest message not yet sent nor dead; 0 when the outbox is drained.",
+    multiprocess_mode="livemax",
 )
 
 

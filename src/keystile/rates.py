@@ -28,6 +28,9 @@ class Action(StrEnum):
     REFRESH = "refresh"
     REGISTER = "register"
     PASSWORD_CHANGE = "password_change"  # noqa: S105 - an action name
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - an action name
+    EMAIL_VERIFICATION = "email_verification"
+    EMAIL_CHANGE = "email_change"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,11 @@ import re
 import stat
 from collections.abc import Collection, Mapping
 from dataclasses import asdict
+from email.utils import parseaddr
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -227,6 +229,9 @@ _DEFAULT_RATES = {
     Action.REFRESH: RateLimits(Rate(120, 60), Rate(60, 60)),
     Action.REGISTER: RateLimits(Rate(10, 3600), Rate(3, 3600)),
     Action.PASSWORD_CHANGE: RateLimits(Rate(10, 3600), Rate(5, 3600)),
+    Action.PASSWORD_RESET: RateLimits(Rate(10, 3600), Rate(3, 3600)),
+    Action.EMAIL_VERIFICATION: RateLimits(Rate(10, 3600), Rate(3, 3600)),
+    Action.EMAIL_CHANGE: RateLimits(Rate(10, 3600), Rate(3, 3600)),
 }
 _SCOPES = ("per_ip", "per_account")
 
@@ -329,6 +334,97 @@ class TokenSettings(_Group):
         return self.access_ttl_seconds + self.leeway_seconds
 
 
+class EmailSettings(_Group):
+    """Email: verification, password reset, email change, notices, and the outbox."""
+
+    model_config = _flat_names(
+        keep={
+            "public_url",
+            "mail_from",
+            "mail_site_name",
+            "mail_template_dir",
+            "smtp_url",
+            "smtp_username",
+            "smtp_password",
+            "smtp_starttls",
+            "smtp_timeout_seconds",
+            "verify_token_ttl_seconds",
+            "reset_token_ttl_seconds",
+            "undo_token_ttl_seconds",
+            "notify_new_device",
+            "notify_password_changed",
+            "notify_email_changed",
+            "outbox_sender_enabled",
+            "outbox_poll_seconds",
+            "outbox_batch_size",
+            "outbox_claim_lease_seconds",
+            "outbox_max_attempts",
+            "outbox_retry_base_seconds",
+            "outbox_retry_max_seconds",
+            "outbox_retention_hours",
+        },
+        verification="email_verification",
+    )
+
+    public_url: str = Field(default="http://127.0.0.1:8000", min_length=1, max_length=200)
+    verification: Literal["off", "optional", "required"] = "optional"
+    mail_from: str = Field(default="keystile <no-reply@localhost>", max_length=320)
+    mail_site_name: str = Field(default="keystile", min_length=1, max_length=100)
+    mail_template_dir: Path | None = None
+    smtp_url: SecretStr | None = None
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: Literal["required", "opportunistic", "off"] = "required"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    verify_token_ttl_seconds: int = Field(default=24 * 3600, ge=300, le=30 * 86400)
+    reset_token_ttl_seconds: int = Field(default=30 * 60, ge=60, le=86400)
+    undo_token_ttl_seconds: int = Field(default=7 * 86400, ge=3600, le=30 * 86400)
+    notify_new_device: bool = True
+    notify_password_changed: bool = True
+    notify_email_changed: bool = True
+    outbox_sender_enabled: bool = True
+    outbox_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    outbox_batch_size: int = Field(default=10, ge=1, le=1000)
+    outbox_claim_lease_seconds: float = Field(default=60.0, ge=1)
+    outbox_max_attempts: int = Field(default=8, ge=1, le=100)
+    outbox_retry_base_seconds: float = Field(default=30.0, gt=0)
+    outbox_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    outbox_retention_hours: int = Field(default=7 * 24, ge=1)
+
+    _mail_empty = field_validator(
+        "smtp_url", "smtp_username", "smtp_password", "mail_template_dir", mode="before"
+    )(_empty_is_none)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_a_base(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://auth.example.com")
+        if parts.query or parts.fragment or any(c in value for c in "\r\n\t "):
+            raise ValueError("a base URL without query, fragment or spaces")
+        return value.rstrip("/")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+                raise ValueError(
+                    "smtp://host[:port] or smtps://host[:port], user:password@ optional"
+                )
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_an_address(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError(f"{value!r}: an address like 'Example <no-reply@example.com>'")
+        return value
+
+
 class MachineSettings(_Group):
     """Machine access: API keys, OAuth 2.0 clients, roles, the admin API."""
 
@@ -403,6 +499,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     tokens: TokenSettings = TokenSettings()
     machine: MachineSettings = MachineSettings()
+    email: EmailSettings = EmailSettings()
 
     _secret_key_empty = field_validator("secret_key", mode="before")(_empty_is_none)
 

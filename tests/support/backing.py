@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from keystile.embedded import EmbeddedPostgres
@@ -29,6 +30,7 @@ class Backing:
     database_url: str
     redis_url: str
     postgres: EmbeddedPostgres | None
+    data_dir: Path = Path("var")
 
 
 def make_settings(backing: Backing, **overrides: Any) -> Settings:
@@ -40,6 +42,10 @@ def make_settings(backing: Backing, **overrides: Any) -> Settings:
         "cookie_secure": False,
         "db_pool_size": 3,
         "hash_threads": 2,
+        # Mail is queued but not sent unless a test starts a sender (tests/mail_support.py);
+        # the development Maildir, if anything writes one, stays out of the checkout.
+        "outbox_sender_enabled": False,
+        "data_dir": backing.data_dir,
         **CHEAP_ARGON2,
         "limits": {"rates": ROOMY_IP_LIMITS},
     }

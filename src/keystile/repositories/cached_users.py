@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from keystile.repositories.users import User, UserRepository
+from keystile.repositories.users import AfterWrite, User, UserRepository
 from keystile.stores.cache import TieredCache
 
 __all__ = ["CREATES", "CachedUserRepository"]
@@ -32,6 +32,14 @@ class CachedUserRepository:
     def __init__(self, users: UserRepository, by_email: TieredCache[User]) -> None:
         self._users = users
         self._by_email = by_email
+
+    async def forget_cached(self, *emails: str) -> None:
+        """Drop the cached users of these addresses, here and on every worker.
+
+        For writes made inside a caller's own transaction, after it committed.
+        """
+        for email in emails:
+            await self._by_email.invalidate(_email_key(email))
 
     @property
     def by_email(self) -> TieredCache[User]:
@@ -59,8 +67,10 @@ class CachedUserRepository:
 
     # --- writes that create (see CREATES) ---
 
-    async def insert_user(self, email: str, password_hash: str) -> User | None:
-        return await self._users.insert_user(email, password_hash)
+    async def insert_user(
+        self, email: str, password_hash: str, *, then: AfterWrite | None = None
+    ) -> User | None:
+        return await self._users.insert_user(email, password_hash, then=then)
 
     async def insert_users(self, rows: Sequence[tuple[str, str]]) -> list[str]:
         return await self._users.insert_users(rows)
@@ -68,10 +78,18 @@ class CachedUserRepository:
     # --- writes that change: each one invalidates what it changed ---
 
     async def update_password_hash(
-        self, user_id: UUID, old_hash: str, new_hash: str, *, changed: bool
+        self,
+        user_id: UUID,
+        old_hash: str,
+        new_hash: str,
+        *,
+        changed: bool,
+        then: AfterWrite | None = None,
     ) -> User | None:
         return await self._changed(
-            await self._users.update_password_hash(user_id, old_hash, new_hash, changed=changed)
+            await self._users.update_password_hash(
+                user_id, old_hash, new_hash, changed=changed, then=then
+            )
         )
 
     async def disable_user(self, user_id: UUID) -> User | None:

@@ -29,6 +29,7 @@ class RotatedToken:
     scope: str
     roles: list[str]  # the user's, for the access token's `roles` claim
     auth_time: datetime  # the family's password grant: `auth_time` of its access tokens
+    email_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class RefreshTokenState:
     used: bool
     used_within_grace: bool
     live: bool  # not revoked, not expired, family live, user active
+    email_verified: bool = False
 
 
 # The token may be rotated only if it, its family and its user are all still good.
@@ -60,7 +62,7 @@ WHERE t.token_hash = $1
   AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
   AND u.disabled_at IS NULL
 RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
-          f.created_at AS auth_time
+          f.created_at AS auth_time, u.email_verified_at IS NOT NULL AS email_verified
 """
 
 _INSERT_ROW = """
@@ -86,7 +88,8 @@ SELECT t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
        t.used_at IS NOT NULL AS used,
        coalesce(now() - t.used_at <= $2::interval, false) AS used_within_grace,
        (t.revoked_at IS NULL AND t.expires_at > now() AND f.revoked_at IS NULL
-        AND f.expires_at > now() AND u.disabled_at IS NULL) AS live
+        AND f.expires_at > now() AND u.disabled_at IS NULL) AS live,
+       u.email_verified_at IS NOT NULL AS email_verified
 FROM refresh_tokens t
 JOIN refresh_token_families f ON f.id = t.family_id
 JOIN users u ON u.id = f.user_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -13,6 +13,7 @@ import asyncpg
 from keystile.repositories.database import Database
 
 __all__ = [
+    "AfterWrite",
     "PostgresUserRepository",
     "User",
     "UserRepository",
@@ -22,7 +23,8 @@ __all__ = [
 ]
 
 _COLUMNS = (
-    "id, email, password_hash, password_changed_at, token_epoch, disabled_at, created_at, roles"
+    "id, email, password_hash, password_changed_at, token_epoch, disabled_at, created_at, "
+    "roles, email_verified_at"
 )
 
 
@@ -38,10 +40,15 @@ class User:
     disabled_at: datetime | None
     created_at: datetime
     roles: tuple[str, ...] = ()  # "admin" and the extra roles of settings (docs/machine-access.md)
+    email_verified_at: datetime | None = None
 
     @property
     def is_active(self) -> bool:
         return self.disabled_at is None
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
 
 def _user(row: asyncpg.Record | None) -> User | None:
@@ -64,6 +71,9 @@ def user_to_json(user: User) -> dict[str, Any]:
         "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
         "created_at": user.created_at.isoformat(),
         "roles": list(user.roles),
+        "email_verified_at": (
+            user.email_verified_at.isoformat() if user.email_verified_at else None
+        ),
     }
 
 
@@ -81,9 +91,19 @@ def user_from_json(data: dict[str, Any]) -> User:
             ),
             created_at=datetime.fromisoformat(data["created_at"]),
             roles=tuple(data.get("roles", ())),
+            email_verified_at=(
+                datetime.fromisoformat(data["email_verified_at"])
+                if data["email_verified_at"]
+                else None
+            ),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a cached user: {exc}") from None
+
+
+# Runs inside the transaction of a user write, with its connection and the written user:
+# for rows that must commit or roll back with it (the mail outbox).
+AfterWrite = Callable[[asyncpg.Connection, User], Awaitable[None]]
 
 
 class UserRepository(Protocol):
@@ -93,11 +113,19 @@ class UserRepository(Protocol):
     wrapper must invalidate after each of them, and a test holds it to that).
     """
 
-    async def insert_user(self, email: str, password_hash: str) -> User | None: ...
+    async def insert_user(
+        self, email: str, password_hash: str, *, then: AfterWrite | None = None
+    ) -> User | None: ...
     async def select_user_by_email(self, email: str) -> User | None: ...
     async def select_user_by_id(self, user_id: UUID) -> User | None: ...
     async def update_password_hash(
-        self, user_id: UUID, old_hash: str, new_hash: str, *, changed: bool
+        self,
+        user_id: UUID,
+        old_hash: str,
+        new_hash: str,
+        *,
+        changed: bool,
+        then: AfterWrite | None = None,
     ) -> User | None: ...
     async def disable_user(self, user_id: UUID) -> User | None: ...
     async def bump_token_epoch(self, user_id: UUID) -> User | None: ...
@@ -111,15 +139,29 @@ class PostgresUserRepository:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def insert_user(self, email: str, password_hash: str) -> User | None:
-        """Insert a user; return None when the email is taken (case-insensitively)."""
-        row = await self._db.fetchrow(
+    async def insert_user(
+        self, email: str, password_hash: str, *, then: AfterWrite | None = None
+    ) -> User | None:
+        """Insert a user; return None when the email is taken (case-insensitively).
+
+        `then` runs in the same transaction, only if the user was inserted.
+        """
+        return await self._write(
+            then,
             f"INSERT INTO users (email, password_hash) VALUES ($1, $2) "
             f"ON CONFLICT (lower(email)) DO NOTHING RETURNING {_COLUMNS}",
             email,
             password_hash,
         )
-        return _user(row)
+
+    async def _write(self, then: AfterWrite | None, query: str, *args: Any) -> User | None:
+        if then is None:
+            return _user(await self._db.fetchrow(query, *args))
+        async with self._db.transaction() as connection:
+            user = _user(await connection.fetchrow(query, *args))
+            if user is not None:
+                await then(connection, user)
+        return user
 
     async def select_user_by_email(self, email: str) -> User | None:
         """Return the user with this email (any case)."""
@@ -133,16 +175,24 @@ class PostgresUserRepository:
         return _user(row)
 
     async def update_password_hash(
-        self, user_id: UUID, old_hash: str, new_hash: str, *, changed: bool
+        self,
+        user_id: UUID,
+        old_hash: str,
+        new_hash: str,
+        *,
+        changed: bool,
+        then: AfterWrite | None = None,
     ) -> User | None:
         """Swap the hash if it is still `old_hash` (compare-and-set).
 
         `changed` marks a new password rather than a rehash of the same one.
 
         A new password also bumps the token epoch, ending every access token (S3, S17).
-        Returns None when another writer got there first.
+        Returns None when another writer got there first. `then` runs in the same
+        transaction, only if the hash was swapped.
         """
-        row = await self._db.fetchrow(
+        user = await self._write(
+            then,
             f"UPDATE users SET password_hash = $3, updated_at = now(), "
             f"password_changed_at = CASE WHEN $4 THEN now() ELSE password_changed_at END, "
             f"token_epoch = token_epoch + CASE WHEN $4 THEN 1 ELSE 0 END "
@@ -152,7 +202,7 @@ class PostgresUserRepository:
             new_hash,
             changed,
         )
-        return _user(row)
+        return user
 
     async def disable_user(self, user_id: UUID) -> User | None:
         """Mark the user disabled and bump its token epoch (S10).
@@ -201,3 +251,34 @@ class PostgresUserRepository:
             [password_hash for _, password_hash in rows],
         )
         return [record["email"] for record in inserted]
+
+    # --- writes inside a caller's transaction (mail flows): the caller then calls
+    # `CachedUserRepository.forget_cached`, after the commit
+
+    async def set_password_hash(
+        self, connection: asyncpg.Connection, user_id: UUID, new_hash: str
+    ) -> User | None:
+        """Set a new password (a reset: nothing to compare) and bump the token epoch."""
+        row = await connection.fetchrow(
+            f"UPDATE users SET password_hash = $2, password_changed_at = now(), "
+            f"token_epoch = token_epoch + 1, updated_at = now() "
+            f"WHERE id = $1 AND disabled_at IS NULL RETURNING {_COLUMNS}",
+            user_id,
+            new_hash,
+        )
+        return _user(row)
+
+    async def set_verified_email(
+        self, connection: asyncpg.Connection, user_id: UUID, email: str
+    ) -> User | None:
+        """Make `email` the user's address, verified now.
+
+        Raises `asyncpg.UniqueViolationError` if another account has that address.
+        """
+        row = await connection.fetchrow(
+            f"UPDATE users SET email = $2, email_verified_at = now(), updated_at = now() "
+            f"WHERE id = $1 AND disabled_at IS NULL RETURNING {_COLUMNS}",
+            user_id,
+            email,
+        )
+        return _user(row)

@@ -75,17 +75,21 @@ class AccessTokenCodec:
         *,
         roles: Iterable[str] = (),
         auth_time: float | None = None,
+        email_verified: bool | None = None,
     ) -> str:
         """Return a signed access token for the user, valid for `ttl` seconds.
 
         `roles` go into a `roles` claim for relying parties; keystile itself checks
         the user's live roles. `auth_time` is when the user last proved a password.
+        `email_verified` (OpenID Connect's claim) is included when given.
         """
         extra: dict[str, Any] = {}
         if roles:
             extra["roles"] = sorted(roles)
         if auth_time is not None:
             extra["auth_time"] = int(auth_time)
+        if email_verified is not None:
+            extra["email_verified"] = email_verified
         return self._sign(str(user_id), epoch, scopes, self._audience, self._ttl, extra)
 
     def issue_client(

@@ -21,6 +21,7 @@ from keystile.errors import (
 from keystile.rates import Action
 from keystile.repositories.audit import AuditEntry, AuditLog, BufferedAuditLog
 from keystile.repositories.users import User, UserRepository
+from keystile.services.account_hooks import AccountHooks
 from keystile.services.credentials import CredentialCache
 from keystile.services.login_gate import LoginCheck, LoginGate
 from keystile.services.login_throttle import LoginThrottle
@@ -60,10 +61,12 @@ class AuthService:
         gate: LoginGate,
         failures: BufferedAuditLog,
         revoker: TokenRevoker,
+        hooks: AccountHooks | None = None,
     ) -> None:
         self._gate = gate
         self._failures = failures
         self._users = users
+        self._hooks = hooks
         self._credentials = credentials
         self._revoker = revoker
         self._sessions = sessions
@@ -80,7 +83,11 @@ class AuthService:
         """
         password = self._policy.check_new(password)
         password_hash = await self._hasher.hash(password)
-        user = await self._users.insert_user(email, password_hash)
+        user = await self._users.insert_user(
+            email,
+            password_hash,
+            then=self._hooks.registered_in_transaction if self._hooks else None,
+        )
         if user is None:
             await self._audit.record(
                 "register_existing_email", ip=client.ip, user_agent=client.user_agent
@@ -148,6 +155,10 @@ class AuthService:
                 await self._failed(check, client, user)
                 return check, "wrong_password"
         await self._gate.succeeded(check, client)
+        if self._hooks is not None:
+            # The gate already knows whether this address has logged in to the account
+            # before: a new-device notice costs nothing for a known one.
+            await self._hooks.authenticated(user, client, known_client=check.known_client)
         if self._hasher.needs_rehash(user.password_hash):
             user = await self._rehash(user, password)
         return Authenticated(user, check.limits), "success"
@@ -201,7 +212,11 @@ class AuthService:
         new_hash = await self._hasher.hash(self._policy.check_new(new_password))
         if (
             await self._users.update_password_hash(
-                user.id, user.password_hash, new_hash, changed=True
+                user.id,
+                user.password_hash,
+                new_hash,
+                changed=True,
+                then=self._hooks.password_changed_in_transaction if self._hooks else None,
             )
             is None
         ):

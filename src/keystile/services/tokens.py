@@ -125,7 +125,13 @@ class TokenService:
             audit=AuditEntry("login", user.id, client.ip, client.user_agent, {"via": "token"}),
         )
         pair = self._pair(
-            user.id, user.token_epoch, scope_text, refresh_token, user.roles, time.time()
+            user.id,
+            user.token_epoch,
+            scope_text,
+            refresh_token,
+            user.roles,
+            time.time(),
+            user.email_verified_at is not None,
         )
         return dataclasses.replace(pair, limits=found.limits)
 
@@ -149,6 +155,7 @@ class TokenService:
                 successor,
                 rotated.roles,
                 rotated.auth_time.timestamp(),
+                rotated.email_verified,
             )
 
         state = await self._refresh_tokens.select_token_state(token_hash, grace=self._reuse_grace)
@@ -164,6 +171,7 @@ class TokenService:
                 successor,
                 state.roles,
                 state.auth_time.timestamp(),
+                state.email_verified,
             )
         # Used twice, seconds apart: one of the two holders stole it (RFC 9700 4.14.2).
         metrics.REFRESH_REUSE_DETECTED.inc()
@@ -251,10 +259,16 @@ class TokenService:
         refresh_token: str,
         roles: Iterable[str],
         auth_time: float,
+        email_verified: bool,
     ) -> TokenPair:
         return TokenPair(
             access_token=self._codec.issue(
-                user_id, epoch, scope.split(), roles=roles, auth_time=auth_time
+                user_id,
+                epoch,
+                scope.split(),
+                roles=roles,
+                auth_time=auth_time,
+                email_verified=email_verified,
             ),
             refresh_token=refresh_token,
             expires_in=self._codec.ttl,

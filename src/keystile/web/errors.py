@@ -15,6 +15,7 @@ from keystile.errors import (
     Forbidden,
     InsufficientScope,
     InvalidInput,
+    InvalidLinkToken,
     InvalidToken,
     KeystileError,
     NotFound,
@@ -31,6 +32,7 @@ _log = logging.getLogger(__name__)
 # Checked in order: the first class an error is an instance of decides its status.
 _STATUS: tuple[tuple[type[KeystileError], int], ...] = (
     (InvalidInput, 422),
+    (InvalidLinkToken, 400),
     (AuthError, 401),
     (Forbidden, 403),
     (NotFound, 404),

@@ -115,6 +115,7 @@ class AcceptedResponse(BaseModel):
 class MeResponse(BaseModel):
     id: UUID
     email: str
+    email_verified: bool
     authenticated_via: str
 
 

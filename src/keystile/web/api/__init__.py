@@ -2,7 +2,7 @@
 
 from quart import Blueprint
 
-from keystile.web.api import admin, api_keys, me, oauth, sessions, tokens, users
+from keystile.web.api import admin, api_keys, email, me, oauth, sessions, tokens, users
 
 __all__ = ["blueprints"]
 
@@ -15,4 +15,5 @@ blueprints: tuple[Blueprint, ...] = (
     api_keys.blueprint,
     oauth.blueprint,
     admin.blueprint,
+    email.blueprint,
 )

@@ -23,7 +23,14 @@ blueprint = Blueprint("me", __name__)
 async def me() -> MeResponse:
     """Return the authenticated user."""
     principal = get_principal()
-    return MeResponse(id=principal.user_id, email=principal.email, authenticated_via=principal.via)
+    user = await services().users.select_user_by_email(principal.email)  # cached (hot path 2)
+    verified = user is not None and user.id == principal.user_id and user.email_verified
+    return MeResponse(
+        id=principal.user_id,
+        email=principal.email,
+        email_verified=verified,
+        authenticated_via=principal.via,
+    )
 
 
 @blueprint.post("/v1/me/password")

@@ -139,6 +139,7 @@ async def _account_page(principal: Principal, status: int = 200, **context: obje
     sessions = await services().sessions.list_sessions(principal)
     api_keys = await services().machine.api_keys.list_keys(principal.user_id)
     settings = services().settings
+    user = await services().users.select_user_by_email(principal.email)
     return await render_page(
         "account.html",
         status,
@@ -147,6 +148,8 @@ async def _account_page(principal: Principal, status: int = 200, **context: obje
         api_keys=api_keys,
         key_scopes=settings.tokens.scopes,
         key_max_days=settings.machine.api_key_max_days,
+        email_verified=user is not None and user.id == principal.user_id and user.email_verified,
+        verification=settings.email.verification,
         **context,
     )
 

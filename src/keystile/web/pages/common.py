@@ -35,6 +35,24 @@ NOTICES = {
     "password-changed": "Your password is changed. Your other sessions have ended.",
     "session-revoked": "That session has ended.",
     "api-key-revoked": "That API key is revoked; it stops working within seconds.",
+    "reset-sent": (
+        "If an account has this address, a link to reset its password is on its way. "
+        "Check your mail."
+    ),
+    "password-reset": "Your password is changed and every device is logged out. Log in again.",
+    "verification-sent": (
+        "If the address is not confirmed yet, a new confirmation link is on its way."
+    ),
+    "email-verified": "Your email address is confirmed.",
+    "email-changed": "Your new email address is confirmed and now belongs to your account.",
+    "email-change-sent": (
+        "A confirmation link is on its way to the new address. "
+        "The address changes when you follow it."
+    ),
+    "email-change-undone": (
+        "Your old email address is back and every device is logged out. "
+        "If someone else changed it, reset your password now."
+    ),
 }
 
 # No scripts at all; forms post only here; no framing (clickjacking of the buttons).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
 
-from keystile.errors import KeystileError, PasswordPolicyViolation
+from keystile.errors import EmailNotVerified, KeystileError, PasswordPolicyViolation
 from keystile.rates import Action
 from keystile.web.auth import current_principal, end_cookie_session, start_cookie_session
 from keystile.web.context import client_info, services
@@ -45,7 +45,13 @@ async def login_submit() -> ResponseReturnValue:
         # The login's rate limits are charged inside, with its other checks (one Redis call).
         started = await services().auth.login(email, password, client_info())
     except KeystileError as error:
-        return await _form_error("login.html", error, email=email, next_path=next_path)
+        return await _form_error(
+            "login.html",
+            error,
+            email=email,
+            next_path=next_path,
+            unverified=isinstance(error, EmailNotVerified),
+        )
     note_rate_limit(started.limits)
     start_cookie_session(started.session_id)
     return redirect(next_path, 303)

@@ -1,0 +1,203 @@
+"""Wire the mail capability: the flows, the outbox, its sender, the transport, housekeeping.
+
+`build_mail` takes the core pieces it needs and returns `MailServices`; the
+composition root passes `mail.flows` to `AuthService` as its `AccountHooks`,
+calls `start()` once serving, and `aclose()` on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from keystile.mail.render import MailRenderer
+from keystile.mail.sender import OutboxSender, SenderPolicy
+from keystile.mail.transports import MaildirTransport, MailTransport, SmtpTransport
+from keystile.repositories.audit import AuditLog
+from keystile.repositories.cached_users import CachedUserRepository
+from keystile.repositories.database import Database
+from keystile.repositories.email_tokens import PostgresEmailTokens
+from keystile.repositories.outbox import PostgresOutbox
+from keystile.repositories.sessions import SessionRepository
+from keystile.repositories.users import PostgresUserRepository
+from keystile.services.email_flows import EmailFlows, EmailPolicy
+from keystile.services.housekeeping import Housekeeping
+from keystile.services.password_policy import PasswordPolicy
+from keystile.services.passwords import PasswordHasher
+from keystile.services.rate_limits import CounterKeys, RateLimiter
+from keystile.services.revocation import TokenEpochs, TokenRevoker
+from keystile.services.sessions import SessionService
+from keystile.settings import Settings
+from keystile.stores.rate_limits import CounterStore
+from keystile.stores.sealing import Sealer, derive_key
+from keystile.tasks import run_every
+
+__all__ = ["MailServices", "build_mail", "build_transport", "maildir_path"]
+
+_log = logging.getLogger(__name__)
+
+
+def maildir_path(settings: Settings) -> Path:
+    """Where mail goes without `smtp_url` (and where `keystile mail` reads it)."""
+    return settings.serving.data_dir / "mail"
+
+
+def build_transport(settings: Settings) -> MailTransport:
+    """Return the SMTP transport the settings describe, or the development Maildir."""
+    if settings.email.smtp_url is None:
+        return MaildirTransport(maildir_path(settings))
+    return SmtpTransport(
+        settings.email.smtp_url.get_secret_value(),
+        username=settings.email.smtp_username,
+        password=settings.email.smtp_password.get_secret_value()
+        if settings.email.smtp_password
+        else None,
+        starttls=settings.email.smtp_starttls,
+        timeout=settings.email.smtp_timeout_seconds,
+    )
+
+
+@dataclass
+class MailServices:
+    """The mail capability of one worker."""
+
+    flows: EmailFlows
+    outbox: PostgresOutbox
+    sender: OutboxSender
+    renderer: MailRenderer
+    send_enabled: bool
+    housekeeping: Housekeeping
+    housekeeping_interval: float
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start this worker's sender (if enabled) and the outbox housekeeping."""
+        if self.send_enabled:
+            self.sender.start()
+        if self.housekeeping_interval:
+            self._tasks.append(
+                asyncio.get_running_loop().create_task(
+                    run_every(
+                        self.housekeeping_interval,
+                        self.housekeeping.run_once,
+                        name="mail-housekeeping",
+                    ),
+                    name="mail-housekeeping",
+                )
+            )
+
+    async def aclose(self) -> None:
+        await self.sender.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+
+def build_mail(
+    settings: Settings,
+    *,
+    secret: bytes,
+    database: Database,
+    users: CachedUserRepository,
+    user_rows: PostgresUserRepository,
+    sessions: SessionService,
+    session_records: SessionRepository,
+    revoker: TokenRevoker,
+    epochs: TokenEpochs,
+    hasher: PasswordHasher,
+    password_policy: PasswordPolicy,
+    limits: RateLimiter,
+    counters: CounterStore,
+    audit: AuditLog,
+    transport: MailTransport | None = None,
+) -> MailServices:
+    """Build the mail capability; nothing runs until `start()`."""
+    sealer: Sealer[dict[str, Any]] = Sealer(
+        derive_key(secret, "mail outbox"), encode=lambda value: value, decode=_as_dict
+    )
+    outbox = PostgresOutbox(database, sealer)
+    tokens = PostgresEmailTokens(database)
+    transport = transport or build_transport(settings)
+    if settings.email.smtp_url is None:
+        _log.info("no smtp_url: mail goes to the Maildir %s (development only)", transport.name)
+    renderer = MailRenderer(
+        sender=settings.email.mail_from,
+        site_name=settings.email.mail_site_name,
+        public_url=settings.email.public_url,
+        template_dir=settings.email.mail_template_dir,
+    )
+    sender = OutboxSender(
+        outbox,
+        transport,
+        renderer,
+        audit,
+        SenderPolicy(
+            batch_size=settings.email.outbox_batch_size,
+            lease_seconds=settings.email.outbox_claim_lease_seconds,
+            poll_seconds=settings.email.outbox_poll_seconds,
+            max_attempts=settings.email.outbox_max_attempts,
+            retry_base_seconds=settings.email.outbox_retry_base_seconds,
+            retry_max_seconds=settings.email.outbox_retry_max_seconds,
+            send_timeout_seconds=settings.email.smtp_timeout_seconds,
+        ),
+    )
+    flows = EmailFlows(
+        database=database,
+        users=users,
+        user_rows=user_rows,
+        tokens=tokens,
+        outbox=outbox,
+        hasher=hasher,
+        password_policy=password_policy,
+        sessions=sessions,
+        session_records=session_records,
+        revoker=revoker,
+        epochs=epochs,
+        limits=limits,
+        marks=counters,
+        # Serving always has a secret key; the same derivation as the rate limiter's.
+        keys=CounterKeys(secret or secrets.token_bytes(32)),
+        audit=audit,
+        policy=EmailPolicy(
+            public_url=settings.email.public_url,
+            verification=settings.email.verification,
+            verify_ttl_seconds=settings.email.verify_token_ttl_seconds,
+            reset_ttl_seconds=settings.email.reset_token_ttl_seconds,
+            undo_ttl_seconds=settings.email.undo_token_ttl_seconds,
+            notify_new_device=settings.email.notify_new_device,
+            notify_password_changed=settings.email.notify_password_changed,
+            notify_email_changed=settings.email.notify_email_changed,
+            known_device_seconds=settings.limits.known_client_days * 86_400.0,
+        ),
+        nudge=sender.nudge,
+    )
+    retention = timedelta(hours=settings.email.outbox_retention_hours)
+    housekeeping = Housekeeping(
+        [
+            ("outbox", lambda: outbox.delete_settled_before(datetime.now(UTC) - retention)),
+            ("email_tokens", lambda: tokens.delete_expired(datetime.now(UTC))),
+        ]
+    )
+    return MailServices(
+        flows=flows,
+        outbox=outbox,
+        sender=sender,
+        renderer=renderer,
+        send_enabled=settings.email.outbox_sender_enabled,
+        housekeeping=housekeeping,
+        housekeeping_interval=float(settings.retention.housekeeping_interval_seconds),
+    )
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("not a mail context")
+    return value

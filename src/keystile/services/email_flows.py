@@ -1,0 +1,528 @@
+"""Email flows: verification, password reset, email change and its undo (S34-S37).
+
+Every message is queued in the outbox in the transaction of the change that
+causes it (S38); the link tokens are 256 random bits of which only the SHA-256 is
+stored, bound to one purpose and one user, single use and short-lived (S34).
+Links start with the configured `public_url`, never with the request's Host (S36).
+
+Requests that mail a link to an address given by the caller (forgot password,
+resend verification while logged out) answer the same way, in the same time,
+whether or not the address has an account (S35). Every mailing action has a
+per-address rate limit (429) and a per-account one, past which the answer stays
+the same and no mail goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, NoReturn
+from urllib.parse import quote
+from uuid import UUID
+
+import asyncpg
+
+from keystile import metrics
+from keystile.errors import (
+    Conflict,
+    DependencyUnavailable,
+    EmailNotVerified,
+    InvalidCredentials,
+    InvalidInput,
+    InvalidLinkToken,
+    NotAuthenticated,
+    RateLimited,
+)
+from keystile.rates import Action
+from keystile.repositories.audit import AuditLog
+from keystile.repositories.cached_users import CachedUserRepository
+from keystile.repositories.database import Database
+from keystile.repositories.email_tokens import EmailTokenRecord, PostgresEmailTokens, Purpose
+from keystile.repositories.outbox import OutgoingMail, PostgresOutbox
+from keystile.repositories.sessions import SessionRepository
+from keystile.repositories.users import PostgresUserRepository, User
+from keystile.services.devices import describe_user_agent
+from keystile.services.password_policy import PasswordPolicy
+from keystile.services.passwords import PasswordHasher
+from keystile.services.rate_limits import CounterKeys, RateLimiter
+from keystile.services.revocation import TokenEpochs, TokenRevoker
+from keystile.services.sessions import SessionService
+from keystile.services.types import ClientInfo, Principal
+from keystile.stores.rate_limits import CounterStore
+
+__all__ = ["EmailFlows", "EmailPolicy", "LinkKind", "hash_link_token", "new_link_token"]
+
+_log = logging.getLogger(__name__)
+
+LinkKind = Literal["verify", "reset", "undo"]
+_VERIFY: list[str] = ["verify_email", "change_email"]
+_RESET: list[str] = ["reset_password"]
+_UNDO: list[str] = ["undo_email_change"]
+_PURPOSES: dict[LinkKind, list[str]] = {"verify": _VERIFY, "reset": _RESET, "undo": _UNDO}
+_PATHS = {
+    "verify_email": "/verify-email",
+    "change_email": "/verify-email",
+    "reset_password": "/reset-password",
+    "undo_email_change": "/undo-email-change",
+}
+# After commit, wake this worker's sender (polling is the guarantee, this the shortcut).
+_NUDGE_DELAY = 0.05
+
+
+def new_link_token() -> tuple[str, bytes]:
+    """Return a new link token (256 bits from the CSPRNG) and the hash that is stored."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_link_token(token)
+
+
+def hash_link_token(token: str) -> bytes:
+    """Return what is stored for a link token: its SHA-256, never the token (S18, S34)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class EmailPolicy:
+    """What the settings say about the flows."""
+
+    public_url: str
+    verification: Literal["off", "optional", "required"] = "optional"
+    verify_ttl_seconds: int = 24 * 3600
+    reset_ttl_seconds: int = 30 * 60
+    undo_ttl_seconds: int = 7 * 86400
+    notify_new_device: bool = True
+    notify_password_changed: bool = True
+    notify_email_changed: bool = True
+    known_device_seconds: float = 30 * 86400.0
+
+    def link(self, purpose: str, token: str) -> str:
+        return f"{self.public_url}{_PATHS[purpose]}?token={quote(token)}"
+
+
+class EmailFlows:
+    """The mail flows of an account; also the `AccountHooks` of `AuthService`."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        users: CachedUserRepository,
+        user_rows: PostgresUserRepository,
+        tokens: PostgresEmailTokens,
+        outbox: PostgresOutbox,
+        hasher: PasswordHasher,
+        password_policy: PasswordPolicy,
+        sessions: SessionService,
+        session_records: SessionRepository,
+        revoker: TokenRevoker,
+        epochs: TokenEpochs,
+        limits: RateLimiter,
+        marks: CounterStore,
+        keys: CounterKeys,
+        audit: AuditLog,
+        policy: EmailPolicy,
+        nudge: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._db = database
+        self._users = users
+        self._user_rows = user_rows  # writes inside this service's own transactions
+        self._tokens = tokens
+        self._outbox = outbox
+        self._hasher = hasher
+        self._password_policy = password_policy
+        self._sessions = sessions
+        self._session_records = session_records
+        self._revoker = revoker
+        self._epochs = epochs
+        self._limits = limits
+        self._marks = marks
+        self._keys = keys
+        self._audit = audit
+        self._policy = policy
+        self._nudge = nudge
+
+    @property
+    def policy(self) -> EmailPolicy:
+        return self._policy
+
+    # --- hooks called by AuthService ---------------------------------------------------
+
+    async def registered_in_transaction(self, connection: asyncpg.Connection, user: User) -> None:
+        """Mail a verification link to a new account (unless verification is off)."""
+        if self._policy.verification != "off":
+            await self._issue(connection, user, "verify_email", user.email, "verify_email")
+            self._nudge_after_commit()
+
+    async def password_changed_in_transaction(
+        self, connection: asyncpg.Connection, user: User
+    ) -> None:
+        """Tell the user their password changed (S37)."""
+        if self._policy.notify_password_changed:
+            await self._notify_password_changed(connection, user)
+            self._nudge_after_commit()
+
+    async def authenticated(
+        self, user: User, client: ClientInfo, *, known_client: bool = False
+    ) -> None:
+        """Refuse an unverified address when verification is required; notice new devices.
+
+        A known client (the login gate's mark) is no new device: no Redis call for it.
+        """
+        if self._policy.verification == "required" and not user.email_verified:
+            await self._audit.record(
+                "login_refused",
+                user_id=user.id,
+                ip=client.ip,
+                user_agent=client.user_agent,
+                reason="email_not_verified",
+            )
+            raise EmailNotVerified()
+        if self._policy.notify_new_device and not known_client:
+            await self._notice_new_device(user, client)
+
+    # --- password reset ------------------------------------------------------------------
+
+    async def request_password_reset(self, email: str, client: ClientInfo) -> None:
+        """Mail a reset link if an active account has `email`; the same answer either way."""
+        await self._request_by_email(
+            Action.PASSWORD_RESET, email, "reset_password", "password_reset", client
+        )
+
+    async def confirm_password_reset(
+        self, token: str, new_password: str, client: ClientInfo
+    ) -> None:
+        """Set a new password with a reset token; every session and token family ends (S37).
+
+        `InvalidLinkToken` for any bad token (checked before the password), then
+        `PasswordPolicyViolation` for a weak password; either way nothing changes.
+        """
+        token_hash = hash_link_token(token)
+        if await self._tokens.peek(token_hash, _RESET) is None:
+            await self._refuse("password_reset_failed", token_hash, _RESET, client)
+        password = self._password_policy.check_new(new_password)
+        new_hash = await self._hasher.hash(password)
+        async with self._db.transaction() as connection:
+            record = await self._tokens.consume(connection, token_hash, _RESET)
+            user = None
+            if record is not None:
+                user = await self._user_rows.set_password_hash(connection, record.user_id, new_hash)
+            if user is not None:
+                await self._tokens.delete_user_tokens(connection, user.id, _RESET)
+                if self._policy.notify_password_changed:
+                    await self._notify_password_changed(connection, user)
+        if user is None:
+            await self._refuse("password_reset_failed", token_hash, _RESET, client)
+        await self._users.forget_cached(user.email)
+        ended = await self._sessions.end_all(user.id)
+        await self._revoker.revoke_user(user.id, reason="password_reset", ip=client.ip)
+        await self._audit.record(
+            "password_reset",
+            user_id=user.id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            sessions_ended=ended,
+        )
+        self._nudge()
+
+    # --- verification ----------------------------------------------------------------------
+
+    async def resend_verification(self, principal: Principal, client: ClientInfo) -> None:
+        """Mail the caller a new verification link, unless verified or verification is off."""
+        allowed = await self._charge(Action.EMAIL_VERIFICATION, client, principal.user_id)
+        user = await self._users.select_user_by_id(principal.user_id)
+        if user is None or not user.is_active:
+            raise NotAuthenticated()
+        sent = False
+        if allowed and not user.email_verified and self._policy.verification != "off":
+            async with self._db.transaction() as connection:
+                await self._issue(connection, user, "verify_email", user.email, "verify_email")
+            sent = True
+            self._nudge()
+        await self._audit.record(
+            "email_verification_requested",
+            user_id=user.id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            sent=sent,
+        )
+
+    async def resend_verification_to(self, email: str, client: ClientInfo) -> None:
+        """Mail a new verification link to an unverified account of `email`, if there is one.
+
+        For the logged-out (and, with verification required, locked-out) owner:
+        answers the same whether or not such an account exists (S35).
+        """
+        if self._policy.verification == "off":
+            await self._charge(Action.EMAIL_VERIFICATION, client, email)
+            return
+        await self._request_by_email(
+            Action.EMAIL_VERIFICATION, email, "verify_email", "verify_email", client
+        )
+
+    async def confirm_email(
+        self, token: str, client: ClientInfo, principal: Principal | None = None
+    ) -> str:
+        """Verify an address, or make a new one the account's; return "verified" or "changed".
+
+        The token must be the caller's when the caller is logged in. Changing the
+        address tells the old one, with a link that undoes it (S37).
+        """
+        token_hash = hash_link_token(token)
+        try:
+            async with self._db.transaction() as connection:
+                record = await self._tokens.consume(connection, token_hash, _VERIFY)
+                if record is None or (
+                    principal is not None and principal.user_id != record.user_id
+                ):
+                    raise _Refused()  # rolls the use of another user's token back
+                user = await self._set_email(connection, record.user_id, record.email)
+                if record.purpose == "change_email":
+                    await self._tokens.delete_user_tokens(connection, user.id, ["change_email"])
+                    if self._policy.notify_email_changed:
+                        await self._issue(
+                            connection,
+                            user,
+                            "undo_email_change",
+                            record.user_email,
+                            "email_changed",
+                            new_email=user.email,
+                        )
+        except _Refused:
+            await self._refuse("email_verification_failed", token_hash, _VERIFY, client)
+        await self._email_moved(user.id, record.user_email, user.email)
+        outcome = "changed" if record.purpose == "change_email" else "verified"
+        await self._audit.record(
+            "email_changed" if outcome == "changed" else "email_verified",
+            user_id=user.id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+        )
+        self._nudge()
+        return outcome
+
+    # --- email change --------------------------------------------------------------------
+
+    async def request_email_change(
+        self, principal: Principal, new_email: str, current_password: str, client: ClientInfo
+    ) -> None:
+        """Mail a confirmation link to `new_email`; the address changes when it is followed.
+
+        Needs the current password. An address that already has an account gets no
+        mail, and the answer does not say so.
+        """
+        allowed = await self._charge(Action.EMAIL_CHANGE, client, principal.user_id)
+        user = await self._users.select_user_by_id(principal.user_id)
+        if user is None or not user.is_active:
+            raise NotAuthenticated()
+        current_password = self._password_policy.check_length(current_password)
+        if not await self._hasher.verify(user.password_hash, current_password):
+            await self._audit.record(
+                "email_change_failed",
+                user_id=user.id,
+                ip=client.ip,
+                user_agent=client.user_agent,
+                reason="password",
+            )
+            raise InvalidCredentials("The current password is incorrect.")
+        if new_email.lower() == user.email.lower():
+            raise InvalidInput("That is already the address of this account.")
+        taken = await self._users.select_user_by_email(new_email) is not None
+        sent = allowed and not taken
+        if sent:
+            async with self._db.transaction() as connection:
+                await self._issue(connection, user, "change_email", new_email, "email_change")
+            self._nudge()
+        await self._audit.record(
+            "email_change_requested",
+            user_id=user.id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            sent=sent,
+        )
+
+    async def undo_email_change(self, token: str, client: ClientInfo) -> None:
+        """Put the old address back and end every session and token of the account (S37)."""
+        token_hash = hash_link_token(token)
+        try:
+            async with self._db.transaction() as connection:
+                record = await self._tokens.consume(connection, token_hash, _UNDO)
+                if record is None:
+                    raise _Refused()
+                user = await self._set_email(connection, record.user_id, record.email)
+                await self._tokens.delete_user_tokens(connection, user.id, [*_VERIFY, *_RESET])
+        except _Refused:
+            await self._refuse("email_change_undo_failed", token_hash, _UNDO, client)
+        await self._email_moved(user.id, record.user_email, user.email)
+        await self._users.bump_token_epoch(user.id)
+        ended = await self._sessions.end_all(user.id)
+        await self._revoker.revoke_user(user.id, reason="email_change_undone", ip=client.ip)
+        await self._audit.record(
+            "email_change_undone",
+            user_id=user.id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            sessions_ended=ended,
+        )
+
+    async def check_link(self, kind: LinkKind, token: str) -> EmailTokenRecord | None:
+        """Return what a link's token is for if it is live; spends nothing (a GET may call it)."""
+        return await self._tokens.peek(hash_link_token(token), _PURPOSES[kind])
+
+    # --- helpers -------------------------------------------------------------------------
+
+    async def _issue(
+        self,
+        connection: asyncpg.Connection,
+        user: User,
+        purpose: Purpose,
+        address: str,
+        kind: str,
+        **context: str,
+    ) -> None:
+        token, token_hash = new_link_token()
+        ttl = self._ttl(purpose)
+        await self._tokens.insert(
+            connection,
+            token_hash=token_hash,
+            user_id=user.id,
+            purpose=purpose,
+            email=address,
+            password_changed_at=user.password_changed_at,
+            ttl_seconds=ttl,
+        )
+        values = {"link": self._policy.link(purpose, token), **_lifetime(ttl), **context}
+        await self._outbox.enqueue(
+            connection, OutgoingMail(kind=kind, recipient=address, context=values, user_id=user.id)
+        )
+
+    def _ttl(self, purpose: Purpose) -> int:
+        if purpose == "reset_password":
+            return self._policy.reset_ttl_seconds
+        if purpose == "undo_email_change":
+            return self._policy.undo_ttl_seconds
+        return self._policy.verify_ttl_seconds
+
+    async def _request_by_email(
+        self, action: Action, email: str, purpose: Purpose, kind: str, client: ClientInfo
+    ) -> None:
+        allowed = await self._charge(action, client, email)
+        token, token_hash = new_link_token()
+        ttl = self._ttl(purpose)
+        sealed = self._outbox.seal({"link": self._policy.link(purpose, token), **_lifetime(ttl)})
+        if not allowed:
+            return
+        mail_id = await self._tokens.request_by_email(
+            email,
+            token_hash=token_hash,
+            purpose=purpose,
+            ttl_seconds=ttl,
+            kind=kind,
+            sealed_context=sealed,
+            only_unverified=purpose == "verify_email",
+            audit_kind=f"{action}_requested",
+            ip=client.ip,
+            user_agent=client.user_agent,
+        )
+        if mail_id is not None:
+            metrics.MAIL_QUEUED.labels(kind).inc()
+            self._nudge()
+
+    async def _charge(self, action: Action, client: ClientInfo, account: str | UUID) -> bool:
+        """Charge the address (429 when spent) and the account; False if the account is spent.
+
+        A refused check charges nothing, so the address is charged exactly once.
+        """
+        try:
+            await self._limits.check(action, client, account)
+        except RateLimited:
+            await self._limits.check(action, client, None)
+            return False
+        return True
+
+    async def _refuse(
+        self, kind: str, token_hash: bytes, purposes: list[str], client: ClientInfo
+    ) -> NoReturn:
+        """Audit why a token was refused, then raise the one answer for every reason."""
+        reason = await self._tokens.explain(token_hash, purposes)
+        await self._audit.record(kind, ip=client.ip, user_agent=client.user_agent, reason=reason)
+        raise InvalidLinkToken()
+
+    async def _set_email(self, connection: asyncpg.Connection, user_id: UUID, email: str) -> User:
+        try:
+            user = await self._user_rows.set_verified_email(connection, user_id, email)
+        except asyncpg.UniqueViolationError:
+            raise Conflict("That address now belongs to another account.") from None
+        if user is None:
+            raise InvalidLinkToken()
+        return user
+
+    async def _email_moved(self, user_id: UUID, old: str, new: str) -> None:
+        # Sessions and bearer checks cache the user's email: drop them everywhere.
+        await self._users.forget_cached(old, new)
+        await self._epochs.invalidate(user_id)
+        for record in await self._session_records.select_user_sessions(user_id, 1000):
+            await self._sessions.cache.invalidate(record.id_hash.hex())
+
+    async def _notify_password_changed(self, connection: asyncpg.Connection, user: User) -> None:
+        await self._outbox.enqueue(
+            connection,
+            OutgoingMail(
+                kind="password_changed",
+                recipient=user.email,
+                user_id=user.id,
+                context={"when": _now_text(), "link": f"{self._policy.public_url}/forgot-password"},
+            ),
+        )
+
+    async def _notice_new_device(self, user: User, client: ClientInfo) -> None:
+        ttl = self._policy.known_device_seconds
+        device_key = self._keys.key("mail-known-device", str(user.id), client.ip)
+        if await self._marks.is_marked(device_key):
+            return
+        seen_key = self._keys.key("mail-seen-account", str(user.id))
+        first_login = not await self._marks.is_marked(seen_key)
+        await asyncio.gather(self._marks.mark(device_key, ttl), self._marks.mark(seen_key, ttl))
+        if first_login:
+            return  # the first login of an account is no news to its owner
+        device = await asyncio.to_thread(describe_user_agent, client.user_agent)
+        mail = OutgoingMail(
+            kind="new_device",
+            recipient=user.email,
+            user_id=user.id,
+            context={
+                "when": _now_text(),
+                "device": device,
+                "ip": client.ip or "unknown",
+                "link": f"{self._policy.public_url}/account",
+            },
+        )
+        try:
+            async with self._db.transaction() as connection:
+                await self._outbox.enqueue(connection, mail)
+        except DependencyUnavailable:
+            _log.warning("new-device notice not queued: postgresql unavailable")
+            return
+        self._nudge()
+
+    def _nudge_after_commit(self) -> None:
+        asyncio.get_running_loop().call_later(_NUDGE_DELAY, self._nudge)
+
+
+class _Refused(Exception):
+    """A token refused inside a transaction: it rolls back, then the refusal is audited."""
+
+
+def _lifetime(ttl: int) -> dict[str, str]:
+    if ttl < 2 * 3600:
+        return {"valid_for": f"{ttl // 60} minutes"}
+    if ttl < 2 * 86400:
+        return {"valid_for": f"{ttl // 3600} hours"}
+    return {"valid_for": f"{ttl // 86400} days"}
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
