@@ -37,6 +37,9 @@ CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallel
 # Every test shares one Redis, and the test client has no socket address, so the
 # production per-address limits would throttle unrelated tests against each other.
 # Tests of the limits set their own and send from their own addresses (`from_ip`).
+# Debian binaries: skipped where missing (naming the package), a failure under CI=true.
+pytest_plugins = ("tests.support.binaries",)
+
 ROOMY_IP_LIMITS = {
     f"rate_limit_{action}_per_ip": "100000/minute"
     for action in ("login", "token", "refresh", "register", "password_change")

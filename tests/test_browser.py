@@ -17,9 +17,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import PASSWORD, Backing, unique_email
 from tests.processes import start_server, wait_until_ready
+from tests.support.binaries import binary_path, requires_binary
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = binary_path("chromium") or "chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -38,10 +39,7 @@ IPHONE = (
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="no /usr/bin/chromium: install Debian's chromium package to run browser tests",
-    ),
+    requires_binary("chromium", package="chromium"),
 ]
 
 
@@ -59,7 +57,7 @@ def _base_url(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(name="browser", scope="module")
 def _browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:

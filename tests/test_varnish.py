@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -31,12 +30,13 @@ from keystile.embedded import free_port
 from tests.conftest import PASSWORD, Backing, unique_email
 from tests.probe_extension import origin_hits_key
 from tests.processes import ROOT, Server, start_server, wait_until_ready
+from tests.support.binaries import binary_path, requires_binary
 
-VARNISHD = shutil.which("varnishd") or "/usr/sbin/varnishd"
+VARNISHD = binary_path("varnishd") or "varnishd"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(VARNISHD).exists(), reason="varnishd is not installed"),
+    requires_binary("varnishd", package="varnish"),
 ]
 
 
