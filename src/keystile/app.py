@@ -63,6 +63,7 @@ def create_app(
     )
     # Registered before QuartAuth's hook, so it runs after it and sees its Set-Cookie.
     app.after_request(_cache_headers)
+    app.after_request(_no_type_without_body)
     app.after_request(rate_limit_headers)
     app.after_request(note_request)
     QuartAuth(
@@ -118,6 +119,13 @@ async def _cache_headers(response: Response) -> Response:
         headers["Cache-Control"] = "private, no-store"
         headers.pop("Surrogate-Key", None)
     headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+async def _no_type_without_body(response: Response) -> Response:
+    """A 204 or 304 has no body, so no Content-Type (Quart would say text/html)."""
+    if response.status_code in (204, 304):
+        response.headers.pop("Content-Type", None)
     return response
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from quart import Quart, Response, jsonify
+from quart import Quart, Response, jsonify, request
 from quart_schema import RequestSchemaValidationError
+from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
 from werkzeug.exceptions import HTTPException
 
 from keystile.errors import (
@@ -46,7 +48,7 @@ _HTTP_CODES = {
     405: ("method_not_allowed", "This method is not allowed here."),
     411: ("length_required", "A Content-Length is required."),
     413: ("request_too_large", "The request body is too large."),
-    415: ("unsupported_media_type", "Send the body as application/json."),
+    415: ("unsupported_media_type", "Send the body as JSON (Content-Type: application/json)."),
     429: ("rate_limited", "Too many requests; retry later."),
     431: ("headers_too_large", "The request headers are too large."),
 }
@@ -83,18 +85,83 @@ def _domain_error(error: KeystileError) -> Response:
     return response
 
 
+# Messages a person can act on, by pydantic error type; the raw pydantic text (which
+# quotes patterns and model names) is only the fallback.
+_FIELD_MESSAGES = {
+    "missing": "This field is required.",
+    "extra_forbidden": "This field is not accepted here.",
+    "string_type": "Must be a string.",
+    "bool_type": "Must be true or false.",
+    "bool_parsing": "Must be true or false.",
+    "int_type": "Must be a whole number.",
+    "int_parsing": "Must be a whole number.",
+    "int_from_float": "Must be a whole number.",
+    "string_too_short": "Must be at least {min_length} characters.",
+    "string_too_long": "Must be at most {max_length} characters.",
+    "greater_than_equal": "Must be at least {ge}.",
+    "less_than_equal": "Must be at most {le}.",
+    "string_pattern_mismatch": "Contains characters that are not allowed here.",
+}
+# A pattern mismatch on these fields means one thing a person can fix.
+_PATTERN_MESSAGES = {
+    "email": "Enter an email address like name@example.com.",
+    "refresh_token": "This is not a refresh token issued by this service.",
+    "scope": "Scopes are printable ASCII words separated by spaces.",
+}
+_WHERE = {"query": "The query string is not valid", "headers": "The request headers are not valid"}
+
+
+def _field_message(item: Any) -> str:
+    kind = str(item.get("type", ""))
+    name = str(item.get("loc", ("",))[-1]) if item.get("loc") else ""
+    if kind == "string_pattern_mismatch" and name in _PATTERN_MESSAGES:
+        return _PATTERN_MESSAGES[name]
+    if "password" in name:
+        if kind == "string_pattern_mismatch":
+            return "The password must not contain control characters."
+        if kind in {"string_too_short", "string_too_long"}:
+            return "The password " + _FIELD_MESSAGES[kind].format(**item["ctx"]).lower()
+    template = _FIELD_MESSAGES.get(kind)
+    if template is None:
+        return str(item.get("msg", "Not valid."))
+    try:
+        return template.format(**(item.get("ctx") or {}))
+    except (KeyError, IndexError):
+        return str(item.get("msg", "Not valid."))
+
+
 def _validation_error(error: RequestSchemaValidationError) -> Response:
-    fields: list[dict[str, str]] = []
+    where = (
+        "query"
+        if isinstance(error, QuerystringValidationError)
+        else "headers"
+        if isinstance(error, RequestHeadersValidationError)
+        else "body"
+    )
+    if where == "body" and not request.is_json:
+        # quart-schema reads a non-JSON body as nothing; say what to send instead.
+        return error_response(415, *_HTTP_CODES[415])
     details = getattr(error.validation_error, "errors", None)
-    if callable(details):
-        # Field locations and messages only: the rejected values are never echoed.
-        for item in details(include_input=False, include_url=False):
-            location = ".".join(str(part) for part in item.get("loc", ())) or "body"
-            fields.append({"field": location, "message": str(item.get("msg", "invalid"))})
-        return error_response(
-            422, "validation_failed", "The request body is not valid.", fields=fields
-        )
-    return error_response(400, *_HTTP_CODES[400])
+    if not callable(details):
+        return error_response(400, *_HTTP_CODES[400])
+    fields: list[dict[str, str]] = []
+    # Field locations and messages only: the rejected values are never echoed.
+    for item in details(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in item.get("loc", ()))
+        if not location:
+            return error_response(422, "validation_failed", "Send a JSON object as the body.")
+        fields.append({"field": location, "message": _field_message(item)})
+    if where == "body":
+        message = "The request body is not valid: " + _summary(fields)
+    else:
+        message = f"{_WHERE[where]}: " + _summary(fields)
+    return error_response(422, "validation_failed", message, fields=fields)
+
+
+def _summary(fields: list[dict[str, str]]) -> str:
+    first = fields[0]
+    more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
+    return f"{first['field']}: {first['message']}{more}"
 
 
 def _http_error(error: HTTPException) -> Response:
