@@ -13,7 +13,7 @@ from werkzeug.datastructures import Headers
 from keystile.bootstrap import Overrides, build_services
 from keystile.extensions import Extension, load_extensions
 from keystile.settings import Settings, SettingsError, load_settings
-from keystile.web import health, pages, wellknown
+from keystile.web import api_docs, health, pages, wellknown
 from keystile.web import metrics as metrics_web
 from keystile.web.api import blueprints as api_blueprints
 from keystile.web.assets import init_assets
@@ -75,7 +75,15 @@ def create_app(
         duration=settings.session_absolute_lifetime_seconds,
         salt="keystile session",
     )
-    QuartSchema(app, info={"title": "keystile", "version": "1"})
+    # Swagger UI is served from keystile itself (web/api_docs.py); redoc and scalar would
+    # load from CDNs, so they are off.
+    QuartSchema(
+        app,
+        info={"title": "keystile", "version": "1"},
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
     register_error_handlers(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(wellknown.blueprint)
@@ -84,7 +92,8 @@ def create_app(
     for blueprint in api_blueprints:
         app.register_blueprint(blueprint)
     app.register_blueprint(pages.blueprint)
-    init_assets(app)
+    app.register_blueprint(api_docs.blueprint)
+    init_assets(app, extra=api_docs.SWAGGER_ASSETS)
     loaded = load_extensions(settings.extensions, extensions)
     for extension in loaded:
         for blueprint in extension.blueprints():
