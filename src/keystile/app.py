@@ -21,6 +21,7 @@ from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
 from keystile.web.limits import HeaderLimitMiddleware
 from keystile.web.observe import RequestObserver, note_request
+from keystile.web.openapi import quart_schema_options
 from keystile.web.rate_limits import rate_limit_headers
 
 __all__ = ["create_app", "session_cookie_name"]
@@ -75,15 +76,7 @@ def create_app(
         duration=settings.session_absolute_lifetime_seconds,
         salt="keystile session",
     )
-    # Swagger UI is served from keystile itself (web/api_docs.py); redoc and scalar would
-    # load from CDNs, so they are off.
-    QuartSchema(
-        app,
-        info={"title": "keystile", "version": "1"},
-        swagger_ui_path=None,
-        redoc_ui_path=None,
-        scalar_ui_path=None,
-    )
+    QuartSchema(app, **quart_schema_options(session_cookie_name(settings)))
     register_error_handlers(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(wellknown.blueprint)

@@ -29,6 +29,7 @@ from keystile.errors import (
 from keystile.services.types import Principal
 from keystile.web.caching import mark_requires_credentials
 from keystile.web.context import services
+from keystile.web.openapi import BEARER, COOKIE, AuthDoc, document_auth
 
 __all__ = [
     "authenticate_request",
@@ -159,6 +160,7 @@ def requires_auth(
             return await handler(*args, **kwargs)
 
         mark_requires_credentials(wrapper)
+        document_auth(wrapper, AuthDoc((BEARER, COOKIE), required))
         return wrapper
 
     return decorator
@@ -185,6 +187,7 @@ def requires_session(
         return await handler(*args, **kwargs)
 
     mark_requires_credentials(wrapper)
+    document_auth(wrapper, AuthDoc((COOKIE,)))
     return wrapper
 
 

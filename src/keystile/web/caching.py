@@ -27,6 +27,7 @@ from quart import Response, g, make_response, request, session
 from quart.typing import ResponseReturnValue
 
 from keystile.stores.purge import check_surrogate_key
+from keystile.web.openapi import responds
 
 __all__ = [
     "CachePolicy",
@@ -186,6 +187,7 @@ def http_cache(
 
         if policy.public:
             setattr(wrapper, _PUBLIC_ATTR, True)
+        responds(304)(wrapper)
         return wrapper
 
     return decorator

@@ -24,7 +24,13 @@ from keystile.errors import (
     RateLimited,
 )
 
-__all__ = ["error_response", "register_error_handlers", "status_for"]
+__all__ = [
+    "HTTP_CODES",
+    "error_response",
+    "register_error_handlers",
+    "status_for",
+    "status_for_type",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -40,7 +46,7 @@ _STATUS: tuple[tuple[type[KeystileError], int], ...] = (
     (DependencyUnavailable, 503),
 )
 
-_HTTP_CODES = {
+HTTP_CODES = {
     400: ("malformed_request", "The request body could not be read."),
     401: ("not_authenticated", "Authentication is required."),
     403: ("forbidden", "This is not allowed."),
@@ -69,7 +75,12 @@ def error_response(
 
 def status_for(error: KeystileError) -> int:
     """Return the HTTP status of a domain error (also used by the HTML pages)."""
-    return next((status for cls, status in _STATUS if isinstance(error, cls)), 400)
+    return status_for_type(type(error))
+
+
+def status_for_type(error_type: type[KeystileError]) -> int:
+    """Return the HTTP status of a kind of domain error (also for the OpenAPI document)."""
+    return next((status for cls, status in _STATUS if issubclass(error_type, cls)), 400)
 
 
 def _domain_error(error: KeystileError) -> Response:
@@ -140,10 +151,10 @@ def _validation_error(error: RequestSchemaValidationError) -> Response:
     )
     if where == "body" and not request.is_json:
         # quart-schema reads a non-JSON body as nothing; say what to send instead.
-        return error_response(415, *_HTTP_CODES[415])
+        return error_response(415, *HTTP_CODES[415])
     details = getattr(error.validation_error, "errors", None)
     if not callable(details):
-        return error_response(400, *_HTTP_CODES[400])
+        return error_response(400, *HTTP_CODES[400])
     fields: list[dict[str, str]] = []
     # Field locations and messages only: the rejected values are never echoed.
     for item in details(include_input=False, include_url=False):
@@ -166,7 +177,7 @@ def _summary(fields: list[dict[str, str]]) -> str:
 
 def _http_error(error: HTTPException) -> Response:
     status = error.code or 500
-    code, message = _HTTP_CODES.get(status, (f"http_{status}", "The request failed."))
+    code, message = HTTP_CODES.get(status, (f"http_{status}", "The request failed."))
     response = error_response(status, code, message)
     if status == 405 and error.response is None:
         allowed = getattr(error, "valid_methods", None)
@@ -177,7 +188,7 @@ def _http_error(error: HTTPException) -> Response:
 
 def _undecodable_body(_: UnicodeDecodeError) -> Response:
     # Quart decodes the body lazily, so invalid UTF-8 surfaces inside the handler.
-    return error_response(400, *_HTTP_CODES[400])
+    return error_response(400, *HTTP_CODES[400])
 
 
 def _unexpected(error: Exception) -> Response:

@@ -23,6 +23,7 @@ from quart import Response, g
 
 from keystile.errors import LimitStatus, RateLimited
 from keystile.web.context import client_info, services
+from keystile.web.openapi import note_errors
 
 __all__ = ["check_rate_limit", "rate_limit_headers", "rate_limited"]
 
@@ -54,6 +55,7 @@ def rate_limited(
             await check_rate_limit(action, account(**kwargs) if account is not None else None)
             return await handler(*args, **kwargs)
 
+        note_errors(wrapper, 429)
         return wrapper
 
     return decorator

@@ -16,6 +16,7 @@ from keystile.web.auth import (
     start_cookie_session,
 )
 from keystile.web.context import client_info, services
+from keystile.web.openapi import may_fail, responds
 from keystile.web.rate_limits import rate_limited
 from keystile.web.schemas import (
     LoginRequest,
@@ -29,6 +30,7 @@ blueprint = Blueprint("sessions", __name__)
 
 
 @blueprint.post("/v1/sessions")
+@may_fail(401, 403)
 @validate_request(LoginRequest)
 @validate_response(LoginResponse, 201)
 @rate_limited("login", account=lambda data: data.email)
@@ -53,6 +55,7 @@ async def list_sessions() -> SessionListResponse:
 
 
 @blueprint.delete("/v1/sessions/current")
+@responds(204, "Logged out; the cookie is dropped.")
 @requires_session
 async def logout() -> ResponseReturnValue:
     """End the current session on the server and drop the cookie (S9)."""
@@ -62,6 +65,7 @@ async def logout() -> ResponseReturnValue:
 
 
 @blueprint.delete("/v1/sessions/<uuid:session_id>")
+@responds(204, "The session has ended.")
 @requires_session
 async def revoke(session_id: UUID) -> ResponseReturnValue:
     """End one of the caller's sessions by its public id; 404 if it is not theirs."""

@@ -11,6 +11,7 @@ from quart_schema import validate_request, validate_response
 
 from keystile.services.tokens import TokenPair
 from keystile.web.context import client_info, services
+from keystile.web.openapi import may_fail, responds
 from keystile.web.rate_limits import rate_limited
 from keystile.web.schemas import RefreshRequest, RevokeRequest, TokenRequest, TokenResponse
 
@@ -35,6 +36,7 @@ def _token_response(pair: TokenPair) -> tuple[TokenResponse, int, dict[str, str]
 
 
 @blueprint.post("/v1/tokens")
+@may_fail(401)
 @validate_request(TokenRequest)
 @validate_response(TokenResponse)
 @rate_limited("token", account=lambda data: data.email)
@@ -47,6 +49,7 @@ async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]
 
 
 @blueprint.post("/v1/tokens/refresh")
+@may_fail(401)
 @validate_request(RefreshRequest)
 @validate_response(TokenResponse)
 # Per address only: the user is known only once the token is spent, and a refresh token
@@ -59,6 +62,7 @@ async def refresh(data: RefreshRequest) -> tuple[TokenResponse, int, dict[str, s
 
 
 @blueprint.post("/v1/tokens/revoke")
+@responds(204, "Revoked, or it was not a live token: the answer is the same (RFC 7009).")
 @validate_request(RevokeRequest)
 async def revoke(data: RevokeRequest) -> ResponseReturnValue:
     """Revoke a refresh token or its family; 204 whether or not it was known (RFC 7009)."""
