@@ -14,7 +14,8 @@ schemathesis checks the document against a live server (tests/test_openapi.py).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from quart_schema.validation import (
 from werkzeug.routing import BaseConverter, Rule, UUIDConverter
 
 from keystile import errors
+from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import HTTP_CODES, status_for_type
 from keystile.web.schemas import ErrorResponse
 
@@ -184,10 +186,32 @@ class KeystileOpenAPI(OpenAPIProvider):
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
         func = self._app.view_functions[rule.endpoint]
+        services = self._app.extensions.get(EXTENSION_KEY)
+        scopes = services.settings.token_scopes if services is not None else None
         for operations in paths.values():
             for method, operation in operations.items():
                 _complete(operation, func, method.upper(), bool(rule.arguments))
+                if scopes is not None:
+                    _narrow_scope(operation, scopes)
         return paths, components
+
+
+def _narrow_scope(operation: dict[str, Any], scopes: Iterable[str]) -> None:
+    """Say which scopes this deployment grants: a schema-valid `scope` is one it accepts."""
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    scope = body.get("schema", {}).get("properties", {}).get("scope")
+    if scope is None:
+        return
+    words = "|".join(re.escape(word) for word in sorted(scopes))
+    pattern = f"^ *(?:(?:{words})(?: +(?:{words}))*)? *$"
+    for branch in scope.get("anyOf", [scope]):
+        if branch.get("type") == "string":
+            branch["pattern"] = pattern
+            branch["description"] = (
+                "Space-separated scopes to grant, each one of: "
+                + ", ".join(f"`{word}`" for word in sorted(scopes))
+                + ". Empty or absent: all of them."
+            )
 
 
 def _complete(operation: dict[str, Any], func: Any, method: str, has_path_args: bool) -> None:
@@ -205,6 +229,7 @@ def _complete(operation: dict[str, Any], func: Any, method: str, has_path_args: 
     failures = set(_ALWAYS) | set(getattr(func, _ERRORS_ATTR, ()))
     if getattr(func, QUART_SCHEMA_REQUEST_ATTRIBUTE, None) is not None:
         failures |= _BODY
+        operation["requestBody"]["required"] = True
     if getattr(func, QUART_SCHEMA_QUERYSTRING_ATTRIBUTE, None) is not None:
         failures.add(422)
     if has_path_args:
