@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0002"
-down_revision = "0005"  # main's head when rebased; the lead re-chains on merge
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
