@@ -9,6 +9,7 @@ refused, no 5xx, auth not ignored, ...).
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 import uuid
@@ -173,3 +174,13 @@ def test_schemathesis_finds_no_failure_with_every_check(live: Server, tmp_path: 
     assert result.returncode == 0, output
     assert "Selected: 13/13" in output
     assert "failures" not in output.lower().split("summary")[-1], output
+
+
+def test_the_error_code_page_lists_every_code_as_the_code_says() -> None:
+    generator = runpy.run_path(str(ROOT / "scripts" / "error_codes.py"))
+    assert (ROOT / "docs" / "errors.md").read_text() == generator["render"](), (
+        "docs/errors.md is stale: run .venv/bin/python scripts/error_codes.py"
+    )
+    codes = {code for code, _, _ in generator["rows"]()}
+    assert {"validation_failed", "password_too_long", "unsupported_media_type"} <= codes
+    assert {"headers_too_large", "csrf_failed", "overloaded", "internal_error"} <= codes
