@@ -171,7 +171,7 @@ def test_schemathesis_finds_no_failure_with_every_check(live: Server, tmp_path: 
         timeout=540,
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    assert result.returncode == 0, output + _refused_logins(live)
     assert "Selected: 13/13" in output
     assert "failures" not in output.lower().split("summary")[-1], output
 
@@ -184,3 +184,15 @@ def test_the_error_code_page_lists_every_code_as_the_code_says() -> None:
     codes = {code for code, _, _ in generator["rows"]()}
     assert {"validation_failed", "password_too_long", "unsupported_media_type"} <= codes
     assert {"headers_too_large", "csrf_failed", "overloaded", "internal_error"} <= codes
+
+
+def _refused_logins(server: Server) -> str:
+    """The server's log lines of logins refused for load or limits (to explain a failure)."""
+    lines = [
+        f"{line['method']} {line['route']} {line['status']}"
+        for line in server.log_lines()
+        if line.get("logger") == "keystile.request"
+        and line.get("route") in {"/v1/tokens", "/v1/sessions"}
+        and line.get("status", 0) in {429, 503}
+    ]
+    return "\nrefused logins in the server log:\n" + "\n".join(lines[-20:])
