@@ -47,10 +47,22 @@ async def test_password_change_ends_other_sessions_but_keeps_this_one(app: Quart
 async def test_password_change_refuses_a_weak_new_password(app: Quart) -> None:
     first, _, _ = await _two_sessions(app)
     response = await first.post(
-        "/v1/me/password", json={"current_password": PASSWORD, "new_password": "short"}
+        "/v1/me/password", json={"current_password": PASSWORD, "new_password": "Baseball1"}
     )
     assert response.status_code == 422
     assert (await response.get_json())["error"]["code"] == "weak_password"
+
+
+async def test_password_change_to_a_too_short_password_names_the_field(app: Quart) -> None:
+    first, _, _ = await _two_sessions(app)
+    response = await first.post(
+        "/v1/me/password", json={"current_password": PASSWORD, "new_password": "short"}
+    )
+    assert response.status_code == 422
+    error = (await response.get_json())["error"]
+    assert error["fields"] == [
+        {"field": "new_password", "message": "The password must be at least 8 characters."}
+    ]
 
 
 async def test_logout_everywhere_ends_every_session(app: Quart) -> None:

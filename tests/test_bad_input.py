@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel, Field
 from quart import Blueprint, Quart
+from quart_schema import validate_querystring
 
 from keystile.app import create_app
 from keystile.settings import Settings
-from tests.support.http import PASSWORD, Client, login, unique_email
+from tests.support.backing import Backing, make_settings
+from tests.support.http import PASSWORD, Client, login, register, unique_email
 
 
 async def _error(response: object, status: int) -> str:
@@ -46,12 +49,21 @@ async def test_wrong_types_are_422_naming_the_fields(client: Client) -> None:
     assert fields == {"email", "password"}
 
 
-async def test_non_json_body_is_a_4xx(client: Client) -> None:
-    response = await client.post(
-        "/v1/users", data="email=a", headers={"Content-Type": "text/plain"}
-    )
-    assert response.status_code in {400, 415, 422}
-    assert "error" in await response.get_json()
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_that_is_not_json_is_told_to_send_json(
+    client: Client, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = await client.post("/v1/tokens", data="email=a&password=b", headers=headers)
+    assert await _error(response, 415) == "unsupported_media_type"
+    message = (await response.get_json())["error"]["message"]
+    assert message == "Send the body as JSON (Content-Type: application/json)."
+
+
+async def test_a_json_body_that_is_not_an_object_is_told_to_send_one(client: Client) -> None:
+    response = await client.post("/v1/tokens", json=["not", "an", "object"])
+    assert await _error(response, 422) == "validation_failed"
+    assert (await response.get_json())["error"]["message"] == "Send a JSON object as the body."
 
 
 async def test_nul_byte_in_password_is_422_and_stores_nothing(client: Client) -> None:
@@ -87,8 +99,37 @@ async def test_password_over_the_maximum_is_422_without_hashing(client: Client) 
     # S1: over the maximum is a clear 422, never a slow hash (checked after NFKC).
     email = unique_email()
     response = await client.post("/v1/users", json={"email": email, "password": "p" * 1025})
-    assert await _error(response, 422) == "weak_password"
+    assert await _error(response, 422) == "validation_failed"
+    assert (await response.get_json())["error"]["fields"] == [
+        {"field": "password", "message": "The password must be at most 1024 characters."}
+    ]
     await _assert_not_stored(client, email)
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/tokens"])
+async def test_a_2kb_password_at_login_is_too_long_not_weak(client: Client, path: str) -> None:
+    # S1: refused before any hash; S6: the same for every email, known or not.
+    response = await client.post(path, json={"email": unique_email(), "password": "p" * 2048})
+    assert await _error(response, 422) == "validation_failed"
+    error = (await response.get_json())["error"]
+    assert error["fields"] == [
+        {"field": "password", "message": "The password must be at most 1024 characters."}
+    ]
+    assert "weak" not in str(error)
+    assert "policy" not in str(error)
+
+
+async def test_a_login_password_over_the_configured_maximum_is_password_too_long(
+    backing: Backing,
+) -> None:
+    # S1: the configured maximum is judged after NFKC, in the service, before any hash.
+    app = create_app(make_settings(backing, password_max_length=64))
+    async with app.test_app() as test_app:
+        response = await login(test_app.test_client(), unique_email(), "p" * 65)
+    assert await _error(response, 422) == "password_too_long"
+    assert (await response.get_json())["error"]["message"] == (
+        "The password must be at most 64 characters."
+    )
 
 
 async def test_password_of_maximum_length_is_accepted(client: Client) -> None:
@@ -100,7 +141,10 @@ async def test_password_of_maximum_length_is_accepted(client: Client) -> None:
 
 async def test_short_password_is_422(client: Client) -> None:
     response = await client.post("/v1/users", json={"email": unique_email(), "password": "short"})
-    assert await _error(response, 422) == "weak_password"
+    assert await _error(response, 422) == "validation_failed"
+    assert (await response.get_json())["error"]["fields"] == [
+        {"field": "password", "message": "The password must be at least 8 characters."}
+    ]
 
 
 async def test_unknown_route_is_404_json(client: Client) -> None:
@@ -135,6 +179,15 @@ async def test_unexpected_error_leaks_no_detail(settings: Settings) -> None:
 async def test_malformed_email_is_422(client: Client, email: str) -> None:
     response = await client.post("/v1/users", json={"email": email, "password": PASSWORD})
     assert await _error(response, 422) == "validation_failed"
+    error = (await response.get_json())["error"]
+    # A person reads it: no regular expression, no pydantic wording.
+    assert error["fields"][0]["field"] == "email"
+    assert error["fields"][0]["message"] in {
+        "Enter an email address like name@example.com.",
+        "Must be at least 3 characters.",
+    }
+    assert "^" not in str(error)
+    assert "pattern" not in str(error)
 
 
 async def test_over_long_headers_are_431(client: Client, settings: Settings) -> None:
@@ -142,3 +195,38 @@ async def test_over_long_headers_are_431(client: Client, settings: Settings) -> 
         "/healthz", headers={"X-Big": "x" * settings.serving.max_header_bytes}
     )
     assert await _error(response, 431) == "headers_too_large"
+
+
+class _PageQuery(BaseModel):
+    limit: int = Field(default=50, ge=1, le=100)
+
+
+async def test_a_bad_query_parameter_is_named_as_a_query_parameter(settings: Settings) -> None:
+    app: Quart = create_app(settings)
+    listing = Blueprint("listing", __name__)
+
+    @listing.get("/v1/things")
+    @validate_querystring(_PageQuery)
+    async def _things(query_args: _PageQuery) -> dict[str, int]:
+        return {"limit": query_args.limit}
+
+    app.register_blueprint(listing)
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().get("/v1/things?limit=abc")
+    assert await _error(response, 422) == "validation_failed"
+    error = (await response.get_json())["error"]
+    assert error["message"] == "The query string is not valid: limit: Must be a whole number."
+    assert error["fields"] == [{"field": "limit", "message": "Must be a whole number."}]
+
+
+async def test_no_content_answers_carry_no_content_type(client: Client) -> None:
+    email = unique_email()
+    await register(client, email)
+    assert (await login(client, email)).status_code == 201
+    # The raw ASGI answer: the test client's Response would add text/html by itself.
+    async with client.request("/v1/sessions/current", method="DELETE") as connection:
+        await connection.send_complete()
+        body = await connection.receive()
+    assert connection.status_code == 204
+    assert "Content-Type" not in connection.headers
+    assert body == b""

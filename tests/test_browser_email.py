@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.mail_support import PUBLIC_URL, SmtpServer, link_in
 from tests.support.backing import Backing
+from tests.support.binaries import requires_binary
 from tests.support.http import unique_email
 from tests.support.processes import start_server, wait_until_ready
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -25,10 +26,7 @@ NEW_PASSWORD = "a completely different passphrase"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="no /usr/bin/chromium: install Debian's chromium package to run browser tests",
-    ),
+    requires_binary("chromium", package="chromium"),
 ]
 
 

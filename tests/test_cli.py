@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,10 +114,14 @@ def test_serve_with_embedded_default_over_real_http(tmp_path: Path) -> None:
             me = http.get("/v1/me")
             assert me.status_code == 200
             assert me.json()["email"] == email
-            assert http.delete("/v1/sessions/current").status_code == 204
+            logout = http.delete("/v1/sessions/current")
+            assert logout.status_code == 204
+            assert "content-type" not in logout.headers  # no body, no type
             assert http.get("/v1/me").status_code == 401
-            huge = http.get("/healthz", headers={"X-Big": "x" * 20000})
-            assert huge.status_code == 431  # S24: over-long headers
+            for size in (20_000, 100_000):  # S24: over-long headers, in the one error shape
+                huge = http.get("/healthz", headers={"X-Big": "x" * size})
+                assert huge.status_code == 431
+                assert huge.json()["error"]["code"] == "headers_too_large"
         assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
     finally:
         server.send_signal(signal.SIGINT)  # Ctrl-C
@@ -141,3 +146,25 @@ def _wait_until_ready(base: str, server: subprocess.Popen[str], timeout: float =
             pass
         time.sleep(0.2)
     raise AssertionError("keystile serve did not become ready")
+
+
+def test_serve_on_a_busy_port_says_so_and_exits_without_starting(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = _env(KEYSTILE_DATA_DIR=str(tmp_path / "var"))
+        result = subprocess.run(
+            [*KEYSTILE, "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"port {port} is in use; set KEYSTILE_PORT" in output
+    assert "Traceback" not in output
+    assert "serving on" not in output
+    assert not (tmp_path / "var" / "postgres").exists()  # nothing was started first

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -21,6 +20,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from tests.support.backing import Backing
+from tests.support.binaries import binary_path, requires_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -93,7 +93,7 @@ def test_compose_runs_replicas_behind_haproxy_and_varnish_on_one_postgres_and_re
     assert "ports" in services["varnish"]
 
 
-@pytest.mark.skipif(shutil.which("varnishd") is None, reason="varnish is not installed")
+@requires_binary("varnishd", package="varnish")
 def test_compose_points_the_varnish_vcl_at_haproxy_and_it_compiles(tmp_path: Path) -> None:
     varnish = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["varnish"]
     assert varnish["environment"]["KEYSTILE_BACKEND_HOST"] == "haproxy"
@@ -114,7 +114,7 @@ def test_compose_points_the_varnish_vcl_at_haproxy_and_it_compiles(tmp_path: Pat
     assert '.port = "8080";' in text
     compiled = subprocess.run(
         [
-            "varnishd",
+            binary_path("varnishd") or "varnishd",
             *(["-j", "none"] if os.geteuid() == 0 else []),  # root: no privilege-dropping jail
             *("-C", "-f", str(rendered), "-n", str(tmp_path / "varnish")),
         ],
@@ -159,12 +159,9 @@ def test_kubernetes_autoscales_on_cpu() -> None:
     assert metric["resource"]["name"] == "cpu"
 
 
-@pytest.mark.skipif(
-    shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
-    reason="haproxy is not installed (Debian package haproxy)",
-)
+@requires_binary("haproxy", package="haproxy")
 def test_haproxy_config_is_valid_and_checks_readiness() -> None:
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    haproxy = binary_path("haproxy") or "haproxy"
     config = DEPLOY / "haproxy" / "haproxy.cfg"
     result = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
-from keystile.logs import REQUEST_ID, RedactingJsonFormatter, logging_config
+from keystile.logs import (
+    REQUEST_ID,
+    ReadableTextFormatter,
+    RedactingJsonFormatter,
+    logging_config,
+)
 from tests.support.http import PASSWORD, Client, login, register, unique_email
 
 
@@ -106,3 +112,33 @@ def test_json_lines_redact_credential_named_fields_and_carry_the_request_id() ->
     assert line["password"] == "[redacted]"
     assert line["refresh_token"] == "[redacted]"
     assert "time" in line
+
+
+async def test_the_text_format_gives_one_readable_line_per_request(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert logging_config("info", "text")["formatters"]["default"]["()"] is ReadableTextFormatter
+    caplog.set_level(logging.INFO, logger="keystile.request")
+    await client.get("/v1/me", headers={"X-Request-ID": "req-text-1"})
+    (record,) = _request_lines(caplog)
+
+    line = ReadableTextFormatter().format(record)
+
+    assert "\n" not in line
+    assert re.fullmatch(r"\S+ \S+ INFO GET /v1/me 401 \d+\.\dms rid=req-text-1 client=\S+", line), (
+        line
+    )
+
+
+def test_the_text_format_shows_extras_as_key_value_and_redacts_credentials() -> None:
+    record = logging.LogRecord("keystile.serve", logging.INFO, __file__, 1, "draining", (), None)
+    record.delay_seconds = 5
+    record.session_id = "s3cret-session"
+    record.note = "two words"
+
+    line = ReadableTextFormatter().format(record)
+
+    assert line.endswith(
+        'INFO keystile.serve: draining delay_seconds=5 session_id=[redacted] note="two words"'
+    ), line
+    assert "s3cret" not in line

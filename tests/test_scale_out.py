@@ -6,7 +6,6 @@ and HAProxy routes around it. Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -20,12 +19,13 @@ import pytest
 
 from keystile.embedded import free_port
 from tests.support.backing import Backing
+from tests.support.binaries import binary_path, requires_binary
 from tests.support.http import PASSWORD, unique_email
 from tests.support.processes import ROOT, Server, start_server, wait_until_ready
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires_binary("haproxy", package="haproxy")]
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+HAPROXY = binary_path("haproxy") or "haproxy"
 CONFIG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -30,14 +29,15 @@ from keystile_catalog import PRODUCTS_KEY
 from keystile.embedded import free_port
 from tests.probe_extension import origin_hits_key
 from tests.support.backing import Backing
+from tests.support.binaries import binary_path, requires_binary
 from tests.support.http import PASSWORD, unique_email
 from tests.support.processes import ROOT, Server, start_server, wait_until_ready
 
-VARNISHD = shutil.which("varnishd") or "/usr/sbin/varnishd"
+VARNISHD = binary_path("varnishd") or "varnishd"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(VARNISHD).exists(), reason="varnishd is not installed"),
+    requires_binary("varnishd", package="varnish"),
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable
 
-from quart import Quart
+from quart import Quart, Response
 from quart_auth import QuartAuth
 from quart_schema import QuartSchema
 
@@ -12,7 +12,7 @@ from keystile.bootstrap import open_services
 from keystile.container import Overrides
 from keystile.extensions import Extension, load_extensions
 from keystile.settings import Settings, SettingsError, load_settings
-from keystile.web import health, pages, wellknown
+from keystile.web import api_docs, health, pages, wellknown
 from keystile.web import metrics as metrics_web
 from keystile.web.api import blueprints as api_blueprints
 from keystile.web.assets import init_assets
@@ -21,7 +21,7 @@ from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
 from keystile.web.limits import HeaderLimitMiddleware
 from keystile.web.observe import RequestObserver, note_request
-from keystile.web.openapi_security import security_schemes
+from keystile.web.openapi import quart_schema_options
 from keystile.web.rate_limits import rate_limit_headers
 
 __all__ = ["create_app", "session_cookie_name"]
@@ -58,6 +58,7 @@ def create_app(
     )
     # Registered before QuartAuth's hook, so it runs after it and sees its Set-Cookie.
     app.after_request(default_cache_headers)
+    app.after_request(_no_type_without_body)
     app.after_request(rate_limit_headers)
     app.after_request(note_request)
     QuartAuth(
@@ -69,11 +70,7 @@ def create_app(
         duration=settings.sessions.absolute_lifetime_seconds,
         salt="keystile session",
     )
-    QuartSchema(
-        app,
-        info={"title": "keystile", "version": "1"},
-        security_schemes=security_schemes(settings, session_cookie_name(settings)),
-    )
+    QuartSchema(app, **quart_schema_options(session_cookie_name(settings), settings.tokens.scopes))
     register_error_handlers(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(wellknown.blueprint)
@@ -82,7 +79,8 @@ def create_app(
     for blueprint in api_blueprints:
         app.register_blueprint(blueprint)
     app.register_blueprint(pages.blueprint)
-    init_assets(app)
+    app.register_blueprint(api_docs.blueprint)
+    init_assets(app, extra=api_docs.SWAGGER_ASSETS)
     loaded = load_extensions(settings.extensions, extensions)
     for extension in loaded:
         for blueprint in extension.blueprints():
@@ -101,3 +99,10 @@ def create_app(
             del app.extensions[EXTENSION_KEY]
 
     return app
+
+
+async def _no_type_without_body(response: Response) -> Response:
+    """A 204 or 304 has no body, so no Content-Type (Quart would say text/html)."""
+    if response.status_code in (204, 304):
+        response.headers.pop("Content-Type", None)
+    return response

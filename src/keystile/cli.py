@@ -27,30 +27,32 @@ _log = logging.getLogger("keystile")
 def _serve(args: argparse.Namespace) -> int:
     from hypercorn.config import Config
 
-    from keystile.serving import serve
+    from keystile.serving import listen, serve
 
     overrides = {
         key: value
         for key, value in {"host": args.host, "port": args.port, "workers": args.workers}.items()
         if value is not None
     }
+    settings = load_settings(**overrides)
+    config_file = project_root() / "hypercorn.toml"
+    config = Config.from_toml(config_file) if config_file.is_file() else Config()
+    config.bind = [f"{settings.serving.host}:{settings.serving.port}"]
+    config.workers = settings.serving.workers
+    # Listen first: a busy port is reported before any server starts or anything is logged.
+    sockets = listen(config, settings)
     with runtime(**overrides) as rt:
         migrate(rt.settings)
-        settings = rt.settings
-        config_file = project_root() / "hypercorn.toml"
-        config = Config.from_toml(config_file) if config_file.is_file() else Config()
-        config.bind = [f"{settings.serving.host}:{settings.serving.port}"]
-        config.workers = settings.serving.workers
-        sockets_note = f"http://{settings.serving.host}:{settings.serving.port}"
         for line in rt.started:
             _log.info("started %s", line)
         _log.info(
-            "keystile serving on %s with %d worker(s); data in %s; Ctrl-C stops it",
-            sockets_note,
+            "keystile serving on http://%s:%d with %d worker(s); data in %s; Ctrl-C stops it",
+            settings.serving.host,
+            settings.serving.port,
             settings.serving.workers,
-            settings.serving.data_dir.resolve(),
+            rt.settings.serving.data_dir.resolve(),
         )
-        return serve(config, settings)
+        return serve(config, rt.settings, sockets)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "PasswordPolicyViolation",
+    "PasswordTooLong",
     "RateLimited",
     "ReauthenticationRequired",
     "RoleRequired",
@@ -70,6 +71,17 @@ class PasswordPolicyViolation(InvalidInput):
 
     code = "weak_password"
     message = "The password does not meet the password policy."
+
+
+class PasswordTooLong(PasswordPolicyViolation):
+    """A password, new or at login, is over the maximum length (S1).
+
+    Refused before any hash is spent. At login it says nothing about the account (no
+    account has a longer password) and does not call the password weak: it is not new.
+    """
+
+    code = "password_too_long"
+    message = "The password is too long."
 
 
 class InvalidScope(InvalidInput):

@@ -20,6 +20,7 @@ sharing the listening sockets) and replaces only the supervisor:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import os
@@ -36,9 +37,9 @@ from typing import Any
 from hypercorn.config import Config, Sockets
 
 from keystile.logs import LogFormat, configure_logging
-from keystile.settings import Settings
+from keystile.settings import Settings, SettingsError
 
-__all__ = ["prepare_metrics_dir", "serve"]
+__all__ = ["listen", "prepare_metrics_dir", "serve"]
 
 _log = logging.getLogger("keystile.serve")
 
@@ -85,11 +86,32 @@ def prepare_metrics_dir(data_dir: Path) -> tuple[Path, bool]:
     return directory, True
 
 
-def serve(config: Config, settings: Settings) -> int:
-    """Run `serving.workers` Hypercorn workers until SIGTERM/SIGINT; return the exit code."""
+def listen(config: Config, settings: Settings) -> Sockets:
+    """Open the listening sockets of `config.bind`, or raise `SettingsError` saying why not."""
+    serving = settings.serving
+    try:
+        return config.create_sockets()
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise SettingsError(
+                f"port {serving.port} is in use; set KEYSTILE_PORT (or --port) to a free "
+                "port, or stop what listens there"
+            ) from None
+        raise SettingsError(
+            f"cannot listen on {serving.host}:{serving.port}: {error.strerror or error}; "
+            "check KEYSTILE_HOST and KEYSTILE_PORT"
+        ) from None
+
+
+def serve(config: Config, settings: Settings, sockets: Sockets | None = None) -> int:
+    """Run `serving.workers` Hypercorn workers until SIGTERM/SIGINT; return the exit code.
+
+    `sockets` are already listening (see `listen`); by default they are opened here.
+    """
+    if sockets is None:
+        sockets = listen(config, settings)
     metrics_dir, owned = prepare_metrics_dir(settings.serving.data_dir)
     os.environ[_MULTIPROC_ENV] = str(metrics_dir)  # inherited by every worker
-    sockets = config.create_sockets()
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
 

@@ -6,7 +6,7 @@ import unicodedata
 from collections.abc import Iterable
 from importlib import resources
 
-from keystile.errors import PasswordPolicyViolation
+from keystile.errors import PasswordPolicyViolation, PasswordTooLong
 
 __all__ = ["PasswordPolicy", "load_common_passwords", "normalise_password"]
 
@@ -43,15 +43,13 @@ class PasswordPolicy:
         self._common = frozenset(_folded(password) for password in common_passwords)
 
     def check_length(self, password: str) -> str:
-        """Return the normalised password or raise `PasswordPolicyViolation`.
+        """Return the normalised password or raise `PasswordTooLong`.
 
         Also used at login: an over-long password is refused before any hash is spent.
         """
         normalised = normalise_password(password)
         if len(normalised) > self.max_length:
-            raise PasswordPolicyViolation(
-                f"The password must be at most {self.max_length} characters."
-            )
+            raise PasswordTooLong(f"The password must be at most {self.max_length} characters.")
         return normalised
 
     def check_new(self, password: str) -> str:

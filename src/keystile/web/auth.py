@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 from quart import request
 from quart_auth import AuthUser, current_user, login_user, logout_user
-from quart_schema import security_scheme
 
 from keystile.errors import (
     CsrfRejected,
@@ -35,6 +34,7 @@ from keystile.services.roles import ADMIN_ROLE
 from keystile.services.types import Principal
 from keystile.web.caching import mark_requires_credentials
 from keystile.web.context import request_state, services
+from keystile.web.openapi import BEARER, COOKIE, AuthDoc, document_auth
 
 __all__ = [
     "authenticate_request",
@@ -179,9 +179,9 @@ def requires_auth(
         mark_requires_credentials(wrapper)
         # OpenAPI: the scopes a bearer credential needs, and the roles (from
         # `requires_role` underneath) either kind of caller needs.
-        roles = [f"role:{role}" for role in sorted(getattr(handler, _ROLES, ()))]
-        schemes = [{"bearerAuth": sorted(required) + roles}, {"sessionCookie": roles}]
-        return security_scheme(schemes)(wrapper)
+        roles = frozenset(getattr(handler, _ROLES, ()))
+        document_auth(wrapper, AuthDoc((BEARER, COOKIE), required, roles))
+        return wrapper
 
     return decorator
 
@@ -267,6 +267,7 @@ def requires_session(
         return await handler(*args, **kwargs)
 
     mark_requires_credentials(wrapper)
+    document_auth(wrapper, AuthDoc((COOKIE,)))
     return wrapper
 
 

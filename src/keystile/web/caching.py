@@ -31,6 +31,7 @@ from werkzeug.datastructures import Headers
 
 from keystile.stores.purge import check_surrogate_key
 from keystile.web.context import CacheHints, request_state
+from keystile.web.openapi import responds
 
 __all__ = [
     "CachePolicy",
@@ -186,6 +187,7 @@ def http_cache(
 
         if policy.public:
             setattr(wrapper, _PUBLIC_ATTR, True)
+        responds(304)(wrapper)
         return wrapper
 
     return decorator

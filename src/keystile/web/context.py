@@ -13,7 +13,7 @@ from datetime import datetime
 from quart import current_app, g, request
 
 from keystile.container import Services
-from keystile.errors import LimitStatus
+from keystile.errors import KeystileError, LimitStatus
 from keystile.services.types import ClientInfo, Principal
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "RequestState",
     "client_info",
     "client_ip",
+    "note_rate_limit",
+    "note_refused_limit",
     "request_state",
     "services",
 ]
@@ -62,6 +64,17 @@ def request_state() -> RequestState:
         state = RequestState()
         setattr(g, _STATE, state)
     return state
+
+
+def note_rate_limit(status: LimitStatus | None) -> None:
+    """Describe `status` (a limit a service charged) in this response's RateLimit-* headers."""
+    request_state().rate_limit = status
+
+
+def note_refused_limit(error: KeystileError) -> None:
+    """For an error raised inside a service: describe the limit it was counted under."""
+    if error.limit_status is not None and request_state().rate_limit is None:
+        note_rate_limit(error.limit_status)
 
 
 def services() -> Services:

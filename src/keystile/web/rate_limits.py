@@ -21,9 +21,16 @@ from uuid import UUID
 
 from quart import Response
 
-from keystile.errors import KeystileError, LimitStatus, RateLimited
+from keystile.errors import RateLimited
 from keystile.rates import Action
-from keystile.web.context import client_info, request_state, services
+from keystile.web.context import (
+    client_info,
+    note_rate_limit,
+    note_refused_limit,
+    request_state,
+    services,
+)
+from keystile.web.openapi import note_errors
 
 __all__ = [
     "check_rate_limit",
@@ -61,6 +68,7 @@ def rate_limited(
             await check_rate_limit(action, account(**kwargs) if account is not None else None)
             return await handler(*args, **kwargs)
 
+        note_errors(wrapper, 429)
         return wrapper
 
     return decorator
@@ -76,17 +84,6 @@ async def check_rate_limit(action: Action, account: str | UUID | None = None) ->
     except RateLimited as exc:
         request_state().rate_limit = exc.status
         raise
-
-
-def note_rate_limit(status: LimitStatus | None) -> None:
-    """Describe `status` (a limit a service charged) in this response's RateLimit-* headers."""
-    request_state().rate_limit = status
-
-
-def note_refused_limit(error: KeystileError) -> None:
-    """For an error raised inside a service: describe the limit it was counted under."""
-    if error.limit_status is not None and request_state().rate_limit is None:
-        note_rate_limit(error.limit_status)
 
 
 async def rate_limit_headers(response: Response) -> Response:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 __all__ = [
     "AcceptedResponse",
@@ -16,6 +16,7 @@ __all__ = [
     "LoginRequest",
     "LoginResponse",
     "MeResponse",
+    "NewPassword",
     "Password",
     "PasswordChangeRequest",
     "RefreshRequest",
@@ -31,17 +32,38 @@ __all__ = [
 
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 
+# Unicode white space and control characters, spelled out: `\s` means different things
+# to pydantic (Rust), Python and the ECMAScript regexes of OpenAPI tools, and the
+# document must refuse exactly what the server refuses.
+_NOT_IN_EMAIL = r"@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 Email = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True,
         min_length=3,
         max_length=320,
-        pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$",
+        pattern=rf"^[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}]+$",
+    ),
+    Field(description="An email address: name@domain.", examples=["ada@example.com"]),
+]
+# No password is longer than S1's hard maximum, so none longer is worth reading; the
+# policy (S1) still judges length after NFKC against the configured maximum.
+PASSWORD_MAX_LENGTH = 1024
+# A password at login: any length an existing account may have (legacy imports too).
+Password = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH, pattern=_NO_CONTROL),
+    Field(examples=["correct horse battery staple"]),
+]
+# A new password: the policy's minimum is 8 or more (settings), never less.
+NewPassword = Annotated[
+    str,
+    StringConstraints(min_length=8, max_length=PASSWORD_MAX_LENGTH, pattern=_NO_CONTROL),
+    Field(
+        description="8 to 1024 characters (the deployment may ask for more); "
+        "not one of the most common passwords.",
+        examples=["correct horse battery staple"],
     ),
 ]
-# The policy (S1) judges length after NFKC; this bound only keeps huge inputs out cheaply.
-Password = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=_NO_CONTROL)]
 
 
 # Opaque refresh tokens are base64url; anything else cannot be one of ours.
@@ -57,7 +79,7 @@ class _Request(BaseModel):
 
 class RegisterRequest(_Request):
     email: Email
-    password: Password
+    password: NewPassword
 
 
 class LoginRequest(_Request):
@@ -67,7 +89,7 @@ class LoginRequest(_Request):
 
 class PasswordChangeRequest(_Request):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 class TokenRequest(_Request):
@@ -86,7 +108,7 @@ class RevokeRequest(_Request):
     """Revoke one refresh token, or (`family: true`) every token of its login."""
 
     refresh_token: RefreshToken
-    family: bool = False
+    family: StrictBool = False  # `0` or `"yes"` is not an answer to a yes/no question
 
 
 class TokenResponse(BaseModel):

@@ -11,6 +11,7 @@ from quart import Blueprint, Response
 
 from keystile.web.caching import CachePolicy, cache_response
 from keystile.web.context import services
+from keystile.web.openapi import responds
 
 blueprint = Blueprint("wellknown", __name__)
 
@@ -29,12 +30,26 @@ async def _public(route: str, body: bytes, content_type: str = "application/json
 
 
 @blueprint.get("/.well-known/jwks.json")
+@responds(
+    200,
+    "The JSON Web Key Set: next, current and previous public keys.",
+    content_type="application/jwk-set+json",
+    schema={"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
+)
+@responds(304)
 async def jwks() -> Response:
     """Publish the public signing keys: next, current and previous (S19)."""
     return await _public("jwks", services().key_ring.jwks(), "application/jwk-set+json")
 
 
 @blueprint.get("/.well-known/openid-configuration")
+@responds(
+    200,
+    "OpenID Provider Metadata (RFC 8414): issuer, jwks_uri, endpoints, algorithms.",
+    content_type="application/json",
+    schema={"type": "object", "required": ["issuer", "jwks_uri"]},
+)
+@responds(304)
 async def openid_configuration() -> Response:
     """Describe the issuer, where its keys are, and how its tokens are signed."""
     settings = services().settings

@@ -11,6 +11,7 @@ from quart_schema import validate_request, validate_response
 from keystile.rates import Action
 from keystile.web.auth import end_cookie_session, get_principal, requires_auth
 from keystile.web.context import client_info, services
+from keystile.web.openapi import responds
 from keystile.web.rate_limits import rate_limited
 from keystile.web.schemas import MeResponse, PasswordChangeRequest
 
@@ -34,6 +35,7 @@ async def me() -> MeResponse:
 
 
 @blueprint.post("/v1/me/password")
+@responds(204, "Changed; the caller's other sessions and token families have ended.")
 @requires_auth()
 @validate_request(PasswordChangeRequest)
 @rate_limited(Action.PASSWORD_CHANGE, account=lambda **_: get_principal().user_id)
@@ -46,6 +48,7 @@ async def change_password(data: PasswordChangeRequest) -> tuple[str, int]:
 
 
 @blueprint.post("/v1/me/logout-everywhere")
+@responds(204, "Every session, refresh token and access token of the caller has ended.")
 @requires_auth()
 async def logout_everywhere() -> tuple[str, int]:
     """End every session, refresh token and access token of the caller, this one included (S17)."""

@@ -17,6 +17,7 @@ from keystile.web.auth import (
     start_cookie_session,
 )
 from keystile.web.context import client_info, services
+from keystile.web.openapi import may_fail, responds
 from keystile.web.rate_limits import note_rate_limit
 from keystile.web.schemas import (
     LoginRequest,
@@ -30,6 +31,7 @@ blueprint = Blueprint("sessions", __name__)
 
 
 @blueprint.post("/v1/sessions")
+@may_fail(401, 403, 429)  # 403: cross-site, or email_not_verified; 429: rate limited
 @validate_request(LoginRequest)
 @validate_response(LoginResponse, 201)
 async def login(data: LoginRequest) -> tuple[LoginResponse, int]:
@@ -59,6 +61,7 @@ async def list_sessions() -> SessionListResponse:
 
 
 @blueprint.delete("/v1/sessions/current")
+@responds(204, "Logged out; the cookie is dropped.")
 @requires_session
 async def logout() -> ResponseReturnValue:
     """End the current session on the server and drop the cookie (S9)."""
@@ -68,6 +71,7 @@ async def logout() -> ResponseReturnValue:
 
 
 @blueprint.delete("/v1/sessions/<uuid:session_id>")
+@responds(204, "The session has ended.")
 @requires_session
 async def revoke(session_id: UUID) -> ResponseReturnValue:
     """End one of the caller's sessions by its public id; 404 if it is not theirs."""

@@ -12,6 +12,7 @@ from quart_schema import validate_request, validate_response
 from keystile.rates import Action
 from keystile.services.tokens import TokenPair
 from keystile.web.context import client_info, services
+from keystile.web.openapi import may_fail, responds
 from keystile.web.rate_limits import note_rate_limit, rate_limited
 from keystile.web.schemas import RefreshRequest, RevokeRequest, TokenRequest, TokenResponse
 
@@ -36,6 +37,7 @@ def _token_response(pair: TokenPair) -> tuple[TokenResponse, int, dict[str, str]
 
 
 @blueprint.post("/v1/tokens")
+@may_fail(401, 403, 429)  # 403: email_not_verified; 429: rate limited
 @validate_request(TokenRequest)
 @validate_response(TokenResponse)
 async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]:
@@ -52,6 +54,7 @@ async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]
 
 
 @blueprint.post("/v1/tokens/refresh")
+@may_fail(401)
 @validate_request(RefreshRequest)
 @validate_response(TokenResponse)
 # Per address only: the user is known only once the token is spent, and a refresh token
@@ -64,6 +67,7 @@ async def refresh(data: RefreshRequest) -> tuple[TokenResponse, int, dict[str, s
 
 
 @blueprint.post("/v1/tokens/revoke")
+@responds(204, "Revoked, or it was not a live token: the answer is the same (RFC 7009).")
 @validate_request(RevokeRequest)
 async def revoke(data: RevokeRequest) -> ResponseReturnValue:
     """Revoke a refresh token or its family; 204 whether or not it was known (RFC 7009)."""

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from quart import Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
+from quart_schema import hide
 
 from keystile.errors import InvalidCredentials, KeystileError, PasswordPolicyViolation
 from keystile.rates import Action
@@ -18,6 +19,7 @@ from keystile.web.rate_limits import check_rate_limit
 
 
 @blueprint.get("/account")
+@hide
 async def account() -> ResponseReturnValue:
     """Show the account of the logged-in user; others are sent to log in first."""
     principal = await current_principal()
@@ -27,6 +29,7 @@ async def account() -> ResponseReturnValue:
 
 
 @blueprint.post("/account/password")
+@hide
 async def change_password() -> ResponseReturnValue:
     """Change the password; the user's other sessions end (S3)."""
     principal = await current_principal()
@@ -62,6 +65,7 @@ async def change_password() -> ResponseReturnValue:
 
 
 @blueprint.post("/account/sessions/<uuid:public_id>/revoke")
+@hide
 async def revoke_session(public_id: UUID) -> ResponseReturnValue:
     """End one of my sessions; ending this one logs me out here."""
     principal = await current_principal()
@@ -79,6 +83,7 @@ async def revoke_session(public_id: UUID) -> ResponseReturnValue:
 
 
 @blueprint.post("/account/logout-everywhere")
+@hide
 async def logout_everywhere() -> ResponseReturnValue:
     """End every session and access token of mine, this one included (S17)."""
     principal = await current_principal()

@@ -9,9 +9,9 @@ from pydantic import TypeAdapter, ValidationError
 from quart import Blueprint, Response, render_template, request
 
 from keystile.errors import KeystileError
+from keystile.web.context import note_refused_limit
 from keystile.web.csrf import CSRF_FIELD, csrf_token
 from keystile.web.errors import status_for
-from keystile.web.rate_limits import note_refused_limit
 from keystile.web.schemas import Email
 
 __all__ = [

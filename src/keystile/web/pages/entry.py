@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from quart import Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
+from quart_schema import hide
 
 from keystile.errors import EmailNotVerified, KeystileError, PasswordPolicyViolation
 from keystile.rates import Action
@@ -16,12 +17,14 @@ from keystile.web.redirects import safe_next
 
 
 @blueprint.get("/")
+@hide
 async def index() -> ResponseReturnValue:
     """Send people to their account (which sends them to log in if need be)."""
     return redirect(url_for("pages.account"), 303)
 
 
 @blueprint.get("/login")
+@hide
 async def login() -> ResponseReturnValue:
     """Show the login form; a logged-in visitor goes straight on."""
     next_path = safe_next(request.args.get("next"))
@@ -31,6 +34,7 @@ async def login() -> ResponseReturnValue:
 
 
 @blueprint.post("/login")
+@hide
 async def login_submit() -> ResponseReturnValue:
     """Check the credentials, start a session, and go on to a same-site path (S12)."""
     form = await request.form
@@ -58,12 +62,14 @@ async def login_submit() -> ResponseReturnValue:
 
 
 @blueprint.get("/register")
+@hide
 async def register() -> ResponseReturnValue:
     """Show the registration form."""
     return await render_page("register.html")
 
 
 @blueprint.post("/register")
+@hide
 async def register_submit() -> ResponseReturnValue:
     """Register; the answer is the same whether or not the email had an account (S6)."""
     form = await request.form
@@ -93,6 +99,7 @@ async def register_submit() -> ResponseReturnValue:
 
 
 @blueprint.post("/logout")
+@hide
 async def logout() -> ResponseReturnValue:
     """End this session on the server and drop the cookie (S9)."""
     principal = await current_principal()
