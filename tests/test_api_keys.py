@@ -47,6 +47,7 @@ async def test_created_key_is_shown_once_and_authenticates_as_its_user(app: Quar
     assert await me.get_json() == {
         "id": (await me.get_json())["id"],
         "email": email,
+        "email_verified": False,
         "authenticated_via": "api_key",
     }
     listed = await (await owner.get("/v1/me/api-keys")).get_json()

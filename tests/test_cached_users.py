@@ -12,7 +12,7 @@ import pytest
 
 from keystile.bootstrap import build_caches, build_users, open_database, open_redis
 from keystile.repositories.cached_users import CREATES, CachedUserRepository
-from keystile.repositories.users import User, UserRepository
+from keystile.repositories.users import PostgresUserRepository, User, UserRepository
 from keystile.settings import Settings
 
 Change = Callable[[UserRepository, User], Awaitable[User | None]]
@@ -41,7 +41,7 @@ async def _users(settings: Settings) -> AsyncIterator[UserRepository]:
         database = await stack.enter_async_context(open_database(settings.database))
         redis = await stack.enter_async_context(open_redis(settings.redis))
         caches = await build_caches(redis, stack)
-        yield build_users(settings, database, caches, secret=b"k" * 32)
+        yield build_users(settings, PostgresUserRepository(database), caches, secret=b"k" * 32)
 
 
 def _email() -> str:

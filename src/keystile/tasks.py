@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-__all__ = ["background", "run_every"]
+__all__ = ["background", "run_every", "stop_if_cancelled"]
 
 _log = logging.getLogger(__name__)
 
@@ -56,10 +56,25 @@ async def run_every(
     """
     await asyncio.sleep(first_delay)
     while True:
+        stop_if_cancelled()
         try:
             result = job()
             if inspect.isawaitable(result):
                 await result
         except Exception:
+            stop_if_cancelled()
             _log.exception("background job failed", extra={"job": name})
         await asyncio.sleep(interval)
+
+
+def stop_if_cancelled() -> None:
+    """Raise `CancelledError` if this task was asked to stop.
+
+    For loops that catch errors and go on: a library can turn the cancellation into
+    another error (on Python 3.11, `asyncio.wait_for` inside asyncpg's pool acquire
+    reports a cancel that races its timeout as TimeoutError), and a loop that logs it
+    and carries on would never stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()

@@ -39,6 +39,7 @@ from keystile.mail.transports import (
 )
 from keystile.repositories.audit import AuditLog
 from keystile.repositories.outbox import ClaimedMail, PostgresOutbox
+from keystile.tasks import stop_if_cancelled
 
 __all__ = ["OutboxSender", "RoundResult", "SenderPolicy"]
 
@@ -119,11 +120,16 @@ class OutboxSender:
         unavailable_wait = 0.0
         last_stats = 0.0
         while True:
+            # A cancel that a library turned into another error (and something suppressed)
+            # must still stop the sender; see `stop_if_cancelled`.
+            stop_if_cancelled()
             try:
                 result = await self.run_once()
             except DependencyUnavailable:
+                stop_if_cancelled()
                 result = RoundResult()
             except Exception:  # a bug here must never stop the mail for good
+                stop_if_cancelled()
                 _log.exception("outbox sender round failed")
                 result = RoundResult()
             if time.monotonic() - last_stats >= _STATS_EVERY:
@@ -139,8 +145,11 @@ class OutboxSender:
                 await self._wait(self._policy.poll_seconds)
 
     async def _wait(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 a stop (cancel) arriving just as
+        # wait_for times out is turned into TimeoutError and lost, and the loop runs on.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._nudged.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._nudged.wait()
         self._nudged.clear()
 
     async def _sample(self) -> None:

@@ -142,11 +142,15 @@ class SmtpTransport:
             raise TransportUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
         try:
             yield _SmtpDelivery(client)
-        finally:
-            try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                client.close()
+        except BaseException:
+            # Cancelled (shutdown) or failed mid-command: the conversation is in an unknown
+            # state, and a polite QUIT could wait a whole timeout for an answer. Hang up.
+            client.close()
+            raise
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
 
 
 class _MaildirDelivery:

@@ -481,13 +481,10 @@ class EmailFlows:
     async def _notice_new_device(self, user: User, client: ClientInfo) -> None:
         ttl = self._policy.known_device_seconds
         device_key = self._keys.key("mail-known-device", str(user.id), client.ip)
-        if await self._marks.is_marked(device_key):
-            return
         seen_key = self._keys.key("mail-seen-account", str(user.id))
-        first_login = not await self._marks.is_marked(seen_key)
-        await asyncio.gather(self._marks.mark(device_key, ttl), self._marks.mark(seen_key, ttl))
-        if first_login:
-            return  # the first login of an account is no news to its owner
+        new_device, first_login = await self._marks.mark_new([device_key, seen_key], ttl)
+        if not new_device or first_login:
+            return  # a device seen before; or the account's first login, no news to its owner
         device = await asyncio.to_thread(describe_user_agent, client.user_agent)
         mail = OutgoingMail(
             kind="new_device",

@@ -84,6 +84,9 @@ class CounterStore(Protocol):
     async def forget(self, keys: list[str]) -> None: ...
     async def mark(self, key: str, ttl: float) -> None: ...
     async def is_marked(self, key: str) -> bool: ...
+    async def mark_new(self, keys: list[str], ttl: float) -> list[bool]:
+        """Mark every key; return, per key, whether it was not marked before (one call)."""
+        ...
 
 
 # KEYS: one per limit. ARGV: interval_ms, count for each key, in order.
@@ -204,6 +207,19 @@ class RedisCounterStore:
     async def is_marked(self, key: str) -> bool:
         return bool(await self._redis.exists(key))
 
+    async def mark_new(self, keys: list[str], ttl: float) -> list[bool]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(key, b"1", px=max(1, int(ttl * 1000)), nx=True)
+            results = await pipe.execute()
+        if not all(results):  # refresh the lifetime of the marks that existed
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, new in zip(keys, results, strict=True):
+                    if not new:
+                        pipe.pexpire(key, max(1, int(ttl * 1000)))
+                await pipe.execute()
+        return [bool(result) for result in results]
+
 
 class MemoryCounterStore:
     """The same arithmetic in this process: the fallback while Redis is away.
@@ -271,6 +287,12 @@ class MemoryCounterStore:
     async def is_marked(self, key: str) -> bool:
         return self._marks.get(key) is not None
 
+    async def mark_new(self, keys: list[str], ttl: float) -> list[bool]:
+        new = [self._marks.get(key) is None for key in keys]
+        for key in keys:
+            self._marks.set(key, True, ttl=ttl)
+        return new
+
 
 class FallbackCounterStore:
     """Redis first; when it fails, this process's own counters, with a warning.
@@ -331,6 +353,15 @@ class FallbackCounterStore:
         if await self._fallback.is_marked(key):
             return True
         return await self._either(lambda: self._primary.is_marked(key), _false)
+
+    async def mark_new(self, keys: list[str], ttl: float) -> list[bool]:
+        # Both, like `mark`; Redis decides what was new while it answers.
+        local = await self._fallback.mark_new(keys, ttl)
+
+        async def this_process() -> list[bool]:
+            return local
+
+        return await self._either(lambda: self._primary.mark_new(keys, ttl), this_process)
 
 
 async def _nothing() -> None:

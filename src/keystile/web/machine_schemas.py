@@ -99,7 +99,7 @@ class ClientTokenResponse(BaseModel):
 class IntrospectionRequest(BaseModel):
     """RFC 7662 2.1, form-encoded, with client authentication as at the token endpoint."""
 
-    token: str
+    token: str = Field(min_length=1)
     token_type_hint: str | None = None
     client_id: str | None = None
     client_secret: str | None = None

@@ -45,6 +45,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _RESPONSES_ATTR = "_keystile_openapi_responses"
 _ERRORS_ATTR = "_keystile_openapi_errors"
 _AUTH_ATTR = "_keystile_openapi_auth"
+_BODY_OPTIONAL_ATTR = "_keystile_openapi_body_optional"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
@@ -126,6 +127,12 @@ def responds(
     return decorator
 
 
+def body_optional(func: F) -> F:
+    """Document the request body as optional (the operation also serves callers without one)."""
+    setattr(func, _BODY_OPTIONAL_ATTR, True)
+    return func
+
+
 def may_fail(*statuses: int) -> Callable[[F], F]:
     """Document error statuses an operation answers beyond those its decorators imply."""
 
@@ -166,6 +173,10 @@ def _subclasses(cls: type[errors.KeystileError]) -> Iterator[type[errors.Keystil
         yield from _subclasses(sub)
 
 
+# Blueprints that are not the JSON API: pages, their assets and docs, health, metrics.
+_NOT_API = frozenset({"pages", "assets", "api_docs", "health", "metrics"})
+
+
 class KeystileOpenAPI(OpenAPIProvider):
     """quart-schema's provider, plus every status, the error schema and the security."""
 
@@ -178,6 +189,16 @@ class KeystileOpenAPI(OpenAPIProvider):
             scheme.setdefault("description", _SCHEME_DESCRIPTIONS.get(name, ""))
         return document
 
+    def generate_rules(self) -> Iterable[Rule]:
+        """Every route but the HTML pages and the operational ones, by blueprint.
+
+        By blueprint rather than by `hide` on each route, so a new page can never slip
+        into the API document.
+        """
+        for rule in super().generate_rules():
+            if rule.endpoint.partition(".")[0] not in _NOT_API:
+                yield rule
+
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
         parameter = super().build_path_parameter(name, converter)
         if isinstance(converter, UUIDConverter):
@@ -188,19 +209,32 @@ class KeystileOpenAPI(OpenAPIProvider):
         paths, components = super().build_paths(rule)
         func = self._app.view_functions[rule.endpoint]
         services = self._app.extensions.get(EXTENSION_KEY)
-        scopes = services.settings.token_scopes if services is not None else None
+        settings = services.settings if services is not None else None
         for operations in paths.values():
             for method, operation in operations.items():
                 _complete(operation, func, method.upper(), bool(rule.arguments))
-                if scopes is not None:
-                    _narrow_scope(operation, scopes)
+                if settings is not None:
+                    _narrow_scope(operation, settings.tokens.scopes)
+                    _narrow_key_expiry(operation, settings.machine.api_key_max_days)
         return paths, components
+
+
+def _narrow_key_expiry(operation: dict[str, Any], max_days: int) -> None:
+    """Say how long this deployment lets an API key live (`api_key_max_days`)."""
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    expiry = body.get("schema", {}).get("properties", {}).get("expires_in_days")
+    if expiry is not None:
+        expiry["maximum"] = max_days
 
 
 def _narrow_scope(operation: dict[str, Any], scopes: Iterable[str]) -> None:
     """Say which scopes this deployment grants: a schema-valid `scope` is one it accepts."""
     body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
-    scope = body.get("schema", {}).get("properties", {}).get("scope")
+    properties = body.get("schema", {}).get("properties", {})
+    listed = properties.get("scopes")  # an array of scopes (API keys)
+    if listed is not None and listed.get("type") == "array":
+        listed["items"] = {"type": "string", "enum": sorted(scopes)}
+    scope = properties.get("scope")
     if scope is None:
         return
     words = "|".join(re.escape(word) for word in sorted(scopes))
@@ -230,7 +264,7 @@ def _complete(operation: dict[str, Any], func: Any, method: str, has_path_args: 
     failures = set(_ALWAYS) | set(getattr(func, _ERRORS_ATTR, ()))
     if getattr(func, QUART_SCHEMA_REQUEST_ATTRIBUTE, None) is not None:
         failures |= _BODY
-        operation["requestBody"]["required"] = True
+        operation["requestBody"]["required"] = not getattr(func, _BODY_OPTIONAL_ATTR, False)
     if getattr(func, QUART_SCHEMA_QUERYSTRING_ATTRIBUTE, None) is not None:
         failures.add(422)
     if has_path_args:
@@ -238,7 +272,14 @@ def _complete(operation: dict[str, Any], func: Any, method: str, has_path_args: 
     auth: AuthDoc | None = getattr(func, _AUTH_ATTR, None)
     if auth is not None:
         failures.add(401)
-        if auth.scopes or auth.roles or (COOKIE in auth.schemes and method not in _SAFE_METHODS):
+        # 403: missing scope or role, a client token where a user is needed
+        # (`user_required`), or a cross-site cookie change.
+        if (
+            auth.scopes
+            or auth.roles
+            or BEARER in auth.schemes
+            or (COOKIE in auth.schemes and method not in _SAFE_METHODS)
+        ):
             failures.add(403)
         roles = [f"role:{role}" for role in sorted(auth.roles)]
         operation["security"] = [

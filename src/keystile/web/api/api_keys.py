@@ -14,6 +14,7 @@ from keystile.web.machine_schemas import (
     ApiKeyListResponse,
     ApiKeyResponse,
 )
+from keystile.web.openapi import may_fail, responds
 
 blueprint = Blueprint("api_keys", __name__)
 
@@ -30,6 +31,7 @@ def key_response(record: ApiKeyRecord) -> ApiKeyResponse:
 
 
 @blueprint.post("/v1/me/api-keys")
+@may_fail(409)  # the per-user limit of live keys
 @requires_auth()
 @validate_request(ApiKeyCreateRequest)
 @validate_response(ApiKeyCreatedResponse, 201)
@@ -65,6 +67,7 @@ async def list_api_keys() -> ApiKeyListResponse:
 
 
 @blueprint.delete("/v1/me/api-keys/<key_id>")
+@responds(204, "The key is revoked on every worker.")
 @requires_auth()
 async def revoke_api_key(key_id: str) -> tuple[str, int]:
     """Revoke one of the caller's API keys; every worker refuses it within seconds."""

@@ -21,6 +21,7 @@ from quart_schema import (
 from keystile.errors import NotAuthenticated
 from keystile.web.auth import authenticate_request, check_same_origin, get_principal, requires_auth
 from keystile.web.context import client_info, services
+from keystile.web.openapi import body_optional
 from keystile.web.schemas import AcceptedResponse, Email, Password
 
 __all__ = [
@@ -99,6 +100,7 @@ async def confirm_password_reset(data: PasswordResetConfirmRequest) -> tuple[str
 
 
 @blueprint.post("/v1/email-verifications")
+@body_optional
 @document_request(EmailVerificationRequest)
 @validate_response(AcceptedResponse, 202)
 async def request_email_verification() -> tuple[AcceptedResponse, int]:
@@ -107,12 +109,12 @@ async def request_email_verification() -> tuple[AcceptedResponse, int]:
     """
     principal = await authenticate_request()
     flows = services().mail.flows
+    data = await _optional_body(EmailVerificationRequest)  # a body, if sent, must be valid
     if principal is not None:
         if principal.via == "session":
             check_same_origin()
         await flows.resend_verification(principal, client_info())
     else:
-        data = await _optional_body(EmailVerificationRequest)
         if data.email is None:
             raise NotAuthenticated("Log in, or send the email address of the account.")
         await flows.resend_verification_to(data.email, client_info())

@@ -73,11 +73,17 @@ def _oauth_error(error: KeystileError) -> Response:
     return response
 
 
+_PARAMETERS = frozenset(
+    {"grant_type", "scope", "audience", "client_id", "client_secret", "token", "token_type_hint"}
+)
+
+
 async def _form() -> MultiDict[str, str]:
     if request.mimetype != _FORM:
         raise InvalidRequest(f"Send the parameters form-encoded ({_FORM}).")
     form: MultiDict[str, str] = await request.form
-    for name in form:
+    # RFC 6749 3.1-3.2: a parameter must not be repeated; unknown ones are ignored.
+    for name in _PARAMETERS & set(form):
         if len(form.getlist(name)) > 1:
             raise InvalidRequest(f"The parameter {name} is repeated.")
     return form
@@ -87,6 +93,8 @@ def _credentials(form: MultiDict[str, str]) -> ClientCredentials:
     """Read the client's id and secret from HTTP Basic or from the form (one of them)."""
     posted_id, posted_secret = form.get("client_id"), form.get("client_secret")
     header = request.headers.get("Authorization")
+    if header is not None and header.partition(" ")[0].lower() != "basic":
+        header = None  # a bearer token or another scheme is no client authentication here
     if header is None:
         if not posted_id or not posted_secret:
             # Tell the client which method we expect (RFC 6749 5.2).
@@ -94,9 +102,7 @@ def _credentials(form: MultiDict[str, str]) -> ClientCredentials:
         return ClientCredentials(posted_id, posted_secret, basic=False)
     if posted_secret is not None:
         raise InvalidRequest("Authenticate with HTTP Basic or with the form, not both.")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        raise InvalidClient("Use HTTP Basic client authentication here.", basic=True)
+    _, _, value = header.partition(" ")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
