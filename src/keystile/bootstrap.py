@@ -39,6 +39,7 @@ from keystile.repositories import (
 )
 from keystile.repositories.audit import AuditLog, BufferedAuditLog
 from keystile.repositories.cached_users import CachedUserRepository
+from keystile.repositories.mfa import PostgresMfaRepository
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
 from keystile.repositories.sessions import SessionRecord, SessionRepository
 from keystile.repositories.users import UserRepository, user_from_json, user_to_json
@@ -58,6 +59,7 @@ from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import build_machine_access
+from keystile.services.mfa import FactorNotices, MfaService
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
@@ -72,6 +74,7 @@ from keystile.settings import (
 )
 from keystile.stores import create_redis
 from keystile.stores.cache import CacheHub
+from keystile.stores.challenges import ChallengeStore
 from keystile.stores.credential_store import create_credential_store
 from keystile.stores.login_gate import RedisLoginGate
 from keystile.stores.purge import NoPurge, SurrogatePurger, VarnishPurger
@@ -180,6 +183,7 @@ async def build_services(
     )
     mail.start()  # this worker's outbox sender, until the stack closes
     stack.push_async_callback(mail.aclose)
+    mfa = build_mfa(settings, secret, database, redis, users, audit, counters, mail.flows)
     auth = AuthService(
         users,
         sessions,
@@ -192,13 +196,14 @@ async def build_services(
         failures=failures,
         revoker=revoker,
         hooks=mail.flows,
+        second_factor=mfa,
     )
     audit_admin = AuditService(
         audit, users, retention=timedelta(days=settings.retention.audit_days), pending=failures
     )
     await build_housekeeping(settings, audit_admin, session_repository, refresh_tokens, stack)
     await stack.enter_async_context(_pool_sampler(database, redis))
-    tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit)
+    tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
     machine = build_machine_access(
         settings,
         secret=secret,
@@ -235,6 +240,7 @@ async def build_services(
         tokens=tokens,
         machine=machine,
         mail=mail,
+        mfa=mfa,
     )
     built = [await stack.enter_async_context(p.build(core)) for p in providers]
     return dataclasses.replace(core, extensions=tuple(built))
@@ -424,6 +430,7 @@ def build_tokens(
     epochs: TokenEpochs,
     auth: AuthService,
     audit: AuditLog,
+    second_factor: MfaService | None = None,
 ) -> TokenService:
     """Return the token service: JWT access tokens and rotating refresh tokens."""
     tokens = settings.tokens
@@ -446,6 +453,40 @@ def build_tokens(
         refresh_absolute=timedelta(seconds=tokens.refresh_absolute_seconds),
         reuse_grace=timedelta(seconds=tokens.refresh_reuse_grace_seconds),
         verified_cache_size=tokens.verified_cache_size,
+        second_factor=second_factor,
+    )
+
+
+def build_mfa(
+    settings: Settings,
+    secret: bytes,
+    database: Database,
+    redis: Redis,
+    users: CachedUserRepository,
+    audit: AuditLog,
+    counters: CounterStore,
+    notices: FactorNotices,
+) -> MfaService:
+    """Return second factors: TOTP, recovery codes, one-time challenges (docs/mfa.md)."""
+    limits = settings.limits
+    return MfaService(
+        PostgresMfaRepository(database),
+        users,
+        ChallengeStore(redis, database),
+        audit,
+        counters,
+        CounterKeys(secret),
+        secret=secret,
+        issuer=settings.mfa.issuer,
+        challenge_ttl=settings.mfa.challenge_ttl_seconds,
+        backoff=Backoff(
+            free_failures=settings.mfa.free_failures,
+            base_delay=limits.backoff_base_seconds,
+            max_delay=limits.backoff_max_seconds,
+            window=float(limits.failure_window_seconds),
+        ),
+        reauth_max_age=settings.machine.reauth_max_age_seconds,
+        notices=notices,
     )
 
 

@@ -21,10 +21,10 @@ from keystile.errors import (
     InvalidLinkToken,
     InvalidToken,
     KeystileError,
+    MfaRequired,
     NotFound,
     Overloaded,
     RateLimited,
-    MfaRequired,
     ReauthenticationRequired,
 )
 from keystile.web.context import note_refused_limit
