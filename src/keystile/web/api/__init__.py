@@ -2,7 +2,7 @@
 
 from quart import Blueprint
 
-from keystile.web.api import admin, api_keys, email, me, oauth, sessions, tokens, users
+from keystile.web.api import admin, api_keys, email, me, mfa, oauth, sessions, tokens, users
 
 __all__ = ["blueprints"]
 
@@ -16,4 +16,5 @@ blueprints: tuple[Blueprint, ...] = (
     oauth.blueprint,
     admin.blueprint,
     email.blueprint,
+    mfa.blueprint,
 )

@@ -1,0 +1,80 @@
+"""Request and response bodies of the second-factor API (docs/mfa.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from keystile.web.schemas import Scope
+
+__all__ = [
+    "MfaCompleteRequest",
+    "MfaStatusResponse",
+    "RecoveryCodesResponse",
+    "TotpCodeRequest",
+    "TotpRemoveRequest",
+    "TotpSetupResponse",
+]
+
+TotpCode = Annotated[
+    str,
+    StringConstraints(min_length=6, max_length=8, pattern=r"^[0-9 ]+$"),
+    Field(description="The 6-digit code the authenticator app shows.", examples=["123456"]),
+]
+RecoveryCode = Annotated[
+    str,
+    StringConstraints(min_length=10, max_length=20, pattern=r"^[A-Za-z0-9 -]+$"),
+    Field(description="One of the recovery codes shown at enrollment.", examples=["abcde-fghjk"]),
+]
+MfaToken = Annotated[
+    str,
+    StringConstraints(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$"),
+    Field(description="The mfa_token of the 401 mfa_required answer."),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TotpCodeRequest(_Request):
+    code: TotpCode
+
+
+class TotpRemoveRequest(_Request):
+    """Without `code`, a recent login is needed, and the last factor cannot go."""
+
+    code: TotpCode | None = None
+
+
+class MfaCompleteRequest(_Request):
+    """The second step: `mfa_token` and exactly one of `code` and `recovery_code`."""
+
+    mfa_token: MfaToken
+    code: TotpCode | None = None
+    recovery_code: RecoveryCode | None = None
+    scope: Scope | None = Field(default=None, description="Ignored: the password step's applies.")
+
+    @model_validator(mode="after")
+    def _one_factor(self) -> MfaCompleteRequest:
+        if (self.code is None) == (self.recovery_code is None):
+            raise ValueError("Send exactly one of code and recovery_code.")
+        return self
+
+
+class TotpSetupResponse(BaseModel):
+    secret: str = Field(description="Base32; type it into the app if the QR code cannot be read.")
+    otpauth_uri: str
+    qr_svg: str = Field(description="The otpauth URI as an inline SVG QR code.")
+
+
+class RecoveryCodesResponse(BaseModel):
+    recovery_codes: list[str] = Field(description="Shown once; each works once.")
+
+
+class MfaStatusResponse(BaseModel):
+    totp: bool
+    totp_pending: bool
+    passkeys: int
+    recovery_codes_left: int
