@@ -18,7 +18,8 @@ import asyncio
 import dataclasses
 import random
 import secrets
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -183,7 +184,9 @@ async def build_services(
     )
     mail.start()  # this worker's outbox sender, until the stack closes
     stack.push_async_callback(mail.aclose)
-    mfa = build_mfa(settings, secret, database, redis, users, audit, counters, mail.flows)
+    mfa = build_mfa(
+        settings, secret, database, redis, users, audit, counters, mail.flows, overrides.mfa_clock
+    )
     auth = AuthService(
         users,
         sessions,
@@ -466,6 +469,7 @@ def build_mfa(
     audit: AuditLog,
     counters: CounterStore,
     notices: FactorNotices,
+    clock: Callable[[], float] | None = None,
 ) -> MfaService:
     """Return second factors: TOTP, recovery codes, one-time challenges (docs/mfa.md)."""
     limits = settings.limits
@@ -487,6 +491,7 @@ def build_mfa(
         ),
         reauth_max_age=settings.machine.reauth_max_age_seconds,
         notices=notices,
+        clock=clock or time.time,
     )
 
 

@@ -8,6 +8,7 @@ own services from these. Nothing here imports a web framework.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -53,6 +54,8 @@ class Overrides:
     purger: SurrogatePurger | None = None
     # Any aiocache cache (e.g. SimpleMemoryCache) instead of the Redis one.
     credential_store: BaseCache | None = None
+    # The clock TOTP codes are checked against (seconds since the epoch), for tests.
+    mfa_clock: Callable[[], float] | None = None
 
 
 class ServiceProvider(Protocol):
