@@ -330,3 +330,21 @@ async def test_removing_the_last_factor_needs_a_current_code(mfa_app: Quart, clo
         "SELECT kind FROM outbox WHERE recipient = $1 AND kind = 'factor_changed'", email
     )
     assert len(mails) == 2  # added, removed
+
+
+async def test_an_admin_resets_a_users_factors(mfa_app: Quart, clock: Clock) -> None:
+    # S42, S45: the admin API lists the factors and resets them; audited with the admin.
+    _, email, _, _ = await enrolled_user(mfa_app, clock)
+    user = await services_of(mfa_app).users.select_user_by_email(email)
+    assert user is not None
+    admin = mfa_app.test_client()
+    admin_email = unique_email()
+    await register(admin, admin_email)
+    await services_of(mfa_app).machine.roles.grant(admin_email, "admin")
+    assert (await login(admin, admin_email)).status_code == 201
+    shown = await (await admin.get(f"/v1/admin/users/{user.id}")).get_json()
+    assert shown["factors"] == [{"kind": "totp"}]
+    response = await admin.post(f"/v1/admin/users/{user.id}/reset-factors")
+    assert response.status_code == 204, await response.get_data(as_text=True)
+    assert (await login(mfa_app.test_client(), email)).status_code == 201
+    assert "mfa_reset" in await audit_kinds(mfa_app, email)

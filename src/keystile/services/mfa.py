@@ -398,14 +398,33 @@ class MfaService:
             recovery_codes_left=await self._repository.count_recovery_codes(principal.user_id),
         )
 
+    async def factors_of(self, user_id: UUID) -> list[dict[str, str]]:
+        """Return the user's factors for an operator: kind, and a passkey's id and name."""
+        record = await self._repository.select_totp(user_id)
+        found = [{"kind": "totp"}] if record is not None and record.confirmed else []
+        for passkey in await self._repository.select_passkeys(user_id):
+            found.append(
+                {
+                    "kind": "passkey",
+                    "id": str(passkey.id),
+                    "name": passkey.name,
+                    "created_at": passkey.created_at.isoformat(),
+                }
+            )
+        return found
+
     async def reset(self, user_id: UUID, *, actor: str, client: ClientInfo) -> int:
-        """Remove every factor of a user (operators: CLI, admin API); audited, notified."""
+        """Remove every factor of a user (operators: CLI, admin API); audited, notified.
+
+        `NotFound` for an unknown user. Returns how many factors were removed.
+        """
+        user = await self._users.select_user_by_id(user_id)
+        if user is None:
+            raise NotFound("No such user.")
         removed = await self._repository.delete_all(
             user_id, then=partial(self._notify, "Every second factor was removed by an operator")
         )
-        user = await self._users.select_user_by_id(user_id)
-        if user is not None:
-            await self._users.forget_cached(user.email)
+        await self._users.forget_cached(user.email)
         await self._audit.record(
             "mfa_reset",
             user_id=user_id,
