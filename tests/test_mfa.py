@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,7 +15,7 @@ from redis.asyncio import Redis
 
 from keystile.container import Overrides
 from keystile.stores.challenges import ChallengeStore
-from tests.support.http import Client, login, register, services_of, unique_email
+from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
 from tests.support.tokens import bearer, claims_of, error_code, forge, grant, refresh
 
 MakeApp = Callable[..., Awaitable[Quart]]
@@ -348,3 +349,71 @@ async def test_an_admin_resets_a_users_factors(mfa_app: Quart, clock: Clock) -> 
     assert response.status_code == 204, await response.get_data(as_text=True)
     assert (await login(mfa_app.test_client(), email)).status_code == 201
     assert "mfa_reset" in await audit_kinds(mfa_app, email)
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+    assert match is not None
+    return match.group(1)
+
+
+async def test_the_pages_set_up_an_app_and_ask_for_the_code_after_the_password(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # S42 in the browser pages: account section, QR as inline SVG, /login/mfa step.
+    client = mfa_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    assert (await login(client, email)).status_code == 201
+    page = await (await client.get("/account")).get_data(as_text=True)
+    assert "Two-factor authentication" in page
+    started = await client.post("/account/mfa/totp", form={"csrf_token": _csrf(page)})
+    html = await started.get_data(as_text=True)
+    assert started.status_code == 201, html
+    assert '<svg width="' in html
+    secret_match = re.search(r'id="totp-secret">([A-Z2-7]+)<', html)
+    assert secret_match is not None
+    secret = secret_match.group(1)
+    confirmed = await client.post(
+        "/account/mfa/totp/confirm",
+        form={"csrf_token": _csrf(html), "code": code_at(secret, clock)},
+    )
+    html = await confirmed.get_data(as_text=True)
+    assert confirmed.status_code == 200, html
+    assert html.count("<li><code>") == 10
+    clock.step()
+
+    browser = mfa_app.test_client()
+    form_page = await (await browser.get("/login")).get_data(as_text=True)
+    answer = await browser.post(
+        "/login",
+        form={
+            "email": email,
+            "password": PASSWORD,
+            "csrf_token": _csrf(form_page),
+            "next": "/account",
+        },
+    )
+    html = await answer.get_data(as_text=True)
+    assert answer.status_code == 200, html
+    assert 'action="/login/mfa"' in html
+    assert (await browser.get("/v1/me")).status_code == 401  # no session yet
+    token_match = re.search(r'name="mfa_token" value="([A-Za-z0-9_-]+)"', html)
+    assert token_match is not None
+    wrong = await browser.post(
+        "/login/mfa",
+        form={"csrf_token": _csrf(html), "mfa_token": token_match.group(1), "code": "12345"},
+    )
+    assert wrong.status_code == 401
+    done = await browser.post(
+        "/login/mfa",
+        form={
+            "csrf_token": _csrf(html),
+            "mfa_token": token_match.group(1),
+            "code": code_at(secret, clock),
+            "next": "/account",
+        },
+    )
+    assert done.status_code == 303, await done.get_data(as_text=True)
+    assert done.headers["Location"] == "/account"
+    assert (await browser.get("/v1/me")).status_code == 200
