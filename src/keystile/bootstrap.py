@@ -61,6 +61,7 @@ from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import build_machine_access
 from keystile.services.mfa import FactorNotices, MfaService
+from keystile.services.passkeys import PasskeyService, relying_party
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
@@ -244,6 +245,7 @@ async def build_services(
         machine=machine,
         mail=mail,
         mfa=mfa,
+        passkeys=build_passkeys(settings, mfa, users, audit, mail.flows),
     )
     built = [await stack.enter_async_context(p.build(core)) for p in providers]
     return dataclasses.replace(core, extensions=tuple(built))
@@ -457,6 +459,31 @@ def build_tokens(
         reuse_grace=timedelta(seconds=tokens.refresh_reuse_grace_seconds),
         verified_cache_size=tokens.verified_cache_size,
         second_factor=second_factor,
+    )
+
+
+def build_passkeys(
+    settings: Settings,
+    mfa: MfaService,
+    users: CachedUserRepository,
+    audit: AuditLog,
+    notices: FactorNotices,
+) -> PasskeyService:
+    """Return passkeys (WebAuthn); rp id and origin come from `public_url` (docs/mfa.md)."""
+    rp_id, origin = relying_party(settings.email.public_url, settings.mfa.rp_id)
+    return PasskeyService(
+        mfa.repository,
+        users,
+        mfa.challenges,
+        mfa,
+        audit,
+        rp_id=rp_id,
+        rp_name=settings.mfa.rp_name,
+        origin=origin,
+        challenge_ttl=settings.mfa.challenge_ttl_seconds,
+        per_user=settings.mfa.passkeys_per_user,
+        reauth_max_age=settings.machine.reauth_max_age_seconds,
+        notices=notices,
     )
 
 

@@ -27,6 +27,7 @@ from keystile.services.keys import KeyRing
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import MachineAccess
 from keystile.services.mfa import MfaService
+from keystile.services.passkeys import PasskeyService
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
 from keystile.services.rate_limits import RateLimiter
@@ -92,6 +93,7 @@ class Services:
     machine: MachineAccess  # API keys, OAuth clients, roles, the admin API
     mail: MailServices  # verification, reset, email change, notices, the outbox
     mfa: MfaService  # second factors: TOTP, recovery codes, the login's second step
+    passkeys: PasskeyService  # WebAuthn: register, manage, log in
     extensions: tuple[object, ...] = ()
 
     def extension(self, kind: type[T]) -> T:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -11,10 +13,18 @@ from keystile.web.schemas import Scope
 __all__ = [
     "MfaCompleteRequest",
     "MfaStatusResponse",
+    "PasskeyCreatedResponse",
+    "PasskeyListResponse",
+    "PasskeyLoginOptionsRequest",
+    "PasskeyLoginRequest",
+    "PasskeyRegistrationRequest",
+    "PasskeyRenameRequest",
+    "PasskeyResponse",
     "RecoveryCodesResponse",
     "TotpCodeRequest",
     "TotpRemoveRequest",
     "TotpSetupResponse",
+    "WebAuthnOptions",
 ]
 
 TotpCode = Annotated[
@@ -78,3 +88,62 @@ class MfaStatusResponse(BaseModel):
     totp_pending: bool
     passkeys: int
     recovery_codes_left: int
+
+
+PasskeyName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+LoginMode = Literal["session", "tokens"]
+
+
+class WebAuthnOptions(BaseModel):
+    """PublicKeyCredentialCreationOptions or RequestOptions as JSON (base64url bytes)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    challenge: str
+
+
+class PasskeyRegistrationRequest(_Request):
+    """The `navigator.credentials.create()` result as JSON (base64url), and a name."""
+
+    credential: dict[str, Any]
+    name: PasskeyName | None = None
+
+
+class PasskeyCreatedResponse(BaseModel):
+    id: UUID
+    name: str
+    recovery_codes: list[str] = Field(
+        default=[], description="Only with the account's first factor: shown once."
+    )
+
+
+class PasskeyResponse(BaseModel):
+    id: UUID
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    backed_up: bool
+
+
+class PasskeyListResponse(BaseModel):
+    passkeys: list[PasskeyResponse]
+
+
+class PasskeyRenameRequest(_Request):
+    name: PasskeyName
+
+
+class PasskeyLoginOptionsRequest(_Request):
+    """Without `mfa_token`: a passwordless login. With it: the second step of that login."""
+
+    mfa_token: MfaToken | None = None
+    mode: LoginMode = "session"
+
+
+class PasskeyLoginRequest(_Request):
+    credential: dict[str, Any]
+    mode: LoginMode = "session"
+    mfa_token: MfaToken | None = None
+    scope: Scope | None = Field(default=None, description="Passwordless tokens only.")

@@ -2,7 +2,18 @@
 
 from quart import Blueprint
 
-from keystile.web.api import admin, api_keys, email, me, mfa, oauth, sessions, tokens, users
+from keystile.web.api import (
+    admin,
+    api_keys,
+    email,
+    me,
+    mfa,
+    oauth,
+    passkeys,
+    sessions,
+    tokens,
+    users,
+)
 
 __all__ = ["blueprints"]
 
@@ -17,4 +28,5 @@ blueprints: tuple[Blueprint, ...] = (
     admin.blueprint,
     email.blueprint,
     mfa.blueprint,
+    passkeys.blueprint,
 )
