@@ -57,6 +57,9 @@ NOTICES = {
         "Your authenticator app is set up. Keep the recovery codes below somewhere safe: "
         "they are shown only now."
     ),
+    "passkey-added": "Your passkey is added. You can log in with it now.",
+    "passkey-removed": "That passkey is deleted.",
+    "passkey-renamed": "The passkey is renamed.",
     "mfa-removed": "Your authenticator app is removed; your password alone logs you in again.",
     "email-change-undone": (
         "Your old email address is back and every device is logged out. "
@@ -64,10 +67,11 @@ NOTICES = {
     ),
 }
 
-# No scripts at all; forms post only here; no framing (clickjacking of the buttons).
+# Scripts only from here (the passkey buttons' static file; never inline), fetches only
+# here; forms post only here; no framing (clickjacking of the buttons).
 _CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _EMAIL = TypeAdapter(Email)
 

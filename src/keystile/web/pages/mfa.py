@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from markupsafe import Markup
 from quart import Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
@@ -9,6 +11,7 @@ from quart_schema import hide
 
 from keystile.errors import (
     FactorRequired,
+    InvalidInput,
     InvalidMfaCode,
     InvalidMfaToken,
     KeystileError,
@@ -38,7 +41,12 @@ async def mfa_step_page(required: MfaRequired, next_path: str) -> Response:
     The form is the answer to the POST itself: the mfa_token travels in a hidden
     field, never in a URL (logs, Referer) or a cookie.
     """
-    return await render_page("login_mfa.html", mfa_token=required.mfa_token, next_path=next_path)
+    return await render_page(
+        "login_mfa.html",
+        mfa_token=required.mfa_token,
+        next_path=next_path,
+        passkey="passkey" in required.factors,
+    )
 
 
 @blueprint.get("/login/mfa")
@@ -79,6 +87,7 @@ async def login_mfa_submit() -> ResponseReturnValue:
             mfa_token=token,
             next_path=next_path,
             errors={"code": error.message},
+            passkey=True,
         )
         response.headers.update(headers)
         return response
@@ -175,3 +184,45 @@ async def _recent_principal() -> Principal | ResponseReturnValue:
 
 _account = account_page
 _account_error = account_error
+
+
+# --- the account page's "Passkeys" section ---------------------------------------------
+
+
+@blueprint.post("/account/passkeys/<uuid:passkey_id>/rename")
+@hide
+async def rename_passkey(passkey_id: UUID) -> ResponseReturnValue:
+    """Rename one of my passkeys."""
+    principal = await current_principal()
+    if principal is None:
+        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+    form = await request.form
+    await verify_csrf(form)
+    name = form.get("name", "").strip()
+    if not 1 <= len(name) <= 100 or not name.isprintable():
+        error = InvalidInput("Name the passkey (up to 100 characters).")
+        return await _account_error(principal, error)
+    try:
+        await services().passkeys.rename(principal, passkey_id, name)
+    except KeystileError as error:
+        return await _account_error(principal, error)
+    return redirect(url_for("pages.account", notice="passkey-renamed"), 303)
+
+
+@blueprint.post("/account/passkeys/<uuid:passkey_id>/delete")
+@hide
+async def delete_passkey(passkey_id: UUID) -> ResponseReturnValue:
+    """Delete one of my passkeys (after a recent login)."""
+    principal = await current_principal()
+    if principal is None:
+        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+    await verify_csrf(await request.form)
+    try:
+        await services().passkeys.delete(
+            principal, passkey_id, client_info(), recent=recently_authenticated(principal)
+        )
+    except ReauthenticationRequired:
+        return reauth_redirect()
+    except KeystileError as error:
+        return await _account_error(principal, error)
+    return redirect(url_for("pages.account", notice="passkey-removed"), 303)
