@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from keystile.web.schemas import Scope
 
@@ -59,18 +59,12 @@ class TotpRemoveRequest(_Request):
 
 
 class MfaCompleteRequest(_Request):
-    """The second step: `mfa_token` and exactly one of `code` and `recovery_code`."""
+    """The second step: `mfa_token` and `code` or `recovery_code` (401 without either)."""
 
     mfa_token: MfaToken
     code: TotpCode | None = None
     recovery_code: RecoveryCode | None = None
     scope: Scope | None = Field(default=None, description="Ignored: the password step's applies.")
-
-    @model_validator(mode="after")
-    def _one_factor(self) -> MfaCompleteRequest:
-        if (self.code is None) == (self.recovery_code is None):
-            raise ValueError("Send exactly one of code and recovery_code.")
-        return self
 
 
 class TotpSetupResponse(BaseModel):

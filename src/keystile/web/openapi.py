@@ -188,7 +188,7 @@ class KeystileOpenAPI(OpenAPIProvider):
         paths, components = super().build_paths(rule)
         func = self._app.view_functions[rule.endpoint]
         services = self._app.extensions.get(EXTENSION_KEY)
-        scopes = services.settings.token_scopes if services is not None else None
+        scopes = services.settings.tokens.scopes if services is not None else None
         for operations in paths.values():
             for method, operation in operations.items():
                 _complete(operation, func, method.upper(), bool(rule.arguments))
