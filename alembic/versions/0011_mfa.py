@@ -21,9 +21,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE users ADD COLUMN mfa_factors text[] NOT NULL DEFAULT '{}'")
     # How the session or token family was authenticated (RFC 8176 amr values).
     op.execute("ALTER TABLE sessions ADD COLUMN amr text[] NOT NULL DEFAULT '{pwd}'")
-    op.execute(
-        "ALTER TABLE refresh_token_families ADD COLUMN amr text[] NOT NULL DEFAULT '{pwd}'"
-    )
+    op.execute("ALTER TABLE refresh_token_families ADD COLUMN amr text[] NOT NULL DEFAULT '{pwd}'")
     op.execute(
         """
         CREATE TABLE mfa_totp (
