@@ -205,3 +205,20 @@ async def test_the_last_passkey_goes_only_after_a_passkey_login(passkey_app: Qua
     ).status_code == 201
     removed = await fresh.delete(f"/v1/me/passkeys/{created['id']}")
     assert removed.status_code == 204, await removed.get_data(as_text=True)
+
+
+async def test_a_passwordless_login_keeps_the_email_verification_rule(
+    passkey_app: Quart, make_app: MakeApp
+) -> None:
+    # With email_verification = "required", a passkey alone does not get past it either.
+    client, _ = await logged_in(passkey_app)
+    authenticator = SoftAuthenticator(RP_ID, PUBLIC_URL)
+    await add_passkey(client, authenticator)
+    strict = await make_app(public_url=PUBLIC_URL, email_verification="required")
+    fresh = strict.test_client()
+    options = await login_options(fresh, mode="tokens")
+    response = await fresh.post(
+        "/v1/passkeys/login",
+        json={"mode": "tokens", "credential": authenticator.sign(challenge_of(options))},
+    )
+    assert await error_code(response, 403) == "email_not_verified"

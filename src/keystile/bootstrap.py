@@ -484,6 +484,7 @@ def build_passkeys(
         per_user=settings.mfa.passkeys_per_user,
         reauth_max_age=settings.machine.reauth_max_age_seconds,
         notices=notices,
+        require_verified_email=settings.email.verification == "required",
     )
 
 

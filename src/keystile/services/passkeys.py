@@ -39,6 +39,7 @@ from webauthn.helpers.structs import (
 
 from keystile.errors import (
     Conflict,
+    EmailNotVerified,
     FactorRequired,
     InvalidPasskey,
     InvalidWebAuthn,
@@ -94,7 +95,9 @@ class PasskeyService:
         per_user: int,
         reauth_max_age: int,
         notices: FactorNotices,
+        require_verified_email: bool = False,
     ) -> None:
+        self._require_verified_email = require_verified_email
         self._repository = repository
         self._users = users
         self._challenges = challenges
@@ -325,6 +328,9 @@ class PasskeyService:
                 mfa_token, pending_user, ("pwd", "hwk"), mode, scope, client
             )
         user = await self._active(passkey.user_id)
+        if self._require_verified_email and not user.email_verified:
+            # The same rule as a password login (`email_verification = "required"`).
+            raise EmailNotVerified()
         await self._audit.record(
             "mfa_succeeded",
             user_id=user.id,
