@@ -35,6 +35,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", f"/v1/admin/users/{SOME_ID}/disable", None),
     ("POST", f"/v1/admin/users/{SOME_ID}/enable", None),
     ("POST", f"/v1/admin/users/{SOME_ID}/logout", None),
+    ("POST", f"/v1/admin/users/{SOME_ID}/reset-factors", None),
     ("PUT", f"/v1/admin/users/{SOME_ID}/roles", {"roles": []}),
     ("GET", "/v1/admin/clients", None),
     ("POST", "/v1/admin/clients", {"name": "x", "scopes": ["account"]}),

@@ -191,9 +191,10 @@ async def test_password_change_and_logout_everywhere_keep_keys(app: Quart) -> No
     owner, _ = await logged_in_user(app)
     key = (await new_key(owner))["key"]
     body = {"current_password": PASSWORD, "new_password": "another long passphrase"}
-    assert (
-        await app.test_client().post("/v1/me/password", json=body, headers=bearer(key))
-    ).status_code == 204
+    # An API key never counts as a recent login: it cannot change the password (S42).
+    refused = await app.test_client().post("/v1/me/password", json=body, headers=bearer(key))
+    assert await error_code(refused) == "reauthentication_required"
+    assert (await owner.post("/v1/me/password", json=body)).status_code == 204
     assert (await app.test_client().get("/v1/me", headers=bearer(key))).status_code == 200
     everywhere = await app.test_client().post("/v1/me/logout-everywhere", headers=bearer(key))
     assert everywhere.status_code == 204

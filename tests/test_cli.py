@@ -9,13 +9,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
 from keystile.embedded import free_port
 from tests.support.backing import Backing
-from tests.support.http import PASSWORD, Client, eventually_status, login, unique_email
+from tests.support.http import (
+    PASSWORD,
+    Client,
+    eventually_status,
+    login,
+    register,
+    services_of,
+    unique_email,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYSTILE = [sys.executable, "-m", "keystile"]
@@ -168,3 +178,38 @@ def test_serve_on_a_busy_port_says_so_and_exits_without_starting(tmp_path: Path)
     assert "Traceback" not in output
     assert "serving on" not in output
     assert not (tmp_path / "var" / "postgres").exists()  # nothing was started first
+
+
+async def test_user_reset_factors_removes_them_and_is_audited(
+    backing: Backing, make_app: Any
+) -> None:
+    # S42: an operator resets a user's factors from the command line; audited.
+    app = await make_app()
+    client = app.test_client()
+    email = unique_email()
+    await register(client, email)
+    assert (await login(client, email)).status_code == 201
+    secret = (await (await client.post("/v1/me/mfa/totp")).get_json())["secret"]
+    confirmed = await client.post(
+        "/v1/me/mfa/totp/confirm", json={"code": pyotp.TOTP(secret).now()}
+    )
+    assert confirmed.status_code == 200
+    assert await error_code_of(login(app.test_client(), email)) == "mfa_required"
+
+    result = _run(backing, "user", "reset-factors", email)
+    assert result.returncode == 0, result.stderr
+    assert "removed 1 second factor" in result.stdout
+    database = services_of(app).database
+    factors = await database.fetchval("SELECT mfa_factors FROM users WHERE email = $1", email)
+    assert factors == []
+    detail = await database.fetchval(
+        "SELECT detail->>'actor' FROM audit_events a JOIN users u ON u.id = a.user_id "
+        "WHERE u.email = $1 AND kind = 'mfa_reset'",
+        email,
+    )
+    assert detail == "cli"
+    assert _run(backing, "user", "reset-factors", unique_email()).returncode == 1
+
+
+async def error_code_of(response: Any) -> str:
+    return str((await (await response).get_json())["error"]["code"])

@@ -18,7 +18,8 @@ import asyncio
 import dataclasses
 import random
 import secrets
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -39,6 +40,7 @@ from keystile.repositories import (
 )
 from keystile.repositories.audit import AuditLog, BufferedAuditLog
 from keystile.repositories.cached_users import CachedUserRepository
+from keystile.repositories.mfa import PostgresMfaRepository
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
 from keystile.repositories.sessions import SessionRecord, SessionRepository
 from keystile.repositories.users import UserRepository, user_from_json, user_to_json
@@ -58,6 +60,8 @@ from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import build_machine_access
+from keystile.services.mfa import FactorNotices, MfaService
+from keystile.services.passkeys import PasskeyService, relying_party
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
@@ -72,6 +76,7 @@ from keystile.settings import (
 )
 from keystile.stores import create_redis
 from keystile.stores.cache import CacheHub
+from keystile.stores.challenges import ChallengeStore
 from keystile.stores.credential_store import create_credential_store
 from keystile.stores.login_gate import RedisLoginGate
 from keystile.stores.purge import NoPurge, SurrogatePurger, VarnishPurger
@@ -180,6 +185,9 @@ async def build_services(
     )
     mail.start()  # this worker's outbox sender, until the stack closes
     stack.push_async_callback(mail.aclose)
+    mfa = build_mfa(
+        settings, secret, database, redis, users, audit, counters, mail.flows, overrides.mfa_clock
+    )
     auth = AuthService(
         users,
         sessions,
@@ -192,13 +200,14 @@ async def build_services(
         failures=failures,
         revoker=revoker,
         hooks=mail.flows,
+        second_factor=mfa,
     )
     audit_admin = AuditService(
         audit, users, retention=timedelta(days=settings.retention.audit_days), pending=failures
     )
     await build_housekeeping(settings, audit_admin, session_repository, refresh_tokens, stack)
     await stack.enter_async_context(_pool_sampler(database, redis))
-    tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit)
+    tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
     machine = build_machine_access(
         settings,
         secret=secret,
@@ -235,6 +244,8 @@ async def build_services(
         tokens=tokens,
         machine=machine,
         mail=mail,
+        mfa=mfa,
+        passkeys=build_passkeys(settings, mfa, users, audit, mail.flows),
     )
     built = [await stack.enter_async_context(p.build(core)) for p in providers]
     return dataclasses.replace(core, extensions=tuple(built))
@@ -424,6 +435,7 @@ def build_tokens(
     epochs: TokenEpochs,
     auth: AuthService,
     audit: AuditLog,
+    second_factor: MfaService | None = None,
 ) -> TokenService:
     """Return the token service: JWT access tokens and rotating refresh tokens."""
     tokens = settings.tokens
@@ -446,6 +458,68 @@ def build_tokens(
         refresh_absolute=timedelta(seconds=tokens.refresh_absolute_seconds),
         reuse_grace=timedelta(seconds=tokens.refresh_reuse_grace_seconds),
         verified_cache_size=tokens.verified_cache_size,
+        second_factor=second_factor,
+    )
+
+
+def build_passkeys(
+    settings: Settings,
+    mfa: MfaService,
+    users: CachedUserRepository,
+    audit: AuditLog,
+    notices: FactorNotices,
+) -> PasskeyService:
+    """Return passkeys (WebAuthn); rp id and origin come from `public_url` (docs/mfa.md)."""
+    rp_id, origin = relying_party(settings.email.public_url, settings.mfa.rp_id)
+    return PasskeyService(
+        mfa.repository,
+        users,
+        mfa.challenges,
+        mfa,
+        audit,
+        rp_id=rp_id,
+        rp_name=settings.mfa.rp_name,
+        origin=origin,
+        challenge_ttl=settings.mfa.challenge_ttl_seconds,
+        per_user=settings.mfa.passkeys_per_user,
+        reauth_max_age=settings.machine.reauth_max_age_seconds,
+        notices=notices,
+        require_verified_email=settings.email.verification == "required",
+    )
+
+
+def build_mfa(
+    settings: Settings,
+    secret: bytes,
+    database: Database,
+    redis: Redis,
+    users: CachedUserRepository,
+    audit: AuditLog,
+    counters: CounterStore,
+    notices: FactorNotices,
+    clock: Callable[[], float] | None = None,
+) -> MfaService:
+    """Return second factors: TOTP, recovery codes, one-time challenges (docs/mfa.md)."""
+    limits = settings.limits
+    return MfaService(
+        PostgresMfaRepository(database),
+        users,
+        ChallengeStore(redis, database),
+        audit,
+        counters,
+        CounterKeys(secret),
+        secret=secret,
+        issuer=settings.mfa.issuer,
+        challenge_ttl=settings.mfa.challenge_ttl_seconds,
+        backoff=Backoff(
+            free_failures=settings.mfa.free_failures,
+            base_delay=limits.backoff_base_seconds,
+            max_delay=limits.backoff_max_seconds,
+            window=float(limits.failure_window_seconds),
+        ),
+        reauth_max_age=settings.machine.reauth_max_age_seconds,
+        notices=notices,
+        clock=clock or time.time,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from keystile.errors import KeystileError
 from keystile.logs import configure_logging
 from keystile.runtime import migrate, project_root, runtime
+from keystile.services.types import ClientInfo
 from keystile.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -110,6 +111,21 @@ def _user_grant_role(args: argparse.Namespace) -> int:
     async def action(services: Any) -> int:
         user = await services.machine.roles.grant(args.email, args.role)
         sys.stdout.write(f"{user.email} now has the roles: {', '.join(user.roles) or '-'}\n")
+        return 0
+
+    return _with_services(action)
+
+
+def _user_reset_factors(args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        user = await services.users.select_user_by_email(args.email)
+        if user is None:
+            sys.stderr.write(f"no account has the email {args.email}\n")
+            return 1
+        removed = await services.mfa.reset(user.id, actor="cli", client=ClientInfo())
+        sys.stdout.write(
+            f"removed {removed} second factor(s) and every recovery code of {user.email}\n"
+        )
         return 0
 
     return _with_services(action)
@@ -408,6 +424,11 @@ def _parser() -> argparse.ArgumentParser:
     grant_role.add_argument("email")
     grant_role.add_argument("role")
     grant_role.set_defaults(func=_user_grant_role)
+    reset_factors = user.add_parser(
+        "reset-factors", help="remove an account's second factors (audited, the user is mailed)"
+    )
+    reset_factors.add_argument("email")
+    reset_factors.set_defaults(func=_user_reset_factors)
     revoke_role = user.add_parser("revoke-role", help="take a role from an account")
     revoke_role.add_argument("email")
     revoke_role.add_argument("role")

@@ -8,6 +8,7 @@ own services from these. Nothing here imports a web framework.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -25,6 +26,8 @@ from keystile.services.credentials import CredentialCache
 from keystile.services.keys import KeyRing
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import MachineAccess
+from keystile.services.mfa import MfaService
+from keystile.services.passkeys import PasskeyService
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
 from keystile.services.rate_limits import RateLimiter
@@ -52,6 +55,8 @@ class Overrides:
     purger: SurrogatePurger | None = None
     # Any aiocache cache (e.g. SimpleMemoryCache) instead of the Redis one.
     credential_store: BaseCache | None = None
+    # The clock TOTP codes are checked against (seconds since the epoch), for tests.
+    mfa_clock: Callable[[], float] | None = None
 
 
 class ServiceProvider(Protocol):
@@ -87,6 +92,8 @@ class Services:
     tokens: TokenService
     machine: MachineAccess  # API keys, OAuth clients, roles, the admin API
     mail: MailServices  # verification, reset, email change, notices, the outbox
+    mfa: MfaService  # second factors: TOTP, recovery codes, the login's second step
+    passkeys: PasskeyService  # WebAuthn: register, manage, log in
     extensions: tuple[object, ...] = ()
 
     def extension(self, kind: type[T]) -> T:

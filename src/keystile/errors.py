@@ -11,6 +11,7 @@ __all__ = [
     "CsrfRejected",
     "DependencyUnavailable",
     "EmailNotVerified",
+    "FactorRequired",
     "Forbidden",
     "InsufficientScope",
     "InvalidApiKey",
@@ -18,14 +19,19 @@ __all__ = [
     "InvalidCredentials",
     "InvalidInput",
     "InvalidLinkToken",
+    "InvalidMfaCode",
+    "InvalidMfaToken",
+    "InvalidPasskey",
     "InvalidRefreshToken",
     "InvalidRequest",
     "InvalidScope",
     "InvalidTarget",
     "InvalidToken",
+    "InvalidWebAuthn",
     "KeystileError",
     "LastAdmin",
     "LimitStatus",
+    "MfaRequired",
     "NotAuthenticated",
     "NotFound",
     "Overloaded",
@@ -314,3 +320,57 @@ class LastAdmin(Conflict):
 
     code = "last_admin"
     message = "This would leave no active admin; grant the admin role to someone else first."
+
+
+# --- second factors (docs/mfa.md) ---
+
+
+class MfaRequired(AuthError):
+    """The password was right; a second factor must follow with `mfa_token` (S42).
+
+    No session or token exists yet: the answer carries only the short-lived,
+    single-use `mfa_token` bound to the user and the factors the user can use.
+    """
+
+    code = "mfa_required"
+    message = "Enter a code from your authenticator app or a recovery code, or use a passkey."
+
+    def __init__(self, mfa_token: str, factors: list[str]) -> None:
+        super().__init__()
+        self.mfa_token = mfa_token
+        self.factors = factors
+
+
+class InvalidMfaToken(AuthError):
+    """An mfa_token is unknown, used, expired, worn out, or not for this endpoint (S42)."""
+
+    code = "invalid_mfa_token"
+    message = "This sign-in has expired or was already completed; log in with your password again."
+
+
+class InvalidMfaCode(AuthError):
+    """A TOTP or recovery code is wrong, or was already used (S39, S40)."""
+
+    code = "invalid_mfa_code"
+    message = "The code is not valid. Check your authenticator app and try again."
+
+
+class FactorRequired(AuthError):
+    """Removing the last second factor needs a current code from it (S42)."""
+
+    code = "factor_required"
+    message = "Removing your last second factor needs a current code from it."
+
+
+class InvalidPasskey(AuthError):
+    """A passkey assertion did not verify: unknown credential, bad signature, counter (S41)."""
+
+    code = "invalid_passkey"
+    message = "The passkey could not be verified."
+
+
+class InvalidWebAuthn(InvalidInput):
+    """A WebAuthn response is malformed, too large, for another challenge, origin or rp id."""
+
+    code = "invalid_webauthn"
+    message = "The passkey response is not valid for this site or has expired; try again."

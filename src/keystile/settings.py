@@ -471,6 +471,22 @@ class MachineSettings(_Group):
         return value
 
 
+class MfaSettings(_Group):
+    """Second factors: TOTP, recovery codes, passkeys and the mfa_token (docs/mfa.md)."""
+
+    model_config = _flat_names("mfa_")
+
+    issuer: str = Field(default="keystile", min_length=1, max_length=100)
+    challenge_ttl_seconds: int = Field(default=300, ge=30, le=1800)
+    free_failures: int = Field(default=5, ge=1, le=100)
+    token_attempts: int = Field(default=5, ge=1, le=20)
+    rp_id: str | None = Field(default=None, max_length=253)
+    rp_name: str = Field(default="keystile", min_length=1, max_length=100)
+    passkeys_per_user: int = Field(default=20, ge=1, le=100)
+
+    _rp_id_empty = field_validator("rp_id", mode="before")(_empty_is_none)
+
+
 class Settings(BaseSettings):
     """Every knob keystile has, by concern. `settings.toml` documents each one."""
 
@@ -500,6 +516,7 @@ class Settings(BaseSettings):
     tokens: TokenSettings = TokenSettings()
     machine: MachineSettings = MachineSettings()
     email: EmailSettings = EmailSettings()
+    mfa: MfaSettings = MfaSettings()
 
     _secret_key_empty = field_validator("secret_key", mode="before")(_empty_is_none)
 

@@ -62,10 +62,12 @@ class Server:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def start_server(backing: Backing, directory: Path, *, workers: int = 2, **settings: str) -> Server:
-    """Start `keystile serve` on a free port with the given KEYSTILE_* settings."""
+def start_server(
+    backing: Backing, directory: Path, *, workers: int = 2, port: int | None = None, **settings: str
+) -> Server:
+    """Start `keystile serve` on `port` (default: a free one) with the given KEYSTILE_* settings."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYSTILE_", "PROMETHEUS_"))}
     env.update(
         KEYSTILE_SETTINGS_FILE=str(ROOT / "settings.toml"),

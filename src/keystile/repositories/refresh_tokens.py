@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
@@ -30,6 +30,7 @@ class RotatedToken:
     roles: list[str]  # the user's, for the access token's `roles` claim
     auth_time: datetime  # the family's password grant: `auth_time` of its access tokens
     email_verified: bool = False
+    amr: list[str] = field(default_factory=lambda: ["pwd"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class RefreshTokenState:
     used_within_grace: bool
     live: bool  # not revoked, not expired, family live, user active
     email_verified: bool = False
+    amr: list[str] = field(default_factory=lambda: ["pwd"])
 
 
 # The token may be rotated only if it, its family and its user are all still good.
@@ -62,7 +64,7 @@ WHERE t.token_hash = $1
   AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
   AND u.disabled_at IS NULL
 RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
-          f.created_at AS auth_time, u.email_verified_at IS NOT NULL AS email_verified
+          f.created_at AS auth_time, u.email_verified_at IS NOT NULL AS email_verified, f.amr
 """
 
 _INSERT_ROW = """
@@ -73,8 +75,8 @@ FROM refresh_token_families f WHERE f.id = $2
 
 _INSERT_FAMILY = """
 WITH family AS (
-  INSERT INTO refresh_token_families (user_id, scope, expires_at)
-  VALUES ($1, $2, now() + $3::interval) RETURNING id, expires_at
+  INSERT INTO refresh_token_families (user_id, scope, expires_at, amr)
+  VALUES ($1, $2, now() + $3::interval, $6) RETURNING id, expires_at
 ), token AS (
   INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, expires_at)
   SELECT $4, id, NULL, least(now() + $5::interval, expires_at) FROM family
@@ -89,7 +91,7 @@ SELECT t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
        coalesce(now() - t.used_at <= $2::interval, false) AS used_within_grace,
        (t.revoked_at IS NULL AND t.expires_at > now() AND f.revoked_at IS NULL
         AND f.expires_at > now() AND u.disabled_at IS NULL) AS live,
-       u.email_verified_at IS NOT NULL AS email_verified
+       u.email_verified_at IS NOT NULL AS email_verified, f.amr
 FROM refresh_tokens t
 JOIN refresh_token_families f ON f.id = t.family_id
 JOIN users u ON u.id = f.user_id
@@ -116,6 +118,7 @@ class RefreshTokenRepository(Protocol):
         idle: timedelta,
         absolute: timedelta,
         audit: AuditEntry | None = None,
+        amr: tuple[str, ...] = ("pwd",),
     ) -> UUID: ...
     async def rotate(
         self, token_hash: bytes, successor_hash: bytes, *, idle: timedelta
@@ -144,16 +147,17 @@ class PostgresRefreshTokenRepository:
         idle: timedelta,
         absolute: timedelta,
         audit: AuditEntry | None = None,
+        amr: tuple[str, ...] = ("pwd",),
     ) -> UUID:
         """Start a family (one password grant) with its first token; return the family id.
 
         The family, its first token and the audit event are one statement: one round
         trip, one commit, all or nothing.
         """
-        values: tuple[object, ...] = (user_id, scope, absolute, token_hash, idle)
+        values: tuple[object, ...] = (user_id, scope, absolute, token_hash, idle, list(amr))
         audit_cte = ""
         if audit is not None:
-            audit_cte = f", audit AS ({audit_insert_sql(6)})"
+            audit_cte = f", audit AS ({audit_insert_sql(7)})"
             values += audit.values()
         family_id: UUID = await self._db.fetchval(_INSERT_FAMILY.format(audit=audit_cte), *values)
         return family_id

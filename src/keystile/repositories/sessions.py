@@ -32,6 +32,7 @@ class SessionRecord:
     user_disabled: bool
     user_agent: str
     ip: str
+    amr: tuple[str, ...] = ("pwd",)  # how the session was authenticated (RFC 8176)
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-safe dict (for the Redis copy of the session cache)."""
@@ -47,6 +48,7 @@ class SessionRecord:
             "user_disabled": self.user_disabled,
             "user_agent": self.user_agent,
             "ip": self.ip,
+            "amr": list(self.amr),
         }
 
     @classmethod
@@ -65,6 +67,7 @@ class SessionRecord:
             user_disabled=bool(data["user_disabled"]),
             user_agent=data["user_agent"],
             ip=data["ip"],
+            amr=tuple(data.get("amr", ("pwd",))),
         )
 
 
@@ -74,9 +77,16 @@ _EXPIRED_BATCH = 5000
 
 _SELECT = (
     "SELECT s.id_hash, s.public_id, s.user_id, u.email, s.created_at, s.last_seen_at, "
-    "s.expires_at, s.revoked_at, u.disabled_at IS NOT NULL AS user_disabled, s.user_agent, s.ip "
+    "s.expires_at, s.revoked_at, u.disabled_at IS NOT NULL AS user_disabled, s.user_agent, s.ip, "
+    "s.amr "
     "FROM sessions s JOIN users u ON u.id = s.user_id"
 )
+
+
+def _record(row: Any) -> SessionRecord:
+    values = dict(row)
+    values["amr"] = tuple(values["amr"])
+    return SessionRecord(**values)
 
 
 class SessionRepository(Protocol):
@@ -91,6 +101,7 @@ class SessionRepository(Protocol):
         ip: str,
         *,
         audit: AuditEntry | None = None,
+        amr: tuple[str, ...] = ("pwd",),
     ) -> None: ...
     async def select_session(self, id_hash: bytes) -> SessionRecord | None: ...
     async def select_user_sessions(self, user_id: UUID, limit: int) -> list[SessionRecord]: ...
@@ -117,23 +128,24 @@ class PostgresSessionRepository:
         ip: str,
         *,
         audit: AuditEntry | None = None,
+        amr: tuple[str, ...] = ("pwd",),
     ) -> None:
         """Insert a session and, in the same statement, its audit event (one round trip)."""
         insert = (
-            "INSERT INTO sessions (id_hash, user_id, expires_at, user_agent, ip) "
-            "VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO sessions (id_hash, user_id, expires_at, user_agent, ip, amr) "
+            "VALUES ($1, $2, $3, $4, $5, $6)"
         )
-        values = (id_hash, user_id, expires_at, user_agent[:256], ip[:64])
+        values = (id_hash, user_id, expires_at, user_agent[:256], ip[:64], list(amr))
         if audit is None:
             await self._db.execute(insert, *values)
         else:
             await self._db.execute(
-                f"WITH audit AS ({audit_insert_sql(6)}) {insert}", *values, *audit.values()
+                f"WITH audit AS ({audit_insert_sql(7)}) {insert}", *values, *audit.values()
             )
 
     async def select_session(self, id_hash: bytes) -> SessionRecord | None:
         row = await self._db.fetchrow(f"{_SELECT} WHERE s.id_hash = $1", id_hash)
-        return None if row is None else SessionRecord(**dict(row))
+        return None if row is None else _record(row)
 
     async def select_user_sessions(self, user_id: UUID, limit: int) -> list[SessionRecord]:
         """Return the user's unrevoked, unexpired sessions, newest first (partial index)."""
@@ -143,7 +155,7 @@ class PostgresSessionRepository:
             user_id,
             limit,
         )
-        return [SessionRecord(**dict(row)) for row in rows]
+        return [_record(row) for row in rows]
 
     async def touch_session(self, id_hash: bytes, seen_at: datetime) -> None:
         """Slide `last_seen_at` forward (never backward, whatever order writes land in)."""

@@ -24,7 +24,7 @@ __all__ = [
 
 _COLUMNS = (
     "id, email, password_hash, password_changed_at, token_epoch, disabled_at, created_at, "
-    "roles, email_verified_at"
+    "roles, email_verified_at, mfa_factors"
 )
 
 
@@ -41,6 +41,8 @@ class User:
     created_at: datetime
     roles: tuple[str, ...] = ()  # "admin" and the extra roles of settings (docs/machine-access.md)
     email_verified_at: datetime | None = None
+    # "totp" and/or "passkey": with any, a password login needs a second step (S42).
+    mfa_factors: tuple[str, ...] = ()
 
     @property
     def is_active(self) -> bool:
@@ -57,7 +59,11 @@ def _user(row: asyncpg.Record | None) -> User | None:
 
 def user_from_row(row: asyncpg.Record) -> User:
     """Return the user a row of `_COLUMNS` describes."""
-    return User(**{**dict(row), "roles": tuple(row["roles"])})
+    values = dict(row)
+    values["roles"] = tuple(row["roles"])
+    if "mfa_factors" in values:
+        values["mfa_factors"] = tuple(values["mfa_factors"])
+    return User(**values)
 
 
 def user_to_json(user: User) -> dict[str, Any]:
@@ -74,6 +80,7 @@ def user_to_json(user: User) -> dict[str, Any]:
         "email_verified_at": (
             user.email_verified_at.isoformat() if user.email_verified_at else None
         ),
+        "mfa_factors": list(user.mfa_factors),
     }
 
 
@@ -96,6 +103,7 @@ def user_from_json(data: dict[str, Any]) -> User:
                 if data["email_verified_at"]
                 else None
             ),
+            mfa_factors=tuple(data.get("mfa_factors", ())),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a cached user: {exc}") from None

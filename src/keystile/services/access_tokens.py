@@ -34,6 +34,7 @@ class AccessClaims:
     client_id: UUID | None = None  # set on client-credentials tokens only
     audience: str = ""
     issued_at: float = 0.0
+    amr: frozenset[str] = frozenset()  # RFC 8176: how the user authenticated
 
 
 class AccessTokenCodec:
@@ -76,14 +77,18 @@ class AccessTokenCodec:
         roles: Iterable[str] = (),
         auth_time: float | None = None,
         email_verified: bool | None = None,
+        amr: Iterable[str] = (),
     ) -> str:
         """Return a signed access token for the user, valid for `ttl` seconds.
 
         `roles` go into a `roles` claim for relying parties; keystile itself checks
         the user's live roles. `auth_time` is when the user last proved a password.
-        `email_verified` (OpenID Connect's claim) is included when given.
+        `email_verified` (OpenID Connect's claim) is included when given, and `amr`
+        (RFC 8176: pwd, otp, hwk) when not empty.
         """
         extra: dict[str, Any] = {}
+        if amr:
+            extra["amr"] = sorted(amr)
         if roles:
             extra["roles"] = sorted(roles)
         if auth_time is not None:
@@ -184,6 +189,9 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         raise InvalidToken() from None
     if client_id is not None and client_id != user_id:
         raise InvalidToken()
+    amr = payload.get("amr", [])
+    if not isinstance(amr, list) or not all(isinstance(method, str) for method in amr):
+        raise InvalidToken()
     return AccessClaims(
         user_id=user_id,
         epoch=epoch,
@@ -194,4 +202,5 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         client_id=client_id,
         audience=aud,
         issued_at=float(payload["iat"]) if type(payload["iat"]) is int else 0.0,
+        amr=frozenset(amr),
     )

@@ -29,6 +29,7 @@ from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import HashTicket, PasswordHasher
 from keystile.services.revocation import TokenRevoker
 from keystile.services.sessions import SessionService
+from keystile.services.tokens import SecondFactorGate
 from keystile.services.types import Authenticated, ClientInfo, Principal
 
 __all__ = ["AuthService", "Authenticated", "SessionLogin"]
@@ -62,7 +63,9 @@ class AuthService:
         failures: BufferedAuditLog,
         revoker: TokenRevoker,
         hooks: AccountHooks | None = None,
+        second_factor: SecondFactorGate | None = None,
     ) -> None:
+        self._second_factor = second_factor
         self._gate = gate
         self._failures = failures
         self._users = users
@@ -176,13 +179,28 @@ class AuthService:
     async def login(self, email: str, password: str, client: ClientInfo) -> SessionLogin:
         """Check the credentials and start a cookie session (session + audit: one statement)."""
         found = await self.authenticate(email, password, client)
-        user = found.user
+        if self._second_factor is not None:
+            # A user with a factor gets an mfa_token, no session (S42).
+            await self._second_factor.require(found.user, client, mode="session")
+        return await self.start_session(found.user, client, amr=("pwd",), limits=found.limits)
+
+    async def start_session(
+        self,
+        user: User,
+        client: ClientInfo,
+        *,
+        amr: tuple[str, ...],
+        limits: LimitStatus | None = None,
+    ) -> SessionLogin:
+        """Start a cookie session for a user who just authenticated as `amr` says."""
+        via = {"via": "session"} if amr == ("pwd",) else {"via": "session", "amr": list(amr)}
         session_id = await self._sessions.create(
             user,
             client,
-            audit=AuditEntry("login", user.id, client.ip, client.user_agent, {"via": "session"}),
+            audit=AuditEntry("login", user.id, client.ip, client.user_agent, via),
+            amr=amr,
         )
-        return SessionLogin(user, session_id, found.limits)
+        return SessionLogin(user, session_id, limits)
 
     async def change_password(
         self,

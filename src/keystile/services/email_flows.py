@@ -184,6 +184,29 @@ class EmailFlows:
         if self._policy.notify_new_device and not known_client:
             await self._notice_new_device(user, client)
 
+    async def factor_changed_in_transaction(
+        self, connection: asyncpg.Connection, user_id: UUID, email: str, what: str
+    ) -> None:
+        """Tell the user a second factor was added, removed or used up (docs/mfa.md).
+
+        `what` is the sentence the mail shows, e.g. "An authenticator app was added".
+        Always sent: a factor change is never routine.
+        """
+        await self._outbox.enqueue(
+            connection,
+            OutgoingMail(
+                kind="factor_changed",
+                recipient=email,
+                user_id=user_id,
+                context={
+                    "when": _now_text(),
+                    "what": what,
+                    "link": f"{self._policy.public_url}/forgot-password",
+                },
+            ),
+        )
+        self._nudge_after_commit()
+
     # --- password reset ------------------------------------------------------------------
 
     async def request_password_reset(self, email: str, client: ClientInfo) -> None:

@@ -49,10 +49,14 @@ def _utcnow() -> datetime:
 
 
 class SecretBox:
-    """AES-256-GCM under a key derived from the app secret; the kid is bound as AAD."""
+    """AES-256-GCM under a key derived from the app secret; the kid is bound as AAD.
 
-    def __init__(self, secret: bytes) -> None:
-        self._aead = AESGCM(derive_key(secret, "signing-key encryption v1"))
+    `purpose` names what is sealed, so each use has a key of its own (TOTP secrets
+    use "totp-secret", bound to their user's id).
+    """
+
+    def __init__(self, secret: bytes, *, purpose: str = "signing-key") -> None:
+        self._aead = AESGCM(derive_key(secret, f"{purpose} encryption v1"))
         # Names the secret without revealing it: keys of other secrets are not ours.
         self.fingerprint = derive_key(secret, "signing-key fingerprint v1")[:16]
 

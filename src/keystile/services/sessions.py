@@ -79,11 +79,17 @@ class SessionService:
         return self._cache
 
     async def create(
-        self, user: User, client: ClientInfo, *, audit: AuditEntry | None = None
+        self,
+        user: User,
+        client: ClientInfo,
+        *,
+        audit: AuditEntry | None = None,
+        amr: tuple[str, ...] = ("pwd",),
     ) -> str:
         """Start a session for `user`; return its new random id (256 bits, CSPRNG).
 
-        `audit` is recorded in the same statement as the session.
+        `audit` is recorded in the same statement as the session; `amr` says how the
+        user authenticated (RFC 8176: pwd, otp, hwk).
         """
         session_id = secrets.token_urlsafe(32)
         await self._repository.insert_session(
@@ -93,6 +99,7 @@ class SessionService:
             client.user_agent,
             client.ip,
             audit=audit,
+            amr=amr,
         )
         return session_id
 
@@ -125,7 +132,8 @@ class SessionService:
             email=record.email,
             via="session",
             session_id_hash=id_hash,
-            auth_time=record.created_at,  # a session starts with a password login
+            auth_time=record.created_at,  # a session starts with a (completed) login
+            amr=frozenset(record.amr),
         )
 
     async def list_sessions(self, principal: Principal) -> list[SessionView]:

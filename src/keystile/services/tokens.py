@@ -34,6 +34,7 @@ from keystile.errors import (
 from keystile.rates import Action
 from keystile.repositories.audit import AuditEntry, AuditLog
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
+from keystile.repositories.users import User
 from keystile.services.access_tokens import AccessClaims, AccessTokenCodec
 from keystile.services.keys import KeyRing
 from keystile.services.revocation import TokenEpochs
@@ -44,6 +45,14 @@ from keystile.stores.sealing import derive_key
 __all__ = ["PasswordAuthenticator", "TokenPair", "TokenService", "hash_refresh_token"]
 
 _log = logging.getLogger(__name__)
+
+
+class SecondFactorGate(Protocol):
+    """Raises `MfaRequired` for a user with a second factor (services/mfa.py)."""
+
+    async def require(
+        self, user: User, client: ClientInfo, *, mode: str, scope: str | None = None
+    ) -> None: ...
 
 
 class PasswordAuthenticator(Protocol):
@@ -88,7 +97,9 @@ class TokenService:
         refresh_absolute: timedelta,
         reuse_grace: timedelta,
         verified_cache_size: int,
+        second_factor: SecondFactorGate | None = None,
     ) -> None:
+        self._second_factor = second_factor
         self._codec = codec
         self._ring = ring
         self._refresh_tokens = refresh_tokens
@@ -112,9 +123,25 @@ class TokenService:
         """Check the credentials and start a token family (one login)."""
         scopes = self._requested_scopes(scope)
         found = await self._authenticator.authenticate(email, password, client, action=Action.TOKEN)
-        user = found.user
+        if self._second_factor is not None:
+            # A user with a factor gets an mfa_token, no tokens (S42).
+            await self._second_factor.require(found.user, client, mode="tokens", scope=scope)
+        pair = await self.start_family(found.user, scopes, client, amr=("pwd",))
+        return dataclasses.replace(pair, limits=found.limits)
+
+    async def start_family(
+        self,
+        user: User,
+        scopes: Iterable[str],
+        client: ClientInfo,
+        *,
+        amr: tuple[str, ...],
+        scope_text: str | None = None,
+    ) -> TokenPair:
+        """Start a token family for a user who just authenticated as `amr` says."""
         refresh_token = secrets.token_urlsafe(32)
-        scope_text = " ".join(sorted(scopes))
+        scope_text = " ".join(sorted(scopes)) if scope_text is None else scope_text
+        via = {"via": "token"} if amr == ("pwd",) else {"via": "token", "amr": list(amr)}
         # Family, first token and audit event: one statement, one round trip.
         await self._refresh_tokens.insert_family(
             user.id,
@@ -122,9 +149,10 @@ class TokenService:
             hash_refresh_token(refresh_token),
             idle=self._refresh_idle,
             absolute=self._refresh_absolute,
-            audit=AuditEntry("login", user.id, client.ip, client.user_agent, {"via": "token"}),
+            audit=AuditEntry("login", user.id, client.ip, client.user_agent, via),
+            amr=amr,
         )
-        pair = self._pair(
+        return self._pair(
             user.id,
             user.token_epoch,
             scope_text,
@@ -132,8 +160,12 @@ class TokenService:
             user.roles,
             time.time(),
             user.email_verified_at is not None,
+            amr,
         )
-        return dataclasses.replace(pair, limits=found.limits)
+
+    def requested_scopes(self, scope: str | None) -> frozenset[str]:
+        """Return the scopes a password grant asking for `scope` gets; `InvalidScope` if none."""
+        return self._requested_scopes(scope)
 
     async def refresh(self, refresh_token: str, client: ClientInfo) -> TokenPair:
         """Rotate a refresh token: it becomes used, its successor comes back (S16).
@@ -156,6 +188,7 @@ class TokenService:
                 rotated.roles,
                 rotated.auth_time.timestamp(),
                 rotated.email_verified,
+                rotated.amr,
             )
 
         state = await self._refresh_tokens.select_token_state(token_hash, grace=self._reuse_grace)
@@ -172,6 +205,7 @@ class TokenService:
                 state.roles,
                 state.auth_time.timestamp(),
                 state.email_verified,
+                state.amr,
             )
         # Used twice, seconds apart: one of the two holders stole it (RFC 9700 4.14.2).
         metrics.REFRESH_REUSE_DETECTED.inc()
@@ -237,6 +271,7 @@ class TokenService:
             via="bearer",
             scopes=claims.scopes,
             auth_time=None if auth_time is None else datetime.fromtimestamp(auth_time, UTC),
+            amr=claims.amr,
         )
 
     def _requested_scopes(self, scope: str | None) -> frozenset[str]:
@@ -260,6 +295,7 @@ class TokenService:
         roles: Iterable[str],
         auth_time: float,
         email_verified: bool,
+        amr: Iterable[str],
     ) -> TokenPair:
         return TokenPair(
             access_token=self._codec.issue(
@@ -269,6 +305,7 @@ class TokenService:
                 roles=roles,
                 auth_time=auth_time,
                 email_verified=email_verified,
+                amr=amr,
             ),
             refresh_token=refresh_token,
             expires_in=self._codec.ttl,

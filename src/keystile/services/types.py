@@ -44,4 +44,6 @@ class Principal:
     # API keys and clients, which never count as a recent authentication (S45).
     auth_time: datetime | None = None
     api_key_id: str | None = None
+    # How the user authenticated (RFC 8176: "pwd", "otp", "hwk"); empty for machines.
+    amr: frozenset[str] = frozenset()
     client_id: UUID | None = None

@@ -43,6 +43,7 @@ __all__ = [
     "end_cookie_session",
     "get_principal",
     "mark_auth_dependent",
+    "recently_authenticated",
     "requires_admin",
     "requires_auth",
     "requires_recent_auth",
@@ -225,14 +226,18 @@ def requires_recent_auth(
 
     @wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        principal = get_principal()
-        max_age = services().settings.machine.reauth_max_age_seconds
-        auth_time = principal.auth_time
-        if auth_time is None or (datetime.now(UTC) - auth_time).total_seconds() > max_age:
-            raise ReauthenticationRequired(max_age)
+        if not recently_authenticated(get_principal()):
+            raise ReauthenticationRequired(services().settings.machine.reauth_max_age_seconds)
         return await handler(*args, **kwargs)
 
     return wrapper
+
+
+def recently_authenticated(principal: Principal) -> bool:
+    """Return True if the caller logged in within `reauth_max_age_seconds` (step-up, S42)."""
+    max_age = services().settings.machine.reauth_max_age_seconds
+    auth_time = principal.auth_time
+    return auth_time is not None and (datetime.now(UTC) - auth_time).total_seconds() <= max_age
 
 
 def requires_admin(

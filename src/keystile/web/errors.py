@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from keystile.errors import (
     InvalidLinkToken,
     InvalidToken,
     KeystileError,
+    MfaRequired,
     NotFound,
     Overloaded,
     RateLimited,
@@ -90,6 +92,17 @@ def status_for_type(error_type: type[KeystileError]) -> int:
 def _domain_error(error: KeystileError) -> Response:
     status = status_for(error)
     response = error_response(status, error.code, error.message)
+    if isinstance(error, MfaRequired):
+        # The second step's handle and choices sit beside the error (docs/mfa.md).
+        response.set_data(
+            json.dumps(
+                {
+                    "error": {"code": error.code, "message": error.message},
+                    "mfa_token": error.mfa_token,
+                    "factors": error.factors,
+                }
+            )
+        )
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)

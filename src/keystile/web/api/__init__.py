@@ -2,7 +2,18 @@
 
 from quart import Blueprint
 
-from keystile.web.api import admin, api_keys, email, me, oauth, sessions, tokens, users
+from keystile.web.api import (
+    admin,
+    api_keys,
+    email,
+    me,
+    mfa,
+    oauth,
+    passkeys,
+    sessions,
+    tokens,
+    users,
+)
 
 __all__ = ["blueprints"]
 
@@ -16,4 +27,6 @@ blueprints: tuple[Blueprint, ...] = (
     oauth.blueprint,
     admin.blueprint,
     email.blueprint,
+    mfa.blueprint,
+    passkeys.blueprint,
 )

@@ -72,7 +72,7 @@ async def list_users(query_args: AdminUserListQuery) -> AdminUserListResponse:
 @requires_admin
 @validate_response(AdminUserDetail)
 async def show_user(user_id: UUID) -> AdminUserDetail:
-    """Show one user: live sessions, API keys, second factors (none yet), recent events."""
+    """Show one user: live sessions, API keys, second factors, recent events."""
     detail = await services().machine.administration.show_user(user_id)
     return AdminUserDetail(
         **_user(detail.user).model_dump(),
@@ -88,7 +88,7 @@ async def show_user(user_id: UUID) -> AdminUserDetail:
             for view in detail.sessions
         ],
         api_keys=[key_response(record) for record in detail.api_keys],
-        factors=[],
+        factors=await services().mfa.factors_of(user_id),
         recent_events=[
             AuditEventResponse(at=event.at, kind=event.kind, ip=event.ip, detail=event.detail)
             for event in detail.events
@@ -111,6 +111,16 @@ async def disable_user(user_id: UUID) -> tuple[str, int]:
 async def enable_user(user_id: UUID) -> tuple[str, int]:
     """Let a disabled user log in again (its API keys stay revoked)."""
     await services().machine.administration.enable(get_principal(), user_id, client_info())
+    return "", 204
+
+
+@blueprint.post("/v1/admin/users/<uuid:user_id>/reset-factors")
+@requires_auth()
+@requires_admin
+async def reset_factors(user_id: UUID) -> tuple[str, int]:
+    """Remove the user's second factors (a lost phone): audited, and the user is told by mail."""
+    admin = get_principal()
+    await services().mfa.reset(user_id, actor=f"admin:{admin.user_id}", client=client_info())
     return "", 204
 
 

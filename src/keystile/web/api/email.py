@@ -19,7 +19,13 @@ from quart_schema import (
 )
 
 from keystile.errors import NotAuthenticated
-from keystile.web.auth import authenticate_request, check_same_origin, get_principal, requires_auth
+from keystile.web.auth import (
+    authenticate_request,
+    check_same_origin,
+    get_principal,
+    requires_auth,
+    requires_recent_auth,
+)
 from keystile.web.context import client_info, services
 from keystile.web.openapi import body_optional
 from keystile.web.schemas import AcceptedResponse, Email, Password
@@ -135,6 +141,7 @@ async def confirm_email_verification(data: LinkTokenRequest) -> tuple[str, int]:
 
 @blueprint.post("/v1/me/email")
 @requires_auth()
+@requires_recent_auth
 @validate_request(EmailChangeRequest)
 @validate_response(AcceptedResponse, 202)
 async def request_email_change(data: EmailChangeRequest) -> tuple[AcceptedResponse, int]:

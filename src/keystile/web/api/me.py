@@ -9,7 +9,12 @@ from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from keystile.rates import Action
-from keystile.web.auth import end_cookie_session, get_principal, requires_auth
+from keystile.web.auth import (
+    end_cookie_session,
+    get_principal,
+    requires_auth,
+    requires_recent_auth,
+)
 from keystile.web.context import client_info, services
 from keystile.web.openapi import responds
 from keystile.web.rate_limits import rate_limited
@@ -37,6 +42,7 @@ async def me() -> MeResponse:
 @blueprint.post("/v1/me/password")
 @responds(204, "Changed; the caller's other sessions and token families have ended.")
 @requires_auth()
+@requires_recent_auth
 @validate_request(PasswordChangeRequest)
 @rate_limited(Action.PASSWORD_CHANGE, account=lambda **_: get_principal().user_id)
 async def change_password(data: PasswordChangeRequest) -> tuple[str, int]:

@@ -22,7 +22,8 @@ blueprint = Blueprint("tokens", __name__)
 _NO_CACHE = {"Pragma": "no-cache"}
 
 
-def _token_response(pair: TokenPair) -> tuple[TokenResponse, int, dict[str, str]]:
+def token_response(pair: TokenPair) -> tuple[TokenResponse, int, dict[str, str]]:
+    """Return the answer of a token endpoint for `pair` (also the MFA step's)."""
     return (
         TokenResponse(
             access_token=pair.access_token,
@@ -50,7 +51,7 @@ async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]
         data.email, data.password, data.scope, client_info()
     )
     note_rate_limit(pair.limits)
-    return _token_response(pair)
+    return token_response(pair)
 
 
 @blueprint.post("/v1/tokens/refresh")
@@ -63,7 +64,7 @@ async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]
 async def refresh(data: RefreshRequest) -> tuple[TokenResponse, int, dict[str, str]]:
     """Rotate a refresh token: the answer holds its successor and a new access token (S16)."""
     pair = await services().tokens.refresh(data.refresh_token, client_info())
-    return _token_response(pair)
+    return token_response(pair)
 
 
 @blueprint.post("/v1/tokens/revoke")

@@ -11,10 +11,10 @@ from quart_schema import hide
 from keystile.errors import InvalidCredentials, KeystileError, PasswordPolicyViolation
 from keystile.rates import Action
 from keystile.services.types import Principal
-from keystile.web.auth import current_principal, end_cookie_session
+from keystile.web.auth import current_principal, end_cookie_session, recently_authenticated
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
-from keystile.web.pages.common import blueprint, error_status, render_page
+from keystile.web.pages.common import blueprint, error_status, reauth_redirect, render_page
 from keystile.web.rate_limits import check_rate_limit
 
 
@@ -25,7 +25,7 @@ async def account() -> ResponseReturnValue:
     principal = await current_principal()
     if principal is None:
         return redirect(url_for("pages.login", next="/account"), 303)
-    return await _account_page(principal)
+    return await account_page(principal)
 
 
 @blueprint.post("/account/password")
@@ -37,6 +37,8 @@ async def change_password() -> ResponseReturnValue:
         return _session_ended()
     form = await request.form
     await verify_csrf(form)
+    if not recently_authenticated(principal):
+        return reauth_redirect()
     current = form.get("current_password", "")
     new = form.get("new_password", "")
     errors = {
@@ -57,11 +59,11 @@ async def change_password() -> ResponseReturnValue:
         except PasswordPolicyViolation as error:
             errors["new_password"] = error.message
         except KeystileError as error:
-            return await _account_error(principal, error)
+            return await account_error(principal, error)
         else:
             return redirect(url_for("pages.account", notice="password-changed"), 303)
     status = 401 if errors["current_password"] and current else 422
-    return await _account_page(principal, status, errors=errors)
+    return await account_page(principal, status, errors=errors)
 
 
 @blueprint.post("/account/sessions/<uuid:public_id>/revoke")
@@ -75,7 +77,7 @@ async def revoke_session(public_id: UUID) -> ResponseReturnValue:
     try:
         was_current = await services().auth.revoke_session(principal, public_id, client_info())
     except KeystileError as error:
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     if was_current:
         end_cookie_session()
         return redirect(url_for("pages.login", notice="logged-out"), 303)
@@ -121,9 +123,9 @@ async def create_api_key() -> ResponseReturnValue:
                 principal, name, scopes, days, client_info()
             )
         except KeystileError as error:
-            return await _account_error(principal, error)
-        return await _account_page(principal, 201, new_key=created)
-    return await _account_page(principal, 422, key_errors=errors)
+            return await account_error(principal, error)
+        return await account_page(principal, 201, new_key=created)
+    return await account_page(principal, 422, key_errors=errors)
 
 
 @blueprint.post("/account/api-keys/<key_id>/revoke")
@@ -136,11 +138,12 @@ async def revoke_api_key(key_id: str) -> ResponseReturnValue:
     try:
         await services().machine.api_keys.revoke(principal, key_id[:32], client_info())
     except KeystileError as error:
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="api-key-revoked"), 303)
 
 
-async def _account_page(principal: Principal, status: int = 200, **context: object) -> Response:
+async def account_page(principal: Principal, status: int = 200, **context: object) -> Response:
+    """Render the account page of `principal` with `context` (forms' errors, one-time values)."""
     sessions = await services().sessions.list_sessions(principal)
     api_keys = await services().machine.api_keys.list_keys(principal.user_id)
     settings = services().settings
@@ -155,13 +158,16 @@ async def _account_page(principal: Principal, status: int = 200, **context: obje
         key_max_days=settings.machine.api_key_max_days,
         email_verified=user is not None and user.id == principal.user_id and user.email_verified,
         verification=settings.email.verification,
+        mfa=await services().mfa.status(principal),
+        passkeys=await services().passkeys.list(principal),
         **context,
     )
 
 
-async def _account_error(principal: Principal, error: KeystileError) -> Response:
+async def account_error(principal: Principal, error: KeystileError) -> Response:
+    """Render the account page with `error` as the form error, with its status."""
     status, headers = error_status(error)
-    response = await _account_page(principal, status, form_error=error.message)
+    response = await account_page(principal, status, form_error=error.message)
     response.headers.update(headers)
     return response
 

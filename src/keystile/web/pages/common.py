@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from quart import Blueprint, Response, render_template, request
+from quart import Blueprint, Response, redirect, render_template, request, url_for
+from quart.typing import ResponseReturnValue
 
 from keystile.errors import KeystileError
 from keystile.web.context import note_refused_limit
@@ -19,6 +20,7 @@ __all__ = [
     "blueprint",
     "check_email",
     "error_status",
+    "reauth_redirect",
     "render_page",
 ]
 
@@ -49,16 +51,27 @@ NOTICES = {
         "A confirmation link is on its way to the new address. "
         "The address changes when you follow it."
     ),
+    "reauth": "To do this, log in again: it has been a while since you did.",
+    "mfa-expired": "That sign-in took too long or was already completed. Log in again.",
+    "mfa-enabled": (
+        "Your authenticator app is set up. Keep the recovery codes below somewhere safe: "
+        "they are shown only now."
+    ),
+    "passkey-added": "Your passkey is added. You can log in with it now.",
+    "passkey-removed": "That passkey is deleted.",
+    "passkey-renamed": "The passkey is renamed.",
+    "mfa-removed": "Your authenticator app is removed; your password alone logs you in again.",
     "email-change-undone": (
         "Your old email address is back and every device is logged out. "
         "If someone else changed it, reset your password now."
     ),
 }
 
-# No scripts at all; forms post only here; no framing (clickjacking of the buttons).
+# Scripts only from here (the passkey buttons' static file; never inline), fetches only
+# here; forms post only here; no framing (clickjacking of the buttons).
 _CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _EMAIL = TypeAdapter(Email)
 
@@ -70,6 +83,11 @@ async def render_page(template: str, status: int = 200, **context: Any) -> Respo
         template, csrf_token=await csrf_token(), csrf_field=CSRF_FIELD, **context
     )
     return Response(body, status=status)
+
+
+def reauth_redirect() -> ResponseReturnValue:
+    """Send a logged-in user to log in again, then back to the account page (step-up)."""
+    return redirect(url_for("pages.login", reauth="1", next="/account", notice="reauth"), 303)
 
 
 def error_status(error: KeystileError) -> tuple[int, dict[str, str]]:

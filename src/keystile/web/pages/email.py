@@ -20,11 +20,17 @@ from keystile.errors import (
     PasswordPolicyViolation,
 )
 from keystile.services.email_flows import LinkKind
-from keystile.web.auth import current_principal, end_cookie_session
+from keystile.web.auth import current_principal, end_cookie_session, recently_authenticated
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
-from keystile.web.pages.account import _account_error, _account_page, _session_ended
-from keystile.web.pages.common import blueprint, check_email, error_status, render_page
+from keystile.web.pages.account import _session_ended, account_error, account_page
+from keystile.web.pages.common import (
+    blueprint,
+    check_email,
+    error_status,
+    reauth_redirect,
+    render_page,
+)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -188,7 +194,7 @@ async def account_resend_verification() -> ResponseReturnValue:
     try:
         await services().mail.flows.resend_verification(principal, client_info())
     except KeystileError as error:
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="verification-sent"), 303)
 
 
@@ -203,6 +209,8 @@ async def change_email() -> ResponseReturnValue:
         return _session_ended()
     form = await request.form
     await verify_csrf(form)
+    if not recently_authenticated(principal):
+        return reauth_redirect()  # step-up (S42)
     new_email = form.get("new_email", "").strip()
     password = form.get("email_password", "")
     errors = {
@@ -219,11 +227,11 @@ async def change_email() -> ResponseReturnValue:
         except InvalidInput as error:
             errors["new_email"] = error.message
         except KeystileError as error:
-            return await _account_error(principal, error)
+            return await account_error(principal, error)
         else:
             return redirect(url_for("pages.account", notice="email-change-sent"), 303)
     status = 401 if errors["email_password"] and password else 422
-    return await _account_page(principal, status, errors=errors, new_email=new_email)
+    return await account_page(principal, status, errors=errors, new_email=new_email)
 
 
 @blueprint.get("/undo-email-change")

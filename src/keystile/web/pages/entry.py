@@ -6,12 +6,13 @@ from quart import Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
-from keystile.errors import EmailNotVerified, KeystileError, PasswordPolicyViolation
+from keystile.errors import EmailNotVerified, KeystileError, MfaRequired, PasswordPolicyViolation
 from keystile.rates import Action
 from keystile.web.auth import current_principal, end_cookie_session, start_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
 from keystile.web.pages.common import blueprint, check_email, error_status, render_page
+from keystile.web.pages.mfa import mfa_step_page
 from keystile.web.rate_limits import check_rate_limit, note_rate_limit
 from keystile.web.redirects import safe_next
 
@@ -28,7 +29,8 @@ async def index() -> ResponseReturnValue:
 async def login() -> ResponseReturnValue:
     """Show the login form; a logged-in visitor goes straight on."""
     next_path = safe_next(request.args.get("next"))
-    if await current_principal() is not None:
+    # reauth=1: a logged-in user logs in again for a sensitive action (step-up).
+    if request.args.get("reauth") != "1" and await current_principal() is not None:
         return redirect(next_path, 303)
     return await render_page("login.html", next_path=next_path)
 
@@ -48,6 +50,8 @@ async def login_submit() -> ResponseReturnValue:
     try:
         # The login's rate limits are charged inside, with its other checks (one Redis call).
         started = await services().auth.login(email, password, client_info())
+    except MfaRequired as required:
+        return await mfa_step_page(required, next_path)
     except KeystileError as error:
         return await _form_error(
             "login.html",

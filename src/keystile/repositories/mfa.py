@@ -1,0 +1,303 @@
+"""Second factors in PostgreSQL: TOTP secrets (sealed), recovery codes (HMAC), passkeys.
+
+Every change of a user's factors recomputes `users.mfa_factors` in the same
+transaction, so the login lookup (which reads the user row anyway) knows whether a
+second step is needed without another query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from keystile.repositories.database import Database
+
+__all__ = ["FactorsChanged", "Passkey", "PostgresMfaRepository", "TotpRecord"]
+
+# Runs inside the transaction of a factor change with (connection, user id, email):
+# for the notice mail, which must commit or roll back with the change.
+FactorsChanged = Callable[[asyncpg.Connection, UUID, str], Awaitable[None]]
+
+_RECOMPUTE = """
+UPDATE users SET mfa_factors = array_remove(ARRAY[
+    CASE WHEN EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)
+         THEN 'totp' END,
+    CASE WHEN EXISTS (SELECT 1 FROM webauthn_credentials WHERE user_id = $1)
+         THEN 'passkey' END
+]::text[], NULL)
+WHERE id = $1
+RETURNING email, mfa_factors
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TotpRecord:
+    secret_sealed: bytes
+    confirmed: bool
+    last_step: int
+
+
+@dataclass(frozen=True, slots=True)
+class Passkey:
+    """A registered WebAuthn credential."""
+
+    id: UUID
+    user_id: UUID
+    credential_id: bytes
+    public_key: bytes
+    sign_count: int
+    backup_eligible: bool
+    backed_up: bool
+    transports: list[str]
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+_PASSKEY_COLUMNS = (
+    "id, user_id, credential_id, public_key, sign_count, backup_eligible, backed_up, "
+    "transports, name, created_at, last_used_at"
+)
+
+
+class PostgresMfaRepository:
+    """The second-factor tables; every statement is by primary key or index."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A transaction of its own, for a notice that goes with no factor change."""
+        return self._db.transaction()
+
+    # --- TOTP ------------------------------------------------------------------------
+
+    async def select_totp(self, user_id: UUID) -> TotpRecord | None:
+        row = await self._db.fetchrow(
+            "SELECT secret_sealed, confirmed_at IS NOT NULL AS confirmed, last_step "
+            "FROM mfa_totp WHERE user_id = $1",
+            user_id,
+        )
+        return None if row is None else TotpRecord(**dict(row))
+
+    async def upsert_pending_totp(self, user_id: UUID, sealed: bytes) -> bool:
+        """Store a new unconfirmed secret; False if a confirmed one exists."""
+        row = await self._db.fetchval(
+            "INSERT INTO mfa_totp (user_id, secret_sealed) VALUES ($1, $2) "
+            "ON CONFLICT (user_id) DO UPDATE SET secret_sealed = EXCLUDED.secret_sealed, "
+            "created_at = now(), last_step = 0 WHERE mfa_totp.confirmed_at IS NULL "
+            "RETURNING user_id",
+            user_id,
+            sealed,
+        )
+        return row is not None
+
+    async def confirm_totp(
+        self, user_id: UUID, step: int, codes: Sequence[bytes], then: FactorsChanged
+    ) -> bool:
+        """Confirm the pending secret at `step` and store fresh recovery codes; one commit."""
+        async with self._db.transaction() as connection:
+            confirmed = await connection.fetchval(
+                "UPDATE mfa_totp SET confirmed_at = now(), last_step = $2 "
+                "WHERE user_id = $1 AND confirmed_at IS NULL RETURNING user_id",
+                user_id,
+                step,
+            )
+            if confirmed is None:
+                return False
+            await _replace_codes(connection, user_id, codes)
+            await self._changed(connection, user_id, then)
+        return True
+
+    async def use_totp_step(self, user_id: UUID, step: int) -> bool:
+        """Record `step` as used; False if it, or a later one, was used already (replay)."""
+        used = await self._db.fetchval(
+            "UPDATE mfa_totp SET last_step = $2 "
+            "WHERE user_id = $1 AND confirmed_at IS NOT NULL AND last_step < $2 "
+            "RETURNING user_id",
+            user_id,
+            step,
+        )
+        return used is not None
+
+    async def delete_totp(self, user_id: UUID, then: FactorsChanged) -> bool:
+        """Remove the authenticator app; recovery codes go with the last factor."""
+        async with self._db.transaction() as connection:
+            deleted = await connection.fetchval(
+                "DELETE FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL "
+                "RETURNING user_id",
+                user_id,
+            )
+            if deleted is None:
+                return False
+            await self._changed(connection, user_id, then)
+        return True
+
+    # --- recovery codes ----------------------------------------------------------------
+
+    async def replace_recovery_codes(self, user_id: UUID, codes: Sequence[bytes]) -> None:
+        async with self._db.transaction() as connection:
+            await _replace_codes(connection, user_id, codes)
+
+    async def use_recovery_code(self, user_id: UUID, code_hmac: bytes) -> int | None:
+        """Spend a recovery code; return how many are left, or None if it was not live."""
+        async with self._db.transaction() as connection:
+            used = await connection.fetchval(
+                "UPDATE mfa_recovery_codes SET used_at = now() "
+                "WHERE user_id = $1 AND code_hmac = $2 AND used_at IS NULL RETURNING user_id",
+                user_id,
+                code_hmac,
+            )
+            if used is None:
+                return None
+            left: int = await connection.fetchval(
+                "SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+                user_id,
+            )
+        return left
+
+    async def count_recovery_codes(self, user_id: UUID) -> int:
+        count: int = await self._db.fetchval(
+            "SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+            user_id,
+        )
+        return count
+
+    # --- passkeys ----------------------------------------------------------------------
+
+    async def insert_passkey(
+        self,
+        user_id: UUID,
+        *,
+        credential_id: bytes,
+        public_key: bytes,
+        sign_count: int,
+        backup_eligible: bool,
+        backed_up: bool,
+        transports: list[str],
+        name: str,
+        codes: Sequence[bytes],
+        then: FactorsChanged,
+    ) -> Passkey | None:
+        """Store a passkey (None if its credential id is taken); codes if it is the first factor."""
+        async with self._db.transaction() as connection:
+            row = await connection.fetchrow(
+                "INSERT INTO webauthn_credentials (user_id, credential_id, public_key, "
+                "sign_count, backup_eligible, backed_up, transports, name) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (credential_id) DO NOTHING "
+                f"RETURNING {_PASSKEY_COLUMNS}",
+                user_id,
+                credential_id,
+                public_key,
+                sign_count,
+                backup_eligible,
+                backed_up,
+                transports,
+                name,
+            )
+            if row is None:
+                return None
+            if codes:
+                await _replace_codes(connection, user_id, codes)
+            await self._changed(connection, user_id, then)
+        return Passkey(**dict(row))
+
+    async def select_passkeys(self, user_id: UUID) -> list[Passkey]:
+        rows = await self._db.fetch(
+            f"SELECT {_PASSKEY_COLUMNS} FROM webauthn_credentials WHERE user_id = $1 "
+            "ORDER BY created_at",
+            user_id,
+        )
+        return [Passkey(**dict(row)) for row in rows]
+
+    async def select_passkey_by_credential(self, credential_id: bytes) -> Passkey | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_PASSKEY_COLUMNS} FROM webauthn_credentials WHERE credential_id = $1",
+            credential_id,
+        )
+        return None if row is None else Passkey(**dict(row))
+
+    async def update_passkey_use(
+        self, passkey_id: UUID, old_count: int, new_count: int, backed_up: bool
+    ) -> bool:
+        """Store the new sign counter; False if another login moved it first."""
+        updated = await self._db.fetchval(
+            "UPDATE webauthn_credentials SET sign_count = $3, backed_up = $4, "
+            "last_used_at = now() WHERE id = $1 AND sign_count = $2 RETURNING id",
+            passkey_id,
+            old_count,
+            new_count,
+            backed_up,
+        )
+        return updated is not None
+
+    async def rename_passkey(self, user_id: UUID, passkey_id: UUID, name: str) -> bool:
+        updated = await self._db.fetchval(
+            "UPDATE webauthn_credentials SET name = $3 WHERE id = $2 AND user_id = $1 RETURNING id",
+            user_id,
+            passkey_id,
+            name,
+        )
+        return updated is not None
+
+    async def delete_passkey(self, user_id: UUID, passkey_id: UUID, then: FactorsChanged) -> bool:
+        async with self._db.transaction() as connection:
+            deleted = await connection.fetchval(
+                "DELETE FROM webauthn_credentials WHERE id = $2 AND user_id = $1 RETURNING id",
+                user_id,
+                passkey_id,
+            )
+            if deleted is None:
+                return False
+            await self._changed(connection, user_id, then)
+        return True
+
+    # --- all factors ---------------------------------------------------------------------
+
+    async def delete_all(self, user_id: UUID, then: FactorsChanged) -> int:
+        """Remove every factor and recovery code of the user; return how many factors."""
+        async with self._db.transaction() as connection:
+            totp = await connection.fetchval(
+                "WITH gone AS (DELETE FROM mfa_totp WHERE user_id = $1 RETURNING confirmed_at) "
+                "SELECT count(*) FROM gone WHERE confirmed_at IS NOT NULL",
+                user_id,
+            )
+            passkeys = await connection.fetchval(
+                "WITH gone AS (DELETE FROM webauthn_credentials WHERE user_id = $1 RETURNING 1) "
+                "SELECT count(*) FROM gone",
+                user_id,
+            )
+            await connection.execute("DELETE FROM mfa_recovery_codes WHERE user_id = $1", user_id)
+            removed = int(totp) + int(passkeys)
+            if removed:
+                await self._changed(connection, user_id, then)
+            else:
+                await connection.fetchrow(_RECOMPUTE, user_id)
+        return removed
+
+    async def _changed(
+        self, connection: asyncpg.Connection, user_id: UUID, then: FactorsChanged
+    ) -> None:
+        row = await connection.fetchrow(_RECOMPUTE, user_id)
+        if row is not None:
+            if not row["mfa_factors"]:
+                # No factor left: recovery codes would be a second factor of nothing.
+                await connection.execute(
+                    "DELETE FROM mfa_recovery_codes WHERE user_id = $1", user_id
+                )
+            await then(connection, user_id, row["email"])
+
+
+async def _replace_codes(
+    connection: asyncpg.Connection, user_id: UUID, codes: Sequence[bytes]
+) -> None:
+    await connection.execute("DELETE FROM mfa_recovery_codes WHERE user_id = $1", user_id)
+    await connection.executemany(
+        "INSERT INTO mfa_recovery_codes (user_id, code_hmac) VALUES ($1, $2)",
+        [(user_id, code) for code in codes],
+    )

@@ -1,0 +1,143 @@
+"""Request and response bodies of the second-factor API (docs/mfa.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from keystile.web.schemas import Scope
+
+__all__ = [
+    "MfaCompleteRequest",
+    "MfaStatusResponse",
+    "PasskeyCreatedResponse",
+    "PasskeyListResponse",
+    "PasskeyLoginOptionsRequest",
+    "PasskeyLoginRequest",
+    "PasskeyRegistrationRequest",
+    "PasskeyRenameRequest",
+    "PasskeyResponse",
+    "RecoveryCodesResponse",
+    "TotpCodeRequest",
+    "TotpRemoveRequest",
+    "TotpSetupResponse",
+    "WebAuthnOptions",
+]
+
+TotpCode = Annotated[
+    str,
+    StringConstraints(min_length=6, max_length=8, pattern=r"^[0-9 ]+$"),
+    Field(description="The 6-digit code the authenticator app shows.", examples=["123456"]),
+]
+RecoveryCode = Annotated[
+    str,
+    StringConstraints(min_length=10, max_length=20, pattern=r"^[A-Za-z0-9 -]+$"),
+    Field(description="One of the recovery codes shown at enrollment.", examples=["abcde-fghjk"]),
+]
+MfaToken = Annotated[
+    str,
+    StringConstraints(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$"),
+    Field(description="The mfa_token of the 401 mfa_required answer."),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TotpCodeRequest(_Request):
+    code: TotpCode
+
+
+class TotpRemoveRequest(_Request):
+    """Without `code`, a recent login is needed, and the last factor cannot go."""
+
+    code: TotpCode | None = None
+
+
+class MfaCompleteRequest(_Request):
+    """The second step: `mfa_token` and `code` or `recovery_code` (401 without either)."""
+
+    mfa_token: MfaToken
+    code: TotpCode | None = None
+    recovery_code: RecoveryCode | None = None
+    scope: Scope | None = Field(default=None, description="Ignored: the password step's applies.")
+
+
+class TotpSetupResponse(BaseModel):
+    secret: str = Field(description="Base32; type it into the app if the QR code cannot be read.")
+    otpauth_uri: str
+    qr_svg: str = Field(description="The otpauth URI as an inline SVG QR code.")
+
+
+class RecoveryCodesResponse(BaseModel):
+    recovery_codes: list[str] = Field(description="Shown once; each works once.")
+
+
+class MfaStatusResponse(BaseModel):
+    totp: bool
+    totp_pending: bool
+    passkeys: int
+    recovery_codes_left: int
+
+
+PasskeyName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+LoginMode = Literal["session", "tokens"]
+
+
+class WebAuthnOptions(BaseModel):
+    """PublicKeyCredentialCreationOptions or RequestOptions as JSON (base64url bytes)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    challenge: str
+
+
+class PasskeyRegistrationRequest(_Request):
+    """The `navigator.credentials.create()` result as JSON (base64url), and a name."""
+
+    credential: dict[str, Any]
+    name: PasskeyName | None = None
+
+
+class PasskeyCreatedResponse(BaseModel):
+    id: UUID
+    name: str
+    recovery_codes: list[str] = Field(
+        default=[], description="Only with the account's first factor: shown once."
+    )
+
+
+class PasskeyResponse(BaseModel):
+    id: UUID
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    backed_up: bool
+
+
+class PasskeyListResponse(BaseModel):
+    passkeys: list[PasskeyResponse]
+
+
+class PasskeyRenameRequest(_Request):
+    name: PasskeyName
+
+
+class PasskeyLoginOptionsRequest(_Request):
+    """Without `mfa_token`: a passwordless login. With it: the second step of that login."""
+
+    mfa_token: MfaToken | None = None
+    mode: LoginMode = "session"
+
+
+class PasskeyLoginRequest(_Request):
+    credential: dict[str, Any]
+    mode: LoginMode = "session"
+    mfa_token: MfaToken | None = None
+    scope: Scope | None = Field(default=None, description="Passwordless tokens only.")
