@@ -71,6 +71,7 @@ from keystile.settings import (
     SettingsError,
 )
 from keystile.stores import create_redis
+from keystile.stores.redis import close_redis
 from keystile.stores.cache import CacheHub
 from keystile.stores.credential_store import create_credential_store
 from keystile.stores.login_gate import RedisLoginGate
@@ -130,6 +131,7 @@ async def build_services(
     user_rows = PostgresUserRepository(database)
     users = build_users(settings, user_rows, caches, secret)
     hasher = overrides.hasher or build_hashing(settings, stack)
+    counter_keys = CounterKeys(secret)
     credentials = CredentialCache(
         hasher,
         overrides.credential_store
@@ -140,13 +142,16 @@ async def build_services(
         ttl=settings.cache.credential_ttl_seconds,
         # The login gate reads entries straight from Redis, unless a test swapped the store.
         namespace=None if overrides.credential_store else CREDENTIALS_NAMESPACE,
+        account_tag=counter_keys.tag,  # one cluster slot with the account's counters
     )
     policy = PasswordPolicy(
         min_length=settings.passwords.min_length,
         max_length=settings.passwords.max_length,
         common_passwords=load_common_passwords(),
     )
-    counters, limits, throttle, known = build_abuse_protection(settings, redis, audit)
+    counters, limits, throttle, known = build_abuse_protection(
+        settings, redis, audit, counter_keys
+    )
     gate = LoginGate(
         RedisLoginGate(redis),
         limits,
@@ -274,11 +279,12 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
         socket_timeout=settings.socket_timeout,
         connect_timeout=settings.connect_timeout,
         max_connections=settings.pool_size,
+        cluster=settings.cluster,
     )
     try:
         yield redis
     finally:
-        await redis.aclose()
+        await close_redis(redis)
 
 
 async def build_caches(redis: Redis, stack: AsyncExitStack) -> CacheHub:
@@ -324,7 +330,7 @@ def build_hashing(settings: Settings, stack: AsyncExitStack) -> PasswordHasher:
 
 
 def build_abuse_protection(
-    settings: Settings, redis: Redis, audit: AuditLog
+    settings: Settings, redis: Redis, audit: AuditLog, keys: CounterKeys | None = None
 ) -> tuple[CounterStore, RateLimiter, LoginThrottle, KnownClients]:
     """Return the counter store, rate limiter, login throttle and known clients (one store)."""
     limits = settings.limits
@@ -333,7 +339,7 @@ def build_abuse_protection(
     )
     # Serving always has a secret key (create_app insists); a CLI command without one
     # never shares counters, so a throwaway key is as good as any.
-    keys = CounterKeys(settings.read_secret_key() or secrets.token_bytes(32))
+    keys = keys or CounterKeys(settings.read_secret_key() or secrets.token_bytes(32))
     known = KnownClients(counters, keys, ttl=limits.known_client_days * 86_400.0)
     window = float(limits.failure_window_seconds)
 

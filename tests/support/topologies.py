@@ -263,10 +263,14 @@ class RedisSentinels(_Servers):
         return int(port)
 
     def kill_master(self) -> None:
-        """Kill the master and wait until the Sentinels have promoted the replica."""
+        """Kill the master (SIGKILL); `wait_for_failover` waits for the promotion."""
+        assert self.master is not None
+        self.master.kill()
+
+    def wait_for_failover(self) -> None:
+        """Wait until the Sentinels name the replica as master and it acts as one."""
         assert self.master is not None and self.replica is not None
         old = self.master.port
-        self.master.kill()
         _wait(lambda: self.master_port() != old, "sentinel failover", timeout=60)
         _wait(
             lambda: self.replica is not None

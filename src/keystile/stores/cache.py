@@ -1,5 +1,10 @@
 """Two-level caching: in-process, over Redis, over the source of truth.
 
+Invalidations travel on one channel with plain PUBLISH. On Redis Cluster a PUBLISH is
+broadcast to every node, so a listener subscribed on any node hears them all; sharded
+pub/sub (SPUBLISH, Redis 7) would put the one channel on one shard and gains nothing
+for a single channel, so keystile does not use it (docs/scaling.md).
+
 The hot paths (token epochs, session state, user lookups) read from a small
 in-process cache first, so a steady-state request does no network I/O. Writers
 call `invalidate`, which deletes the Redis copy and publishes the key on a Redis
@@ -22,7 +27,7 @@ from redis.asyncio import Redis
 
 from keystile import metrics
 from keystile.stores.circuit import Circuit, nothing
-from keystile.stores.redis import REDIS_FAILURES
+from keystile.stores.redis import REDIS_FAILURES, is_cluster
 
 __all__ = ["CacheHub", "LocalCache", "SingleFlight", "TieredCache", "publish"]
 
@@ -38,6 +43,16 @@ CHANNEL = "keystile:invalidate"
 _SET_UNLESS_TOMBSTONE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Tombstone the key, drop its copy and tell every worker, atomically, in one round trip.
+# The two keys share a hash tag (one cluster slot); PUBLISH from a script reaches every
+# node's subscribers on Redis Cluster too (the cluster bus broadcasts it).
+_INVALIDATE = """
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 
@@ -144,16 +159,18 @@ class TieredCache(Generic[V]):
         self._redis_ttl = redis_ttl
         self._tombstone_ms = int(tombstone_ttl * 1000)
         self._set_unless_tombstone = redis.register_script(_SET_UNLESS_TOMBSTONE)
+        self._invalidate = redis.register_script(_INVALIDATE)
         self.local: LocalCache[str, V] = LocalCache(ttl=local_ttl, max_entries=max_entries)
         self._flight: SingleFlight[str, V | None] = SingleFlight()
         # Keys being loaded right now -> whether an invalidation arrived meanwhile.
         self._loading: dict[str, bool] = {}
 
+    # The key is the hash tag: a value and its tombstone share one Redis Cluster slot.
     def _redis_key(self, key: str) -> str:
-        return f"keystile:{self.namespace}:{key}"
+        return f"keystile:{self.namespace}:{{{key}}}"
 
     def _tombstone_key(self, key: str) -> str:
-        return f"keystile:{self.namespace}:{key}:invalidated"
+        return f"keystile:{self.namespace}:{{{key}}}:invalidated"
 
     def forget(self, key: str) -> None:
         """Drop the local copy, and make a load in flight for `key` not cache its result."""
@@ -218,11 +235,10 @@ class TieredCache(Generic[V]):
         self.forget(key)
 
         async def tombstone_and_publish() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._tombstone_key(key), 1, px=self._tombstone_ms)
-                pipe.delete(self._redis_key(key))
-                pipe.publish(CHANNEL, json.dumps([self.namespace, key]))
-                await pipe.execute()
+            await self._invalidate(
+                keys=[self._redis_key(key), self._tombstone_key(key)],
+                args=[self._tombstone_ms, CHANNEL, json.dumps([self.namespace, key])],
+            )
 
         async def unpublished() -> None:
             # Other workers' copies now live until their TTL; say so loudly.
@@ -320,6 +336,9 @@ class CacheHub:
         """Apply invalidation messages until cancelled (run it with `keystile.tasks.background`)."""
         while True:
             try:
+                if is_cluster(self._redis):
+                    # The cluster's pub/sub picks its node from the slot map: load it first.
+                    await self._redis.initialize()  # type: ignore[attr-defined]
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     # Entries cached while we were deaf may have missed messages.

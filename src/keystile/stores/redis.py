@@ -31,7 +31,7 @@ from redis.retry import Retry
 
 from keystile.errors import DependencyUnavailable
 
-__all__ = ["REDIS_FAILURES", "create_redis", "is_cluster", "ping_redis", "redis_kind"]
+__all__ = ["REDIS_FAILURES", "close_redis", "create_redis", "is_cluster", "ping_redis", "redis_kind"]
 
 # What "Redis is not answering" looks like: redis-py's own errors (its connection and
 # timeout errors included), socket errors, and asyncio deadlines (TimeoutError).
@@ -148,6 +148,14 @@ def _cluster(parts: SplitResult, common: dict[str, Any]) -> Redis:
             **options,
         ),
     )
+
+
+async def close_redis(redis: Redis) -> None:
+    """Close `redis`'s connections, and those to the Sentinels it asked for the master."""
+    await redis.aclose()
+    manager = getattr(getattr(redis, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
 
 
 async def ping_redis(redis: Redis) -> None:
