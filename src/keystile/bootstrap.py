@@ -260,6 +260,7 @@ async def open_database(settings: DatabaseSettings) -> AsyncIterator[Database]:
         connect_timeout=settings.connect_timeout,
         statement_timeout=settings.statement_timeout,
         statement_cache_size=settings.statement_cache_size,
+        pgbouncer=settings.pgbouncer,
     )
     try:
         yield Database(

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import random
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,12 +284,16 @@ class RedisSentinels(_Servers):
 
 @dataclass
 class PgBouncer:
-    """PgBouncer in transaction mode in front of a PostgreSQL URL (a Unix socket or TCP)."""
+    """PgBouncer in transaction mode in front of a PostgreSQL URL (a Unix socket or TCP).
 
-    directory: Path
+    Run as root, PgBouncer drops to another user: its files live in a directory of
+    their own that any user can reach (not under pytest's private tmp_path).
+    """
+
     database_url: str
     pool_size: int = 20
     port: int = 0
+    directory: Path = field(default=Path(), repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -300,7 +307,7 @@ class PgBouncer:
         pgbouncer = binary_path("pgbouncer")
         if pgbouncer is None:
             raise RuntimeError("pgbouncer is not installed")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = Path(tempfile.mkdtemp(prefix="keystile-pgbouncer-"))
         self.directory.chmod(0o777)  # pgbouncer drops root: it must write its pid and log
         self.port = free_port()
         target = urlsplit(self.database_url)
@@ -331,11 +338,18 @@ class PgBouncer:
             path.chmod(0o666)
         argv = [pgbouncer, str(ini)]
         if os.geteuid() == 0:
-            argv += ["-u", "nobody"]  # pgbouncer refuses to run as root
+            # PgBouncer refuses to run as root: run it as the owner of a socket directory
+            # (the embedded server's user can reach its own socket), else as nobody.
+            owner = Path(host).stat().st_uid if host.startswith("/") else None
+            argv += ["-u", pwd.getpwuid(owner).pw_name if owner else "nobody"]
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        _wait(self._answers, f"pgbouncer (see {self.directory / 'pgbouncer.log'})", self.process)
+        try:
+            _wait(self._answers, "pgbouncer", self.process)
+        except RuntimeError as exc:
+            log = self.directory / "pgbouncer.log"
+            raise RuntimeError(f"{exc}: {log.read_text() if log.exists() else ''}") from None
         return self
 
     def _answers(self) -> bool:
@@ -351,3 +365,4 @@ class PgBouncer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
