@@ -126,7 +126,7 @@ async def build_services(
         raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
     database = await stack.enter_async_context(open_database(settings.database))
     redis = await stack.enter_async_context(open_redis(settings.redis))
-    caches = await build_caches(redis, stack)
+    caches = await build_caches(redis, stack, outage_grace=settings.database.outage_grace_seconds)
     audit = PostgresAuditLog(database)
     user_rows = PostgresUserRepository(database)
     users = build_users(settings, user_rows, caches, secret)
@@ -288,9 +288,11 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
         await close_redis(redis)
 
 
-async def build_caches(redis: Redis, stack: AsyncExitStack) -> CacheHub:
+async def build_caches(
+    redis: Redis, stack: AsyncExitStack, *, outage_grace: float = 0.0
+) -> CacheHub:
     """Return the hub every cross-worker cache registers with, its listener running."""
-    caches = CacheHub(redis)
+    caches = CacheHub(redis, outage_grace=outage_grace)
     await stack.enter_async_context(background("invalidation", caches.listen))
     return caches
 
@@ -373,6 +375,7 @@ def build_sessions(
         decode=SessionRecord.from_json,
         local_ttl=settings.cache_local_ttl_seconds,
         redis_ttl=settings.cache_redis_ttl_seconds,
+        outage_copy=True,  # cookie requests go on through a PostgreSQL outage
     )
     return SessionService(
         repository,
@@ -418,6 +421,7 @@ def build_revocation(
         decode=TokenHolder.decode,
         local_ttl=settings.tokens.epoch_cache_seconds,
         redis_ttl=settings.tokens.epoch_redis_seconds,
+        outage_copy=True,  # bearer requests go on through a PostgreSQL outage
     )
     epochs = TokenEpochs(epoch_cache, users)
     return epochs, TokenRevoker(refresh_tokens, epochs, audit)

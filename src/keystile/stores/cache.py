@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from redis.asyncio import Redis
 
 from keystile import metrics
+from keystile.errors import DependencyUnavailable
 from keystile.stores.circuit import Circuit, nothing
 from keystile.stores.redis import REDIS_FAILURES, is_cluster
 
@@ -40,9 +41,11 @@ CHANNEL = "keystile:invalidate"
 
 # Write the loaded value unless the key was invalidated moments ago: a load that read
 # the source just before a revocation committed must not put its stale copy back.
+# KEYS[3] is the outage copy (ARGV[3]: its lifetime in ms, 0: none kept).
 _SET_UNLESS_TOMBSTONE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) end
 return 1
 """
 
@@ -51,7 +54,7 @@ return 1
 # node's subscribers on Redis Cluster too (the cluster bus broadcasts it).
 _INVALIDATE = """
 redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
@@ -150,6 +153,7 @@ class TieredCache(Generic[V]):
         max_entries: int = 100_000,
         tombstone_ttl: float = 5.0,
         circuit: Circuit | None = None,
+        outage_grace: float = 0.0,
     ) -> None:
         self.namespace = namespace
         self._redis = redis
@@ -158,6 +162,9 @@ class TieredCache(Generic[V]):
         self._decode = decode
         self._redis_ttl = redis_ttl
         self._tombstone_ms = int(tombstone_ttl * 1000)
+        # The outage copy outlives the shared copy by the grace, so an entry in use when
+        # PostgreSQL went down is served for at least `outage_grace` seconds of the outage.
+        self._outage_ms = int((redis_ttl + outage_grace) * 1000) if outage_grace > 0 else 0
         self._set_unless_tombstone = redis.register_script(_SET_UNLESS_TOMBSTONE)
         self._invalidate = redis.register_script(_INVALIDATE)
         self.local: LocalCache[str, V] = LocalCache(ttl=local_ttl, max_entries=max_entries)
@@ -171,6 +178,9 @@ class TieredCache(Generic[V]):
 
     def _tombstone_key(self, key: str) -> str:
         return f"keystile:{self.namespace}:{{{key}}}:invalidated"
+
+    def _outage_key(self, key: str) -> str:
+        return f"keystile:{self.namespace}:{{{key}}}:outage"
 
     def forget(self, key: str) -> None:
         """Drop the local copy, and make a load in flight for `key` not cache its result."""
@@ -216,15 +226,43 @@ class TieredCache(Generic[V]):
                 metrics.CACHE_LOOKUPS.labels(self.namespace, "redis_hit").inc()
                 return cached
         metrics.CACHE_LOOKUPS.labels(self.namespace, "miss").inc()
-        value = await load()
+        try:
+            value = await load()
+        except DependencyUnavailable:
+            kept = await self._outage_copy(key)
+            if kept is None:
+                raise
+            return kept
         if value is not None:
             await self._circuit.call(
                 lambda: self._set_unless_tombstone(
-                    keys=[self._redis_key(key), self._tombstone_key(key)],
-                    args=[json.dumps(self._encode(value)), int(self._redis_ttl * 1000)],
+                    keys=[self._redis_key(key), self._tombstone_key(key), self._outage_key(key)],
+                    args=[
+                        json.dumps(self._encode(value)),
+                        int(self._redis_ttl * 1000),
+                        self._outage_ms,
+                    ],
                 ),
                 nothing,
             )
+        return value
+
+    async def _outage_copy(self, key: str) -> V | None:
+        """The value as last loaded, while the source is down and the copy is in its grace.
+
+        Every invalidation deletes it with the shared copy, so a revocation that reached
+        Redis (before or during the outage) is never undone by it.
+        """
+        if not self._outage_ms:
+            return None
+        raw = await self._circuit.call(lambda: self._redis.get(self._outage_key(key)), nothing)
+        if raw is None:
+            return None
+        try:
+            value = self._decode(json.loads(raw))
+        except ValueError:
+            return None
+        metrics.CACHE_LOOKUPS.labels(self.namespace, "outage_copy").inc()
         return value
 
     async def invalidate(self, key: str) -> None:
@@ -236,7 +274,7 @@ class TieredCache(Generic[V]):
 
         async def tombstone_and_publish() -> None:
             await self._invalidate(
-                keys=[self._redis_key(key), self._tombstone_key(key)],
+                keys=[self._redis_key(key), self._tombstone_key(key), self._outage_key(key)],
                 args=[self._tombstone_ms, CHANNEL, json.dumps([self.namespace, key])],
             )
 
@@ -267,9 +305,12 @@ class CacheHub:
     entries expire by TTL, so nothing stays stale for longer than a few seconds.
     """
 
-    def __init__(self, redis: Redis, *, retry_interval: float = 0.5) -> None:
+    def __init__(
+        self, redis: Redis, *, retry_interval: float = 0.5, outage_grace: float = 0.0
+    ) -> None:
         self._redis = redis
         self._retry_interval = retry_interval
+        self._outage_grace = outage_grace
         self._circuit = _cache_circuit()
         self._caches: dict[str, TieredCache[Any]] = {}
         self._callbacks: dict[str, Callable[[str | None], None]] = {}
@@ -283,8 +324,13 @@ class CacheHub:
         decode: Callable[[Any], V],
         local_ttl: float,
         redis_ttl: float,
+        outage_copy: bool = False,
     ) -> TieredCache[V]:
-        """Return a new tiered cache for `namespace`, invalidated on every worker."""
+        """Return a new tiered cache for `namespace`, invalidated on every worker.
+
+        `outage_copy`: keep a copy in Redis for the hub's outage grace, served when the
+        loader finds PostgreSQL down (authentication state: sessions, token epochs).
+        """
         cache = TieredCache(
             namespace,
             self._redis,
@@ -293,6 +339,7 @@ class CacheHub:
             local_ttl=local_ttl,
             redis_ttl=redis_ttl,
             circuit=self._circuit,
+            outage_grace=self._outage_grace if outage_copy else 0.0,
         )
         self.register(cache)
         return cache
