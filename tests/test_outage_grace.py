@@ -76,7 +76,9 @@ async def test_authenticated_reads_outlive_the_cache_ttls_for_the_grace_then_503
         for client, headers in ((ended, replay), (tokens_client, revoked)):
             assert (await client.get("/v1/me", headers=headers)).status_code == 200
         assert (await ended.delete("/v1/sessions/current")).status_code == 204
-        assert (await tokens_client.post("/v1/me/logout-everywhere", headers=revoked)).status_code == 204
+        assert (
+            await tokens_client.post("/v1/me/logout-everywhere", headers=revoked)
+        ).status_code == 204
 
         assert (await cookie_client.get("/v1/me")).status_code == 200
         assert (await tokens_client.get("/v1/me", headers=access)).status_code == 200

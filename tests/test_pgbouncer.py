@@ -59,7 +59,11 @@ async def test_pgbouncer_refuses_the_startup_parameters_sent_to_postgresql(
 ) -> None:
     with pytest.raises(asyncpg.PostgresError, match="statement_timeout"):
         await create_pool(
-            backing.database_url, size=1, connect_timeout=5, statement_timeout=5, statement_cache_size=0
+            backing.database_url,
+            size=1,
+            connect_timeout=5,
+            statement_timeout=5,
+            statement_cache_size=0,
         )
 
 

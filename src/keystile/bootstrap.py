@@ -71,7 +71,6 @@ from keystile.settings import (
     SettingsError,
 )
 from keystile.stores import create_redis
-from keystile.stores.redis import close_redis
 from keystile.stores.cache import CacheHub
 from keystile.stores.credential_store import create_credential_store
 from keystile.stores.login_gate import RedisLoginGate
@@ -83,6 +82,7 @@ from keystile.stores.rate_limits import (
     MemoryCounterStore,
     RedisCounterStore,
 )
+from keystile.stores.redis import close_redis
 from keystile.stores.sealing import Sealer, derive_key
 from keystile.tasks import background, run_every
 
@@ -149,9 +149,7 @@ async def build_services(
         max_length=settings.passwords.max_length,
         common_passwords=load_common_passwords(),
     )
-    counters, limits, throttle, known = build_abuse_protection(
-        settings, redis, audit, counter_keys
-    )
+    counters, limits, throttle, known = build_abuse_protection(settings, redis, audit, counter_keys)
     gate = LoginGate(
         RedisLoginGate(redis),
         limits,

@@ -73,7 +73,7 @@ def _bindable(port: int) -> bool:
 def _cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free and valid too."""
     while True:
-        port = random.randint(20_000, 45_000)  # noqa: S311 - not a secret
+        port = random.randint(20_000, 45_000)
         if _bindable(port) and _bindable(port + 10_000):
             return port
 
@@ -99,7 +99,7 @@ def _start_redis(
         "--logfile", str(directory / "redis.log"),
         *args,
     ]  # fmt: skip
-    process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+    process = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     server = _RedisProcess(port, directory, process)
@@ -177,11 +177,14 @@ class RedisCluster(_Servers):
             self.servers.append(
                 _start_redis(
                     self.directory / f"node{index}",
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", "2000",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
                     port=_cluster_port(),
-                )  # fmt: skip
+                )
             )
         share = _SLOTS // self._masters
         for index, server in enumerate(self.servers):
@@ -272,12 +275,15 @@ class RedisSentinels(_Servers):
 
     def wait_for_failover(self) -> None:
         """Wait until the Sentinels name the replica as master and it acts as one."""
-        assert self.master is not None and self.replica is not None
+        assert self.master is not None
+        assert self.replica is not None
         old = self.master.port
         _wait(lambda: self.master_port() != old, "sentinel failover", timeout=60)
         _wait(
-            lambda: self.replica is not None
-            and self.replica.client().info("replication").get("role") == "master",
+            lambda: (
+                self.replica is not None
+                and self.replica.client().info("replication").get("role") == "master"
+            ),
             "promoted replica",
         )
 
@@ -342,7 +348,7 @@ class PgBouncer:
             # (the embedded server's user can reach its own socket), else as nobody.
             owner = Path(host).stat().st_uid if host.startswith("/") else None
             argv += ["-u", pwd.getpwuid(owner).pw_name if owner else "nobody"]
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        self.process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:

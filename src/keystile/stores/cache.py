@@ -171,6 +171,8 @@ class TieredCache(Generic[V]):
         self._flight: SingleFlight[str, V | None] = SingleFlight()
         # Keys being loaded right now -> whether an invalidation arrived meanwhile.
         self._loading: dict[str, bool] = {}
+        # Invalidations that did not reach Redis, replayed when it answers again.
+        self.unpublished: set[str] = set()
 
     # The key is the hash tag: a value and its tombstone share one Redis Cluster slot.
     def _redis_key(self, key: str) -> str:
@@ -279,8 +281,10 @@ class TieredCache(Generic[V]):
             )
 
         async def unpublished() -> None:
-            # Other workers' copies now live until their TTL; say so loudly.
+            # Other workers' copies (and a promoted replica's) live on until this worker
+            # reaches Redis again and replays it (`CacheHub.listen`); say so loudly.
             _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
+            self.unpublished.add(key)
 
         await self._circuit.attempt(tombstone_and_publish, unpublished)
 
@@ -367,6 +371,14 @@ class CacheHub:
         """Tell every worker that `key` of `namespace` changed; False if Redis failed."""
         return await publish(self._redis, namespace, key)
 
+    async def _replay_unpublished(self) -> None:
+        """Send again the invalidations that failed while Redis was away (e.g. a failover):
+        the promoted replica still holds the copies they were meant to delete."""
+        for cache in self._caches.values():
+            keys, cache.unpublished = cache.unpublished, set()
+            for key in keys:
+                await cache.invalidate(key)
+
     def _apply(self, data: bytes | str) -> None:
         try:
             namespace, key = json.loads(data)
@@ -385,11 +397,12 @@ class CacheHub:
             try:
                 if is_cluster(self._redis):
                     # The cluster's pub/sub picks its node from the slot map: load it first.
-                    await self._redis.initialize()  # type: ignore[attr-defined]
+                    await self._redis.initialize()
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     # Entries cached while we were deaf may have missed messages.
                     self.forget_all()
+                    await self._replay_unpublished()
                     for callback in self._callbacks.values():
                         callback(None)
                     self.ready.set()

@@ -188,9 +188,7 @@ class RedisCounterStore:
             return await self._gcra_one_slot(keys, rates)
         results: list[GcraResult] = []
         for group in slot_groups(keys):
-            checked = await self._gcra_one_slot(
-                [keys[i] for i in group], [rates[i] for i in group]
-            )
+            checked = await self._gcra_one_slot([keys[i] for i in group], [rates[i] for i in group])
             results += checked
             if not checked[0].allowed:
                 break

@@ -31,7 +31,14 @@ from redis.retry import Retry
 
 from keystile.errors import DependencyUnavailable
 
-__all__ = ["REDIS_FAILURES", "close_redis", "create_redis", "is_cluster", "ping_redis", "redis_kind"]
+__all__ = [
+    "REDIS_FAILURES",
+    "close_redis",
+    "create_redis",
+    "is_cluster",
+    "ping_redis",
+    "redis_kind",
+]
 
 # What "Redis is not answering" looks like: redis-py's own errors (its connection and
 # timeout errors included), socket errors, and asyncio deadlines (TimeoutError).
@@ -89,12 +96,12 @@ def _hosts(parts: SplitResult, default_port: int) -> list[tuple[str, int]]:
     return hosts
 
 
-def _credentials(parts: SplitResult) -> dict[str, str]:
+def _credentials(parts: SplitResult) -> dict[str, Any]:
     userinfo, at, _ = parts.netloc.rpartition("@")
     if not at:
         return {}
     user, colon, password = userinfo.partition(":")
-    found = {"password": unquote(password)} if colon else {}
+    found: dict[str, Any] = {"password": unquote(password)} if colon else {}
     if user:
         found["username"] = unquote(user)
     return found
@@ -107,7 +114,7 @@ def _sentinel_master(parts: SplitResult, common: dict[str, Any]) -> Redis:
     service = unquote(path[0])
     db = int(path[1]) if len(path) > 1 else 0
     ssl = _SENTINEL_SCHEMES[parts.scheme]
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         _hosts(parts, 26379),
         sentinel_kwargs={
             "socket_timeout": common["socket_timeout"],
