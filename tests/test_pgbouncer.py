@@ -10,13 +10,17 @@ keystile sends none and keeps no statement cache.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from keystile.repositories.database import create_pool
+from keystile.runtime import migrate
+from keystile.settings import Settings
 from tests.support.backing import Backing
 from tests.support.binaries import requires_binary
 from tests.support.topologies import PgBouncer
@@ -84,3 +88,36 @@ async def test_with_the_setting_statements_run_through_pgbouncer_on_any_server_c
                 assert await connection.fetchval("SELECT $1::int + 1", 41) == 42
     finally:
         await pool.close()
+
+
+async def test_migrations_run_through_pgbouncer_and_leave_no_lock_behind(backing: Backing) -> None:
+    # A session-level advisory lock taken through PgBouncer would stay on a pooled server
+    # connection and block every later migration (each `keystile serve` migrates) that
+    # PgBouncer puts on another server connection.
+    settings = Settings(
+        database_url=backing.database_url, redis_url=backing.redis_url, db_pgbouncer=True
+    )
+    await _migrate_within(settings, 60)
+    # Pin the server connection the last migration used (PgBouncer reuses the most recent
+    # one), so the next migration runs on another server connection.
+    pinned = await asyncpg.connect(backing.database_url, statement_cache_size=0)
+    try:
+        await pinned.execute("BEGIN")
+        await pinned.fetchval("SELECT 1")
+        await _migrate_within(settings, 20)
+        await pinned.execute("ROLLBACK")
+    finally:
+        await pinned.close()
+
+
+async def _migrate_within(settings: Settings, seconds: float) -> None:
+    done = threading.Event()
+
+    def run() -> None:
+        migrate(settings)
+        done.set()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    await asyncio.to_thread(worker.join, seconds)
+    assert done.is_set(), "a migration through PgBouncer is stuck on the migration lock"
