@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LINT_PATHS := $(wildcard src tests bench alembic examples scripts)
 
-.PHONY: install run test lint format docs docs-serve bench bench-smoke clean
+.PHONY: install run test lint format docs docs-serve bench bench-smoke bench-scale clean
 
 # The embedded extra starts real PostgreSQL and Redis when no URL is set; the example
 # extension (examples/catalog) is a package of its own, installed beside keystile.
@@ -74,6 +74,11 @@ bench: install $(BENCH_STAMP) $(HARNESS_STAMP)
 bench-smoke: install $(BENCH_STAMP) $(HARNESS_STAMP)
 	@$(BENCH_WRK)
 	$(BIN)/python -m bench --smoke $(BENCH_ARGS)
+
+# Scale-out (docs/scaling.md): 1, 2, 4 keystile processes behind HAProxy on a Redis Cluster
+# and PgBouncer. BENCH_ARGS=--smoke proves the harness in about a minute.
+bench-scale: install $(HARNESS_STAMP)
+	$(BIN)/python -m bench.scale_out $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
@@ -34,7 +35,25 @@ _MIGRATION_LOCK_ID = 0x6B657973  # "keys"
 _VERSION_TABLE = config.attributes.get("version_table", "alembic_version")
 
 
+# Behind PgBouncer in transaction mode (`db_pgbouncer = true`) a session-level lock would
+# stay on a pooled server connection for good, and named prepared statements may vanish
+# between transactions: there, every migration runs in one transaction under a
+# transaction-scoped lock, with no statement cache.
+_PGBOUNCER = bool(config.attributes.get("pgbouncer", False))
+
+
 def _run(connection: Connection) -> None:
+    if _PGBOUNCER:
+        context.configure(
+            connection=connection,
+            target_metadata=None,
+            transaction_per_migration=False,
+            version_table=_VERSION_TABLE,
+        )
+        with context.begin_transaction():
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
+            context.run_migrations()
+        return
     connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_ID})")
     connection.commit()  # the lock is the session's: it outlives this transaction
     context.configure(
@@ -48,7 +67,16 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(_database_url(), poolclass=pool.NullPool)
+    connect_args: dict[str, object] = {}
+    if _PGBOUNCER:
+        connect_args = {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": lambda: f"__keystile_{uuid.uuid4().hex}__",
+        }
+    engine = create_async_engine(
+        _database_url(), poolclass=pool.NullPool, connect_args=connect_args
+    )
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

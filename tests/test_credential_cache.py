@@ -156,7 +156,7 @@ async def test_user_cache_entries_in_redis_are_sealed_and_forgeries_ignored(
     email = unique_email()
     await register(counted_app.test_client(), email)
     assert (await login(counted_app.test_client(), email)).status_code == 201
-    key = f"keystile:user-by-email:{email.lower()}"
+    key = f"keystile:user-by-email:{{{email.lower()}}}"
     stored = await services.redis.get(key)
     assert stored is not None
     assert b"argon2" not in stored

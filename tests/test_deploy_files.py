@@ -19,6 +19,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from keystile.settings import Settings
+from keystile.stores.redis import redis_kind
 from tests.support.backing import Backing
 from tests.support.binaries import binary_path, requires_binary
 
@@ -91,6 +93,29 @@ def test_compose_runs_replicas_behind_haproxy_and_varnish_on_one_postgres_and_re
     # Only the edge is published; keystile replicas are reached through it.
     assert "ports" not in keystile
     assert "ports" in services["varnish"]
+
+
+def test_compose_scale_overlay_puts_pgbouncer_and_a_redis_cluster_under_the_replicas() -> None:
+    base = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    scale = yaml.safe_load((DEPLOY / "compose.scale.yaml").read_text())["services"]
+    nodes = [name for name in scale if name.startswith("redis-") and name[-1].isdigit()]
+    assert len(nodes) == 3
+    assert all("--cluster-enabled" in scale[node]["command"] for node in nodes)
+    env = {**base["keystile"]["environment"], **scale["keystile"]["environment"]}
+    settings = Settings(
+        database_url=env["KEYSTILE_DATABASE_URL"],
+        redis_url=env["KEYSTILE_REDIS_URL"],
+        db_pgbouncer=env["KEYSTILE_DB_PGBOUNCER"],
+    )
+    assert settings.database.pgbouncer
+    assert "@pgbouncer:" in env["KEYSTILE_DATABASE_URL"]
+    assert scale["pgbouncer"]["environment"]["PGBOUNCER_POOL_MODE"] == "transaction"
+    assert redis_kind(env["KEYSTILE_REDIS_URL"]) == "cluster"
+    for node in nodes:
+        assert f"{node}:6379" in env["KEYSTILE_REDIS_URL"]
+    # Migrations go to PostgreSQL directly, not through PgBouncer.
+    assert "@postgres:" in base["migrate"]["environment"]["KEYSTILE_DATABASE_URL"]
+    assert "migrate" not in scale
 
 
 @requires_binary("varnishd", package="varnish")

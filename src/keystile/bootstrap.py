@@ -87,6 +87,7 @@ from keystile.stores.rate_limits import (
     MemoryCounterStore,
     RedisCounterStore,
 )
+from keystile.stores.redis import close_redis
 from keystile.stores.sealing import Sealer, derive_key
 from keystile.tasks import background, run_every
 
@@ -130,11 +131,12 @@ async def build_services(
         raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
     database = await stack.enter_async_context(open_database(settings.database))
     redis = await stack.enter_async_context(open_redis(settings.redis))
-    caches = await build_caches(redis, stack)
+    caches = await build_caches(redis, stack, outage_grace=settings.database.outage_grace_seconds)
     audit = PostgresAuditLog(database)
     user_rows = PostgresUserRepository(database)
     users = build_users(settings, user_rows, caches, secret)
     hasher = overrides.hasher or build_hashing(settings, stack)
+    counter_keys = CounterKeys(secret)
     credentials = CredentialCache(
         hasher,
         overrides.credential_store
@@ -145,13 +147,14 @@ async def build_services(
         ttl=settings.cache.credential_ttl_seconds,
         # The login gate reads entries straight from Redis, unless a test swapped the store.
         namespace=None if overrides.credential_store else CREDENTIALS_NAMESPACE,
+        account_tag=counter_keys.tag,  # one cluster slot with the account's counters
     )
     policy = PasswordPolicy(
         min_length=settings.passwords.min_length,
         max_length=settings.passwords.max_length,
         common_passwords=load_common_passwords(),
     )
-    counters, limits, throttle, known = build_abuse_protection(settings, redis, audit)
+    counters, limits, throttle, known = build_abuse_protection(settings, redis, audit, counter_keys)
     gate = LoginGate(
         RedisLoginGate(redis),
         limits,
@@ -259,13 +262,28 @@ def _required(url: SecretStr | None, key: str) -> str:
 
 @asynccontextmanager
 async def open_database(settings: DatabaseSettings) -> AsyncIterator[Database]:
-    """Open the asyncpg pool for the life of the context."""
+    """Open the asyncpg pool (and the read replica's, if set) for the life of the context."""
+    async with AsyncExitStack() as stack:
+        database = await stack.enter_async_context(
+            _database_pool(settings, _required(settings.url, "database_url"))
+        )
+        if settings.read_url is not None:
+            replica = await stack.enter_async_context(
+                _database_pool(settings, settings.read_url.get_secret_value())
+            )
+            database.use_replica(replica)
+        yield database
+
+
+@asynccontextmanager
+async def _database_pool(settings: DatabaseSettings, dsn: str) -> AsyncIterator[Database]:
     pool = await create_pool(
-        _required(settings.url, "database_url"),
+        dsn,
         size=settings.pool_size,
         connect_timeout=settings.connect_timeout,
         statement_timeout=settings.statement_timeout,
         statement_cache_size=settings.statement_cache_size,
+        pgbouncer=settings.pgbouncer,
     )
     try:
         yield Database(
@@ -285,16 +303,19 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
         socket_timeout=settings.socket_timeout,
         connect_timeout=settings.connect_timeout,
         max_connections=settings.pool_size,
+        cluster=settings.cluster,
     )
     try:
         yield redis
     finally:
-        await redis.aclose()
+        await close_redis(redis)
 
 
-async def build_caches(redis: Redis, stack: AsyncExitStack) -> CacheHub:
+async def build_caches(
+    redis: Redis, stack: AsyncExitStack, *, outage_grace: float = 0.0
+) -> CacheHub:
     """Return the hub every cross-worker cache registers with, its listener running."""
-    caches = CacheHub(redis)
+    caches = CacheHub(redis, outage_grace=outage_grace)
     await stack.enter_async_context(background("invalidation", caches.listen))
     return caches
 
@@ -335,7 +356,7 @@ def build_hashing(settings: Settings, stack: AsyncExitStack) -> PasswordHasher:
 
 
 def build_abuse_protection(
-    settings: Settings, redis: Redis, audit: AuditLog
+    settings: Settings, redis: Redis, audit: AuditLog, keys: CounterKeys | None = None
 ) -> tuple[CounterStore, RateLimiter, LoginThrottle, KnownClients]:
     """Return the counter store, rate limiter, login throttle and known clients (one store)."""
     limits = settings.limits
@@ -344,7 +365,7 @@ def build_abuse_protection(
     )
     # Serving always has a secret key (create_app insists); a CLI command without one
     # never shares counters, so a throwaway key is as good as any.
-    keys = CounterKeys(settings.read_secret_key() or secrets.token_bytes(32))
+    keys = keys or CounterKeys(settings.read_secret_key() or secrets.token_bytes(32))
     known = KnownClients(counters, keys, ttl=limits.known_client_days * 86_400.0)
     window = float(limits.failure_window_seconds)
 
@@ -377,6 +398,7 @@ def build_sessions(
         decode=SessionRecord.from_json,
         local_ttl=settings.cache_local_ttl_seconds,
         redis_ttl=settings.cache_redis_ttl_seconds,
+        outage_copy=True,  # cookie requests go on through a PostgreSQL outage
     )
     return SessionService(
         repository,
@@ -422,6 +444,7 @@ def build_revocation(
         decode=TokenHolder.decode,
         local_ttl=settings.tokens.epoch_cache_seconds,
         redis_ttl=settings.tokens.epoch_redis_seconds,
+        outage_copy=True,  # bearer requests go on through a PostgreSQL outage
     )
     epochs = TokenEpochs(epoch_cache, users)
     return epochs, TokenRevoker(refresh_tokens, epochs, audit)

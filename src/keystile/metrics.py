@@ -125,6 +125,7 @@ HASH_REJECTIONS = Counter(
 CACHE_LOOKUPS = Counter(
     "keystile_cache_lookups_total",
     "Cache lookups by cache and result: local_hit, redis_hit, miss (the loader ran), "
+    "outage_copy (PostgreSQL down: served from the copy kept for the outage grace), "
     "or hit/miss for single-level caches.",
     ["cache", "result"],
 )

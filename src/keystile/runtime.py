@@ -105,6 +105,7 @@ def _alembic_config(settings: Settings) -> Config:
         raise ValueError("database_url must be resolved before migrating")
     config = Config(str(project_root() / "alembic.ini"))
     config.attributes["database_url"] = settings.database.url.get_secret_value()
+    config.attributes["pgbouncer"] = settings.database.pgbouncer
     # alembic's env.py runs its own event loop: call this from synchronous code only.
     return config
 

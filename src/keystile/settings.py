@@ -128,7 +128,7 @@ class LogSettings(_Group):
 class DatabaseSettings(_Group):
     """PostgreSQL; no url: an embedded server under data_dir."""
 
-    model_config = _flat_names("db_", url="database_url")
+    model_config = _flat_names("db_", url="database_url", read_url="database_read_url")
 
     url: SecretStr | None = None
     pool_size: int = Field(default=10, ge=1, le=500)
@@ -136,8 +136,22 @@ class DatabaseSettings(_Group):
     acquire_timeout: float = Field(default=2.0, gt=0)
     statement_timeout: float = Field(default=5.0, gt=0)
     statement_cache_size: int = Field(default=256, ge=0)
+    pgbouncer: bool = Field(
+        default=False,
+        description="url is PgBouncer in transaction mode: no startup parameters, "
+        "statement cache off, the statement timeout set per transaction",
+    )
+    read_url: SecretStr | None = Field(
+        default=None, description="a read replica for reads that tolerate lag (none: url)"
+    )
+    outage_grace_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="how long authenticated reads go on from Redis while PostgreSQL is down",
+    )
 
-    _url_empty = field_validator("url", mode="before")(_empty_is_none)
+    _url_empty = field_validator("url", "read_url", mode="before")(_empty_is_none)
 
 
 class RedisSettings(_Group):
@@ -149,6 +163,9 @@ class RedisSettings(_Group):
     socket_timeout: float = Field(default=0.5, gt=0)
     connect_timeout: float = Field(default=0.5, gt=0)
     pool_size: int = Field(default=50, ge=1)
+    cluster: bool = Field(
+        default=False, description="url is a node of a Redis Cluster (or use redis+cluster://)"
+    )
 
     _url_empty = field_validator("url", mode="before")(_empty_is_none)
 

@@ -31,6 +31,8 @@ class Backing:
     redis_url: str
     postgres: EmbeddedPostgres | None
     data_dir: Path = Path("var")
+    pgbouncer: bool = False  # database_url is PgBouncer in transaction mode ...
+    direct_database_url: str | None = None  # ... and this is PostgreSQL itself
 
 
 def make_settings(backing: Backing, **overrides: Any) -> Settings:
@@ -46,6 +48,7 @@ def make_settings(backing: Backing, **overrides: Any) -> Settings:
         # the development Maildir, if anything writes one, stays out of the checkout.
         "outbox_sender_enabled": False,
         "data_dir": backing.data_dir,
+        "db_pgbouncer": backing.pgbouncer,
         **CHEAP_ARGON2,
         "limits": {"rates": ROOMY_IP_LIMITS},
     }

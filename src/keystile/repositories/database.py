@@ -34,8 +34,16 @@ async def create_pool(
     connect_timeout: float,
     statement_timeout: float,
     statement_cache_size: int,
+    pgbouncer: bool = False,
 ) -> asyncpg.Pool:
     """Open a fixed-size pool whose server side also enforces the statement timeout.
+
+    With `pgbouncer` (PgBouncer in transaction mode in front of PostgreSQL) no startup
+    parameter is sent (PgBouncer refuses them) and asyncpg's statement cache is off
+    (each transaction may run on another server connection, where a named statement
+    does not exist). asyncpg's `command_timeout` still bounds every statement from
+    this side, cancelling it on the server; the server-side defaults are the
+    operator's (`ALTER ROLE keystile SET statement_timeout = '5s'`, docs/scaling.md).
 
     A connection goes back to the pool without asyncpg's default reset query
     (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), which would be a
@@ -43,19 +51,24 @@ async def create_pool(
     (no SET, LISTEN, cursors or session-level advisory locks; its locks are
     transaction-scoped). An open transaction is still rolled back by asyncpg itself.
     """
+    server_settings = (
+        {}
+        if pgbouncer
+        else {
+            "statement_timeout": str(int(statement_timeout * 1000)),
+            "idle_in_transaction_session_timeout": str(int(statement_timeout * 4000)),
+            "application_name": "keystile",
+        }
+    )
     return await asyncpg.create_pool(
         dsn,
         min_size=size,
         max_size=size,
         timeout=connect_timeout,
         command_timeout=statement_timeout,
-        statement_cache_size=statement_cache_size,
+        statement_cache_size=0 if pgbouncer else statement_cache_size,
         reset=_keep_session,
-        server_settings={
-            "statement_timeout": str(int(statement_timeout * 1000)),
-            "idle_in_transaction_session_timeout": str(int(statement_timeout * 4000)),
-            "application_name": "keystile",
-        },
+        server_settings=server_settings,
     )
 
 
@@ -71,6 +84,20 @@ class Database:
         self._acquire_timeout = acquire_timeout
         self._statement_timeout = statement_timeout
         self._query_loggers: list[Callable[[Any], None]] = []
+        self._reads: Database | None = None
+
+    @property
+    def reads(self) -> Database:
+        """Where reads that tolerate replication lag go: the read replica, else this database.
+
+        Never for a read that decides security (refresh rotation, revocation, session
+        validity): those read the primary.
+        """
+        return self._reads or self
+
+    def use_replica(self, replica: Database) -> None:
+        """Send `reads` to `replica` (`database_read_url`)."""
+        self._reads = replica
 
     @property
     def pool(self) -> asyncpg.Pool:

@@ -172,8 +172,12 @@ class PostgresUserRepository:
         return user
 
     async def select_user_by_email(self, email: str) -> User | None:
-        """Return the user with this email (any case)."""
-        row = await self._db.fetchrow(
+        """Return the user with this email (any case); from the read replica, if one is set.
+
+        A login's lookup (on a cache miss) tolerates lag: a user seconds old may be
+        missing there and the login answers like a wrong password, to be retried.
+        """
+        row = await self._db.reads.fetchrow(
             f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
         )
         return _user(row)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -59,14 +60,17 @@ class CredentialCache:
         ttl: float,
         namespace: str | None = None,
         retry_interval: float = 1.0,
+        account_tag: Callable[[str], str] | None = None,
     ) -> None:
         """`key` is a secret used only for these HMACs; `ttl` 0 turns the cache off.
 
         `namespace` is the Redis namespace of `store` when the login gate may read its
         entries directly (the composition root's RedisCache); None otherwise.
+        `account_tag` returns the Redis hash tag of an account's keys (`CounterKeys.tag`).
         """
         self._hasher = hasher
         self._key = key
+        self._account_tag = account_tag
         self._enabled = ttl > 0
         self._namespace = namespace if self._enabled else None
         self._flight: SingleFlight[tuple[str, str], str | None] = SingleFlight()
@@ -80,8 +84,14 @@ class CredentialCache:
         self._verify_and_remember = self._cached(self._slow_check)
 
     def account_ref(self, account: str) -> str:
-        """Return the cache key of a normalised account: a keyed hash in a hash tag."""
+        """Return the cache key of a normalised account: a keyed hash in a hash tag.
+
+        With `account_tag` (the counter keys' tag), the entry shares its Redis Cluster
+        slot with the account's counters, so the login gate reads it in the same script.
+        """
         digest = hmac.new(self._key, b"account\x00" + account.encode(), hashlib.sha256)
+        if self._account_tag is not None:
+            return self._account_tag(account) + digest.hexdigest()[:32]
         return "{" + digest.hexdigest()[:32] + "}"
 
     def redis_key(self, account: str) -> str | None:

@@ -83,6 +83,7 @@ def build_machine_access(
         decode=ApiKeyRecord.from_json,
         local_ttl=machine.api_key_cache_local_ttl_seconds,
         redis_ttl=machine.api_key_cache_redis_ttl_seconds,
+        outage_copy=True,  # API-key requests go on through a PostgreSQL outage
     )
     client_cache: TieredCache[ClientRecord] = caches.tiered(
         "oauth-client",

@@ -7,7 +7,9 @@ calls it for a route; services may call it directly.
 
 Counter keys are HMACs of the address or account under a key derived from the
 secret key, so Redis never holds emails or addresses, and a caller cannot aim at
-another key by choosing an odd email.
+another key by choosing an odd email. Each key carries a hash tag naming its subject
+(the first part: an account or an address), so every key of one account lands on one
+Redis Cluster slot and the scripts that read several of them run there.
 """
 
 from __future__ import annotations
@@ -49,8 +51,13 @@ class CounterKeys:
         message = "\0".join(parts).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
 
-    def key(self, kind: str, *parts: str) -> str:
-        return f"keystile:{kind}:{self.digest(kind, *parts)}"
+    def tag(self, subject: str) -> str:
+        """Return the hash tag (`{...}`) every key of `subject` carries (Redis Cluster slots)."""
+        return "{" + self.digest("subject", subject)[:16] + "}"
+
+    def key(self, kind: str, subject: str, *parts: str) -> str:
+        """Return the key of `kind` for `subject` (and `parts`), tagged with the subject."""
+        return f"keystile:{kind}:{self.tag(subject)}{self.digest(kind, subject, *parts)}"
 
 
 class KnownClients:

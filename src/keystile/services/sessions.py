@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from keystile.errors import NotAuthenticated, NotFound
+from keystile.errors import DependencyUnavailable, NotAuthenticated, NotFound
 from keystile.repositories.audit import AuditEntry
 from keystile.repositories.sessions import SessionRecord, SessionRepository
 from keystile.repositories.users import User
@@ -25,6 +26,9 @@ from keystile.services.types import ClientInfo, Principal
 from keystile.stores.cache import TieredCache
 
 __all__ = ["SessionCache", "SessionService", "SessionView", "hash_session_id"]
+
+# After a touch found PostgreSQL down, sessions are not touched for this many seconds.
+_TOUCH_PAUSE = 5.0
 
 SessionCache = TieredCache[SessionRecord]
 
@@ -72,6 +76,7 @@ class SessionService:
         self._touch_interval = touch_interval
         self._clock = clock
         self._list_limit = list_limit
+        self._touch_paused_until = 0.0
 
     @property
     def cache(self) -> SessionCache:
@@ -124,9 +129,16 @@ class SessionService:
             record = fresh
         if record is None or not self._is_valid(record, now) or self._is_idle(record, now):
             raise NotAuthenticated()
-        if now - record.last_seen_at >= self._touch_interval:
-            await self._repository.touch_session(id_hash, now)
-            await self._cache.invalidate(key)
+        due = now - record.last_seen_at >= self._touch_interval
+        if due and time.monotonic() >= self._touch_paused_until:
+            try:
+                await self._repository.touch_session(id_hash, now)
+            except DependencyUnavailable:
+                # PostgreSQL is down and the session is valid from its copy: the touch
+                # waits (and is not retried on every request meanwhile).
+                self._touch_paused_until = time.monotonic() + _TOUCH_PAUSE
+            else:
+                await self._cache.invalidate(key)
         return Principal(
             user_id=record.user_id,
             email=record.email,

@@ -1,5 +1,10 @@
 """Two-level caching: in-process, over Redis, over the source of truth.
 
+Invalidations travel on one channel with plain PUBLISH. On Redis Cluster a PUBLISH is
+broadcast to every node, so a listener subscribed on any node hears them all; sharded
+pub/sub (SPUBLISH, Redis 7) would put the one channel on one shard and gains nothing
+for a single channel, so keystile does not use it (docs/scaling.md).
+
 The hot paths (token epochs, session state, user lookups) read from a small
 in-process cache first, so a steady-state request does no network I/O. Writers
 call `invalidate`, which deletes the Redis copy and publishes the key on a Redis
@@ -21,8 +26,9 @@ from typing import Any, Generic, TypeVar
 from redis.asyncio import Redis
 
 from keystile import metrics
+from keystile.errors import DependencyUnavailable
 from keystile.stores.circuit import Circuit, nothing
-from keystile.stores.redis import REDIS_FAILURES
+from keystile.stores.redis import REDIS_FAILURES, is_cluster
 
 __all__ = ["CacheHub", "LocalCache", "SingleFlight", "TieredCache", "publish"]
 
@@ -35,9 +41,21 @@ CHANNEL = "keystile:invalidate"
 
 # Write the loaded value unless the key was invalidated moments ago: a load that read
 # the source just before a revocation committed must not put its stale copy back.
+# KEYS[3] is the outage copy (ARGV[3]: its lifetime in ms, 0: none kept).
 _SET_UNLESS_TOMBSTONE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) end
+return 1
+"""
+
+# Tombstone the key, drop its copy and tell every worker, atomically, in one round trip.
+# The two keys share a hash tag (one cluster slot); PUBLISH from a script reaches every
+# node's subscribers on Redis Cluster too (the cluster bus broadcasts it).
+_INVALIDATE = """
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 
@@ -135,6 +153,7 @@ class TieredCache(Generic[V]):
         max_entries: int = 100_000,
         tombstone_ttl: float = 5.0,
         circuit: Circuit | None = None,
+        outage_grace: float = 0.0,
     ) -> None:
         self.namespace = namespace
         self._redis = redis
@@ -143,17 +162,27 @@ class TieredCache(Generic[V]):
         self._decode = decode
         self._redis_ttl = redis_ttl
         self._tombstone_ms = int(tombstone_ttl * 1000)
+        # The outage copy outlives the shared copy by the grace, so an entry in use when
+        # PostgreSQL went down is served for at least `outage_grace` seconds of the outage.
+        self._outage_ms = int((redis_ttl + outage_grace) * 1000) if outage_grace > 0 else 0
         self._set_unless_tombstone = redis.register_script(_SET_UNLESS_TOMBSTONE)
+        self._invalidate = redis.register_script(_INVALIDATE)
         self.local: LocalCache[str, V] = LocalCache(ttl=local_ttl, max_entries=max_entries)
         self._flight: SingleFlight[str, V | None] = SingleFlight()
         # Keys being loaded right now -> whether an invalidation arrived meanwhile.
         self._loading: dict[str, bool] = {}
+        # Invalidations that did not reach Redis, replayed when it answers again.
+        self.unpublished: set[str] = set()
 
+    # The key is the hash tag: a value and its tombstone share one Redis Cluster slot.
     def _redis_key(self, key: str) -> str:
-        return f"keystile:{self.namespace}:{key}"
+        return f"keystile:{self.namespace}:{{{key}}}"
 
     def _tombstone_key(self, key: str) -> str:
-        return f"keystile:{self.namespace}:{key}:invalidated"
+        return f"keystile:{self.namespace}:{{{key}}}:invalidated"
+
+    def _outage_key(self, key: str) -> str:
+        return f"keystile:{self.namespace}:{{{key}}}:outage"
 
     def forget(self, key: str) -> None:
         """Drop the local copy, and make a load in flight for `key` not cache its result."""
@@ -199,15 +228,43 @@ class TieredCache(Generic[V]):
                 metrics.CACHE_LOOKUPS.labels(self.namespace, "redis_hit").inc()
                 return cached
         metrics.CACHE_LOOKUPS.labels(self.namespace, "miss").inc()
-        value = await load()
+        try:
+            value = await load()
+        except DependencyUnavailable:
+            kept = await self._outage_copy(key)
+            if kept is None:
+                raise
+            return kept
         if value is not None:
             await self._circuit.call(
                 lambda: self._set_unless_tombstone(
-                    keys=[self._redis_key(key), self._tombstone_key(key)],
-                    args=[json.dumps(self._encode(value)), int(self._redis_ttl * 1000)],
+                    keys=[self._redis_key(key), self._tombstone_key(key), self._outage_key(key)],
+                    args=[
+                        json.dumps(self._encode(value)),
+                        int(self._redis_ttl * 1000),
+                        self._outage_ms,
+                    ],
                 ),
                 nothing,
             )
+        return value
+
+    async def _outage_copy(self, key: str) -> V | None:
+        """The value as last loaded, while the source is down and the copy is in its grace.
+
+        Every invalidation deletes it with the shared copy, so a revocation that reached
+        Redis (before or during the outage) is never undone by it.
+        """
+        if not self._outage_ms:
+            return None
+        raw = await self._circuit.call(lambda: self._redis.get(self._outage_key(key)), nothing)
+        if raw is None:
+            return None
+        try:
+            value = self._decode(json.loads(raw))
+        except ValueError:
+            return None
+        metrics.CACHE_LOOKUPS.labels(self.namespace, "outage_copy").inc()
         return value
 
     async def invalidate(self, key: str) -> None:
@@ -218,15 +275,16 @@ class TieredCache(Generic[V]):
         self.forget(key)
 
         async def tombstone_and_publish() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._tombstone_key(key), 1, px=self._tombstone_ms)
-                pipe.delete(self._redis_key(key))
-                pipe.publish(CHANNEL, json.dumps([self.namespace, key]))
-                await pipe.execute()
+            await self._invalidate(
+                keys=[self._redis_key(key), self._tombstone_key(key), self._outage_key(key)],
+                args=[self._tombstone_ms, CHANNEL, json.dumps([self.namespace, key])],
+            )
 
         async def unpublished() -> None:
-            # Other workers' copies now live until their TTL; say so loudly.
+            # Other workers' copies (and a promoted replica's) live on until this worker
+            # reaches Redis again and replays it (`CacheHub.listen`); say so loudly.
             _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
+            self.unpublished.add(key)
 
         await self._circuit.attempt(tombstone_and_publish, unpublished)
 
@@ -251,9 +309,12 @@ class CacheHub:
     entries expire by TTL, so nothing stays stale for longer than a few seconds.
     """
 
-    def __init__(self, redis: Redis, *, retry_interval: float = 0.5) -> None:
+    def __init__(
+        self, redis: Redis, *, retry_interval: float = 0.5, outage_grace: float = 0.0
+    ) -> None:
         self._redis = redis
         self._retry_interval = retry_interval
+        self._outage_grace = outage_grace
         self._circuit = _cache_circuit()
         self._caches: dict[str, TieredCache[Any]] = {}
         self._callbacks: dict[str, Callable[[str | None], None]] = {}
@@ -267,8 +328,13 @@ class CacheHub:
         decode: Callable[[Any], V],
         local_ttl: float,
         redis_ttl: float,
+        outage_copy: bool = False,
     ) -> TieredCache[V]:
-        """Return a new tiered cache for `namespace`, invalidated on every worker."""
+        """Return a new tiered cache for `namespace`, invalidated on every worker.
+
+        `outage_copy`: keep a copy in Redis for the hub's outage grace, served when the
+        loader finds PostgreSQL down (authentication state: sessions, token epochs).
+        """
         cache = TieredCache(
             namespace,
             self._redis,
@@ -277,6 +343,7 @@ class CacheHub:
             local_ttl=local_ttl,
             redis_ttl=redis_ttl,
             circuit=self._circuit,
+            outage_grace=self._outage_grace if outage_copy else 0.0,
         )
         self.register(cache)
         return cache
@@ -304,6 +371,14 @@ class CacheHub:
         """Tell every worker that `key` of `namespace` changed; False if Redis failed."""
         return await publish(self._redis, namespace, key)
 
+    async def _replay_unpublished(self) -> None:
+        """Send again the invalidations that failed while Redis was away (e.g. a failover):
+        the promoted replica still holds the copies they were meant to delete."""
+        for cache in self._caches.values():
+            keys, cache.unpublished = cache.unpublished, set()
+            for key in keys:
+                await cache.invalidate(key)
+
     def _apply(self, data: bytes | str) -> None:
         try:
             namespace, key = json.loads(data)
@@ -320,10 +395,14 @@ class CacheHub:
         """Apply invalidation messages until cancelled (run it with `keystile.tasks.background`)."""
         while True:
             try:
+                if is_cluster(self._redis):
+                    # The cluster's pub/sub picks its node from the slot map: load it first.
+                    await self._redis.initialize()
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     # Entries cached while we were deaf may have missed messages.
                     self.forget_all()
+                    await self._replay_unpublished()
                     for callback in self._callbacks.values():
                         callback(None)
                     self.ready.set()

@@ -24,6 +24,7 @@ from aiocache.serializers import StringSerializer
 from redis.asyncio import ConnectionPool, Redis
 
 from keystile.stores.circuit import Circuit, nothing
+from keystile.stores.redis import is_cluster
 
 __all__ = ["OptionalCached", "create_credential_store"]
 
@@ -31,7 +32,15 @@ _log = logging.getLogger(__name__)
 
 
 def create_credential_store(redis: Redis, *, namespace: str, timeout: float) -> BaseCache:
-    """Return an aiocache `RedisCache` that uses `redis`'s connection pool."""
+    """Return an aiocache `RedisCache` that uses `redis`'s connection pool.
+
+    A Redis Cluster client has no single pool: the cache then talks through the
+    cluster client itself (aiocache calls only GET, SET, DEL ... on its `client`).
+    """
+    if is_cluster(redis):
+        store = RedisCache(serializer=StringSerializer(), namespace=namespace, timeout=timeout)
+        store.client = redis
+        return store
 
     def shared_pool(**_aiocache_defaults: Any) -> ConnectionPool:
         return redis.connection_pool

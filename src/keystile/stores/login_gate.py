@@ -13,12 +13,14 @@ key carries the address's own, so on Redis Cluster that one check is a call of i
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from keystile.rates import Rate
-from keystile.stores.rate_limits import GcraResult
+from keystile.stores.rate_limits import GcraResult, RedisCounterStore
+from keystile.stores.redis import is_cluster
 
 __all__ = ["LoginGateKeys", "LoginGateResult", "RedisLoginGate"]
 
@@ -108,15 +110,48 @@ return out
 
 
 class RedisLoginGate:
-    """Run the login gate script; Redis errors propagate (the caller falls back)."""
+    """Run the login gate script; Redis errors propagate (the caller falls back).
+
+    On one Redis server (or Sentinel) that is one call. On Redis Cluster the per-address
+    limit lives on its address's slot: it is charged first by a call of its own (the
+    counter store's GCRA script), and only if it allows the login does the account's
+    script run, so a refused address never spends the account's allowance.
+    """
 
     def __init__(self, redis: Redis) -> None:
         self._script = redis.register_script(_LOGIN_GATE)
+        self._split = is_cluster(redis)
+        self._per_ip = RedisCounterStore(redis) if self._split else None
 
     async def check(
         self, keys: LoginGateKeys, per_ip: Rate | None, per_account: Rate | None
     ) -> LoginGateResult:
         """Charge the login's limits and read its backoff, known-client flag and credential."""
+        if self._per_ip is None or keys.per_ip is None or per_ip is None:
+            return await self._check(keys, per_ip, per_account)
+        ip_limit = (await self._per_ip.gcra([keys.per_ip], [per_ip]))[0]
+        if not ip_limit.allowed:
+            unchecked = [
+                GcraResult(rate=rate, allowed=False, remaining=0, retry_after=0, reset_after=0)
+                for rate in (per_account,)
+                if rate is not None
+            ]
+            return LoginGateResult(
+                limits=[ip_limit, *unchecked],
+                known_client=False,
+                backoff_wait=0.0,
+                client_failures=False,
+                credential=None,
+            )
+        found = await self._check(dataclasses.replace(keys, per_ip=None), None, per_account)
+        allowed = all(limit.allowed for limit in found.limits)
+        return dataclasses.replace(
+            found, limits=[dataclasses.replace(ip_limit, allowed=allowed), *found.limits]
+        )
+
+    async def _check(
+        self, keys: LoginGateKeys, per_ip: Rate | None, per_account: Rate | None
+    ) -> LoginGateResult:
         spare = keys.known_client
         raw = await self._script(
             keys=[

@@ -17,6 +17,7 @@ shared, and a warning says so. It never fails open silently.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -25,10 +26,12 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from keystile.rates import Rate
 from keystile.stores.cache import LocalCache
 from keystile.stores.circuit import Circuit
+from keystile.stores.redis import is_cluster
 
 __all__ = [
     "Backoff",
@@ -38,6 +41,7 @@ __all__ = [
     "GcraResult",
     "MemoryCounterStore",
     "RedisCounterStore",
+    "slot_groups",
 ]
 
 _log = logging.getLogger(__name__)
@@ -73,6 +77,14 @@ class Backoff:
 class BackoffResult:
     failures: int
     delay: float  # seconds the key is now blocked for (0: still within the free failures)
+
+
+def slot_groups(keys: list[str]) -> list[list[int]]:
+    """Group the indexes of `keys` by Redis Cluster slot, in order of first appearance."""
+    groups: dict[int, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key_slot(key.encode()), []).append(index)
+    return list(groups.values())
 
 
 class CounterStore(Protocol):
@@ -158,15 +170,39 @@ return {failures, math.ceil(delay)}
 
 
 class RedisCounterStore:
-    """Counters in Redis, shared by every worker; each operation is one atomic script."""
+    """Counters in Redis, shared by every worker; each operation is one atomic script.
+
+    On Redis Cluster a script runs on one slot: keys of one subject share a hash tag,
+    and a check over several subjects (an address and an account) runs one script per
+    slot, in order, stopping at the first refusal. The earlier subjects' charges then
+    stand (an address refused by its account's limit still spent its own allowance),
+    but a refused address never spends an account's allowance.
+    """
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._cluster = is_cluster(redis)
         self._gcra = redis.register_script(_GCRA)
         self._wait = redis.register_script(_BACKOFF_WAIT)
         self._fail = redis.register_script(_BACKOFF_FAIL)
 
     async def gcra(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]:
+        if not self._cluster:
+            return await self._gcra_one_slot(keys, rates)
+        results: list[GcraResult] = []
+        for group in slot_groups(keys):
+            checked = await self._gcra_one_slot([keys[i] for i in group], [rates[i] for i in group])
+            results += checked
+            if not checked[0].allowed:
+                break
+        allowed = len(results) == len(keys) and all(result.allowed for result in results)
+        unchecked = [
+            GcraResult(rate=rate, allowed=False, remaining=0, retry_after=0, reset_after=0)
+            for rate in rates[len(results) :]
+        ]
+        return [dataclasses.replace(result, allowed=allowed) for result in results] + unchecked
+
+    async def _gcra_one_slot(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]:
         args: list[float] = []
         for rate in rates:
             args += [rate.interval_ms, rate.count]
@@ -184,7 +220,12 @@ class RedisCounterStore:
         ]
 
     async def backoff_wait(self, keys: list[str]) -> float:
-        return int(await self._wait(keys=keys)) / 1000
+        if not self._cluster:
+            return int(await self._wait(keys=keys)) / 1000
+        waits = [
+            int(await self._wait(keys=[keys[i] for i in group])) for group in slot_groups(keys)
+        ]
+        return max([0, *waits]) / 1000
 
     async def backoff_fail(self, key: str, backoff: Backoff) -> BackoffResult:
         failures, delay = await self._fail(

@@ -1,33 +1,168 @@
-"""The shared Redis client, with deadlines on connect and on every command (S29)."""
+"""The shared Redis client, with deadlines on connect and on every command (S29).
+
+`create_redis` understands three deployments, each through redis-py's own client:
+
+- `redis://`, `rediss://`, `unix://`: one server (`Redis.from_url`).
+- `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`: the master
+  of `service` as the Sentinels name it (`Sentinel(...).master_for`); after a failover
+  the pool finds the new master by itself. `rediss+sentinel://` speaks TLS to Redis.
+- `redis+cluster://host:port[,host:port...]` (or `rediss+cluster://`), or any
+  `redis://` URL with `cluster=True` (`redis_cluster = true`): Redis Cluster
+  (`RedisCluster`, which follows MOVED/ASK and refreshes its slot map itself).
+
+Every key keystile writes carries a hash tag (`{...}`) naming its subject (an
+account, an address, a cache key), and every script and transaction touches the keys
+of one subject only, so each runs on one cluster slot. The cluster client is a
+different class from `Redis` but offers the same commands keystile uses; it is typed
+as `Redis` here, and `is_cluster` tells the few places that must act differently.
+"""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Any, cast
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from keystile.errors import DependencyUnavailable
 
-__all__ = ["REDIS_FAILURES", "create_redis", "ping_redis"]
+__all__ = [
+    "REDIS_FAILURES",
+    "close_redis",
+    "create_redis",
+    "is_cluster",
+    "ping_redis",
+    "redis_kind",
+]
 
 # What "Redis is not answering" looks like: redis-py's own errors (its connection and
 # timeout errors included), socket errors, and asyncio deadlines (TimeoutError).
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
+_SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def redis_kind(url: str, *, cluster: bool = False) -> str:
+    """Return "sentinel", "cluster" or "single" for a `redis_url` (and `redis_cluster`)."""
+    scheme = urlsplit(url).scheme
+    if scheme in _SENTINEL_SCHEMES:
+        return "sentinel"
+    if scheme in _CLUSTER_SCHEMES or cluster:
+        return "cluster"
+    return "single"
+
 
 def create_redis(
-    url: str, *, socket_timeout: float, connect_timeout: float, max_connections: int
+    url: str,
+    *,
+    socket_timeout: float,
+    connect_timeout: float,
+    max_connections: int,
+    cluster: bool = False,
 ) -> Redis:
     """Return a pooled client that fails fast rather than retrying into the caller's deadline."""
-    return Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout,
-        max_connections=max_connections,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
+    common: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "max_connections": max_connections,
+        "health_check_interval": 30,
+    }
+    parts = urlsplit(url)
+    kind = redis_kind(url, cluster=cluster)
+    if kind == "sentinel":
+        return _sentinel_master(parts, common)
+    if kind == "cluster":
+        return _cluster(parts, common)
+    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+
+
+def is_cluster(redis: Redis) -> bool:
+    """True when `redis` is a Redis Cluster client (scripts then run one slot per call)."""
+    return isinstance(redis, RedisCluster)
+
+
+def _hosts(parts: SplitResult, default_port: int) -> list[tuple[str, int]]:
+    netloc = parts.netloc.rpartition("@")[2]
+    hosts = []
+    for item in netloc.split(","):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        hosts.append((host.strip("[]") or "localhost", int(port) if port else default_port))
+    return hosts
+
+
+def _credentials(parts: SplitResult) -> dict[str, Any]:
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if not at:
+        return {}
+    user, colon, password = userinfo.partition(":")
+    found: dict[str, Any] = {"password": unquote(password)} if colon else {}
+    if user:
+        found["username"] = unquote(user)
+    return found
+
+
+def _sentinel_master(parts: SplitResult, common: dict[str, Any]) -> Redis:
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path:
+        raise ValueError("a redis+sentinel:// URL names its service: .../service-name[/db]")
+    service = unquote(path[0])
+    db = int(path[1]) if len(path) > 1 else 0
+    ssl = _SENTINEL_SCHEMES[parts.scheme]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        _hosts(parts, 26379),
+        sentinel_kwargs={
+            "socket_timeout": common["socket_timeout"],
+            "socket_connect_timeout": common["socket_connect_timeout"],
+        },
+        socket_timeout=common["socket_timeout"],
     )
+    # One retry: a connection error right after a failover re-asks the Sentinels for
+    # the master; more would spend the caller's deadline.
+    return cast(
+        Redis,
+        sentinel.master_for(
+            service,
+            db=db,
+            ssl=ssl,
+            retry=Retry(NoBackoff(), 1),
+            **_credentials(parts),
+            **common,
+        ),
+    )
+
+
+def _cluster(parts: SplitResult, common: dict[str, Any]) -> Redis:
+    scheme = _CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
+    nodes = [ClusterNode(host, port) for host, port in _hosts(parts, 6379)]
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    first = urlunsplit((scheme, userinfo + at + hosts.split(",")[0], "", "", ""))
+    options = dict(common)
+    options.pop("health_check_interval")
+    # One retry: a node that stopped answering (a failover) makes the client refresh its
+    # slot map and try the new owner once; MOVED/ASK redirects are followed regardless.
+    return cast(
+        Redis,
+        RedisCluster.from_url(
+            first,
+            startup_nodes=nodes,
+            retry=Retry(NoBackoff(), 1),
+            **options,
+        ),
+    )
+
+
+async def close_redis(redis: Redis) -> None:
+    """Close `redis`'s connections, and those to the Sentinels it asked for the master."""
+    await redis.aclose()
+    manager = getattr(getattr(redis, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
 
 
 async def ping_redis(redis: Redis) -> None:

@@ -1,0 +1,149 @@
+"""Profile GET /v1/me under wrk with py-spy (native frames), and print the top entries.
+
+    .venv/bin/python -m bench.profile_me [--seconds 15] [--connections 32]
+
+Starts one `keystile serve --workers 1` on embedded PostgreSQL and Redis in a temporary
+directory, logs a user in for a bearer token, drives GET /v1/me with wrk, and samples the
+worker with `py-spy record --native --format raw` meanwhile. Prints the functions with
+the most samples on their own (self) and in their subtree (total). py-spy must be
+installed (`pip install py-spy`); it needs ptrace (root, or a container with SYS_PTRACE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from keystile.embedded import free_port
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _worker_pid(supervisor: int) -> int:
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    if not children:
+        raise RuntimeError("keystile serve has no worker yet")
+    return int(children[0])
+
+
+def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, weight = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(weight)
+        samples += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    return own.most_common(count), total.most_common(count), samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="keystile-profile-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
+    env.update(
+        KEYSTILE_DATA_DIR=str(work / "var"),
+        KEYSTILE_COOKIE_SECURE="false",
+        KEYSTILE_SECRET_KEY=secrets.token_hex(32),
+        KEYSTILE_LOG_LEVEL="warning",
+    )
+    keystile = Path(sys.executable).with_name("keystile")
+    server = subprocess.Popen(
+        [str(keystile), "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("keystile serve did not become ready")
+            time.sleep(0.5)
+        body = {"email": "profile@example.com", "password": "a profile passphrase"}
+        httpx.post(f"{base}/v1/users", json=body, timeout=30)
+        token = httpx.post(f"{base}/v1/tokens", json=body, timeout=30).json()["access_token"]
+        lua = work / "me.lua"
+        lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+        wrk = subprocess.Popen(
+            [
+                "wrk",
+                "-t2",
+                f"-c{args.connections}",
+                f"-d{int(args.seconds + 4)}s",
+                "-s",
+                str(lua),
+                f"{base}/v1/me",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+        raw = work / "me.raw"
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--native",
+                "--format",
+                "raw",
+                "--duration",
+                str(int(args.seconds)),
+                "--rate",
+                "250",
+                "--output",
+                str(raw),
+                "--pid",
+                str(_worker_pid(server.pid)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        wrk_out, _ = wrk.communicate(timeout=60)
+        own, total, samples = _top(raw, args.top)
+        rate = next((line for line in wrk_out.splitlines() if "Requests/sec" in line), "")
+        print(f"wrk: {rate.strip()}  ({args.connections} connections)")
+        print(f"py-spy: {samples} samples of the worker\n")
+        print("| self % | function |\n|---:|---|")
+        for frame, n in own:
+            print(f"| {100 * n / samples:.1f} | `{frame[:110]}` |")
+        print("\n| total % | function |\n|---:|---|")
+        for frame, n in total:
+            print(f"| {100 * n / samples:.1f} | `{frame[:110]}` |")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
