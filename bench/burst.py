@@ -67,16 +67,22 @@ async def _client(
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-    reader, writer = await asyncio.open_connection(host, port)
-    ready[0] -= 1
-    if ready[0] == 0:
-        opened.set()
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    except (OSError, TimeoutError) as exc:  # opened again when it is its turn to send
+        out.errors[f"open: {type(exc).__name__}"] = out.errors.get("open", 0) + 1
+    finally:
+        ready[0] -= 1
+        if ready[0] == 0:
+            opened.set()
     await go.wait()
     retries = 0
     while time.monotonic() - started[0] < _GIVE_UP_S:
         sent = time.perf_counter()
         try:
-            if writer is None:
+            if writer is None or reader is None:
                 reader, writer = await asyncio.open_connection(host, port)
             writer.write(request)
             status, headers = await asyncio.wait_for(read_answer(reader), _ANSWER_TIMEOUT_S)
@@ -87,7 +93,8 @@ async def _client(
             out.errors[type(exc).__name__] = out.errors.get(type(exc).__name__, 0) + 1
             status, headers = 0, {}
         elapsed_ms = (time.perf_counter() - sent) * 1000
-        writer.close()
+        if writer is not None:
+            writer.close()
         writer = None
         if 200 <= status < 300:
             out.success_at_s.append(time.monotonic() - started[0])
@@ -133,7 +140,7 @@ def run_burst(target: Target, cursor: UserCursor, size: int) -> BurstResult:
         await opened.wait()
         started[0] = time.monotonic()
         go.set()
-        await asyncio.gather(*clients)
+        await asyncio.wait_for(asyncio.gather(*clients), _GIVE_UP_S + 60)
 
     asyncio.run(_all())
     return result

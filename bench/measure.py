@@ -42,6 +42,7 @@ class Measurement:
     scenario: str
     connections: int | None = None
     rps: float | None = None
+    ok_rps: float | None = None  # 2xx answers per second: what a login scenario served
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
@@ -193,6 +194,12 @@ def measure_interleaved(
     return measurements
 
 
+def _ok_share(result: WrkResult) -> float:
+    answered = sum(result.statuses.values())
+    ok = sum(n for status, n in result.statuses.items() if str(status).startswith("2"))
+    return ok / answered if answered else 0.0
+
+
 def summarise(
     target: str,
     scenario: str,
@@ -217,6 +224,7 @@ def summarise(
         scenario=scenario,
         connections=results[0].connections,
         rps=_median([r.rps for r in results]),
+        ok_rps=_median([r.rps * _ok_share(r) for r in results]),
         p50_ms=_median([r.p50_ms for r in timed]) if timed else None,
         p99_ms=_median([r.p99_ms for r in timed]) if timed else None,
         max_ms=max(r.max_ms for r in timed) if timed else None,

@@ -64,6 +64,8 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def _problems(m: Measurement) -> str:
     parts = [f"{n}x{status}" for status, n in m.statuses.items() if not status.startswith("2")]
+    if parts and m.ok_rps is not None:
+        parts.insert(0, f"2xx {m.ok_rps:,.1f}/s")
     parts += [f"{n} {kind}" for kind, n in m.errors.items() if n]
     return ", ".join(parts) or "none"
 
