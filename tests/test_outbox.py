@@ -167,7 +167,10 @@ async def test_a_message_that_keeps_failing_ends_dead_after_the_configured_tries
     assert row["sent_at"] is None
     assert row["context"] is None
     assert "451" in row["last_error"]
-    assert _sample("keystile_mail_dead_total", kind="verify_email") == dead_before + 1
+    # At least this one: a sender also claims rows other tests left behind (sealed under
+    # their own secret keys, so unreadable here and dead at once); the row above proves
+    # exactly this message's fate.
+    assert _sample("keystile_mail_dead_total", kind="verify_email") >= dead_before + 1
     assert [k["kind"] for k in kinds] == ["mail_failed"] * 3 + ["mail_dead"]
     assert smtp.inbox.to(email) == []
 
