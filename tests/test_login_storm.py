@@ -208,6 +208,22 @@ def test_admission_refuses_past_the_wait_budget_with_a_retry_after_that_grows() 
     admission.admit()
 
 
+def test_retry_after_stays_within_the_horizon_when_refused_clients_come_back_early() -> None:
+    # Clients that ignore Retry-After (or give up) are promised new turns each time they
+    # are refused; the schedule must not run away into minutes.
+    now = [1000.0]
+    admission = HashAdmission(threads=1, budget=1.0, mean_hash_seconds=0.1, clock=lambda: now[0])
+    while admission.expected_wait() <= 1.0:
+        admission.admit()
+    retry_afters = []
+    for _ in range(5000):
+        with pytest.raises(Overloaded) as refused:
+            admission.admit()
+        retry_afters.append(refused.value.retry_after)
+    assert max(retry_afters) <= 1 + 10  # excess wait + the 10 s horizon
+    assert retry_afters[:9] == [1] * 9  # the first ones are still told the earliest turns
+
+
 def test_admission_learns_the_hash_time_it_measures() -> None:
     admission = HashAdmission(threads=1, budget=1.0, mean_hash_seconds=0.01)
     for _ in range(200):

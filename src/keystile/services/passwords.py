@@ -64,6 +64,7 @@ class HashAdmission:
         self._clock = clock
         self._admitted = 0  # reserved, queued or running
         self._next_turn = 0.0
+        self._horizon = max(10.0, 4 * budget)  # the latest turn a refusal is promised
 
     @property
     def admitted(self) -> int:
@@ -91,7 +92,13 @@ class HashAdmission:
             self._admitted += 1
             return
         now = self._clock()
-        turn = max(now + wait - self._budget, self._next_turn)
+        earliest = now + wait - self._budget
+        # Promised turns are not claimed by name: a client that comes back early (or never)
+        # is promised another. So the schedule is bounded: past the horizon it starts over
+        # at the earliest turn, and a Retry-After never exceeds the horizon.
+        if self._next_turn > earliest + self._horizon:
+            self._next_turn = earliest
+        turn = max(earliest, self._next_turn)
         self._next_turn = turn + self._mean / self._threads
         metrics.HASH_REJECTIONS.inc()
         raise Overloaded(max(1, math.ceil(turn - now)))
