@@ -85,7 +85,7 @@ def create_redis(
     pool = BlockingConnectionPool.from_url(
         url, timeout=connect_timeout, retry=Retry(NoBackoff(), 0), **common
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def is_cluster(redis: Redis) -> bool:
