@@ -15,6 +15,7 @@ import argparse
 import collections
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,14 @@ import httpx
 from keystile.embedded import free_port
 
 _ROOT = Path(__file__).resolve().parents[1]
+
+
+def _py_spy() -> str:
+    beside = Path(sys.executable).with_name("py-spy")
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if found is None:
+        raise RuntimeError("py-spy is not installed: pip install py-spy")
+    return found
 
 
 def _worker_pid(supervisor: int) -> int:
@@ -111,7 +120,7 @@ def main() -> int:
         raw = work / "me.raw"
         subprocess.run(
             [
-                str(Path(sys.executable).with_name("py-spy")),
+                _py_spy(),
                 "record",
                 "--native",
                 "--format",
