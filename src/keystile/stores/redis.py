@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, cast
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -79,13 +79,7 @@ def create_redis(
         return _sentinel_master(parts, common)
     if kind == "cluster":
         return _cluster(parts, common)
-    # A burst of logins can want more connections than the pool holds at once: wait for
-    # one (bounded by the connect deadline) instead of failing at once into the per-process
-    # fallback, as redis-py's default pool does (MaxConnectionsError).
-    pool = BlockingConnectionPool.from_url(
-        url, timeout=connect_timeout, retry=Retry(NoBackoff(), 0), **common
-    )
-    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
 
 
 def is_cluster(redis: Redis) -> bool:
