@@ -39,10 +39,21 @@ def _py_spy() -> str:
 
 
 def _worker_pid(supervisor: int) -> int:
+    # Its children are the embedded servers, multiprocessing's resource tracker and the
+    # Hypercorn worker: under load, the Python child that has used the most CPU.
     children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-    if not children:
-        raise RuntimeError("keystile serve has no worker yet")
-    return int(children[0])
+    busiest: tuple[int, int] | None = None
+    for child in children:
+        command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if not command or b"python" not in Path(command[0].decode()).name.encode():
+            continue
+        fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = int(fields[11]) + int(fields[12])  # utime + stime
+        if busiest is None or cpu > busiest[0]:
+            busiest = (cpu, int(child))
+    if busiest is not None:
+        return busiest[1]
+    raise RuntimeError("keystile serve has no worker yet")
 
 
 def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
@@ -53,9 +64,11 @@ def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, 
         stack, _, weight = line.rpartition(" ")
         if not stack:
             continue
+        frames = stack.split(";")
+        if any("concurrent/futures/thread.py" in frame for frame in frames):
+            continue  # the idle hashing threads waiting for work: not the request path
         n = int(weight)
         samples += n
-        frames = stack.split(";")
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
@@ -118,7 +131,7 @@ def main() -> int:
         )
         time.sleep(2)
         raw = work / "me.raw"
-        subprocess.run(
+        spy = subprocess.run(
             [
                 _py_spy(),
                 "record",
@@ -134,9 +147,12 @@ def main() -> int:
                 "--pid",
                 str(_worker_pid(server.pid)),
             ],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
         )
+        if spy.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {spy.stderr.strip()[-500:]}")
         wrk_out, _ = wrk.communicate(timeout=60)
         own, total, samples = _top(raw, args.top)
         rate = next((line for line in wrk_out.splitlines() if "Requests/sec" in line), "")
