@@ -93,16 +93,16 @@ class LoginGate:
             self._retry_at = time.monotonic() + self._retry_interval
             _log.warning("login gate: redis unavailable (%s); checking per process", exc)
             return await self._check_without_script(action, account, client)
-        scopes = ["ip"] if limits.per_ip else []
-        counted = [keys.per_ip] if keys.per_ip else []
-        if limits.per_account:
+        scopes: list[str] = []
+        counted: list[str] = []
+        if keys.per_ip:
+            scopes.append("ip")
+            counted.append(keys.per_ip)
+        account_key = keys.per_account_known if found.known_client else keys.per_account
+        if account_key:
             scopes.append("account+client" if found.known_client else "account")
-            counted.append(
-                (keys.per_account_known if found.known_client else keys.per_account) or ""
-            )
-        status = await self._limiter.settle(
-            action, scopes, [key or "" for key in counted], found.limits, client, account
-        )
+            counted.append(account_key)
+        status = await self._limiter.settle(action, scopes, counted, found.limits, client, account)
         try:
             refuse_while_backing_off(found.backoff_wait)
         except RateLimited as exc:
