@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from keystile.rates import Rate
-from keystile.stores.rate_limits import GcraResult, RedisCounterStore
+from keystile.stores.rate_limits import GCRA_LUA, GcraResult, RedisCounterStore
 from keystile.stores.redis import is_cluster
 
 __all__ = ["LoginGateKeys", "LoginGateResult", "RedisLoginGate"]
@@ -55,7 +55,9 @@ class LoginGateResult:
 #       read-credential flag (0/1).
 # Returns {allowed, known, backoff_wait_ms, client_failures, credential|false,
 #          then per limit checked: remaining, retry_after_ms, reset_after_ms}.
-_LOGIN_GATE = """
+_LOGIN_GATE = (
+    GCRA_LUA
+    + """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -69,30 +71,7 @@ if tonumber(ARGV[4]) > 0 then
   if known == 1 then table.insert(limit_keys, KEYS[4]) else table.insert(limit_keys, KEYS[3]) end
   table.insert(intervals, tonumber(ARGV[3])); table.insert(counts, tonumber(ARGV[4]))
 end
-local allowed = 1
-local limits = {}
-local tats = {}
-for i, key in ipairs(limit_keys) do
-  local interval = intervals[i]
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - interval * counts[i]
-  if allow_at > now then
-    allowed = 0
-    table.insert(limits, 0); table.insert(limits, math.ceil(allow_at - now))
-    table.insert(limits, math.ceil(tat - now))
-  else
-    table.insert(limits, math.floor((now - allow_at) / interval)); table.insert(limits, 0)
-    table.insert(limits, math.ceil(new_tat - now))
-  end
-  tats[i] = new_tat
-end
-if allowed == 1 then
-  for i, key in ipairs(limit_keys) do
-    redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now) + 1)
-  end
-end
+local allowed, limits = gcra_charge(limit_keys, intervals, counts, now)
 local wait = 0
 local client_until = tonumber(redis.call('HGET', KEYS[5], 'until'))
 if client_until and client_until - now > wait then wait = client_until - now end
@@ -107,6 +86,7 @@ local out = {allowed, known, math.ceil(wait), client_failures, credential}
 for _, value in ipairs(limits) do table.insert(out, value) end
 return out
 """
+)
 
 
 class RedisLoginGate:

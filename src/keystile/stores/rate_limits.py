@@ -34,6 +34,7 @@ from keystile.stores.circuit import Circuit
 from keystile.stores.redis import is_cluster
 
 __all__ = [
+    "GCRA_LUA",
     "Backoff",
     "BackoffResult",
     "CounterStore",
@@ -101,42 +102,58 @@ class CounterStore(Protocol):
         ...
 
 
+# Lua: charge GCRA limits all or nothing. `keys`, `intervals` (ms) and `counts` are
+# parallel lists; returns allowed (1/0) and, per key, remaining, retry_after_ms and
+# reset_after_ms. Shared by `_GCRA` and the login gate's script (stores/login_gate.py).
+GCRA_LUA = """
+local function gcra_charge(keys, intervals, counts, now)
+  local allowed = 1
+  local out = {}
+  local tats = {}
+  for i, key in ipairs(keys) do
+    local interval = intervals[i]
+    local tat = tonumber(redis.call('GET', key)) or now
+    if tat < now then tat = now end
+    local new_tat = tat + interval
+    local allow_at = new_tat - interval * counts[i]
+    if allow_at > now then
+      allowed = 0
+      table.insert(out, 0); table.insert(out, math.ceil(allow_at - now))
+      table.insert(out, math.ceil(tat - now))
+    else
+      table.insert(out, math.floor((now - allow_at) / interval)); table.insert(out, 0)
+      table.insert(out, math.ceil(new_tat - now))
+    end
+    tats[i] = new_tat
+  end
+  if allowed == 1 then
+    for i, key in ipairs(keys) do
+      redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now) + 1)
+    end
+  end
+  return allowed, out
+end
+"""
+
 # KEYS: one per limit. ARGV: interval_ms, count for each key, in order.
 # Returns {allowed, then per key: remaining, retry_after_ms, reset_after_ms}.
-_GCRA = """
+_GCRA = (
+    GCRA_LUA
+    + """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local allowed = 1
-local out = {0}
-local tats = {}
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local period = interval * tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - period
-  if allow_at > now then
-    allowed = 0
-    table.insert(out, 0)
-    table.insert(out, math.ceil(allow_at - now))
-    table.insert(out, math.ceil(tat - now))
-  else
-    table.insert(out, math.floor((now - allow_at) / interval))
-    table.insert(out, 0)
-    table.insert(out, math.ceil(new_tat - now))
-  end
-  tats[i] = new_tat
+local intervals, counts = {}, {}
+for i = 1, #KEYS do
+  intervals[i] = tonumber(ARGV[2 * i - 1])
+  counts[i] = tonumber(ARGV[2 * i])
 end
-if allowed == 1 then
-  for i, key in ipairs(KEYS) do
-    redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now) + 1)
-  end
-end
-out[1] = allowed
+local allowed, limits = gcra_charge(KEYS, intervals, counts, now)
+local out = {allowed}
+for _, value in ipairs(limits) do table.insert(out, value) end
 return out
 """
+)
 
 # KEYS: backoff hashes. Returns the longest remaining block in ms (0: none).
 _BACKOFF_WAIT = """
