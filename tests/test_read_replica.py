@@ -2,15 +2,17 @@
 
 A real streaming replica: a second PostgreSQL made with `pg_basebackup -R` from a
 private embedded primary and started as a hot standby. The login's user lookup by
-email (on a cache miss) reads the replica; refresh rotation, revocation and session
-validity read (and write) the primary, which the read-only replica could not serve.
+email (on a cache miss) and the periodic signing-key reload behind the JWKS read the
+replica; refresh rotation, revocation, session validity and key rotation read (and
+write) the primary, which the read-only replica could not serve.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,9 @@ import pytest
 
 from keystile.app import create_app
 from keystile.embedded import EmbeddedPostgres
+from keystile.repositories import PostgresSigningKeyRepository
 from keystile.runtime import migrate
+from keystile.services.keys import SecretBox, generate_signing_key
 from keystile.settings import Settings
 from tests.support.backing import Backing, make_settings
 from tests.support.http import login, register, services_of, unique_email
@@ -77,6 +81,72 @@ async def test_user_lookups_read_the_replica_and_security_decisions_the_primary(
         ).status_code == 204
         assert (await client.get("/v1/me", headers=bearer(access))).status_code == 401
         assert (await client.get("/v1/me")).status_code == 401  # the session ended too
-        # Nothing but the lag-tolerant lookup ever ran on the replica.
+        # Nothing but the lag-tolerant reads ever ran on the replica.
         assert on_replica
-        assert all("FROM users WHERE lower(email)" in query for query in on_replica), on_replica
+        assert all(
+            "FROM users WHERE lower(email)" in query or _KEY_RELOAD in query
+            for query in on_replica
+        ), on_replica
+
+
+# The key ring's reload (`select_live_keys`); rotations and the first key are written apart.
+_KEY_RELOAD = "FROM signing_keys WHERE secret_fingerprint = $1 AND (retired_at IS NULL"
+
+
+async def test_jwks_reloads_from_the_replica_a_key_written_on_the_primary(
+    backing: Backing, primary_and_replica: tuple[str, str]
+) -> None:
+    primary, replica = primary_and_replica
+    settings = make_settings(
+        backing, database_url=primary, database_read_url=replica, signing_key_refresh_seconds=0.2
+    )
+    async with create_app(settings).test_app() as app:
+        services = services_of(app)
+        # After the listener's first connection, whose reload reads the primary.
+        await asyncio.wait_for(services.caches.ready.wait(), timeout=10)
+        reloads = {"replica": 0, "primary": 0}
+
+        def counted(where: str) -> Callable[[Any], None]:
+            def logged(query: Any) -> None:
+                if _KEY_RELOAD in query.query:
+                    reloads[where] += 1
+
+            return logged
+
+        services.database.reads.add_query_logger(counted("replica"))
+        services.database.add_query_logger(counted("primary"))
+        client = app.test_client()
+        signing = services.key_ring.signing_key().kid
+
+        # A rotation written on the primary by another process, with no rotation message
+        # (as if it was lost): only the periodic reload, on the replica, can find it.
+        box = SecretBox(settings.read_secret_key())
+        record = generate_signing_key(settings.tokens.algorithm, box)
+        scheduled = await PostgresSigningKeyRepository(services.database).insert_next_key(
+            box.fingerprint, record, promote_after=timedelta(hours=1), retire_after=timedelta(hours=2)
+        )
+        assert scheduled is not None
+
+        deadline = time.monotonic() + 20
+        while True:
+            response = await client.get("/.well-known/jwks.json")
+            assert response.status_code == 200
+            kids = [key["kid"] for key in (await response.get_json())["keys"]]
+            if record.kid in kids:
+                break
+            assert time.monotonic() < deadline, "the replica never served the new key"
+            await asyncio.sleep(0.1)
+        assert kids == [signing, record.kid]  # current, then next (S19)
+        assert reloads["replica"] > 0
+        assert reloads["primary"] == 0
+        # Signing stays with the current key until the new one's time comes.
+        assert services.key_ring.signing_key().kid == signing
+        email = unique_email()
+        await register(client, email)
+        deadline = time.monotonic() + 10
+        while (granted := await grant(client, email)).status_code != 200:
+            assert granted.status_code == 401  # the replica lags the registration
+            assert time.monotonic() < deadline, "the replica never caught up"
+            await asyncio.sleep(0.1)
+        access = (await granted.get_json())["access_token"]
+        assert (await client.get("/v1/me", headers=bearer(access))).status_code == 200

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import asyncpg
+
 from keystile.repositories.database import Database
 
 __all__ = ["PostgresSigningKeyRepository", "SigningKeyRecord", "SigningKeyRepository"]
@@ -38,7 +40,9 @@ def _record(row: Any) -> SigningKeyRecord:
 class SigningKeyRepository(Protocol):
     """What the key ring and the rotation command need from key storage."""
 
-    async def select_live_keys(self, fingerprint: bytes) -> list[SigningKeyRecord]: ...
+    async def select_live_keys(
+        self, fingerprint: bytes, *, from_replica: bool = False
+    ) -> list[SigningKeyRecord]: ...
     async def insert_first_key(
         self, fingerprint: bytes, record: SigningKeyRecord
     ) -> SigningKeyRecord | None: ...
@@ -58,9 +62,17 @@ class PostgresSigningKeyRepository:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def select_live_keys(self, fingerprint: bytes) -> list[SigningKeyRecord]:
-        """Return every key not yet retired: next, current and previous ones."""
-        rows = await self._db.fetch(
+    async def select_live_keys(
+        self, fingerprint: bytes, *, from_replica: bool = False
+    ) -> list[SigningKeyRecord]:
+        """Return every key not yet retired: next, current and previous ones.
+
+        `from_replica`: read the read replica (`database_read_url`), if one is set; for
+        the periodic reload behind the JWKS, which tolerates lag. A reload that must see
+        a rotation just written (at start, after a rotation) reads the primary.
+        """
+        database = self._db.reads if from_replica else self._db
+        rows = await database.fetch(
             f"SELECT {_COLUMNS} FROM signing_keys WHERE secret_fingerprint = $1 "
             f"AND (retired_at IS NULL OR retired_at > now()) ORDER BY not_before",
             fingerprint,
@@ -75,25 +87,10 @@ class PostgresSigningKeyRepository:
         Workers starting together take an advisory lock, so exactly one creates the key.
         """
         async with self._db.transaction() as connection:
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
-            usable = await connection.fetchval(
-                "SELECT 1 FROM signing_keys WHERE secret_fingerprint = $1 "
-                "AND not_before <= now() AND (retired_at IS NULL OR retired_at > now())",
-                fingerprint,
+            row = await _insert_unless(
+                connection, fingerprint, record, existing=_USABLE, delay=timedelta(0)
             )
-            if usable is not None:
-                return None
-            row = await connection.fetchrow(
-                f"INSERT INTO signing_keys (kid, alg, public_jwk, private_key, "
-                f"secret_fingerprint, not_before) VALUES ($1, $2, $3::jsonb, $4, $5, now()) "
-                f"RETURNING {_COLUMNS}",
-                record.kid,
-                record.alg,
-                json.dumps(record.public_jwk),
-                record.private_key,
-                fingerprint,
-            )
-        return _record(row)
+        return None if row is None else _record(row)
 
     async def insert_next_key(
         self,
@@ -108,24 +105,11 @@ class PostgresSigningKeyRepository:
         to retire, or None if a rotation is already pending.
         """
         async with self._db.transaction() as connection:
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
-            pending = await connection.fetchval(
-                "SELECT 1 FROM signing_keys WHERE secret_fingerprint = $1 AND not_before > now()",
-                fingerprint,
+            row = await _insert_unless(
+                connection, fingerprint, record, existing=_PENDING, delay=promote_after
             )
-            if pending is not None:
+            if row is None:
                 return None
-            row = await connection.fetchrow(
-                f"INSERT INTO signing_keys (kid, alg, public_jwk, private_key, "
-                f"secret_fingerprint, not_before) "
-                f"VALUES ($1, $2, $3::jsonb, $4, $5, now() + $6::interval) RETURNING {_COLUMNS}",
-                record.kid,
-                record.alg,
-                json.dumps(record.public_jwk),
-                record.private_key,
-                fingerprint,
-                promote_after,
-            )
             retiring = await connection.fetch(
                 "UPDATE signing_keys SET retired_at = $3::timestamptz + $4::interval "
                 "WHERE secret_fingerprint = $1 AND kid <> $2 AND retired_at IS NULL "
@@ -136,3 +120,38 @@ class PostgresSigningKeyRepository:
                 retire_after,
             )
         return _record(row), [r["kid"] for r in retiring]
+
+
+# What stops an insert: a key usable now (first key), or one not yet promoted (rotation).
+_USABLE = "not_before <= now() AND (retired_at IS NULL OR retired_at > now())"
+_PENDING = "not_before > now()"
+
+
+async def _insert_unless(
+    connection: asyncpg.Connection,
+    fingerprint: bytes,
+    record: SigningKeyRecord,
+    *,
+    existing: str,
+    delay: timedelta,
+) -> asyncpg.Record | None:
+    """Under the key lock, insert `record` signing from now + `delay` unless one of the
+    deployment's keys matches `existing`; return the inserted row, or None."""
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+    found = await connection.fetchval(
+        f"SELECT 1 FROM signing_keys WHERE secret_fingerprint = $1 AND {existing}", fingerprint
+    )
+    if found is not None:
+        return None
+    row: asyncpg.Record | None = await connection.fetchrow(
+        f"INSERT INTO signing_keys (kid, alg, public_jwk, private_key, secret_fingerprint, "
+        f"not_before) VALUES ($1, $2, $3::jsonb, $4, $5, now() + $6::interval) "
+        f"RETURNING {_COLUMNS}",
+        record.kid,
+        record.alg,
+        json.dumps(record.public_jwk),
+        record.private_key,
+        fingerprint,
+        delay,
+    )
+    return row

@@ -186,22 +186,38 @@ class KeyRing:
                 _log.info("signing key created", extra={"kid": record.kid})
         await self.refresh()
 
-    async def refresh(self) -> bool:
-        """Reload keys from PostgreSQL; return True if anything changed."""
-        records = await self._repository.select_live_keys(self._box.fingerprint)
+    async def refresh(self, *, from_replica: bool = False) -> bool:
+        """Reload keys from PostgreSQL; return True if anything changed.
+
+        `from_replica`: read the read replica, if one is set (the periodic reload). A
+        replica may lag this worker's own last read of the primary, so what it returns
+        only adds: a loaded key it lacks is kept, and a retirement it has not seen yet
+        is not undone (rotations only ever add keys and set `retired_at`).
+        """
+        records = await self._repository.select_live_keys(
+            self._box.fingerprint, from_replica=from_replica
+        )
         keys: dict[str, SigningKey] = {}
         for record in records:
             known = self._keys.get(record.kid)
+            retired_at = record.retired_at
+            if from_replica and known is not None and retired_at is None:
+                retired_at = known.retired_at
             if known is None:
                 keys[record.kid] = _parse(record, self._box)
-            elif (known.not_before, known.retired_at) != (record.not_before, record.retired_at):
+            elif (known.not_before, known.retired_at) != (record.not_before, retired_at):
                 # The schedule moved (an operator promoting or retiring early): keep the
                 # parsed key objects, take the new times.
                 keys[record.kid] = replace(
-                    known, not_before=record.not_before, retired_at=record.retired_at
+                    known, not_before=record.not_before, retired_at=retired_at
                 )
             else:
                 keys[record.kid] = known  # parsed once, not on every reload
+        if from_replica:
+            now = self._clock()
+            for kid, key in self._keys.items():
+                if kid not in keys and key.verifies_at(now):
+                    keys[kid] = key
         if keys == self._keys:
             return False
         self._keys = keys
@@ -265,6 +281,9 @@ class KeyRing:
     async def run(self, interval: float) -> None:
         """Reload every `interval` seconds, or sooner when poked, until cancelled.
 
+        The periodic reload reads the read replica (if one is set): it serves the JWKS
+        and tolerates lag. A poke means another worker just rotated the keys, so that
+        reload reads the primary, which has the new key for sure.
         Run it with `keystile.tasks.background`.
         """
         while True:
@@ -273,9 +292,10 @@ class KeyRing:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
+            poked = self._wake.is_set()
             self._wake.clear()
             try:
-                if await self.refresh():
+                if await self.refresh(from_replica=not poked):
                     _log.info("signing keys reloaded", extra={"kids": list(self._keys)})
             except DependencyUnavailable:
                 # Keep the keys we have: verification needs no database (S31).
