@@ -17,9 +17,7 @@ import pytest
 
 from keystile.app import create_app
 from keystile.embedded import EmbeddedPostgres
-from keystile.runtime import migrate
-from keystile.settings import Settings
-from tests.support.backing import Backing, make_settings
+from tests.support.backing import Backing, make_settings, private_postgres
 from tests.support.http import login, register, unique_email
 from tests.support.tokens import bearer, new_user_tokens
 
@@ -31,13 +29,8 @@ _GRACE = 4.0
 
 @pytest.fixture(name="private_postgres")
 def _private_postgres(tmp_path: Path, backing: Backing) -> Iterator[tuple[EmbeddedPostgres, str]]:
-    postgres = EmbeddedPostgres(tmp_path, delete_on_stop=True)
-    url = postgres.start()
-    try:
-        migrate(Settings(database_url=url, redis_url=backing.redis_url))
-        yield postgres, url
-    finally:
-        postgres.stop()
+    with private_postgres(tmp_path, backing) as started:
+        yield started
 
 
 async def test_authenticated_reads_outlive_the_cache_ttls_for_the_grace_then_503(

@@ -19,12 +19,9 @@ from typing import Any
 import pytest
 
 from keystile.app import create_app
-from keystile.embedded import EmbeddedPostgres
 from keystile.repositories import PostgresSigningKeyRepository
-from keystile.runtime import migrate
 from keystile.services.keys import SecretBox, generate_signing_key
-from keystile.settings import Settings
-from tests.support.backing import Backing, make_settings
+from tests.support.backing import Backing, make_settings, private_postgres
 from tests.support.http import login, register, services_of, unique_email
 from tests.support.tokens import bearer, grant, refresh
 from tests.support.topologies import StreamingReplica
@@ -34,14 +31,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(name="primary_and_replica")
 def _primary_and_replica(tmp_path: Path, backing: Backing) -> Iterator[tuple[str, str]]:
-    postgres = EmbeddedPostgres(tmp_path, delete_on_stop=True)
-    url = postgres.start()
-    try:
-        migrate(Settings(database_url=url, redis_url=backing.redis_url))
-        with StreamingReplica(url) as replica:
-            yield url, replica.url
-    finally:
-        postgres.stop()
+    with private_postgres(tmp_path, backing) as (_, url), StreamingReplica(url) as replica:
+        yield url, replica.url
 
 
 async def test_user_lookups_read_the_replica_and_security_decisions_the_primary(

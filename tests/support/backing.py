@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keystile.embedded import EmbeddedPostgres
 from keystile.rates import Action
+from keystile.runtime import migrate
 from keystile.settings import Settings
 
-__all__ = ["CATALOG", "CHEAP_ARGON2", "ROOMY_IP_LIMITS", "ROOMY_RATE", "Backing", "make_settings"]
+__all__ = [
+    "CATALOG",
+    "CHEAP_ARGON2",
+    "ROOMY_IP_LIMITS",
+    "ROOMY_RATE",
+    "Backing",
+    "make_settings",
+    "private_postgres",
+]
 
 CATALOG = "keystile_catalog:CatalogExtension"
 
@@ -54,3 +65,19 @@ def make_settings(backing: Backing, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@contextmanager
+def private_postgres(directory: Path, backing: Backing) -> Iterator[tuple[EmbeddedPostgres, str]]:
+    """Start a migrated embedded PostgreSQL of one test's own (to stop it, or replicate it)
+    under `directory`; yield it and its URL; delete it afterwards.
+
+    Never the shared one: outage tests stop it while other tests run.
+    """
+    postgres = EmbeddedPostgres(directory, delete_on_stop=True)
+    url = postgres.start()
+    try:
+        migrate(Settings(database_url=url, redis_url=backing.redis_url))
+        yield postgres, url
+    finally:
+        postgres.stop()
