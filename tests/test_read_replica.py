@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from keystile.app import create_app
@@ -141,3 +142,49 @@ async def test_jwks_reloads_from_the_replica_a_key_written_on_the_primary(
             await asyncio.sleep(0.1)
         access = (await granted.get_json())["access_token"]
         assert (await client.get("/v1/me", headers=bearer(access))).status_code == 200
+
+
+async def test_a_lagging_replica_never_takes_back_a_rotation_read_from_the_primary(
+    backing: Backing, primary_and_replica: tuple[str, str]
+) -> None:
+    primary, replica = primary_and_replica
+    settings = make_settings(
+        backing, database_url=primary, database_read_url=replica, signing_key_refresh_seconds=0.2
+    )
+    async with create_app(settings).test_app() as app:
+        services = services_of(app)
+        client = app.test_client()
+        current = services.key_ring.signing_key().kid
+        standby = await asyncpg.connect(replica)
+        try:
+            # Replication stopped: the replica lags this rotation for as long as it takes.
+            await standby.execute("SELECT pg_wal_replay_pause()")
+            while await standby.fetchval("SELECT pg_get_wal_replay_pause_state()") != "paused":
+                await asyncio.sleep(0.05)
+            reloads = 0
+
+            def counted(query: Any) -> None:
+                nonlocal reloads
+                reloads += _KEY_RELOAD in query.query
+
+            services.database.reads.add_query_logger(counted)
+            # The worker that rotates reads the primary at once (S19: next key published).
+            rotated, _ = await services.key_ring.rotate(
+                promote_after=timedelta(hours=1), retire_after=timedelta(hours=2)
+            )
+            deadline = time.monotonic() + 20
+            while reloads < 5:  # periodic reloads from the replica, which lacks the rotation
+                response = await client.get("/.well-known/jwks.json")
+                kids = [key["kid"] for key in (await response.get_json())["keys"]]
+                assert kids == [current, rotated.kid]
+                assert time.monotonic() < deadline, "no reload from the replica"
+                await asyncio.sleep(0.1)
+            missing = "SELECT count(*) FROM signing_keys WHERE kid = $1"
+            assert await standby.fetchval(missing, rotated.kid) == 0
+            # The retirement the rotation scheduled is kept too.
+            kept = services.key_ring.verification_key(current)
+            assert kept is not None
+            assert kept.retired_at is not None
+        finally:
+            await standby.execute("SELECT pg_wal_replay_resume()")
+            await standby.close()
