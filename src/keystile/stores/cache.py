@@ -50,11 +50,13 @@ return 1
 """
 
 # Tombstone the key, drop its copy and tell every worker, atomically, in one round trip.
-# The two keys share a hash tag (one cluster slot); PUBLISH from a script reaches every
+# The keys share a hash tag (one cluster slot); PUBLISH from a script reaches every
 # node's subscribers on Redis Cluster too (the cluster bus broadcasts it).
+# ARGV[4] > 0: the subject ended for good; its outage copy becomes `null` for that many ms.
 _INVALIDATE = """
 redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[3])
+if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[3], 'null', 'PX', ARGV[4]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
@@ -171,8 +173,8 @@ class TieredCache(Generic[V]):
         self._flight: SingleFlight[str, V | None] = SingleFlight()
         # Keys being loaded right now -> whether an invalidation arrived meanwhile.
         self._loading: dict[str, bool] = {}
-        # Invalidations that did not reach Redis, replayed when it answers again.
-        self.unpublished: set[str] = set()
+        # Invalidations that did not reach Redis (key -> ended), replayed when it answers.
+        self.unpublished: dict[str, bool] = {}
 
     # The key is the hash tag: a value and its tombstone share one Redis Cluster slot.
     def _redis_key(self, key: str) -> str:
@@ -231,8 +233,8 @@ class TieredCache(Generic[V]):
         try:
             value = await load()
         except DependencyUnavailable:
-            kept = await self._outage_copy(key)
-            if kept is None:
+            found, kept = await self._outage_copy(key)
+            if not found:
                 raise
             return kept
         if value is not None:
@@ -249,42 +251,54 @@ class TieredCache(Generic[V]):
             )
         return value
 
-    async def _outage_copy(self, key: str) -> V | None:
+    async def _outage_copy(self, key: str) -> tuple[bool, V | None]:
         """The value as last loaded, while the source is down and the copy is in its grace.
 
-        Every invalidation deletes it with the shared copy, so a revocation that reached
-        Redis (before or during the outage) is never undone by it.
+        Return (True, value); (True, None) for a key invalidated as ended (its subject
+        is gone for good: a revoked session reads as absent, 401, not as unavailable);
+        (False, None) when there is no copy. Every invalidation deletes or ends the
+        copy with the shared one, so a revocation that reached Redis (before or during
+        the outage) is never undone by it.
         """
         if not self._outage_ms:
-            return None
+            return False, None
         raw = await self._circuit.call(lambda: self._redis.get(self._outage_key(key)), nothing)
         if raw is None:
-            return None
+            return False, None
         try:
-            value = self._decode(json.loads(raw))
+            stored = json.loads(raw)
+            value = None if stored is None else self._decode(stored)
         except ValueError:
-            return None
+            return False, None
         metrics.CACHE_LOOKUPS.labels(self.namespace, "outage_copy").inc()
-        return value
+        return True, value
 
-    async def invalidate(self, key: str) -> None:
+    async def invalidate(self, key: str, *, ended: bool = False) -> None:
         """Forget `key` here, in Redis, and (through pub/sub) on every other worker.
 
         Always tries Redis, even while reads skip it: an invalidation must not be lost.
+        `ended`: the source now says the subject is gone for good (a revoked session);
+        while the source is down, reads get None for the outage grace instead of a
+        `DependencyUnavailable`. Pass it only after the source committed that.
         """
         self.forget(key)
 
         async def tombstone_and_publish() -> None:
             await self._invalidate(
                 keys=[self._redis_key(key), self._tombstone_key(key), self._outage_key(key)],
-                args=[self._tombstone_ms, CHANNEL, json.dumps([self.namespace, key])],
+                args=[
+                    self._tombstone_ms,
+                    CHANNEL,
+                    json.dumps([self.namespace, key]),
+                    self._outage_ms if ended else 0,
+                ],
             )
 
         async def unpublished() -> None:
             # Other workers' copies (and a promoted replica's) live on until this worker
             # reaches Redis again and replays it (`CacheHub.listen`); say so loudly.
             _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
-            self.unpublished.add(key)
+            self.unpublished[key] = ended or self.unpublished.get(key, False)
 
         await self._circuit.attempt(tombstone_and_publish, unpublished)
 
@@ -375,9 +389,9 @@ class CacheHub:
         """Send again the invalidations that failed while Redis was away (e.g. a failover):
         the promoted replica still holds the copies they were meant to delete."""
         for cache in self._caches.values():
-            keys, cache.unpublished = cache.unpublished, set()
-            for key in keys:
-                await cache.invalidate(key)
+            keys, cache.unpublished = cache.unpublished, {}
+            for key, ended in keys.items():
+                await cache.invalidate(key, ended=ended)
 
     def _apply(self, data: bytes | str) -> None:
         try:
