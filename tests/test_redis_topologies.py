@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -23,6 +24,7 @@ from redis.crc import key_slot
 
 from keystile.app import create_app
 from keystile.services.rate_limits import CounterKeys
+from keystile.stores.cache import CHANNEL, TieredCache
 from keystile.stores.redis import is_cluster, redis_kind
 from tests.support.backing import Backing, make_settings
 from tests.support.http import (
@@ -206,6 +208,42 @@ async def test_ended_session_is_refused_by_the_other_worker(
     assert (await elsewhere.get("/v1/me", **replay)).status_code == 200
     assert (await victim.delete("/v1/sessions/current")).status_code == 204
     await eventually_status(elsewhere, "/v1/me", 401, within=2.0, **replay)
+
+
+async def test_an_invalidation_made_on_any_master_reaches_workers_listening_on_another(
+    backing: Backing, redis_cluster: RedisCluster
+) -> None:
+    # Every worker's listener subscribes on the master that owns the channel's slot; the
+    # invalidation script (and its PUBLISH) runs on the master that owns the key's slot.
+    # Keys on every master prove the cluster carries each message across to the others.
+    settings = {"redis_url": redis_cluster.url, "secret_key": "c" * 64}
+    async with AsyncExitStack() as stack:
+        first = await _started(stack, backing, **settings)
+        second = await _started(stack, backing, **settings)
+        listening = redis_cluster.owner(key_slot(CHANNEL.encode()))
+        for server in redis_cluster.servers:
+            [(_, subscribers)] = server.client().pubsub_numsub(CHANNEL)
+            assert (subscribers >= 2) if server is listening else (subscribers == 0)
+
+        namespace = f"probe-{uuid.uuid4().hex}"
+        cache: TieredCache[str] = services_of(first).caches.tiered(
+            namespace, encode=str, decode=str, local_ttl=60, redis_ttl=60
+        )
+        heard: list[str] = []
+        services_of(second).caches.subscribe(namespace, lambda key: key and heard.append(key))
+        keys: dict[int, str] = {}  # master's port -> a key whose slot it serves
+        while len(keys) < len(redis_cluster.servers):
+            key = uuid.uuid4().hex
+            owner = redis_cluster.owner(key_slot(f"keystile:{namespace}:{{{key}}}".encode()))
+            keys.setdefault(owner.port, key)
+        assert len([port for port in keys if port != listening.port]) == 2
+
+        for key in keys.values():
+            await cache.invalidate(key)
+            deadline = time.monotonic() + 5
+            while key not in heard:
+                assert time.monotonic() < deadline, f"{key} never reached the other worker"
+                await asyncio.sleep(0.02)
 
 
 async def test_logout_everywhere_ends_bearer_tokens_on_the_other_worker(

@@ -201,6 +201,10 @@ class RedisCluster(_Servers):
             first.execute_command("CLUSTER MEET", "127.0.0.1", server.port)
         _wait(self._healthy, "redis cluster")
 
+    def owner(self, slot: int) -> _RedisProcess:
+        """Return the master that serves `slot` (slots are split evenly, in order)."""
+        return self.servers[min(slot // (_SLOTS // self._masters), self._masters - 1)]
+
     def _healthy(self) -> bool:
         for server in self.servers:
             info = server.client().cluster("info")
