@@ -156,8 +156,8 @@ async def _status(client: httpx.AsyncClient, method: str, path: str, **kw: Any) 
 async def test_a_minute_without_postgres_under_load_keeps_sessions_and_tokens_working(
     backing: Backing, private_postgres: tuple[EmbeddedPostgres, str], tmp_path: Path
 ) -> None:
-    # S31 with the default TTLs (60 s shared copies, 300 s grace): every cookie and bearer
-    # request answers 200 for the whole minute, a session ended and published to Redis
+    # S31 with the default TTLs (60 s shared copies, 300 s grace): every cookie, bearer
+    # and API-key request answers 200 for the whole minute, a session ended and published to Redis
     # during the outage is refused with 401, logins answer 503 (none hangs), and logins
     # work again once PostgreSQL is back.
     postgres, url = private_postgres
@@ -174,7 +174,19 @@ async def test_a_minute_without_postgres_under_load_keeps_sessions_and_tokens_wo
             cookies = [await _cookie_client(stack, server.base) for _ in range(_CLIENTS)]
             bearers = [await _bearer_client(stack, server.base) for _ in range(_CLIENTS)]
             ended_client, ended_email = await _cookie_client(stack, server.base)
-            readers = [client for client, _ in cookies] + bearers
+            created = await bearers[0].post(
+                "/v1/me/api-keys",
+                json={"name": "load", "scopes": ["account"], "expires_in_days": 30},
+            )
+            assert created.status_code == 201, created.text
+            api_key = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=server.base,
+                    timeout=_CLIENT_TIMEOUT,
+                    headers=bearer(created.json()["key"]),
+                )
+            )
+            readers = [client for client, _ in cookies] + bearers + [api_key]
             for client in [*readers, ended_client]:
                 assert await _status(client, "GET", "/v1/me") == 200
 

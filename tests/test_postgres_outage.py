@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from keystile.app import create_app
-from keystile.embedded import EmbeddedPostgres
+from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
 from keystile.settings import Settings
 from tests.support.backing import Backing, make_settings, private_postgres
-from tests.support.http import PASSWORD, register, unique_email
+from tests.support.http import PASSWORD, login, register, services_of, unique_email
 from tests.support.tokens import bearer, grant
 
 
@@ -69,3 +69,55 @@ async def test_bearer_requests_survive_a_postgres_outage_and_logins_fail_fast(
             assert status == 503
             assert time.monotonic() < deadline, "the pool did not recover"
             await asyncio.sleep(0.2)
+
+
+async def test_with_postgres_and_redis_both_down_requests_live_on_local_copies_only(
+    backing: Backing, private_postgres: tuple[EmbeddedPostgres, str], tmp_path: Path
+) -> None:
+    # S31 + S30: with both down, a worker answers from its in-process copies while they
+    # live, then 503; nothing else works but the JWKS, and nothing answers 500.
+    postgres, url = private_postgres
+    redis = EmbeddedRedis(tmp_path / "redis-data", persist=False)
+    settings = make_settings(
+        backing,
+        database_url=url,
+        redis_url=redis.start(),
+        db_acquire_timeout=1.0,
+        db_connect_timeout=1.0,
+        session_cache_local_ttl_seconds=60,
+        token_epoch_cache_seconds=60,
+    )
+    try:
+        async with create_app(settings).test_app() as app:
+            cookie_client = app.test_client()
+            email = unique_email()
+            await register(cookie_client, email)
+            assert (await login(cookie_client, email)).status_code == 201
+            granted = await grant(app.test_client(), email)
+            access = bearer((await granted.get_json())["access_token"])
+            tokens_client = app.test_client()
+            assert (await cookie_client.get("/v1/me")).status_code == 200
+            assert (await tokens_client.get("/v1/me", headers=access)).status_code == 200
+
+            redis.stop()
+            postgres.pause()
+            try:
+                # The in-process copies (token epoch, session state) still answer.
+                assert (await cookie_client.get("/v1/me")).status_code == 200
+                assert (await tokens_client.get("/v1/me", headers=access)).status_code == 200
+                assert (await app.test_client().get("/.well-known/jwks.json")).status_code == 200
+                for refused in (
+                    await login(app.test_client(), email),
+                    await grant(app.test_client(), email),
+                    await cookie_client.delete("/v1/sessions/current"),
+                    await app.test_client().get("/readyz"),
+                ):
+                    assert refused.status_code == 503, await refused.get_data(as_text=True)
+                # Once they expire (forgotten here at once), the state cannot be read: 503.
+                services_of(app).caches.forget_all()
+                assert (await cookie_client.get("/v1/me")).status_code == 503
+                assert (await tokens_client.get("/v1/me", headers=access)).status_code == 503
+            finally:
+                postgres.resume()
+    finally:
+        redis.stop()
