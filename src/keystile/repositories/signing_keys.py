@@ -40,6 +40,11 @@ def _record(row: Any) -> SigningKeyRecord:
 class SigningKeyRepository(Protocol):
     """What the key ring and the rotation command need from key storage."""
 
+    @property
+    def has_replica(self) -> bool:
+        """Whether `select_live_keys(..., from_replica=True)` may lag the writes."""
+        ...
+
     async def select_live_keys(
         self, fingerprint: bytes, *, from_replica: bool = False
     ) -> list[SigningKeyRecord]: ...
@@ -61,6 +66,10 @@ class PostgresSigningKeyRepository:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+
+    @property
+    def has_replica(self) -> bool:
+        return self._db.reads is not self._db
 
     async def select_live_keys(
         self, fingerprint: bytes, *, from_replica: bool = False

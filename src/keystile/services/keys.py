@@ -194,6 +194,7 @@ class KeyRing:
         only adds: a loaded key it lacks is kept, and a retirement it has not seen yet
         is not undone (rotations only ever add keys and set `retired_at`).
         """
+        lagging = from_replica and self._repository.has_replica
         records = await self._repository.select_live_keys(
             self._box.fingerprint, from_replica=from_replica
         )
@@ -201,7 +202,7 @@ class KeyRing:
         for record in records:
             known = self._keys.get(record.kid)
             retired_at = record.retired_at
-            if from_replica and known is not None and retired_at is None:
+            if lagging and known is not None and retired_at is None:
                 retired_at = known.retired_at
             if known is None:
                 keys[record.kid] = _parse(record, self._box)
@@ -213,7 +214,7 @@ class KeyRing:
                 )
             else:
                 keys[record.kid] = known  # parsed once, not on every reload
-        if from_replica:
+        if lagging:
             now = self._clock()
             for kid, key in self._keys.items():
                 if kid not in keys and key.verifies_at(now):
