@@ -192,7 +192,9 @@ async def test_a_minute_without_postgres_under_load_keeps_sessions_and_tokens_wo
                 httpx.AsyncClient(
                     base_url=server.base,
                     timeout=_CLIENT_TIMEOUT,
-                    headers={"Cookie": "; ".join(f"{k}={v}" for k, v in ended_client.cookies.items())},
+                    headers={
+                        "Cookie": "; ".join(f"{k}={v}" for k, v in ended_client.cookies.items())
+                    },
                 )
             )
             for client in [*readers, replay]:
@@ -245,7 +247,10 @@ async def test_a_minute_without_postgres_under_load_keeps_sessions_and_tokens_wo
             postgres.pause()
             try:
                 tasks = [asyncio.create_task(read(client)) for client in readers]
-                tasks += [asyncio.create_task(log_in()), asyncio.create_task(end_during_the_outage())]
+                tasks += [
+                    asyncio.create_task(log_in()),
+                    asyncio.create_task(end_during_the_outage()),
+                ]
                 await asyncio.sleep(_OUTAGE)
                 stop.set()
                 await asyncio.gather(*tasks)

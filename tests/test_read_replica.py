@@ -76,8 +76,7 @@ async def test_user_lookups_read_the_replica_and_security_decisions_the_primary(
         # Nothing but the lag-tolerant reads ever ran on the replica.
         assert on_replica
         assert all(
-            "FROM users WHERE lower(email)" in query or _KEY_RELOAD in query
-            for query in on_replica
+            "FROM users WHERE lower(email)" in query or _KEY_RELOAD in query for query in on_replica
         ), on_replica
 
 
@@ -115,7 +114,10 @@ async def test_jwks_reloads_from_the_replica_a_key_written_on_the_primary(
         box = SecretBox(settings.read_secret_key())
         record = generate_signing_key(settings.tokens.algorithm, box)
         scheduled = await PostgresSigningKeyRepository(services.database).insert_next_key(
-            box.fingerprint, record, promote_after=timedelta(hours=1), retire_after=timedelta(hours=2)
+            box.fingerprint,
+            record,
+            promote_after=timedelta(hours=1),
+            retire_after=timedelta(hours=2),
         )
         assert scheduled is not None
 
@@ -159,7 +161,9 @@ async def test_a_lagging_replica_never_takes_back_a_rotation_read_from_the_prima
         try:
             # Replication stopped: the replica lags this rotation for as long as it takes.
             await standby.execute("SELECT pg_wal_replay_pause()")
+            deadline = time.monotonic() + 10
             while await standby.fetchval("SELECT pg_get_wal_replay_pause_state()") != "paused":
+                assert time.monotonic() < deadline, "WAL replay never paused"
                 await asyncio.sleep(0.05)
             reloads = 0
 
