@@ -239,7 +239,7 @@ async def test_a_minute_without_postgres_under_load_keeps_sessions_and_tokens_wo
             async def end_during_the_outage() -> None:
                 await asyncio.sleep(_OUTAGE / 3)
                 cache = services.sessions.cache
-                await asyncio.gather(*(cache.invalidate(h.hex(), ended=True) for h in ended))
+                await asyncio.gather(*(cache.invalidate(h.hex(), outage_copy="end") for h in ended))
                 while not stop.is_set():
                     after_end.append(await _status(replay, "GET", "/v1/me"))
                     await asyncio.sleep(0.1)

@@ -331,6 +331,7 @@ def build_users(
         decode=sealer.unseal,
         local_ttl=settings.cache.user_local_ttl_seconds,
         redis_ttl=settings.cache.user_redis_ttl_seconds,
+        outage_copy=True,  # GET /v1/me reads it: it goes on through a PostgreSQL outage
     )
     return CachedUserRepository(rows, by_email)
 

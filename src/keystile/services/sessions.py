@@ -138,7 +138,9 @@ class SessionService:
                 # waits (and is not retried on every request meanwhile).
                 self._touch_paused_until = time.monotonic() + _TOUCH_PAUSE
             else:
-                await self._cache.invalidate(key)
+                # Only last_seen_at moved: the outage copy stays, so an outage right
+                # after this touch still finds the session.
+                await self._cache.invalidate(key, outage_copy="keep")
         return Principal(
             user_id=record.user_id,
             email=record.email,
@@ -172,7 +174,7 @@ class SessionService:
     async def end(self, session_id_hash: bytes) -> None:
         """Revoke one session; every worker refuses it from now on."""
         await self._repository.revoke_session(session_id_hash)
-        await self._cache.invalidate(session_id_hash.hex(), ended=True)
+        await self._cache.invalidate(session_id_hash.hex(), outage_copy="end")
 
     async def end_by_public_id(self, principal: Principal, public_id: UUID) -> bool:
         """Revoke one of the caller's sessions by its public id; return True if it was this one.
@@ -183,14 +185,14 @@ class SessionService:
         id_hash = await self._repository.revoke_session_by_public_id(principal.user_id, public_id)
         if id_hash is None:
             raise NotFound("No such session.")
-        await self._cache.invalidate(id_hash.hex(), ended=True)
+        await self._cache.invalidate(id_hash.hex(), outage_copy="end")
         return id_hash == principal.session_id_hash
 
     async def end_all(self, user_id: UUID, *, keep: bytes | None = None) -> int:
         """Revoke every session of the user, except `keep` if given; return how many."""
         hashes = await self._repository.revoke_user_sessions(user_id, keep=keep)
         await asyncio.gather(
-            *(self._cache.invalidate(id_hash.hex(), ended=True) for id_hash in hashes)
+            *(self._cache.invalidate(id_hash.hex(), outage_copy="end") for id_hash in hashes)
         )
         return len(hashes)
 

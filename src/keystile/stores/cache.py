@@ -21,7 +21,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from redis.asyncio import Redis
 
@@ -30,7 +30,7 @@ from keystile.errors import DependencyUnavailable
 from keystile.stores.circuit import Circuit, nothing
 from keystile.stores.redis import REDIS_FAILURES, is_cluster
 
-__all__ = ["CacheHub", "LocalCache", "SingleFlight", "TieredCache", "publish"]
+__all__ = ["CacheHub", "LocalCache", "OutageCopy", "SingleFlight", "TieredCache", "publish"]
 
 _log = logging.getLogger(__name__)
 
@@ -52,14 +52,26 @@ return 1
 # Tombstone the key, drop its copy and tell every worker, atomically, in one round trip.
 # The keys share a hash tag (one cluster slot); PUBLISH from a script reaches every
 # node's subscribers on Redis Cluster too (the cluster bus broadcasts it).
-# ARGV[4] > 0: the subject ended for good; its outage copy becomes `null` for that many ms.
+# ARGV[4] says what becomes of the outage copy (see `OutageCopy`); ARGV[5]: its lifetime.
 _INVALIDATE = """
 redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
-redis.call('DEL', KEYS[1], KEYS[3])
-if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[3], 'null', 'PX', ARGV[4]) end
+if ARGV[4] == 'keep' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('DEL', KEYS[1], KEYS[3])
+end
+if ARGV[4] == 'end' and tonumber(ARGV[5]) > 0 then
+  redis.call('SET', KEYS[3], 'null', 'PX', ARGV[5])
+end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
+
+# What an invalidation does to the outage copy: "drop" it (the value changed), "keep" it
+# (only bookkeeping changed: a session's or an API key's last use), or "end" it (the
+# subject is gone for good: reads during an outage get None, not unavailable).
+OutageCopy = Literal["drop", "keep", "end"]
+_SEVERITY: dict[str, int] = {"keep": 0, "drop": 1, "end": 2}
 
 
 async def publish(redis: Redis, namespace: str, key: str) -> bool:
@@ -173,8 +185,8 @@ class TieredCache(Generic[V]):
         self._flight: SingleFlight[str, V | None] = SingleFlight()
         # Keys being loaded right now -> whether an invalidation arrived meanwhile.
         self._loading: dict[str, bool] = {}
-        # Invalidations that did not reach Redis (key -> ended), replayed when it answers.
-        self.unpublished: dict[str, bool] = {}
+        # Invalidations that did not reach Redis, replayed when it answers again.
+        self.unpublished: dict[str, OutageCopy] = {}
 
     # The key is the hash tag: a value and its tombstone share one Redis Cluster slot.
     def _redis_key(self, key: str) -> str:
@@ -254,7 +266,7 @@ class TieredCache(Generic[V]):
     async def _outage_copy(self, key: str) -> tuple[bool, V | None]:
         """The value as last loaded, while the source is down and the copy is in its grace.
 
-        Return (True, value); (True, None) for a key invalidated as ended (its subject
+        Return (True, value); (True, None) for a key whose copy was ended (its subject
         is gone for good: a revoked session reads as absent, 401, not as unavailable);
         (False, None) when there is no copy. Every invalidation deletes or ends the
         copy with the shared one, so a revocation that reached Redis (before or during
@@ -273,13 +285,15 @@ class TieredCache(Generic[V]):
         metrics.CACHE_LOOKUPS.labels(self.namespace, "outage_copy").inc()
         return True, value
 
-    async def invalidate(self, key: str, *, ended: bool = False) -> None:
+    async def invalidate(self, key: str, *, outage_copy: OutageCopy = "drop") -> None:
         """Forget `key` here, in Redis, and (through pub/sub) on every other worker.
 
         Always tries Redis, even while reads skip it: an invalidation must not be lost.
-        `ended`: the source now says the subject is gone for good (a revoked session);
-        while the source is down, reads get None for the outage grace instead of a
-        `DependencyUnavailable`. Pass it only after the source committed that.
+        `outage_copy`: "drop" it with the shared copy (the default); "keep" it when only
+        bookkeeping changed (a touch), so a PostgreSQL outage right after a touch still
+        finds it; "end" it when the source has committed that the subject is gone for
+        good (a revoked session): during an outage reads then get None for the grace,
+        not a `DependencyUnavailable`.
         """
         self.forget(key)
 
@@ -290,7 +304,8 @@ class TieredCache(Generic[V]):
                     self._tombstone_ms,
                     CHANNEL,
                     json.dumps([self.namespace, key]),
-                    self._outage_ms if ended else 0,
+                    outage_copy,
+                    self._outage_ms,
                 ],
             )
 
@@ -298,7 +313,8 @@ class TieredCache(Generic[V]):
             # Other workers' copies (and a promoted replica's) live on until this worker
             # reaches Redis again and replays it (`CacheHub.listen`); say so loudly.
             _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
-            self.unpublished[key] = ended or self.unpublished.get(key, False)
+            pending = self.unpublished.get(key, "keep")
+            self.unpublished[key] = max(pending, outage_copy, key=_SEVERITY.__getitem__)
 
         await self._circuit.attempt(tombstone_and_publish, unpublished)
 
@@ -390,8 +406,8 @@ class CacheHub:
         the promoted replica still holds the copies they were meant to delete."""
         for cache in self._caches.values():
             keys, cache.unpublished = cache.unpublished, {}
-            for key, ended in keys.items():
-                await cache.invalidate(key, ended=ended)
+            for key, outage_copy in keys.items():
+                await cache.invalidate(key, outage_copy=outage_copy)
 
     def _apply(self, data: bytes | str) -> None:
         try:
