@@ -285,3 +285,33 @@ async def test_a_minute_without_postgres_under_load_keeps_sessions_and_tokens_wo
             assert await _status(replay, "GET", "/v1/me") == 401
     finally:
         server.stop()
+
+
+async def test_a_session_touched_just_before_the_outage_is_still_served(
+    backing: Backing, private_postgres: tuple[EmbeddedPostgres, str]
+) -> None:
+    # S31: a touch (last_seen_at) invalidates the shared copy but keeps the outage copy,
+    # so a session touched and not read again before PostgreSQL went down goes on.
+    postgres, url = private_postgres
+    settings = make_settings(
+        backing,
+        database_url=url,
+        db_acquire_timeout=0.5,
+        db_connect_timeout=0.5,
+        session_touch_interval_seconds=1,
+    )
+    async with create_app(settings).test_app() as app:
+        client = app.test_client()
+        email = unique_email()
+        await register(client, email)
+        assert (await login(client, email)).status_code == 201
+        caches = services_of(app).caches
+        assert (await client.get("/v1/me")).status_code == 200
+        await asyncio.sleep(1.5)  # past the touch interval: the next read touches the session
+        assert (await client.get("/v1/me")).status_code == 200
+        postgres.pause()
+        try:
+            caches.forget_all()
+            assert (await client.get("/v1/me")).status_code == 200
+        finally:
+            postgres.resume()
