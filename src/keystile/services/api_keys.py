@@ -14,20 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from keystile.errors import (
-    Conflict,
-    DependencyUnavailable,
-    Forbidden,
-    InvalidApiKey,
-    InvalidInput,
-    NotFound,
-)
+from keystile.errors import Conflict, Forbidden, InvalidApiKey, InvalidInput, NotFound
 from keystile.repositories.api_keys import ApiKeyRecord, PostgresApiKeyRepository
 from keystile.repositories.audit import AuditLog
 from keystile.services.opaque_secrets import (
@@ -38,6 +30,7 @@ from keystile.services.opaque_secrets import (
     with_checksum,
 )
 from keystile.services.revocation import TokenEpochs
+from keystile.services.touches import Touches
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.cache import TieredCache
 
@@ -58,10 +51,6 @@ ApiKeyCache = TieredCache[ApiKeyRecord]
 def is_api_key(token: str) -> bool:
     """True when a bearer token claims to be an API key (it may still be malformed)."""
     return token.startswith(API_KEY_PREFIX)
-
-
-# After a touch found PostgreSQL down, keys are not touched for this many seconds.
-_TOUCH_PAUSE = 5.0
 
 
 def _utcnow() -> datetime:
@@ -102,7 +91,7 @@ class ApiKeyService:
         self._max_days = max_days
         self._per_user = per_user
         self._touch_interval = touch_interval
-        self._touch_paused_until = 0.0
+        self._touches = Touches(cache)
         self._clock = clock
 
     @property
@@ -202,17 +191,8 @@ class ApiKeyService:
         holder = await self._epochs.get(record.user_id)
         if holder is None:  # the user is disabled or gone
             raise InvalidApiKey()
-        due = record.last_used_at is None or now - record.last_used_at >= self._touch_interval
-        if due and time.monotonic() >= self._touch_paused_until:
-            try:
-                await self._repository.touch_key(key_id, now)
-            except DependencyUnavailable:
-                # PostgreSQL is down and the key is valid from its copy: the touch waits
-                # (and is not retried on every request meanwhile).
-                self._touch_paused_until = time.monotonic() + _TOUCH_PAUSE
-            else:
-                # Only last_used_at moved: the outage copy stays for an outage right after.
-                await self._cache.invalidate(key_id, outage_copy="keep")
+        if record.last_used_at is None or now - record.last_used_at >= self._touch_interval:
+            await self._touches.touch(key_id, lambda: self._repository.touch_key(key_id, now))
         return Principal(
             user_id=record.user_id,
             email=holder.email,

@@ -11,24 +11,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from keystile.errors import DependencyUnavailable, NotAuthenticated, NotFound
+from keystile.errors import NotAuthenticated, NotFound
 from keystile.repositories.audit import AuditEntry
 from keystile.repositories.sessions import SessionRecord, SessionRepository
 from keystile.repositories.users import User
 from keystile.services.devices import describe_user_agent
+from keystile.services.touches import Touches
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.cache import TieredCache
 
 __all__ = ["SessionCache", "SessionService", "SessionView", "hash_session_id"]
-
-# After a touch found PostgreSQL down, sessions are not touched for this many seconds.
-_TOUCH_PAUSE = 5.0
 
 SessionCache = TieredCache[SessionRecord]
 
@@ -76,7 +73,7 @@ class SessionService:
         self._touch_interval = touch_interval
         self._clock = clock
         self._list_limit = list_limit
-        self._touch_paused_until = 0.0
+        self._touches = Touches(cache)
 
     @property
     def cache(self) -> SessionCache:
@@ -129,18 +126,9 @@ class SessionService:
             record = fresh
         if record is None or not self._is_valid(record, now) or self._is_idle(record, now):
             raise NotAuthenticated()
-        due = now - record.last_seen_at >= self._touch_interval
-        if due and time.monotonic() >= self._touch_paused_until:
-            try:
-                await self._repository.touch_session(id_hash, now)
-            except DependencyUnavailable:
-                # PostgreSQL is down and the session is valid from its copy: the touch
-                # waits (and is not retried on every request meanwhile).
-                self._touch_paused_until = time.monotonic() + _TOUCH_PAUSE
-            else:
-                # Only last_seen_at moved: the outage copy stays, so an outage right
-                # after this touch still finds the session.
-                await self._cache.invalidate(key, outage_copy="keep")
+        if now - record.last_seen_at >= self._touch_interval:
+            # PostgreSQL down: the session is valid from its copy and the touch waits.
+            await self._touches.touch(key, lambda: self._repository.touch_session(id_hash, now))
         return Principal(
             user_id=record.user_id,
             email=record.email,
