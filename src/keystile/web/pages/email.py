@@ -23,13 +23,15 @@ from keystile.services.email_flows import LinkKind
 from keystile.web.auth import current_principal, end_cookie_session, recently_authenticated
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
-from keystile.web.pages.account import _session_ended, account_error, account_page
 from keystile.web.pages.common import (
+    account_error,
+    account_page,
     blueprint,
     check_email,
     error_status,
     reauth_redirect,
     render_page,
+    session_ended,
 )
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -189,7 +191,7 @@ async def account_resend_verification() -> ResponseReturnValue:
     """Mail me a new confirmation link."""
     principal = await current_principal()
     if principal is None:
-        return _session_ended()
+        return session_ended()
     await verify_csrf(await request.form)
     try:
         await services().mail.flows.resend_verification(principal, client_info())
@@ -206,7 +208,7 @@ async def change_email() -> ResponseReturnValue:
     """Mail a confirmation link to the new address; it changes when that link is followed."""
     principal = await current_principal()
     if principal is None:
-        return _session_ended()
+        return session_ended()
     form = await request.form
     await verify_csrf(form)
     if not recently_authenticated(principal):

@@ -22,13 +22,15 @@ from keystile.services.types import Principal
 from keystile.web.auth import current_principal, recently_authenticated, start_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
-from keystile.web.pages.account import account_error, account_page
 from keystile.web.pages.common import (
     NOTICES,
+    account_error,
+    account_page,
     blueprint,
     error_status,
     reauth_redirect,
     render_page,
+    session_ended,
 )
 from keystile.web.redirects import safe_next
 
@@ -109,8 +111,8 @@ async def begin_totp() -> ResponseReturnValue:
     try:
         setup = await services().mfa.begin_totp(principal)
     except KeystileError as error:
-        return await _account_error(principal, error)
-    return await _account(
+        return await account_error(principal, error)
+    return await account_page(
         principal,
         201,
         totp_setup=setup,
@@ -129,10 +131,10 @@ async def confirm_totp() -> ResponseReturnValue:
     try:
         codes = await services().mfa.confirm_totp(principal, code, client_info())
     except InvalidMfaCode as error:
-        return await _account(principal, 401, mfa_errors={"code": error.message})
+        return await account_page(principal, 401, mfa_errors={"code": error.message})
     except KeystileError as error:
-        return await _account_error(principal, error)
-    return await _account(principal, 200, recovery_codes=codes, notice=NOTICES["mfa-enabled"])
+        return await account_error(principal, error)
+    return await account_page(principal, 200, recovery_codes=codes, notice=NOTICES["mfa-enabled"])
 
 
 @blueprint.post("/account/mfa/totp/remove")
@@ -141,7 +143,7 @@ async def remove_totp() -> ResponseReturnValue:
     """Remove the authenticator app (a current code; the last factor always needs one)."""
     principal = await current_principal()
     if principal is None:
-        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+        return session_ended()
     form = await request.form
     await verify_csrf(form)
     code = form.get("remove_code", "").strip()[:8] or None
@@ -152,9 +154,9 @@ async def remove_totp() -> ResponseReturnValue:
     except ReauthenticationRequired:
         return reauth_redirect()
     except (InvalidMfaCode, FactorRequired) as error:
-        return await _account(principal, 401, mfa_errors={"remove_code": error.message})
+        return await account_page(principal, 401, mfa_errors={"remove_code": error.message})
     except KeystileError as error:
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="mfa-removed"), 303)
 
 
@@ -168,22 +170,18 @@ async def regenerate_codes() -> ResponseReturnValue:
     try:
         codes = await services().mfa.regenerate_recovery_codes(principal, client_info())
     except KeystileError as error:
-        return await _account_error(principal, error)
-    return await _account(principal, 200, recovery_codes=codes)
+        return await account_error(principal, error)
+    return await account_page(principal, 200, recovery_codes=codes)
 
 
 async def _recent_principal() -> Principal | ResponseReturnValue:
     principal = await current_principal()
     if principal is None:
-        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+        return session_ended()
     await verify_csrf(await request.form)
     if not recently_authenticated(principal):
         return reauth_redirect()
     return principal
-
-
-_account = account_page
-_account_error = account_error
 
 
 # --- the account page's "Passkeys" section ---------------------------------------------
@@ -195,17 +193,17 @@ async def rename_passkey(passkey_id: UUID) -> ResponseReturnValue:
     """Rename one of my passkeys."""
     principal = await current_principal()
     if principal is None:
-        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+        return session_ended()
     form = await request.form
     await verify_csrf(form)
     name = form.get("name", "").strip()
     if not 1 <= len(name) <= 100 or not name.isprintable():
         error = InvalidInput("Name the passkey (up to 100 characters).")
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     try:
         await services().passkeys.rename(principal, passkey_id, name)
     except KeystileError as error:
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="passkey-renamed"), 303)
 
 
@@ -215,7 +213,7 @@ async def delete_passkey(passkey_id: UUID) -> ResponseReturnValue:
     """Delete one of my passkeys (after a recent login)."""
     principal = await current_principal()
     if principal is None:
-        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+        return session_ended()
     await verify_csrf(await request.form)
     try:
         await services().passkeys.delete(
@@ -224,5 +222,5 @@ async def delete_passkey(passkey_id: UUID) -> ResponseReturnValue:
     except ReauthenticationRequired:
         return reauth_redirect()
     except KeystileError as error:
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="passkey-removed"), 303)
