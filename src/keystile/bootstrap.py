@@ -55,7 +55,7 @@ from keystile.services import (
 )
 from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.audit import AuditService
-from keystile.services.housekeeping import Housekeeping
+from keystile.services.housekeeping import Housekeeping, HousekeepingJob
 from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
@@ -170,7 +170,7 @@ async def build_services(
     ring = await build_key_ring(settings, secret, database, caches, stack)
     refresh_tokens = PostgresRefreshTokenRepository(database)
     epochs, revoker = build_revocation(settings, caches, users, refresh_tokens, audit)
-    mail = build_mail(
+    mail = await build_mail(
         settings,
         secret=secret,
         database=database,
@@ -185,9 +185,8 @@ async def build_services(
         limits=limits,
         counters=counters,
         audit=audit,
+        stack=stack,
     )
-    mail.start()  # this worker's outbox sender, until the stack closes
-    stack.push_async_callback(mail.aclose)
     mfa = build_mfa(
         settings, secret, database, redis, users, audit, counters, mail.flows, overrides.mfa_clock
     )
@@ -208,7 +207,9 @@ async def build_services(
     audit_admin = AuditService(
         audit, users, retention=timedelta(days=settings.retention.audit_days), pending=failures
     )
-    await build_housekeeping(settings, audit_admin, session_repository, refresh_tokens, stack)
+    await build_housekeeping(
+        settings, audit_admin, session_repository, refresh_tokens, stack, extra=mail.housekeeping
+    )
     await stack.enter_async_context(_pool_sampler(database, redis))
     tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
     machine = build_machine_access(
@@ -552,9 +553,11 @@ async def build_housekeeping(
     sessions: PostgresSessionRepository,
     refresh_tokens: PostgresRefreshTokenRepository,
     stack: AsyncExitStack,
+    extra: Sequence[HousekeepingJob] = (),
 ) -> Housekeeping:
-    """Return the deletion of old audit events and long-expired sessions and token families,
-    run every `housekeeping_interval_seconds` (0: never) for the life of the stack.
+    """Return the deletion of old audit events and long-expired sessions and token families
+    (and the `extra` jobs of other capabilities, such as settled mail), run every
+    `housekeeping_interval_seconds` (0: never) for the life of the stack.
     """
     keep_expired = timedelta(hours=settings.retention.expired_record_hours)
 
@@ -566,6 +569,7 @@ async def build_housekeeping(
             ("audit_events", audit.prune),
             ("sessions", lambda: sessions.delete_expired(expired_before())),
             ("refresh_token_families", lambda: refresh_tokens.delete_expired(expired_before())),
+            *extra,
         ]
     )
     interval = settings.retention.housekeeping_interval_seconds

@@ -1,17 +1,17 @@
 """Wire the mail capability: the flows, the outbox, its sender, the transport, housekeeping.
 
 `build_mail` takes the core pieces it needs and returns `MailServices`; the
-composition root passes `mail.flows` to `AuthService` as its `AccountHooks`,
-calls `start()` once serving, and `aclose()` on shutdown.
+composition root passes `mail.flows` to `AuthService` as its `AccountHooks` and
+`mail.housekeeping` to the worker's housekeeping loop. The outbox sender runs on the
+composition root's exit stack, so shutdown stops it like every other loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from keystile.repositories.outbox import PostgresOutbox
 from keystile.repositories.sessions import SessionRepository
 from keystile.repositories.users import PostgresUserRepository
 from keystile.services.email_flows import EmailFlows, EmailPolicy
-from keystile.services.housekeeping import Housekeeping
+from keystile.services.housekeeping import HousekeepingJob
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
 from keystile.services.rate_limits import CounterKeys, RateLimiter
@@ -36,7 +36,7 @@ from keystile.services.sessions import SessionService
 from keystile.settings import Settings
 from keystile.stores.rate_limits import CounterStore
 from keystile.stores.sealing import Sealer, derive_key
-from keystile.tasks import run_every
+from keystile.tasks import background
 
 __all__ = ["MailServices", "build_mail", "build_transport", "maildir_path"]
 
@@ -63,7 +63,7 @@ def build_transport(settings: Settings) -> MailTransport:
     )
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class MailServices:
     """The mail capability of one worker."""
 
@@ -71,37 +71,11 @@ class MailServices:
     outbox: PostgresOutbox
     sender: OutboxSender
     renderer: MailRenderer
-    send_enabled: bool
-    housekeeping: Housekeeping
-    housekeeping_interval: float
-    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-
-    def start(self) -> None:
-        """Start this worker's sender (if enabled) and the outbox housekeeping."""
-        if self.send_enabled:
-            self.sender.start()
-        if self.housekeeping_interval:
-            self._tasks.append(
-                asyncio.get_running_loop().create_task(
-                    run_every(
-                        self.housekeeping_interval,
-                        self.housekeeping.run_once,
-                        name="mail-housekeeping",
-                    ),
-                    name="mail-housekeeping",
-                )
-            )
-
-    async def aclose(self) -> None:
-        await self.sender.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+    # Deletion of settled mail and spent links, run by the worker's housekeeping loop.
+    housekeeping: tuple[HousekeepingJob, ...]
 
 
-def build_mail(
+async def build_mail(
     settings: Settings,
     *,
     secret: bytes,
@@ -117,9 +91,10 @@ def build_mail(
     limits: RateLimiter,
     counters: CounterStore,
     audit: AuditLog,
+    stack: AsyncExitStack,
     transport: MailTransport | None = None,
 ) -> MailServices:
-    """Build the mail capability; nothing runs until `start()`."""
+    """Build the mail capability; the sender runs while `stack` is open (if enabled)."""
     sealer: Sealer[dict[str, Any]] = Sealer(
         derive_key(secret, "mail outbox"), encode=lambda value: value, decode=_as_dict
     )
@@ -179,21 +154,18 @@ def build_mail(
         ),
         nudge=sender.nudge,
     )
+    if settings.email.outbox_sender_enabled:
+        await stack.enter_async_context(background("outbox-sender", sender.run))
     retention = timedelta(hours=settings.email.outbox_retention_hours)
-    housekeeping = Housekeeping(
-        [
-            ("outbox", lambda: outbox.delete_settled_before(datetime.now(UTC) - retention)),
-            ("email_tokens", lambda: tokens.delete_expired(datetime.now(UTC))),
-        ]
-    )
     return MailServices(
         flows=flows,
         outbox=outbox,
         sender=sender,
         renderer=renderer,
-        send_enabled=settings.email.outbox_sender_enabled,
-        housekeeping=housekeeping,
-        housekeeping_interval=float(settings.retention.housekeeping_interval_seconds),
+        housekeeping=(
+            ("outbox", lambda: outbox.delete_settled_before(datetime.now(UTC) - retention)),
+            ("email_tokens", lambda: tokens.delete_expired(datetime.now(UTC))),
+        ),
     )
 
 
