@@ -98,7 +98,7 @@ def build_machine_access(
         epochs,
         audit,
         digests=Hmac(derive_key(secret, "api key secrets v1")),
-        scopes=settings.tokens.scopes,
+        scopes=frozenset(settings.tokens.scopes),
         max_days=machine.api_key_max_days,
         per_user=machine.api_keys_per_user,
         touch_interval=timedelta(seconds=machine.api_key_touch_interval_seconds),
@@ -120,7 +120,7 @@ def build_machine_access(
         counters,
         CounterKeys(secret),  # the same counter key naming as the core rate limiter
         digests=Hmac(derive_key(secret, "oauth client secrets v1")),
-        scopes=settings.tokens.scopes,
+        scopes=frozenset(settings.tokens.scopes),
         audience=settings.tokens.audience,
         ttl=machine.client_token_ttl_seconds,
         per_ip=Rate.parse(machine.rate_limit_client_credentials_per_ip),
