@@ -54,6 +54,7 @@ from keystile.services import (
     UserAdminService,
 )
 from keystile.services.access_tokens import AccessTokenCodec
+from keystile.services.account_security import AccountSecurity
 from keystile.services.audit import AuditService
 from keystile.services.housekeeping import Housekeeping, HousekeepingJob
 from keystile.services.keys import KeyRing, SecretBox
@@ -170,6 +171,7 @@ async def build_services(
     ring = await build_key_ring(settings, secret, database, caches, stack)
     refresh_tokens = PostgresRefreshTokenRepository(database)
     epochs, revoker = build_revocation(settings, caches, users, refresh_tokens, audit)
+    security = AccountSecurity(users, hasher, policy, sessions, revoker, audit)
     mail = await build_mail(
         settings,
         secret=secret,
@@ -178,10 +180,8 @@ async def build_services(
         user_rows=user_rows,
         sessions=sessions,
         session_records=session_repository,
-        revoker=revoker,
         epochs=epochs,
-        hasher=hasher,
-        password_policy=policy,
+        security=security,
         limits=limits,
         counters=counters,
         audit=audit,
@@ -200,7 +200,7 @@ async def build_services(
         throttle,
         gate=gate,
         failures=failures,
-        revoker=revoker,
+        security=security,
         hooks=mail.flows,
         second_factor=mfa,
     )

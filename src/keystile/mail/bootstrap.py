@@ -26,12 +26,11 @@ from keystile.repositories.email_tokens import PostgresEmailTokens
 from keystile.repositories.outbox import PostgresOutbox
 from keystile.repositories.sessions import SessionRepository
 from keystile.repositories.users import PostgresUserRepository
+from keystile.services.account_security import AccountSecurity
 from keystile.services.email_flows import EmailFlows, EmailPolicy
 from keystile.services.housekeeping import HousekeepingJob
-from keystile.services.password_policy import PasswordPolicy
-from keystile.services.passwords import PasswordHasher
 from keystile.services.rate_limits import CounterKeys, RateLimiter
-from keystile.services.revocation import TokenEpochs, TokenRevoker
+from keystile.services.revocation import TokenEpochs
 from keystile.services.sessions import SessionService
 from keystile.settings import Settings
 from keystile.stores.rate_limits import CounterStore
@@ -84,10 +83,8 @@ async def build_mail(
     user_rows: PostgresUserRepository,
     sessions: SessionService,
     session_records: SessionRepository,
-    revoker: TokenRevoker,
     epochs: TokenEpochs,
-    hasher: PasswordHasher,
-    password_policy: PasswordPolicy,
+    security: AccountSecurity,
     limits: RateLimiter,
     counters: CounterStore,
     audit: AuditLog,
@@ -130,11 +127,9 @@ async def build_mail(
         user_rows=user_rows,
         tokens=tokens,
         outbox=outbox,
-        hasher=hasher,
-        password_policy=password_policy,
+        security=security,
         sessions=sessions,
         session_records=session_records,
-        revoker=revoker,
         epochs=epochs,
         limits=limits,
         marks=counters,

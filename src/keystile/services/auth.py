@@ -14,7 +14,6 @@ from keystile.errors import (
     InvalidCredentials,
     InvalidInput,
     LimitStatus,
-    NotAuthenticated,
     Overloaded,
     RateLimited,
 )
@@ -22,12 +21,12 @@ from keystile.rates import Action
 from keystile.repositories.audit import AuditEntry, AuditLog, BufferedAuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.account_hooks import AccountHooks
+from keystile.services.account_security import AccountSecurity
 from keystile.services.credentials import CredentialCache
 from keystile.services.login_gate import LoginCheck, LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import HashTicket, PasswordHasher
-from keystile.services.revocation import TokenRevoker
 from keystile.services.sessions import SessionService
 from keystile.services.tokens import SecondFactorGate
 from keystile.services.types import Authenticated, ClientInfo, Principal
@@ -60,7 +59,7 @@ class AuthService:
     _: KW_ONLY
     gate: LoginGate
     failures: BufferedAuditLog
-    revoker: TokenRevoker
+    security: AccountSecurity
     hooks: AccountHooks | None = None
     second_factor: SecondFactorGate | None = None
 
@@ -201,19 +200,10 @@ class AuthService:
         moves on, so access tokens issued before now stop working on every worker
         (S3, S17). The calling cookie session survives; a bearer caller must log in again.
         """
-        user = await self.users.select_user_by_id(principal.user_id)
-        if user is None or not user.is_active:
-            raise NotAuthenticated()
-        current_password = self.policy.check_length(current_password)
-        if not await self.hasher.verify(user.password_hash, current_password):
-            await self.audit.record(
-                "password_change_failed",
-                user_id=user.id,
-                ip=client.ip,
-                user_agent=client.user_agent,
-            )
-            raise InvalidCredentials("The current password is incorrect.")
-        new_hash = await self.hasher.hash(self.policy.check_new(new_password))
+        user = await self.security.prove_password(
+            principal, current_password, client, failure="password_change_failed"
+        )
+        new_hash = await self.security.hash_new_password(new_password)
         if (
             await self.users.update_password_hash(
                 user.id,
@@ -225,28 +215,18 @@ class AuthService:
             is None
         ):
             raise Conflict("The password was changed by another request; try again.")
-        ended = await self.sessions.end_all(user.id, keep=principal.session_id_hash)
-        await self.revoker.revoke_user(user.id, reason="password_change", ip=client.ip)
-        await self.audit.record(
-            "password_changed",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            sessions_ended=ended,
+        await self.security.end_logins(
+            user.id,
+            client,
+            reason="password_change",
+            event="password_changed",
+            keep=principal.session_id_hash,
         )
 
     async def logout_everywhere(self, principal: Principal, client: ClientInfo) -> None:
         """End every session, refresh-token family and access token of the caller (S17)."""
         await self.users.bump_token_epoch(principal.user_id)
-        ended = await self.sessions.end_all(principal.user_id)
-        await self.revoker.revoke_user(principal.user_id, reason="logout_everywhere", ip=client.ip)
-        await self.audit.record(
-            "logout_everywhere",
-            user_id=principal.user_id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            sessions_ended=ended,
-        )
+        await self.security.end_logins(principal.user_id, client, reason="logout_everywhere")
 
     async def logout(self, principal: Principal, client: ClientInfo) -> None:
         """End the caller's current session (S9) and record it."""

@@ -32,7 +32,6 @@ from keystile.errors import (
     Conflict,
     DependencyUnavailable,
     EmailNotVerified,
-    InvalidCredentials,
     InvalidInput,
     InvalidLinkToken,
     NotAuthenticated,
@@ -46,11 +45,10 @@ from keystile.repositories.email_tokens import EmailTokenRecord, PostgresEmailTo
 from keystile.repositories.outbox import OutgoingMail, PostgresOutbox
 from keystile.repositories.sessions import SessionRepository
 from keystile.repositories.users import PostgresUserRepository, User
+from keystile.services.account_security import AccountSecurity
 from keystile.services.devices import describe_user_agent
-from keystile.services.password_policy import PasswordPolicy
-from keystile.services.passwords import PasswordHasher
 from keystile.services.rate_limits import CounterKeys, RateLimiter
-from keystile.services.revocation import TokenEpochs, TokenRevoker
+from keystile.services.revocation import TokenEpochs
 from keystile.services.sessions import SessionService
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.rate_limits import CounterStore
@@ -113,11 +111,9 @@ class EmailFlows:
     user_rows: PostgresUserRepository  # writes inside this service's own transactions
     tokens: PostgresEmailTokens
     outbox: PostgresOutbox
-    hasher: PasswordHasher
-    password_policy: PasswordPolicy
+    security: AccountSecurity
     sessions: SessionService
     session_records: SessionRepository
-    revoker: TokenRevoker
     epochs: TokenEpochs
     limits: RateLimiter
     marks: CounterStore
@@ -203,8 +199,7 @@ class EmailFlows:
         token_hash = hash_link_token(token)
         if await self.tokens.peek(token_hash, _RESET) is None:
             await self._refuse("password_reset_failed", token_hash, _RESET, client)
-        password = self.password_policy.check_new(new_password)
-        new_hash = await self.hasher.hash(password)
+        new_hash = await self.security.hash_new_password(new_password)
         async with self.database.transaction() as connection:
             record = await self.tokens.consume(connection, token_hash, _RESET)
             user = None
@@ -217,15 +212,7 @@ class EmailFlows:
         if user is None:
             await self._refuse("password_reset_failed", token_hash, _RESET, client)
         await self.users.forget_cached(user.email)
-        ended = await self.sessions.end_all(user.id)
-        await self.revoker.revoke_user(user.id, reason="password_reset", ip=client.ip)
-        await self.audit.record(
-            "password_reset",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            sessions_ended=ended,
-        )
+        await self.security.end_logins(user.id, client, reason="password_reset")
         self.nudge()
 
     # --- verification ----------------------------------------------------------------------
@@ -315,19 +302,9 @@ class EmailFlows:
         mail, and the answer does not say so.
         """
         allowed = await self._charge(Action.EMAIL_CHANGE, client, principal.user_id)
-        user = await self.users.select_user_by_id(principal.user_id)
-        if user is None or not user.is_active:
-            raise NotAuthenticated()
-        current_password = self.password_policy.check_length(current_password)
-        if not await self.hasher.verify(user.password_hash, current_password):
-            await self.audit.record(
-                "email_change_failed",
-                user_id=user.id,
-                ip=client.ip,
-                user_agent=client.user_agent,
-                reason="password",
-            )
-            raise InvalidCredentials("The current password is incorrect.")
+        user = await self.security.prove_password(
+            principal, current_password, client, failure="email_change_failed", reason="password"
+        )
         if new_email.lower() == user.email.lower():
             raise InvalidInput("That is already the address of this account.")
         taken = await self.users.select_user_by_email(new_email) is not None
@@ -358,15 +335,7 @@ class EmailFlows:
             await self._refuse("email_change_undo_failed", token_hash, _UNDO, client)
         await self._email_moved(user.id, record.user_email, user.email)
         await self.users.bump_token_epoch(user.id)
-        ended = await self.sessions.end_all(user.id)
-        await self.revoker.revoke_user(user.id, reason="email_change_undone", ip=client.ip)
-        await self.audit.record(
-            "email_change_undone",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            sessions_ended=ended,
-        )
+        await self.security.end_logins(user.id, client, reason="email_change_undone")
 
     async def check_link(self, kind: LinkKind, token: str) -> EmailTokenRecord | None:
         """Return what a link's token is for if it is live; spends nothing (a GET may call it)."""
