@@ -70,6 +70,7 @@ from keystile.services.tokens import TokenService
 from keystile.settings import (
     DatabaseSettings,
     HttpCacheSettings,
+    LimitSettings,
     RedisSettings,
     SessionSettings,
     Settings,
@@ -368,25 +369,25 @@ def build_abuse_protection(
     # never shares counters, so a throwaway key is as good as any.
     keys = keys or CounterKeys(settings.read_secret_key() or secrets.token_bytes(32))
     known = KnownClients(counters, keys, ttl=limits.known_client_days * 86_400.0)
-    window = float(limits.failure_window_seconds)
-
-    def backoff(free_failures: int) -> Backoff:
-        return Backoff(
-            free_failures=free_failures,
-            base_delay=limits.backoff_base_seconds,
-            max_delay=limits.backoff_max_seconds,
-            window=window,
-        )
-
     throttle = LoginThrottle(
         counters,
         keys,
         known,
         audit,
-        per_client=backoff(limits.client_free_failures),
-        per_account=backoff(limits.account_free_failures),
+        per_client=_backoff(limits, limits.client_free_failures),
+        per_account=_backoff(limits, limits.account_free_failures),
     )
     return counters, RateLimiter(counters, keys, known, audit, limits.rates), throttle, known
+
+
+def _backoff(limits: LimitSettings, free_failures: int) -> Backoff:
+    """Return the failure backoff of `limits`, after `free_failures` free failures."""
+    return Backoff(
+        free_failures=free_failures,
+        base_delay=limits.backoff_base_seconds,
+        max_delay=limits.backoff_max_seconds,
+        window=float(limits.failure_window_seconds),
+    )
 
 
 def build_sessions(
@@ -524,7 +525,6 @@ def build_mfa(
     clock: Callable[[], float] | None = None,
 ) -> MfaService:
     """Return second factors: TOTP, recovery codes, one-time challenges (docs/mfa.md)."""
-    limits = settings.limits
     return MfaService(
         PostgresMfaRepository(database),
         users,
@@ -535,12 +535,7 @@ def build_mfa(
         secret=secret,
         issuer=settings.mfa.issuer,
         challenge_ttl=settings.mfa.challenge_ttl_seconds,
-        backoff=Backoff(
-            free_failures=settings.mfa.free_failures,
-            base_delay=limits.backoff_base_seconds,
-            max_delay=limits.backoff_max_seconds,
-            window=float(limits.failure_window_seconds),
-        ),
+        backoff=_backoff(settings.limits, settings.mfa.free_failures),
         reauth_max_age=settings.machine.reauth_max_age_seconds,
         notices=notices,
         clock=clock or time.time,
