@@ -105,5 +105,4 @@ class PostgresClientRepository:
         return [_record(row) for row in rows]
 
     async def delete_client(self, client_id: UUID) -> bool:
-        status = await self._db.execute("DELETE FROM oauth_clients WHERE id = $1", client_id)
-        return status.endswith(" 1")
+        return await self._db.execute_count("DELETE FROM oauth_clients WHERE id = $1", client_id) == 1

@@ -155,6 +155,10 @@ class Database:
         async with self.connection() as connection:
             return str(await connection.execute(query, *args, timeout=self._statement_timeout))
 
+    async def execute_count(self, query: str, *args: Any) -> int:
+        """Run an INSERT, UPDATE or DELETE; return how many rows it touched."""
+        return _row_count(await self.execute(query, *args))
+
     async def delete_in_batches(self, lock_key: int, query: str, *args: Any, batch: int) -> int:
         """Repeat a batched DELETE until a batch comes back short; return how many rows went.
 
@@ -170,7 +174,7 @@ class Database:
                 status = await connection.execute(
                     query, *args, batch, timeout=self._statement_timeout
                 )
-            count = int(status.split()[-1])
+            count = _row_count(status)
             deleted += count
             if count < batch:
                 return deleted
@@ -178,3 +182,8 @@ class Database:
     async def ping(self) -> None:
         """Raise `DependencyUnavailable` unless PostgreSQL answers a trivial query."""
         await self.fetchval("SELECT 1")
+
+
+def _row_count(status: str) -> int:
+    # asyncpg returns the command tag: "UPDATE 3", "DELETE 0", "INSERT 0 1".
+    return int(status.rsplit(" ", 1)[-1])

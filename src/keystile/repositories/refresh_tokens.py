@@ -203,23 +203,21 @@ class PostgresRefreshTokenRepository:
 
     async def revoke_family(self, family_id: UUID, reason: str) -> bool:
         """Revoke a whole family; True if it was live until now."""
-        status = await self._db.execute(
+        return await self._db.execute_count(
             "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
             "WHERE id = $1 AND revoked_at IS NULL",
             family_id,
             reason,
-        )
-        return status.endswith(" 1")
+        ) == 1
 
     async def revoke_user_families(self, user_id: UUID, reason: str) -> int:
         """Revoke every live family of the user; return how many."""
-        status = await self._db.execute(
+        return await self._db.execute_count(
             "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
             "WHERE user_id = $1 AND revoked_at IS NULL",
             user_id,
             reason,
         )
-        return int(status.rsplit(" ", 1)[-1])
 
     async def delete_expired(self, cutoff: datetime) -> int:
         """Delete families (and, by cascade, their tokens) that expired before `cutoff`."""
