@@ -56,6 +56,7 @@ from keystile.services import (
 from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.account_security import AccountSecurity
 from keystile.services.audit import AuditService
+from keystile.services.foundation import Foundation
 from keystile.services.housekeeping import Housekeeping, HousekeepingJob
 from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_gate import LoginGate
@@ -173,21 +174,23 @@ async def build_services(
     refresh_tokens = PostgresRefreshTokenRepository(database)
     epochs, revoker = build_revocation(settings, caches, users, refresh_tokens, audit)
     security = AccountSecurity(users, hasher, policy, sessions, revoker, audit)
-    mail = await build_mail(
+    base = Foundation(
         settings,
-        secret=secret,
-        database=database,
-        users=users,
-        user_rows=user_rows,
-        sessions=sessions,
-        session_records=session_repository,
-        epochs=epochs,
-        security=security,
-        limits=limits,
-        counters=counters,
-        audit=audit,
-        stack=stack,
+        secret,
+        database,
+        caches,
+        users,
+        user_rows,
+        audit,
+        counters,
+        limits,
+        sessions,
+        session_repository,
+        epochs,
+        revoker,
+        security,
     )
+    mail = await build_mail(base, stack)
     mfa = build_mfa(
         settings, secret, database, redis, users, audit, counters, mail.flows, overrides.mfa_clock
     )
@@ -213,20 +216,7 @@ async def build_services(
     )
     await stack.enter_async_context(_pool_sampler(database, redis))
     tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
-    machine = build_machine_access(
-        settings,
-        secret=secret,
-        database=database,
-        caches=caches,
-        users=users,
-        audit=audit,
-        sessions=sessions,
-        revoker=revoker,
-        epochs=epochs,
-        tokens=tokens,
-        key_ring=ring,
-        counters=counters,
-    )
+    machine = build_machine_access(base, tokens=tokens, key_ring=ring)
     core = Services(
         settings=settings,
         database=database,

@@ -1,6 +1,6 @@
 """Wire the mail capability: the flows, the outbox, its sender, the transport, housekeeping.
 
-`build_mail` takes the core pieces it needs and returns `MailServices`; the
+`build_mail` takes the core pieces (`Foundation`) and returns `MailServices`; the
 composition root passes `mail.flows` to `AuthService` as its `AccountHooks` and
 `mail.housekeeping` to the worker's housekeeping loop. The outbox sender runs on the
 composition root's exit stack, so shutdown stops it like every other loop.
@@ -9,7 +9,6 @@ composition root's exit stack, so shutdown stops it like every other loop.
 from __future__ import annotations
 
 import logging
-import secrets
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,21 +18,13 @@ from typing import Any
 from keystile.mail.render import MailRenderer
 from keystile.mail.sender import OutboxSender, SenderPolicy
 from keystile.mail.transports import MaildirTransport, MailTransport, SmtpTransport
-from keystile.repositories.audit import AuditLog
-from keystile.repositories.cached_users import CachedUserRepository
-from keystile.repositories.database import Database
 from keystile.repositories.email_tokens import PostgresEmailTokens
 from keystile.repositories.outbox import PostgresOutbox
-from keystile.repositories.sessions import SessionRepository
-from keystile.repositories.users import PostgresUserRepository
-from keystile.services.account_security import AccountSecurity
 from keystile.services.email_flows import EmailFlows, EmailPolicy
+from keystile.services.foundation import Foundation
 from keystile.services.housekeeping import HousekeepingJob
-from keystile.services.rate_limits import CounterKeys, RateLimiter
-from keystile.services.revocation import TokenEpochs
-from keystile.services.sessions import SessionService
+from keystile.services.rate_limits import CounterKeys
 from keystile.settings import Settings
-from keystile.stores.rate_limits import CounterStore
 from keystile.stores.sealing import Sealer, derive_key
 from keystile.tasks import background
 
@@ -75,28 +66,15 @@ class MailServices:
 
 
 async def build_mail(
-    settings: Settings,
-    *,
-    secret: bytes,
-    database: Database,
-    users: CachedUserRepository,
-    user_rows: PostgresUserRepository,
-    sessions: SessionService,
-    session_records: SessionRepository,
-    epochs: TokenEpochs,
-    security: AccountSecurity,
-    limits: RateLimiter,
-    counters: CounterStore,
-    audit: AuditLog,
-    stack: AsyncExitStack,
-    transport: MailTransport | None = None,
+    base: Foundation, stack: AsyncExitStack, *, transport: MailTransport | None = None
 ) -> MailServices:
     """Build the mail capability; the sender runs while `stack` is open (if enabled)."""
+    settings = base.settings
     sealer: Sealer[dict[str, Any]] = Sealer(
-        derive_key(secret, "mail outbox"), encode=lambda value: value, decode=_as_dict
+        derive_key(base.secret, "mail outbox"), encode=lambda value: value, decode=_as_dict
     )
-    outbox = PostgresOutbox(database, sealer)
-    tokens = PostgresEmailTokens(database)
+    outbox = PostgresOutbox(base.database, sealer)
+    tokens = PostgresEmailTokens(base.database)
     transport = transport or build_transport(settings)
     if settings.email.smtp_url is None:
         _log.info("no smtp_url: mail goes to the Maildir %s (development only)", transport.name)
@@ -110,7 +88,7 @@ async def build_mail(
         outbox,
         transport,
         renderer,
-        audit,
+        base.audit,
         SenderPolicy(
             batch_size=settings.email.outbox_batch_size,
             lease_seconds=settings.email.outbox_claim_lease_seconds,
@@ -122,20 +100,19 @@ async def build_mail(
         ),
     )
     flows = EmailFlows(
-        database=database,
-        users=users,
-        user_rows=user_rows,
+        database=base.database,
+        users=base.users,
+        user_rows=base.user_rows,
         tokens=tokens,
         outbox=outbox,
-        security=security,
-        sessions=sessions,
-        session_records=session_records,
-        epochs=epochs,
-        limits=limits,
-        marks=counters,
-        # Serving always has a secret key; the same derivation as the rate limiter's.
-        keys=CounterKeys(secret or secrets.token_bytes(32)),
-        audit=audit,
+        security=base.security,
+        sessions=base.sessions,
+        session_records=base.session_records,
+        epochs=base.epochs,
+        limits=base.limits,
+        marks=base.counters,
+        keys=CounterKeys(base.secret),  # the same derivation as the rate limiter's
+        audit=base.audit,
         policy=EmailPolicy(
             public_url=settings.email.public_url,
             verification=settings.email.verification,

@@ -150,12 +150,15 @@ class PostgresApiKeyRepository:
 
     async def revoke_key(self, user_id: UUID, key_id: str) -> bool:
         """Revoke one of the user's keys; False if it is unknown, another's, or revoked."""
-        return await self._db.execute_count(
-            "UPDATE api_keys SET revoked_at = now() "
-            "WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
-            key_id,
-            user_id,
-        ) == 1
+        return (
+            await self._db.execute_count(
+                "UPDATE api_keys SET revoked_at = now() "
+                "WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+                key_id,
+                user_id,
+            )
+            == 1
+        )
 
     async def revoke_user_keys(self, user_id: UUID) -> list[str]:
         """Revoke every live key of the user; return their ids."""

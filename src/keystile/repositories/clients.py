@@ -105,4 +105,6 @@ class PostgresClientRepository:
         return [_record(row) for row in rows]
 
     async def delete_client(self, client_id: UUID) -> bool:
-        return await self._db.execute_count("DELETE FROM oauth_clients WHERE id = $1", client_id) == 1
+        return (
+            await self._db.execute_count("DELETE FROM oauth_clients WHERE id = $1", client_id) == 1
+        )

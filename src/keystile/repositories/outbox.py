@@ -115,12 +115,15 @@ class PostgresOutbox:
 
     async def mark_sent(self, mail: ClaimedMail) -> bool:
         """Record the message as sent; False if the claim had lapsed and another took it."""
-        return await self._db.execute_count(
-            "UPDATE outbox SET sent_at = now(), context = NULL, claimed_until = NULL, "
-            "last_error = NULL WHERE id = $1 AND claim_id = $2 AND sent_at IS NULL",
-            mail.id,
-            mail.claim_id,
-        ) == 1
+        return (
+            await self._db.execute_count(
+                "UPDATE outbox SET sent_at = now(), context = NULL, claimed_until = NULL, "
+                "last_error = NULL WHERE id = $1 AND claim_id = $2 AND sent_at IS NULL",
+                mail.id,
+                mail.claim_id,
+            )
+            == 1
+        )
 
     async def mark_failed(self, mail: ClaimedMail, error: str, retry_in: float | None) -> None:
         """Record a failed attempt: due again in `retry_in` seconds, or dead when None."""

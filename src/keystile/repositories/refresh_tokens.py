@@ -203,12 +203,15 @@ class PostgresRefreshTokenRepository:
 
     async def revoke_family(self, family_id: UUID, reason: str) -> bool:
         """Revoke a whole family; True if it was live until now."""
-        return await self._db.execute_count(
-            "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
-            "WHERE id = $1 AND revoked_at IS NULL",
-            family_id,
-            reason,
-        ) == 1
+        return (
+            await self._db.execute_count(
+                "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
+                "WHERE id = $1 AND revoked_at IS NULL",
+                family_id,
+                reason,
+            )
+            == 1
+        )
 
     async def revoke_user_families(self, user_id: UUID, reason: str) -> int:
         """Revoke every live family of the user; return how many."""

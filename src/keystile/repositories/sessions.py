@@ -166,10 +166,13 @@ class PostgresSessionRepository:
         )
 
     async def revoke_session(self, id_hash: bytes) -> bool:
-        return await self._db.execute_count(
-            "UPDATE sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL",
-            id_hash,
-        ) == 1
+        return (
+            await self._db.execute_count(
+                "UPDATE sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL",
+                id_hash,
+            )
+            == 1
+        )
 
     async def revoke_session_by_public_id(self, user_id: UUID, public_id: UUID) -> bytes | None:
         """Revoke the user's session with this public id; return its hash, or None if none."""

@@ -34,7 +34,13 @@ class AccountSecurity:
     audit: AuditLog
 
     async def prove_password(
-        self, principal: Principal, password: str, client: ClientInfo, *, failure: str, **detail: Any
+        self,
+        principal: Principal,
+        password: str,
+        client: ClientInfo,
+        *,
+        failure: str,
+        **detail: Any,
     ) -> User:
         """Return the caller's account if `password` is its current one.
 

@@ -19,10 +19,9 @@ the rate limit of that action applies (S28).
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass
-
 import asyncio
 import math
+from dataclasses import KW_ONLY, dataclass
 from uuid import UUID
 
 from keystile import metrics

@@ -239,7 +239,9 @@ class PasskeyService:
             user_verification=UserVerificationRequirement.PREFERRED,
         )
         await self.challenges.put(
-            _challenge_key("authenticate", challenge), {"mfa": mfa_token is not None}, self.challenge_ttl
+            _challenge_key("authenticate", challenge),
+            {"mfa": mfa_token is not None},
+            self.challenge_ttl,
         )
         parsed: dict[str, Any] = json.loads(options_to_json(options))
         return parsed
