@@ -23,7 +23,7 @@ from uuid import UUID
 import asyncpg
 
 from keystile import metrics
-from keystile.repositories.database import Database
+from keystile.repositories.database import Database, PostgresRepository
 from keystile.stores.sealing import Sealer
 
 __all__ = ["ClaimedMail", "OutboxStats", "OutgoingMail", "PostgresOutbox"]
@@ -80,11 +80,11 @@ RETURNING o.id, o.kind, o.recipient, o.user_id, o.context AS sealed_context, o.a
 """
 
 
-class PostgresOutbox:
+class PostgresOutbox(PostgresRepository):
     """Queue, claim and settle outgoing mail."""
 
     def __init__(self, database: Database, sealer: Sealer[dict[str, Any]]) -> None:
-        self._db = database
+        super().__init__(database)
         self._sealer = sealer
 
     async def enqueue(self, connection: asyncpg.Connection, mail: OutgoingMail) -> int:

@@ -8,7 +8,7 @@ from typing import Protocol
 from uuid import UUID
 
 from keystile.repositories.audit import AuditEntry, audit_insert_sql
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = [
     "PostgresRefreshTokenRepository",
@@ -132,11 +132,8 @@ class RefreshTokenRepository(Protocol):
     async def revoke_user_families(self, user_id: UUID, reason: str) -> int: ...
 
 
-class PostgresRefreshTokenRepository:
+class PostgresRefreshTokenRepository(PostgresRepository):
     """Refresh tokens and their families; every lookup is by primary key or index."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def insert_family(
         self,
