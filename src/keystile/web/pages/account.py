@@ -10,14 +10,15 @@ from quart_schema import hide
 
 from keystile.errors import InvalidCredentials, KeystileError, PasswordPolicyViolation
 from keystile.rates import Action
-from keystile.web.auth import current_principal, end_cookie_session, recently_authenticated
+from keystile.services.types import Principal
+from keystile.web.auth import current_principal, end_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
 from keystile.web.pages.common import (
     account_error,
     account_page,
     blueprint,
-    reauth_redirect,
+    recent_principal,
     session_ended,
 )
 from keystile.web.rate_limits import check_rate_limit
@@ -37,13 +38,10 @@ async def account() -> ResponseReturnValue:
 @hide
 async def change_password() -> ResponseReturnValue:
     """Change the password; the user's other sessions end (S3)."""
-    principal = await current_principal()
-    if principal is None:
-        return session_ended()
+    principal = await recent_principal()
+    if not isinstance(principal, Principal):
+        return principal
     form = await request.form
-    await verify_csrf(form)
-    if not recently_authenticated(principal):
-        return reauth_redirect()
     current = form.get("current_password", "")
     new = form.get("new_password", "")
     errors = {

@@ -11,8 +11,9 @@ from quart.typing import ResponseReturnValue
 
 from keystile.errors import KeystileError
 from keystile.services.types import Principal
+from keystile.web.auth import current_principal, recently_authenticated
 from keystile.web.context import note_refused_limit, services
-from keystile.web.csrf import CSRF_FIELD, csrf_token
+from keystile.web.csrf import CSRF_FIELD, csrf_token, verify_csrf
 from keystile.web.errors import status_for
 from keystile.web.schemas import Email
 
@@ -24,6 +25,7 @@ __all__ = [
     "check_email",
     "error_status",
     "reauth_redirect",
+    "recent_principal",
     "render_page",
     "session_ended",
 ]
@@ -146,6 +148,21 @@ async def account_error(principal: Principal, error: KeystileError) -> Response:
 def session_ended() -> ResponseReturnValue:
     """Send a visitor whose session is gone to log in, then back to the account page."""
     return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+
+
+async def recent_principal() -> Principal | ResponseReturnValue:
+    """Return the caller of a form post that needs a recent login (step-up, S42).
+
+    Or the answer to give instead: to the login page if the session is gone, to log
+    in again if the last login is too old. The form's CSRF token is checked (S11).
+    """
+    principal = await current_principal()
+    if principal is None:
+        return session_ended()
+    await verify_csrf(await request.form)
+    if not recently_authenticated(principal):
+        return reauth_redirect()
+    return principal
 
 
 @blueprint.app_template_filter("when")

@@ -20,7 +20,8 @@ from keystile.errors import (
     PasswordPolicyViolation,
 )
 from keystile.services.email_flows import LinkKind
-from keystile.web.auth import current_principal, end_cookie_session, recently_authenticated
+from keystile.services.types import Principal
+from keystile.web.auth import current_principal, end_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
 from keystile.web.pages.common import (
@@ -29,7 +30,7 @@ from keystile.web.pages.common import (
     blueprint,
     check_email,
     error_status,
-    reauth_redirect,
+    recent_principal,
     render_page,
     session_ended,
 )
@@ -206,13 +207,10 @@ async def account_resend_verification() -> ResponseReturnValue:
 @blueprint.post("/account/email")
 async def change_email() -> ResponseReturnValue:
     """Mail a confirmation link to the new address; it changes when that link is followed."""
-    principal = await current_principal()
-    if principal is None:
-        return session_ended()
+    principal = await recent_principal()
+    if not isinstance(principal, Principal):
+        return principal
     form = await request.form
-    await verify_csrf(form)
-    if not recently_authenticated(principal):
-        return reauth_redirect()  # step-up (S42)
     new_email = form.get("new_email", "").strip()
     password = form.get("email_password", "")
     errors = {

@@ -29,6 +29,7 @@ from keystile.web.pages.common import (
     blueprint,
     error_status,
     reauth_redirect,
+    recent_principal,
     render_page,
     session_ended,
 )
@@ -105,7 +106,7 @@ async def login_mfa_submit() -> ResponseReturnValue:
 @hide
 async def begin_totp() -> ResponseReturnValue:
     """Show a new authenticator-app secret as a QR code, to be confirmed with a code."""
-    principal = await _recent_principal()
+    principal = await recent_principal()
     if not isinstance(principal, Principal):
         return principal
     try:
@@ -124,7 +125,7 @@ async def begin_totp() -> ResponseReturnValue:
 @hide
 async def confirm_totp() -> ResponseReturnValue:
     """Confirm the authenticator app; show the recovery codes this once."""
-    principal = await _recent_principal()
+    principal = await recent_principal()
     if not isinstance(principal, Principal):
         return principal
     code = (await request.form).get("code", "").strip()[:8]
@@ -164,7 +165,7 @@ async def remove_totp() -> ResponseReturnValue:
 @hide
 async def regenerate_codes() -> ResponseReturnValue:
     """Replace the recovery codes and show the new ones this once."""
-    principal = await _recent_principal()
+    principal = await recent_principal()
     if not isinstance(principal, Principal):
         return principal
     try:
@@ -172,16 +173,6 @@ async def regenerate_codes() -> ResponseReturnValue:
     except KeystileError as error:
         return await account_error(principal, error)
     return await account_page(principal, 200, recovery_codes=codes)
-
-
-async def _recent_principal() -> Principal | ResponseReturnValue:
-    principal = await current_principal()
-    if principal is None:
-        return session_ended()
-    await verify_csrf(await request.form)
-    if not recently_authenticated(principal):
-        return reauth_redirect()
-    return principal
 
 
 # --- the account page's "Passkeys" section ---------------------------------------------
