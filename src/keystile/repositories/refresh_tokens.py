@@ -8,7 +8,7 @@ from typing import Protocol
 from uuid import UUID
 
 from keystile.repositories.audit import AuditEntry, audit_insert_sql
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = [
     "PostgresRefreshTokenRepository",
@@ -132,11 +132,8 @@ class RefreshTokenRepository(Protocol):
     async def revoke_user_families(self, user_id: UUID, reason: str) -> int: ...
 
 
-class PostgresRefreshTokenRepository:
+class PostgresRefreshTokenRepository(PostgresRepository):
     """Refresh tokens and their families; every lookup is by primary key or index."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def insert_family(
         self,
@@ -203,23 +200,24 @@ class PostgresRefreshTokenRepository:
 
     async def revoke_family(self, family_id: UUID, reason: str) -> bool:
         """Revoke a whole family; True if it was live until now."""
-        status = await self._db.execute(
-            "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
-            "WHERE id = $1 AND revoked_at IS NULL",
-            family_id,
-            reason,
+        return (
+            await self._db.execute_count(
+                "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
+                "WHERE id = $1 AND revoked_at IS NULL",
+                family_id,
+                reason,
+            )
+            == 1
         )
-        return status.endswith(" 1")
 
     async def revoke_user_families(self, user_id: UUID, reason: str) -> int:
         """Revoke every live family of the user; return how many."""
-        status = await self._db.execute(
+        return await self._db.execute_count(
             "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
             "WHERE user_id = $1 AND revoked_at IS NULL",
             user_id,
             reason,
         )
-        return int(status.rsplit(" ", 1)[-1])
 
     async def delete_expired(self, cutoff: datetime) -> int:
         """Delete families (and, by cascade, their tokens) that expired before `cutoff`."""

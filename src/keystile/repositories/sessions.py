@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from keystile.repositories.audit import AuditEntry, audit_insert_sql
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = ["PostgresSessionRepository", "SessionRecord", "SessionRepository"]
 
@@ -113,11 +113,8 @@ class SessionRepository(Protocol):
     ) -> list[bytes]: ...
 
 
-class PostgresSessionRepository:
+class PostgresSessionRepository(PostgresRepository):
     """Sessions table access; every lookup goes through an index."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def insert_session(
         self,
@@ -144,18 +141,17 @@ class PostgresSessionRepository:
             )
 
     async def select_session(self, id_hash: bytes) -> SessionRecord | None:
-        row = await self._db.fetchrow(f"{_SELECT} WHERE s.id_hash = $1", id_hash)
-        return None if row is None else _record(row)
+        return await self._db.fetch_one(_record, f"{_SELECT} WHERE s.id_hash = $1", id_hash)
 
     async def select_user_sessions(self, user_id: UUID, limit: int) -> list[SessionRecord]:
         """Return the user's unrevoked, unexpired sessions, newest first (partial index)."""
-        rows = await self._db.fetch(
+        return await self._db.fetch_all(
+            _record,
             f"{_SELECT} WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() "
             f"ORDER BY s.created_at DESC LIMIT $2",
             user_id,
             limit,
         )
-        return [_record(row) for row in rows]
 
     async def touch_session(self, id_hash: bytes, seen_at: datetime) -> None:
         """Slide `last_seen_at` forward (never backward, whatever order writes land in)."""
@@ -166,11 +162,13 @@ class PostgresSessionRepository:
         )
 
     async def revoke_session(self, id_hash: bytes) -> bool:
-        status = await self._db.execute(
-            "UPDATE sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL",
-            id_hash,
+        return (
+            await self._db.execute_count(
+                "UPDATE sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL",
+                id_hash,
+            )
+            == 1
         )
-        return status.endswith(" 1")
 
     async def revoke_session_by_public_id(self, user_id: UUID, public_id: UUID) -> bytes | None:
         """Revoke the user's session with this public id; return its hash, or None if none."""
