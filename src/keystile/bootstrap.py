@@ -61,6 +61,7 @@ from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import build_machine_access
 from keystile.services.mfa import FactorNotices, MfaService
+from keystile.services.reauth import ReauthService
 from keystile.services.passkeys import PasskeyService, relying_party
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
@@ -225,6 +226,7 @@ async def build_services(
         key_ring=ring,
         counters=counters,
     )
+    passkeys = build_passkeys(settings, mfa, users, audit, mail.flows)
     core = Services(
         settings=settings,
         database=database,
@@ -248,7 +250,8 @@ async def build_services(
         machine=machine,
         mail=mail,
         mfa=mfa,
-        passkeys=build_passkeys(settings, mfa, users, audit, mail.flows),
+        passkeys=passkeys,
+        reauth=ReauthService(auth, mfa, passkeys, sessions, tokens, audit),
     )
     built = [await stack.enter_async_context(p.build(core)) for p in providers]
     return dataclasses.replace(core, extensions=tuple(built))
