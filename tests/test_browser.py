@@ -263,10 +263,10 @@ def test_the_reauth_page_confirms_the_password_and_goes_back(
 
         page.goto(f"{base_url}/reauth?next=/account")
         page.get_by_label("Password").fill("not the password")
-        page.get_by_role("button", name="Continue").click()
+        page.get_by_role("button", name="Continue", exact=True).click()
         expect(page.locator(".field-error")).to_be_visible()
         page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Continue").click()
+        page.get_by_role("button", name="Continue", exact=True).click()
         expect(page).to_have_url(f"{base_url}/account")
         expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
         # The same session: its cookie was not replaced.

@@ -15,7 +15,16 @@ from quart import Quart
 
 from keystile.container import Overrides
 from tests.machine_support import new_key
-from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
+from tests.support.http import (
+    PASSWORD,
+    Client,
+    from_ip,
+    login,
+    register,
+    services_of,
+    unique_email,
+    unique_ip,
+)
 from tests.support.tokens import bearer, claims_of, error_code, grant, refresh
 from tests.webauthn_support import SoftAuthenticator, challenge_of
 
@@ -160,9 +169,12 @@ async def test_a_bearer_caller_gets_a_fresh_access_token_of_the_same_family(app:
 async def test_a_wrong_password_is_refused_throttled_and_audited(app: Quart) -> None:
     # S42 with S5/S6's login backoff: after the free failures (3 here), 429 + Retry-After.
     client, email = await logged_in(app)
+    address = from_ip(unique_ip())
     statuses = []
     for _ in range(5):
-        response = await client.post("/v1/me/reauthenticate", json={"password": "not it at all"})
+        response = await client.post(
+            "/v1/me/reauthenticate", json={"password": "not it at all"}, **address
+        )
         statuses.append(response.status_code)
         if response.status_code == 401:
             assert (await response.get_json())["error"]["code"] == "invalid_credentials"
