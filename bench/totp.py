@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 from uuid import UUID
 
 import asyncpg
@@ -85,13 +86,12 @@ def seed_totp_users(database_url: str, count: int, password_hash: str, secret_ke
     progress(f"seeded {count:,} TOTP users in {time.monotonic() - started:.1f} s")
 
 
-def _write_codes(path_text: str, seconds: float) -> None:
+def _write_codes(path: Path, seconds: float) -> None:
+    """Write "<step> <code>" for every 30-second step from now to `seconds` ahead."""
     totp = pyotp.TOTP(TOTP_SECRET)
     now = int(time.time()) // _STEP
     steps = range(now - 1, now + math.ceil(seconds / _STEP) + 2)
-    lines = [f"{step} {totp.generate_otp(step)}" for step in steps]
-    with open(path_text, "w", encoding="ascii") as handle:
-        handle.write("\n".join(lines) + "\n")
+    path.write_text("".join(f"{step} {totp.generate_otp(step)}\n" for step in steps))
 
 
 def totp_login_arm(
@@ -112,10 +112,10 @@ def totp_login_arm(
     )
     cursor = UserCursor(0, count)
     codes = target.work_dir / f"{target.name}-totp-codes.txt"
-    _write_codes(str(codes), round_s + 60)
+    _write_codes(codes, round_s + 60)
 
     def prepare() -> None:
-        _write_codes(str(codes), round_s + 60)
+        _write_codes(codes, round_s + 60)
 
     def run(duration_s: float) -> WrkResult:
         args = [
