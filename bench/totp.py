@@ -31,7 +31,7 @@ from keystile.services.keys import SecretBox
 __all__ = ["TOTP_SECRET", "seed_totp_users", "totp_email", "totp_login_arm", "totp_user_count"]
 
 # One well-known secret for every bench TOTP user (the bench's password is well known too).
-TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # noqa: S105
 _STEP = 30
 _CHUNK = 5_000
 

@@ -61,10 +61,10 @@ from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import build_machine_access
 from keystile.services.mfa import FactorNotices, MfaService
-from keystile.services.reauth import ReauthService
 from keystile.services.passkeys import PasskeyService, relying_party
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
+from keystile.services.reauth import ReauthService
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
 from keystile.services.tokens import TokenService
 from keystile.settings import (

@@ -306,9 +306,7 @@ class ReauthenticationUnsupported(Forbidden):
     """An API key asked to re-authenticate: only a user's login can prove the user again."""
 
     code = "reauthentication_unsupported"
-    message = (
-        "An API key cannot re-authenticate; use a session or a token from a login instead."
-    )
+    message = "An API key cannot re-authenticate; use a session or a token from a login instead."
 
 
 class RoleRequired(Forbidden):

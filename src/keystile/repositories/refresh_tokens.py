@@ -77,7 +77,8 @@ WHERE t.token_hash = $1
   AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
   AND u.disabled_at IS NULL
 RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
-          coalesce(f.auth_time, f.created_at) AS auth_time, u.email_verified_at IS NOT NULL AS email_verified, f.amr
+          coalesce(f.auth_time, f.created_at) AS auth_time,
+          u.email_verified_at IS NOT NULL AS email_verified, f.amr
 """
 
 _INSERT_ROW = """

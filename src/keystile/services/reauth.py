@@ -105,7 +105,9 @@ class ReauthService:
         """
         _check_caller(principal)
         try:
-            await self._mfa.reauthenticate(principal, client, code=code, recovery_code=recovery_code)
+            await self._mfa.reauthenticate(
+                principal, client, code=code, recovery_code=recovery_code
+            )
         except InvalidMfaCode:
             await self._failed(principal, client, "otp" if code is not None else "recovery_code")
             raise
@@ -128,7 +130,9 @@ class ReauthService:
             raise
         return await self._refresh(principal, client, "hwk")
 
-    async def _refresh(self, principal: Principal, client: ClientInfo, method: str) -> Reauthenticated:
+    async def _refresh(
+        self, principal: Principal, client: ClientInfo, method: str
+    ) -> Reauthenticated:
         amr = tuple(sorted(principal.amr | {method}))
         grant = None
         if principal.via == "session":

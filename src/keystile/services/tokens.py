@@ -42,7 +42,13 @@ from keystile.services.types import Authenticated, ClientInfo, Principal
 from keystile.stores.cache import LocalCache
 from keystile.stores.sealing import derive_key
 
-__all__ = ["AccessGrant", "PasswordAuthenticator", "TokenPair", "TokenService", "hash_refresh_token"]
+__all__ = [
+    "AccessGrant",
+    "PasswordAuthenticator",
+    "TokenPair",
+    "TokenService",
+    "hash_refresh_token",
+]
 
 _log = logging.getLogger(__name__)
 
