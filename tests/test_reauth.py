@@ -278,7 +278,7 @@ async def test_the_step_up_page_refreshes_this_session_and_goes_back(app: Quart)
     account = await (await client.get("/account")).get_data(as_text=True)
     sent = await client.post("/account/mfa/totp", form={"csrf_token": _csrf(account)})
     assert sent.status_code == 303
-    assert sent.headers["Location"].startswith("/reauth?next=%2Faccount")
+    assert sent.headers["Location"].startswith("/reauth?next=/account")
 
     page = await client.get("/reauth?next=/account")
     html = await page.get_data(as_text=True)
