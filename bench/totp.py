@@ -125,6 +125,8 @@ def totp_login_arm(
             str(cursor.remaining),
             PASSWORD,
             str(codes),
+            str(target.options.wrk_threads),
+            "retry-after",  # as login-cold's clients: they honour Retry-After
         ]
         result = target.start("login_totp.lua", args, connections, duration_s).result()
         cursor.advance(result.sent)

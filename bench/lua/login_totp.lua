@@ -3,7 +3,8 @@
 -- secret, so the code depends on the time step only; the harness writes the codes of
 -- the steps around the round ("<step> <code>" lines) and each request picks the one
 -- of now. Replay protection is per user, and each user logs in once.
--- args: password path, mfa path, first user index, span, password, codes file
+-- args: password path, mfa path, first user index, span, password, codes file, wrk
+--   threads, and "retry-after" for clients that wait what a 503's Retry-After says
 --   user = first + (logins * nthreads + id) mod span (as login.lua: threads never share)
 -- A response carrying an mfa_token queues it; the next request of this thread, on
 -- whichever connection, spends it. 2xx answers are completed logins.
@@ -28,6 +29,9 @@ function init(args)
       codes[tonumber(step)] = code
    end
    nthreads = tonumber(args[7]) or 1
+   if args[8] == "retry-after" then
+      delay = common.delay
+   end
 end
 
 local headers = { ["Content-Type"] = "application/json" }
@@ -50,6 +54,7 @@ end
 
 function response(status, headers, body)
    common.count(status)
+   common.note_retry_after(status, headers)
    if status == 401 then
       local token = body:match('"mfa_token"%s*:%s*"([%w_-]+)"')
       if token ~= nil then
