@@ -66,6 +66,7 @@ from keystile.services.mfa import FactorNotices, MfaService
 from keystile.services.passkeys import PasskeyService, relying_party
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
+from keystile.services.reauth import ReauthService
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
 from keystile.services.tokens import TokenService
 from keystile.settings import (
@@ -217,6 +218,7 @@ async def build_services(
     await stack.enter_async_context(_pool_sampler(database, redis))
     tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
     machine = build_machine_access(base, tokens=tokens, key_ring=ring)
+    passkeys = build_passkeys(settings, mfa, users, audit, mail.flows)
     core = Services(
         settings=settings,
         database=database,
@@ -240,7 +242,8 @@ async def build_services(
         machine=machine,
         mail=mail,
         mfa=mfa,
-        passkeys=build_passkeys(settings, mfa, users, audit, mail.flows),
+        passkeys=passkeys,
+        reauth=ReauthService(auth, mfa, passkeys, sessions, tokens, audit),
     )
     built = [await stack.enter_async_context(p.build(core)) for p in providers]
     return dataclasses.replace(core, extensions=tuple(built))

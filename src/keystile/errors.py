@@ -39,6 +39,7 @@ __all__ = [
     "PasswordTooLong",
     "RateLimited",
     "ReauthenticationRequired",
+    "ReauthenticationUnsupported",
     "RoleRequired",
     "TokenExpired",
     "TokenRevoked",
@@ -305,6 +306,14 @@ class ReauthenticationRequired(
     def __init__(self, max_age: int, message: str | None = None) -> None:
         super().__init__(message)
         self.max_age = max_age
+
+
+class ReauthenticationUnsupported(
+    Forbidden,
+    code="reauthentication_unsupported",
+    message="An API key cannot re-authenticate; use a session or a token from a login instead.",
+):
+    """An API key asked to re-authenticate: only a user's login can prove the user again."""
 
 
 class RoleRequired(

@@ -262,13 +262,87 @@ class PasskeyService:
         challenge = _challenge_of(credential, "webauthn.get")
         if await self.challenges.take(_challenge_key("authenticate", challenge)) is None:
             raise InvalidWebAuthn("This passkey request has expired or was already used.")
+        passkey = await self._verify_assertion(
+            credential,
+            client,
+            challenge,
+            owner=None if pending_user is None else pending_user.id,
+            require_user_verification=mfa_token is None,
+        )
+        if mfa_token is not None and pending_user is not None:
+            return await self.mfa.finish(
+                mfa_token, pending_user, ("pwd", "hwk"), mode, scope, client
+            )
+        user = await self._active(passkey.user_id)
+        if self.require_verified_email and not user.email_verified:
+            # The same rule as a password login (`email_verification = "required"`).
+            raise EmailNotVerified()
+        await self.audit.record(
+            "mfa_succeeded",
+            user_id=user.id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            amr=["hwk"],
+        )
+        return PasskeyLogin(user, ("hwk",))
+
+    # --- re-authentication (step-up, S42) ------------------------------------------------
+
+    async def reauthentication_options(self, principal: Principal) -> dict[str, Any]:
+        """Return request options for one of the caller's own passkeys (re-authentication)."""
+        passkeys = await self.repository.select_passkeys(principal.user_id)
+        if not passkeys:
+            raise NotFound("You have no passkey; use your password instead.")
+        challenge = secrets.token_bytes(32)
+        options = generate_authentication_options(
+            rp_id=self.rp_id,
+            challenge=challenge,
+            timeout=self.challenge_ttl * 1000,
+            allow_credentials=[PublicKeyCredentialDescriptor(id=p.credential_id) for p in passkeys],
+            user_verification=UserVerificationRequirement.PREFERRED,
+        )
+        await self.challenges.put(
+            _challenge_key("reauthenticate", challenge),
+            {"user": str(principal.user_id)},
+            self.challenge_ttl,
+        )
+        parsed: dict[str, Any] = json.loads(options_to_json(options))
+        return parsed
+
+    async def reauthenticate(
+        self, principal: Principal, credential: dict[str, Any], client: ClientInfo
+    ) -> None:
+        """Verify an assertion by one of the caller's passkeys; another user's is refused.
+
+        The challenge must be one issued to this caller by `reauthentication_options`
+        and is spent whatever the outcome. `InvalidWebAuthn`, `InvalidPasskey`.
+        """
+        challenge = _challenge_of(credential, "webauthn.get")
+        pending = await self.challenges.take(_challenge_key("reauthenticate", challenge))
+        if pending is None or pending.get("user") != str(principal.user_id):
+            raise InvalidWebAuthn("This passkey request has expired or was already used.")
+        await self._verify_assertion(
+            credential, client, challenge, owner=principal.user_id, require_user_verification=True
+        )
+
+    async def _verify_assertion(
+        self,
+        credential: dict[str, Any],
+        client: ClientInfo,
+        challenge: bytes,
+        *,
+        owner: UUID | None,
+        require_user_verification: bool,
+    ) -> Passkey:
+        # The challenge was taken already; check the assertion and move the counter on.
         raw_id = credential.get("rawId") or credential.get("id")
         try:
             credential_id = base64url_to_bytes(raw_id) if isinstance(raw_id, str) else b""
         except ValueError:
             raise InvalidWebAuthn() from None
         passkey = await self.repository.select_passkey_by_credential(credential_id)
-        if passkey is None or (pending_user is not None and passkey.user_id != pending_user.id):
+        if passkey is None or (owner is not None and passkey.user_id != owner):
+            # Another user's passkey proves nothing about this one (S41).
             raise InvalidPasskey()
         try:
             verified = verify_authentication_response(
@@ -278,7 +352,7 @@ class PasskeyService:
                 expected_origin=self.origin,
                 credential_public_key=passkey.public_key,
                 credential_current_sign_count=passkey.sign_count,
-                require_user_verification=mfa_token is None,
+                require_user_verification=require_user_verification,
             )
         except (WebAuthnException, ValueError, KeyError, TypeError) as error:
             if "sign count" in str(error).lower():
@@ -306,22 +380,7 @@ class PasskeyService:
                 stored=passkey.sign_count,
             )
             raise InvalidPasskey()
-        if mfa_token is not None and pending_user is not None:
-            return await self.mfa.finish(
-                mfa_token, pending_user, ("pwd", "hwk"), mode, scope, client
-            )
-        user = await self._active(passkey.user_id)
-        if self.require_verified_email and not user.email_verified:
-            # The same rule as a password login (`email_verification = "required"`).
-            raise EmailNotVerified()
-        await self.audit.record(
-            "mfa_succeeded",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            amr=["hwk"],
-        )
-        return PasskeyLogin(user, ("hwk",))
+        return passkey
 
     # --- helpers -------------------------------------------------------------------------
 

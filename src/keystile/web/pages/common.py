@@ -57,7 +57,7 @@ NOTICES = {
         "A confirmation link is on its way to the new address. "
         "The address changes when you follow it."
     ),
-    "reauth": "To do this, log in again: it has been a while since you did.",
+    "reauth": "To do this, confirm it is you: it has been a while since you logged in.",
     "mfa-expired": "That sign-in took too long or was already completed. Log in again.",
     "mfa-enabled": (
         "Your authenticator app is set up. Keep the recovery codes below somewhere safe: "
@@ -91,9 +91,12 @@ async def render_page(template: str, status: int = 200, **context: Any) -> Respo
     return Response(body, status=status)
 
 
-def reauth_redirect() -> ResponseReturnValue:
-    """Send a logged-in user to log in again, then back to the account page (step-up)."""
-    return redirect(url_for("pages.login", reauth="1", next="/account", notice="reauth"), 303)
+def reauth_redirect(next_path: str = "/account") -> ResponseReturnValue:
+    """Send a logged-in user to /reauth, then back to `next_path` (step-up, S42).
+
+    /reauth refreshes the current session in place: no second login, no new session.
+    """
+    return redirect(url_for("pages.reauth", next=next_path, notice="reauth"), 303)
 
 
 def error_status(error: KeystileError) -> tuple[int, dict[str, str]]:
