@@ -229,6 +229,15 @@ def evaluate(
             "baseline",
         ),
     ]
+    checks.append(  # issue 15: a login with TOTP adds no hash
+        _ratio_check(
+            "login-cold-totp vs login-cold (2xx/s)",
+            k("login-cold-totp", "ok_rps"),
+            k("login-cold", "ok_rps"),
+            0.9,
+            "login-cold",
+        )
+    )
     p50, p99 = k("login-cold", "p50_ms"), k("login-cold", "p99_ms")
     checks.append(
         Check("login-cold p99 vs p50", "-", "<= 1.5 x p50", None)

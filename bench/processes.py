@@ -113,6 +113,10 @@ class ServerProcess:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def env_value(self, key: str) -> str | None:
+        """Return a variable of the server's environment (e.g. its secret key)."""
+        return self._env.get(key)
+
     @property
     def pid(self) -> int:
         if self._process is None:

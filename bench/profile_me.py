@@ -1,6 +1,10 @@
-"""Profile GET /v1/me under wrk with py-spy (native frames), and print the top entries.
+"""Profile GET /v1/me (or refused logins) under wrk with py-spy (native), print the top.
 
-    .venv/bin/python -m bench.profile_me [--seconds 15] [--connections 32]
+    .venv/bin/python -m bench.profile_me [--seconds 15] [--connections 32] [--refusals]
+
+`--refusals` profiles what a login refused for hash capacity costs (503 `overloaded`):
+the worker's single hash thread is kept busy by slow hashes and the wait budget is
+zero, so every other cold login is refused after its one Redis call.
 
 Starts one `keystile serve --workers 1` on embedded PostgreSQL and Redis in a temporary
 directory, logs a user in for a bearer token, drives GET /v1/me with wrk, and samples the
@@ -75,11 +79,25 @@ def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, 
     return own.most_common(count), total.most_common(count), samples
 
 
+# Cold logins of accounts that do not exist: each needs a hash, so each is refused.
+_REFUSED_LOGIN_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+function request()
+   n = n + 1
+   local body = string.format('{"email":"nobody-%d@example.com","password":"not a password"}', n)
+   return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--refusals", action="store_true", help="profile refused logins")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="keystile-profile-"))
     port = free_port()
@@ -90,6 +108,18 @@ def main() -> int:
         KEYSTILE_SECRET_KEY=secrets.token_hex(32),
         KEYSTILE_LOG_LEVEL="warning",
     )
+    if args.refusals:
+        env.update(
+            KEYSTILE_HASH_THREADS="1",
+            KEYSTILE_LOGIN_WAIT_BUDGET_MS="0",
+            KEYSTILE_ARGON2_TIME_COST="60",  # seconds-long hashes keep the one thread busy
+            # One address sends everything: limits this high never refuse (bench/servers.py).
+            **{
+                f"KEYSTILE_RATE_LIMIT_{action}_PER_{scope}": "100000000/minute"
+                for action in ("LOGIN", "TOKEN")
+                for scope in ("IP", "ACCOUNT")
+            },
+        )
     keystile = Path(sys.executable).with_name("keystile")
     server = subprocess.Popen(
         [str(keystile), "serve", "--port", str(port), "--workers", "1"],
@@ -113,9 +143,14 @@ def main() -> int:
             time.sleep(0.5)
         body = {"email": "profile@example.com", "password": "a profile passphrase"}
         httpx.post(f"{base}/v1/users", json=body, timeout=30)
-        token = httpx.post(f"{base}/v1/tokens", json=body, timeout=30).json()["access_token"]
-        lua = work / "me.lua"
-        lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+        lua = work / "load.lua"
+        path = "/v1/me"
+        if args.refusals:
+            path = "/v1/tokens"
+            lua.write_text(_REFUSED_LOGIN_LUA)
+        else:
+            token = httpx.post(f"{base}/v1/tokens", json=body, timeout=30).json()["access_token"]
+            lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
         wrk = subprocess.Popen(
             [
                 "wrk",
@@ -124,7 +159,7 @@ def main() -> int:
                 f"-d{int(args.seconds + 4)}s",
                 "-s",
                 str(lua),
-                f"{base}/v1/me",
+                f"{base}{path}",
             ],
             stdout=subprocess.PIPE,
             text=True,

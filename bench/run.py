@@ -38,6 +38,7 @@ from bench.scenarios import CREDENTIAL_USERS, Target, UserCursor
 from bench.seed import grant_admin, hash_password, reset_users, seed_users
 from bench.servers import baseline_server, ceiling_server, keystile_server
 from bench.storm import storm_interleaved
+from bench.totp import totp_login_arm, totp_user_count
 from bench.wrk import WrkError, require_wrk
 from keystile.services.calibration import measure_hash_ms
 from keystile.services.passwords import Argon2Parameters
@@ -159,6 +160,16 @@ class Run:
             note=f"argon2id verifies/s, {options.workers} threads, in-process",
         )
 
+    def totp_arm(self, keystile: Target) -> Arm | Measurement:
+        """login-cold-totp (issue 15, bench/totp.py): keystile only, no baseline has TOTP."""
+        profile, plan = self.options.profile, self.plan
+        capacity = self.options.workers * plan.hash_threads * 1000 / plan.hash_ms
+        seconds = profile.warmup_s + profile.rounds * profile.duration_s
+        count = totp_user_count(capacity, seconds) + plan.login_connections
+        return totp_login_arm(
+            keystile, plan.login_connections, count, self.password_hash, profile.duration_s
+        )
+
     def burst(self, sides: list[Target]) -> None:
         """N cold logins at once (N = 8 s of hash capacity), clients retrying; each side once."""
         ceiling = next(
@@ -196,7 +207,8 @@ class Run:
         options, plan, cursor = self.options, self.plan, self.cursor
         conns = options.connections
         cold: list[Arm | Measurement] = [self.hash_arm()]
-        self.measure(cold + [t.login("login-cold", cursor, plan.login_connections) for t in sides])
+        cold += [t.login("login-cold", cursor, plan.login_connections) for t in sides]
+        self.measure([*cold, self.totp_arm(sides[0])])  # login-cold-totp beside login-cold
         self.burst(sides)
         self.measure([t.login("login-warm", None, plan.login_connections) for t in sides])
         reads: list[Arm | Measurement] = [ceiling.me("none", conns, "framework-ceiling")]

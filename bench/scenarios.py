@@ -128,7 +128,9 @@ class Target:
 
         def run(duration_s: float) -> WrkResult:
             first, span = (cursor.position, cursor.remaining) if cursor else (0, WARM_USERS)
-            args = [self.login_path, str(first), str(span), PASSWORD]
+            # These clients honour Retry-After, as the service asks (the storm's do not).
+            threads = str(self.options.wrk_threads)
+            args = [self.login_path, str(first), str(span), PASSWORD, threads, "retry-after"]
             result = self.start("login.lua", args, connections, duration_s).result()
             if cursor is not None:
                 cursor.advance(result.sent)

@@ -46,7 +46,15 @@ class _Side:
         self.alone.append(target.start("get.lua", me_args, me_connections, duration).result())
         probe_first = cursor.position
         cursor.advance(PROBE_CONNECTIONS * (int(duration / _PROBE_PAUSE_S) + 2))
-        login_args = [target.login_path, str(cursor.position), str(cursor.remaining), PASSWORD]
+        # Storm clients do not wait for Retry-After: they retry at once, the worst case.
+        wrk_threads = str(target.options.wrk_threads)
+        login_args = [
+            target.login_path,
+            str(cursor.position),
+            str(cursor.remaining),
+            PASSWORD,
+            wrk_threads,
+        ]
         login_job = target.start("login.lua", login_args, storm_connections, duration)
         me_job = target.start("get.lua", me_args, me_connections, duration)
         probe, _ = run_probe(

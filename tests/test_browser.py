@@ -221,6 +221,10 @@ def test_every_page_fits_a_360_px_phone_without_sideways_scrolling(
         expect(page.locator("table.sessions tbody tr")).to_have_count(2)
         _fits(page)
 
+        page.goto(f"{base_url}/reauth?next=/account")  # the step-up page (S42)
+        expect(page.get_by_role("heading", level=1)).to_have_text("Confirm it is you")
+        _fits(page)
+
         page.goto(f"{base_url}/no-such-page")  # the JSON 404, as a browser shows it
         _fits(page)
 
@@ -238,3 +242,35 @@ def test_every_page_fits_a_360_px_phone_without_sideways_scrolling(
     finally:
         phone.close()
         laptop.close()
+
+
+def test_the_reauth_page_confirms_the_password_and_goes_back(
+    browser: Browser, base_url: str
+) -> None:
+    # S42: step-up in the browser refreshes the current session and returns to `next`.
+    email = f"step-up-{uuid.uuid4().hex[:8]}@example.com"
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{base_url}/register")
+        page.get_by_label("Email address").fill(email)
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_label("Repeat the password").fill(PASSWORD)
+        page.get_by_role("button", name="Create account").click()
+        expect(page.get_by_role("status")).to_contain_text("Log in to continue")
+        _log_in(page, base_url, email)
+        session = next(c["value"] for c in context.cookies() if c["name"].endswith("_session"))
+
+        page.goto(f"{base_url}/reauth?next=/account")
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Continue", exact=True).click()
+        expect(page.locator(".field-error")).to_be_visible()
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Continue", exact=True).click()
+        expect(page).to_have_url(f"{base_url}/account")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
+        # The same session: its cookie was not replaced.
+        after = [c["value"] for c in context.cookies() if c["name"].endswith("_session")]
+        assert after == [session]
+    finally:
+        context.close()

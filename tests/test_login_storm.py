@@ -232,6 +232,31 @@ def test_admission_learns_the_hash_time_it_measures() -> None:
     assert admission.capacity_per_second == pytest.approx(2.0, rel=0.01)
 
 
+def test_turns_are_promised_at_the_cpu_rate_while_admission_keeps_to_the_wall_time() -> None:
+    # S5: while the event loop answers a flood, a hash takes 0.2 s of wall time for
+    # 0.1 s of CPU. Admission counts the wall time (an admitted wait stays in budget);
+    # promised turns follow the CPU time, the rate the queue drains once the flood is
+    # answered, so refused clients are not sent away for twice as long as needed.
+    now = [1000.0]
+    admission = HashAdmission(threads=1, budget=1.0, mean_hash_seconds=0.1, clock=lambda: now[0])
+    for _ in range(200):
+        admission.observe(0.2, cpu_seconds=0.1)
+    admitted = 0
+    while admission.expected_wait() <= 1.0:
+        admission.admit()
+        admitted += 1
+    assert admitted == 6  # 1 running, 5 waiting 0.2 s each
+    retry_afters = []
+    for _ in range(30):
+        with pytest.raises(Overloaded) as refused:
+            admission.admit()
+        retry_afters.append(refused.value.retry_after)
+    # 30 turns 0.1 s apart (CPU rate), from the moment the queue is within budget by CPU
+    # time: all within 3 s; by the wall time they would have reached 6 s.
+    assert retry_afters == sorted(retry_afters)
+    assert max(retry_afters) == 3
+
+
 class GatedHasher(PasswordHasher):
     """A real hasher whose verifications wait until the test opens the gate."""
 

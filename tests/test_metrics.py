@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import textwrap
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from threading import Event
 
 import pytest
@@ -237,3 +242,28 @@ async def test_metrics_token_is_required_when_configured(backing: Backing) -> No
         right = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert right.status_code == 200
         assert "keystile_logins_total" in await right.get_data(as_text=True)
+
+
+def test_a_forked_child_writes_its_metrics_to_its_own_files(tmp_path: Path) -> None:
+    # In multiprocess mode the process id is asked once, not per update; a forked child
+    # must still write under its own id, or two processes would overwrite one file.
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from keystile import metrics
+        metrics.HASH_REJECTIONS.inc()
+        child = os.fork()
+        if child == 0:
+            metrics.HASH_REJECTIONS.inc()
+            os._exit(0)
+        os.waitpid(child, 0)
+        print(os.getpid(), child)
+        """
+    )
+    env = {**os.environ, metrics.MULTIPROC_ENV: str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    parent, child = done.stdout.split()
+    written = {path.name for path in tmp_path.glob("counter_*.db")}
+    assert written == {f"counter_{parent}.db", f"counter_{child}.db"}

@@ -127,6 +127,10 @@ def _live(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         f"rate_limit_{action}_per_account": "100000/minute"
         for action in ("login", "token", "refresh", "register", "password_change")
     }
+    # POST /v1/me/reauthenticate sends the run's own account made-up passwords: the
+    # account's login backoff must not lock the run out of logging in for its auth.
+    roomy["login_backoff_account_free_failures"] = "100000"
+    roomy["login_backoff_client_free_failures"] = "100000"
     server = start_server(backing, tmp_path_factory.mktemp("openapi"), workers=1, **roomy)
     try:
         wait_until_ready(server)

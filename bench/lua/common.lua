@@ -38,6 +38,29 @@ local function json_object(pairs_table)
    return "{" .. table.concat(parts, ",") .. "}"
 end
 
+-- Clients that honour Retry-After: a 503 or 429 with one makes a later request of this
+-- thread wait that long before it is sent (wrk's delay() hook). wrk asks for the delay
+-- when a connection is ready to send, so the wait lands on the next request of this
+-- thread, usually the refused connection's own; the count of waits is exact.
+local owed = {}
+
+function common.note_retry_after(status, headers)
+   if status ~= 503 and status ~= 429 then
+      return
+   end
+   local after = tonumber(headers["Retry-After"] or headers["retry-after"] or "")
+   if after ~= nil then
+      table.insert(owed, after * 1000)
+   end
+end
+
+function common.delay()
+   if #owed == 0 then
+      return 0
+   end
+   return table.remove(owed, 1)
+end
+
 -- done() runs in the main state after the run: gather every thread's counters.
 function common.done(summary, latency, requests, extra)
    local merged = {}

@@ -23,6 +23,7 @@ from keystile.web.errors import register_error_handlers
 from keystile.web.limits import HeaderLimitMiddleware
 from keystile.web.observe import RequestObserver, note_request
 from keystile.web.openapi import quart_schema_options
+from keystile.web.quart_session import NoCookieSessionInterface
 from keystile.web.rate_limits import rate_limit_headers
 
 __all__ = ["create_app", "session_cookie_name"]
@@ -52,6 +53,7 @@ def create_app(
     app = Quart("keystile", static_folder=None)
     app.jinja_options = {**app.jinja_options, "trim_blocks": True, "lstrip_blocks": True}
     app.secret_key = secret_key
+    app.session_interface = NoCookieSessionInterface()
     app.config.update(
         MAX_CONTENT_LENGTH=settings.serving.max_body_bytes,
         JSON_SORT_KEYS=False,

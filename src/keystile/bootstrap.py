@@ -54,8 +54,10 @@ from keystile.services import (
     UserAdminService,
 )
 from keystile.services.access_tokens import AccessTokenCodec
+from keystile.services.account_security import AccountSecurity
 from keystile.services.audit import AuditService
-from keystile.services.housekeeping import Housekeeping
+from keystile.services.foundation import Foundation
+from keystile.services.housekeeping import Housekeeping, HousekeepingJob
 from keystile.services.keys import KeyRing, SecretBox
 from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
@@ -64,11 +66,13 @@ from keystile.services.mfa import FactorNotices, MfaService
 from keystile.services.passkeys import PasskeyService, relying_party
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
+from keystile.services.reauth import ReauthService
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
 from keystile.services.tokens import TokenService
 from keystile.settings import (
     DatabaseSettings,
     HttpCacheSettings,
+    LimitSettings,
     RedisSettings,
     SessionSettings,
     Settings,
@@ -170,24 +174,24 @@ async def build_services(
     ring = await build_key_ring(settings, secret, database, caches, stack)
     refresh_tokens = PostgresRefreshTokenRepository(database)
     epochs, revoker = build_revocation(settings, caches, users, refresh_tokens, audit)
-    mail = build_mail(
+    security = AccountSecurity(users, hasher, policy, sessions, revoker, audit)
+    base = Foundation(
         settings,
-        secret=secret,
-        database=database,
-        users=users,
-        user_rows=user_rows,
-        sessions=sessions,
-        session_records=session_repository,
-        revoker=revoker,
-        epochs=epochs,
-        hasher=hasher,
-        password_policy=policy,
-        limits=limits,
-        counters=counters,
-        audit=audit,
+        secret,
+        database,
+        caches,
+        users,
+        user_rows,
+        audit,
+        counters,
+        limits,
+        sessions,
+        session_repository,
+        epochs,
+        revoker,
+        security,
     )
-    mail.start()  # this worker's outbox sender, until the stack closes
-    stack.push_async_callback(mail.aclose)
+    mail = await build_mail(base, stack)
     mfa = build_mfa(
         settings, secret, database, redis, users, audit, counters, mail.flows, overrides.mfa_clock
     )
@@ -201,30 +205,20 @@ async def build_services(
         throttle,
         gate=gate,
         failures=failures,
-        revoker=revoker,
+        security=security,
         hooks=mail.flows,
         second_factor=mfa,
     )
     audit_admin = AuditService(
         audit, users, retention=timedelta(days=settings.retention.audit_days), pending=failures
     )
-    await build_housekeeping(settings, audit_admin, session_repository, refresh_tokens, stack)
+    await build_housekeeping(
+        settings, audit_admin, session_repository, refresh_tokens, stack, extra=mail.housekeeping
+    )
     await stack.enter_async_context(_pool_sampler(database, redis))
     tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
-    machine = build_machine_access(
-        settings,
-        secret=secret,
-        database=database,
-        caches=caches,
-        users=users,
-        audit=audit,
-        sessions=sessions,
-        revoker=revoker,
-        epochs=epochs,
-        tokens=tokens,
-        key_ring=ring,
-        counters=counters,
-    )
+    machine = build_machine_access(base, tokens=tokens, key_ring=ring)
+    passkeys = build_passkeys(settings, mfa, users, audit, mail.flows)
     core = Services(
         settings=settings,
         database=database,
@@ -248,7 +242,8 @@ async def build_services(
         machine=machine,
         mail=mail,
         mfa=mfa,
-        passkeys=build_passkeys(settings, mfa, users, audit, mail.flows),
+        passkeys=passkeys,
+        reauth=ReauthService(auth, mfa, passkeys, sessions, tokens, audit),
     )
     built = [await stack.enter_async_context(p.build(core)) for p in providers]
     return dataclasses.replace(core, extensions=tuple(built))
@@ -368,25 +363,25 @@ def build_abuse_protection(
     # never shares counters, so a throwaway key is as good as any.
     keys = keys or CounterKeys(settings.read_secret_key() or secrets.token_bytes(32))
     known = KnownClients(counters, keys, ttl=limits.known_client_days * 86_400.0)
-    window = float(limits.failure_window_seconds)
-
-    def backoff(free_failures: int) -> Backoff:
-        return Backoff(
-            free_failures=free_failures,
-            base_delay=limits.backoff_base_seconds,
-            max_delay=limits.backoff_max_seconds,
-            window=window,
-        )
-
     throttle = LoginThrottle(
         counters,
         keys,
         known,
         audit,
-        per_client=backoff(limits.client_free_failures),
-        per_account=backoff(limits.account_free_failures),
+        per_client=_backoff(limits, limits.client_free_failures),
+        per_account=_backoff(limits, limits.account_free_failures),
     )
     return counters, RateLimiter(counters, keys, known, audit, limits.rates), throttle, known
+
+
+def _backoff(limits: LimitSettings, free_failures: int) -> Backoff:
+    """Return the failure backoff of `limits`, after `free_failures` free failures."""
+    return Backoff(
+        free_failures=free_failures,
+        base_delay=limits.backoff_base_seconds,
+        max_delay=limits.backoff_max_seconds,
+        window=float(limits.failure_window_seconds),
+    )
 
 
 def build_sessions(
@@ -524,7 +519,6 @@ def build_mfa(
     clock: Callable[[], float] | None = None,
 ) -> MfaService:
     """Return second factors: TOTP, recovery codes, one-time challenges (docs/mfa.md)."""
-    limits = settings.limits
     return MfaService(
         PostgresMfaRepository(database),
         users,
@@ -535,12 +529,7 @@ def build_mfa(
         secret=secret,
         issuer=settings.mfa.issuer,
         challenge_ttl=settings.mfa.challenge_ttl_seconds,
-        backoff=Backoff(
-            free_failures=settings.mfa.free_failures,
-            base_delay=limits.backoff_base_seconds,
-            max_delay=limits.backoff_max_seconds,
-            window=float(limits.failure_window_seconds),
-        ),
+        backoff=_backoff(settings.limits, settings.mfa.free_failures),
         reauth_max_age=settings.machine.reauth_max_age_seconds,
         notices=notices,
         clock=clock or time.time,
@@ -553,9 +542,11 @@ async def build_housekeeping(
     sessions: PostgresSessionRepository,
     refresh_tokens: PostgresRefreshTokenRepository,
     stack: AsyncExitStack,
+    extra: Sequence[HousekeepingJob] = (),
 ) -> Housekeeping:
-    """Return the deletion of old audit events and long-expired sessions and token families,
-    run every `housekeeping_interval_seconds` (0: never) for the life of the stack.
+    """Return the deletion of old audit events and long-expired sessions and token families
+    (and the `extra` jobs of other capabilities, such as settled mail), run every
+    `housekeeping_interval_seconds` (0: never) for the life of the stack.
     """
     keep_expired = timedelta(hours=settings.retention.expired_record_hours)
 
@@ -567,6 +558,7 @@ async def build_housekeeping(
             ("audit_events", audit.prune),
             ("sessions", lambda: sessions.delete_expired(expired_before())),
             ("refresh_token_families", lambda: refresh_tokens.delete_expired(expired_before())),
+            *extra,
         ]
     )
     interval = settings.retention.housekeeping_interval_seconds

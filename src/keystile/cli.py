@@ -107,9 +107,10 @@ def _user_disable(args: argparse.Namespace) -> int:
     return _with_services(action)
 
 
-def _user_grant_role(args: argparse.Namespace) -> int:
+def _user_change_role(args: argparse.Namespace) -> int:
     async def action(services: Any) -> int:
-        user = await services.machine.roles.grant(args.email, args.role)
+        roles = services.machine.roles
+        user = await (roles.grant if args.grant else roles.revoke)(args.email, args.role)
         sys.stdout.write(f"{user.email} now has the roles: {', '.join(user.roles) or '-'}\n")
         return 0
 
@@ -126,15 +127,6 @@ def _user_reset_factors(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"removed {removed} second factor(s) and every recovery code of {user.email}\n"
         )
-        return 0
-
-    return _with_services(action)
-
-
-def _user_revoke_role(args: argparse.Namespace) -> int:
-    async def action(services: Any) -> int:
-        user = await services.machine.roles.revoke(args.email, args.role)
-        sys.stdout.write(f"{user.email} now has the roles: {', '.join(user.roles) or '-'}\n")
         return 0
 
     return _with_services(action)
@@ -423,7 +415,7 @@ def _parser() -> argparse.ArgumentParser:
     grant_role = user.add_parser("grant-role", help="give an account a role (e.g. admin)")
     grant_role.add_argument("email")
     grant_role.add_argument("role")
-    grant_role.set_defaults(func=_user_grant_role)
+    grant_role.set_defaults(func=_user_change_role, grant=True)
     reset_factors = user.add_parser(
         "reset-factors", help="remove an account's second factors (audited, the user is mailed)"
     )
@@ -432,7 +424,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke_role = user.add_parser("revoke-role", help="take a role from an account")
     revoke_role.add_argument("email")
     revoke_role.add_argument("role")
-    revoke_role.set_defaults(func=_user_revoke_role)
+    revoke_role.set_defaults(func=_user_change_role, grant=False)
     importing = user.add_parser(
         "import", help="import accounts from a CSV of email,password_hash (legacy hashes too)"
     )

@@ -31,6 +31,7 @@ from keystile.services.passkeys import PasskeyService
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
 from keystile.services.rate_limits import RateLimiter
+from keystile.services.reauth import ReauthService
 from keystile.services.sessions import SessionService
 from keystile.services.tokens import TokenService
 from keystile.services.users import UserAdminService
@@ -94,6 +95,7 @@ class Services:
     mail: MailServices  # verification, reset, email change, notices, the outbox
     mfa: MfaService  # second factors: TOTP, recovery codes, the login's second step
     passkeys: PasskeyService  # WebAuthn: register, manage, log in
+    reauth: ReauthService  # step-up: refresh the caller's login in place
     extensions: tuple[object, ...] = ()
 
     def extension(self, kind: type[T]) -> T:

@@ -1,17 +1,16 @@
 """Wire the mail capability: the flows, the outbox, its sender, the transport, housekeeping.
 
-`build_mail` takes the core pieces it needs and returns `MailServices`; the
-composition root passes `mail.flows` to `AuthService` as its `AccountHooks`,
-calls `start()` once serving, and `aclose()` on shutdown.
+`build_mail` takes the core pieces (`Foundation`) and returns `MailServices`; the
+composition root passes `mail.flows` to `AuthService` as its `AccountHooks` and
+`mail.housekeeping` to the worker's housekeeping loop. The outbox sender runs on the
+composition root's exit stack, so shutdown stops it like every other loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import secrets
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,24 +18,15 @@ from typing import Any
 from keystile.mail.render import MailRenderer
 from keystile.mail.sender import OutboxSender, SenderPolicy
 from keystile.mail.transports import MaildirTransport, MailTransport, SmtpTransport
-from keystile.repositories.audit import AuditLog
-from keystile.repositories.cached_users import CachedUserRepository
-from keystile.repositories.database import Database
 from keystile.repositories.email_tokens import PostgresEmailTokens
 from keystile.repositories.outbox import PostgresOutbox
-from keystile.repositories.sessions import SessionRepository
-from keystile.repositories.users import PostgresUserRepository
 from keystile.services.email_flows import EmailFlows, EmailPolicy
-from keystile.services.housekeeping import Housekeeping
-from keystile.services.password_policy import PasswordPolicy
-from keystile.services.passwords import PasswordHasher
-from keystile.services.rate_limits import CounterKeys, RateLimiter
-from keystile.services.revocation import TokenEpochs, TokenRevoker
-from keystile.services.sessions import SessionService
+from keystile.services.foundation import Foundation
+from keystile.services.housekeeping import HousekeepingJob
+from keystile.services.rate_limits import CounterKeys
 from keystile.settings import Settings
-from keystile.stores.rate_limits import CounterStore
 from keystile.stores.sealing import Sealer, derive_key
-from keystile.tasks import run_every
+from keystile.tasks import background
 
 __all__ = ["MailServices", "build_mail", "build_transport", "maildir_path"]
 
@@ -63,7 +53,7 @@ def build_transport(settings: Settings) -> MailTransport:
     )
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class MailServices:
     """The mail capability of one worker."""
 
@@ -71,60 +61,20 @@ class MailServices:
     outbox: PostgresOutbox
     sender: OutboxSender
     renderer: MailRenderer
-    send_enabled: bool
-    housekeeping: Housekeeping
-    housekeeping_interval: float
-    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-
-    def start(self) -> None:
-        """Start this worker's sender (if enabled) and the outbox housekeeping."""
-        if self.send_enabled:
-            self.sender.start()
-        if self.housekeeping_interval:
-            self._tasks.append(
-                asyncio.get_running_loop().create_task(
-                    run_every(
-                        self.housekeeping_interval,
-                        self.housekeeping.run_once,
-                        name="mail-housekeeping",
-                    ),
-                    name="mail-housekeeping",
-                )
-            )
-
-    async def aclose(self) -> None:
-        await self.sender.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+    # Deletion of settled mail and spent links, run by the worker's housekeeping loop.
+    housekeeping: tuple[HousekeepingJob, ...]
 
 
-def build_mail(
-    settings: Settings,
-    *,
-    secret: bytes,
-    database: Database,
-    users: CachedUserRepository,
-    user_rows: PostgresUserRepository,
-    sessions: SessionService,
-    session_records: SessionRepository,
-    revoker: TokenRevoker,
-    epochs: TokenEpochs,
-    hasher: PasswordHasher,
-    password_policy: PasswordPolicy,
-    limits: RateLimiter,
-    counters: CounterStore,
-    audit: AuditLog,
-    transport: MailTransport | None = None,
+async def build_mail(
+    base: Foundation, stack: AsyncExitStack, *, transport: MailTransport | None = None
 ) -> MailServices:
-    """Build the mail capability; nothing runs until `start()`."""
+    """Build the mail capability; the sender runs while `stack` is open (if enabled)."""
+    settings = base.settings
     sealer: Sealer[dict[str, Any]] = Sealer(
-        derive_key(secret, "mail outbox"), encode=lambda value: value, decode=_as_dict
+        derive_key(base.secret, "mail outbox"), encode=lambda value: value, decode=_as_dict
     )
-    outbox = PostgresOutbox(database, sealer)
-    tokens = PostgresEmailTokens(database)
+    outbox = PostgresOutbox(base.database, sealer)
+    tokens = PostgresEmailTokens(base.database)
     transport = transport or build_transport(settings)
     if settings.email.smtp_url is None:
         _log.info("no smtp_url: mail goes to the Maildir %s (development only)", transport.name)
@@ -138,7 +88,7 @@ def build_mail(
         outbox,
         transport,
         renderer,
-        audit,
+        base.audit,
         SenderPolicy(
             batch_size=settings.email.outbox_batch_size,
             lease_seconds=settings.email.outbox_claim_lease_seconds,
@@ -150,22 +100,19 @@ def build_mail(
         ),
     )
     flows = EmailFlows(
-        database=database,
-        users=users,
-        user_rows=user_rows,
+        database=base.database,
+        users=base.users,
+        user_rows=base.user_rows,
         tokens=tokens,
         outbox=outbox,
-        hasher=hasher,
-        password_policy=password_policy,
-        sessions=sessions,
-        session_records=session_records,
-        revoker=revoker,
-        epochs=epochs,
-        limits=limits,
-        marks=counters,
-        # Serving always has a secret key; the same derivation as the rate limiter's.
-        keys=CounterKeys(secret or secrets.token_bytes(32)),
-        audit=audit,
+        security=base.security,
+        sessions=base.sessions,
+        session_records=base.session_records,
+        epochs=base.epochs,
+        limits=base.limits,
+        marks=base.counters,
+        keys=CounterKeys(base.secret),  # the same derivation as the rate limiter's
+        audit=base.audit,
         policy=EmailPolicy(
             public_url=settings.email.public_url,
             verification=settings.email.verification,
@@ -179,21 +126,18 @@ def build_mail(
         ),
         nudge=sender.nudge,
     )
+    if settings.email.outbox_sender_enabled:
+        await stack.enter_async_context(background("outbox-sender", sender.run))
     retention = timedelta(hours=settings.email.outbox_retention_hours)
-    housekeeping = Housekeeping(
-        [
-            ("outbox", lambda: outbox.delete_settled_before(datetime.now(UTC) - retention)),
-            ("email_tokens", lambda: tokens.delete_expired(datetime.now(UTC))),
-        ]
-    )
     return MailServices(
         flows=flows,
         outbox=outbox,
         sender=sender,
         renderer=renderer,
-        send_enabled=settings.email.outbox_sender_enabled,
-        housekeeping=housekeeping,
-        housekeeping_interval=float(settings.retention.housekeeping_interval_seconds),
+        housekeeping=(
+            ("outbox", lambda: outbox.delete_settled_before(datetime.now(UTC) - retention)),
+            ("email_tokens", lambda: tokens.delete_expired(datetime.now(UTC))),
+        ),
     )
 
 

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keystile import metrics
 from keystile.errors import DependencyUnavailable
@@ -78,42 +78,23 @@ class RoundResult:
     unavailable: bool = False
 
 
+@dataclass(frozen=True, slots=True)
 class OutboxSender:
-    """Claim due messages, render them, hand them to the transport, settle each one."""
+    """Claim due messages, render them, hand them to the transport, settle each one.
 
-    def __init__(
-        self,
-        outbox: PostgresOutbox,
-        transport: MailTransport,
-        renderer: MailRenderer,
-        audit: AuditLog,
-        policy: SenderPolicy,
-    ) -> None:
-        self._outbox = outbox
-        self._transport = transport
-        self._renderer = renderer
-        self._audit = audit
-        self._policy = policy
-        self._nudged = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+    The composition root runs `run` for the worker's life (`keystile.tasks.background`).
+    """
 
-    @property
-    def transport(self) -> MailTransport:
-        return self._transport
+    outbox: PostgresOutbox
+    transport: MailTransport
+    renderer: MailRenderer
+    audit: AuditLog
+    policy: SenderPolicy
+    _nudged: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def nudge(self) -> None:
         """Wake this worker's sender now: a message was just queued here."""
         self._nudged.set()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="outbox-sender")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def run(self) -> None:
         """Send until cancelled: full batches back to back, otherwise poll or wait for a nudge."""
@@ -136,13 +117,13 @@ class OutboxSender:
                 last_stats = time.monotonic()
                 await self._sample()
             if result.unavailable:
-                limit = min(_UNAVAILABLE_MAX_WAIT, self._policy.retry_max_seconds)
-                unavailable_wait = min(limit, max(self._policy.poll_seconds, unavailable_wait * 2))
+                limit = min(_UNAVAILABLE_MAX_WAIT, self.policy.retry_max_seconds)
+                unavailable_wait = min(limit, max(self.policy.poll_seconds, unavailable_wait * 2))
                 await asyncio.sleep(unavailable_wait * random.uniform(0.8, 1.2))
                 continue
             unavailable_wait = 0.0
-            if result.claimed < self._policy.batch_size:
-                await self._wait(self._policy.poll_seconds)
+            if result.claimed < self.policy.batch_size:
+                await self._wait(self.policy.poll_seconds)
 
     async def _wait(self, seconds: float) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11 a stop (cancel) arriving just as
@@ -154,21 +135,21 @@ class OutboxSender:
 
     async def _sample(self) -> None:
         with contextlib.suppress(DependencyUnavailable):
-            stats = await self._outbox.stats()
+            stats = await self.outbox.stats()
             metrics.MAIL_UNSENT.set(stats.unsent)
             metrics.MAIL_OLDEST_UNSENT_AGE.set(stats.oldest_unsent_age)
 
     async def run_once(self) -> RoundResult:
         """Claim one batch and deliver it; return what happened."""
-        policy = self._policy
-        claimed = await self._outbox.claim(policy.batch_size, policy.lease_seconds)
+        policy = self.policy
+        claimed = await self.outbox.claim(policy.batch_size, policy.lease_seconds)
         if not claimed:
             return RoundResult()
         lease_ends = time.monotonic() + policy.lease_seconds
         sent = failed = dead = 0
         pending = list(claimed)
         try:
-            async with self._transport.open() as delivery:
+            async with self.transport.open() as delivery:
                 while pending:
                     # Never send on a lapsed claim (another sender may hold the row now), and
                     # after the first message, none whose send could outlast the lease.
@@ -191,18 +172,18 @@ class OutboxSender:
     async def _release(self, pending: list[ClaimedMail]) -> None:
         for mail in pending:
             with contextlib.suppress(DependencyUnavailable):
-                await self._outbox.release(mail)
+                await self.outbox.release(mail)
 
     async def _deliver(self, delivery: Delivery, mail: ClaimedMail) -> str:
         try:
-            context = self._outbox.unseal(mail)
+            context = self.outbox.unseal(mail)
         except ValueError:
             # Sealed under another secret key: no sender of this deployment can read it.
             return await self._fail(
                 mail, "context unreadable (secret key changed?)", permanent=True
             )
         try:
-            message = self._renderer.render(
+            message = self.renderer.render(
                 mail.kind,
                 mail.recipient,
                 context,
@@ -220,17 +201,17 @@ class OutboxSender:
         except TransientFailure as exc:
             return await self._fail(mail, str(exc), permanent=False)
         metrics.MAIL_SENT.labels(mail.kind).inc()
-        if not await self._outbox.mark_sent(mail):
+        if not await self.outbox.mark_sent(mail):
             _log.warning("mail sent after its claim lapsed", extra={"mail_id": mail.id})
-        await self._audit.record(
+        await self.audit.record(
             "mail_sent", user_id=mail.user_id, mail_kind=mail.kind, mail_id=mail.id
         )
         return "sent"
 
     async def _fail(self, mail: ClaimedMail, error: str, *, permanent: bool) -> str:
-        is_dead = permanent or mail.attempts >= self._policy.max_attempts
-        retry_in = None if is_dead else self._policy.retry_delay(mail.attempts)
-        await self._outbox.mark_failed(mail, error, retry_in)
+        is_dead = permanent or mail.attempts >= self.policy.max_attempts
+        retry_in = None if is_dead else self.policy.retry_delay(mail.attempts)
+        await self.outbox.mark_failed(mail, error, retry_in)
         metrics.MAIL_FAILED.labels("permanent" if permanent else "transient").inc()
         _log.warning(
             "mail delivery failed",
@@ -242,7 +223,7 @@ class OutboxSender:
                 "dead": is_dead,
             },
         )
-        await self._audit.record(
+        await self.audit.record(
             "mail_failed",
             user_id=mail.user_id,
             mail_kind=mail.kind,
@@ -252,7 +233,7 @@ class OutboxSender:
         )
         if is_dead:
             metrics.MAIL_DEAD.labels(mail.kind).inc()
-            await self._audit.record(
+            await self.audit.record(
                 "mail_dead", user_id=mail.user_id, mail_kind=mail.kind, mail_id=mail.id
             )
             return "dead"

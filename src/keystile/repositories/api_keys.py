@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = ["ApiKeyRecord", "PostgresApiKeyRepository"]
 
@@ -82,11 +82,8 @@ def _record(row: asyncpg.Record) -> ApiKeyRecord:
     )
 
 
-class PostgresApiKeyRepository:
+class PostgresApiKeyRepository(PostgresRepository):
     """The api_keys table; every query goes through the primary key or (user_id, created_at)."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def insert_key(
         self,
@@ -126,18 +123,19 @@ class PostgresApiKeyRepository:
         return _record(row)
 
     async def select_key(self, key_id: str) -> ApiKeyRecord | None:
-        row = await self._db.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1", key_id)
-        return None if row is None else _record(row)
+        return await self._db.fetch_one(
+            _record, f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1", key_id
+        )
 
     async def select_user_keys(self, user_id: UUID, limit: int) -> list[ApiKeyRecord]:
         """Return the user's unrevoked keys, expired ones included, newest first."""
-        rows = await self._db.fetch(
+        return await self._db.fetch_all(
+            _record,
             f"SELECT {_COLUMNS} FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL "
             f"ORDER BY created_at DESC LIMIT $2",
             user_id,
             limit,
         )
-        return [_record(row) for row in rows]
 
     async def touch_key(self, key_id: str, used_at: datetime) -> None:
         """Move `last_used_at` forward (never backward, whatever order writes land in)."""
@@ -150,13 +148,15 @@ class PostgresApiKeyRepository:
 
     async def revoke_key(self, user_id: UUID, key_id: str) -> bool:
         """Revoke one of the user's keys; False if it is unknown, another's, or revoked."""
-        status = await self._db.execute(
-            "UPDATE api_keys SET revoked_at = now() "
-            "WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
-            key_id,
-            user_id,
+        return (
+            await self._db.execute_count(
+                "UPDATE api_keys SET revoked_at = now() "
+                "WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+                key_id,
+                user_id,
+            )
+            == 1
         )
-        return status.endswith(" 1")
 
     async def revoke_user_keys(self, user_id: UUID) -> list[str]:
         """Revoke every live key of the user; return their ids."""

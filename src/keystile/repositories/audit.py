@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from keystile.errors import DependencyUnavailable
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = [
     "AuditEntry",
@@ -102,11 +102,8 @@ class AuditRepository(AuditLog, Protocol):
     async def delete_older_than(self, cutoff: datetime) -> int: ...
 
 
-class PostgresAuditLog:
+class PostgresAuditLog(PostgresRepository):
     """Append audit events; a failed write is logged, never fatal to the request."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def record(
         self,

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = ["ClientRecord", "PostgresClientRepository"]
 
@@ -64,11 +64,8 @@ def _record(row: asyncpg.Record) -> ClientRecord:
     )
 
 
-class PostgresClientRepository:
+class PostgresClientRepository(PostgresRepository):
     """The oauth_clients table; lookups by primary key."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def insert_client(
         self,
@@ -93,17 +90,16 @@ class PostgresClientRepository:
         return _record(row)
 
     async def select_client(self, client_id: UUID) -> ClientRecord | None:
-        row = await self._db.fetchrow(
-            f"SELECT {_COLUMNS} FROM oauth_clients WHERE id = $1", client_id
+        return await self._db.fetch_one(
+            _record, f"SELECT {_COLUMNS} FROM oauth_clients WHERE id = $1", client_id
         )
-        return None if row is None else _record(row)
 
     async def select_clients(self, limit: int) -> list[ClientRecord]:
-        rows = await self._db.fetch(
-            f"SELECT {_COLUMNS} FROM oauth_clients ORDER BY created_at, id LIMIT $1", limit
+        return await self._db.fetch_all(
+            _record, f"SELECT {_COLUMNS} FROM oauth_clients ORDER BY created_at, id LIMIT $1", limit
         )
-        return [_record(row) for row in rows]
 
     async def delete_client(self, client_id: UUID) -> bool:
-        status = await self._db.execute("DELETE FROM oauth_clients WHERE id = $1", client_id)
-        return status.endswith(" 1")
+        return (
+            await self._db.execute_count("DELETE FROM oauth_clients WHERE id = $1", client_id) == 1
+        )

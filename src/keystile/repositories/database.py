@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from keystile.errors import DependencyUnavailable
 
-__all__ = ["Database", "create_pool"]
+__all__ = ["Database", "PostgresRepository", "create_pool"]
 
 # Failures that mean "PostgreSQL is not answering", as opposed to a bug in a query.
 _UNAVAILABLE = (
@@ -25,6 +25,8 @@ _UNAVAILABLE = (
     asyncpg.QueryCanceledError,
     asyncpg.AdminShutdownError,
 )
+
+T = TypeVar("T")
 
 
 async def create_pool(
@@ -151,9 +153,26 @@ class Database:
         async with self.connection() as connection:
             return await connection.fetchval(query, *args, timeout=self._statement_timeout)
 
+    async def fetch_one(
+        self, convert: Callable[[asyncpg.Record], T], query: str, *args: Any
+    ) -> T | None:
+        """Return the first row of `query` as `convert` makes it, or None if there is none."""
+        row = await self.fetchrow(query, *args)
+        return None if row is None else convert(row)
+
+    async def fetch_all(
+        self, convert: Callable[[asyncpg.Record], T], query: str, *args: Any
+    ) -> list[T]:
+        """Return every row of `query` as `convert` makes it."""
+        return [convert(row) for row in await self.fetch(query, *args)]
+
     async def execute(self, query: str, *args: Any) -> str:
         async with self.connection() as connection:
             return str(await connection.execute(query, *args, timeout=self._statement_timeout))
+
+    async def execute_count(self, query: str, *args: Any) -> int:
+        """Run an INSERT, UPDATE or DELETE; return how many rows it touched."""
+        return _row_count(await self.execute(query, *args))
 
     async def delete_in_batches(self, lock_key: int, query: str, *args: Any, batch: int) -> int:
         """Repeat a batched DELETE until a batch comes back short; return how many rows went.
@@ -170,7 +189,7 @@ class Database:
                 status = await connection.execute(
                     query, *args, batch, timeout=self._statement_timeout
                 )
-            count = int(status.split()[-1])
+            count = _row_count(status)
             deleted += count
             if count < batch:
                 return deleted
@@ -178,3 +197,15 @@ class Database:
     async def ping(self) -> None:
         """Raise `DependencyUnavailable` unless PostgreSQL answers a trivial query."""
         await self.fetchval("SELECT 1")
+
+
+def _row_count(status: str) -> int:
+    # asyncpg returns the command tag: "UPDATE 3", "DELETE 0", "INSERT 0 1".
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresRepository:
+    """Base of a repository that is SQL over one `Database` (as `self._db`)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = ["EmailTokenRecord", "PostgresEmailTokens", "Purpose"]
 
@@ -72,11 +72,8 @@ SELECT (SELECT id FROM mail) AS mail_id
 """
 
 
-class PostgresEmailTokens:
+class PostgresEmailTokens(PostgresRepository):
     """Issue, check and spend link tokens."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def insert(
         self,

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = ["FactorsChanged", "Passkey", "PostgresMfaRepository", "TotpRecord"]
 
@@ -65,11 +65,8 @@ _PASSKEY_COLUMNS = (
 )
 
 
-class PostgresMfaRepository:
+class PostgresMfaRepository(PostgresRepository):
     """The second-factor tables; every statement is by primary key or index."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     def transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A transaction of its own, for a notice that goes with no factor change."""

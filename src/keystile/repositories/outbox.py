@@ -23,7 +23,7 @@ from uuid import UUID
 import asyncpg
 
 from keystile import metrics
-from keystile.repositories.database import Database
+from keystile.repositories.database import Database, PostgresRepository
 from keystile.stores.sealing import Sealer
 
 __all__ = ["ClaimedMail", "OutboxStats", "OutgoingMail", "PostgresOutbox"]
@@ -80,11 +80,11 @@ RETURNING o.id, o.kind, o.recipient, o.user_id, o.context AS sealed_context, o.a
 """
 
 
-class PostgresOutbox:
+class PostgresOutbox(PostgresRepository):
     """Queue, claim and settle outgoing mail."""
 
     def __init__(self, database: Database, sealer: Sealer[dict[str, Any]]) -> None:
-        self._db = database
+        super().__init__(database)
         self._sealer = sealer
 
     async def enqueue(self, connection: asyncpg.Connection, mail: OutgoingMail) -> int:
@@ -115,13 +115,15 @@ class PostgresOutbox:
 
     async def mark_sent(self, mail: ClaimedMail) -> bool:
         """Record the message as sent; False if the claim had lapsed and another took it."""
-        status = await self._db.execute(
-            "UPDATE outbox SET sent_at = now(), context = NULL, claimed_until = NULL, "
-            "last_error = NULL WHERE id = $1 AND claim_id = $2 AND sent_at IS NULL",
-            mail.id,
-            mail.claim_id,
+        return (
+            await self._db.execute_count(
+                "UPDATE outbox SET sent_at = now(), context = NULL, claimed_until = NULL, "
+                "last_error = NULL WHERE id = $1 AND claim_id = $2 AND sent_at IS NULL",
+                mail.id,
+                mail.claim_id,
+            )
+            == 1
         )
-        return status.endswith(" 1")
 
     async def mark_failed(self, mail: ClaimedMail, error: str, retry_in: float | None) -> None:
         """Record a failed attempt: due again in `retry_in` seconds, or dead when None."""

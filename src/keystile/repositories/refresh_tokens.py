@@ -8,10 +8,11 @@ from typing import Protocol
 from uuid import UUID
 
 from keystile.repositories.audit import AuditEntry, audit_insert_sql
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = [
     "PostgresRefreshTokenRepository",
+    "ReauthenticatedFamily",
     "RefreshTokenRepository",
     "RefreshTokenState",
     "RotatedToken",
@@ -51,6 +52,18 @@ class RefreshTokenState:
     amr: list[str] = field(default_factory=lambda: ["pwd"])
 
 
+@dataclass(frozen=True, slots=True)
+class ReauthenticatedFamily:
+    """A live family whose user just proved themselves again: what a new access token needs."""
+
+    token_epoch: int
+    scope: str
+    roles: list[str]
+    auth_time: datetime
+    email_verified: bool
+    amr: list[str]
+
+
 # The token may be rotated only if it, its family and its user are all still good.
 # Housekeeping: one worker at a time, in batches small enough to hold locks briefly.
 _EXPIRED_LOCK = 0x6B657973_72656672  # "keysref"
@@ -64,7 +77,8 @@ WHERE t.token_hash = $1
   AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
   AND u.disabled_at IS NULL
 RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
-          f.created_at AS auth_time, u.email_verified_at IS NOT NULL AS email_verified, f.amr
+          coalesce(f.auth_time, f.created_at) AS auth_time,
+          u.email_verified_at IS NOT NULL AS email_verified, f.amr
 """
 
 _INSERT_ROW = """
@@ -86,7 +100,7 @@ SELECT id FROM family
 
 _STATE = """
 SELECT t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
-       f.created_at AS auth_time,
+       coalesce(f.auth_time, f.created_at) AS auth_time,
        t.used_at IS NOT NULL AS used,
        coalesce(now() - t.used_at <= $2::interval, false) AS used_within_grace,
        (t.revoked_at IS NULL AND t.expires_at > now() AND f.revoked_at IS NULL
@@ -96,6 +110,17 @@ FROM refresh_tokens t
 JOIN refresh_token_families f ON f.id = t.family_id
 JOIN users u ON u.id = f.user_id
 WHERE t.token_hash = $1
+"""
+
+# A re-authentication moves the family's auth_time (and amr) forward; its refresh
+# tokens stay as they are, and later refreshes carry the new auth_time.
+_REAUTHENTICATE = """
+UPDATE refresh_token_families f SET auth_time = now(), amr = $3
+FROM users u
+WHERE f.id = $1 AND f.user_id = $2 AND u.id = f.user_id
+  AND f.revoked_at IS NULL AND f.expires_at > now() AND u.disabled_at IS NULL
+RETURNING u.token_epoch, f.scope, u.roles, f.auth_time,
+          u.email_verified_at IS NOT NULL AS email_verified, f.amr
 """
 
 _LIVE_CHILD = """
@@ -127,16 +152,16 @@ class RefreshTokenRepository(Protocol):
         self, token_hash: bytes, *, grace: timedelta
     ) -> RefreshTokenState | None: ...
     async def has_live_child(self, parent_hash: bytes, child_hash: bytes) -> bool: ...
+    async def update_family_auth(
+        self, family_id: UUID, user_id: UUID, amr: tuple[str, ...]
+    ) -> ReauthenticatedFamily | None: ...
     async def revoke_token(self, token_hash: bytes) -> UUID | None: ...
     async def revoke_family(self, family_id: UUID, reason: str) -> bool: ...
     async def revoke_user_families(self, user_id: UUID, reason: str) -> int: ...
 
 
-class PostgresRefreshTokenRepository:
+class PostgresRefreshTokenRepository(PostgresRepository):
     """Refresh tokens and their families; every lookup is by primary key or index."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def insert_family(
         self,
@@ -188,6 +213,13 @@ class PostgresRefreshTokenRepository:
         row = await self._db.fetchrow(_STATE, token_hash, grace)
         return None if row is None else RefreshTokenState(**dict(row))
 
+    async def update_family_auth(
+        self, family_id: UUID, user_id: UUID, amr: tuple[str, ...]
+    ) -> ReauthenticatedFamily | None:
+        """Set a live family's auth_time to now and its amr; None if it is not live."""
+        row = await self._db.fetchrow(_REAUTHENTICATE, family_id, user_id, list(amr))
+        return None if row is None else ReauthenticatedFamily(**dict(row))
+
     async def has_live_child(self, parent_hash: bytes, child_hash: bytes) -> bool:
         """True when `child_hash` is the live successor of `parent_hash`."""
         return await self._db.fetchval(_LIVE_CHILD, child_hash, parent_hash) is not None
@@ -203,23 +235,24 @@ class PostgresRefreshTokenRepository:
 
     async def revoke_family(self, family_id: UUID, reason: str) -> bool:
         """Revoke a whole family; True if it was live until now."""
-        status = await self._db.execute(
-            "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
-            "WHERE id = $1 AND revoked_at IS NULL",
-            family_id,
-            reason,
+        return (
+            await self._db.execute_count(
+                "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
+                "WHERE id = $1 AND revoked_at IS NULL",
+                family_id,
+                reason,
+            )
+            == 1
         )
-        return status.endswith(" 1")
 
     async def revoke_user_families(self, user_id: UUID, reason: str) -> int:
         """Revoke every live family of the user; return how many."""
-        status = await self._db.execute(
+        return await self._db.execute_count(
             "UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = $2 "
             "WHERE user_id = $1 AND revoked_at IS NULL",
             user_id,
             reason,
         )
-        return int(status.rsplit(" ", 1)[-1])
 
     async def delete_expired(self, cutoff: datetime) -> int:
         """Delete families (and, by cascade, their tokens) that expired before `cutoff`."""

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from keystile.repositories.audit import AuditEntry, audit_insert_sql
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = ["PostgresSessionRepository", "SessionRecord", "SessionRepository"]
 
@@ -33,6 +33,8 @@ class SessionRecord:
     user_agent: str
     ip: str
     amr: tuple[str, ...] = ("pwd",)  # how the session was authenticated (RFC 8176)
+    # When the user last proved who they are: the login, or a later re-authentication.
+    auth_time: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-safe dict (for the Redis copy of the session cache)."""
@@ -49,12 +51,14 @@ class SessionRecord:
             "user_agent": self.user_agent,
             "ip": self.ip,
             "amr": list(self.amr),
+            "auth_time": None if self.auth_time is None else self.auth_time.isoformat(),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SessionRecord:
         """Rebuild a record from `to_json` output."""
         revoked_at = data["revoked_at"]
+        auth_time = data.get("auth_time")  # absent from copies cached before 0012
         return cls(
             id_hash=bytes.fromhex(data["id_hash"]),
             public_id=UUID(data["public_id"]),
@@ -68,6 +72,7 @@ class SessionRecord:
             user_agent=data["user_agent"],
             ip=data["ip"],
             amr=tuple(data.get("amr", ("pwd",))),
+            auth_time=None if auth_time is None else datetime.fromisoformat(auth_time),
         )
 
 
@@ -78,7 +83,7 @@ _EXPIRED_BATCH = 5000
 _SELECT = (
     "SELECT s.id_hash, s.public_id, s.user_id, u.email, s.created_at, s.last_seen_at, "
     "s.expires_at, s.revoked_at, u.disabled_at IS NOT NULL AS user_disabled, s.user_agent, s.ip, "
-    "s.amr "
+    "s.amr, coalesce(s.auth_time, s.created_at) AS auth_time "
     "FROM sessions s JOIN users u ON u.id = s.user_id"
 )
 
@@ -106,6 +111,7 @@ class SessionRepository(Protocol):
     async def select_session(self, id_hash: bytes) -> SessionRecord | None: ...
     async def select_user_sessions(self, user_id: UUID, limit: int) -> list[SessionRecord]: ...
     async def touch_session(self, id_hash: bytes, seen_at: datetime) -> None: ...
+    async def update_session_auth(self, id_hash: bytes, amr: tuple[str, ...]) -> bool: ...
     async def revoke_session(self, id_hash: bytes) -> bool: ...
     async def revoke_session_by_public_id(self, user_id: UUID, public_id: UUID) -> bytes | None: ...
     async def revoke_user_sessions(
@@ -113,11 +119,8 @@ class SessionRepository(Protocol):
     ) -> list[bytes]: ...
 
 
-class PostgresSessionRepository:
+class PostgresSessionRepository(PostgresRepository):
     """Sessions table access; every lookup goes through an index."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def insert_session(
         self,
@@ -144,18 +147,17 @@ class PostgresSessionRepository:
             )
 
     async def select_session(self, id_hash: bytes) -> SessionRecord | None:
-        row = await self._db.fetchrow(f"{_SELECT} WHERE s.id_hash = $1", id_hash)
-        return None if row is None else _record(row)
+        return await self._db.fetch_one(_record, f"{_SELECT} WHERE s.id_hash = $1", id_hash)
 
     async def select_user_sessions(self, user_id: UUID, limit: int) -> list[SessionRecord]:
         """Return the user's unrevoked, unexpired sessions, newest first (partial index)."""
-        rows = await self._db.fetch(
+        return await self._db.fetch_all(
+            _record,
             f"{_SELECT} WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() "
             f"ORDER BY s.created_at DESC LIMIT $2",
             user_id,
             limit,
         )
-        return [_record(row) for row in rows]
 
     async def touch_session(self, id_hash: bytes, seen_at: datetime) -> None:
         """Slide `last_seen_at` forward (never backward, whatever order writes land in)."""
@@ -165,12 +167,24 @@ class PostgresSessionRepository:
             seen_at,
         )
 
-    async def revoke_session(self, id_hash: bytes) -> bool:
+    async def update_session_auth(self, id_hash: bytes, amr: tuple[str, ...]) -> bool:
+        """Set a live session's auth_time to now and its amr; False if it is not live."""
         status = await self._db.execute(
-            "UPDATE sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL",
+            "UPDATE sessions SET auth_time = now(), amr = $2 "
+            "WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
             id_hash,
+            list(amr),
         )
         return status.endswith(" 1")
+
+    async def revoke_session(self, id_hash: bytes) -> bool:
+        return (
+            await self._db.execute_count(
+                "UPDATE sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL",
+                id_hash,
+            )
+            == 1
+        )
 
     async def revoke_session_by_public_id(self, user_id: UUID, public_id: UUID) -> bytes | None:
         """Revoke the user's session with this public id; return its hash, or None if none."""

@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from keystile.errors import LastAdmin
-from keystile.repositories.database import Database
+from keystile.repositories.database import Database, PostgresRepository
 from keystile.repositories.users import User, user_from_row
 from keystile.stores.cache import TieredCache
 
@@ -42,14 +42,14 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-class PostgresUserAdminRepository:
+class PostgresUserAdminRepository(PostgresRepository):
     """Admin reads and writes of users; writes drop the login cache entry of the user.
 
     `by_email` is the same cache `PostgresUserRepository` reads logins through.
     """
 
     def __init__(self, database: Database, by_email: TieredCache[User] | None = None) -> None:
-        self._db = database
+        super().__init__(database)
         self._by_email = by_email
 
     async def _changed(self, user: User) -> User:
@@ -84,11 +84,11 @@ class PostgresUserAdminRepository:
         if where.role is not None:
             conditions.append(f"roles @> ARRAY[{param(where.role)}::text]")
         clause = f"WHERE {' AND '.join(conditions)} " if conditions else ""
-        rows = await self._db.fetch(
+        return await self._db.fetch_all(
+            user_from_row,
             f"SELECT {_COLUMNS} FROM users {clause}ORDER BY created_at, id LIMIT {param(limit)}",
             *args,
         )
-        return [user_from_row(row) for row in rows]
 
     async def update_roles(
         self, user_id: UUID, change: Callable[[frozenset[str]], frozenset[str]]

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from keystile.repositories.database import Database
+from keystile.repositories.database import PostgresRepository
 
 __all__ = [
     "AfterWrite",
@@ -141,11 +141,8 @@ class UserRepository(Protocol):
     async def insert_users(self, rows: Sequence[tuple[str, str]]) -> list[str]: ...
 
 
-class PostgresUserRepository:
+class PostgresUserRepository(PostgresRepository):
     """Users table access; every query here is served by an index."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def insert_user(
         self, email: str, password_hash: str, *, then: AfterWrite | None = None
@@ -241,13 +238,13 @@ class PostgresUserRepository:
         return _user(row)
 
     async def select_users(self, limit: int, after_email: str = "") -> list[User]:
-        rows = await self._db.fetch(
+        return await self._db.fetch_all(
+            user_from_row,
             f"SELECT {_COLUMNS} FROM users WHERE lower(email) > lower($1) "
             f"ORDER BY lower(email) LIMIT $2",
             after_email,
             limit,
         )
-        return [user_from_row(row) for row in rows]
 
     async def insert_users(self, rows: Sequence[tuple[str, str]]) -> list[str]:
         """Insert (email, password_hash) pairs in one statement; return the emails inserted.

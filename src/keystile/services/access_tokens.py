@@ -35,6 +35,7 @@ class AccessClaims:
     audience: str = ""
     issued_at: float = 0.0
     amr: frozenset[str] = frozenset()  # RFC 8176: how the user authenticated
+    family_id: UUID | None = None  # `sid`: the token family (login) it was issued for
 
 
 class AccessTokenCodec:
@@ -78,15 +79,20 @@ class AccessTokenCodec:
         auth_time: float | None = None,
         email_verified: bool | None = None,
         amr: Iterable[str] = (),
+        family_id: UUID | None = None,
     ) -> str:
         """Return a signed access token for the user, valid for `ttl` seconds.
 
         `roles` go into a `roles` claim for relying parties; keystile itself checks
         the user's live roles. `auth_time` is when the user last proved a password.
         `email_verified` (OpenID Connect's claim) is included when given, and `amr`
-        (RFC 8176: pwd, otp, hwk) when not empty.
+        (RFC 8176: pwd, otp, hwk) when not empty. `family_id` goes into `sid` (the
+        login's token family, as OpenID's session id), so a re-authentication can
+        refresh the family the caller's token belongs to.
         """
         extra: dict[str, Any] = {}
+        if family_id is not None:
+            extra["sid"] = str(family_id)
         if amr:
             extra["amr"] = sorted(amr)
         if roles:
@@ -185,6 +191,7 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
     try:
         user_id = UUID(str(payload["sub"]))
         client_id = UUID(payload["client_id"]) if "client_id" in payload else None
+        family_id = UUID(payload["sid"]) if "sid" in payload else None
     except (ValueError, TypeError, AttributeError):
         raise InvalidToken() from None
     if client_id is not None and client_id != user_id:
@@ -203,4 +210,5 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         audience=aud,
         issued_at=float(payload["iat"]) if type(payload["iat"]) is int else 0.0,
         amr=frozenset(amr),
+        family_id=family_id,
     )

@@ -59,35 +59,25 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise InvalidInput("cursor: not a cursor this API returned.") from None
 
 
+@dataclass(frozen=True, slots=True)
 class AdministrationService:
     """What an admin may do to accounts."""
 
-    def __init__(
-        self,
-        users: UserRepository,
-        repository: PostgresUserAdminRepository,
-        sessions: SessionService,
-        revoker: TokenRevoker,
-        epochs: TokenEpochs,
-        api_keys: ApiKeyService,
-        roles: RoleService,
-        audit: AuditRepository,
-    ) -> None:
-        self._users = users
-        self._repository = repository
-        self._sessions = sessions
-        self._revoker = revoker
-        self._epochs = epochs
-        self._api_keys = api_keys
-        self._roles = roles
-        self._audit = audit
+    users: UserRepository
+    repository: PostgresUserAdminRepository
+    sessions: SessionService
+    revoker: TokenRevoker
+    epochs: TokenEpochs
+    api_keys: ApiKeyService
+    roles: RoleService
+    audit: AuditRepository
 
     async def list_users(self, where: UserFilter, cursor: str | None, limit: int) -> UserPage:
         """Return a page of users, oldest first, and the cursor of the next page (if any)."""
-        if where.role is not None and where.role not in self._roles.known:
-            raise InvalidInput(f"role: one of {', '.join(sorted(self._roles.known))}.")
+        if where.role is not None and where.role not in self.roles.known:
+            raise InvalidInput(f"role: one of {', '.join(sorted(self.roles.known))}.")
         after = None if not cursor else _decode_cursor(cursor)
-        users = await self._repository.select_users_page(where, after, limit + 1)
+        users = await self.repository.select_users_page(where, after, limit + 1)
         more = len(users) > limit
         users = users[:limit]
         return UserPage(users, _encode_cursor(users[-1]) if more and users else None)
@@ -97,28 +87,28 @@ class AdministrationService:
         user = await self._user(user_id)
         # The sessions are listed as the user would see them (none is "current").
         as_owner = Principal(user_id=user.id, email=user.email, via="admin")
-        sessions = await self._sessions.list_sessions(as_owner)
-        keys = await self._api_keys.list_keys(user.id)
-        events = await self._audit.select_recent(_RECENT_EVENTS, user.id)
+        sessions = await self.sessions.list_sessions(as_owner)
+        keys = await self.api_keys.list_keys(user.id)
+        events = await self.audit.select_recent(_RECENT_EVENTS, user.id)
         return UserDetail(user, sessions, keys, events)
 
     async def disable(self, admin: Principal, user_id: UUID, client: ClientInfo) -> None:
         """Disable the user: its sessions, tokens and API keys end (`LastAdmin` protects)."""
-        disabled = await self._repository.disable_user(user_id)
+        disabled = await self.repository.disable_user(user_id)
         if disabled is None:
             raise NotFound("No such user.")
-        ended = await self._sessions.end_all(user_id)
-        await self._revoker.revoke_user(user_id, reason="disabled", ip=client.ip)
-        keys = await self._api_keys.revoke_all(user_id)
+        ended = await self.sessions.end_all(user_id)
+        await self.revoker.revoke_user(user_id, reason="disabled", ip=client.ip)
+        keys = await self.api_keys.revoke_all(user_id)
         await self._record(
             "user_disabled", admin, user_id, client, sessions_ended=ended, api_keys_revoked=keys
         )
 
     async def enable(self, admin: Principal, user_id: UUID, client: ClientInfo) -> None:
         """Let a disabled user log in again (its revoked API keys stay revoked)."""
-        if await self._repository.enable_user(user_id) is None:
+        if await self.repository.enable_user(user_id) is None:
             raise NotFound("No such user.")
-        await self._epochs.invalidate(user_id)  # bearer checks load it as active again
+        await self.epochs.invalidate(user_id)  # bearer checks load it as active again
         await self._record("user_enabled", admin, user_id, client)
 
     async def logout(self, admin: Principal, user_id: UUID, client: ClientInfo) -> None:
@@ -126,20 +116,20 @@ class AdministrationService:
 
         Like the user's own "log out everywhere", this leaves API keys alone.
         """
-        if await self._users.bump_token_epoch(user_id) is None:
+        if await self.users.bump_token_epoch(user_id) is None:
             raise NotFound("No such user.")
-        ended = await self._sessions.end_all(user_id)
-        await self._revoker.revoke_user(user_id, reason="admin_logout", ip=client.ip)
+        ended = await self.sessions.end_all(user_id)
+        await self.revoker.revoke_user(user_id, reason="admin_logout", ip=client.ip)
         await self._record("admin_logout", admin, user_id, client, sessions_ended=ended)
 
     async def set_roles(
         self, admin: Principal, user_id: UUID, roles: list[str], client: ClientInfo
     ) -> User:
         """Replace the user's roles (audited by `RoleService`); `LastAdmin` protects."""
-        return await self._roles.set_roles(user_id, roles, by=admin.user_id, client=client)
+        return await self.roles.set_roles(user_id, roles, by=admin.user_id, client=client)
 
     async def _user(self, user_id: UUID) -> User:
-        user = await self._users.select_user_by_id(user_id)
+        user = await self.users.select_user_by_id(user_id)
         if user is None:
             raise NotFound("No such user.")
         return user
@@ -147,7 +137,7 @@ class AdministrationService:
     async def _record(
         self, kind: str, admin: Principal, user_id: UUID, client: ClientInfo, **detail: object
     ) -> None:
-        await self._audit.record(
+        await self.audit.record(
             kind,
             user_id=user_id,
             ip=client.ip,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -65,39 +65,25 @@ class NewApiKey:
     key: str
 
 
+@dataclass(frozen=True, slots=True)
 class ApiKeyService:
     """Create, list, revoke and check API keys."""
 
-    def __init__(
-        self,
-        repository: PostgresApiKeyRepository,
-        cache: ApiKeyCache,
-        epochs: TokenEpochs,
-        audit: AuditLog,
-        *,
-        digests: Hmac,
-        scopes: Iterable[str],
-        max_days: int,
-        per_user: int,
-        touch_interval: timedelta,
-        clock: Callable[[], datetime] = _utcnow,
-    ) -> None:
-        self._repository = repository
-        self._cache = cache
-        self._epochs = epochs
-        self._audit = audit
-        self._digests = digests
-        self._scopes = frozenset(scopes)
-        self._max_days = max_days
-        self._per_user = per_user
-        self._touch_interval = touch_interval
-        self._touches = Touches(cache)
-        self._clock = clock
+    repository: PostgresApiKeyRepository
+    cache: ApiKeyCache
+    epochs: TokenEpochs
+    audit: AuditLog
+    _: KW_ONLY
+    digests: Hmac
+    scopes: frozenset[str]
+    max_days: int
+    per_user: int
+    touch_interval: timedelta
+    clock: Callable[[], datetime] = _utcnow
+    touches: Touches = field(init=False, repr=False)
 
-    @property
-    def cache(self) -> ApiKeyCache:
-        """The key state cache (for the invalidation listener and tests)."""
-        return self._cache
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "touches", Touches(self.cache))
 
     async def create(
         self,
@@ -114,27 +100,27 @@ class ApiKeyService:
         if principal.via == "api_key":
             raise Forbidden("An API key cannot create API keys; log in with your password.")
         requested = frozenset(scopes)
-        allowed = principal.scopes & self._scopes if principal.via == "bearer" else self._scopes
+        allowed = principal.scopes & self.scopes if principal.via == "bearer" else self.scopes
         if not requested:
             raise InvalidInput("Choose at least one scope.")
         if not requested <= allowed:
             unknown = ", ".join(sorted(requested - allowed))
             raise InvalidInput(f"You cannot grant scopes you do not hold: {unknown}.")
-        if not 1 <= expires_in_days <= self._max_days:
-            raise InvalidInput(f"expires_in_days must be between 1 and {self._max_days}.")
+        if not 1 <= expires_in_days <= self.max_days:
+            raise InvalidInput(f"expires_in_days must be between 1 and {self.max_days}.")
         key_id, secret = random_base62(_ID_LENGTH), random_base62(_SECRET_LENGTH)
-        record = await self._repository.insert_key(
+        record = await self.repository.insert_key(
             key_id,
             principal.user_id,
             name,
-            self._digests.digest(f"{key_id}.{secret}"),
+            self.digests.digest(f"{key_id}.{secret}"),
             sorted(requested),
-            self._clock() + timedelta(days=expires_in_days),
-            limit=self._per_user,
+            self.clock() + timedelta(days=expires_in_days),
+            limit=self.per_user,
         )
         if record is None:
-            raise Conflict(f"You already have {self._per_user} API keys; revoke one first.")
-        await self._audit.record(
+            raise Conflict(f"You already have {self.per_user} API keys; revoke one first.")
+        await self.audit.record(
             "api_key_created",
             user_id=principal.user_id,
             ip=client.ip,
@@ -146,17 +132,17 @@ class ApiKeyService:
 
     async def list_keys(self, user_id: UUID) -> list[ApiKeyRecord]:
         """Return the user's unrevoked keys, newest first (expired ones too, marked by date)."""
-        return await self._repository.select_user_keys(user_id, _LIST_LIMIT)
+        return await self.repository.select_user_keys(user_id, _LIST_LIMIT)
 
     async def revoke(self, principal: Principal, key_id: str, client: ClientInfo) -> None:
         """Revoke one of the caller's keys; every worker refuses it within the cache bound.
 
         `NotFound` for an unknown id, another user's key or one already revoked, alike.
         """
-        if not await self._repository.revoke_key(principal.user_id, key_id):
+        if not await self.repository.revoke_key(principal.user_id, key_id):
             raise NotFound("No such API key.")
-        await self._cache.invalidate(key_id)
-        await self._audit.record(
+        await self.cache.invalidate(key_id)
+        await self.audit.record(
             "api_key_revoked",
             user_id=principal.user_id,
             ip=client.ip,
@@ -166,8 +152,8 @@ class ApiKeyService:
 
     async def revoke_all(self, user_id: UUID) -> int:
         """Revoke every key of the user (when it is disabled); return how many."""
-        ids = await self._repository.revoke_user_keys(user_id)
-        await asyncio.gather(*(self._cache.invalidate(key_id) for key_id in ids))
+        ids = await self.repository.revoke_user_keys(user_id)
+        await asyncio.gather(*(self.cache.invalidate(key_id) for key_id in ids))
         return len(ids)
 
     async def authenticate(self, key: str) -> Principal:
@@ -180,24 +166,24 @@ class ApiKeyService:
         if match is None or not has_valid_checksum(key):
             raise InvalidApiKey()
         key_id, secret = match.group(1), match.group(2)
-        record = await self._cache.get(key_id, lambda: self._repository.select_key(key_id))
-        expected = self._digests.dummy if record is None else record.secret_hmac
-        genuine = self._digests.matches(f"{key_id}.{secret}", expected)
-        now = self._clock()
+        record = await self.cache.get(key_id, lambda: self.repository.select_key(key_id))
+        expected = self.digests.dummy if record is None else record.secret_hmac
+        genuine = self.digests.matches(f"{key_id}.{secret}", expected)
+        now = self.clock()
         if record is None or not genuine or record.revoked_at is not None:
             raise InvalidApiKey()
         if now >= record.expires_at:
             raise InvalidApiKey()
-        holder = await self._epochs.get(record.user_id)
+        holder = await self.epochs.get(record.user_id)
         if holder is None:  # the user is disabled or gone
             raise InvalidApiKey()
-        if record.last_used_at is None or now - record.last_used_at >= self._touch_interval:
-            await self._touches.touch(key_id, lambda: self._repository.touch_key(key_id, now))
+        if record.last_used_at is None or now - record.last_used_at >= self.touch_interval:
+            await self.touches.touch(key_id, lambda: self.repository.touch_key(key_id, now))
         return Principal(
             user_id=record.user_id,
             email=holder.email,
             via="api_key",
             # A scope the deployment no longer offers is no longer granted.
-            scopes=frozenset(record.scopes) & self._scopes,
+            scopes=frozenset(record.scopes) & self.scopes,
             api_key_id=key_id,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from uuid import UUID
 
 from keystile import metrics
@@ -14,7 +14,6 @@ from keystile.errors import (
     InvalidCredentials,
     InvalidInput,
     LimitStatus,
-    NotAuthenticated,
     Overloaded,
     RateLimited,
 )
@@ -22,12 +21,12 @@ from keystile.rates import Action
 from keystile.repositories.audit import AuditEntry, AuditLog, BufferedAuditLog
 from keystile.repositories.users import User, UserRepository
 from keystile.services.account_hooks import AccountHooks
+from keystile.services.account_security import AccountSecurity
 from keystile.services.credentials import CredentialCache
 from keystile.services.login_gate import LoginCheck, LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import HashTicket, PasswordHasher
-from keystile.services.revocation import TokenRevoker
 from keystile.services.sessions import SessionService
 from keystile.services.tokens import SecondFactorGate
 from keystile.services.types import Authenticated, ClientInfo, Principal
@@ -46,37 +45,23 @@ class SessionLogin:
     limits: LimitStatus | None
 
 
+@dataclass(frozen=True, slots=True)
 class AuthService:
     """Register users and check their passwords."""
 
-    def __init__(
-        self,
-        users: UserRepository,
-        sessions: SessionService,
-        hasher: PasswordHasher,
-        policy: PasswordPolicy,
-        audit: AuditLog,
-        credentials: CredentialCache,
-        throttle: LoginThrottle,
-        *,
-        gate: LoginGate,
-        failures: BufferedAuditLog,
-        revoker: TokenRevoker,
-        hooks: AccountHooks | None = None,
-        second_factor: SecondFactorGate | None = None,
-    ) -> None:
-        self._second_factor = second_factor
-        self._gate = gate
-        self._failures = failures
-        self._users = users
-        self._hooks = hooks
-        self._credentials = credentials
-        self._revoker = revoker
-        self._sessions = sessions
-        self._hasher = hasher
-        self._policy = policy
-        self._audit = audit
-        self._throttle = throttle
+    users: UserRepository
+    sessions: SessionService
+    hasher: PasswordHasher
+    policy: PasswordPolicy
+    audit: AuditLog
+    credentials: CredentialCache
+    throttle: LoginThrottle
+    _: KW_ONLY
+    gate: LoginGate
+    failures: BufferedAuditLog
+    security: AccountSecurity
+    hooks: AccountHooks | None = None
+    second_factor: SecondFactorGate | None = None
 
     async def register(self, email: str, password: str, client: ClientInfo) -> None:
         """Create an account, or do nothing if the email is taken.
@@ -84,19 +69,19 @@ class AuthService:
         Both cases cost one hash and return the same way, so the answer does not
         tell a caller which emails have accounts (S6).
         """
-        password = self._policy.check_new(password)
-        password_hash = await self._hasher.hash(password)
-        user = await self._users.insert_user(
+        password = self.policy.check_new(password)
+        password_hash = await self.hasher.hash(password)
+        user = await self.users.insert_user(
             email,
             password_hash,
-            then=self._hooks.registered_in_transaction if self._hooks else None,
+            then=self.hooks.registered_in_transaction if self.hooks else None,
         )
         if user is None:
-            await self._audit.record(
+            await self.audit.record(
                 "register_existing_email", ip=client.ip, user_agent=client.user_agent
             )
             return
-        await self._audit.record(
+        await self.audit.record(
             "register", user_id=user.id, ip=client.ip, user_agent=client.user_agent
         )
 
@@ -138,17 +123,17 @@ class AuthService:
         self, email: str, password: str, client: ClientInfo, action: Action
     ) -> tuple[Authenticated | LoginCheck, str]:
         # Returns the result (the gate's check if the credentials are wrong) and the outcome.
-        password = self._policy.check_length(password)
-        check = await self._gate.check(action, email, client)
+        password = self.policy.check_length(password)
+        check = await self.gate.check(action, email, client)
         # Without the gate's read (Redis away) the hash is admitted when it is needed.
-        ticket = self._hasher.admit() if check.credential is not None and not check.warm else None
+        ticket = self.hasher.admit() if check.credential is not None and not check.warm else None
         with ticket or contextlib.nullcontext():
-            user = await self._users.select_user_by_email(email)
+            user = await self.users.select_user_by_email(email)
             if user is None or not user.is_active:
-                await self._credentials.verify_dummy(password, ticket=ticket)
+                await self.credentials.verify_dummy(password, ticket=ticket)
                 await self._failed(check, client, user, reason="account")
                 return check, "unknown_account" if user is None else "disabled_account"
-            if not await self._credentials.verify(
+            if not await self.credentials.verify(
                 check.account,
                 user.password_hash,
                 password,
@@ -157,12 +142,12 @@ class AuthService:
             ):
                 await self._failed(check, client, user)
                 return check, "wrong_password"
-        await self._gate.succeeded(check, client)
-        if self._hooks is not None:
+        await self.gate.succeeded(check, client)
+        if self.hooks is not None:
             # The gate already knows whether this address has logged in to the account
             # before: a new-device notice costs nothing for a known one.
-            await self._hooks.authenticated(user, client, known_client=check.known_client)
-        if self._hasher.needs_rehash(user.password_hash):
+            await self.hooks.authenticated(user, client, known_client=check.known_client)
+        if self.hasher.needs_rehash(user.password_hash):
             user = await self._rehash(user, password)
         return Authenticated(user, check.limits), "success"
 
@@ -171,17 +156,17 @@ class AuthService:
     ) -> None:
         user_id = user.id if user else None
         # Nothing else commits with a failure: its event goes out in the next batch.
-        self._failures.record_later(
+        self.failures.record_later(
             "login_failed", user_id=user_id, ip=client.ip, user_agent=client.user_agent, **detail
         )
-        await self._throttle.failed(check.account, client, user_id)
+        await self.throttle.failed(check.account, client, user_id)
 
     async def login(self, email: str, password: str, client: ClientInfo) -> SessionLogin:
         """Check the credentials and start a cookie session (session + audit: one statement)."""
         found = await self.authenticate(email, password, client)
-        if self._second_factor is not None:
+        if self.second_factor is not None:
             # A user with a factor gets an mfa_token, no session (S42).
-            await self._second_factor.require(found.user, client, mode="session")
+            await self.second_factor.require(found.user, client, mode="session")
         return await self.start_session(found.user, client, amr=("pwd",), limits=found.limits)
 
     async def start_session(
@@ -194,7 +179,7 @@ class AuthService:
     ) -> SessionLogin:
         """Start a cookie session for a user who just authenticated as `amr` says."""
         via = {"via": "session"} if amr == ("pwd",) else {"via": "session", "amr": list(amr)}
-        session_id = await self._sessions.create(
+        session_id = await self.sessions.create(
             user,
             client,
             audit=AuditEntry("login", user.id, client.ip, client.user_agent, via),
@@ -215,58 +200,39 @@ class AuthService:
         moves on, so access tokens issued before now stop working on every worker
         (S3, S17). The calling cookie session survives; a bearer caller must log in again.
         """
-        user = await self._users.select_user_by_id(principal.user_id)
-        if user is None or not user.is_active:
-            raise NotAuthenticated()
-        current_password = self._policy.check_length(current_password)
-        if not await self._hasher.verify(user.password_hash, current_password):
-            await self._audit.record(
-                "password_change_failed",
-                user_id=user.id,
-                ip=client.ip,
-                user_agent=client.user_agent,
-            )
-            raise InvalidCredentials("The current password is incorrect.")
-        new_hash = await self._hasher.hash(self._policy.check_new(new_password))
+        user = await self.security.prove_password(
+            principal, current_password, client, failure="password_change_failed"
+        )
+        new_hash = await self.security.hash_new_password(new_password)
         if (
-            await self._users.update_password_hash(
+            await self.users.update_password_hash(
                 user.id,
                 user.password_hash,
                 new_hash,
                 changed=True,
-                then=self._hooks.password_changed_in_transaction if self._hooks else None,
+                then=self.hooks.password_changed_in_transaction if self.hooks else None,
             )
             is None
         ):
             raise Conflict("The password was changed by another request; try again.")
-        ended = await self._sessions.end_all(user.id, keep=principal.session_id_hash)
-        await self._revoker.revoke_user(user.id, reason="password_change", ip=client.ip)
-        await self._audit.record(
-            "password_changed",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            sessions_ended=ended,
+        await self.security.end_logins(
+            user.id,
+            client,
+            reason="password_change",
+            event="password_changed",
+            keep=principal.session_id_hash,
         )
 
     async def logout_everywhere(self, principal: Principal, client: ClientInfo) -> None:
         """End every session, refresh-token family and access token of the caller (S17)."""
-        await self._users.bump_token_epoch(principal.user_id)
-        ended = await self._sessions.end_all(principal.user_id)
-        await self._revoker.revoke_user(principal.user_id, reason="logout_everywhere", ip=client.ip)
-        await self._audit.record(
-            "logout_everywhere",
-            user_id=principal.user_id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            sessions_ended=ended,
-        )
+        await self.users.bump_token_epoch(principal.user_id)
+        await self.security.end_logins(principal.user_id, client, reason="logout_everywhere")
 
     async def logout(self, principal: Principal, client: ClientInfo) -> None:
         """End the caller's current session (S9) and record it."""
         if principal.session_id_hash is not None:
-            await self._sessions.end(principal.session_id_hash)
-        await self._audit.record(
+            await self.sessions.end(principal.session_id_hash)
+        await self.audit.record(
             "session_revoked",
             user_id=principal.user_id,
             ip=client.ip,
@@ -281,8 +247,8 @@ class AuthService:
 
         `NotFound` for a session that is not the caller's, as `SessionService` says.
         """
-        was_current = await self._sessions.end_by_public_id(principal, public_id)
-        await self._audit.record(
+        was_current = await self.sessions.end_by_public_id(principal, public_id)
+        await self.audit.record(
             "session_revoked",
             user_id=principal.user_id,
             ip=client.ip,
@@ -296,11 +262,11 @@ class AuthService:
         # Upgrading the hash is best effort: a concurrent writer wins and we keep the old one,
         # and while hashing is at capacity it waits for a later login.
         try:
-            ticket: HashTicket = self._hasher.admit()
+            ticket: HashTicket = self.hasher.admit()
         except Overloaded:
             return user
-        new_hash = await self._hasher.hash(password, ticket=ticket)
-        updated = await self._users.update_password_hash(
+        new_hash = await self.hasher.hash(password, ticket=ticket)
+        updated = await self.users.update_password_hash(
             user.id, user.password_hash, new_hash, changed=False
         )
         if updated is not None:

@@ -13,7 +13,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 from uuid import UUID
 
@@ -83,45 +83,25 @@ class ClientToken:
     limit: LimitStatus | None
 
 
+@dataclass(frozen=True, slots=True)
 class ClientService:
     """Register clients, grant them tokens, introspect tokens for them."""
 
-    def __init__(
-        self,
-        repository: PostgresClientRepository,
-        cache: ClientCache,
-        codec: AccessTokenCodec,
-        epochs: TokenEpochs,
-        api_keys: ApiKeyService,
-        audit: AuditLog,
-        counters: CounterStore,
-        counter_keys: CounterKeys,
-        *,
-        digests: Hmac,
-        scopes: Iterable[str],
-        audience: str,
-        ttl: int,
-        per_ip: Rate | None,
-        per_client: Rate | None,
-    ) -> None:
-        self._repository = repository
-        self._cache = cache
-        self._codec = codec
-        self._epochs = epochs
-        self._api_keys = api_keys
-        self._audit = audit
-        self._counters = counters
-        self._counter_keys = counter_keys
-        self._digests = digests
-        self._scopes = frozenset(scopes)
-        self._audience = audience
-        self._ttl = ttl
-        self._per_ip = per_ip
-        self._per_client = per_client
-
-    @property
-    def cache(self) -> ClientCache:
-        return self._cache
+    repository: PostgresClientRepository
+    cache: ClientCache
+    codec: AccessTokenCodec
+    epochs: TokenEpochs
+    api_keys: ApiKeyService
+    audit: AuditLog
+    counters: CounterStore
+    counter_keys: CounterKeys
+    _: KW_ONLY
+    digests: Hmac
+    scopes: frozenset[str]
+    audience: str
+    ttl: int
+    per_ip: Rate | None
+    per_client: Rate | None
 
     # --- registration (CLI and admin API) --------------------------------------------
 
@@ -138,8 +118,8 @@ class ClientService:
         requested = frozenset(scopes)
         if not requested:
             raise InvalidInput("Give the client at least one scope.")
-        if not requested <= self._scopes:
-            unknown = ", ".join(sorted(requested - self._scopes))
+        if not requested <= self.scopes:
+            unknown = ", ".join(sorted(requested - self.scopes))
             raise InvalidInput(f"Not a configured scope (token_scopes): {unknown}.")
         if audience is not None and not _AUDIENCE.fullmatch(audience):
             raise InvalidInput("audience: up to 256 printable ASCII characters, no spaces.")
@@ -148,15 +128,15 @@ class ClientService:
             raise InvalidInput("name: 1 to 100 characters.")
         client_id = uuid.uuid4()
         secret = with_checksum(CLIENT_SECRET_PREFIX + random_base62(_SECRET_LENGTH))
-        record = await self._repository.insert_client(
+        record = await self.repository.insert_client(
             name,
-            self._digests.digest(f"{client_id}.{secret}"),
+            self.digests.digest(f"{client_id}.{secret}"),
             sorted(requested),
             audience,
             created_by,
             client_id,
         )
-        await self._audit.record(
+        await self.audit.record(
             "client_created",
             user_id=created_by,
             ip=client.ip if client else "",
@@ -167,16 +147,16 @@ class ClientService:
         return NewClient(record, secret)
 
     async def list_clients(self, limit: int = 1000) -> list[ClientRecord]:
-        return await self._repository.select_clients(limit)
+        return await self.repository.select_clients(limit)
 
     async def delete(
         self, client_id: UUID, *, deleted_by: UUID | None = None, client: ClientInfo | None = None
     ) -> None:
         """Delete a client; its tokens are refused everywhere within the cache bound."""
-        if not await self._repository.delete_client(client_id):
+        if not await self.repository.delete_client(client_id):
             raise NotFound("No such client.")
-        await self._cache.invalidate(str(client_id))
-        await self._audit.record(
+        await self.cache.invalidate(str(client_id))
+        await self.audit.record(
             "client_deleted",
             user_id=deleted_by,
             ip=client.ip if client else "",
@@ -197,8 +177,8 @@ class ClientService:
         if not _SECRET.fullmatch(secret) or not has_valid_checksum(secret):
             raise InvalidClient(basic=basic)
         record = await self._client(client_id)
-        expected = self._digests.dummy if record is None else record.secret_hmac
-        if not self._digests.matches(f"{client_id}.{secret}", expected) or record is None:
+        expected = self.digests.dummy if record is None else record.secret_hmac
+        if not self.digests.matches(f"{client_id}.{secret}", expected) or record is None:
             raise InvalidClient(basic=basic)
         return record
 
@@ -216,18 +196,18 @@ class ClientService:
         """
         limit = await self._charge(credentials.client_id, client)
         record = await self.authenticate(credentials)
-        allowed = frozenset(record.scopes) & self._scopes
+        allowed = frozenset(record.scopes) & self.scopes
         if scope is None or not scope.strip():
             granted = allowed
         else:
             granted = frozenset(scope.split())
             if not granted <= allowed:
                 raise InvalidScope("The client may not have the requested scope.")
-        target = audience or self._audience
-        if target not in {self._audience, record.audience}:
+        target = audience or self.audience
+        if target not in {self.audience, record.audience}:
             raise InvalidTarget()
-        token = self._codec.issue_client(record.id, granted, audience=target, ttl=self._ttl)
-        return ClientToken(token, self._ttl, " ".join(sorted(granted)), limit)
+        token = self.codec.issue_client(record.id, granted, audience=target, ttl=self.ttl)
+        return ClientToken(token, self.ttl, " ".join(sorted(granted)), limit)
 
     async def introspect(self, credentials: ClientCredentials, token: str) -> dict[str, Any]:
         """RFC 7662: describe a token to an authenticated client; `{"active": false}` if dead.
@@ -244,7 +224,7 @@ class ClientService:
             return {"active": False}
 
     async def _describe_api_key(self, token: str) -> dict[str, Any]:
-        principal = await self._api_keys.authenticate(token)
+        principal = await self.api_keys.authenticate(token)
         return {
             "active": True,
             "token_type": "api_key",
@@ -253,7 +233,7 @@ class ClientService:
         }
 
     async def _describe_access_token(self, token: str) -> dict[str, Any]:
-        claims = self._codec.verify(token, any_audience=True)
+        claims = self.codec.verify(token, any_audience=True)
         answer: dict[str, Any] = {
             "active": True,
             "token_type": "Bearer",
@@ -265,12 +245,12 @@ class ClientService:
         }
         if claims.client_id is not None:
             record = await self._client(claims.client_id)
-            if record is None or claims.audience not in {self._audience, record.audience}:
+            if record is None or claims.audience not in {self.audience, record.audience}:
                 return {"active": False}
             answer["client_id"] = str(claims.client_id)
             return answer
-        holder = await self._epochs.get(claims.user_id)
-        if claims.audience != self._audience or holder is None or holder.epoch != claims.epoch:
+        holder = await self.epochs.get(claims.user_id)
+        if claims.audience != self.audience or holder is None or holder.epoch != claims.epoch:
             return {"active": False}
         if claims.roles:
             answer["roles"] = sorted(claims.roles)
@@ -284,8 +264,8 @@ class ClientService:
         return principal
 
     async def _client(self, client_id: UUID) -> ClientRecord | None:
-        return await self._cache.get(
-            str(client_id), lambda: self._repository.select_client(client_id)
+        return await self.cache.get(
+            str(client_id), lambda: self.repository.select_client(client_id)
         )
 
     async def _charge(self, client_id: str, client: ClientInfo) -> LimitStatus | None:
@@ -293,15 +273,15 @@ class ClientService:
         keys: list[str] = []
         rates: list[Rate] = []
         for rate, scope, part in (
-            (self._per_ip, "ip", client.ip),
-            (self._per_client, "client", client_id[:64]),
+            (self.per_ip, "ip", client.ip),
+            (self.per_client, "client", client_id[:64]),
         ):
             if rate is not None:
-                keys.append(self._counter_keys.key(f"rl:client_credentials:{rate}:{scope}", part))
+                keys.append(self.counter_keys.key(f"rl:client_credentials:{rate}:{scope}", part))
                 rates.append(rate)
         if not keys:
             return None
-        results = await self._counters.gcra(keys, rates)
+        results = await self.counters.gcra(keys, rates)
         refused = [result for result in results if result.retry_after > 0]
         if refused:
             worst = max(refused, key=lambda result: result.retry_after)

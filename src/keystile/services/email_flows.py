@@ -19,7 +19,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from typing import Literal, NoReturn
 from urllib.parse import quote
@@ -32,7 +32,6 @@ from keystile.errors import (
     Conflict,
     DependencyUnavailable,
     EmailNotVerified,
-    InvalidCredentials,
     InvalidInput,
     InvalidLinkToken,
     NotAuthenticated,
@@ -46,11 +45,10 @@ from keystile.repositories.email_tokens import EmailTokenRecord, PostgresEmailTo
 from keystile.repositories.outbox import OutgoingMail, PostgresOutbox
 from keystile.repositories.sessions import SessionRepository
 from keystile.repositories.users import PostgresUserRepository, User
+from keystile.services.account_security import AccountSecurity
 from keystile.services.devices import describe_user_agent
-from keystile.services.password_policy import PasswordPolicy
-from keystile.services.passwords import PasswordHasher
 from keystile.services.rate_limits import CounterKeys, RateLimiter
-from keystile.services.revocation import TokenEpochs, TokenRevoker
+from keystile.services.revocation import TokenEpochs
 from keystile.services.sessions import SessionService
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.rate_limits import CounterStore
@@ -103,57 +101,32 @@ class EmailPolicy:
         return f"{self.public_url}{_PATHS[purpose]}?token={quote(token)}"
 
 
+@dataclass(frozen=True, slots=True)
 class EmailFlows:
     """The mail flows of an account; also the `AccountHooks` of `AuthService`."""
 
-    def __init__(
-        self,
-        *,
-        database: Database,
-        users: CachedUserRepository,
-        user_rows: PostgresUserRepository,
-        tokens: PostgresEmailTokens,
-        outbox: PostgresOutbox,
-        hasher: PasswordHasher,
-        password_policy: PasswordPolicy,
-        sessions: SessionService,
-        session_records: SessionRepository,
-        revoker: TokenRevoker,
-        epochs: TokenEpochs,
-        limits: RateLimiter,
-        marks: CounterStore,
-        keys: CounterKeys,
-        audit: AuditLog,
-        policy: EmailPolicy,
-        nudge: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._db = database
-        self._users = users
-        self._user_rows = user_rows  # writes inside this service's own transactions
-        self._tokens = tokens
-        self._outbox = outbox
-        self._hasher = hasher
-        self._password_policy = password_policy
-        self._sessions = sessions
-        self._session_records = session_records
-        self._revoker = revoker
-        self._epochs = epochs
-        self._limits = limits
-        self._marks = marks
-        self._keys = keys
-        self._audit = audit
-        self._policy = policy
-        self._nudge = nudge
-
-    @property
-    def policy(self) -> EmailPolicy:
-        return self._policy
+    _: KW_ONLY
+    database: Database
+    users: CachedUserRepository
+    user_rows: PostgresUserRepository  # writes inside this service's own transactions
+    tokens: PostgresEmailTokens
+    outbox: PostgresOutbox
+    security: AccountSecurity
+    sessions: SessionService
+    session_records: SessionRepository
+    epochs: TokenEpochs
+    limits: RateLimiter
+    marks: CounterStore
+    keys: CounterKeys
+    audit: AuditLog
+    policy: EmailPolicy
+    nudge: Callable[[], None] = lambda: None
 
     # --- hooks called by AuthService ---------------------------------------------------
 
     async def registered_in_transaction(self, connection: asyncpg.Connection, user: User) -> None:
         """Mail a verification link to a new account (unless verification is off)."""
-        if self._policy.verification != "off":
+        if self.policy.verification != "off":
             await self._issue(connection, user, "verify_email", user.email, "verify_email")
             self._nudge_after_commit()
 
@@ -161,7 +134,7 @@ class EmailFlows:
         self, connection: asyncpg.Connection, user: User
     ) -> None:
         """Tell the user their password changed (S37)."""
-        if self._policy.notify_password_changed:
+        if self.policy.notify_password_changed:
             await self._notify_password_changed(connection, user)
             self._nudge_after_commit()
 
@@ -172,8 +145,8 @@ class EmailFlows:
 
         A known client (the login gate's mark) is no new device: no Redis call for it.
         """
-        if self._policy.verification == "required" and not user.email_verified:
-            await self._audit.record(
+        if self.policy.verification == "required" and not user.email_verified:
+            await self.audit.record(
                 "login_refused",
                 user_id=user.id,
                 ip=client.ip,
@@ -181,7 +154,7 @@ class EmailFlows:
                 reason="email_not_verified",
             )
             raise EmailNotVerified()
-        if self._policy.notify_new_device and not known_client:
+        if self.policy.notify_new_device and not known_client:
             await self._notice_new_device(user, client)
 
     async def factor_changed_in_transaction(
@@ -192,7 +165,7 @@ class EmailFlows:
         `what` is the sentence the mail shows, e.g. "An authenticator app was added".
         Always sent: a factor change is never routine.
         """
-        await self._outbox.enqueue(
+        await self.outbox.enqueue(
             connection,
             OutgoingMail(
                 kind="factor_changed",
@@ -201,7 +174,7 @@ class EmailFlows:
                 context={
                     "when": _now_text(),
                     "what": what,
-                    "link": f"{self._policy.public_url}/forgot-password",
+                    "link": f"{self.policy.public_url}/forgot-password",
                 },
             ),
         )
@@ -224,48 +197,39 @@ class EmailFlows:
         `PasswordPolicyViolation` for a weak password; either way nothing changes.
         """
         token_hash = hash_link_token(token)
-        if await self._tokens.peek(token_hash, _RESET) is None:
+        if await self.tokens.peek(token_hash, _RESET) is None:
             await self._refuse("password_reset_failed", token_hash, _RESET, client)
-        password = self._password_policy.check_new(new_password)
-        new_hash = await self._hasher.hash(password)
-        async with self._db.transaction() as connection:
-            record = await self._tokens.consume(connection, token_hash, _RESET)
+        new_hash = await self.security.hash_new_password(new_password)
+        async with self.database.transaction() as connection:
+            record = await self.tokens.consume(connection, token_hash, _RESET)
             user = None
             if record is not None:
-                user = await self._user_rows.set_password_hash(connection, record.user_id, new_hash)
+                user = await self.user_rows.set_password_hash(connection, record.user_id, new_hash)
             if user is not None:
-                await self._tokens.delete_user_tokens(connection, user.id, _RESET)
-                if self._policy.notify_password_changed:
+                await self.tokens.delete_user_tokens(connection, user.id, _RESET)
+                if self.policy.notify_password_changed:
                     await self._notify_password_changed(connection, user)
         if user is None:
             await self._refuse("password_reset_failed", token_hash, _RESET, client)
-        await self._users.forget_cached(user.email)
-        ended = await self._sessions.end_all(user.id)
-        await self._revoker.revoke_user(user.id, reason="password_reset", ip=client.ip)
-        await self._audit.record(
-            "password_reset",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            sessions_ended=ended,
-        )
-        self._nudge()
+        await self.users.forget_cached(user.email)
+        await self.security.end_logins(user.id, client, reason="password_reset")
+        self.nudge()
 
     # --- verification ----------------------------------------------------------------------
 
     async def resend_verification(self, principal: Principal, client: ClientInfo) -> None:
         """Mail the caller a new verification link, unless verified or verification is off."""
         allowed = await self._charge(Action.EMAIL_VERIFICATION, client, principal.user_id)
-        user = await self._users.select_user_by_id(principal.user_id)
+        user = await self.users.select_user_by_id(principal.user_id)
         if user is None or not user.is_active:
             raise NotAuthenticated()
         sent = False
-        if allowed and not user.email_verified and self._policy.verification != "off":
-            async with self._db.transaction() as connection:
+        if allowed and not user.email_verified and self.policy.verification != "off":
+            async with self.database.transaction() as connection:
                 await self._issue(connection, user, "verify_email", user.email, "verify_email")
             sent = True
-            self._nudge()
-        await self._audit.record(
+            self.nudge()
+        await self.audit.record(
             "email_verification_requested",
             user_id=user.id,
             ip=client.ip,
@@ -279,7 +243,7 @@ class EmailFlows:
         For the logged-out (and, with verification required, locked-out) owner:
         answers the same whether or not such an account exists (S35).
         """
-        if self._policy.verification == "off":
+        if self.policy.verification == "off":
             await self._charge(Action.EMAIL_VERIFICATION, client, email)
             return
         await self._request_by_email(
@@ -296,16 +260,16 @@ class EmailFlows:
         """
         token_hash = hash_link_token(token)
         try:
-            async with self._db.transaction() as connection:
-                record = await self._tokens.consume(connection, token_hash, _VERIFY)
+            async with self.database.transaction() as connection:
+                record = await self.tokens.consume(connection, token_hash, _VERIFY)
                 if record is None or (
                     principal is not None and principal.user_id != record.user_id
                 ):
                     raise _Refused()  # rolls the use of another user's token back
                 user = await self._set_email(connection, record.user_id, record.email)
                 if record.purpose == "change_email":
-                    await self._tokens.delete_user_tokens(connection, user.id, ["change_email"])
-                    if self._policy.notify_email_changed:
+                    await self.tokens.delete_user_tokens(connection, user.id, ["change_email"])
+                    if self.policy.notify_email_changed:
                         await self._issue(
                             connection,
                             user,
@@ -318,13 +282,13 @@ class EmailFlows:
             await self._refuse("email_verification_failed", token_hash, _VERIFY, client)
         await self._email_moved(user.id, record.user_email, user.email)
         outcome = "changed" if record.purpose == "change_email" else "verified"
-        await self._audit.record(
+        await self.audit.record(
             "email_changed" if outcome == "changed" else "email_verified",
             user_id=user.id,
             ip=client.ip,
             user_agent=client.user_agent,
         )
-        self._nudge()
+        self.nudge()
         return outcome
 
     # --- email change --------------------------------------------------------------------
@@ -338,28 +302,18 @@ class EmailFlows:
         mail, and the answer does not say so.
         """
         allowed = await self._charge(Action.EMAIL_CHANGE, client, principal.user_id)
-        user = await self._users.select_user_by_id(principal.user_id)
-        if user is None or not user.is_active:
-            raise NotAuthenticated()
-        current_password = self._password_policy.check_length(current_password)
-        if not await self._hasher.verify(user.password_hash, current_password):
-            await self._audit.record(
-                "email_change_failed",
-                user_id=user.id,
-                ip=client.ip,
-                user_agent=client.user_agent,
-                reason="password",
-            )
-            raise InvalidCredentials("The current password is incorrect.")
+        user = await self.security.prove_password(
+            principal, current_password, client, failure="email_change_failed", reason="password"
+        )
         if new_email.lower() == user.email.lower():
             raise InvalidInput("That is already the address of this account.")
-        taken = await self._users.select_user_by_email(new_email) is not None
+        taken = await self.users.select_user_by_email(new_email) is not None
         sent = allowed and not taken
         if sent:
-            async with self._db.transaction() as connection:
+            async with self.database.transaction() as connection:
                 await self._issue(connection, user, "change_email", new_email, "email_change")
-            self._nudge()
-        await self._audit.record(
+            self.nudge()
+        await self.audit.record(
             "email_change_requested",
             user_id=user.id,
             ip=client.ip,
@@ -371,29 +325,21 @@ class EmailFlows:
         """Put the old address back and end every session and token of the account (S37)."""
         token_hash = hash_link_token(token)
         try:
-            async with self._db.transaction() as connection:
-                record = await self._tokens.consume(connection, token_hash, _UNDO)
+            async with self.database.transaction() as connection:
+                record = await self.tokens.consume(connection, token_hash, _UNDO)
                 if record is None:
                     raise _Refused()
                 user = await self._set_email(connection, record.user_id, record.email)
-                await self._tokens.delete_user_tokens(connection, user.id, [*_VERIFY, *_RESET])
+                await self.tokens.delete_user_tokens(connection, user.id, [*_VERIFY, *_RESET])
         except _Refused:
             await self._refuse("email_change_undo_failed", token_hash, _UNDO, client)
         await self._email_moved(user.id, record.user_email, user.email)
-        await self._users.bump_token_epoch(user.id)
-        ended = await self._sessions.end_all(user.id)
-        await self._revoker.revoke_user(user.id, reason="email_change_undone", ip=client.ip)
-        await self._audit.record(
-            "email_change_undone",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            sessions_ended=ended,
-        )
+        await self.users.bump_token_epoch(user.id)
+        await self.security.end_logins(user.id, client, reason="email_change_undone")
 
     async def check_link(self, kind: LinkKind, token: str) -> EmailTokenRecord | None:
         """Return what a link's token is for if it is live; spends nothing (a GET may call it)."""
-        return await self._tokens.peek(hash_link_token(token), _PURPOSES[kind])
+        return await self.tokens.peek(hash_link_token(token), _PURPOSES[kind])
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -408,7 +354,7 @@ class EmailFlows:
     ) -> None:
         token, token_hash = new_link_token()
         ttl = self._ttl(purpose)
-        await self._tokens.insert(
+        await self.tokens.insert(
             connection,
             token_hash=token_hash,
             user_id=user.id,
@@ -417,17 +363,17 @@ class EmailFlows:
             password_changed_at=user.password_changed_at,
             ttl_seconds=ttl,
         )
-        values = {"link": self._policy.link(purpose, token), **_lifetime(ttl), **context}
-        await self._outbox.enqueue(
+        values = {"link": self.policy.link(purpose, token), **_lifetime(ttl), **context}
+        await self.outbox.enqueue(
             connection, OutgoingMail(kind=kind, recipient=address, context=values, user_id=user.id)
         )
 
     def _ttl(self, purpose: Purpose) -> int:
         if purpose == "reset_password":
-            return self._policy.reset_ttl_seconds
+            return self.policy.reset_ttl_seconds
         if purpose == "undo_email_change":
-            return self._policy.undo_ttl_seconds
-        return self._policy.verify_ttl_seconds
+            return self.policy.undo_ttl_seconds
+        return self.policy.verify_ttl_seconds
 
     async def _request_by_email(
         self, action: Action, email: str, purpose: Purpose, kind: str, client: ClientInfo
@@ -435,10 +381,10 @@ class EmailFlows:
         allowed = await self._charge(action, client, email)
         token, token_hash = new_link_token()
         ttl = self._ttl(purpose)
-        sealed = self._outbox.seal({"link": self._policy.link(purpose, token), **_lifetime(ttl)})
+        sealed = self.outbox.seal({"link": self.policy.link(purpose, token), **_lifetime(ttl)})
         if not allowed:
             return
-        mail_id = await self._tokens.request_by_email(
+        mail_id = await self.tokens.request_by_email(
             email,
             token_hash=token_hash,
             purpose=purpose,
@@ -452,7 +398,7 @@ class EmailFlows:
         )
         if mail_id is not None:
             metrics.MAIL_QUEUED.labels(kind).inc()
-            self._nudge()
+            self.nudge()
 
     async def _charge(self, action: Action, client: ClientInfo, account: str | UUID) -> bool:
         """Charge the address (429 when spent) and the account; False if the account is spent.
@@ -460,9 +406,9 @@ class EmailFlows:
         A refused check charges nothing, so the address is charged exactly once.
         """
         try:
-            await self._limits.check(action, client, account)
+            await self.limits.check(action, client, account)
         except RateLimited:
-            await self._limits.check(action, client, None)
+            await self.limits.check(action, client, None)
             return False
         return True
 
@@ -470,13 +416,13 @@ class EmailFlows:
         self, kind: str, token_hash: bytes, purposes: list[str], client: ClientInfo
     ) -> NoReturn:
         """Audit why a token was refused, then raise the one answer for every reason."""
-        reason = await self._tokens.explain(token_hash, purposes)
-        await self._audit.record(kind, ip=client.ip, user_agent=client.user_agent, reason=reason)
+        reason = await self.tokens.explain(token_hash, purposes)
+        await self.audit.record(kind, ip=client.ip, user_agent=client.user_agent, reason=reason)
         raise InvalidLinkToken()
 
     async def _set_email(self, connection: asyncpg.Connection, user_id: UUID, email: str) -> User:
         try:
-            user = await self._user_rows.set_verified_email(connection, user_id, email)
+            user = await self.user_rows.set_verified_email(connection, user_id, email)
         except asyncpg.UniqueViolationError:
             raise Conflict("That address now belongs to another account.") from None
         if user is None:
@@ -485,27 +431,27 @@ class EmailFlows:
 
     async def _email_moved(self, user_id: UUID, old: str, new: str) -> None:
         # Sessions and bearer checks cache the user's email: drop them everywhere.
-        await self._users.forget_cached(old, new)
-        await self._epochs.invalidate(user_id)
-        for record in await self._session_records.select_user_sessions(user_id, 1000):
-            await self._sessions.cache.invalidate(record.id_hash.hex())
+        await self.users.forget_cached(old, new)
+        await self.epochs.invalidate(user_id)
+        for record in await self.session_records.select_user_sessions(user_id, 1000):
+            await self.sessions.cache.invalidate(record.id_hash.hex())
 
     async def _notify_password_changed(self, connection: asyncpg.Connection, user: User) -> None:
-        await self._outbox.enqueue(
+        await self.outbox.enqueue(
             connection,
             OutgoingMail(
                 kind="password_changed",
                 recipient=user.email,
                 user_id=user.id,
-                context={"when": _now_text(), "link": f"{self._policy.public_url}/forgot-password"},
+                context={"when": _now_text(), "link": f"{self.policy.public_url}/forgot-password"},
             ),
         )
 
     async def _notice_new_device(self, user: User, client: ClientInfo) -> None:
-        ttl = self._policy.known_device_seconds
-        device_key = self._keys.key("mail-known-device", str(user.id), client.ip)
-        seen_key = self._keys.key("mail-seen-account", str(user.id))
-        new_device, first_login = await self._marks.mark_new([device_key, seen_key], ttl)
+        ttl = self.policy.known_device_seconds
+        device_key = self.keys.key("mail-known-device", str(user.id), client.ip)
+        seen_key = self.keys.key("mail-seen-account", str(user.id))
+        new_device, first_login = await self.marks.mark_new([device_key, seen_key], ttl)
         if not new_device or first_login:
             return  # a device seen before; or the account's first login, no news to its owner
         device = await asyncio.to_thread(describe_user_agent, client.user_agent)
@@ -517,19 +463,19 @@ class EmailFlows:
                 "when": _now_text(),
                 "device": device,
                 "ip": client.ip or "unknown",
-                "link": f"{self._policy.public_url}/account",
+                "link": f"{self.policy.public_url}/account",
             },
         )
         try:
-            async with self._db.transaction() as connection:
-                await self._outbox.enqueue(connection, mail)
+            async with self.database.transaction() as connection:
+                await self.outbox.enqueue(connection, mail)
         except DependencyUnavailable:
             _log.warning("new-device notice not queued: postgresql unavailable")
             return
-        self._nudge()
+        self.nudge()
 
     def _nudge_after_commit(self) -> None:
-        asyncio.get_running_loop().call_later(_NUDGE_DELAY, self._nudge)
+        asyncio.get_running_loop().call_later(_NUDGE_DELAY, self.nudge)
 
 
 class _Refused(Exception):

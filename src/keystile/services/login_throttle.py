@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import KW_ONLY, dataclass
 from uuid import UUID
 
 from keystile import metrics
@@ -33,52 +34,44 @@ from keystile.stores.rate_limits import Backoff, CounterStore
 __all__ = ["LoginThrottle", "refuse_while_backing_off"]
 
 
+@dataclass(frozen=True, slots=True)
 class LoginThrottle:
     """Refuse logins while their email or (email, address) pair is backing off."""
 
-    def __init__(
-        self,
-        store: CounterStore,
-        keys: CounterKeys,
-        known_clients: KnownClients,
-        audit: AuditLog,
-        *,
-        per_client: Backoff,
-        per_account: Backoff,
-    ) -> None:
-        self._store = store
-        self._keys = keys
-        self._known = known_clients
-        self._audit = audit
-        self._per_client = per_client
-        self._per_account = per_account
+    store: CounterStore
+    keys: CounterKeys
+    known_clients: KnownClients
+    audit: AuditLog
+    _: KW_ONLY
+    per_client: Backoff
+    per_account: Backoff
 
     def client_key(self, account: str, ip: str) -> str:
         """Return the backoff key of (account, address); `account` normalised."""
-        return self._keys.key("login-backoff:client", account, ip)
+        return self.keys.key("login-backoff:client", account, ip)
 
     def account_key(self, account: str) -> str:
         """Return the account-wide backoff key; `account` normalised."""
-        return self._keys.key("login-backoff:account", account)
+        return self.keys.key("login-backoff:account", account)
 
     async def check(self, email: str, client: ClientInfo) -> None:
         """Raise `RateLimited` if a login for `email` from `client` must wait."""
         account = normalise_account(email)
         keys = [self.client_key(account, client.ip)]
-        if not await self._known.is_known(account, client.ip):
+        if not await self.known_clients.is_known(account, client.ip):
             keys.append(self.account_key(account))
-        refuse_while_backing_off(await self._store.backoff_wait(keys))
+        refuse_while_backing_off(await self.store.backoff_wait(keys))
 
     async def failed(self, email: str, client: ClientInfo, user_id: UUID | None) -> None:
         """Count a failed login; audit the moment a backoff starts or grows."""
         account = normalise_account(email)
         for scope, key, backoff in (
-            ("client", self.client_key(account, client.ip), self._per_client),
-            ("account", self.account_key(account), self._per_account),
+            ("client", self.client_key(account, client.ip), self.per_client),
+            ("account", self.account_key(account), self.per_account),
         ):
-            result = await self._store.backoff_fail(key, backoff)
+            result = await self.store.backoff_fail(key, backoff)
             if result.delay > 0:
-                await self._audit.record(
+                await self.audit.record(
                     "login_lockout",
                     user_id=user_id,
                     ip=client.ip,
@@ -88,7 +81,7 @@ class LoginThrottle:
                     delay_seconds=result.delay,
                     # Lets an operator group lockouts of one (possibly unknown) email
                     # without the log holding the email itself.
-                    account_ref=self._keys.digest("account-ref", account)[:16],
+                    account_ref=self.keys.digest("account-ref", account)[:16],
                 )
 
     async def succeeded(
@@ -104,9 +97,9 @@ class LoginThrottle:
         account = normalise_account(email)
         writes = []
         if had_failures:
-            writes.append(self._store.forget([self.client_key(account, client.ip)]))
+            writes.append(self.store.forget([self.client_key(account, client.ip)]))
         if not known:
-            writes.append(self._known.remember(account, client.ip))
+            writes.append(self.known_clients.remember(account, client.ip))
         await asyncio.gather(*writes)
 
 

@@ -12,26 +12,20 @@ from datetime import timedelta
 
 from keystile.rates import Rate
 from keystile.repositories.api_keys import ApiKeyRecord, PostgresApiKeyRepository
-from keystile.repositories.audit import AuditRepository
-from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.clients import ClientRecord, PostgresClientRepository
-from keystile.repositories.database import Database
 from keystile.repositories.user_admin import PostgresUserAdminRepository
 from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.administration import AdministrationService
 from keystile.services.api_keys import ApiKeyService, is_api_key
 from keystile.services.clients import ClientService
+from keystile.services.foundation import Foundation
 from keystile.services.keys import KeyRing
 from keystile.services.opaque_secrets import Hmac
 from keystile.services.rate_limits import CounterKeys
-from keystile.services.revocation import TokenEpochs, TokenRevoker
 from keystile.services.roles import RoleService
-from keystile.services.sessions import SessionService
 from keystile.services.tokens import TokenService
 from keystile.services.types import Principal
-from keystile.settings import Settings
-from keystile.stores.cache import CacheHub, TieredCache
-from keystile.stores.rate_limits import CounterStore
+from keystile.stores.cache import TieredCache
 from keystile.stores.sealing import derive_key
 
 __all__ = ["MachineAccess", "build_machine_access"]
@@ -61,23 +55,12 @@ class MachineAccess:
 
 
 def build_machine_access(
-    settings: Settings,
-    *,
-    secret: bytes,
-    database: Database,
-    caches: CacheHub,
-    users: CachedUserRepository,
-    audit: AuditRepository,
-    sessions: SessionService,
-    revoker: TokenRevoker,
-    epochs: TokenEpochs,
-    tokens: TokenService,
-    key_ring: KeyRing,
-    counters: CounterStore,
+    base: Foundation, *, tokens: TokenService, key_ring: KeyRing
 ) -> MachineAccess:
     """Build the machine-access services over the core ones."""
+    settings = base.settings
     machine = settings.machine
-    key_cache: TieredCache[ApiKeyRecord] = caches.tiered(
+    key_cache: TieredCache[ApiKeyRecord] = base.caches.tiered(
         "api-key",
         encode=ApiKeyRecord.to_json,
         decode=ApiKeyRecord.from_json,
@@ -85,7 +68,7 @@ def build_machine_access(
         redis_ttl=machine.api_key_cache_redis_ttl_seconds,
         outage_copy=True,  # API-key requests go on through a PostgreSQL outage
     )
-    client_cache: TieredCache[ClientRecord] = caches.tiered(
+    client_cache: TieredCache[ClientRecord] = base.caches.tiered(
         "oauth-client",
         encode=ClientRecord.to_json,
         decode=ClientRecord.from_json,
@@ -93,12 +76,12 @@ def build_machine_access(
         redis_ttl=machine.api_key_cache_redis_ttl_seconds,
     )
     api_keys = ApiKeyService(
-        PostgresApiKeyRepository(database),
+        PostgresApiKeyRepository(base.database),
         key_cache,
-        epochs,
-        audit,
-        digests=Hmac(derive_key(secret, "api key secrets v1")),
-        scopes=settings.tokens.scopes,
+        base.epochs,
+        base.audit,
+        digests=Hmac(derive_key(base.secret, "api key secrets v1")),
+        scopes=frozenset(settings.tokens.scopes),
         max_days=machine.api_key_max_days,
         per_user=machine.api_keys_per_user,
         touch_interval=timedelta(seconds=machine.api_key_touch_interval_seconds),
@@ -111,24 +94,33 @@ def build_machine_access(
         leeway=settings.tokens.leeway_seconds,
     )
     clients = ClientService(
-        PostgresClientRepository(database),
+        PostgresClientRepository(base.database),
         client_cache,
         codec,
-        epochs,
+        base.epochs,
         api_keys,
-        audit,
-        counters,
-        CounterKeys(secret),  # the same counter key naming as the core rate limiter
-        digests=Hmac(derive_key(secret, "oauth client secrets v1")),
-        scopes=settings.tokens.scopes,
+        base.audit,
+        base.counters,
+        CounterKeys(base.secret),  # the same counter key naming as the core rate limiter
+        digests=Hmac(derive_key(base.secret, "oauth client secrets v1")),
+        scopes=frozenset(settings.tokens.scopes),
         audience=settings.tokens.audience,
         ttl=machine.client_token_ttl_seconds,
         per_ip=Rate.parse(machine.rate_limit_client_credentials_per_ip),
         per_client=Rate.parse(machine.rate_limit_client_credentials_per_client),
     )
-    admin_repository = PostgresUserAdminRepository(database, by_email=users.by_email)
-    roles = RoleService(users, admin_repository, epochs, audit, extra_roles=machine.extra_roles)
+    admin_repository = PostgresUserAdminRepository(base.database, by_email=base.users.by_email)
+    roles = RoleService(
+        base.users, admin_repository, base.epochs, base.audit, extra_roles=machine.extra_roles
+    )
     administration = AdministrationService(
-        users, admin_repository, sessions, revoker, epochs, api_keys, roles, audit
+        base.users,
+        admin_repository,
+        base.sessions,
+        base.revoker,
+        base.epochs,
+        api_keys,
+        roles,
+        base.audit,
     )
     return MachineAccess(api_keys, clients, roles, administration, tokens)

@@ -204,6 +204,29 @@ class MfaService:
             raise InvalidMfaCode("Enter the code from your authenticator app or a recovery code.")
         return await self.finish(mfa_token, user, ("pwd", "otp"), mode, scope, client)
 
+    async def reauthenticate(
+        self,
+        principal: Principal,
+        client: ClientInfo,
+        *,
+        code: str | None = None,
+        recovery_code: str | None = None,
+    ) -> None:
+        """Check a TOTP or recovery code of the caller (re-authentication, S42).
+
+        The same checks and backoff as the login's second step: `InvalidMfaCode` for a
+        wrong or replayed code, `RateLimited` while the account's backoff runs.
+        """
+        user = await self._active_user(principal)
+        await self._check_backoff(user.id)
+        if code is not None:
+            await self._verify_totp(user, code, client)
+        elif recovery_code is not None:
+            await self._spend_recovery_code(user, recovery_code, client)
+        else:
+            raise InvalidMfaCode("Enter the code from your authenticator app or a recovery code.")
+        await self._counters.forget([self._backoff_key(user.id)])
+
     async def pending_user(self, mfa_token: str, mode: str) -> tuple[User, str | None]:
         """Return the user and scope an mfa_token is for, without spending it."""
         return await self._pending(mfa_token, mode)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,59 +77,40 @@ def relying_party(public_url: str, rp_id: str | None) -> tuple[str, str]:
     return rp_id or (parts.hostname or "localhost"), origin
 
 
+@dataclass(frozen=True, slots=True)
 class PasskeyService:
     """WebAuthn ceremonies and the user's list of passkeys."""
 
-    def __init__(
-        self,
-        repository: PostgresMfaRepository,
-        users: CachedUserRepository,
-        challenges: ChallengeStore,
-        mfa: MfaService,
-        audit: AuditLog,
-        *,
-        rp_id: str,
-        rp_name: str,
-        origin: str,
-        challenge_ttl: int,
-        per_user: int,
-        reauth_max_age: int,
-        notices: FactorNotices,
-        require_verified_email: bool = False,
-    ) -> None:
-        self._require_verified_email = require_verified_email
-        self._repository = repository
-        self._users = users
-        self._challenges = challenges
-        self._mfa = mfa
-        self._audit = audit
-        self._rp_id = rp_id
-        self._rp_name = rp_name
-        self._origin = origin
-        self._ttl = challenge_ttl
-        self._per_user = per_user
-        self._reauth_max_age = reauth_max_age
-        self._notices = notices
-
-    @property
-    def rp_id(self) -> str:
-        return self._rp_id
+    repository: PostgresMfaRepository
+    users: CachedUserRepository
+    challenges: ChallengeStore
+    mfa: MfaService
+    audit: AuditLog
+    _: KW_ONLY
+    rp_id: str
+    rp_name: str
+    origin: str
+    challenge_ttl: int
+    per_user: int
+    reauth_max_age: int
+    notices: FactorNotices
+    require_verified_email: bool = False
 
     # --- registration ------------------------------------------------------------------
 
     async def registration_options(self, principal: Principal) -> dict[str, Any]:
         """Return creation options for a new discoverable passkey of the caller."""
-        existing = await self._repository.select_passkeys(principal.user_id)
-        if len(existing) >= self._per_user:
-            raise Conflict(f"You have {self._per_user} passkeys; delete one first.")
+        existing = await self.repository.select_passkeys(principal.user_id)
+        if len(existing) >= self.per_user:
+            raise Conflict(f"You have {self.per_user} passkeys; delete one first.")
         challenge = secrets.token_bytes(32)
         options = generate_registration_options(
-            rp_id=self._rp_id,
-            rp_name=self._rp_name,
+            rp_id=self.rp_id,
+            rp_name=self.rp_name,
             user_name=principal.email,
             user_id=principal.user_id.bytes,
             challenge=challenge,
-            timeout=self._ttl * 1000,
+            timeout=self.challenge_ttl * 1000,
             authenticator_selection=AuthenticatorSelectionCriteria(
                 resident_key=ResidentKeyRequirement.REQUIRED,
                 user_verification=UserVerificationRequirement.PREFERRED,
@@ -138,10 +119,10 @@ class PasskeyService:
                 PublicKeyCredentialDescriptor(id=passkey.credential_id) for passkey in existing
             ],
         )
-        await self._challenges.put(
+        await self.challenges.put(
             _challenge_key("register", challenge),
             {"user": str(principal.user_id)},
-            self._ttl,
+            self.challenge_ttl,
         )
         parsed: dict[str, Any] = json.loads(options_to_json(options))
         return parsed
@@ -154,15 +135,15 @@ class PasskeyService:
         Returns the passkey and, when it is the user's first factor, ten recovery codes.
         """
         challenge = _challenge_of(credential, "webauthn.create")
-        pending = await self._challenges.take(_challenge_key("register", challenge))
+        pending = await self.challenges.take(_challenge_key("register", challenge))
         if pending is None or pending.get("user") != str(principal.user_id):
             raise InvalidWebAuthn("This passkey request has expired or was already used.")
         try:
             verified = verify_registration_response(
                 credential=credential,
                 expected_challenge=challenge,
-                expected_rp_id=self._rp_id,
-                expected_origin=self._origin,
+                expected_rp_id=self.rp_id,
+                expected_origin=self.origin,
             )
         except (WebAuthnException, ValueError, KeyError, TypeError) as error:
             await self._refused(principal.user_id, client, "passkey_registration", error)
@@ -171,9 +152,9 @@ class PasskeyService:
         codes: list[str] = []
         digests: list[bytes] = []
         if not user.mfa_factors:
-            codes, digests = self._mfa.recovery_code_digests(user.id)
+            codes, digests = self.mfa.recovery_code_digests(user.id)
         transports = credential.get("response", {}).get("transports") or []
-        passkey = await self._repository.insert_passkey(
+        passkey = await self.repository.insert_passkey(
             user.id,
             credential_id=verified.credential_id,
             public_key=verified.credential_public_key,
@@ -187,8 +168,8 @@ class PasskeyService:
         )
         if passkey is None:
             raise Conflict("This passkey is registered already.")
-        await self._users.forget_cached(user.email)
-        await self._audit.record(
+        await self.users.forget_cached(user.email)
+        await self.audit.record(
             "mfa_enrolled",
             user_id=user.id,
             ip=client.ip,
@@ -201,10 +182,10 @@ class PasskeyService:
     # --- the user's passkeys -------------------------------------------------------------
 
     async def list(self, principal: Principal) -> list[Passkey]:
-        return await self._repository.select_passkeys(principal.user_id)
+        return await self.repository.select_passkeys(principal.user_id)
 
     async def rename(self, principal: Principal, passkey_id: UUID, name: str) -> None:
-        if not await self._repository.rename_passkey(principal.user_id, passkey_id, name):
+        if not await self.repository.rename_passkey(principal.user_id, passkey_id, name):
             raise NotFound("No such passkey.")
 
     async def delete(
@@ -217,19 +198,19 @@ class PasskeyService:
         """
         user = await self._active(principal.user_id)
         if not recent:
-            raise ReauthenticationRequired(self._reauth_max_age)
-        passkeys = await self._repository.select_passkeys(user.id)
+            raise ReauthenticationRequired(self.reauth_max_age)
+        passkeys = await self.repository.select_passkeys(user.id)
         if not any(p.id == passkey_id for p in passkeys):
             raise NotFound("No such passkey.")
         last = len(passkeys) == 1 and "totp" not in user.mfa_factors
         if last and "hwk" not in principal.amr:
             raise FactorRequired("Removing your last passkey needs a login with a passkey first.")
-        if not await self._repository.delete_passkey(
+        if not await self.repository.delete_passkey(
             user.id, passkey_id, then=partial(self._notify, "A passkey was removed")
         ):
             raise NotFound("No such passkey.")
-        await self._users.forget_cached(user.email)
-        await self._audit.record(
+        await self.users.forget_cached(user.email)
+        await self.audit.record(
             "mfa_removed",
             user_id=user.id,
             ip=client.ip,
@@ -244,21 +225,23 @@ class PasskeyService:
         """Return request options: discoverable (passwordless), or the user's passkeys (MFA)."""
         allow: list[PublicKeyCredentialDescriptor] = []
         if mfa_token is not None:
-            user, _ = await self._mfa.pending_user(mfa_token, mode)
+            user, _ = await self.mfa.pending_user(mfa_token, mode)
             allow = [
                 PublicKeyCredentialDescriptor(id=p.credential_id)
-                for p in await self._repository.select_passkeys(user.id)
+                for p in await self.repository.select_passkeys(user.id)
             ]
         challenge = secrets.token_bytes(32)
         options = generate_authentication_options(
-            rp_id=self._rp_id,
+            rp_id=self.rp_id,
             challenge=challenge,
-            timeout=self._ttl * 1000,
+            timeout=self.challenge_ttl * 1000,
             allow_credentials=allow,
             user_verification=UserVerificationRequirement.PREFERRED,
         )
-        await self._challenges.put(
-            _challenge_key("authenticate", challenge), {"mfa": mfa_token is not None}, self._ttl
+        await self.challenges.put(
+            _challenge_key("authenticate", challenge),
+            {"mfa": mfa_token is not None},
+            self.challenge_ttl,
         )
         parsed: dict[str, Any] = json.loads(options_to_json(options))
         return parsed
@@ -275,31 +258,105 @@ class PasskeyService:
         pending_user = None
         scope = None
         if mfa_token is not None:
-            pending_user, scope = await self._mfa.pending_user(mfa_token, mode)
+            pending_user, scope = await self.mfa.pending_user(mfa_token, mode)
         challenge = _challenge_of(credential, "webauthn.get")
-        if await self._challenges.take(_challenge_key("authenticate", challenge)) is None:
+        if await self.challenges.take(_challenge_key("authenticate", challenge)) is None:
             raise InvalidWebAuthn("This passkey request has expired or was already used.")
+        passkey = await self._verify_assertion(
+            credential,
+            client,
+            challenge,
+            owner=None if pending_user is None else pending_user.id,
+            require_user_verification=mfa_token is None,
+        )
+        if mfa_token is not None and pending_user is not None:
+            return await self.mfa.finish(
+                mfa_token, pending_user, ("pwd", "hwk"), mode, scope, client
+            )
+        user = await self._active(passkey.user_id)
+        if self.require_verified_email and not user.email_verified:
+            # The same rule as a password login (`email_verification = "required"`).
+            raise EmailNotVerified()
+        await self.audit.record(
+            "mfa_succeeded",
+            user_id=user.id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            amr=["hwk"],
+        )
+        return PasskeyLogin(user, ("hwk",))
+
+    # --- re-authentication (step-up, S42) ------------------------------------------------
+
+    async def reauthentication_options(self, principal: Principal) -> dict[str, Any]:
+        """Return request options for one of the caller's own passkeys (re-authentication)."""
+        passkeys = await self.repository.select_passkeys(principal.user_id)
+        if not passkeys:
+            raise NotFound("You have no passkey; use your password instead.")
+        challenge = secrets.token_bytes(32)
+        options = generate_authentication_options(
+            rp_id=self.rp_id,
+            challenge=challenge,
+            timeout=self.challenge_ttl * 1000,
+            allow_credentials=[PublicKeyCredentialDescriptor(id=p.credential_id) for p in passkeys],
+            user_verification=UserVerificationRequirement.PREFERRED,
+        )
+        await self.challenges.put(
+            _challenge_key("reauthenticate", challenge),
+            {"user": str(principal.user_id)},
+            self.challenge_ttl,
+        )
+        parsed: dict[str, Any] = json.loads(options_to_json(options))
+        return parsed
+
+    async def reauthenticate(
+        self, principal: Principal, credential: dict[str, Any], client: ClientInfo
+    ) -> None:
+        """Verify an assertion by one of the caller's passkeys; another user's is refused.
+
+        The challenge must be one issued to this caller by `reauthentication_options`
+        and is spent whatever the outcome. `InvalidWebAuthn`, `InvalidPasskey`.
+        """
+        challenge = _challenge_of(credential, "webauthn.get")
+        pending = await self.challenges.take(_challenge_key("reauthenticate", challenge))
+        if pending is None or pending.get("user") != str(principal.user_id):
+            raise InvalidWebAuthn("This passkey request has expired or was already used.")
+        await self._verify_assertion(
+            credential, client, challenge, owner=principal.user_id, require_user_verification=True
+        )
+
+    async def _verify_assertion(
+        self,
+        credential: dict[str, Any],
+        client: ClientInfo,
+        challenge: bytes,
+        *,
+        owner: UUID | None,
+        require_user_verification: bool,
+    ) -> Passkey:
+        # The challenge was taken already; check the assertion and move the counter on.
         raw_id = credential.get("rawId") or credential.get("id")
         try:
             credential_id = base64url_to_bytes(raw_id) if isinstance(raw_id, str) else b""
         except ValueError:
             raise InvalidWebAuthn() from None
-        passkey = await self._repository.select_passkey_by_credential(credential_id)
-        if passkey is None or (pending_user is not None and passkey.user_id != pending_user.id):
+        passkey = await self.repository.select_passkey_by_credential(credential_id)
+        if passkey is None or (owner is not None and passkey.user_id != owner):
+            # Another user's passkey proves nothing about this one (S41).
             raise InvalidPasskey()
         try:
             verified = verify_authentication_response(
                 credential=credential,
                 expected_challenge=challenge,
-                expected_rp_id=self._rp_id,
-                expected_origin=self._origin,
+                expected_rp_id=self.rp_id,
+                expected_origin=self.origin,
                 credential_public_key=passkey.public_key,
                 credential_current_sign_count=passkey.sign_count,
-                require_user_verification=mfa_token is None,
+                require_user_verification=require_user_verification,
             )
         except (WebAuthnException, ValueError, KeyError, TypeError) as error:
             if "sign count" in str(error).lower():
-                await self._audit.record(
+                await self.audit.record(
                     "passkey_counter_regression",
                     user_id=passkey.user_id,
                     ip=client.ip,
@@ -310,11 +367,11 @@ class PasskeyService:
             else:
                 await self._refused(passkey.user_id, client, "passkey", error)
             raise InvalidPasskey() from None
-        if not await self._repository.update_passkey_use(
+        if not await self.repository.update_passkey_use(
             passkey.id, passkey.sign_count, verified.new_sign_count, verified.credential_backed_up
         ):
             # Another login with the same counter won the race: one of the two is a clone.
-            await self._audit.record(
+            await self.audit.record(
                 "passkey_counter_regression",
                 user_id=passkey.user_id,
                 ip=client.ip,
@@ -323,27 +380,12 @@ class PasskeyService:
                 stored=passkey.sign_count,
             )
             raise InvalidPasskey()
-        if mfa_token is not None and pending_user is not None:
-            return await self._mfa.finish(
-                mfa_token, pending_user, ("pwd", "hwk"), mode, scope, client
-            )
-        user = await self._active(passkey.user_id)
-        if self._require_verified_email and not user.email_verified:
-            # The same rule as a password login (`email_verification = "required"`).
-            raise EmailNotVerified()
-        await self._audit.record(
-            "mfa_succeeded",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            amr=["hwk"],
-        )
-        return PasskeyLogin(user, ("hwk",))
+        return passkey
 
     # --- helpers -------------------------------------------------------------------------
 
     async def _active(self, user_id: UUID) -> User:
-        user = await self._users.select_user_by_id(user_id)
+        user = await self.users.select_user_by_id(user_id)
         if user is None or not user.is_active:
             raise NotAuthenticated()
         return user
@@ -351,7 +393,7 @@ class PasskeyService:
     async def _refused(
         self, user_id: UUID, client: ClientInfo, factor: str, error: Exception
     ) -> None:
-        await self._audit.record(
+        await self.audit.record(
             "mfa_failed",
             user_id=user_id,
             ip=client.ip,
@@ -363,7 +405,7 @@ class PasskeyService:
     async def _notify(
         self, what: str, connection: asyncpg.Connection, user_id: UUID, email: str
     ) -> None:
-        await self._notices.factor_changed_in_transaction(connection, user_id, email, what)
+        await self.notices.factor_changed_in_transaction(connection, user_id, email, what)
 
 
 def _challenge_key(ceremony: str, challenge: bytes) -> str:

@@ -46,6 +46,13 @@ class HashAdmission:
     when the parameters or the machine change. A refused caller is told when its turn
     would come: refusals are handed successive slots at the rate the threads drain,
     so retries spread over the drain time instead of all returning in the same second.
+
+    Two means are kept. Admission uses the hashes' wall time, so an admitted caller's wait
+    stays within the budget even while the threads share the CPU with the event loop.
+    Turns are promised by the hashes' CPU time, the rate the threads drain once a flood
+    of arrivals has been answered: promised by the wall time of that moment, when the
+    event loop is busiest, the turns come too late and the threads go idle waiting for
+    clients that were told to come back later than needed.
     """
 
     def __init__(
@@ -60,6 +67,7 @@ class HashAdmission:
         self._threads = threads
         self._budget = budget
         self._mean = mean_hash_seconds
+        self._cpu_mean = mean_hash_seconds
         self._smoothing = smoothing
         self._clock = clock
         self._admitted = 0  # reserved, queued or running
@@ -92,14 +100,15 @@ class HashAdmission:
             self._admitted += 1
             return
         now = self._clock()
-        earliest = now + wait - self._budget
+        ahead = self._admitted - self._threads + 1
+        earliest = now + ahead * self._cpu_mean / self._threads - self._budget
         # Promised turns are not claimed by name: a client that comes back early (or never)
         # is promised another. So the schedule is bounded: past the horizon it starts over
         # at the earliest turn, and a Retry-After never exceeds the horizon.
         if self._next_turn > earliest + self._horizon:
             self._next_turn = earliest
         turn = max(earliest, self._next_turn)
-        self._next_turn = turn + self._mean / self._threads
+        self._next_turn = turn + self._cpu_mean / self._threads
         metrics.HASH_REJECTIONS.inc()
         raise Overloaded(max(1, math.ceil(turn - now)))
 
@@ -107,9 +116,11 @@ class HashAdmission:
         """Forget one admitted hash (finished, or never run)."""
         self._admitted -= 1
 
-    def observe(self, seconds: float) -> None:
-        """Fold one measured hash time into the mean."""
+    def observe(self, seconds: float, cpu_seconds: float | None = None) -> None:
+        """Fold one measured hash time (wall, and CPU if measured) into the means."""
         self._mean += self._smoothing * (seconds - self._mean)
+        cpu = seconds if cpu_seconds is None else min(cpu_seconds, seconds)
+        self._cpu_mean += self._smoothing * (cpu - self._cpu_mean)
 
 
 class HashTicket:
@@ -235,21 +246,22 @@ class PasswordHasher:
                 metrics.HASH_QUEUE_DEPTH.dec()
                 raise
             try:
-                result, seconds = await asyncio.wrap_future(job)
+                result, seconds, cpu_seconds = await asyncio.wrap_future(job)
             except asyncio.CancelledError:
                 # A job cancelled before a thread took it never leaves the queue by itself.
                 if job.cancel():
                     metrics.HASH_QUEUE_DEPTH.dec()
                 raise
-            self.admission.observe(seconds)
+            self.admission.observe(seconds, cpu_seconds)
             return result
 
 
 def _measured(
     operation: str, func: Callable[..., _R], queued_at: float, *args: str
-) -> tuple[_R, float]:
-    """Run `func` on a hashing thread; return its result and run time, and record both."""
+) -> tuple[_R, float, float]:
+    """Run `func` on a hashing thread; return its result, wall and CPU time; record them."""
     started = time.perf_counter()
+    cpu_started = time.thread_time()
     metrics.HASH_QUEUE_DEPTH.dec()
     metrics.HASH_WAIT.observe(started - queued_at)
     metrics.HASHES_IN_PROGRESS.inc()
@@ -257,6 +269,7 @@ def _measured(
         result = func(*args)
     finally:
         seconds = time.perf_counter() - started
+        cpu_seconds = time.thread_time() - cpu_started
         metrics.HASHES_IN_PROGRESS.dec()
         metrics.HASH_DURATION.labels(operation).observe(seconds)
-    return result, seconds
+    return result, seconds, cpu_seconds

@@ -134,7 +134,8 @@ class SessionService:
             email=record.email,
             via="session",
             session_id_hash=id_hash,
-            auth_time=record.created_at,  # a session starts with a (completed) login
+            # The login, or the latest re-authentication (`reauthenticated`).
+            auth_time=record.auth_time or record.created_at,
             amr=frozenset(record.amr),
         )
 
@@ -158,6 +159,16 @@ class SessionService:
             )
             for record, device in zip(live, devices, strict=True)
         ]
+
+    async def reauthenticated(self, session_id_hash: bytes, amr: tuple[str, ...]) -> None:
+        """Record that the user of a live session proved themselves again, as `amr` says.
+
+        The session keeps its id; its auth_time becomes now (PostgreSQL, then every
+        worker's cached copy is dropped). `NotAuthenticated` if it ended meanwhile.
+        """
+        if not await self._repository.update_session_auth(session_id_hash, amr):
+            raise NotAuthenticated()
+        await self._cache.invalidate(session_id_hash.hex())
 
     async def end(self, session_id_hash: bytes) -> None:
         """Revoke one session; every worker refuses it from now on."""

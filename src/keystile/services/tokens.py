@@ -42,7 +42,13 @@ from keystile.services.types import Authenticated, ClientInfo, Principal
 from keystile.stores.cache import LocalCache
 from keystile.stores.sealing import derive_key
 
-__all__ = ["PasswordAuthenticator", "TokenPair", "TokenService", "hash_refresh_token"]
+__all__ = [
+    "AccessGrant",
+    "PasswordAuthenticator",
+    "TokenPair",
+    "TokenService",
+    "hash_refresh_token",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -72,6 +78,16 @@ class TokenPair:
     expires_in: int
     scope: str
     limits: LimitStatus | None = None  # the tightest rate limit of a password grant
+
+
+@dataclass(frozen=True, slots=True)
+class AccessGrant:
+    """A new access token of an existing family (re-authentication): no refresh token."""
+
+    access_token: str
+    expires_in: int
+    scope: str
+    auth_time: datetime
 
 
 def hash_refresh_token(token: str) -> bytes:
@@ -143,7 +159,7 @@ class TokenService:
         scope_text = " ".join(sorted(scopes)) if scope_text is None else scope_text
         via = {"via": "token"} if amr == ("pwd",) else {"via": "token", "amr": list(amr)}
         # Family, first token and audit event: one statement, one round trip.
-        await self._refresh_tokens.insert_family(
+        family_id = await self._refresh_tokens.insert_family(
             user.id,
             scope_text,
             hash_refresh_token(refresh_token),
@@ -161,6 +177,7 @@ class TokenService:
             time.time(),
             user.email_verified_at is not None,
             amr,
+            family_id,
         )
 
     def requested_scopes(self, scope: str | None) -> frozenset[str]:
@@ -189,6 +206,7 @@ class TokenService:
                 rotated.auth_time.timestamp(),
                 rotated.email_verified,
                 rotated.amr,
+                rotated.family_id,
             )
 
         state = await self._refresh_tokens.select_token_state(token_hash, grace=self._reuse_grace)
@@ -206,6 +224,7 @@ class TokenService:
                 state.auth_time.timestamp(),
                 state.email_verified,
                 state.amr,
+                state.family_id,
             )
         # Used twice, seconds apart: one of the two holders stole it (RFC 9700 4.14.2).
         metrics.REFRESH_REUSE_DETECTED.inc()
@@ -272,7 +291,35 @@ class TokenService:
             scopes=claims.scopes,
             auth_time=None if auth_time is None else datetime.fromtimestamp(auth_time, UTC),
             amr=claims.amr,
+            family_id=claims.family_id,
         )
+
+    async def reauthenticated(self, principal: Principal, amr: tuple[str, ...]) -> AccessGrant:
+        """Return a new access token for a bearer caller who just proved themselves again.
+
+        The token's family (its `sid`) gets auth_time now and `amr`, so its refresh
+        token, which does not change, goes on issuing tokens with them. `InvalidToken`
+        for a token without a family (issued before `sid` existed: refresh it first) or
+        whose family has ended.
+        """
+        if principal.via != "bearer" or principal.family_id is None:
+            raise InvalidToken("This access token cannot be renewed; refresh it, then try again.")
+        family = await self._refresh_tokens.update_family_auth(
+            principal.family_id, principal.user_id, amr
+        )
+        if family is None:
+            raise InvalidToken("This login has ended; log in again.")
+        access_token = self._codec.issue(
+            principal.user_id,
+            family.token_epoch,
+            family.scope.split(),
+            roles=family.roles,
+            auth_time=family.auth_time.timestamp(),
+            email_verified=family.email_verified,
+            amr=family.amr,
+            family_id=principal.family_id,
+        )
+        return AccessGrant(access_token, self._codec.ttl, family.scope, family.auth_time)
 
     def _requested_scopes(self, scope: str | None) -> frozenset[str]:
         if scope is None or not scope.strip():
@@ -296,6 +343,7 @@ class TokenService:
         auth_time: float,
         email_verified: bool,
         amr: Iterable[str],
+        family_id: UUID,
     ) -> TokenPair:
         return TokenPair(
             access_token=self._codec.issue(
@@ -306,6 +354,7 @@ class TokenService:
                 auth_time=auth_time,
                 email_verified=email_verified,
                 amr=amr,
+                family_id=family_id,
             ),
             refresh_token=refresh_token,
             expires_in=self._codec.ttl,

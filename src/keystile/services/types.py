@@ -47,3 +47,5 @@ class Principal:
     # How the user authenticated (RFC 8176: "pwd", "otp", "hwk"); empty for machines.
     amr: frozenset[str] = frozenset()
     client_id: UUID | None = None
+    # For via="bearer": the token family (one login) the access token was issued for.
+    family_id: UUID | None = None

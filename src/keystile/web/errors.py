@@ -1,4 +1,7 @@
-"""The one place domain and HTTP errors become responses with stable codes (S24, S25)."""
+"""The one place domain and HTTP errors become responses with stable codes (S24, S25).
+
+A domain error's status is its class's `http_status` (keystile/errors.py).
+"""
 
 from __future__ import annotations
 
@@ -12,19 +15,10 @@ from quart_schema.validation import QuerystringValidationError, RequestHeadersVa
 from werkzeug.exceptions import HTTPException
 
 from keystile.errors import (
-    AuthError,
-    Conflict,
-    DependencyUnavailable,
-    Forbidden,
     InsufficientScope,
-    InvalidInput,
-    InvalidLinkToken,
     InvalidToken,
     KeystileError,
     MfaRequired,
-    NotFound,
-    Overloaded,
-    RateLimited,
     ReauthenticationRequired,
 )
 from keystile.web.context import note_refused_limit
@@ -38,19 +32,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-# Checked in order: the first class an error is an instance of decides its status.
-_STATUS: tuple[tuple[type[KeystileError], int], ...] = (
-    (InvalidInput, 422),
-    (InvalidLinkToken, 400),
-    (AuthError, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-    (RateLimited, 429),
-    (Overloaded, 503),
-    (DependencyUnavailable, 503),
-)
 
 HTTP_CODES = {
     400: ("malformed_request", "The request body could not be read."),
@@ -86,7 +67,7 @@ def status_for(error: KeystileError) -> int:
 
 def status_for_type(error_type: type[KeystileError]) -> int:
     """Return the HTTP status of a kind of domain error (also for the OpenAPI document)."""
-    return next((status for cls, status in _STATUS if issubclass(error_type, cls)), 400)
+    return error_type.http_status
 
 
 def _domain_error(error: KeystileError) -> Response:

@@ -56,7 +56,12 @@ class ApiKeyCreateRequest(_Request):
     expires_in_days: int = Field(ge=1, le=3650)
 
 
-class ApiKeyResponse(BaseModel):
+class _FromRecord(BaseModel):
+    # Made from a repository record by attribute name: `ApiKeyResponse.model_validate(record)`.
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ApiKeyResponse(_FromRecord):
     id: str
     name: str
     scopes: list[str]
@@ -133,7 +138,7 @@ class AdminUserListQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=100)
 
 
-class AdminUserResponse(BaseModel):
+class AdminUserResponse(_FromRecord):
     id: UUID
     email: str
     created_at: datetime
@@ -146,7 +151,7 @@ class AdminUserListResponse(BaseModel):
     next_cursor: str | None
 
 
-class AuditEventResponse(BaseModel):
+class AuditEventResponse(_FromRecord):
     at: datetime
     kind: str
     ip: str

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from keystile.web.schemas import Scope
+from keystile.web.schemas import Password, Scope
 
 __all__ = [
     "MfaCompleteRequest",
@@ -20,6 +21,9 @@ __all__ = [
     "PasskeyRegistrationRequest",
     "PasskeyRenameRequest",
     "PasskeyResponse",
+    "ReauthPasskeyRequest",
+    "ReauthRequest",
+    "ReauthResponse",
     "RecoveryCodesResponse",
     "TotpCodeRequest",
     "TotpRemoveRequest",
@@ -141,3 +145,41 @@ class PasskeyLoginRequest(_Request):
     mode: LoginMode = "session"
     mfa_token: MfaToken | None = None
     scope: Scope | None = Field(default=None, description="Passwordless tokens only.")
+
+
+class ReauthRequest(_Request):
+    """Exactly one of `password`, `code` (TOTP) or `recovery_code`."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1}
+    )
+
+    password: Password | SkipJsonSchema[None] = None
+    code: TotpCode | SkipJsonSchema[None] = None
+    recovery_code: RecoveryCode | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReauthRequest:
+        given = [v for v in (self.password, self.code, self.recovery_code) if v is not None]
+        if len(given) != 1:
+            raise ValueError("Send exactly one of password, code or recovery_code.")
+        return self
+
+
+class ReauthPasskeyRequest(_Request):
+    """The `navigator.credentials.get()` result as JSON (base64url)."""
+
+    credential: dict[str, Any]
+
+
+class ReauthResponse(BaseModel):
+    """The refreshed login; a bearer caller also gets a new access token (no refresh token)."""
+
+    auth_time: datetime = Field(description="Now: when the caller last proved who they are.")
+    amr: list[str] = Field(description="How: the login's methods plus the one just used.")
+    access_token: str | None = Field(
+        default=None, description="Bearer callers: a new access token of the same login."
+    )
+    token_type: str | None = Field(default=None, description="`Bearer` with `access_token`.")
+    expires_in: int | None = Field(default=None, description="The access token's lifetime.")
+    scope: str | None = Field(default=None, description="The access token's scopes.")

@@ -10,6 +10,7 @@ from keystile.web.api import (
     mfa,
     oauth,
     passkeys,
+    reauth,
     sessions,
     tokens,
     users,
@@ -29,4 +30,5 @@ blueprints: tuple[Blueprint, ...] = (
     email.blueprint,
     mfa.blueprint,
     passkeys.blueprint,
+    reauth.blueprint,
 )

@@ -13,8 +13,6 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from keystile.repositories.user_admin import UserFilter
-from keystile.repositories.users import User
-from keystile.web.api.api_keys import key_response
 from keystile.web.auth import get_principal, requires_admin, requires_auth
 from keystile.web.context import client_info, services
 from keystile.web.machine_schemas import (
@@ -23,6 +21,7 @@ from keystile.web.machine_schemas import (
     AdminUserListQuery,
     AdminUserListResponse,
     AdminUserResponse,
+    ApiKeyResponse,
     AuditEventResponse,
     ClientCreatedResponse,
     ClientCreateRequest,
@@ -32,16 +31,6 @@ from keystile.web.machine_schemas import (
 )
 
 blueprint = Blueprint("admin", __name__)
-
-
-def _user(user: User) -> AdminUserResponse:
-    return AdminUserResponse(
-        id=user.id,
-        email=user.email,
-        created_at=user.created_at,
-        disabled_at=user.disabled_at,
-        roles=list(user.roles),
-    )
 
 
 @blueprint.get("/v1/admin/users")
@@ -63,7 +52,8 @@ async def list_users(query_args: AdminUserListQuery) -> AdminUserListResponse:
         where, query_args.cursor, query_args.limit
     )
     return AdminUserListResponse(
-        items=[_user(user) for user in page.users], next_cursor=page.next_cursor
+        items=[AdminUserResponse.model_validate(user) for user in page.users],
+        next_cursor=page.next_cursor,
     )
 
 
@@ -75,7 +65,7 @@ async def show_user(user_id: UUID) -> AdminUserDetail:
     """Show one user: live sessions, API keys, second factors, recent events."""
     detail = await services().machine.administration.show_user(user_id)
     return AdminUserDetail(
-        **_user(detail.user).model_dump(),
+        **AdminUserResponse.model_validate(detail.user).model_dump(),
         sessions=[
             AdminSessionResponse(
                 id=view.public_id,
@@ -87,12 +77,9 @@ async def show_user(user_id: UUID) -> AdminUserDetail:
             )
             for view in detail.sessions
         ],
-        api_keys=[key_response(record) for record in detail.api_keys],
+        api_keys=[ApiKeyResponse.model_validate(record) for record in detail.api_keys],
         factors=await services().mfa.factors_of(user_id),
-        recent_events=[
-            AuditEventResponse(at=event.at, kind=event.kind, ip=event.ip, detail=event.detail)
-            for event in detail.events
-        ],
+        recent_events=[AuditEventResponse.model_validate(event) for event in detail.events],
     )
 
 
@@ -143,7 +130,7 @@ async def set_roles(user_id: UUID, data: RolesRequest) -> AdminUserResponse:
     user = await services().machine.administration.set_roles(
         get_principal(), user_id, data.roles, client_info()
     )
-    return _user(user)
+    return AdminUserResponse.model_validate(user)
 
 
 @blueprint.get("/v1/admin/clients")

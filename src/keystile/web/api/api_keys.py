@@ -5,7 +5,6 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
-from keystile.repositories.api_keys import ApiKeyRecord
 from keystile.web.auth import get_principal, requires_auth
 from keystile.web.context import client_info, services
 from keystile.web.machine_schemas import (
@@ -17,17 +16,6 @@ from keystile.web.machine_schemas import (
 from keystile.web.openapi import may_fail, responds
 
 blueprint = Blueprint("api_keys", __name__)
-
-
-def key_response(record: ApiKeyRecord) -> ApiKeyResponse:
-    return ApiKeyResponse(
-        id=record.id,
-        name=record.name,
-        scopes=list(record.scopes),
-        created_at=record.created_at,
-        expires_at=record.expires_at,
-        last_used_at=record.last_used_at,
-    )
 
 
 @blueprint.post("/v1/me/api-keys")
@@ -63,7 +51,9 @@ async def create_api_key(data: ApiKeyCreateRequest) -> tuple[ApiKeyCreatedRespon
 async def list_api_keys() -> ApiKeyListResponse:
     """List the caller's unrevoked API keys (never the keys themselves)."""
     records = await services().machine.api_keys.list_keys(get_principal().user_id)
-    return ApiKeyListResponse(api_keys=[key_response(record) for record in records])
+    return ApiKeyListResponse(
+        api_keys=[ApiKeyResponse.model_validate(record) for record in records]
+    )
 
 
 @blueprint.delete("/v1/me/api-keys/<key_id>")

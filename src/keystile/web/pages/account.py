@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from quart import Response, redirect, request, url_for
+from quart import redirect, request, url_for
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
 from keystile.errors import InvalidCredentials, KeystileError, PasswordPolicyViolation
 from keystile.rates import Action
 from keystile.services.types import Principal
-from keystile.web.auth import current_principal, end_cookie_session, recently_authenticated
+from keystile.web.auth import current_principal, end_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
-from keystile.web.pages.common import blueprint, error_status, reauth_redirect, render_page
+from keystile.web.pages.common import (
+    account_error,
+    account_page,
+    blueprint,
+    recent_principal,
+    session_ended,
+)
 from keystile.web.rate_limits import check_rate_limit
 
 
@@ -32,13 +38,10 @@ async def account() -> ResponseReturnValue:
 @hide
 async def change_password() -> ResponseReturnValue:
     """Change the password; the user's other sessions end (S3)."""
-    principal = await current_principal()
-    if principal is None:
-        return _session_ended()
+    principal = await recent_principal()
+    if not isinstance(principal, Principal):
+        return principal
     form = await request.form
-    await verify_csrf(form)
-    if not recently_authenticated(principal):
-        return reauth_redirect()
     current = form.get("current_password", "")
     new = form.get("new_password", "")
     errors = {
@@ -72,7 +75,7 @@ async def revoke_session(public_id: UUID) -> ResponseReturnValue:
     """End one of my sessions; ending this one logs me out here."""
     principal = await current_principal()
     if principal is None:
-        return _session_ended()
+        return session_ended()
     await verify_csrf(await request.form)
     try:
         was_current = await services().auth.revoke_session(principal, public_id, client_info())
@@ -90,7 +93,7 @@ async def logout_everywhere() -> ResponseReturnValue:
     """End every session and access token of mine, this one included (S17)."""
     principal = await current_principal()
     if principal is None:
-        return _session_ended()
+        return session_ended()
     await verify_csrf(await request.form)
     await services().auth.logout_everywhere(principal, client_info())
     end_cookie_session()
@@ -102,7 +105,7 @@ async def create_api_key() -> ResponseReturnValue:
     """Create an API key and show it this once (S43)."""
     principal = await current_principal()
     if principal is None:
-        return _session_ended()
+        return session_ended()
     form = await request.form
     await verify_csrf(form)
     name = form.get("key_name", "").strip()
@@ -133,44 +136,10 @@ async def revoke_api_key(key_id: str) -> ResponseReturnValue:
     """Revoke one of my API keys."""
     principal = await current_principal()
     if principal is None:
-        return _session_ended()
+        return session_ended()
     await verify_csrf(await request.form)
     try:
         await services().machine.api_keys.revoke(principal, key_id[:32], client_info())
     except KeystileError as error:
         return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="api-key-revoked"), 303)
-
-
-async def account_page(principal: Principal, status: int = 200, **context: object) -> Response:
-    """Render the account page of `principal` with `context` (forms' errors, one-time values)."""
-    sessions = await services().sessions.list_sessions(principal)
-    api_keys = await services().machine.api_keys.list_keys(principal.user_id)
-    settings = services().settings
-    user = await services().users.select_user_by_email(principal.email)
-    return await render_page(
-        "account.html",
-        status,
-        principal=principal,
-        sessions=sessions,
-        api_keys=api_keys,
-        key_scopes=settings.tokens.scopes,
-        key_max_days=settings.machine.api_key_max_days,
-        email_verified=user is not None and user.id == principal.user_id and user.email_verified,
-        verification=settings.email.verification,
-        mfa=await services().mfa.status(principal),
-        passkeys=await services().passkeys.list(principal),
-        **context,
-    )
-
-
-async def account_error(principal: Principal, error: KeystileError) -> Response:
-    """Render the account page with `error` as the form error, with its status."""
-    status, headers = error_status(error)
-    response = await account_page(principal, status, form_error=error.message)
-    response.headers.update(headers)
-    return response
-
-
-def _session_ended() -> ResponseReturnValue:
-    return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)

@@ -10,18 +10,24 @@ from quart import Blueprint, Response, redirect, render_template, request, url_f
 from quart.typing import ResponseReturnValue
 
 from keystile.errors import KeystileError
-from keystile.web.context import note_refused_limit
-from keystile.web.csrf import CSRF_FIELD, csrf_token
+from keystile.services.types import Principal
+from keystile.web.auth import current_principal, recently_authenticated
+from keystile.web.context import note_refused_limit, services
+from keystile.web.csrf import CSRF_FIELD, csrf_token, verify_csrf
 from keystile.web.errors import status_for
 from keystile.web.schemas import Email
 
 __all__ = [
     "NOTICES",
+    "account_error",
+    "account_page",
     "blueprint",
     "check_email",
     "error_status",
     "reauth_redirect",
+    "recent_principal",
     "render_page",
+    "session_ended",
 ]
 
 blueprint = Blueprint("pages", __name__, template_folder="../templates")
@@ -51,7 +57,7 @@ NOTICES = {
         "A confirmation link is on its way to the new address. "
         "The address changes when you follow it."
     ),
-    "reauth": "To do this, log in again: it has been a while since you did.",
+    "reauth": "To do this, confirm it is you: it has been a while since you logged in.",
     "mfa-expired": "That sign-in took too long or was already completed. Log in again.",
     "mfa-enabled": (
         "Your authenticator app is set up. Keep the recovery codes below somewhere safe: "
@@ -85,9 +91,12 @@ async def render_page(template: str, status: int = 200, **context: Any) -> Respo
     return Response(body, status=status)
 
 
-def reauth_redirect() -> ResponseReturnValue:
-    """Send a logged-in user to log in again, then back to the account page (step-up)."""
-    return redirect(url_for("pages.login", reauth="1", next="/account", notice="reauth"), 303)
+def reauth_redirect(next_path: str = "/account") -> ResponseReturnValue:
+    """Send a logged-in user to /reauth, then back to `next_path` (step-up, S42).
+
+    /reauth refreshes the current session in place: no second login, no new session.
+    """
+    return redirect(url_for("pages.reauth", next=next_path, notice="reauth"), 303)
 
 
 def error_status(error: KeystileError) -> tuple[int, dict[str, str]]:
@@ -107,6 +116,56 @@ def check_email(value: str) -> str | None:
     except ValidationError:
         return "Enter an email address like name@example.com."
     return None
+
+
+async def account_page(principal: Principal, status: int = 200, **context: object) -> Response:
+    """Render the account page of `principal` with `context` (forms' errors, one-time values)."""
+    sessions = await services().sessions.list_sessions(principal)
+    api_keys = await services().machine.api_keys.list_keys(principal.user_id)
+    settings = services().settings
+    user = await services().users.select_user_by_email(principal.email)
+    return await render_page(
+        "account.html",
+        status,
+        principal=principal,
+        sessions=sessions,
+        api_keys=api_keys,
+        key_scopes=settings.tokens.scopes,
+        key_max_days=settings.machine.api_key_max_days,
+        email_verified=user is not None and user.id == principal.user_id and user.email_verified,
+        verification=settings.email.verification,
+        mfa=await services().mfa.status(principal),
+        passkeys=await services().passkeys.list(principal),
+        **context,
+    )
+
+
+async def account_error(principal: Principal, error: KeystileError) -> Response:
+    """Render the account page with `error` as the form error, with its status."""
+    status, headers = error_status(error)
+    response = await account_page(principal, status, form_error=error.message)
+    response.headers.update(headers)
+    return response
+
+
+def session_ended() -> ResponseReturnValue:
+    """Send a visitor whose session is gone to log in, then back to the account page."""
+    return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+
+
+async def recent_principal() -> Principal | ResponseReturnValue:
+    """Return the caller of a form post that needs a recent login (step-up, S42).
+
+    Or the answer to give instead: to the login page if the session is gone, to log
+    in again if the last login is too old. The form's CSRF token is checked (S11).
+    """
+    principal = await current_principal()
+    if principal is None:
+        return session_ended()
+    await verify_csrf(await request.form)
+    if not recently_authenticated(principal):
+        return reauth_redirect()
+    return principal
 
 
 @blueprint.app_template_filter("when")

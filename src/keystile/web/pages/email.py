@@ -20,16 +20,19 @@ from keystile.errors import (
     PasswordPolicyViolation,
 )
 from keystile.services.email_flows import LinkKind
-from keystile.web.auth import current_principal, end_cookie_session, recently_authenticated
+from keystile.services.types import Principal
+from keystile.web.auth import current_principal, end_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
-from keystile.web.pages.account import _session_ended, account_error, account_page
 from keystile.web.pages.common import (
+    account_error,
+    account_page,
     blueprint,
     check_email,
     error_status,
-    reauth_redirect,
+    recent_principal,
     render_page,
+    session_ended,
 )
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -189,7 +192,7 @@ async def account_resend_verification() -> ResponseReturnValue:
     """Mail me a new confirmation link."""
     principal = await current_principal()
     if principal is None:
-        return _session_ended()
+        return session_ended()
     await verify_csrf(await request.form)
     try:
         await services().mail.flows.resend_verification(principal, client_info())
@@ -204,13 +207,10 @@ async def account_resend_verification() -> ResponseReturnValue:
 @blueprint.post("/account/email")
 async def change_email() -> ResponseReturnValue:
     """Mail a confirmation link to the new address; it changes when that link is followed."""
-    principal = await current_principal()
-    if principal is None:
-        return _session_ended()
+    principal = await recent_principal()
+    if not isinstance(principal, Principal):
+        return principal
     form = await request.form
-    await verify_csrf(form)
-    if not recently_authenticated(principal):
-        return reauth_redirect()  # step-up (S42)
     new_email = form.get("new_email", "").strip()
     password = form.get("email_password", "")
     errors = {

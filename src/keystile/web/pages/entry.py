@@ -29,8 +29,10 @@ async def index() -> ResponseReturnValue:
 async def login() -> ResponseReturnValue:
     """Show the login form; a logged-in visitor goes straight on."""
     next_path = safe_next(request.args.get("next"))
-    # reauth=1: a logged-in user logs in again for a sensitive action (step-up).
-    if request.args.get("reauth") != "1" and await current_principal() is not None:
+    if await current_principal() is not None:
+        # reauth=1 (older step-up links): confirm on /reauth, keeping this session.
+        if request.args.get("reauth") == "1":
+            return redirect(url_for("pages.reauth", next=next_path, notice="reauth"), 303)
         return redirect(next_path, 303)
     return await render_page("login.html", next_path=next_path)
 

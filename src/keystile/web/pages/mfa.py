@@ -22,13 +22,16 @@ from keystile.services.types import Principal
 from keystile.web.auth import current_principal, recently_authenticated, start_cookie_session
 from keystile.web.context import client_info, services
 from keystile.web.csrf import verify_csrf
-from keystile.web.pages.account import account_error, account_page
 from keystile.web.pages.common import (
     NOTICES,
+    account_error,
+    account_page,
     blueprint,
     error_status,
     reauth_redirect,
+    recent_principal,
     render_page,
+    session_ended,
 )
 from keystile.web.redirects import safe_next
 
@@ -103,14 +106,14 @@ async def login_mfa_submit() -> ResponseReturnValue:
 @hide
 async def begin_totp() -> ResponseReturnValue:
     """Show a new authenticator-app secret as a QR code, to be confirmed with a code."""
-    principal = await _recent_principal()
+    principal = await recent_principal()
     if not isinstance(principal, Principal):
         return principal
     try:
         setup = await services().mfa.begin_totp(principal)
     except KeystileError as error:
-        return await _account_error(principal, error)
-    return await _account(
+        return await account_error(principal, error)
+    return await account_page(
         principal,
         201,
         totp_setup=setup,
@@ -122,17 +125,17 @@ async def begin_totp() -> ResponseReturnValue:
 @hide
 async def confirm_totp() -> ResponseReturnValue:
     """Confirm the authenticator app; show the recovery codes this once."""
-    principal = await _recent_principal()
+    principal = await recent_principal()
     if not isinstance(principal, Principal):
         return principal
     code = (await request.form).get("code", "").strip()[:8]
     try:
         codes = await services().mfa.confirm_totp(principal, code, client_info())
     except InvalidMfaCode as error:
-        return await _account(principal, 401, mfa_errors={"code": error.message})
+        return await account_page(principal, 401, mfa_errors={"code": error.message})
     except KeystileError as error:
-        return await _account_error(principal, error)
-    return await _account(principal, 200, recovery_codes=codes, notice=NOTICES["mfa-enabled"])
+        return await account_error(principal, error)
+    return await account_page(principal, 200, recovery_codes=codes, notice=NOTICES["mfa-enabled"])
 
 
 @blueprint.post("/account/mfa/totp/remove")
@@ -141,7 +144,7 @@ async def remove_totp() -> ResponseReturnValue:
     """Remove the authenticator app (a current code; the last factor always needs one)."""
     principal = await current_principal()
     if principal is None:
-        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+        return session_ended()
     form = await request.form
     await verify_csrf(form)
     code = form.get("remove_code", "").strip()[:8] or None
@@ -152,9 +155,9 @@ async def remove_totp() -> ResponseReturnValue:
     except ReauthenticationRequired:
         return reauth_redirect()
     except (InvalidMfaCode, FactorRequired) as error:
-        return await _account(principal, 401, mfa_errors={"remove_code": error.message})
+        return await account_page(principal, 401, mfa_errors={"remove_code": error.message})
     except KeystileError as error:
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="mfa-removed"), 303)
 
 
@@ -162,28 +165,14 @@ async def remove_totp() -> ResponseReturnValue:
 @hide
 async def regenerate_codes() -> ResponseReturnValue:
     """Replace the recovery codes and show the new ones this once."""
-    principal = await _recent_principal()
+    principal = await recent_principal()
     if not isinstance(principal, Principal):
         return principal
     try:
         codes = await services().mfa.regenerate_recovery_codes(principal, client_info())
     except KeystileError as error:
-        return await _account_error(principal, error)
-    return await _account(principal, 200, recovery_codes=codes)
-
-
-async def _recent_principal() -> Principal | ResponseReturnValue:
-    principal = await current_principal()
-    if principal is None:
-        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
-    await verify_csrf(await request.form)
-    if not recently_authenticated(principal):
-        return reauth_redirect()
-    return principal
-
-
-_account = account_page
-_account_error = account_error
+        return await account_error(principal, error)
+    return await account_page(principal, 200, recovery_codes=codes)
 
 
 # --- the account page's "Passkeys" section ---------------------------------------------
@@ -195,17 +184,17 @@ async def rename_passkey(passkey_id: UUID) -> ResponseReturnValue:
     """Rename one of my passkeys."""
     principal = await current_principal()
     if principal is None:
-        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+        return session_ended()
     form = await request.form
     await verify_csrf(form)
     name = form.get("name", "").strip()
     if not 1 <= len(name) <= 100 or not name.isprintable():
         error = InvalidInput("Name the passkey (up to 100 characters).")
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     try:
         await services().passkeys.rename(principal, passkey_id, name)
     except KeystileError as error:
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="passkey-renamed"), 303)
 
 
@@ -215,7 +204,7 @@ async def delete_passkey(passkey_id: UUID) -> ResponseReturnValue:
     """Delete one of my passkeys (after a recent login)."""
     principal = await current_principal()
     if principal is None:
-        return redirect(url_for("pages.login", notice="session-ended", next="/account"), 303)
+        return session_ended()
     await verify_csrf(await request.form)
     try:
         await services().passkeys.delete(
@@ -224,5 +213,5 @@ async def delete_passkey(passkey_id: UUID) -> ResponseReturnValue:
     except ReauthenticationRequired:
         return reauth_redirect()
     except KeystileError as error:
-        return await _account_error(principal, error)
+        return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="passkey-removed"), 303)

@@ -1,5 +1,5 @@
 // Passkeys on keystile's pages: buttons marked data-passkey="register" | "login" |
-// "second-factor" call navigator.credentials and the JSON API (same origin, cookie).
+// "second-factor" | "reauth" call navigator.credentials and the JSON API (same origin, cookie).
 // Served from /static under the pages' CSP (script-src 'self'): no inline script.
 "use strict";
 (function () {
@@ -95,6 +95,16 @@
     window.location.assign(button.dataset.next || "/account");
   }
 
+  // Step-up: one of my own passkeys refreshes this session in place (/reauth).
+  async function reauthenticate(button) {
+    const options = await post("/v1/me/reauthenticate/passkey/options", {});
+    options.challenge = decode(options.challenge);
+    (options.allowCredentials || []).forEach((c) => { c.id = decode(c.id); });
+    const credential = await navigator.credentials.get({ publicKey: options });
+    await post("/v1/me/reauthenticate/passkey", { credential: asJSON(credential) });
+    window.location.assign(button.dataset.next || "/account");
+  }
+
   document.querySelectorAll("button[data-passkey]").forEach((button) => {
     if (!window.PublicKeyCredential) { button.hidden = true; return; }
     button.hidden = false;
@@ -104,6 +114,7 @@
       try {
         const kind = button.dataset.passkey;
         if (kind === "register") await register(button);
+        else if (kind === "reauth") await reauthenticate(button);
         else await signIn(button, kind === "second-factor" ? button.dataset.mfaToken : null);
       } catch (error) {
         say(button, error && error.name === "NotAllowedError"
