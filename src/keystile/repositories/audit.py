@@ -20,6 +20,7 @@ __all__ = [
     "AuditLog",
     "AuditRepository",
     "BufferedAuditLog",
+    "LoginRecord",
     "PostgresAuditLog",
     "audit_insert_sql",
 ]
@@ -79,6 +80,25 @@ def audit_insert_sql(first: int) -> str:
         "INSERT INTO audit_events (kind, user_id, ip, user_agent, detail) "
         f"VALUES ({p[0]}, {p[1]}::uuid, {p[2]}, {p[3]}, {p[4]}::jsonb)"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRecord:
+    """How a session or token family began, stored with it in one statement.
+
+    `amr` is what the user proved (RFC 8176: pwd, otp, hwk); `event`, the audit event
+    committed in the same statement as the row it describes, if any.
+    """
+
+    amr: tuple[str, ...] = ("pwd",)
+    event: AuditEntry | None = None
+
+    def audit_cte(self, first: int) -> tuple[str, tuple[object, ...]]:
+        """Return `, audit AS (...)` to append to a WITH clause, with its parameters
+        numbered from $first; or nothing, without an event."""
+        if self.event is None:
+            return "", ()
+        return f", audit AS ({audit_insert_sql(first)})", self.event.values()
 
 
 class AuditLog(Protocol):

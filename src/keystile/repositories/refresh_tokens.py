@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
-from keystile.repositories.audit import AuditEntry, audit_insert_sql
+from keystile.repositories.audit import LoginRecord
 from keystile.repositories.database import PostgresRepository
 
 __all__ = [
@@ -142,8 +142,7 @@ class RefreshTokenRepository(Protocol):
         *,
         idle: timedelta,
         absolute: timedelta,
-        audit: AuditEntry | None = None,
-        amr: tuple[str, ...] = ("pwd",),
+        login: LoginRecord,
     ) -> UUID: ...
     async def rotate(
         self, token_hash: bytes, successor_hash: bytes, *, idle: timedelta
@@ -171,20 +170,16 @@ class PostgresRefreshTokenRepository(PostgresRepository):
         *,
         idle: timedelta,
         absolute: timedelta,
-        audit: AuditEntry | None = None,
-        amr: tuple[str, ...] = ("pwd",),
+        login: LoginRecord,
     ) -> UUID:
         """Start a family (one password grant) with its first token; return the family id.
 
         The family, its first token and the audit event are one statement: one round
         trip, one commit, all or nothing.
         """
-        values: tuple[object, ...] = (user_id, scope, absolute, token_hash, idle, list(amr))
-        audit_cte = ""
-        if audit is not None:
-            audit_cte = f", audit AS ({audit_insert_sql(7)})"
-            values += audit.values()
-        family_id: UUID = await self._db.fetchval(_INSERT_FAMILY.format(audit=audit_cte), *values)
+        audit, audit_values = login.audit_cte(7)
+        values = (user_id, scope, absolute, token_hash, idle, list(login.amr), *audit_values)
+        family_id: UUID = await self._db.fetchval(_INSERT_FAMILY.format(audit=audit), *values)
         return family_id
 
     async def rotate(

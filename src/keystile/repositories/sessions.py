@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from keystile.repositories.audit import AuditEntry, audit_insert_sql
+from keystile.repositories.audit import LoginRecord
 from keystile.repositories.database import PostgresRepository
 
 __all__ = ["PostgresSessionRepository", "SessionRecord", "SessionRepository"]
@@ -80,6 +80,15 @@ class SessionRecord:
 _EXPIRED_LOCK = 0x6B657973_73657373  # "keyssess"
 _EXPIRED_BATCH = 5000
 
+# The session and its audit event (`LoginRecord.audit_cte`): one statement, one commit.
+_INSERT_SESSION = """
+WITH session AS (
+  INSERT INTO sessions (id_hash, user_id, expires_at, user_agent, ip, amr)
+  VALUES ($1, $2, $3, $4, $5, $6)
+){audit}
+SELECT 1
+"""
+
 _SELECT = (
     "SELECT s.id_hash, s.public_id, s.user_id, u.email, s.created_at, s.last_seen_at, "
     "s.expires_at, s.revoked_at, u.disabled_at IS NOT NULL AS user_disabled, s.user_agent, s.ip, "
@@ -105,8 +114,7 @@ class SessionRepository(Protocol):
         user_agent: str,
         ip: str,
         *,
-        audit: AuditEntry | None = None,
-        amr: tuple[str, ...] = ("pwd",),
+        login: LoginRecord,
     ) -> None: ...
     async def select_session(self, id_hash: bytes) -> SessionRecord | None: ...
     async def select_user_sessions(self, user_id: UUID, limit: int) -> list[SessionRecord]: ...
@@ -130,21 +138,12 @@ class PostgresSessionRepository(PostgresRepository):
         user_agent: str,
         ip: str,
         *,
-        audit: AuditEntry | None = None,
-        amr: tuple[str, ...] = ("pwd",),
+        login: LoginRecord,
     ) -> None:
         """Insert a session and, in the same statement, its audit event (one round trip)."""
-        insert = (
-            "INSERT INTO sessions (id_hash, user_id, expires_at, user_agent, ip, amr) "
-            "VALUES ($1, $2, $3, $4, $5, $6)"
-        )
-        values = (id_hash, user_id, expires_at, user_agent[:256], ip[:64], list(amr))
-        if audit is None:
-            await self._db.execute(insert, *values)
-        else:
-            await self._db.execute(
-                f"WITH audit AS ({audit_insert_sql(7)}) {insert}", *values, *audit.values()
-            )
+        audit, audit_values = login.audit_cte(7)
+        values = (id_hash, user_id, expires_at, user_agent[:256], ip[:64], list(login.amr))
+        await self._db.execute(_INSERT_SESSION.format(audit=audit), *values, *audit_values)
 
     async def select_session(self, id_hash: bytes) -> SessionRecord | None:
         return await self._db.fetch_one(_record, f"{_SELECT} WHERE s.id_hash = $1", id_hash)

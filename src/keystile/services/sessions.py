@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from keystile.errors import NotAuthenticated, NotFound
-from keystile.repositories.audit import AuditEntry
+from keystile.repositories.audit import AuditEntry, LoginRecord
 from keystile.repositories.sessions import SessionRecord, SessionRepository
 from keystile.repositories.users import User
 from keystile.services.devices import describe_user_agent
@@ -100,8 +100,7 @@ class SessionService:
             self._clock() + self._absolute_lifetime,
             client.user_agent,
             client.ip,
-            audit=audit,
-            amr=amr,
+            login=LoginRecord(amr, audit),
         )
         return session_id
 

@@ -32,7 +32,7 @@ from keystile.errors import (
     TokenRevoked,
 )
 from keystile.rates import Action
-from keystile.repositories.audit import AuditEntry, AuditLog
+from keystile.repositories.audit import AuditEntry, AuditLog, LoginRecord
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
 from keystile.repositories.users import User
 from keystile.services.access_tokens import AccessClaims, AccessTokenCodec
@@ -165,8 +165,7 @@ class TokenService:
             hash_refresh_token(refresh_token),
             idle=self._refresh_idle,
             absolute=self._refresh_absolute,
-            audit=AuditEntry("login", user.id, client.ip, client.user_agent, via),
-            amr=amr,
+            login=LoginRecord(amr, AuditEntry("login", user.id, client.ip, client.user_agent, via)),
         )
         return self._pair(
             user.id,
