@@ -10,6 +10,7 @@ from typing import Any
 
 import pyotp
 import pytest
+from prometheus_client import REGISTRY
 from quart import Quart
 from redis.asyncio import Redis
 
@@ -150,6 +151,29 @@ async def test_tokens_after_the_second_step_carry_amr_and_auth_time(
     await register(client, plain)
     plain_pair = await (await grant(client, plain)).get_json()
     assert claims_of(plain_pair["access_token"])["amr"] == ["pwd"]
+
+
+def hashes_run() -> float:
+    """argon2 hashes and verifications this process has run (keystile_hash_duration_seconds)."""
+    return sum(
+        REGISTRY.get_sample_value("keystile_hash_duration_seconds_count", {"operation": operation})
+        or 0.0
+        for operation in ("hash", "verify")
+    )
+
+
+async def test_the_second_step_with_a_totp_code_runs_no_hash(mfa_app: Quart, clock: Clock) -> None:
+    # A login with TOTP costs the password's hash and no other: the code is an HMAC.
+    _, email, secret, _ = await enrolled_user(mfa_app, clock)
+    client = mfa_app.test_client()
+    answer = await mfa_token(client, email, tokens=True)
+    before = hashes_run()
+    assert before > 0  # registering and the first login were counted: the count is live
+    done = await client.post(
+        "/v1/tokens/mfa", json={"mfa_token": answer["mfa_token"], "code": code_at(secret, clock)}
+    )
+    assert done.status_code == 200, await done.get_data(as_text=True)
+    assert hashes_run() == before
 
 
 async def test_replayed_code_is_refused_and_audited(mfa_app: Quart, clock: Clock) -> None:
