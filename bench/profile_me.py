@@ -1,10 +1,13 @@
 """Profile GET /v1/me (or refused logins) under wrk with py-spy (native), print the top.
 
-    .venv/bin/python -m bench.profile_me [--seconds 15] [--connections 32] [--refusals]
+    .venv/bin/python -m bench.profile_me [--seconds 15] [--connections 32]
+                                         [--refusals | --logins]
 
 `--refusals` profiles what a login refused for hash capacity costs (503 `overloaded`):
 the worker's single hash thread is kept busy by slow hashes and the wait budget is
-zero, so every other cold login is refused after its one Redis call.
+zero, so every other cold login is refused after its one Redis call. `--logins`
+profiles cold logins that succeed (the credential cache off, so each one hashes) and
+says how the worker's CPU splits between the hash thread and everything else.
 
 Starts one `keystile serve --workers 1` on embedded PostgreSQL and Redis in a temporary
 directory, logs a user in for a bearer token, drives GET /v1/me with wrk, and samples the
@@ -60,23 +63,24 @@ def _worker_pid(supervisor: int) -> int:
     raise RuntimeError("keystile serve has no worker yet")
 
 
-def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
+def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int, int]:
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
-    samples = 0
+    samples = hashing = 0
     for line in raw.read_text().splitlines():
         stack, _, weight = line.rpartition(" ")
         if not stack:
             continue
         frames = stack.split(";")
-        if any("concurrent/futures/thread.py" in frame for frame in frames):
-            continue  # the idle hashing threads waiting for work: not the request path
         n = int(weight)
+        if any("concurrent/futures/thread.py" in frame for frame in frames):
+            hashing += n  # the hashing threads: counted apart from the request path
+            continue
         samples += n
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
-    return own.most_common(count), total.most_common(count), samples
+    return own.most_common(count), total.most_common(count), samples, hashing
 
 
 # Cold logins of accounts that do not exist: each needs a hash, so each is refused.
@@ -92,12 +96,32 @@ end
 """
 
 
+# Cold logins of registered users in turn (the credential cache is off for this run).
+_LOGIN_USERS = 200
+_COLD_LOGIN_LUA = (
+    """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+function request()
+   n = n + 1
+   local body = string.format('{"email":"user-%%d@example.com","password":"%s"}', n %% """
+    + str(_LOGIN_USERS)
+    + """)
+   return wrk.format(nil, nil, nil, body)
+end
+"""
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--refusals", action="store_true", help="profile refused logins")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--refusals", action="store_true", help="profile refused logins")
+    mode.add_argument("--logins", action="store_true", help="profile cold logins")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="keystile-profile-"))
     port = free_port()
@@ -117,6 +141,15 @@ def main() -> int:
             **{
                 f"KEYSTILE_RATE_LIMIT_{action}_PER_{scope}": "100000000/minute"
                 for action in ("LOGIN", "TOKEN")
+                for scope in ("IP", "ACCOUNT")
+            },
+        )
+    if args.logins:
+        env.update(
+            KEYSTILE_CREDENTIAL_CACHE_TTL_SECONDS="0",  # every login hashes
+            **{
+                f"KEYSTILE_RATE_LIMIT_{action}_PER_{scope}": "100000000/minute"
+                for action in ("LOGIN", "TOKEN", "REGISTER")
                 for scope in ("IP", "ACCOUNT")
             },
         )
@@ -148,6 +181,12 @@ def main() -> int:
         if args.refusals:
             path = "/v1/tokens"
             lua.write_text(_REFUSED_LOGIN_LUA)
+        elif args.logins:
+            path = "/v1/tokens"
+            for n in range(_LOGIN_USERS):
+                user = {"email": f"user-{n}@example.com", "password": body["password"]}
+                httpx.post(f"{base}/v1/users", json=user, timeout=30)
+            lua.write_text(_COLD_LOGIN_LUA % body["password"])
         else:
             token = httpx.post(f"{base}/v1/tokens", json=body, timeout=30).json()["access_token"]
             lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
@@ -189,10 +228,10 @@ def main() -> int:
         if spy.returncode != 0:
             raise RuntimeError(f"py-spy failed: {spy.stderr.strip()[-500:]}")
         wrk_out, _ = wrk.communicate(timeout=60)
-        own, total, samples = _top(raw, args.top)
+        own, total, samples, hashing = _top(raw, args.top)
         rate = next((line for line in wrk_out.splitlines() if "Requests/sec" in line), "")
         print(f"wrk: {rate.strip()}  ({args.connections} connections)")
-        print(f"py-spy: {samples} samples of the worker\n")
+        print(f"py-spy: {samples} samples of the worker, {hashing} more of its hash threads\n")
         print("| self % | function |\n|---:|---|")
         for frame, n in own:
             print(f"| {100 * n / samples:.1f} | `{frame[:110]}` |")
