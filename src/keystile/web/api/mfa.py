@@ -9,6 +9,7 @@ from __future__ import annotations
 from quart import Blueprint
 from quart.typing import ResponseReturnValue
 from quart_schema import validate_request, validate_response
+from werkzeug.datastructures import Headers
 
 from keystile.web.api.tokens import token_response
 from keystile.web.auth import (
@@ -127,7 +128,7 @@ async def complete_session(data: MfaCompleteRequest) -> tuple[LoginResponse, int
 @may_fail(401, 429)
 @validate_request(MfaCompleteRequest)
 @validate_response(TokenResponse)
-async def complete_tokens(data: MfaCompleteRequest) -> tuple[TokenResponse, int, dict[str, str]]:
+async def complete_tokens(data: MfaCompleteRequest) -> tuple[TokenResponse, int, Headers]:
     """Finish a password grant with a second factor; tokens as `POST /v1/tokens` gives them."""
     client = client_info()
     step = await services().mfa.complete(

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
+from werkzeug.datastructures import Headers
 
 from keystile.rates import Action
 from keystile.services.reauth import Reauthenticated
 from keystile.web.auth import get_principal, requires_auth
+from keystile.web.caching import pragma_no_cache
 from keystile.web.context import client_info, services
 from keystile.web.mfa_schemas import (
     ReauthPasskeyRequest,
@@ -27,16 +29,13 @@ from keystile.web.rate_limits import rate_limited
 
 blueprint = Blueprint("reauth", __name__)
 
-# RFC 6749 5.1, as the token endpoint: an answer with a token is never cached.
-_NO_CACHE = {"Pragma": "no-cache"}
-
 
 @blueprint.post("/v1/me/reauthenticate")
 @may_fail(401, 403, 429, 503)
 @requires_auth()
 @validate_request(ReauthRequest)
 @validate_response(ReauthResponse)
-async def reauthenticate(data: ReauthRequest) -> tuple[ReauthResponse, int, dict[str, str]]:
+async def reauthenticate(data: ReauthRequest) -> tuple[ReauthResponse, int, Headers]:
     """Prove it is still you with the password, a TOTP code or a recovery code.
 
     Wrong: 401 `invalid_credentials` or `invalid_mfa_code`, counted by the login's or
@@ -72,16 +71,16 @@ async def passkey_options() -> WebAuthnOptions:
 @rate_limited(Action.LOGIN, account=lambda **_: get_principal().user_id)
 async def reauthenticate_passkey(
     data: ReauthPasskeyRequest,
-) -> tuple[ReauthResponse, int, dict[str, str]]:
+) -> tuple[ReauthResponse, int, Headers]:
     """Prove it is still you with one of your passkeys; another user's is refused (401)."""
     done = await services().reauth.with_passkey(get_principal(), data.credential, client_info())
     return _answer(done)
 
 
-def _answer(done: Reauthenticated) -> tuple[ReauthResponse, int, dict[str, str]]:
+def _answer(done: Reauthenticated) -> tuple[ReauthResponse, int, Headers]:
     grant = done.grant
     if grant is None:
-        return ReauthResponse(auth_time=done.auth_time, amr=list(done.amr)), 200, _NO_CACHE
+        return ReauthResponse(auth_time=done.auth_time, amr=list(done.amr)), 200, pragma_no_cache()
     return (
         ReauthResponse(
             auth_time=done.auth_time,
@@ -92,5 +91,5 @@ def _answer(done: Reauthenticated) -> tuple[ReauthResponse, int, dict[str, str]]
             scope=grant.scope,
         ),
         200,
-        _NO_CACHE,
+        pragma_no_cache(),
     )

@@ -8,9 +8,11 @@ from __future__ import annotations
 from quart import Blueprint
 from quart.typing import ResponseReturnValue
 from quart_schema import validate_request, validate_response
+from werkzeug.datastructures import Headers
 
 from keystile.rates import Action
 from keystile.services.tokens import TokenPair
+from keystile.web.caching import pragma_no_cache
 from keystile.web.context import client_info, services
 from keystile.web.openapi import may_fail, responds
 from keystile.web.rate_limits import note_rate_limit, rate_limited
@@ -18,11 +20,8 @@ from keystile.web.schemas import RefreshRequest, RevokeRequest, TokenRequest, To
 
 blueprint = Blueprint("tokens", __name__)
 
-# RFC 6749 5.1: also for HTTP/1.0 caches.
-_NO_CACHE = {"Pragma": "no-cache"}
 
-
-def token_response(pair: TokenPair) -> tuple[TokenResponse, int, dict[str, str]]:
+def token_response(pair: TokenPair) -> tuple[TokenResponse, int, Headers]:
     """Return the answer of a token endpoint for `pair` (also the MFA step's)."""
     return (
         TokenResponse(
@@ -33,7 +32,7 @@ def token_response(pair: TokenPair) -> tuple[TokenResponse, int, dict[str, str]]
             scope=pair.scope,
         ),
         200,
-        _NO_CACHE,
+        pragma_no_cache(),
     )
 
 
@@ -41,7 +40,7 @@ def token_response(pair: TokenPair) -> tuple[TokenResponse, int, dict[str, str]]
 @may_fail(401, 403, 429)  # 403: email_not_verified; 429: rate limited
 @validate_request(TokenRequest)
 @validate_response(TokenResponse)
-async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]:
+async def grant(data: TokenRequest) -> tuple[TokenResponse, int, Headers]:
     """Exchange email and password for an access token and a refresh token.
 
     Rate limited per address and per account ("token"), charged with the login's other
@@ -61,7 +60,7 @@ async def grant(data: TokenRequest) -> tuple[TokenResponse, int, dict[str, str]]
 # Per address only: the user is known only once the token is spent, and a refresh token
 # is single use, so the per-user budget (rate_limit_refresh_per_account) is not charged.
 @rate_limited(Action.REFRESH)
-async def refresh(data: RefreshRequest) -> tuple[TokenResponse, int, dict[str, str]]:
+async def refresh(data: RefreshRequest) -> tuple[TokenResponse, int, Headers]:
     """Rotate a refresh token: the answer holds its successor and a new access token (S16)."""
     pair = await services().tokens.refresh(data.refresh_token, client_info())
     return token_response(pair)
