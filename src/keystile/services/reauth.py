@@ -49,24 +49,16 @@ class Reauthenticated:
     grant: AccessGrant | None = None
 
 
+@dataclass(frozen=True, slots=True)
 class ReauthService:
     """Refresh the caller's auth_time after a password, code or passkey (S42)."""
 
-    def __init__(
-        self,
-        authenticator: PasswordAuthenticator,
-        mfa: MfaService,
-        passkeys: PasskeyService,
-        sessions: SessionService,
-        tokens: TokenService,
-        audit: AuditLog,
-    ) -> None:
-        self._authenticator = authenticator
-        self._mfa = mfa
-        self._passkeys = passkeys
-        self._sessions = sessions
-        self._tokens = tokens
-        self._audit = audit
+    authenticator: PasswordAuthenticator
+    mfa: MfaService
+    passkeys: PasskeyService
+    sessions: SessionService
+    tokens: TokenService
+    audit: AuditLog
 
     async def with_password(
         self, principal: Principal, password: str, client: ClientInfo
@@ -79,7 +71,7 @@ class ReauthService:
         """
         _check_caller(principal)
         try:
-            found = await self._authenticator.authenticate(
+            found = await self.authenticator.authenticate(
                 principal.email, password, client, action=Action.LOGIN
             )
         except InvalidCredentials as error:
@@ -105,9 +97,7 @@ class ReauthService:
         """
         _check_caller(principal)
         try:
-            await self._mfa.reauthenticate(
-                principal, client, code=code, recovery_code=recovery_code
-            )
+            await self.mfa.reauthenticate(principal, client, code=code, recovery_code=recovery_code)
         except InvalidMfaCode:
             await self._failed(principal, client, "otp" if code is not None else "recovery_code")
             raise
@@ -116,7 +106,7 @@ class ReauthService:
     async def passkey_options(self, principal: Principal) -> dict[str, Any]:
         """Return WebAuthn request options for one of the caller's passkeys."""
         _check_caller(principal)
-        return await self._passkeys.reauthentication_options(principal)
+        return await self.passkeys.reauthentication_options(principal)
 
     async def with_passkey(
         self, principal: Principal, credential: dict[str, Any], client: ClientInfo
@@ -124,7 +114,7 @@ class ReauthService:
         """Verify an assertion by one of the caller's own passkeys, then refresh the login."""
         _check_caller(principal)
         try:
-            await self._passkeys.reauthenticate(principal, credential, client)
+            await self.passkeys.reauthenticate(principal, credential, client)
         except (InvalidPasskey, InvalidWebAuthn):
             await self._failed(principal, client, "passkey")
             raise
@@ -137,12 +127,12 @@ class ReauthService:
         grant = None
         if principal.via == "session":
             assert principal.session_id_hash is not None  # every session principal has one
-            await self._sessions.reauthenticated(principal.session_id_hash, amr)
+            await self.sessions.reauthenticated(principal.session_id_hash, amr)
             auth_time = datetime.now(UTC)
         else:
-            grant = await self._tokens.reauthenticated(principal, amr)
+            grant = await self.tokens.reauthenticated(principal, amr)
             auth_time = grant.auth_time
-        await self._audit.record(
+        await self.audit.record(
             "reauthenticated",
             user_id=principal.user_id,
             ip=client.ip,
@@ -153,7 +143,7 @@ class ReauthService:
         return Reauthenticated(auth_time, amr, grant)
 
     async def _failed(self, principal: Principal, client: ClientInfo, method: str) -> None:
-        await self._audit.record(
+        await self.audit.record(
             "reauthentication_failed",
             user_id=principal.user_id,
             ip=client.ip,
