@@ -90,8 +90,12 @@ class HashAdmission:
 
     def expected_wait(self) -> float:
         """Seconds a hash admitted now would wait for a thread."""
+        return self._wait(self._mean)
+
+    def _wait(self, mean_hash_seconds: float) -> float:
+        # The hashes ahead of one admitted now, drained by the threads at this mean.
         ahead = self._admitted - self._threads + 1
-        return max(0, ahead) * self._mean / self._threads
+        return max(0, ahead) * mean_hash_seconds / self._threads
 
     def admit(self) -> None:
         """Count one more hash, or raise `Overloaded` with the caller's turn as Retry-After."""
@@ -100,8 +104,7 @@ class HashAdmission:
             self._admitted += 1
             return
         now = self._clock()
-        ahead = self._admitted - self._threads + 1
-        earliest = now + ahead * self._cpu_mean / self._threads - self._budget
+        earliest = now + self._wait(self._cpu_mean) - self._budget
         # Promised turns are not claimed by name: a client that comes back early (or never)
         # is promised another. So the schedule is bounded: past the horizon it starts over
         # at the earliest turn, and a Retry-After never exceeds the horizon.
