@@ -27,7 +27,7 @@ from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
 from keystile.extensions import Extension
 from keystile.runtime import migrate
 from keystile.settings import Settings
-from tests.support.backing import CATALOG, Backing, make_settings
+from tests.support.backing import CATALOG, Backing, make_settings, private_postgres
 
 MakeApp = Callable[..., Awaitable[Quart]]
 
@@ -109,3 +109,10 @@ def _client(app: Quart) -> Client:
 @pytest.fixture(name="tmp_data_dir")
 def _tmp_data_dir(tmp_path: Path) -> Path:
     return tmp_path / "var"
+
+
+@pytest.fixture(name="private_postgres")
+def _private_postgres(tmp_path: Path, backing: Backing) -> Iterator[tuple[EmbeddedPostgres, str]]:
+    """A migrated embedded PostgreSQL of the test's own, to stop and start at will."""
+    with private_postgres(tmp_path, backing) as started:
+        yield started

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 from keystile.app import create_app
 from keystile.embedded import EmbeddedPostgres
 from keystile.repositories.sessions import PostgresSessionRepository
-from tests.support.backing import ROOMY_RATE, Backing, make_settings, private_postgres
+from tests.support.backing import ROOMY_RATE, Backing, make_settings
 from tests.support.http import PASSWORD, login, register, services_of, unique_email
 from tests.support.processes import SECRET_KEY, start_server, wait_until_ready
 from tests.support.tokens import bearer, new_user_tokens
@@ -32,12 +31,6 @@ pytestmark = pytest.mark.slow
 
 _REDIS_TTL = 1.0
 _GRACE = 4.0
-
-
-@pytest.fixture(name="private_postgres")
-def _private_postgres(tmp_path: Path, backing: Backing) -> Iterator[tuple[EmbeddedPostgres, str]]:
-    with private_postgres(tmp_path, backing) as started:
-        yield started
 
 
 async def test_authenticated_reads_outlive_the_cache_ttls_for_the_grace_then_503(

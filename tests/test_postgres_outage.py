@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from keystile.app import create_app
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
 from keystile.settings import Settings
-from tests.support.backing import Backing, make_settings, private_postgres
+from tests.support.backing import Backing, make_settings
 from tests.support.http import PASSWORD, login, register, services_of, unique_email
 from tests.support.tokens import bearer, grant
-
-
-@pytest.fixture(name="private_postgres")
-def _private_postgres(tmp_path: Path, backing: Backing) -> Iterator[tuple[EmbeddedPostgres, str]]:
-    with private_postgres(tmp_path, backing) as started:
-        yield started
 
 
 async def test_bearer_requests_survive_a_postgres_outage_and_logins_fail_fast(
