@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.servers import unlimited_rates
 from keystile.embedded import free_port
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -83,35 +84,22 @@ def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, 
     return own.most_common(count), total.most_common(count), samples, hashing
 
 
-# Cold logins of accounts that do not exist: each needs a hash, so each is refused.
-_REFUSED_LOGIN_LUA = """
+_LOGIN_USERS = 200  # registered for --logins, each logged in in turn
+
+
+def _login_lua(email: str, password: str, index: str) -> str:
+    """A wrk script that POSTs one password login per request: `email` holds a `%d`
+    filled with the Lua expression `index` of the request counter `n`."""
+    return f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local n = 0
 function request()
    n = n + 1
-   local body = string.format('{"email":"nobody-%d@example.com","password":"not a password"}', n)
+   local body = string.format('{{"email":"{email}","password":"{password}"}}', {index})
    return wrk.format(nil, nil, nil, body)
 end
 """
-
-
-# Cold logins of registered users in turn (the credential cache is off for this run).
-_LOGIN_USERS = 200
-_COLD_LOGIN_LUA = (
-    """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local n = 0
-function request()
-   n = n + 1
-   local body = string.format('{"email":"user-%%d@example.com","password":"%s"}', n %% """
-    + str(_LOGIN_USERS)
-    + """)
-   return wrk.format(nil, nil, nil, body)
-end
-"""
-)
 
 
 def main() -> int:
@@ -137,21 +125,12 @@ def main() -> int:
             KEYSTILE_HASH_THREADS="1",
             KEYSTILE_LOGIN_WAIT_BUDGET_MS="0",
             KEYSTILE_ARGON2_TIME_COST="60",  # seconds-long hashes keep the one thread busy
-            # One address sends everything: limits this high never refuse (bench/servers.py).
-            **{
-                f"KEYSTILE_RATE_LIMIT_{action}_PER_{scope}": "100000000/minute"
-                for action in ("LOGIN", "TOKEN")
-                for scope in ("IP", "ACCOUNT")
-            },
+            **unlimited_rates("LOGIN", "TOKEN"),
         )
     if args.logins:
         env.update(
             KEYSTILE_CREDENTIAL_CACHE_TTL_SECONDS="0",  # every login hashes
-            **{
-                f"KEYSTILE_RATE_LIMIT_{action}_PER_{scope}": "100000000/minute"
-                for action in ("LOGIN", "TOKEN", "REGISTER")
-                for scope in ("IP", "ACCOUNT")
-            },
+            **unlimited_rates("LOGIN", "TOKEN", "REGISTER"),
         )
     keystile = Path(sys.executable).with_name("keystile")
     server = subprocess.Popen(
@@ -180,13 +159,17 @@ def main() -> int:
         path = "/v1/me"
         if args.refusals:
             path = "/v1/tokens"
-            lua.write_text(_REFUSED_LOGIN_LUA)
+            # Accounts that do not exist: each login needs a hash, so each is refused.
+            lua.write_text(_login_lua("nobody-%d@example.com", "not a password", "n"))
         elif args.logins:
             path = "/v1/tokens"
             for n in range(_LOGIN_USERS):
                 user = {"email": f"user-{n}@example.com", "password": body["password"]}
                 httpx.post(f"{base}/v1/users", json=user, timeout=30)
-            lua.write_text(_COLD_LOGIN_LUA % body["password"])
+            # The credential cache is off for this run: every login hashes.
+            lua.write_text(
+                _login_lua("user-%d@example.com", body["password"], f"n % {_LOGIN_USERS}")
+            )
         else:
             token = httpx.post(f"{base}/v1/tokens", json=body, timeout=30).json()["access_token"]
             lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')

@@ -17,7 +17,20 @@ from bench.options import Options
 from bench.processes import ServerProcess
 from keystile.embedded import free_port
 
-__all__ = ["baseline_server", "ceiling_server", "keystile_server"]
+__all__ = ["baseline_server", "ceiling_server", "keystile_server", "unlimited_rates"]
+
+
+def unlimited_rates(*actions: str, scopes: tuple[str, ...] = ("IP", "ACCOUNT")) -> dict[str, str]:
+    """Rate limits so high they never refuse, for `actions` per `scopes` (environment).
+
+    wrk sends every request from 127.0.0.1 for a handful of accounts: the default limits
+    would turn a run into a measurement of 429s. Every request still pays for the check.
+    """
+    return {
+        f"KEYSTILE_RATE_LIMIT_{action}_PER_{scope}": "100000000/minute"
+        for action in actions
+        for scope in scopes
+    }
 
 
 def _base_env(options: Options) -> dict[str, str]:
@@ -41,18 +54,8 @@ def keystile_server(
         "KEYSTILE_ARGON2_MEMORY_KIB": str(options.argon2_memory_kib),
         "KEYSTILE_ARGON2_TIME_COST": str(options.argon2_time_cost),
         "KEYSTILE_ARGON2_PARALLELISM": str(options.argon2_parallelism),
-        # wrk sends every request from 127.0.0.1 for a handful of accounts: the default
-        # rate limits would turn the run into a measurement of 429s. Limits this high
-        # never refuse, yet every request still pays for checking them.
-        **{
-            f"KEYSTILE_RATE_LIMIT_{action}_PER_{scope}": "100000000/minute"
-            for action in ("LOGIN", "TOKEN", "REFRESH", "REGISTER", "PASSWORD_CHANGE")
-            for scope in ("IP", "ACCOUNT")
-        },
-        **{
-            f"KEYSTILE_RATE_LIMIT_CLIENT_CREDENTIALS_PER_{scope}": "100000000/minute"
-            for scope in ("IP", "CLIENT")
-        },
+        **unlimited_rates("LOGIN", "TOKEN", "REFRESH", "REGISTER", "PASSWORD_CHANGE"),
+        **unlimited_rates("CLIENT_CREDENTIALS", scopes=("IP", "CLIENT")),
         **options.server_env,
     }
     command = [
