@@ -64,6 +64,20 @@ def _worker_pid(supervisor: int) -> int:
     raise RuntimeError("keystile serve has no worker yet")
 
 
+def _thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of `pid`'s main thread (the event loop) and of its other threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = others = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if int(task.name) == pid:
+            main += seconds
+        else:
+            others += seconds
+    return main, others
+
+
 def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int, int]:
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
@@ -107,6 +121,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--keep-raw", type=Path, help="copy py-spy's raw stacks here")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--refusals", action="store_true", help="profile refused logins")
     mode.add_argument("--logins", action="store_true", help="profile cold logins")
@@ -188,6 +203,8 @@ def main() -> int:
         )
         time.sleep(2)
         raw = work / "me.raw"
+        worker = _worker_pid(server.pid)
+        cpu_before, spy_started = _thread_cpu(worker), time.monotonic()
         spy = subprocess.run(
             [
                 _py_spy(),
@@ -202,19 +219,31 @@ def main() -> int:
                 "--output",
                 str(raw),
                 "--pid",
-                str(_worker_pid(server.pid)),
+                str(worker),
             ],
             check=False,
             capture_output=True,
             text=True,
         )
+        cpu_after, spied = _thread_cpu(worker), time.monotonic() - spy_started
         if spy.returncode != 0:
             raise RuntimeError(f"py-spy failed: {spy.stderr.strip()[-500:]}")
         wrk_out, _ = wrk.communicate(timeout=60)
+        if args.keep_raw is not None:
+            shutil.copyfile(raw, args.keep_raw)
         own, total, samples, hashing = _top(raw, args.top)
         rate = next((line for line in wrk_out.splitlines() if "Requests/sec" in line), "")
         print(f"wrk: {rate.strip()}  ({args.connections} connections)")
-        print(f"py-spy: {samples} samples of the worker, {hashing} more of its hash threads\n")
+        print(f"py-spy: {samples} samples of the worker, {hashing} more of its hash threads")
+        loop, threads = (
+            after - before for after, before in zip(cpu_after, cpu_before, strict=True)
+        )
+        per = 1000 / (float(rate.split()[-1]) * spied) if rate else float("nan")
+        print(
+            f"CPU while sampled ({spied:.1f} s): event loop {loop / spied:.2f} cores "
+            f"({loop * per:.2f} ms per answer), other threads {threads / spied:.2f} cores "
+            f"({threads * per:.2f} ms per answer)\n"
+        )
         print("| self % | function |\n|---:|---|")
         for frame, n in own:
             print(f"| {100 * n / samples:.1f} | `{frame[:110]}` |")

@@ -20,7 +20,6 @@ from keystile.web.assets import init_assets
 from keystile.web.caching import default_cache_headers
 from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
-from keystile.web.limits import HeaderLimitMiddleware
 from keystile.web.observe import RequestObserver, note_request
 from keystile.web.openapi import quart_schema_options
 from keystile.web.quart_session import NoCookieSessionInterface
@@ -60,10 +59,7 @@ def create_app(
         QUART_SCHEMA_CONVERSION_PREFERENCE="pydantic",
     )
     # Registered before QuartAuth's hook, so it runs after it and sees its Set-Cookie.
-    app.after_request(default_cache_headers)
-    app.after_request(_no_type_without_body)
-    app.after_request(rate_limit_headers)
-    app.after_request(note_request)
+    app.after_request(_finish_response)
     QuartAuth(
         app,
         cookie_name=session_cookie_name(settings),
@@ -91,7 +87,7 @@ def create_app(
 
     # Outermost: the request id, latency and log line cover even a 431 from the header limit.
     app.asgi_app = RequestObserver(  # type: ignore[method-assign]
-        HeaderLimitMiddleware(app.asgi_app, settings.serving.max_header_bytes)
+        app.asgi_app, settings.serving.max_header_bytes
     )
 
     @app.while_serving
@@ -109,8 +105,13 @@ def create_app(
     return app
 
 
-async def _no_type_without_body(response: Response) -> Response:
-    """A 204 or 304 has no body, so no Content-Type (Quart would say text/html)."""
+async def _finish_response(response: Response) -> Response:
+    """What keystile adds to every response, as one after-request hook (each hook is a
+    coroutine Quart awaits per request)."""
+    note_request()
+    rate_limit_headers(response)
     if response.status_code in (204, 304):
+        # No body, so no Content-Type (Quart would say text/html).
         response.headers.pop("Content-Type", None)
+    default_cache_headers(response)
     return response

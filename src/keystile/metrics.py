@@ -15,6 +15,7 @@ answers with the sum over workers whichever of them serves the scrape.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sized
@@ -57,6 +58,7 @@ __all__ = [
     "PoolSampler",
     "mark_process_dead",
     "render",
+    "request_duration",
 ]
 
 _log = logging.getLogger(__name__)
@@ -91,6 +93,18 @@ HTTP_REQUEST_DURATION = Histogram(
     "(never the raw path) and status.",
     ["method", "route", "status"],
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def request_duration(method: str, route: str, status: str) -> Histogram:
+    """`HTTP_REQUEST_DURATION`'s child for these labels, looked up once per combination.
+
+    `labels()` takes a lock and re-validates the values on every call; the label space
+    (methods x route templates x statuses) is small and fixed.
+    """
+    return HTTP_REQUEST_DURATION.labels(method, route, status)
+
+
 HTTP_REQUESTS_IN_PROGRESS = Gauge(
     "keystile_http_requests_in_progress",
     "Requests being handled right now, summed over live workers.",

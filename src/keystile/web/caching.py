@@ -238,11 +238,11 @@ async def _apply(policy: CachePolicy, response: Response) -> None:
         response.set_etag(hashlib.sha256(body).hexdigest()[:32])
 
 
-async def default_cache_headers(response: Response) -> Response:
+def default_cache_headers(response: Response) -> None:
     """Default every response to no-store; mark credential-dependent ones (S20, S21).
 
-    An after-request hook; register it before QuartAuth's, so it runs after it and
-    sees its Set-Cookie.
+    Called by keystile's after-request hook, which runs after QuartAuth's and so sees
+    its Set-Cookie.
     """
     headers = response.headers
     auth_dependent = request_state().auth_dependent
@@ -256,7 +256,6 @@ async def default_cache_headers(response: Response) -> Response:
         headers["Cache-Control"] = "private, no-store"
         headers.pop("Surrogate-Key", None)
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
 
 
 def add_vary(headers: Headers, names: tuple[str, ...]) -> None:

@@ -86,7 +86,7 @@ async def check_rate_limit(action: Action, account: str | UUID | None = None) ->
         raise
 
 
-async def rate_limit_headers(response: Response) -> Response:
+def rate_limit_headers(response: Response) -> None:
     """Describe the tightest limit of a rate-limited route on its response."""
     status = request_state().rate_limit
     if status is not None:
@@ -94,4 +94,3 @@ async def rate_limit_headers(response: Response) -> Response:
         response.headers["RateLimit-Remaining"] = str(status.remaining)
         response.headers["RateLimit-Reset"] = str(status.reset_after)
         response.headers["RateLimit-Policy"] = f"{status.limit};w={status.period}"
-    return response
