@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.measure import Measurement, progress
 from bench.probe import read_answer
+from bench.processes import settle
 from bench.scenarios import Target, UserCursor
 from bench.seed import PASSWORD, email_of
 
@@ -114,6 +115,7 @@ async def _client(
 
 def run_burst(target: Target, cursor: UserCursor, size: int) -> BurstResult:
     """Send `size` cold logins at once to `target`; return when every client succeeded."""
+    settle()
     result = BurstResult(size)
     first = cursor.position
     cursor.advance(size)

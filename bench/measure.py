@@ -4,7 +4,9 @@ The machine is shared (other people's test suites, the load generator itself), a
 its free CPU changes from one minute to the next. So the sides of a comparison
 (keystile, the baseline, a ceiling) are measured as *arms* of one interleaved run:
 each arm warms up once (thrown away), then round 1 runs every arm back to back,
-round 2 again in a rotated order, and so on. Noise that drifts over minutes then
+round 2 again in a rotated order, and so on. Before each round of an arm the harness
+waits for the machine to go quiet (`settle`), so no arm pays for work the previous one
+left queued in a server. Noise that drifts over minutes then
 hits every arm alike, and the ratios the targets are about stay meaningful.
 
 Rates and percentiles are the medians of an arm's rounds; the max latency is the max
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.processes import machine_busy_seconds, tree_cpu_seconds
+from bench.processes import machine_busy_seconds, settle, tree_cpu_seconds
 from bench.wrk import WrkResult
 
 __all__ = ["Arm", "Measurement", "SweepPoint", "measure_interleaved", "progress", "summarise"]
@@ -121,6 +123,7 @@ class _Tally:
     other_s: float = 0.0
     load_s: float = 0.0
     elapsed_s: float = 0.0
+    settled_s: float = 0.0  # waited before its rounds for the previous arm's work to end
     per_store_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -153,6 +156,7 @@ def measure_interleaved(
             tally = tallies[id(arm)]
             if arm.prepare is not None:
                 arm.prepare()
+            tally.settled_s += settle()
             cpu0, db0 = arm.cpu_seconds(), tree_cpu_seconds(db_pids)
             store0 = [tree_cpu_seconds((pid,)) for pid in db_pids]
             harness0, busy0, started = (
@@ -190,6 +194,7 @@ def measure_interleaved(
             "load generator": round(tally.load_s / elapsed, 2),
             "other": round(tally.other_s / elapsed, 2),
         }
+        measurement.extra["settled_s"] = round(tally.settled_s, 1)
         measurements.append(measurement)
     return measurements
 

@@ -23,6 +23,7 @@ __all__ = [
     "ServerProcess",
     "http_status",
     "machine_busy_seconds",
+    "settle",
     "tree_cpu_seconds",
 ]
 
@@ -59,6 +60,31 @@ def tree_cpu_seconds(pids: Iterable[int]) -> float:
                 continue
             total += times.user + times.system
     return total
+
+
+def _working_seconds() -> float:
+    """CPU seconds spent working on this machine since boot: busy minus what the host took."""
+    times = psutil.cpu_times()
+    return machine_busy_seconds() - float(getattr(times, "steal", 0.0))
+
+
+def settle(*, idle_cores: float = 0.3, window_s: float = 0.25, limit_s: float = 20.0) -> float:
+    """Wait until this machine's work has about stopped; return the seconds waited.
+
+    A server does not stop when its load generator does: a sync baseline still answers
+    the requests queued in its listen backlog, each with a hash, for a second or more.
+    Started at once, the next arm would share the cores with that leftover work (the CPU
+    split's "other"). Waits while more than `idle_cores` cores are busy over a
+    `window_s` window, for at most `limit_s` seconds (a machine that is never quiet is
+    reported by the split, not waited out).
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        before = _working_seconds()
+        time.sleep(window_s)
+        if (_working_seconds() - before) / window_s < idle_cores:
+            break
+    return time.monotonic() - started
 
 
 def machine_busy_seconds() -> float:

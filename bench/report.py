@@ -220,17 +220,19 @@ def markdown(report: Report, images: list[str]) -> str:
         names = sorted({name for m in splits for name in m.extra["cpu_split"]}, key=_split_order)
         lines += [
             "",
-            "CPU split (cores busy while each arm ran; *load generator* is wrk and the harness):",
+            "CPU split (cores busy while each arm ran; *load generator* is wrk and the harness;"
+            " *settled* is how long the arm waited, over all its rounds, for the work of the"
+            " arm before it to end):",
             "",
-            "| target | scenario | " + " | ".join(names) + " |",
-            "|---|---|" + "---:|" * len(names),
+            "| target | scenario | " + " | ".join(names) + " | settled s |",
+            "|---|---|" + "---:|" * (len(names) + 1),
         ]
         for m in splits:
             split = m.extra["cpu_split"]
             lines.append(
                 f"| {m.target} | {m.scenario} | "
                 + " | ".join(_num(split.get(name), 2) for name in names)
-                + " |"
+                + f" | {_num(m.extra.get('settled_s'), 1)} |"
             )
     lines += ["", "Targets (BENCHMARK.md):", "", "| target | measured | wanted | verdict |"]
     lines.append("|---|---|---|---|")

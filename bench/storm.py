@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.measure import Measurement, progress, summarise
 from bench.probe import ProbeResult, run_probe
+from bench.processes import settle
 from bench.scenarios import NOT_YET, Target, UserCursor
 from bench.seed import PASSWORD
 from bench.wrk import WrkResult
@@ -152,5 +153,6 @@ def storm_interleaved(
     for round_index in range(profile.rounds):
         shift = round_index % len(sides)
         for side in sides[shift:] + sides[:shift]:
+            settle()
             side.round(cursor, me_connections, storm_connections, profile.duration_s)
     return results + [_summary(side, via, me_connections, storm_connections) for side in sides]
