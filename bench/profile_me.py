@@ -1,13 +1,14 @@
 """Profile GET /v1/me (or refused logins) under wrk with py-spy (native), print the top.
 
     .venv/bin/python -m bench.profile_me [--seconds 15] [--connections 32]
-                                         [--refusals | --logins]
+                                         [--refusals | --logins | --warm-logins]
 
 `--refusals` profiles what a login refused for hash capacity costs (503 `overloaded`):
 the worker's single hash thread is kept busy by slow hashes and the wait budget is
 zero, so every other cold login is refused after its one Redis call. `--logins`
 profiles cold logins that succeed (the credential cache off, so each one hashes) and
-says how the worker's CPU splits between the hash thread and everything else.
+says how the worker's CPU splits between the hash thread and everything else;
+`--warm-logins` profiles logins answered from the credential cache (no hash).
 
 Starts one `keystile serve --workers 1` on embedded PostgreSQL and Redis in a temporary
 directory, logs a user in for a bearer token, drives GET /v1/me with wrk, and samples the
@@ -99,6 +100,7 @@ def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, 
 
 
 _LOGIN_USERS = 200  # registered for --logins, each logged in in turn
+_WARM_USERS = 8  # registered for --warm-logins, as bench's login-warm
 
 
 def _login_lua(email: str, password: str, index: str) -> str:
@@ -125,6 +127,9 @@ def main() -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--refusals", action="store_true", help="profile refused logins")
     mode.add_argument("--logins", action="store_true", help="profile cold logins")
+    mode.add_argument(
+        "--warm-logins", action="store_true", help="profile warm logins (credential cache hits)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="keystile-profile-"))
     port = free_port()
@@ -142,6 +147,8 @@ def main() -> int:
             KEYSTILE_ARGON2_TIME_COST="60",  # seconds-long hashes keep the one thread busy
             **unlimited_rates("LOGIN", "TOKEN"),
         )
+    if args.warm_logins:
+        env.update(**unlimited_rates("LOGIN", "TOKEN", "REGISTER"))
     if args.logins:
         env.update(
             KEYSTILE_CREDENTIAL_CACHE_TTL_SECONDS="0",  # every login hashes
@@ -176,15 +183,15 @@ def main() -> int:
             path = "/v1/tokens"
             # Accounts that do not exist: each login needs a hash, so each is refused.
             lua.write_text(_login_lua("nobody-%d@example.com", "not a password", "n"))
-        elif args.logins:
+        elif args.logins or args.warm_logins:
             path = "/v1/tokens"
-            for n in range(_LOGIN_USERS):
+            # Cold: the credential cache is off, so every login hashes. Warm: a few
+            # accounts in turn, each hashed once and then found in the cache.
+            users = _WARM_USERS if args.warm_logins else _LOGIN_USERS
+            for n in range(users):
                 user = {"email": f"user-{n}@example.com", "password": body["password"]}
                 httpx.post(f"{base}/v1/users", json=user, timeout=30)
-            # The credential cache is off for this run: every login hashes.
-            lua.write_text(
-                _login_lua("user-%d@example.com", body["password"], f"n % {_LOGIN_USERS}")
-            )
+            lua.write_text(_login_lua("user-%d@example.com", body["password"], f"n % {users}"))
         else:
             token = httpx.post(f"{base}/v1/tokens", json=body, timeout=30).json()["access_token"]
             lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
