@@ -30,8 +30,19 @@ function init(args)
    end
    nthreads = tonumber(args[7]) or 1
    if args[8] == "retry-after" then
-      delay = common.delay
+      delay = code_steps_first
    end
+end
+
+-- A Retry-After answers a password step, so it delays this thread's next password step,
+-- never a code step: the code step of another login was not refused and is sent at
+-- once (request() sends a pending code step before any new login). Each owed wait is
+-- still served, by the next password step.
+function code_steps_first()
+   if #pending > 0 then
+      return 0
+   end
+   return common.delay()
 end
 
 local headers = { ["Content-Type"] = "application/json" }
