@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -62,10 +63,14 @@ def tree_cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
+def _busy(times: Any) -> float:
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def _working_seconds() -> float:
     """CPU seconds spent working on this machine since boot: busy minus what the host took."""
     times = psutil.cpu_times()
-    return machine_busy_seconds() - float(getattr(times, "steal", 0.0))
+    return _busy(times) - float(getattr(times, "steal", 0.0))
 
 
 def settle(*, idle_cores: float = 0.3, window_s: float = 0.25, limit_s: float = 20.0) -> float:
@@ -89,8 +94,7 @@ def settle(*, idle_cores: float = 0.3, window_s: float = 0.25, limit_s: float = 
 
 def machine_busy_seconds() -> float:
     """CPU seconds every process on the machine has spent busy (all cores, since boot)."""
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+    return _busy(psutil.cpu_times())
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 `RequestObserver` is the one ASGI layer in front of Quart: it refuses over-long headers
 (431, S24), times the request to the end of its response, and adds X-Request-ID to the
-response, a 431 included. Inside Quart, `note_request` fills in what only the app knows: the route
-template that matched and the user, if any. Nothing from the request's headers,
+response, a 431 included. Inside Quart, `note_request` fills in what only the app
+knows: the route template that matched and the user, if any. Nothing from the request's headers,
 body, cookies or query string is logged (S18).
 """
 
