@@ -16,7 +16,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import redis
 
+from keystile.bootstrap import CREDENTIALS_NAMESPACE
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
 from keystile.runtime import migrate
 from keystile.settings import load_settings
@@ -86,6 +88,22 @@ def backends(data_dir: Path, database_url: str | None, redis_url: str | None) ->
 def _with_path(url: str, path: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=path))
+
+
+def forget_credentials(redis_url: str) -> int:
+    """Delete the credential-cache entries in `redis_url`'s database; return how many.
+
+    A small user store comes round to the same users again within the credential
+    cache's lifetime; dropping the cached successes first keeps its logins cold.
+    """
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{CREDENTIALS_NAMESPACE}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    finally:
+        client.close()
 
 
 def second_store(stores: Backends, suffix: str) -> Backends:

@@ -43,6 +43,10 @@ class UserCursor:
     def remaining(self) -> int:
         return max(1, self.stored - self.position)
 
+    def restart(self) -> None:
+        """Hand out users from `first` again (their cached successes must be gone)."""
+        self.position = self.first
+
     def advance(self, used: int) -> None:
         self.position += used
         if self.position >= self.stored:
@@ -122,9 +126,16 @@ class Target:
     # --- scenarios ----------------------------------------------------------------
 
     def login(
-        self, scenario: str, cursor: UserCursor | None, connections: int
+        self,
+        scenario: str,
+        cursor: UserCursor | None,
+        connections: int,
+        prepare: Callable[[], None] | None = None,
     ) -> Arm | Measurement:
-        """Password logins: never-seen users from `cursor` (cold), or the same few (warm)."""
+        """Password logins: never-seen users from `cursor` (cold), or the same few (warm).
+
+        `prepare` runs before each round, outside the metering.
+        """
 
         def run(duration_s: float) -> WrkResult:
             first, span = (cursor.position, cursor.remaining) if cursor else (0, WARM_USERS)
@@ -136,7 +147,7 @@ class Target:
                 cursor.advance(result.sent)
             return result
 
-        return self.arm(scenario, run, note=f"POST {self.login_path}")
+        return self.arm(scenario, run, note=f"POST {self.login_path}", prepare=prepare)
 
     def me(self, via: str, connections: int, scenario: str | None = None) -> Arm | Measurement:
         """GET /v1/me authenticated by `via` ("cookie", "bearer"; "none" for the ceiling)."""

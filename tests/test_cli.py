@@ -16,6 +16,7 @@ import pyotp
 import pytest
 
 from keystile.embedded import free_port
+from keystile.settings import Settings
 from tests.support.backing import Backing
 from tests.support.http import (
     PASSWORD,
@@ -42,11 +43,14 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run(backing: Backing, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _run(
+    backing: Backing, *args: str, stdin: str = "", secret: str = "k" * 40
+) -> subprocess.CompletedProcess[str]:
+    # `secret`: the deployment's secret key; the servers' caches are named with it.
     env = _env(
         KEYSTILE_DATABASE_URL=backing.database_url,
         KEYSTILE_REDIS_URL=backing.redis_url,
-        KEYSTILE_SECRET_KEY="k" * 40,
+        KEYSTILE_SECRET_KEY=secret,
     )
     return subprocess.run(
         [*KEYSTILE, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
@@ -80,9 +84,12 @@ def test_user_create_refuses_a_weak_password(backing: Backing) -> None:
 
 
 async def test_disabled_user_cannot_log_in_and_its_sessions_end(
-    backing: Backing, client: Client
+    backing: Backing, settings: Settings, client: Client
 ) -> None:
     # S10 (sessions part) and S6: a disabled account answers like a wrong password.
+    # The CLI runs with the servers' settings, their secret key included.
+    assert settings.secret_key is not None
+    secret = settings.secret_key.get_secret_value()
     email = unique_email()
     assert (
         _run(backing, "user", "create", email, "--password-stdin", stdin=PASSWORD).returncode == 0
@@ -90,7 +97,7 @@ async def test_disabled_user_cannot_log_in_and_its_sessions_end(
     assert (await login(client, email)).status_code == 201
     assert (await client.get("/v1/me")).status_code == 200
 
-    assert _run(backing, "user", "disable", email).returncode == 0
+    assert _run(backing, "user", "disable", email, secret=secret).returncode == 0
 
     # The app serves session state from its cache; the CLI's invalidation reaches it
     # through Redis pub/sub, which the design bounds at one second.

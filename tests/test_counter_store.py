@@ -85,6 +85,18 @@ async def test_marks_expire(store: CounterStore) -> None:
     assert not await store.is_marked(k)
 
 
+async def test_mark_new_says_which_marks_are_new_and_renews_the_old_ones(
+    store: CounterStore,
+) -> None:
+    seen, fresh = key(), key()
+    assert await store.mark_new([seen], 0.4) == [True]
+    await asyncio.sleep(0.25)
+    assert await store.mark_new([fresh, seen], 0.4) == [True, False]
+    await asyncio.sleep(0.25)  # past the first lifetime: only the renewal keeps it
+    assert await store.is_marked(seen)
+    assert await store.mark_new([seen, fresh], 0.4) == [False, False]
+
+
 async def test_concurrent_workers_never_both_take_the_last_slot(backing: Backing) -> None:
     # S27: the check and the charge are one atomic script, shared by every client.
     clients = [_client(backing.redis_url) for _ in range(4)]

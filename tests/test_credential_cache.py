@@ -18,7 +18,16 @@ from keystile.embedded import EmbeddedRedis
 from keystile.services.passwords import HashTicket, PasswordHasher
 from keystile.settings import Settings
 from tests.support.backing import Backing, make_settings
-from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
+from tests.support.http import (
+    PASSWORD,
+    Client,
+    from_ip,
+    login,
+    register,
+    services_of,
+    unique_email,
+    unique_ip,
+)
 
 NEW_PASSWORD = "an entirely new passphrase"
 
@@ -156,7 +165,7 @@ async def test_user_cache_entries_in_redis_are_sealed_and_forgeries_ignored(
     email = unique_email()
     await register(counted_app.test_client(), email)
     assert (await login(counted_app.test_client(), email)).status_code == 201
-    key = f"keystile:user-by-email:{{{email.lower()}}}"
+    key = services.users.shared_key(email)
     stored = await services.redis.get(key)
     assert stored is not None
     assert b"argon2" not in stored
@@ -165,6 +174,37 @@ async def test_user_cache_entries_in_redis_are_sealed_and_forgeries_ignored(
     await services.redis.set(key, '"forged"')
     services.caches.forget_all()  # as after a reconnection: the next read goes to Redis
     assert (await login(counted_app.test_client(), email)).status_code == 201
+
+
+async def test_redis_key_names_hold_no_email_or_client_address(counted_app: Quart) -> None:
+    # Counters and caches of an account are named by keyed hashes (docs/scaling.md).
+    services = services_of(counted_app)
+    email = unique_email().replace("@", "+Mixed.Case@")
+    ip = unique_ip()
+    await register(counted_app.test_client(), email)
+    for password in (PASSWORD, "not the password at all", PASSWORD):
+        await counted_app.test_client().post(
+            "/v1/sessions", json={"email": email, "password": password}, **from_ip(ip)
+        )
+    assert await services.redis.exists(services.users.shared_key(email))
+    names = [key async for key in services.redis.scan_iter(count=1000)]
+    leaked = [key for key in names if email.lower().encode() in key.lower() or ip.encode() in key]
+    assert leaked == []
+
+
+async def test_a_user_copy_read_by_the_login_gate_is_the_cached_user(counted_app: Quart) -> None:
+    # The gate reads the user-cache entry in its script; the login uses it without a
+    # Redis read of its own, and a forged entry is still refused by its seal.
+    services = services_of(counted_app)
+    email = unique_email()
+    await register(counted_app.test_client(), email)
+    assert (await login(counted_app.test_client(), email)).status_code == 201
+    services.caches.forget_all()  # no local copy: the gate's read is the only one
+    assert (await login(counted_app.test_client(), email)).status_code == 201
+    await services.redis.set(services.users.shared_key(email), '"forged"')
+    services.caches.forget_all()
+    assert (await login(counted_app.test_client(), email)).status_code == 201
+    assert (await login(counted_app.test_client(), email, NEW_PASSWORD)).status_code == 401
 
 
 async def test_password_change_on_one_worker_reaches_the_cache_of_another(

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import statistics
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from quart import Quart
+from quart import Quart, request
 
 from keystile.app import create_app
 from keystile.container import Overrides
@@ -21,6 +22,7 @@ from keystile.errors import Overloaded
 from keystile.services.passwords import Argon2Parameters, HashAdmission, PasswordHasher
 from tests.support.backing import Backing, make_settings
 from tests.support.http import PASSWORD, login, services_of, unique_email
+from tests.support.statements import Statements
 
 # A budget of a few hash times: a flood of 50 logins must overflow it.
 BUDGET_MS = 100
@@ -300,3 +302,157 @@ async def test_warm_logins_pass_while_cold_logins_are_refused_for_hash_capacity(
     finally:
         hasher.gate.set()
         hasher.close()
+
+
+async def _grant(client: Any, email: str, **body: Any) -> Any:
+    return await client.post("/v1/tokens", json={"email": email, "password": PASSWORD, **body})
+
+
+@contextlib.asynccontextmanager
+async def _saturable_app(
+    backing: Backing,
+    *,
+    before_request: Callable[[], Awaitable[None]] | None = None,
+    **settings: Any,
+) -> AsyncIterator[tuple[Quart, GatedHasher]]:
+    # One hashing thread, no wait budget: while one hash is held, every cold login is
+    # refused. `before_request` runs before each request Quart handles.
+    hasher = GatedHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=1, budget=0.0)
+    hasher.gate.set()
+    app = create_app(
+        make_settings(backing, hash_threads=1, login_wait_budget_ms=0, **settings),
+        overrides=Overrides(hasher=hasher),
+    )
+    if before_request is not None:
+        app.before_request(before_request)
+    try:
+        async with app.test_app() as test_app:
+            yield test_app, hasher  # type: ignore[misc]
+    finally:
+        hasher.gate.set()
+        hasher.close()
+
+
+@pytest.fixture(name="saturated")
+async def _saturated(backing: Backing) -> AsyncIterator[tuple[Quart, GatedHasher, list[str]]]:
+    # `seen` lists the password grants that reached Quart's handlers. The per-address
+    # limit of grants is the tightest and refills too slowly to move during a test, so
+    # RateLimit-Remaining counts the charges.
+    seen: list[str] = []
+
+    async def count() -> None:
+        if request.path == "/v1/tokens":
+            seen.append(request.method)
+
+    async with _saturable_app(
+        backing,
+        before_request=count,
+        rate_limit_token_per_ip="100/day",
+        rate_limit_token_per_account="1000/day",
+    ) as (app, hasher):
+        yield app, hasher, seen
+
+
+async def _hold_the_only_thread(client: Any, hasher: GatedHasher, email: str) -> Any:
+    hasher.gate.clear()
+    hasher.started.clear()
+    holding = asyncio.ensure_future(login(client, email))
+    await asyncio.get_running_loop().run_in_executor(None, hasher.started.wait, 10)
+    return holding
+
+
+async def test_a_cold_password_grant_refused_for_capacity_is_answered_in_front_of_quart(
+    saturated: tuple[Quart, GatedHasher, list[str]],
+) -> None:
+    # S5: while hashing is saturated, a cold password grant's 503 is sent by the ASGI
+    # layer, with the same body and headers as Quart's 503 for a browser login.
+    app, hasher, seen = saturated
+    client = app.test_client()
+    cold, busy = await _insert_users(app, 2)
+    holding = await _hold_the_only_thread(client, hasher, busy)
+    refused = await _grant(client, cold)
+    by_quart = await login(client, cold)  # /v1/sessions: always through Quart
+    hasher.gate.set()
+    assert (await holding).status_code == 201
+    assert seen == []
+    assert refused.status_code == by_quart.status_code == 503
+    assert await refused.get_data() == await by_quart.get_data()
+    assert (await refused.get_json())["error"]["code"] == "overloaded"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["Cache-Control"] == "no-store"
+    assert refused.headers["X-Request-ID"]
+    same = ("Content-Type", "Content-Length", "Cache-Control", "X-Content-Type-Options")
+    assert {h: refused.headers.get(h) for h in same} == {h: by_quart.headers.get(h) for h in same}
+    assert hasher.admission.admitted == 0
+    assert (await _grant(client, cold)).status_code == 200
+    assert seen == ["POST"]
+
+
+async def test_logins_let_through_while_hashing_is_saturated_are_charged_once(
+    saturated: tuple[Quart, GatedHasher, list[str]],
+) -> None:
+    # S5, S27: a warm password grant passes the ASGI layer with its gate already run;
+    # the handler does not run the gate again, so each grant spends one request of the
+    # per-address allowance, saturated or not.
+    app, hasher, seen = saturated
+    client = app.test_client()
+    warm, busy = await _insert_users(app, 2)
+    before = await _grant(client, warm)  # not saturated: through Quart alone; now cached
+    holding = await _hold_the_only_thread(client, hasher, busy)
+    first = await _grant(client, warm)
+    second = await _grant(client, warm)
+    hasher.gate.set()
+    assert (await holding).status_code == 201
+    assert before.status_code == first.status_code == second.status_code == 200
+    remaining = [int(r.headers["RateLimit-Remaining"]) for r in (before, first, second)]
+    assert remaining[0] - remaining[1] == remaining[1] - remaining[2] == 1
+    assert seen == ["POST", "POST", "POST"]
+    assert hasher.admission.admitted == 0
+
+
+async def test_a_password_grant_it_cannot_judge_goes_to_quart_unchanged(
+    saturated: tuple[Quart, GatedHasher, list[str]],
+) -> None:
+    # While hashing is saturated, a body that is not a valid password grant gets
+    # exactly the answer it gets otherwise: Quart's, with its field messages.
+    app, hasher, seen = saturated
+    client = app.test_client()
+    (busy,) = await _insert_users(app, 1)
+    bad_bodies: list[dict[str, Any]] = [
+        {"json": {"email": "not-an-email", "password": PASSWORD}},
+        {"json": {"email": unique_email()}},
+        {"json": {"email": unique_email(), "password": PASSWORD, "scope": "no-such-scope"}},
+        {"data": b'{"email": ', "headers": {"Content-Type": "application/json"}},
+        {"form": {"email": unique_email(), "password": PASSWORD}},
+    ]
+    calm = [await client.post("/v1/tokens", **body) for body in bad_bodies]
+    holding = await _hold_the_only_thread(client, hasher, busy)
+    during = [await client.post("/v1/tokens", **body) for body in bad_bodies]
+    hasher.gate.set()
+    assert (await holding).status_code == 201
+    for before, now in zip(calm, during, strict=True):
+        assert 400 <= now.status_code < 500
+        assert now.status_code == before.status_code
+        assert await now.get_json() == await before.get_json()
+    assert len(seen) == 2 * len(bad_bodies)
+    assert hasher.admission.admitted == 0
+
+
+async def test_with_the_credential_cache_off_a_refused_login_costs_no_postgresql_work(
+    backing: Backing,
+) -> None:
+    # S5: with nothing ever cached, every login is cold, so its hash is admitted (or
+    # refused) right after the login gate, before the user is looked up.
+    async with _saturable_app(backing, credential_cache_ttl_seconds=0) as (app, hasher):
+        client = app.test_client()
+        cold, busy = await _insert_users(app, 2)
+        holding = await _hold_the_only_thread(client, hasher, busy)
+        statements = Statements()
+        await statements.observe(services_of(app).database.pool)
+        by_session = await login(client, cold)
+        by_token = await _grant(client, cold)
+        during = list(statements.seen)
+        hasher.gate.set()
+        assert (await holding).status_code == 201
+        assert by_session.status_code == by_token.status_code == 503
+        assert during == []

@@ -13,7 +13,7 @@ import pytest
 
 from keystile.embedded import EmbeddedRedis
 from keystile.stores import create_redis
-from keystile.stores.cache import CacheHub, LocalCache, SingleFlight, TieredCache
+from keystile.stores.cache import CacheHub, LocalCache, SharedCopy, SingleFlight, TieredCache
 from keystile.tasks import background
 from tests.support.backing import Backing
 
@@ -98,6 +98,31 @@ async def test_second_worker_reads_the_redis_copy_without_loading(
         raise AssertionError("loaded from the source despite a Redis copy")
 
     assert await second.cache.get("shared", must_not_load) == 5
+
+
+async def test_a_shared_copy_read_by_another_call_is_used_not_kept(
+    workers: tuple[Worker, Worker],
+) -> None:
+    # The login gate reads the Redis copy in its script and hands it over.
+    first, second = workers
+    assert await first.cache.get("k", lambda: _constant(5)) == 5
+    raw = await second.redis.get(second.cache.redis_key("k"))
+
+    async def must_not_load() -> int:
+        raise AssertionError("the shared copy should have answered")
+
+    assert await second.cache.get("k", must_not_load, shared=SharedCopy(raw)) == 5
+    # Read before this worker could watch for its invalidation: not kept here.
+    assert second.cache.local.get("k") is None
+
+
+async def test_a_shared_copy_known_absent_or_unreadable_goes_to_the_loader(
+    workers: tuple[Worker, Worker],
+) -> None:
+    first, _ = workers
+    assert await first.cache.get("a", lambda: _constant(1), shared=SharedCopy(None)) == 1
+    assert await first.redis.get(first.cache.redis_key("a")) == b"1"  # filled as usual
+    assert await first.cache.get("b", lambda: _constant(2), shared=SharedCopy(b"{not")) == 2
 
 
 async def test_reads_fall_back_to_the_loader_when_redis_is_down(tmp_path: Path) -> None:

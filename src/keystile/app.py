@@ -20,6 +20,7 @@ from keystile.web.assets import init_assets
 from keystile.web.caching import default_cache_headers
 from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
+from keystile.web.login_refusal import LoginRefusal
 from keystile.web.observe import RequestObserver, note_request
 from keystile.web.openapi import quart_schema_options
 from keystile.web.quart_session import NoCookieSessionInterface
@@ -87,7 +88,7 @@ def create_app(
 
     # Outermost: the request id, latency and log line cover even a 431 from the header limit.
     app.asgi_app = RequestObserver(  # type: ignore[method-assign]
-        app.asgi_app, settings.serving.max_header_bytes
+        app.asgi_app, settings.serving.max_header_bytes, login_refusal=LoginRefusal(app)
     )
 
     @app.while_serving

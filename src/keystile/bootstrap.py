@@ -65,7 +65,12 @@ from keystile.services.machine_bootstrap import build_machine_access
 from keystile.services.mfa import FactorNotices, MfaService
 from keystile.services.passkeys import PasskeyService, relying_party
 from keystile.services.password_policy import load_common_passwords
-from keystile.services.rate_limits import CounterKeys, KnownClients, RateLimiter
+from keystile.services.rate_limits import (
+    CounterKeys,
+    KnownClients,
+    RateLimiter,
+    normalise_account,
+)
 from keystile.services.reauth import ReauthService
 from keystile.services.revocation import EPOCH_NAMESPACE, TokenEpochs, TokenHolder, TokenRevoker
 from keystile.services.tokens import TokenService
@@ -138,15 +143,13 @@ async def build_services(
     caches = await build_caches(redis, stack, outage_grace=settings.database.outage_grace_seconds)
     audit = PostgresAuditLog(database)
     user_rows = PostgresUserRepository(database)
-    users = build_users(settings, user_rows, caches, secret)
-    hasher = overrides.hasher or build_hashing(settings, stack)
     counter_keys = CounterKeys(secret)
+    users = build_users(settings, user_rows, caches, secret, counter_keys)
+    hasher = overrides.hasher or build_hashing(settings, stack)
     credentials = CredentialCache(
         hasher,
         overrides.credential_store
-        or create_credential_store(
-            redis, namespace=CREDENTIALS_NAMESPACE, timeout=settings.redis.socket_timeout
-        ),
+        or create_credential_store(redis, namespace=CREDENTIALS_NAMESPACE),
         key=derive_key(secret, "credential cache"),
         ttl=settings.cache.credential_ttl_seconds,
         # The login gate reads entries straight from Redis, unless a test swapped the store.
@@ -166,6 +169,7 @@ async def build_services(
         known,
         credentials,
         retry_interval=settings.limits.redis_retry_seconds,
+        user_key=users.shared_key,
     )
     failures = BufferedAuditLog(audit)
     stack.push_async_callback(failures.close)  # before the pool closes: written on shutdown
@@ -316,9 +320,17 @@ async def build_caches(
 
 
 def build_users(
-    settings: Settings, rows: UserRepository, caches: CacheHub, secret: bytes
+    settings: Settings,
+    rows: UserRepository,
+    caches: CacheHub,
+    secret: bytes,
+    keys: CounterKeys | None = None,
 ) -> CachedUserRepository:
-    """Return the users, looked up by email through a cache sealed in Redis (password hashes)."""
+    """Return the users, looked up by email through a cache sealed in Redis (password hashes).
+
+    Entries are keyed by a keyed hash of the email under the account's hash tag (the
+    counter keys'), so Redis holds no emails and the login gate's script can read them.
+    """
     sealer = Sealer(derive_key(secret, "user cache"), encode=user_to_json, decode=user_from_json)
     by_email = caches.tiered(
         "user-by-email",
@@ -327,8 +339,14 @@ def build_users(
         local_ttl=settings.cache.user_local_ttl_seconds,
         redis_ttl=settings.cache.user_redis_ttl_seconds,
         outage_copy=True,  # GET /v1/me reads it: it goes on through a PostgreSQL outage
+        tagged_keys=True,
     )
-    return CachedUserRepository(rows, by_email)
+    names = keys or CounterKeys(secret)
+
+    def key_of(email: str) -> str:
+        return names.name("user-by-email", normalise_account(email))
+
+    return CachedUserRepository(rows, by_email, key_of)
 
 
 def build_hasher(settings: Settings) -> PasswordHasher:

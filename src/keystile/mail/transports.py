@@ -133,23 +133,19 @@ class SmtpTransport:
             tls_context=self._tls_context,
         )
         try:
-            await client.connect()
-            if self._username is not None:
-                await client.login(self._username, self._password or "")
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                client.close()
-            raise TransportUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
-        try:
+            try:
+                await client.connect()
+                if self._username is not None:
+                    await client.login(self._username, self._password or "")
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                raise TransportUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
             yield _SmtpDelivery(client)
-        except BaseException:
-            # Cancelled (shutdown) or failed mid-command: the conversation is in an unknown
-            # state, and a polite QUIT could wait a whole timeout for an answer. Hang up.
-            client.close()
-            raise
-        try:
-            await client.quit()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await client.quit()  # closes the connection when the server says goodbye
+        finally:
+            # Refused, failed mid-command, or cancelled (shutdown) at any point, QUIT
+            # included: the conversation is in an unknown state, and a polite QUIT could
+            # wait a whole timeout for an answer. Hang up; nothing is left open.
             client.close()
 
 

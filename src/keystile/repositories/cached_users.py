@@ -6,15 +6,19 @@ a user invalidates its entry (in this worker, in Redis and, by pub/sub, on every
 other worker), so a password change or a disable is seen by the next login
 everywhere. A write that creates users has nothing to invalidate: a lookup that
 finds no user is never cached (`CREATES` names these; a test holds both to it).
+
+Entries are keyed by `key_of(email)`: the composition root makes that a keyed hash
+carrying the account's hash tag, so Redis key names hold no emails and the login gate
+reads an account's entry in the same script (and cluster slot) as its counters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from keystile.repositories.users import AfterWrite, User, UserRepository
-from keystile.stores.cache import TieredCache
+from keystile.stores.cache import SharedCopy, TieredCache
 
 __all__ = ["CREATES", "CachedUserRepository"]
 
@@ -22,16 +26,24 @@ __all__ = ["CREATES", "CachedUserRepository"]
 CREATES = frozenset({"insert_user", "insert_users"})
 
 
-def _email_key(email: str) -> str:
-    return email.lower()
-
-
 class CachedUserRepository:
     """A `UserRepository` whose `select_user_by_email` reads through `by_email`."""
 
-    def __init__(self, users: UserRepository, by_email: TieredCache[User]) -> None:
+    def __init__(
+        self,
+        users: UserRepository,
+        by_email: TieredCache[User],
+        key_of: Callable[[str], str],
+    ) -> None:
+        """`key_of` returns the cache key of an email; it must ignore the email's case
+        (`bootstrap.build_users`: a keyed hash, so no email reaches a Redis key name)."""
         self._users = users
         self._by_email = by_email
+        self._key_of = key_of
+
+    def shared_key(self, email: str) -> str:
+        """Return the Redis key of the cached user of `email` (for the login gate's read)."""
+        return self._by_email.redis_key(self._key_of(email))
 
     async def forget_cached(self, *emails: str) -> None:
         """Drop the cached users of these addresses, here and on every worker.
@@ -39,24 +51,24 @@ class CachedUserRepository:
         For writes made inside a caller's own transaction, after it committed.
         """
         for email in emails:
-            await self._by_email.invalidate(_email_key(email))
-
-    @property
-    def by_email(self) -> TieredCache[User]:
-        """The cache, for writers outside this repository that change users (admin roles)."""
-        return self._by_email
+            await self._by_email.invalidate(self._key_of(email))
 
     async def _changed(self, user: User | None) -> User | None:
         if user is not None:
-            await self._by_email.invalidate(_email_key(user.email))
+            await self.forget_cached(user.email)
         return user
 
     # --- reads ---
 
-    async def select_user_by_email(self, email: str) -> User | None:
-        """Return the user with this email (any case), from the cache when it has it."""
+    async def select_user_by_email(
+        self, email: str, *, shared: SharedCopy | None = None
+    ) -> User | None:
+        """Return the user with this email (any case), from the cache when it has it.
+
+        `shared`: the entry's Redis copy as the login gate read it (`shared_key`).
+        """
         return await self._by_email.get(
-            _email_key(email), lambda: self._users.select_user_by_email(email)
+            self._key_of(email), lambda: self._users.select_user_by_email(email), shared=shared
         )
 
     async def select_user_by_id(self, user_id: UUID) -> User | None:

@@ -7,7 +7,7 @@ the deployment without an admin: the second one sees the first one's commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -17,7 +17,6 @@ import asyncpg
 from keystile.errors import LastAdmin
 from keystile.repositories.database import Database, PostgresRepository
 from keystile.repositories.users import User, user_from_row
-from keystile.stores.cache import TieredCache
 
 __all__ = ["ADMIN_ROLE", "PostgresUserAdminRepository", "UserFilter"]
 
@@ -45,16 +44,21 @@ def _like_prefix(prefix: str) -> str:
 class PostgresUserAdminRepository(PostgresRepository):
     """Admin reads and writes of users; writes drop the login cache entry of the user.
 
-    `by_email` is the same cache `PostgresUserRepository` reads logins through.
+    `forget_cached` drops a user from the cache logins read through
+    (`CachedUserRepository.forget_cached`).
     """
 
-    def __init__(self, database: Database, by_email: TieredCache[User] | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        forget_cached: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(database)
-        self._by_email = by_email
+        self._forget_cached = forget_cached
 
     async def _changed(self, user: User) -> User:
-        if self._by_email is not None:
-            await self._by_email.invalidate(user.email.lower())
+        if self._forget_cached is not None:
+            await self._forget_cached(user.email)
         return user
 
     async def select_users_page(

@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from keystile.repositories.database import PostgresRepository
+from keystile.stores.cache import SharedCopy
 
 __all__ = [
     "AfterWrite",
@@ -124,7 +125,12 @@ class UserRepository(Protocol):
     async def insert_user(
         self, email: str, password_hash: str, *, then: AfterWrite | None = None
     ) -> User | None: ...
-    async def select_user_by_email(self, email: str) -> User | None: ...
+    async def select_user_by_email(
+        self, email: str, *, shared: SharedCopy | None = None
+    ) -> User | None:
+        """`shared`: a cache's Redis copy already read (repositories without a cache ignore it)."""
+        ...
+
     async def select_user_by_id(self, user_id: UUID) -> User | None: ...
     async def update_password_hash(
         self,
@@ -168,7 +174,9 @@ class PostgresUserRepository(PostgresRepository):
                 await then(connection, user)
         return user
 
-    async def select_user_by_email(self, email: str) -> User | None:
+    async def select_user_by_email(
+        self, email: str, *, shared: SharedCopy | None = None
+    ) -> User | None:
         """Return the user with this email (any case); from the read replica, if one is set.
 
         A login's lookup (on a cache miss) tolerates lag: a user seconds old may be

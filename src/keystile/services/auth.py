@@ -13,6 +13,7 @@ from keystile.errors import (
     DependencyUnavailable,
     InvalidCredentials,
     InvalidInput,
+    KeystileError,
     LimitStatus,
     Overloaded,
     RateLimited,
@@ -23,7 +24,7 @@ from keystile.repositories.users import User, UserRepository
 from keystile.services.account_hooks import AccountHooks
 from keystile.services.account_security import AccountSecurity
 from keystile.services.credentials import CredentialCache
-from keystile.services.login_gate import LoginCheck, LoginGate
+from keystile.services.login_gate import LoginAdmission, LoginCheck, LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import HashTicket, PasswordHasher
@@ -31,7 +32,7 @@ from keystile.services.sessions import SessionService
 from keystile.services.tokens import SecondFactorGate
 from keystile.services.types import Authenticated, ClientInfo, Principal
 
-__all__ = ["AuthService", "Authenticated", "SessionLogin"]
+__all__ = ["AuthService", "Authenticated", "LoginAdmission", "SessionLogin"]
 
 _log = logging.getLogger(__name__)
 
@@ -85,8 +86,42 @@ class AuthService:
             "register", user_id=user.id, ip=client.ip, user_agent=client.user_agent
         )
 
+    def hashing_saturated(self) -> bool:
+        """True while a login that needs a hash would be refused for hash capacity (S5)."""
+        return self.hasher.saturated()
+
+    async def admit_login(
+        self, email: str, password: str, client: ClientInfo, *, action: Action
+    ) -> LoginAdmission:
+        """Run a login's gate and hash admission ahead of its handler (`web.login_refusal`).
+
+        Raises `Overloaded` (counted as an overloaded login) when a cold login is refused
+        for hash capacity, and `InvalidInput` for a password no login could have, before
+        anything is charged. Anything else the gate refuses with comes back in the
+        admission: its limits are spent, so the handler must not ask again.
+        """
+        self.policy.check_length(password)
+        try:
+            check = await self.gate.check(action, email, client)
+        except KeystileError as exc:
+            return LoginAdmission(email, exc)
+        if not check.cold:
+            return LoginAdmission(email, check)
+        try:
+            ticket = self.hasher.admit()
+        except Overloaded:
+            metrics.LOGINS.labels("overloaded").inc()
+            raise
+        return LoginAdmission(email, check, ticket)
+
     async def authenticate(
-        self, email: str, password: str, client: ClientInfo, *, action: Action = Action.LOGIN
+        self,
+        email: str,
+        password: str,
+        client: ClientInfo,
+        *,
+        action: Action = Action.LOGIN,
+        admission: LoginAdmission | None = None,
     ) -> Authenticated:
         """Return the user whose credentials these are, or raise `InvalidCredentials`.
 
@@ -97,10 +132,16 @@ class AuthService:
         never refused for hash capacity. Unknown and disabled users cost a dummy
         verification, so every failure takes the same time and gives the same error
         (S6). Legacy and weaker hashes are replaced by argon2id on success (S4).
+        `admission` is the gate's and the hash admission's decision already made for
+        this login (`admit_login`), for `email` only.
         """
         outcome = "error"
+        if admission is not None and admission.email != email:
+            raise ValueError("the admission was made for another login")
         try:
-            found, outcome = await self._check_credentials(email, password, client, action)
+            found, outcome = await self._check_credentials(
+                email, password, client, action, admission
+            )
         except InvalidInput:
             outcome = "rejected"
             raise
@@ -120,15 +161,24 @@ class AuthService:
         return found
 
     async def _check_credentials(
-        self, email: str, password: str, client: ClientInfo, action: Action
+        self,
+        email: str,
+        password: str,
+        client: ClientInfo,
+        action: Action,
+        admission: LoginAdmission | None,
     ) -> tuple[Authenticated | LoginCheck, str]:
         # Returns the result (the gate's check if the credentials are wrong) and the outcome.
         password = self.policy.check_length(password)
-        check = await self.gate.check(action, email, client)
-        # Without the gate's read (Redis away) the hash is admitted when it is needed.
-        ticket = self.hasher.admit() if check.credential is not None and not check.warm else None
+        if admission is None:
+            check = await self.gate.check(action, email, client)
+            ticket = self.hasher.admit() if check.cold else None
+        elif isinstance(admission.gate, KeystileError):
+            raise admission.gate
+        else:
+            check, ticket = admission.gate, admission.ticket
         with ticket or contextlib.nullcontext():
-            user = await self.users.select_user_by_email(email)
+            user = await self.users.select_user_by_email(email, shared=check.user)
             if user is None or not user.is_active:
                 await self.credentials.verify_dummy(password, ticket=ticket)
                 await self._failed(check, client, user, reason="account")

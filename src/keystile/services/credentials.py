@@ -8,7 +8,10 @@ hash, so after a password change (or rehash) old entries can never match, and a
 wrong password never matches the entry of the right one; in both cases the slow
 path decides. Without the key, an entry read out of Redis is worthless.
 
-Concurrent checks of the same user and password share one slow verification.
+Concurrent checks of the same user and password share one slow verification, and
+for a few seconds after it each worker also remembers the success itself: a login that
+read the shared entry just before the success was written (a straggler of a burst of
+one user's logins) needs no second hash.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ from aiocache.base import BaseCache
 
 from keystile import metrics
 from keystile.services.passwords import HashTicket, PasswordHasher
-from keystile.stores.cache import SingleFlight
+from keystile.stores.cache import LocalCache, SingleFlight
 from keystile.stores.credential_store import OptionalCached
 
 __all__ = ["CredentialCache", "Prefetched"]
 
 # Unknown and disabled accounts verify against the dummy hash under this reference (S6).
 _NO_ACCOUNT = "{no-account}"
+
+# How long a worker remembers a success it verified itself (capped by the cache's TTL).
+_RECENT_SECONDS = 5.0
 
 # Set when a check had to hash: aiocache's wrapper runs `_slow_check` in the caller's
 # context, so after the call this tells a cache hit from a miss.
@@ -74,6 +80,11 @@ class CredentialCache:
         self._enabled = ttl > 0
         self._namespace = namespace if self._enabled else None
         self._flight: SingleFlight[tuple[str, str], str | None] = SingleFlight()
+        # (account ref, digest) of successes verified here moments ago; a TTL of 0 (the
+        # cache off) keeps nothing.
+        self._recent: LocalCache[tuple[str, str], bool] = LocalCache(
+            ttl=min(ttl, _RECENT_SECONDS), max_entries=10_000
+        )
         self._cached = OptionalCached(
             store,
             ttl=ttl,
@@ -82,6 +93,11 @@ class CredentialCache:
             retry_interval=retry_interval,
         )
         self._verify_and_remember = self._cached(self._slow_check)
+
+    @property
+    def enabled(self) -> bool:
+        """False when the TTL is 0: nothing is ever cached, so every check hashes."""
+        return self._enabled
 
     def account_ref(self, account: str) -> str:
         """Return the cache key of a normalised account: a keyed hash in a hash tag.
@@ -121,11 +137,17 @@ class CredentialCache:
             metrics.CACHE_LOOKUPS.labels("credentials", "hit").inc()
             return True
         ref = self.account_ref(account)
+        if self._recent.get((ref, digest)):
+            metrics.CACHE_LOOKUPS.labels("credentials", "hit").inc()
+            return True
         found = await self._flight.run(
             (ref, digest),
             lambda: self._check(ref, password_hash, password, digest, prefetched, ticket),
         )
-        return found is not None and hmac.compare_digest(found, digest)
+        if found is None or not hmac.compare_digest(found, digest):
+            return False
+        self._recent.set((ref, digest), True)
+        return True
 
     async def verify_dummy(self, password: str, *, ticket: HashTicket | None = None) -> bool:
         """Spend what a failed check of a real account spends, and return False (S6)."""

@@ -2,9 +2,10 @@
 
 `LoginGate.check` charges the action's rate limits (S27), refuses while a failed-login
 backoff runs (S28), learns whether the address is a known client of the account, and
-reads the account's credential-cache entry, all in one script call
-(`stores.login_gate`). A warm login (an entry exists) then needs no hash, so hash
-admission can be decided before any PostgreSQL work.
+reads the account's credential-cache and user-cache entries, all in one script call
+(`stores.login_gate`). A warm login (a credential entry exists) then needs no hash, so
+hash admission can be decided before any PostgreSQL work; the user lookup that follows
+needs no Redis read of its own.
 
 When Redis fails, the same checks run through the rate limiter and the throttle,
 which fall back to per-process counters; Redis is then left alone for
@@ -15,18 +16,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from keystile.errors import LimitStatus, RateLimited
+from keystile.errors import KeystileError, LimitStatus, RateLimited
 from keystile.rates import Action
 from keystile.services.credentials import CredentialCache, Prefetched
 from keystile.services.login_throttle import LoginThrottle, refuse_while_backing_off
+from keystile.services.passwords import HashTicket
 from keystile.services.rate_limits import KnownClients, RateLimiter, normalise_account
 from keystile.services.types import ClientInfo
+from keystile.stores.cache import SharedCopy
 from keystile.stores.login_gate import LoginGateKeys, RedisLoginGate
 from keystile.stores.redis import REDIS_FAILURES
 
-__all__ = ["LoginCheck", "LoginGate"]
+__all__ = ["LoginAdmission", "LoginCheck", "LoginGate"]
 
 _log = logging.getLogger(__name__)
 
@@ -40,11 +44,36 @@ class LoginCheck:
     known_client: bool
     client_failures: bool  # failures of this (account, address) to clear on success
     credential: Prefetched | None  # None: not read (Redis away, or a store it cannot read)
+    user: SharedCopy | None = None  # the user-cache entry as read; None: not read
 
     @property
     def warm(self) -> bool:
         """True when a recent success is cached: the check will most likely need no hash."""
         return self.credential is not None and self.credential.value is not None
+
+    @property
+    def cold(self) -> bool:
+        """True when the gate read no cached success: the check will need a hash.
+
+        False for a warm login, and when the entry could not be read (Redis away); then
+        the hash is admitted when it turns out to be needed.
+        """
+        return self.credential is not None and self.credential.value is None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAdmission:
+    """A password login's gate and hash admission, decided before its handler ran.
+
+    `AuthService.admit_login` makes one; `authenticate` then uses it instead of asking
+    the gate again, so the login's limits are charged once. `gate` is the gate's check,
+    or what the gate refused with (raised by `authenticate` in its place); `ticket` is
+    the hashing place reserved for a cold login, released by whoever is done with it first.
+    """
+
+    email: str
+    gate: LoginCheck | KeystileError
+    ticket: HashTicket | None = None
 
 
 class LoginGate:
@@ -59,8 +88,11 @@ class LoginGate:
         credentials: CredentialCache,
         *,
         retry_interval: float = 1.0,
+        user_key: Callable[[str], str] | None = None,
     ) -> None:
+        """`user_key` returns the Redis key of an account's cached user, read in the script."""
         self._store = store
+        self._user_key = user_key
         self._limiter = limiter
         self._throttle = throttle
         self._known = known_clients
@@ -86,6 +118,7 @@ class LoginGate:
             backoff_client=self._throttle.client_key(account, client.ip),
             backoff_account=self._throttle.account_key(account),
             credential=self._credentials.redis_key(account),
+            user=self._user_key(account) if self._user_key else None,
         )
         try:
             found = await self._store.check(keys, limits.per_ip, limits.per_account)
@@ -112,8 +145,16 @@ class LoginGate:
             limits=status,
             known_client=found.known_client,
             client_failures=found.client_failures,
-            credential=Prefetched(found.credential) if keys.credential else None,
+            credential=self._prefetched(keys.credential, found.credential),
+            user=SharedCopy(found.user) if keys.user else None,
         )
+
+    def _prefetched(self, key: str | None, found: str | None) -> Prefetched | None:
+        if key is not None:
+            return Prefetched(found)
+        # With the cache off nothing is ever cached: known cold, admitted before any
+        # PostgreSQL work like any cold login. Otherwise the store could not be read.
+        return None if self._credentials.enabled else Prefetched(None)
 
     async def _check_without_script(
         self, action: Action, account: str, client: ClientInfo

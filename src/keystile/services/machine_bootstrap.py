@@ -109,7 +109,9 @@ def build_machine_access(
         per_ip=Rate.parse(machine.rate_limit_client_credentials_per_ip),
         per_client=Rate.parse(machine.rate_limit_client_credentials_per_client),
     )
-    admin_repository = PostgresUserAdminRepository(base.database, by_email=base.users.by_email)
+    admin_repository = PostgresUserAdminRepository(
+        base.database, forget_cached=base.users.forget_cached
+    )
     roles = RoleService(
         base.users, admin_repository, base.epochs, base.audit, extra_roles=machine.extra_roles
     )

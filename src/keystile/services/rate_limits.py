@@ -55,9 +55,14 @@ class CounterKeys:
         """Return the hash tag (`{...}`) every key of `subject` carries (Redis Cluster slots)."""
         return "{" + self.digest("subject", subject)[:16] + "}"
 
+    def name(self, kind: str, subject: str, *parts: str) -> str:
+        """Return the subject's hash tag and the keyed hash of `kind`, `subject`, `parts`:
+        a key without its prefix (`key`), for stores that add their own."""
+        return self.tag(subject) + self.digest(kind, subject, *parts)
+
     def key(self, kind: str, subject: str, *parts: str) -> str:
         """Return the key of `kind` for `subject` (and `parts`), tagged with the subject."""
-        return f"keystile:{kind}:{self.tag(subject)}{self.digest(kind, subject, *parts)}"
+        return f"keystile:{kind}:{self.name(kind, subject, *parts)}"
 
 
 class KnownClients:

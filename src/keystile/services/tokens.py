@@ -37,6 +37,7 @@ from keystile.repositories.refresh_tokens import RefreshTokenRepository
 from keystile.repositories.users import User
 from keystile.services.access_tokens import AccessClaims, AccessTokenCodec
 from keystile.services.keys import KeyRing
+from keystile.services.login_gate import LoginAdmission
 from keystile.services.revocation import TokenEpochs
 from keystile.services.types import Authenticated, ClientInfo, Principal
 from keystile.stores.cache import LocalCache
@@ -65,7 +66,13 @@ class PasswordAuthenticator(Protocol):
     """The credential check of the password grant (AuthService.authenticate)."""
 
     async def authenticate(
-        self, email: str, password: str, client: ClientInfo, *, action: Action = Action.LOGIN
+        self,
+        email: str,
+        password: str,
+        client: ClientInfo,
+        *,
+        action: Action = Action.LOGIN,
+        admission: LoginAdmission | None = None,
     ) -> Authenticated: ...
 
 
@@ -134,11 +141,23 @@ class TokenService:
         self._verified_version = ring.version
 
     async def grant_password(
-        self, email: str, password: str, scope: str | None, client: ClientInfo
+        self,
+        email: str,
+        password: str,
+        scope: str | None,
+        client: ClientInfo,
+        *,
+        admission: LoginAdmission | None = None,
     ) -> TokenPair:
-        """Check the credentials and start a token family (one login)."""
+        """Check the credentials and start a token family (one login).
+
+        `admission`: the login's gate and hash admission, if already decided
+        (`AuthService.admit_login`).
+        """
         scopes = self._requested_scopes(scope)
-        found = await self._authenticator.authenticate(email, password, client, action=Action.TOKEN)
+        found = await self._authenticator.authenticate(
+            email, password, client, action=Action.TOKEN, admission=admission
+        )
         if self._second_factor is not None:
             # A user with a factor gets an mfa_token, no tokens (S42).
             await self._second_factor.require(found.user, client, mode="tokens", scope=scope)

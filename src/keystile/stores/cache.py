@@ -21,6 +21,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from redis.asyncio import Redis
@@ -30,7 +31,15 @@ from keystile.errors import DependencyUnavailable
 from keystile.stores.circuit import Circuit, nothing
 from keystile.stores.redis import REDIS_FAILURES, is_cluster
 
-__all__ = ["CacheHub", "LocalCache", "OutageCopy", "SingleFlight", "TieredCache", "publish"]
+__all__ = [
+    "CacheHub",
+    "LocalCache",
+    "OutageCopy",
+    "SharedCopy",
+    "SingleFlight",
+    "TieredCache",
+    "publish",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -82,6 +91,17 @@ async def publish(redis: Redis, namespace: str, key: str) -> bool:
         _log.warning("invalidation not published", extra={"namespace": namespace})
         return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class SharedCopy:
+    """An entry's shared (Redis) copy as another call already read it (None: absent).
+
+    The login gate reads the user-cache entry in its script; `TieredCache.get` then
+    uses this instead of reading Redis again.
+    """
+
+    raw: bytes | None
 
 
 class LocalCache(Generic[K, V]):
@@ -168,8 +188,10 @@ class TieredCache(Generic[V]):
         tombstone_ttl: float = 5.0,
         circuit: Circuit | None = None,
         outage_grace: float = 0.0,
+        tagged_keys: bool = False,
     ) -> None:
         self.namespace = namespace
+        self._tagged = tagged_keys
         self._redis = redis
         self._circuit = circuit or _cache_circuit()
         self._encode = encode
@@ -188,15 +210,19 @@ class TieredCache(Generic[V]):
         # Invalidations that did not reach Redis, replayed when it answers again.
         self.unpublished: dict[str, OutageCopy] = {}
 
-    # The key is the hash tag: a value and its tombstone share one Redis Cluster slot.
-    def _redis_key(self, key: str) -> str:
-        return f"keystile:{self.namespace}:{{{key}}}"
+    def redis_key(self, key: str) -> str:
+        """Return the Redis key of `key`'s shared copy.
+
+        The key is its own hash tag, or (`tagged_keys`) carries one: either way a value,
+        its tombstone and its outage copy share one Redis Cluster slot.
+        """
+        return f"keystile:{self.namespace}:{key if self._tagged else '{' + key + '}'}"
 
     def _tombstone_key(self, key: str) -> str:
-        return f"keystile:{self.namespace}:{{{key}}}:invalidated"
+        return self.redis_key(key) + ":invalidated"
 
     def _outage_key(self, key: str) -> str:
-        return f"keystile:{self.namespace}:{{{key}}}:outage"
+        return self.redis_key(key) + ":outage"
 
     def forget(self, key: str) -> None:
         """Drop the local copy, and make a load in flight for `key` not cache its result."""
@@ -210,19 +236,46 @@ class TieredCache(Generic[V]):
         for key in self._loading:
             self._loading[key] = True
 
-    async def get(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
-        """Return the value for `key`, loading it at most once across concurrent callers."""
+    async def get(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[V | None]],
+        *,
+        shared: SharedCopy | None = None,
+    ) -> V | None:
+        """Return the value for `key`, loading it at most once across concurrent callers.
+
+        `shared` is the Redis copy as another call read it moments ago (the login gate):
+        Redis is then not read again. A copy read that way is used, not kept in this
+        worker: it was read before this cache could watch for its invalidation.
+        """
         value = self.local.get(key)
         if value is not None:
             metrics.CACHE_LOOKUPS.labels(self.namespace, "local_hit").inc()
             return value
+        if shared is not None and shared.raw is not None:
+            value = self._decoded(shared.raw)
+            if value is not None:
+                metrics.CACHE_LOOKUPS.labels(self.namespace, "redis_hit").inc()
+                return value
+        read_shared = shared is None
         # Callers that join another's load are not counted: one lookup, one load.
-        return await self._flight.run(key, lambda: self._load(key, load))
+        return await self._flight.run(key, lambda: self._load(key, load, read_shared))
 
-    async def _load(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
+    def _decoded(self, raw: bytes | str) -> V | None:
+        try:
+            return self._decode(json.loads(raw))
+        except ValueError:
+            # Written under another key or format (a secret rotated, an old release).
+            _log.warning("undecodable cache entry ignored", extra={"namespace": self.namespace})
+            return None
+
+    async def _load(
+        self, key: str, load: Callable[[], Awaitable[V | None]], read_shared: bool
+    ) -> V | None:
         self._loading[key] = False
         try:
-            value = await self._load_through(key, load)
+            value = await self._load_through(key, load, read_shared)
             invalidated_meanwhile = self._loading[key]
         finally:
             del self._loading[key]
@@ -230,15 +283,13 @@ class TieredCache(Generic[V]):
             self.local.set(key, value)
         return value
 
-    async def _load_through(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
-        raw = await self._circuit.call(lambda: self._redis.get(self._redis_key(key)), nothing)
-        if raw is not None:
-            try:
-                cached = self._decode(json.loads(raw))
-            except ValueError:
-                # Written under another key or format (a secret rotated, an old release).
-                _log.warning("undecodable cache entry ignored", extra={"namespace": self.namespace})
-            else:
+    async def _load_through(
+        self, key: str, load: Callable[[], Awaitable[V | None]], read_shared: bool
+    ) -> V | None:
+        if read_shared:
+            raw = await self._circuit.call(lambda: self._redis.get(self.redis_key(key)), nothing)
+            cached = None if raw is None else self._decoded(raw)
+            if cached is not None:
                 metrics.CACHE_LOOKUPS.labels(self.namespace, "redis_hit").inc()
                 return cached
         metrics.CACHE_LOOKUPS.labels(self.namespace, "miss").inc()
@@ -252,7 +303,7 @@ class TieredCache(Generic[V]):
         if value is not None:
             await self._circuit.call(
                 lambda: self._set_unless_tombstone(
-                    keys=[self._redis_key(key), self._tombstone_key(key), self._outage_key(key)],
+                    keys=[self.redis_key(key), self._tombstone_key(key), self._outage_key(key)],
                     args=[
                         json.dumps(self._encode(value)),
                         int(self._redis_ttl * 1000),
@@ -299,7 +350,7 @@ class TieredCache(Generic[V]):
 
         async def tombstone_and_publish() -> None:
             await self._invalidate(
-                keys=[self._redis_key(key), self._tombstone_key(key), self._outage_key(key)],
+                keys=[self.redis_key(key), self._tombstone_key(key), self._outage_key(key)],
                 args=[
                     self._tombstone_ms,
                     CHANNEL,
@@ -359,11 +410,13 @@ class CacheHub:
         local_ttl: float,
         redis_ttl: float,
         outage_copy: bool = False,
+        tagged_keys: bool = False,
     ) -> TieredCache[V]:
         """Return a new tiered cache for `namespace`, invalidated on every worker.
 
         `outage_copy`: keep a copy in Redis for the hub's outage grace, served when the
         loader finds PostgreSQL down (authentication state: sessions, token epochs).
+        `tagged_keys`: the keys carry their own Redis Cluster hash tag (`{...}`).
         """
         cache = TieredCache(
             namespace,
@@ -374,6 +427,7 @@ class CacheHub:
             redis_ttl=redis_ttl,
             circuit=self._circuit,
             outage_grace=self._outage_grace if outage_copy else 0.0,
+            tagged_keys=tagged_keys,
         )
         self.register(cache)
         return cache

@@ -3,7 +3,9 @@
 `create_credential_store` returns aiocache's `RedisCache` on the worker's one Redis
 connection pool (aiocache's public `connection_pool_class` hook hands it the shared
 pool), so it has keystile's deadlines and opens no connections of its own; the
-pool closes with the shared client, so the store itself is never closed.
+pool closes with the shared client, so the store itself is never closed. Those
+deadlines are the client's socket and connect timeouts (S29): aiocache's own timeout
+is off, since it would run every call in a task of its own under `asyncio.wait_for`.
 
 `OptionalCached` caches a coroutine function's results in such a store, like
 aiocache's `cached`, but treats the store as optional: Redis trouble goes through a
@@ -31,14 +33,14 @@ __all__ = ["OptionalCached", "create_credential_store"]
 _log = logging.getLogger(__name__)
 
 
-def create_credential_store(redis: Redis, *, namespace: str, timeout: float) -> BaseCache:
+def create_credential_store(redis: Redis, *, namespace: str) -> BaseCache:
     """Return an aiocache `RedisCache` that uses `redis`'s connection pool.
 
     A Redis Cluster client has no single pool: the cache then talks through the
     cluster client itself (aiocache calls only GET, SET, DEL ... on its `client`).
     """
     if is_cluster(redis):
-        store = RedisCache(serializer=StringSerializer(), namespace=namespace, timeout=timeout)
+        store = RedisCache(serializer=StringSerializer(), namespace=namespace, timeout=None)
         store.client = redis
         return store
 
@@ -48,7 +50,7 @@ def create_credential_store(redis: Redis, *, namespace: str, timeout: float) -> 
     return RedisCache(
         serializer=StringSerializer(),
         namespace=namespace,
-        timeout=timeout,
+        timeout=None,
         connection_pool_class=shared_pool,
     )
 

@@ -4,8 +4,8 @@ One EVALSHA checks and charges the per-address and per-account limits of the act
 (GCRA, all or nothing), reads the failed-login backoff of the (account, address) pair
 and of the account, tells whether the address is a known client of the account (which
 picks the per-account limit key and skips the account-wide backoff), and reads the
-credential-cache entry of the account. That is one network round trip where there
-used to be six.
+credential-cache and user-cache entries of the account. That is one network round trip
+where there used to be seven.
 
 Every key of the account carries the account's hash tag; only the per-address limit
 key carries the address's own, so on Redis Cluster that one check is a call of its own.
@@ -36,6 +36,7 @@ class LoginGateKeys:
     backoff_client: str
     backoff_account: str
     credential: str | None
+    user: str | None = None  # the account's user-cache entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +48,14 @@ class LoginGateResult:
     backoff_wait: float  # seconds the login must still wait (0: none)
     client_failures: bool  # the (account, address) pair has failures to clear on success
     credential: str | None  # the credential-cache entry, if one was asked for and exists
+    user: bytes | None = None  # the user-cache entry (as stored), if asked for and exists
 
 
 # KEYS: known, ip-limit, account-limit, account-known-limit, backoff-client,
-#       backoff-account, credential (unused slots hold the known key; flags say which).
+#       backoff-account, credential, user (unused slots hold the known key; flags say which).
 # ARGV: ip interval_ms, ip count, account interval_ms, account count (0 count: no limit),
-#       read-credential flag (0/1).
-# Returns {allowed, known, backoff_wait_ms, client_failures, credential|false,
+#       read-credential flag (0/1), read-user flag (0/1).
+# Returns {allowed, known, backoff_wait_ms, client_failures, credential|false, user|false,
 #          then per limit checked: remaining, retry_after_ms, reset_after_ms}.
 _LOGIN_GATE = (
     GCRA_LUA
@@ -82,7 +84,9 @@ end
 local client_failures = redis.call('EXISTS', KEYS[5])
 local credential = false
 if ARGV[5] == '1' then credential = redis.call('GET', KEYS[7]) end
-local out = {allowed, known, math.ceil(wait), client_failures, credential}
+local user = false
+if ARGV[6] == '1' then user = redis.call('GET', KEYS[8]) end
+local out = {allowed, known, math.ceil(wait), client_failures, credential, user}
 for _, value in ipairs(limits) do table.insert(out, value) end
 return out
 """
@@ -142,6 +146,7 @@ class RedisLoginGate:
                 keys.backoff_client,
                 keys.backoff_account,
                 keys.credential or spare,
+                keys.user or spare,
             ],
             args=[
                 per_ip.interval_ms if per_ip else 0,
@@ -149,6 +154,7 @@ class RedisLoginGate:
                 per_account.interval_ms if per_account else 0,
                 per_account.count if per_account else 0,
                 1 if keys.credential else 0,
+                1 if keys.user else 0,
             ],
         )
         allowed = bool(raw[0])
@@ -157,17 +163,18 @@ class RedisLoginGate:
             GcraResult(
                 rate=rate,
                 allowed=allowed,
-                remaining=int(raw[5 + 3 * i]),
-                retry_after=int(raw[6 + 3 * i]) / 1000,
-                reset_after=int(raw[7 + 3 * i]) / 1000,
+                remaining=int(raw[6 + 3 * i]),
+                retry_after=int(raw[7 + 3 * i]) / 1000,
+                reset_after=int(raw[8 + 3 * i]) / 1000,
             )
             for i, rate in enumerate(rates)
         ]
-        credential = raw[4]
+        credential, user = raw[4], raw[5]
         return LoginGateResult(
             limits=limits,
             known_client=bool(raw[1]),
             backoff_wait=int(raw[2]) / 1000,
             client_failures=bool(raw[3]),
             credential=credential.decode() if isinstance(credential, bytes) else None,
+            user=user if isinstance(user, bytes) else None,
         )

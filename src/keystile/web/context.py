@@ -19,6 +19,7 @@ from keystile.services.types import ClientInfo, Principal
 __all__ = [
     "CacheHints",
     "RequestState",
+    "client_address",
     "client_info",
     "client_ip",
     "note_rate_limit",
@@ -90,16 +91,24 @@ def client_ip() -> str:
     Only the header the proxies are configured to write (`forwarded_header`) is
     read; the other may come from the client and is ignored.
     """
-    settings = services().settings
-    hops = settings.serving.trusted_proxy_hops
-    remote = request.remote_addr or ""
+    serving = services().settings.serving
+    header = serving.forwarded_header
+    values = request.headers.getlist(header) if serving.trusted_proxy_hops else []
+    return client_address(request.remote_addr or "", values, serving.trusted_proxy_hops, header)
+
+
+def client_address(remote: str, values: list[str], hops: int, header: str) -> str:
+    """`client_ip` from its parts: the peer address and the `header` lines the proxies wrote.
+
+    For callers outside a request context (the ASGI layer in front of Quart).
+    """
     if hops == 0:
         return remote
-    if settings.serving.forwarded_header == "Forwarded":
-        forwarded = _forwarded_for(request.headers.getlist("Forwarded"))
+    if header == "Forwarded":
+        forwarded = _forwarded_for(values)
     else:
-        values = ",".join(request.headers.getlist("X-Forwarded-For")).split(",")
-        forwarded = [part.strip() for part in values if part.strip()]
+        parts = ",".join(values).split(",")
+        forwarded = [part.strip() for part in parts if part.strip()]
     if len(forwarded) < hops:
         return forwarded[0] if forwarded else remote
     return forwarded[-hops]

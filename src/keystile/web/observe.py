@@ -1,10 +1,12 @@
 """One log line and one latency sample per request, and the X-Request-ID round trip.
 
 `RequestObserver` is the one ASGI layer in front of Quart: it refuses over-long headers
-(431, S24), times the request to the end of its response, and adds X-Request-ID to the
-response, a 431 included. Inside Quart, `note_request` fills in what only the app
-knows: the route template that matched and the user, if any. Nothing from the request's headers,
-body, cookies or query string is logged (S18).
+(431, S24), hands password grants that arrive while hashing is saturated to
+`LoginRefusal` (503 without Quart, S5), times the request to the end of its response,
+and adds X-Request-ID to the response, a 431 and a 503 included. Inside Quart,
+`note_request` fills in what only the app knows: the route template that matched and
+the user, if any. Nothing from the request's headers, body, cookies or query string is
+logged (S18).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from keystile import metrics
 from keystile.logs import REQUEST_ID
 from keystile.web.context import EXTENSION_KEY, client_ip, request_state
 from keystile.web.limits import headers_too_large, send_headers_too_large
+from keystile.web.login_refusal import PATH as LOGIN_PATH
+from keystile.web.login_refusal import LoginRefusal
 
 __all__ = ["RequestObserver", "RequestRecord", "note_request", "request_id"]
 
@@ -60,9 +64,16 @@ class RequestObserver:
     and a wrapped `send`.
     """
 
-    def __init__(self, app: ASGIFramework, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIFramework,
+        max_header_bytes: int,
+        *,
+        login_refusal: LoginRefusal | None = None,
+    ) -> None:
         self._app = app
         self._max_header_bytes = max_header_bytes
+        self._login_refusal = login_refusal
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -86,6 +97,12 @@ class RequestObserver:
         try:
             if headers_too_large(scope["headers"], self._max_header_bytes):
                 await send_headers_too_large(send_with_id)
+            elif self._login_refusal and (services := self._login_refusal.applies(scope)):
+                refused_client = await self._login_refusal.handle(
+                    services, scope, receive, send_with_id, self._app
+                )
+                if refused_client is not None:
+                    record.route, record.client = LOGIN_PATH, refused_client
             else:
                 await self._app(scope, receive, send_with_id)
         except BaseException:

@@ -5,7 +5,7 @@ Every answer here is `Cache-Control: no-store` (the app's default, S20).
 
 from __future__ import annotations
 
-from quart import Blueprint
+from quart import Blueprint, request
 from quart.typing import ResponseReturnValue
 from quart_schema import validate_request, validate_response
 from werkzeug.datastructures import Headers
@@ -14,6 +14,7 @@ from keystile.rates import Action
 from keystile.services.tokens import TokenPair
 from keystile.web.caching import pragma_no_cache
 from keystile.web.context import client_info, services
+from keystile.web.login_refusal import admission_of
 from keystile.web.openapi import may_fail, responds
 from keystile.web.rate_limits import note_rate_limit, rate_limited
 from keystile.web.schemas import RefreshRequest, RevokeRequest, TokenRequest, TokenResponse
@@ -47,7 +48,12 @@ async def grant(data: TokenRequest) -> tuple[TokenResponse, int, Headers]:
     checks in one Redis call.
     """
     pair = await services().tokens.grant_password(
-        data.email, data.password, data.scope, client_info()
+        data.email,
+        data.password,
+        data.scope,
+        client_info(),
+        # Made in front of Quart while hashing is saturated (web/login_refusal.py).
+        admission=admission_of(request.scope),
     )
     note_rate_limit(pair.limits)
     return token_response(pair)
