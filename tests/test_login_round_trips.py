@@ -25,6 +25,7 @@ from tests.support.http import (
     unique_email,
     unique_ip,
 )
+from tests.support.round_trips import round_trips
 from tests.support.statements import Statements
 
 _MARK = "keystile-test-mark"
@@ -107,9 +108,9 @@ async def test_a_cold_login_checks_limits_backoff_and_cache_in_one_script_call(
         await redis.aclose()
     # No separate reads of limits, backoff, known clients or the user cache (GET/HGET/
     # EXISTS were seven calls before the hash): the gate's script read them all. After
-    # it: the user-cache fill, then the success writes: the credential entry, this
-    # address as a known client, and (a first login from this address) the new-device
-    # marks, two SET ... GET in one pipelined round trip.
+    # it, in one pipeline (the round trips are counted below): the user-cache fill, the
+    # credential entry, this address as a known client, and (a first login from this
+    # address) the new-device marks, two SET ... GET.
     assert used["hget"] == 0
     assert used["exists"] == 0
     assert used["get"] == 0, used
@@ -151,3 +152,36 @@ async def test_failed_logins_are_audited_in_batches_not_one_write_each(quiet_app
     assert audit_writes == [], "a failure alone must not cost a PostgreSQL write"
     events = await services_of(quiet_app).audit_admin.tail(10, email)
     assert [event.kind for event in events].count("login_failed") == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/v1/sessions", 201), ("/v1/tokens", 200)], ids=["cookie", "token"]
+)
+async def test_a_cold_login_makes_two_redis_round_trips_the_gate_and_its_writes(
+    quiet_app: Quart, monkeypatch: pytest.MonkeyPatch, path: str, status: int
+) -> None:
+    client = quiet_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    with round_trips(monkeypatch) as sent:
+        response = await client.post(path, json=_creds(email), **from_ip(unique_ip()))
+    assert response.status_code == status
+    # The gate's script; then, in one pipeline, the user-cache fill (EVAL), the credential
+    # entry (PSETEX), this address as a known client and the two new-device marks (SET).
+    assert sent[0] == ["EVALSHA"], sent
+    assert Counter(sent[1]) == Counter({"EVAL": 1, "PSETEX": 1, "SET": 3}), sent
+    assert len(sent) == 2, sent
+
+
+async def test_the_writes_sent_together_are_read_by_the_next_login(
+    quiet_app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = quiet_app.test_client()
+    email, ip = unique_email(), unique_ip()
+    await register(client, email)
+    assert (await client.post("/v1/tokens", json=_creds(email), **from_ip(ip))).status_code == 200
+    with round_trips(monkeypatch) as sent:
+        response = await client.post("/v1/tokens", json=_creds(email), **from_ip(ip))
+    assert response.status_code == 200
+    # Known address, cached success, cached user: the gate's script is the only call.
+    assert sent == [["EVALSHA"]], sent

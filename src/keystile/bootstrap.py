@@ -97,6 +97,7 @@ from keystile.stores.rate_limits import (
     RedisCounterStore,
 )
 from keystile.stores.redis import close_redis
+from keystile.stores.redis_batch import RedisBatch
 from keystile.stores.sealing import Sealer, derive_key
 from keystile.tasks import background, run_every
 
@@ -140,7 +141,11 @@ async def build_services(
         raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
     database = await stack.enter_async_context(open_database(settings.database))
     redis = await stack.enter_async_context(open_redis(settings.redis))
-    caches = await build_caches(redis, stack, outage_grace=settings.database.outage_grace_seconds)
+    # A login's deferrable Redis writes go out together, in one round trip (AuthService).
+    batch = RedisBatch(redis, retry_interval=settings.limits.redis_retry_seconds)
+    caches = await build_caches(
+        redis, stack, outage_grace=settings.database.outage_grace_seconds, batch=batch
+    )
     audit = PostgresAuditLog(database)
     user_rows = PostgresUserRepository(database)
     counter_keys = CounterKeys(secret)
@@ -155,13 +160,16 @@ async def build_services(
         # The login gate reads entries straight from Redis, unless a test swapped the store.
         namespace=None if overrides.credential_store else CREDENTIALS_NAMESPACE,
         account_tag=counter_keys.tag,  # one cluster slot with the account's counters
+        batch=batch,
     )
     policy = PasswordPolicy(
         min_length=settings.passwords.min_length,
         max_length=settings.passwords.max_length,
         common_passwords=load_common_passwords(),
     )
-    counters, limits, throttle, known = build_abuse_protection(settings, redis, audit, counter_keys)
+    counters, limits, throttle, known = build_abuse_protection(
+        settings, redis, audit, counter_keys, batch=batch
+    )
     gate = LoginGate(
         RedisLoginGate(redis),
         limits,
@@ -212,6 +220,7 @@ async def build_services(
         security=security,
         hooks=mail.flows,
         second_factor=mfa,
+        writes=batch,
     )
     audit_admin = AuditService(
         audit, users, retention=timedelta(days=settings.retention.audit_days), pending=failures
@@ -311,10 +320,14 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
 
 
 async def build_caches(
-    redis: Redis, stack: AsyncExitStack, *, outage_grace: float = 0.0
+    redis: Redis,
+    stack: AsyncExitStack,
+    *,
+    outage_grace: float = 0.0,
+    batch: RedisBatch | None = None,
 ) -> CacheHub:
     """Return the hub every cross-worker cache registers with, its listener running."""
-    caches = CacheHub(redis, outage_grace=outage_grace)
+    caches = CacheHub(redis, outage_grace=outage_grace, batch=batch)
     await stack.enter_async_context(background("invalidation", caches.listen))
     return caches
 
@@ -370,12 +383,19 @@ def build_hashing(settings: Settings, stack: AsyncExitStack) -> PasswordHasher:
 
 
 def build_abuse_protection(
-    settings: Settings, redis: Redis, audit: AuditLog, keys: CounterKeys | None = None
+    settings: Settings,
+    redis: Redis,
+    audit: AuditLog,
+    keys: CounterKeys | None = None,
+    *,
+    batch: RedisBatch | None = None,
 ) -> tuple[CounterStore, RateLimiter, LoginThrottle, KnownClients]:
     """Return the counter store, rate limiter, login throttle and known clients (one store)."""
     limits = settings.limits
     counters = FallbackCounterStore(
-        RedisCounterStore(redis), MemoryCounterStore(), retry_interval=limits.redis_retry_seconds
+        RedisCounterStore(redis, batch=batch),
+        MemoryCounterStore(),
+        retry_interval=limits.redis_retry_seconds,
     )
     # Serving always has a secret key (create_app insists); a CLI command without one
     # never shares counters, so a throwaway key is as good as any.

@@ -31,6 +31,7 @@ from keystile.services.passwords import HashTicket, PasswordHasher
 from keystile.services.sessions import SessionService
 from keystile.services.tokens import SecondFactorGate
 from keystile.services.types import Authenticated, ClientInfo, Principal
+from keystile.stores.redis_batch import RedisBatch
 
 __all__ = ["AuthService", "Authenticated", "LoginAdmission", "SessionLogin"]
 
@@ -63,6 +64,7 @@ class AuthService:
     security: AccountSecurity
     hooks: AccountHooks | None = None
     second_factor: SecondFactorGate | None = None
+    writes: RedisBatch | None = None  # a login's deferrable Redis writes: one round trip
 
     async def register(self, email: str, password: str, client: ClientInfo) -> None:
         """Create an account, or do nothing if the email is taken.
@@ -177,6 +179,19 @@ class AuthService:
             raise admission.gate
         else:
             check, ticket = admission.gate, admission.ticket
+        # The cache fills, the credential entry, the known-client mark and the new-device
+        # marks go to Redis together: with the marks' question, or when the block ends.
+        async with self.writes.collecting() if self.writes else contextlib.nullcontext():
+            return await self._verify(email, password, client, check, ticket)
+
+    async def _verify(
+        self,
+        email: str,
+        password: str,
+        client: ClientInfo,
+        check: LoginCheck,
+        ticket: HashTicket | None,
+    ) -> tuple[Authenticated | LoginCheck, str]:
         with ticket or contextlib.nullcontext():
             user = await self.users.select_user_by_email(email, shared=check.user)
             if user is None or not user.is_active:

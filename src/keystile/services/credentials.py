@@ -28,6 +28,7 @@ from keystile import metrics
 from keystile.services.passwords import HashTicket, PasswordHasher
 from keystile.stores.cache import LocalCache, SingleFlight
 from keystile.stores.credential_store import OptionalCached
+from keystile.stores.redis_batch import RedisBatch
 
 __all__ = ["CredentialCache", "Prefetched"]
 
@@ -67,12 +68,14 @@ class CredentialCache:
         namespace: str | None = None,
         retry_interval: float = 1.0,
         account_tag: Callable[[str], str] | None = None,
+        batch: RedisBatch | None = None,
     ) -> None:
         """`key` is a secret used only for these HMACs; `ttl` 0 turns the cache off.
 
         `namespace` is the Redis namespace of `store` when the login gate may read its
         entries directly (the composition root's RedisCache); None otherwise.
         `account_tag` returns the Redis hash tag of an account's keys (`CounterKeys.tag`).
+        `batch` (with `namespace` only) lets a success's write join a login's one round trip.
         """
         self._hasher = hasher
         self._key = key
@@ -91,6 +94,7 @@ class CredentialCache:
             key_builder=lambda _f, account_ref, *_rest, **_kwargs: account_ref,
             skip_cache_func=lambda digest: digest is None,
             retry_interval=retry_interval,
+            batch=batch if self._namespace is not None else None,
         )
         self._verify_and_remember = self._cached(self._slow_check)
 

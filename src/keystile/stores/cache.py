@@ -30,6 +30,7 @@ from keystile import metrics
 from keystile.errors import DependencyUnavailable
 from keystile.stores.circuit import Circuit, nothing
 from keystile.stores.redis import REDIS_FAILURES, is_cluster
+from keystile.stores.redis_batch import RedisBatch
 
 __all__ = [
     "CacheHub",
@@ -189,9 +190,12 @@ class TieredCache(Generic[V]):
         circuit: Circuit | None = None,
         outage_grace: float = 0.0,
         tagged_keys: bool = False,
+        batch: RedisBatch | None = None,
     ) -> None:
+        """`batch`: a fill made inside its block joins the block's one round trip."""
         self.namespace = namespace
         self._tagged = tagged_keys
+        self._batch = batch
         self._redis = redis
         self._circuit = circuit or _cache_circuit()
         self._encode = encode
@@ -301,18 +305,27 @@ class TieredCache(Generic[V]):
                 raise
             return kept
         if value is not None:
-            await self._circuit.call(
-                lambda: self._set_unless_tombstone(
-                    keys=[self.redis_key(key), self._tombstone_key(key), self._outage_key(key)],
-                    args=[
-                        json.dumps(self._encode(value)),
-                        int(self._redis_ttl * 1000),
-                        self._outage_ms,
-                    ],
-                ),
-                nothing,
-            )
+            await self._fill(key, value)
         return value
+
+    async def _fill(self, key: str, value: V) -> None:
+        keys = [self.redis_key(key), self._tombstone_key(key), self._outage_key(key)]
+        args: list[str | int] = [
+            json.dumps(self._encode(value)),
+            int(self._redis_ttl * 1000),
+            self._outage_ms,
+        ]
+        if (
+            self._batch is not None
+            and self._circuit.available
+            # EVAL, not EVALSHA: a pipeline cannot load a missing script on its own.
+            and self._batch.defer(lambda pipe: pipe.eval(_SET_UNLESS_TOMBSTONE, 3, *keys, *args))
+        ):
+            return
+        await self._circuit.call(
+            lambda: self._set_unless_tombstone(keys=keys, args=args),
+            nothing,
+        )
 
     async def _outage_copy(self, key: str) -> tuple[bool, V | None]:
         """The value as last loaded, while the source is down and the copy is in its grace.
@@ -391,9 +404,16 @@ class CacheHub:
     """
 
     def __init__(
-        self, redis: Redis, *, retry_interval: float = 0.5, outage_grace: float = 0.0
+        self,
+        redis: Redis,
+        *,
+        retry_interval: float = 0.5,
+        outage_grace: float = 0.0,
+        batch: RedisBatch | None = None,
     ) -> None:
+        """`batch`: the caches' fills made inside its block join its one round trip."""
         self._redis = redis
+        self._batch = batch
         self._retry_interval = retry_interval
         self._outage_grace = outage_grace
         self._circuit = _cache_circuit()
@@ -428,6 +448,7 @@ class CacheHub:
             circuit=self._circuit,
             outage_grace=self._outage_grace if outage_copy else 0.0,
             tagged_keys=tagged_keys,
+            batch=self._batch,
         )
         self.register(cache)
         return cache

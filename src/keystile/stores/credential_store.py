@@ -10,7 +10,9 @@ is off, since it would run every call in a task of its own under `asyncio.wait_f
 `OptionalCached` caches a coroutine function's results in such a store, like
 aiocache's `cached`, but treats the store as optional: Redis trouble goes through a
 `Circuit` (a miss, one warning, Redis left alone for `retry_interval`), and nothing
-about the values is ever logged.
+about the values is ever logged. With a `RedisBatch`, a write made inside the batch's
+block joins its one round trip, with the store's own key and serializer (a login's
+success writes, `stores.redis_batch`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from redis.asyncio import ConnectionPool, Redis
 
 from keystile.stores.circuit import Circuit, nothing
 from keystile.stores.redis import is_cluster
+from keystile.stores.redis_batch import RedisBatch
 
 __all__ = ["OptionalCached", "create_credential_store"]
 
@@ -71,9 +74,12 @@ class OptionalCached:
         key_builder: Callable[..., str],
         skip_cache_func: Callable[[Any], bool],
         retry_interval: float = 1.0,
+        batch: RedisBatch | None = None,
     ) -> None:
+        """`batch` may only be given for a `RedisCache` on the batch's Redis client."""
         self.cache = store
         self.ttl = ttl
+        self._batch = batch
         self._key_builder = key_builder
         self._skip = skip_cache_func
         self._circuit = Circuit(
@@ -99,9 +105,18 @@ class OptionalCached:
                 if found is not None:
                     return found
             result = await f(*args, **kwargs)
-            if cache_write and not self._skip(result):
+            if cache_write and not self._skip(result) and not self._deferred(key, result):
                 await self._circuit.call(lambda: self.cache.set(key, result, ttl=self.ttl), nothing)
             return result
 
         wrapper.cache = self.cache  # type: ignore[attr-defined]
         return wrapper
+
+    def _deferred(self, key: str, value: Any) -> bool:
+        # What aiocache's RedisCache.set would send, queued in the open batch instead.
+        if self._batch is None or not self._circuit.available:
+            return False
+        name = self.cache.build_key(key)
+        data = self.cache.serializer.dumps(value)
+        px = max(1, int(self.ttl * 1000))
+        return self._batch.defer(lambda pipe: pipe.psetex(name, px, data))
