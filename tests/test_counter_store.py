@@ -68,12 +68,12 @@ async def test_backoff_doubles_after_the_free_failures_up_to_the_maximum(
 ) -> None:
     backoff = Backoff(free_failures=2, base_delay=1.0, max_delay=4.0, window=60)
     k = key()
-    delays = [(await store.backoff_fail(k, backoff)).delay for _ in range(6)]
+    delays = [(await store.backoff_fail([(k, backoff)]))[0].delay for _ in range(6)]
     assert delays == [0, 0, 1, 2, 4, 4]
     assert 3.5 <= await store.backoff_wait([key(), k]) <= 4.0
     await store.forget([k])
     assert await store.backoff_wait([k]) == 0
-    assert (await store.backoff_fail(k, backoff)).failures == 1
+    assert (await store.backoff_fail([(k, backoff)]))[0].failures == 1
 
 
 async def test_marks_expire(store: CounterStore) -> None:

@@ -185,3 +185,17 @@ async def test_the_writes_sent_together_are_read_by_the_next_login(
     assert response.status_code == 200
     # Known address, cached success, cached user: the gate's script is the only call.
     assert sent == [["EVALSHA"]], sent
+
+
+async def test_a_wrong_password_makes_two_redis_round_trips_the_gate_and_its_counts(
+    quiet_app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = quiet_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    with round_trips(monkeypatch) as sent:
+        response = await login(client, email, "not the password")
+    assert response.status_code == 401
+    # The gate's script; then, in one pipeline, the user-cache fill and the failure
+    # counted on both backoffs (the address's and the account's): three scripts.
+    assert sent == [["EVALSHA"], ["EVAL", "EVAL", "EVAL"]], sent

@@ -63,13 +63,15 @@ class LoginThrottle:
         refuse_while_backing_off(await self.store.backoff_wait(keys))
 
     async def failed(self, email: str, client: ClientInfo, user_id: UUID | None) -> None:
-        """Count a failed login; audit the moment a backoff starts or grows."""
+        """Count a failed login (both backoffs, one call); audit when a backoff starts or grows."""
         account = normalise_account(email)
-        for scope, key, backoff in (
-            ("client", self.client_key(account, client.ip), self.per_client),
-            ("account", self.account_key(account), self.per_account),
-        ):
-            result = await self.store.backoff_fail(key, backoff)
+        counted = await self.store.backoff_fail(
+            [
+                (self.client_key(account, client.ip), self.per_client),
+                (self.account_key(account), self.per_account),
+            ]
+        )
+        for scope, result in zip(("client", "account"), counted, strict=True):
             if result.delay > 0:
                 await self.audit.record(
                     "login_lockout",

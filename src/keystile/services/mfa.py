@@ -491,7 +491,7 @@ class MfaService:
         refuse_while_backing_off(await self._counters.backoff_wait([self._backoff_key(user_id)]))
 
     async def _failed(self, user_id: UUID, client: ClientInfo, factor: str) -> None:
-        result = await self._counters.backoff_fail(self._backoff_key(user_id), self._backoff)
+        (result,) = await self._counters.backoff_fail([(self._backoff_key(user_id), self._backoff)])
         await self._audit.record(
             "mfa_failed",
             user_id=user_id,

@@ -32,7 +32,7 @@ from keystile.rates import Rate
 from keystile.stores.cache import LocalCache
 from keystile.stores.circuit import Circuit
 from keystile.stores.redis import is_cluster
-from keystile.stores.redis_batch import RedisBatch
+from keystile.stores.redis_batch import Queue, RedisBatch
 
 __all__ = [
     "GCRA_LUA",
@@ -94,7 +94,10 @@ class CounterStore(Protocol):
 
     async def gcra(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]: ...
     async def backoff_wait(self, keys: list[str]) -> float: ...
-    async def backoff_fail(self, key: str, backoff: Backoff) -> BackoffResult: ...
+    async def backoff_fail(self, failures: list[tuple[str, Backoff]]) -> list[BackoffResult]:
+        """Count one failure on each (key, backoff); return each key's state (one call)."""
+        ...
+
     async def forget(self, keys: list[str]) -> None: ...
     async def mark(self, key: str, ttl: float) -> None: ...
     async def is_marked(self, key: str) -> bool: ...
@@ -204,7 +207,6 @@ class RedisCounterStore:
         self._cluster = is_cluster(redis)
         self._gcra = redis.register_script(_GCRA)
         self._wait = redis.register_script(_BACKOFF_WAIT)
-        self._fail = redis.register_script(_BACKOFF_FAIL)
 
     async def gcra(self, keys: list[str], rates: list[Rate]) -> list[GcraResult]:
         if not self._cluster:
@@ -247,17 +249,24 @@ class RedisCounterStore:
         ]
         return max([0, *waits]) / 1000
 
-    async def backoff_fail(self, key: str, backoff: Backoff) -> BackoffResult:
-        failures, delay = await self._fail(
-            keys=[key],
-            args=[
-                backoff.free_failures,
-                backoff.base_delay * 1000,
-                backoff.max_delay * 1000,
-                backoff.window * 1000,
-            ],
-        )
-        return BackoffResult(failures=int(failures), delay=int(delay) / 1000)
+    async def backoff_fail(self, failures: list[tuple[str, Backoff]]) -> list[BackoffResult]:
+        def count_each(pipe: Any) -> None:
+            for key, backoff in failures:
+                # EVAL, not EVALSHA: a pipeline cannot load a missing script on its own.
+                pipe.eval(
+                    _BACKOFF_FAIL,
+                    1,
+                    key,
+                    backoff.free_failures,
+                    backoff.base_delay * 1000,
+                    backoff.max_delay * 1000,
+                    backoff.window * 1000,
+                )
+
+        return [
+            BackoffResult(failures=int(counted), delay=int(delay) / 1000)
+            for counted, delay in await self._pipelined(count_each)
+        ]
 
     async def forget(self, keys: list[str]) -> None:
         if self._batch is not None and self._batch.defer(lambda pipe: _delete(pipe, keys)):
@@ -283,13 +292,16 @@ class RedisCounterStore:
             for key in keys:
                 pipe.set(key, b"1", px=px, get=True)
 
-        if self._batch is not None:
-            previous = await self._batch.send_with(mark_each)
-        else:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                mark_each(pipe)
-                previous = await pipe.execute()
+        previous = await self._pipelined(mark_each)
         return [value is None for value in previous]
+
+    async def _pipelined(self, commands: Queue) -> list[Any]:
+        # One round trip, with the writes the open batch has queued so far.
+        if self._batch is not None:
+            return await self._batch.send_with(commands)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            commands(pipe)
+            return list(await pipe.execute())
 
 
 class MemoryCounterStore:
@@ -334,17 +346,20 @@ class MemoryCounterStore:
         waits = [entry[1] - now for key in keys if (entry := self._backoffs.get(key))]
         return max([0.0, *waits])
 
-    async def backoff_fail(self, key: str, backoff: Backoff) -> BackoffResult:
+    async def backoff_fail(self, failures: list[tuple[str, Backoff]]) -> list[BackoffResult]:
+        return [self._fail(key, backoff) for key, backoff in failures]
+
+    def _fail(self, key: str, backoff: Backoff) -> BackoffResult:
         now = time.monotonic()
-        failures, blocked_until = self._backoffs.get(key) or (0, 0.0)
-        failures += 1
-        over = failures - backoff.free_failures
+        counted, blocked_until = self._backoffs.get(key) or (0, 0.0)
+        counted += 1
+        over = counted - backoff.free_failures
         delay = 0.0
         if over > 0:
             delay = min(backoff.max_delay, backoff.base_delay * 2 ** min(over - 1, 40))
             blocked_until = now + delay
-        self._backoffs.set(key, (failures, blocked_until), ttl=max(backoff.window, delay))
-        return BackoffResult(failures=failures, delay=delay)
+        self._backoffs.set(key, (counted, blocked_until), ttl=max(backoff.window, delay))
+        return BackoffResult(failures=counted, delay=delay)
 
     async def forget(self, keys: list[str]) -> None:
         for key in keys:
@@ -404,10 +419,10 @@ class FallbackCounterStore:
             lambda: self._primary.backoff_wait(keys), lambda: self._fallback.backoff_wait(keys)
         )
 
-    async def backoff_fail(self, key: str, backoff: Backoff) -> BackoffResult:
+    async def backoff_fail(self, failures: list[tuple[str, Backoff]]) -> list[BackoffResult]:
         return await self._either(
-            lambda: self._primary.backoff_fail(key, backoff),
-            lambda: self._fallback.backoff_fail(key, backoff),
+            lambda: self._primary.backoff_fail(failures),
+            lambda: self._fallback.backoff_fail(failures),
         )
 
     async def forget(self, keys: list[str]) -> None:
