@@ -130,6 +130,7 @@ def main() -> int:
     mode.add_argument(
         "--warm-logins", action="store_true", help="profile warm logins (credential cache hits)"
     )
+    mode.add_argument("--cookie", action="store_true", help="GET /v1/me with a session cookie")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="keystile-profile-"))
     port = free_port()
@@ -192,6 +193,10 @@ def main() -> int:
                 user = {"email": f"user-{n}@example.com", "password": body["password"]}
                 httpx.post(f"{base}/v1/users", json=user, timeout=30)
             lua.write_text(_login_lua("user-%d@example.com", body["password"], f"n % {users}"))
+        elif args.cookie:
+            login = httpx.post(f"{base}/v1/sessions", json=body, timeout=30)
+            cookie = "; ".join(f"{name}={value}" for name, value in login.cookies.items())
+            lua.write_text(f'wrk.headers["Cookie"] = "{cookie}"\n')
         else:
             token = httpx.post(f"{base}/v1/tokens", json=body, timeout=30).json()["access_token"]
             lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')

@@ -6,7 +6,6 @@ import gc
 from collections.abc import AsyncGenerator, Iterable
 
 from quart import Quart, Response
-from quart_auth import QuartAuth
 from quart_schema import QuartSchema
 
 from keystile.bootstrap import open_services
@@ -25,6 +24,7 @@ from keystile.web.observe import RequestObserver, note_request
 from keystile.web.openapi import quart_schema_options
 from keystile.web.quart_session import NoCookieSessionInterface
 from keystile.web.rate_limits import rate_limit_headers
+from keystile.web.session_cookie import SessionCookieAuth
 
 __all__ = ["create_app", "session_cookie_name"]
 
@@ -61,7 +61,7 @@ def create_app(
     )
     # Registered before QuartAuth's hook, so it runs after it and sees its Set-Cookie.
     app.after_request(_finish_response)
-    QuartAuth(
+    SessionCookieAuth(
         app,
         cookie_name=session_cookie_name(settings),
         cookie_secure=settings.sessions.cookie_secure,

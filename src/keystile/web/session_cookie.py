@@ -1,0 +1,70 @@
+"""quart-auth, remembering the session cookies it has verified.
+
+A session cookie carries the session id signed by itsdangerous (HMAC-SHA512 over the id
+and a timestamp). Checking that signature on every request was the largest part of what
+a cookie request costs beyond a bearer one (`python -m bench.profile_me --cookie`, about
+45 of 470 µs per answer, bench/README.md). A cookie verified here is remembered under its
+SHA-256 until the moment it expires (its timestamp plus quart-auth's `duration`), at
+most `remember_seconds`; a cookie that fails the check is never remembered, so forged
+cookies cost the full check every time and cannot crowd out real ones. What the cookie
+names is still checked on every request: the session may have ended, gone idle or run
+out its lifetime (`SessionService.authenticate`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired
+from quart import Quart, current_app
+from quart_auth import QuartAuth
+
+from keystile.stores.cache import LocalCache
+
+__all__ = ["SessionCookieAuth"]
+
+
+class SessionCookieAuth(QuartAuth):
+    """`QuartAuth` whose `load_token` remembers the cookies it verified, until they expire."""
+
+    def __init__(
+        self,
+        app: Quart | None = None,
+        *,
+        salt: str,
+        remember_seconds: float = 300.0,
+        max_remembered: int = 10_000,
+        **options: Any,
+    ) -> None:
+        self._salt = salt
+        self._remember_seconds = remember_seconds
+        # SHA-256 of a cookie -> (session id, the instant the cookie expires).
+        self._verified: LocalCache[bytes, tuple[str, float]] = LocalCache(
+            ttl=remember_seconds, max_entries=max_remembered
+        )
+        super().__init__(app, salt=salt, **options)
+
+    def load_token(self, token: str, app: Quart | None = None) -> str | None:
+        """Return the session id the cookie carries, or None if it is forged or expired."""
+        key = hashlib.sha256(token.encode()).digest()
+        now = time.time()
+        remembered = self._verified.get(key)
+        if remembered is not None and now <= remembered[1]:
+            return remembered[0]
+        app = app or current_app
+        # quart-auth's own check (QuartAuth.load_token), asking for the timestamp as well.
+        keys = [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key]
+        serializer = self.serializer_class(keys, self._salt)
+        try:
+            auth_id, signed_at = serializer.loads(
+                token, max_age=self.duration, return_timestamp=True
+            )
+        except (BadSignature, SignatureExpired):
+            return None
+        expires = float("inf") if self.duration is None else signed_at.timestamp() + self.duration
+        lifetime = min(self._remember_seconds, expires - now)
+        if lifetime > 0:
+            self._verified.set(key, (auth_id, expires), ttl=lifetime)
+        return str(auth_id)

@@ -1,0 +1,83 @@
+"""Session cookies are verified once per worker and remembered only until they expire."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from quart import Quart
+from quart_auth import AuthUser, current_user, login_user
+from quart_auth.extension import _AuthSerializer
+
+from keystile.web.session_cookie import SessionCookieAuth
+
+_COOKIE = "session"
+
+
+def _app(duration: int) -> Quart:
+    app = Quart(__name__)
+    app.secret_key = "a test secret, not keystile's"
+
+    @app.post("/login")
+    async def log_in() -> str:
+        login_user(AuthUser("the-session-id"))
+        return ""
+
+    @app.get("/whoami")
+    async def whoami() -> str:
+        return current_user.auth_id or "nobody"
+
+    SessionCookieAuth(app, salt="test", cookie_name=_COOKIE, cookie_secure=False, duration=duration)
+    return app
+
+
+@pytest.fixture(name="checks")
+def _checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every signature check quart-auth's serializer makes (it still makes them)."""
+    made: list[str] = []
+    loads = _AuthSerializer.loads
+
+    def counting(self: _AuthSerializer, token: str, *args: object, **kwargs: object) -> object:
+        made.append(token)
+        return loads(self, token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_AuthSerializer, "loads", counting)
+    return made
+
+
+async def _cookie(app: Quart) -> str:
+    response = await app.test_client().post("/login")
+    return response.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+
+
+async def _whoami(app: Quart, cookie: str) -> str:
+    response = await app.test_client().get("/whoami", headers={"Cookie": f"{_COOKIE}={cookie}"})
+    return await response.get_data(as_text=True)
+
+
+async def test_a_verified_cookie_is_not_checked_again(checks: list[str]) -> None:
+    app = _app(duration=3600)
+    cookie = await _cookie(app)
+    assert [await _whoami(app, cookie) for _ in range(3)] == ["the-session-id"] * 3
+    assert checks == [cookie]
+
+
+async def test_a_forged_cookie_is_refused_every_time_and_never_remembered(
+    checks: list[str],
+) -> None:
+    app = _app(duration=3600)
+    cookie = await _cookie(app)
+    forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+    assert [await _whoami(app, forged) for _ in range(2)] == ["nobody", "nobody"]
+    assert checks == [forged, forged]
+    assert await _whoami(app, cookie) == "the-session-id"
+
+
+async def test_a_remembered_cookie_stops_working_when_it_expires() -> None:
+    # S9: the cookie's own lifetime holds for a remembered cookie too (the session's
+    # idle and absolute lifetimes are checked server-side on every request).
+    app = _app(duration=1)
+    cookie = await _cookie(app)
+    assert await _whoami(app, cookie) == "the-session-id"
+    await asyncio.sleep(2.2)  # itsdangerous counts whole seconds
+    assert await _whoami(app, cookie) == "nobody"
