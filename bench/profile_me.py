@@ -118,12 +118,38 @@ end
 """
 
 
+def _cpu_only(
+    wrk: subprocess.Popen[str],
+    worker: int,
+    before: tuple[float, float],
+    started: float,
+    args: argparse.Namespace,
+) -> int:
+    time.sleep(args.seconds)
+    after, spent = _thread_cpu(worker), time.monotonic() - started
+    wrk_out, _ = wrk.communicate(timeout=60)
+    rate = next((line for line in wrk_out.splitlines() if "Requests/sec" in line), "")
+    answers = float(rate.split()[-1]) * spent if rate else float("nan")
+    loop, threads = (a - b for a, b in zip(after, before, strict=True))
+    print(
+        f"{rate.strip()}; event loop {loop / spent:.2f} cores, "
+        f"{1000 * loop / answers:.3f} ms per answer; other threads "
+        f"{1000 * threads / answers:.3f} ms per answer"
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--keep-raw", type=Path, help="copy py-spy's raw stacks here")
+    parser.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="no py-spy: only the worker's CPU per answer, undisturbed by sampling",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--refusals", action="store_true", help="profile refused logins")
     mode.add_argument("--logins", action="store_true", help="profile cold logins")
@@ -217,6 +243,8 @@ def main() -> int:
         raw = work / "me.raw"
         worker = _worker_pid(server.pid)
         cpu_before, spy_started = _thread_cpu(worker), time.monotonic()
+        if args.cpu_only:
+            return _cpu_only(wrk, worker, cpu_before, spy_started, args)
         spy = subprocess.run(
             [
                 _py_spy(),

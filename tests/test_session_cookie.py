@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from quart import Quart
-from quart_auth import AuthUser, current_user, login_user
+from quart_auth import AuthUser, current_user, login_user, logout_user
 from quart_auth.extension import _AuthSerializer
 
 from keystile.web.session_cookie import SessionCookieAuth
@@ -22,6 +22,15 @@ def _app(duration: int) -> Quart:
     async def log_in() -> str:
         login_user(AuthUser("the-session-id"))
         return ""
+
+    @app.post("/logout")
+    async def log_out() -> str:
+        logout_user()
+        return ""
+
+    @app.get("/plain")
+    async def plain() -> str:
+        return "no one asked"
 
     @app.get("/whoami")
     async def whoami() -> str:
@@ -81,3 +90,14 @@ async def test_a_remembered_cookie_stops_working_when_it_expires() -> None:
     assert await _whoami(app, cookie) == "the-session-id"
     await asyncio.sleep(2.2)  # itsdangerous counts whole seconds
     assert await _whoami(app, cookie) == "nobody"
+
+
+async def test_the_cookie_is_written_at_login_deleted_at_logout_and_otherwise_left_alone() -> None:
+    app = _app(duration=3600)
+    client = app.test_client()
+    assert (await client.post("/login")).headers["Set-Cookie"].startswith(f"{_COOKIE}=")
+    assert "Set-Cookie" not in (await client.get("/plain")).headers
+    assert "Set-Cookie" not in (await client.get("/whoami")).headers
+    deleted = (await client.post("/logout")).headers["Set-Cookie"]
+    assert deleted.startswith(f"{_COOKIE}=;")
+    assert "Max-Age=0" in deleted

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 import secrets
 import time
@@ -356,6 +357,8 @@ def build_users(
     )
     names = keys or CounterKeys(secret)
 
+    # Two keyed hashes per lookup: remembered, since every bearer request looks its user up.
+    @functools.lru_cache(maxsize=65_536)
     def key_of(email: str) -> str:
         return names.name("user-by-email", normalise_account(email))
 

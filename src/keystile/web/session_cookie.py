@@ -9,6 +9,10 @@ most `remember_seconds`; a cookie that fails the check is never remembered, so f
 cookies cost the full check every time and cannot crowd out real ones. What the cookie
 names is still checked on every request: the session may have ended, gone idle or run
 out its lifetime (`SessionService.authenticate`).
+
+It also skips two things quart-auth does on every request that keystile does not need:
+building an exception for a request without a cookie, and resolving the user of a
+request that never asked who it was, only to find that it did not log in or out.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired
-from quart import Quart, current_app
+from quart import Quart, Response, current_app, g, has_request_context, request
 from quart_auth import QuartAuth
 
 from keystile.stores.cache import LocalCache
@@ -33,18 +37,41 @@ class SessionCookieAuth(QuartAuth):
         self,
         app: Quart | None = None,
         *,
+        cookie_name: str,
         salt: str,
         remember_seconds: float = 300.0,
         max_remembered: int = 10_000,
         **options: Any,
     ) -> None:
+        self._cookie_name = cookie_name
         self._salt = salt
         self._remember_seconds = remember_seconds
         # SHA-256 of a cookie -> (session id, the instant the cookie expires).
         self._verified: LocalCache[bytes, tuple[str, float]] = LocalCache(
             ttl=remember_seconds, max_entries=max_remembered
         )
-        super().__init__(app, salt=salt, **options)
+        super().__init__(app, cookie_name=cookie_name, salt=salt, **options)
+
+    def load_cookie(self) -> str | None:
+        """Return the session id of the request's cookie, or None (no cookie, or a bad one).
+
+        quart-auth's own reads the cookie by item and catches the `KeyError`; werkzeug
+        builds a `BadRequestKeyError` for every request without a cookie (bearer calls).
+        """
+        if not has_request_context():
+            return super().load_cookie()  # a websocket: quart-auth's own way
+        token = request.cookies.get(self._cookie_name)
+        return None if token is None else self.load_token(token)
+
+    async def after_request(self, response: Response) -> Response:
+        """Write or delete the cookie if the request logged in or out; else leave it.
+
+        quart-auth's own resolves the user of every request just to find it unchanged;
+        one the request never asked about cannot have changed (logging in and out set it).
+        """
+        if not hasattr(g, self.attribute_name):
+            return response
+        return await super().after_request(response)
 
     def load_token(self, token: str, app: Quart | None = None) -> str | None:
         """Return the session id the cookie carries, or None if it is forged or expired."""
