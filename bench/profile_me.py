@@ -99,19 +99,29 @@ def _top(raw: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, 
     return own.most_common(count), total.most_common(count), samples, hashing
 
 
+_WRK_THREADS = 2
 _LOGIN_USERS = 200  # registered for --logins, each logged in in turn
 _WARM_USERS = 8  # registered for --warm-logins, as bench's login-warm
 
 
 def _login_lua(email: str, password: str, index: str) -> str:
     """A wrk script that POSTs one password login per request: `email` holds a `%d`
-    filled with the Lua expression `index` of the request counter `n`."""
+    filled with the Lua expression `index` of `k`, this request's number over all of
+    wrk's threads (each thread has its own Lua state: a per-thread counter alone would
+    send the same users from both threads at once, and concurrent logins of one user
+    share one hash)."""
     return f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local threads = 0
+function setup(thread)
+   thread:set("id", threads)
+   threads = threads + 1
+end
 local n = 0
 function request()
    n = n + 1
+   local k = n * {_WRK_THREADS} + (id or 0)
    local body = string.format('{{"email":"{email}","password":"{password}"}}', {index})
    return wrk.format(nil, nil, nil, body)
 end
@@ -129,6 +139,9 @@ def _cpu_only(
     after, spent = _thread_cpu(worker), time.monotonic() - started
     wrk_out, _ = wrk.communicate(timeout=60)
     rate = next((line for line in wrk_out.splitlines() if "Requests/sec" in line), "")
+    other = next((line for line in wrk_out.splitlines() if "Non-2xx" in line), "")
+    if other:
+        print(other.strip())
     answers = float(rate.split()[-1]) * spent if rate else float("nan")
     loop, threads = (a - b for a, b in zip(after, before, strict=True))
     print(
@@ -143,6 +156,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="figures are the busiest one's")
+    parser.add_argument("--hash-threads", type=int, help="per worker (default: keystile's)")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--keep-raw", type=Path, help="copy py-spy's raw stacks here")
     parser.add_argument(
@@ -167,6 +182,8 @@ def main() -> int:
         KEYSTILE_SECRET_KEY=secrets.token_hex(32),
         KEYSTILE_LOG_LEVEL="warning",
     )
+    if args.hash_threads:
+        env["KEYSTILE_HASH_THREADS"] = str(args.hash_threads)
     if args.refusals:
         env.update(
             KEYSTILE_HASH_THREADS="1",
@@ -183,7 +200,7 @@ def main() -> int:
         )
     keystile = Path(sys.executable).with_name("keystile")
     server = subprocess.Popen(
-        [str(keystile), "serve", "--port", str(port), "--workers", "1"],
+        [str(keystile), "serve", "--port", str(port), "--workers", str(args.workers)],
         env=env,
         cwd=work,
         stdout=subprocess.DEVNULL,
@@ -209,7 +226,7 @@ def main() -> int:
         if args.refusals:
             path = "/v1/tokens"
             # Accounts that do not exist: each login needs a hash, so each is refused.
-            lua.write_text(_login_lua("nobody-%d@example.com", "not a password", "n"))
+            lua.write_text(_login_lua("nobody-%d@example.com", "not a password", "k"))
         elif args.logins or args.warm_logins:
             path = "/v1/tokens"
             # Cold: the credential cache is off, so every login hashes. Warm: a few
@@ -218,7 +235,7 @@ def main() -> int:
             for n in range(users):
                 user = {"email": f"user-{n}@example.com", "password": body["password"]}
                 httpx.post(f"{base}/v1/users", json=user, timeout=30)
-            lua.write_text(_login_lua("user-%d@example.com", body["password"], f"n % {users}"))
+            lua.write_text(_login_lua("user-%d@example.com", body["password"], f"k % {users}"))
         elif args.cookie:
             login = httpx.post(f"{base}/v1/sessions", json=body, timeout=30)
             cookie = "; ".join(f"{name}={value}" for name, value in login.cookies.items())
@@ -229,7 +246,7 @@ def main() -> int:
         wrk = subprocess.Popen(
             [
                 "wrk",
-                "-t2",
+                f"-t{_WRK_THREADS}",
                 f"-c{args.connections}",
                 f"-d{int(args.seconds + 4)}s",
                 "-s",
