@@ -57,4 +57,7 @@ def test_calibrate_command_never_goes_below_owasp_minimum_and_prints_the_hash_ra
     )
     assert capacity is not None, result.stdout
     rate, waiting = float(capacity[1]), int(capacity[2])
-    assert waiting == int(1.5 * rate)  # the default budget, 1500 ms
+    # The default budget, 1500 ms, times the measured rate, which is printed to 0.1/s:
+    # the unrounded rate lies within 0.05 of the printed one (52.0 printed for 51.98,
+    # which admits 77 waiting, not 78).
+    assert int(1.5 * (rate - 0.05)) <= waiting <= int(1.5 * (rate + 0.05))
