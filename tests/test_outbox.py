@@ -160,7 +160,7 @@ async def test_a_message_that_keeps_failing_ends_dead_after_the_configured_tries
         row = await _eventually(dead)
         kinds = await services_of(app).database.fetch(
             "SELECT e.kind FROM audit_events e JOIN users u ON u.id = e.user_id "
-            "WHERE lower(u.email) = lower($1) AND e.kind LIKE 'mail_%'",
+            "WHERE lower(u.email) = lower($1) AND e.kind LIKE 'mail_%' ORDER BY e.id",
             email,
         )
     assert row["attempts"] == 3
