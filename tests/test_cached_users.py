@@ -79,3 +79,30 @@ async def test_a_lookup_that_missed_does_not_hide_a_user_created_after_it(
         found: Any = await users.select_user_by_email(email)
         assert found is not None
         assert found.email == email
+
+
+async def test_a_user_found_by_cache_key_is_the_one_whose_email_it_is(settings: Settings) -> None:
+    # A login's second step finds its user by the cache key its first step handed out.
+    async with AsyncExitStack() as stack:
+        database = await stack.enter_async_context(open_database(settings.database))
+        redis = await stack.enter_async_context(open_redis(settings.redis))
+        caches = await build_caches(redis, stack)
+        users = build_users(settings, PostgresUserRepository(database), caches, secret=b"k" * 32)
+        email, other = _email(), _email()
+        user = await users.insert_user(email, "a-hash")
+        someone = await users.insert_user(other, "a-hash")
+        assert user is not None
+        assert someone is not None
+        key = users.cache_key(user)
+        assert await users.select_user_by_cache_key(key, user.id) == user
+        # Another user's id through this key: not that user.
+        assert await users.select_user_by_cache_key(key, someone.id) is None
+        # The email changed: the old key no longer finds the user, nor caches it.
+        moved = _email()
+        await database.execute("UPDATE users SET email = $2 WHERE id = $1", user.id, moved)
+        await users.forget_cached(email)
+        assert await users.select_user_by_cache_key(key, user.id) is None
+        assert await users.select_user_by_email(email) is None
+        found = await users.select_user_by_email(moved)
+        assert found is not None
+        assert found.id == user.id

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from keystile.container import Overrides
 from keystile.stores.challenges import ChallengeStore
 from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
+from tests.support.statements import Statements
 from tests.support.tokens import bearer, claims_of, error_code, forge, grant, refresh
 
 MakeApp = Callable[..., Awaitable[Quart]]
@@ -174,6 +175,64 @@ async def test_the_second_step_with_a_totp_code_runs_no_hash(mfa_app: Quart, clo
     )
     assert done.status_code == 200, await done.get_data(as_text=True)
     assert hashes_run() == before
+
+
+async def test_the_password_step_of_a_user_with_a_factor_writes_nothing_at_once(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # Issue 12: like a failed login's, its mfa_challenged event goes out with the next batch.
+    _, email, _, _ = await enrolled_user(mfa_app, clock)
+    statements = Statements()
+    await statements.observe(services_of(mfa_app).database.pool)
+    await mfa_token(mfa_app.test_client(), email, tokens=True)
+    writes = [query for query in statements.seen if "INSERT" in query or "UPDATE" in query]
+    assert writes == [], writes
+    await services_of(mfa_app).audit_admin.flush_pending()
+    assert (await audit_kinds(mfa_app, email))[-1] == "mfa_challenged"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/v1/sessions/mfa", 201), ("/v1/tokens/mfa", 200)],
+    ids=["session", "tokens"],
+)
+async def test_the_second_step_commits_the_login_with_both_its_events_in_one_statement(
+    mfa_app: Quart, clock: Clock, path: str, status: int
+) -> None:
+    # Issue 12: the code's replay mark, then the session or token family with its
+    # mfa_succeeded and login events in one statement; the user comes from the cache.
+    _, email, secret, _ = await enrolled_user(mfa_app, clock)
+    client = mfa_app.test_client()
+    answer = await mfa_token(client, email, tokens=path == "/v1/tokens/mfa")
+    statements = Statements()
+    await statements.observe(services_of(mfa_app).database.pool)
+    done = await client.post(
+        path, json={"mfa_token": answer["mfa_token"], "code": code_at(secret, clock)}
+    )
+    assert done.status_code == status, await done.get_data(as_text=True)
+    writes = [query for query in statements.seen if "INSERT" in query or "UPDATE" in query]
+    assert len(writes) == 2, statements.seen
+    assert "UPDATE mfa_totp" in writes[0]
+    assert "INSERT INTO audit_events" in writes[1]
+    assert not any("FROM users" in query for query in statements.seen), statements.seen
+    assert (await audit_kinds(mfa_app, email))[-2:] == ["mfa_succeeded", "login"]
+
+
+async def test_an_mfa_token_from_a_worker_of_the_previous_release_still_completes(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # A rolling upgrade: the password step ran on a worker whose challenges named the
+    # user by id only (no cache key); the second step here finds the user by id.
+    _, email, secret, _ = await enrolled_user(mfa_app, clock)
+    user = await services_of(mfa_app).users.select_user_by_email(email)
+    assert user is not None
+    token = "a-token-of-the-previous-release"
+    value = {"user": str(user.id), "mode": "tokens", "scope": None}
+    await services_of(mfa_app).mfa.challenges.put(f"mfa-token:{token}", value, 60)
+    done = await mfa_app.test_client().post(
+        "/v1/tokens/mfa", json={"mfa_token": token, "code": code_at(secret, clock)}
+    )
+    assert done.status_code == 200, await done.get_data(as_text=True)
 
 
 async def test_replayed_code_is_refused_and_audited(mfa_app: Quart, clock: Clock) -> None:

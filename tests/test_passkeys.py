@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -54,6 +55,16 @@ async def stored_passkeys(app: Quart, email: str) -> int:
     return count
 
 
+async def last_events(app: Quart, email: str, count: int) -> list[tuple[str, Any]]:
+    rows = await services_of(app).database.fetch(
+        "SELECT e.kind, e.detail->'amr' AS amr FROM audit_events e "
+        "JOIN users u ON u.id = e.user_id WHERE u.email = $1 ORDER BY e.id DESC LIMIT $2",
+        email,
+        count,
+    )
+    return [(row["kind"], json.loads(row["amr"])) for row in reversed(rows)]
+
+
 async def login_options(client: Client, **body: Any) -> dict[str, Any]:
     response = await client.post("/v1/passkeys/login/options", json=body)
     assert response.status_code == 200, await response.get_data(as_text=True)
@@ -62,7 +73,7 @@ async def login_options(client: Client, **body: Any) -> dict[str, Any]:
 
 async def test_register_list_rename_and_log_in_without_a_password(passkey_app: Quart) -> None:
     # S41: registration, then a passwordless login; amr says hwk.
-    client, _ = await logged_in(passkey_app)
+    client, email = await logged_in(passkey_app)
     authenticator = SoftAuthenticator(RP_ID, PUBLIC_URL)
     created = await add_passkey(client, authenticator)
     assert created["name"] == "Laptop"
@@ -81,6 +92,11 @@ async def test_register_list_rename_and_log_in_without_a_password(passkey_app: Q
     )
     assert answer.status_code == 200, await answer.get_data(as_text=True)
     assert claims_of((await answer.get_json())["access_token"])["amr"] == ["hwk"]
+    # Both events committed with the token family, in one statement.
+    assert await last_events(passkey_app, email, 2) == [
+        ("mfa_succeeded", ["hwk"]),
+        ("login", ["hwk"]),
+    ]
 
 
 async def test_a_passkey_is_the_second_factor_after_the_password(passkey_app: Quart) -> None:
@@ -105,6 +121,10 @@ async def test_a_passkey_is_the_second_factor_after_the_password(passkey_app: Qu
     )
     assert done.status_code == 201, await done.get_data(as_text=True)
     assert (await browser.get("/v1/me")).status_code == 200
+    assert await last_events(passkey_app, email, 2) == [
+        ("mfa_succeeded", ["pwd", "hwk"]),
+        ("login", ["pwd", "hwk"]),
+    ]
 
 
 @pytest.mark.parametrize("fault", ["challenge", "origin", "rp_id", "malformed", "oversized"])

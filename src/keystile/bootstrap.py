@@ -206,7 +206,16 @@ async def build_services(
     )
     mail = await build_mail(base, stack)
     mfa = build_mfa(
-        settings, secret, database, redis, users, audit, counters, mail.flows, overrides.mfa_clock
+        settings,
+        secret,
+        database,
+        redis,
+        users,
+        audit,
+        counters,
+        mail.flows,
+        overrides.mfa_clock,
+        failures,
     )
     auth = AuthService(
         users,
@@ -557,7 +566,8 @@ def build_mfa(
     audit: AuditLog,
     counters: CounterStore,
     notices: FactorNotices,
-    clock: Callable[[], float] | None = None,
+    clock: Callable[[], float] | None,
+    later: BufferedAuditLog,
 ) -> MfaService:
     """Return second factors: TOTP, recovery codes, one-time challenges (docs/mfa.md)."""
     return MfaService(
@@ -565,6 +575,7 @@ def build_mfa(
         users,
         ChallengeStore(redis, database),
         audit,
+        later,
         counters,
         CounterKeys(secret),
         secret=secret,

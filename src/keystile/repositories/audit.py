@@ -70,35 +70,40 @@ class AuditEntry:
         )
 
 
-def audit_insert_sql(first: int) -> str:
-    """Return an INSERT of one audit row from parameters $first .. $first+4.
+def audit_insert_sql(first: int, rows: int = 1) -> str:
+    """Return an INSERT of `rows` audit rows from parameters $first .. $first+5*rows-1.
 
-    For a data-modifying CTE, so a change and its audit event commit in one statement.
+    For a data-modifying CTE, so a change and its audit events commit in one statement.
+    The parameters are each row's `AuditEntry.values`, one row after another.
     """
+    rows_sql = ", ".join(_audit_row_sql(first + 5 * row) for row in range(rows))
+    return f"INSERT INTO audit_events (kind, user_id, ip, user_agent, detail) VALUES {rows_sql}"
+
+
+def _audit_row_sql(first: int) -> str:
     p = [f"${first + i}" for i in range(5)]
-    return (
-        "INSERT INTO audit_events (kind, user_id, ip, user_agent, detail) "
-        f"VALUES ({p[0]}, {p[1]}::uuid, {p[2]}, {p[3]}, {p[4]}::jsonb)"
-    )
+    return f"({p[0]}, {p[1]}::uuid, {p[2]}, {p[3]}, {p[4]}::jsonb)"
 
 
 @dataclass(frozen=True, slots=True)
 class LoginRecord:
     """How a session or token family began, stored with it in one statement.
 
-    `amr` is what the user proved (RFC 8176: pwd, otp, hwk); `event`, the audit event
-    committed in the same statement as the row it describes, if any.
+    `amr` is what the user proved (RFC 8176: pwd, otp, hwk); `events`, the audit events
+    committed in the same statement as the row they describe, in order (a second
+    factor's `mfa_succeeded`, then the `login`).
     """
 
     amr: tuple[str, ...] = ("pwd",)
-    event: AuditEntry | None = None
+    events: tuple[AuditEntry, ...] = ()
 
     def audit_cte(self, first: int) -> tuple[str, tuple[object, ...]]:
         """Return `, audit AS (...)` to append to a WITH clause, with its parameters
-        numbered from $first; or nothing, without an event."""
-        if self.event is None:
+        numbered from $first; or nothing, without events."""
+        if not self.events:
             return "", ()
-        return f", audit AS ({audit_insert_sql(first)})", self.event.values()
+        values = tuple(value for event in self.events for value in event.values())
+        return f", audit AS ({audit_insert_sql(first, len(self.events))})", values
 
 
 class AuditLog(Protocol):

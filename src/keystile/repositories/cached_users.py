@@ -74,6 +74,25 @@ class CachedUserRepository:
     async def select_user_by_id(self, user_id: UUID) -> User | None:
         return await self._users.select_user_by_id(user_id)
 
+    def cache_key(self, user: User) -> str:
+        """Return the cache key of `user`'s entry, to find it again by `select_user_by_cache_key`
+        (a login's second step: no email needs to be kept to look the user up)."""
+        return self._key_of(user.email)
+
+    async def select_user_by_cache_key(self, key: str, user_id: UUID) -> User | None:
+        """Return user `user_id` from the entry `key` (`cache_key`), read through as by email.
+
+        None if the user is gone or `key` is no longer its email's (the email changed):
+        the entry only ever holds the user whose email it is keyed by.
+        """
+
+        async def load() -> User | None:
+            user = await self._users.select_user_by_id(user_id)
+            return user if user is not None and self._key_of(user.email) == key else None
+
+        user = await self._by_email.get(key, load)
+        return user if user is not None and user.id == user_id else None
+
     async def select_users(self, limit: int, after_email: str = "") -> list[User]:
         return await self._users.select_users(limit, after_email)
 

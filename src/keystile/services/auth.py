@@ -241,14 +241,17 @@ class AuthService:
         *,
         amr: tuple[str, ...],
         limits: LimitStatus | None = None,
+        proved: AuditEntry | None = None,
     ) -> SessionLogin:
-        """Start a cookie session for a user who just authenticated as `amr` says."""
+        """Start a cookie session for a user who just authenticated as `amr` says.
+
+        `proved`: the event of the second step that completed the login (`SecondStep`),
+        committed with the session and its `login` event, in one statement.
+        """
         via = {"via": "session"} if amr == ("pwd",) else {"via": "session", "amr": list(amr)}
+        login = AuditEntry("login", user.id, client.ip, client.user_agent, via)
         session_id = await self.sessions.create(
-            user,
-            client,
-            audit=AuditEntry("login", user.id, client.ip, client.user_agent, via),
-            amr=amr,
+            user, client, audit=(login,) if proved is None else (proved, login), amr=amr
         )
         return SessionLogin(user, session_id, limits)
 

@@ -42,7 +42,7 @@ from keystile.errors import (
     NotFound,
     ReauthenticationRequired,
 )
-from keystile.repositories.audit import AuditLog
+from keystile.repositories.audit import AuditEntry, AuditLog, BufferedAuditLog
 from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.mfa import PostgresMfaRepository
 from keystile.repositories.users import User
@@ -88,12 +88,17 @@ class TotpSetup:
 
 @dataclass(frozen=True, slots=True)
 class SecondStep:
-    """A completed second step: who, how, and for which kind of login."""
+    """A completed second step: who, how, and for which kind of login.
+
+    `event` is its `mfa_succeeded` audit event, for the caller to commit with the
+    session or token family it starts (`proved=`): one statement, both or neither.
+    """
 
     user: User
     amr: tuple[str, ...]
     mode: str  # "session" or "tokens"
     scope: str | None
+    event: AuditEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,7 @@ class MfaService:
         users: CachedUserRepository,
         challenges: ChallengeStore,
         audit: AuditLog,
+        later: BufferedAuditLog,
         counters: CounterStore,
         keys: CounterKeys,
         *,
@@ -134,10 +140,13 @@ class MfaService:
         notices: FactorNotices | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`later` takes events that commit with nothing (`mfa_challenged`), written in
+        batches as failed logins' are."""
         self._repository = repository
         self._users = users
         self._challenges = challenges
         self._audit = audit
+        self._later = later
         self._counters = counters
         self._keys = keys
         self._box = SecretBox(secret, purpose="totp-secret")
@@ -166,15 +175,12 @@ class MfaService:
         if not user.mfa_factors:
             return
         token = secrets.token_urlsafe(32)
-        await self._challenges.put(
-            _token_key(token), {"user": str(user.id), "mode": mode, "scope": scope}, self._ttl
-        )
-        await self._audit.record(
-            "mfa_challenged",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            mode=mode,
+        # The user's cache key, so the second step finds the user where this login did.
+        pending = {"user": str(user.id), "key": self._users.cache_key(user), "mode": mode}
+        await self._challenges.put(_token_key(token), {**pending, "scope": scope}, self._ttl)
+        # Nothing commits with it: like a failed login's, its event goes out in a batch.
+        self._later.record_later(
+            "mfa_challenged", user_id=user.id, ip=client.ip, user_agent=client.user_agent, mode=mode
         )
         factors = [f for f in ("totp", "passkey") if f in user.mfa_factors]
         raise MfaRequired(token, [*factors, "recovery_code"])
@@ -240,24 +246,27 @@ class MfaService:
         scope: str | None,
         client: ClientInfo,
     ) -> SecondStep:
-        """Spend the mfa_token after its factor was checked; one caller only wins."""
+        """Spend the mfa_token after its factor was checked; one caller only wins.
+
+        The returned step's `mfa_succeeded` event is the caller's to commit, with the
+        session or token family it starts.
+        """
         if await self._challenges.take(_token_key(mfa_token)) is None:
             raise InvalidMfaToken()
         await self._counters.forget([self._backoff_key(user.id)])
-        await self._audit.record(
-            "mfa_succeeded",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            amr=list(amr),
-        )
-        return SecondStep(user, amr, mode, scope)
+        detail = {"amr": list(amr)}
+        event = AuditEntry("mfa_succeeded", user.id, client.ip, client.user_agent, detail)
+        return SecondStep(user, amr, mode, scope, event)
 
     async def _pending(self, mfa_token: str, mode: str) -> tuple[User, str | None]:
         value = await self._challenges.peek(_token_key(mfa_token))
         if value is None or value.get("mode") != mode:
             raise InvalidMfaToken()
-        user = await self._users.select_user_by_id(UUID(value["user"]))
+        user_id, key = UUID(value["user"]), value.get("key")
+        if isinstance(key, str):
+            user = await self._users.select_user_by_cache_key(key, user_id)
+        else:  # a token issued before challenges carried the key
+            user = await self._users.select_user_by_id(user_id)
         if user is None or not user.is_active or not user.mfa_factors:
             raise InvalidMfaToken()
         scope = value.get("scope")

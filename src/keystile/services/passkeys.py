@@ -47,7 +47,7 @@ from keystile.errors import (
     NotFound,
     ReauthenticationRequired,
 )
-from keystile.repositories.audit import AuditLog
+from keystile.repositories.audit import AuditEntry, AuditLog
 from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.mfa import Passkey, PostgresMfaRepository
 from keystile.repositories.users import User
@@ -64,10 +64,14 @@ MAX_CREDENTIAL_JSON = 16 * 1024
 
 @dataclass(frozen=True, slots=True)
 class PasskeyLogin:
-    """A verified passkey login: the user and how they authenticated."""
+    """A verified passkey login: the user, how they authenticated, and its audit event.
+
+    As `SecondStep`: the caller commits `event` with the session or token family.
+    """
 
     user: User
     amr: tuple[str, ...]
+    event: AuditEntry
 
 
 def relying_party(public_url: str, rp_id: str | None) -> tuple[str, str]:
@@ -277,14 +281,8 @@ class PasskeyService:
         if self.require_verified_email and not user.email_verified:
             # The same rule as a password login (`email_verification = "required"`).
             raise EmailNotVerified()
-        await self.audit.record(
-            "mfa_succeeded",
-            user_id=user.id,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            amr=["hwk"],
-        )
-        return PasskeyLogin(user, ("hwk",))
+        event = AuditEntry("mfa_succeeded", user.id, client.ip, client.user_agent, {"amr": ["hwk"]})
+        return PasskeyLogin(user, ("hwk",), event)
 
     # --- re-authentication (step-up, S42) ------------------------------------------------
 

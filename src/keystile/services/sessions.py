@@ -85,13 +85,13 @@ class SessionService:
         user: User,
         client: ClientInfo,
         *,
-        audit: AuditEntry | None = None,
+        audit: tuple[AuditEntry, ...] = (),
         amr: tuple[str, ...] = ("pwd",),
     ) -> str:
         """Start a session for `user`; return its new random id (256 bits, CSPRNG).
 
-        `audit` is recorded in the same statement as the session; `amr` says how the
-        user authenticated (RFC 8176: pwd, otp, hwk).
+        `audit` events are recorded in the same statement as the session; `amr` says how
+        the user authenticated (RFC 8176: pwd, otp, hwk).
         """
         session_id = secrets.token_urlsafe(32)
         await self._repository.insert_session(

@@ -172,19 +172,25 @@ class TokenService:
         *,
         amr: tuple[str, ...],
         scope_text: str | None = None,
+        proved: AuditEntry | None = None,
     ) -> TokenPair:
-        """Start a token family for a user who just authenticated as `amr` says."""
+        """Start a token family for a user who just authenticated as `amr` says.
+
+        `proved`: the event of the second step that completed the login (`SecondStep`),
+        committed with the family and its `login` event.
+        """
         refresh_token = secrets.token_urlsafe(32)
         scope_text = " ".join(sorted(scopes)) if scope_text is None else scope_text
         via = {"via": "token"} if amr == ("pwd",) else {"via": "token", "amr": list(amr)}
-        # Family, first token and audit event: one statement, one round trip.
+        login = AuditEntry("login", user.id, client.ip, client.user_agent, via)
+        # Family, first token and audit events: one statement, one round trip.
         family_id = await self._refresh_tokens.insert_family(
             user.id,
             scope_text,
             hash_refresh_token(refresh_token),
             idle=self._refresh_idle,
             absolute=self._refresh_absolute,
-            login=LoginRecord(amr, AuditEntry("login", user.id, client.ip, client.user_agent, via)),
+            login=LoginRecord(amr, (login,) if proved is None else (proved, login)),
         )
         return self._pair(
             user.id,

@@ -116,7 +116,9 @@ async def complete_session(data: MfaCompleteRequest) -> tuple[LoginResponse, int
     step = await services().mfa.complete(
         data.mfa_token, client, mode="session", code=data.code, recovery_code=data.recovery_code
     )
-    started = await services().auth.start_session(step.user, client, amr=step.amr)
+    started = await services().auth.start_session(
+        step.user, client, amr=step.amr, proved=step.event
+    )
     start_cookie_session(started.session_id)
     return LoginResponse(
         user=UserResponse(id=step.user.id, email=step.user.email),
@@ -136,6 +138,6 @@ async def complete_tokens(data: MfaCompleteRequest) -> tuple[TokenResponse, int,
     )
     tokens = services().tokens
     pair = await tokens.start_family(
-        step.user, tokens.requested_scopes(step.scope), client, amr=step.amr
+        step.user, tokens.requested_scopes(step.scope), client, amr=step.amr, proved=step.event
     )
     return token_response(pair)

@@ -135,11 +135,13 @@ async def login(data: PasskeyLoginRequest) -> ResponseReturnValue:
     if data.mode == "tokens":
         tokens = services().tokens
         pair = await tokens.start_family(
-            done.user, tokens.requested_scopes(scope), client, amr=done.amr
+            done.user, tokens.requested_scopes(scope), client, amr=done.amr, proved=done.event
         )
         body, status, headers = token_response(pair)
         return body.model_dump(), status, headers
-    started = await services().auth.start_session(done.user, client, amr=done.amr)
+    started = await services().auth.start_session(
+        done.user, client, amr=done.amr, proved=done.event
+    )
     start_cookie_session(started.session_id)
     answer = LoginResponse(
         user=UserResponse(id=done.user.id, email=done.user.email),

@@ -94,7 +94,9 @@ async def login_mfa_submit() -> ResponseReturnValue:
         )
         response.headers.update(headers)
         return response
-    started = await services().auth.start_session(step.user, client, amr=step.amr)
+    started = await services().auth.start_session(
+        step.user, client, amr=step.amr, proved=step.event
+    )
     start_cookie_session(started.session_id)
     return redirect(next_path, 303)
 
