@@ -144,6 +144,11 @@ end
 """
 
 
+def _wrk_line(output: str, marker: str) -> str:
+    """Return the line of wrk's summary that contains `marker`, or "" without one."""
+    return next((line for line in output.splitlines() if marker in line), "")
+
+
 def _cpu_only(
     wrk: subprocess.Popen[str],
     worker: int,
@@ -154,9 +159,9 @@ def _cpu_only(
     time.sleep(args.seconds)
     after, spent = _thread_cpu(worker), time.monotonic() - started
     wrk_out, _ = wrk.communicate(timeout=60)
-    rate = next((line for line in wrk_out.splitlines() if "Requests/sec" in line), "")
-    other = next((line for line in wrk_out.splitlines() if "Non-2xx" in line), "")
-    sent = next((line for line in wrk_out.splitlines() if "requests in" in line), "")
+    rate = _wrk_line(wrk_out, "Requests/sec")
+    other = _wrk_line(wrk_out, "Non-2xx")
+    sent = _wrk_line(wrk_out, "requests in")
     answers = float(rate.split()[-1]) * spent if rate else float("nan")
     loop, threads = (a - b for a, b in zip(after, before, strict=True))
     print(
@@ -164,7 +169,7 @@ def _cpu_only(
         f"{1000 * loop / answers:.3f} ms per answer; other threads "
         f"{1000 * threads / answers:.3f} ms per answer"
     )
-    errors = next((line for line in wrk_out.splitlines() if "Socket errors" in line), "")
+    errors = _wrk_line(wrk_out, "Socket errors")
     if errors:
         print(errors.strip())
     if other and sent:
@@ -319,7 +324,7 @@ def main() -> int:
         if args.keep_raw is not None:
             shutil.copyfile(raw, args.keep_raw)
         own, total, samples, hashing = _top(raw, args.top)
-        rate = next((line for line in wrk_out.splitlines() if "Requests/sec" in line), "")
+        rate = _wrk_line(wrk_out, "Requests/sec")
         print(f"wrk: {rate.strip()}  ({args.connections} connections)")
         print(f"py-spy: {samples} samples of the worker, {hashing} more of its hash threads")
         loop, threads = (
