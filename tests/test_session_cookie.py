@@ -9,7 +9,7 @@ from quart import Quart
 from quart_auth import AuthUser, current_user, login_user, logout_user
 from quart_auth.extension import _AuthSerializer
 
-from keystile.web.session_cookie import SessionCookieAuth
+from keystile.web.session_cookie import SessionCookieAuth, cookie_session_id
 
 _COOKIE = "session"
 
@@ -35,6 +35,20 @@ def _app(duration: int) -> Quart:
     @app.get("/whoami")
     async def whoami() -> str:
         return current_user.auth_id or "nobody"
+
+    @app.get("/session-id")
+    async def session_id() -> str:
+        return cookie_session_id() or "nobody"
+
+    @app.post("/login-then-read")
+    async def log_in_then_read() -> str:
+        login_user(AuthUser("a-new-session-id"))
+        return cookie_session_id() or "nobody"
+
+    @app.post("/logout-then-read")
+    async def log_out_then_read() -> str:
+        logout_user()
+        return cookie_session_id() or "nobody"
 
     SessionCookieAuth(app, salt="test", cookie_name=_COOKIE, cookie_secure=False, duration=duration)
     return app
@@ -101,3 +115,27 @@ async def test_the_cookie_is_written_at_login_deleted_at_logout_and_otherwise_le
     deleted = (await client.post("/logout")).headers["Set-Cookie"]
     assert deleted.startswith(f"{_COOKIE}=;")
     assert "Max-Age=0" in deleted
+
+
+async def test_the_session_id_read_directly_is_the_one_quart_auth_would_give() -> None:
+    # cookie_session_id skips quart-auth's user object; it must answer as current_user
+    # does: the cookie's id, nobody for a missing or forged cookie, and the login or
+    # logout made earlier in the same request.
+    app = _app(duration=3600)
+    cookie = await _cookie(app)
+    forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+
+    async def read(method: str, path: str, cookie: str | None) -> str:
+        headers = {} if cookie is None else {"Cookie": f"{_COOKIE}={cookie}"}
+        response = await app.test_client().open(path, method=method, headers=headers)
+        return await response.get_data(as_text=True)
+
+    assert await read("GET", "/session-id", cookie) == "the-session-id"
+    assert await read("GET", "/session-id", None) == "nobody"
+    assert await read("GET", "/session-id", forged) == "nobody"
+    assert await read("POST", "/login-then-read", cookie) == "a-new-session-id"
+    assert await read("POST", "/logout-then-read", cookie) == "nobody"
+    left_alone = await app.test_client().get(
+        "/session-id", headers={"Cookie": f"{_COOKIE}={cookie}"}
+    )
+    assert "Set-Cookie" not in left_alone.headers

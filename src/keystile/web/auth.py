@@ -19,7 +19,7 @@ from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from quart import request
-from quart_auth import AuthUser, current_user, login_user, logout_user
+from quart_auth import AuthUser, login_user, logout_user
 
 from keystile.errors import (
     CsrfRejected,
@@ -35,6 +35,7 @@ from keystile.services.types import Principal
 from keystile.web.caching import mark_requires_credentials
 from keystile.web.context import request_state, services
 from keystile.web.openapi import BEARER, COOKIE, AuthDoc, document_auth
+from keystile.web.session_cookie import cookie_session_id
 
 __all__ = [
     "authenticate_request",
@@ -89,7 +90,7 @@ async def current_principal() -> Principal | None:
         return state.session_principal
     state.auth_dependent = True
     principal = None
-    session_id = current_user.auth_id
+    session_id = cookie_session_id()
     if session_id is not None:
         try:
             principal = await services().sessions.authenticate(session_id)

@@ -10,9 +10,12 @@ cookies cost the full check every time and cannot crowd out real ones. What the 
 names is still checked on every request: the session may have ended, gone idle or run
 out its lifetime (`SessionService.authenticate`).
 
-It also skips two things quart-auth does on every request that keystile does not need:
+It also skips what quart-auth does on every request that keystile does not need:
 building an exception for a request without a cookie, and resolving the user of a
 request that never asked who it was, only to find that it did not log in or out.
+`cookie_session_id` reads the session id of a request that did not log in or out
+without quart-auth's user object (its `current_user` proxy, the lookup of the app's
+extension, and its after-request hook that then finds nothing to write).
 """
 
 from __future__ import annotations
@@ -23,11 +26,25 @@ from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired
 from quart import Quart, Response, current_app, g, has_request_context, request
-from quart_auth import QuartAuth
+from quart_auth import QuartAuth, current_user
 
 from keystile.stores.cache import LocalCache
 
-__all__ = ["SessionCookieAuth"]
+__all__ = ["SessionCookieAuth", "cookie_session_id"]
+
+_EXTENSION = "keystile.session_cookie"
+
+
+def cookie_session_id() -> str | None:
+    """Return the session id of this request's cookie; None without a genuine one.
+
+    What `quart_auth.current_user.auth_id` says: the user logged in or out during this
+    request when that request did, else the id the request's cookie carries.
+    """
+    auth: SessionCookieAuth = current_app.extensions[_EXTENSION]
+    if hasattr(g, auth.attribute_name):  # logged in or out (or resolved) in this request
+        return current_user.auth_id
+    return auth.load_cookie()
 
 
 class SessionCookieAuth(QuartAuth):
@@ -51,6 +68,10 @@ class SessionCookieAuth(QuartAuth):
             ttl=remember_seconds, max_entries=max_remembered
         )
         super().__init__(app, cookie_name=cookie_name, salt=salt, **options)
+
+    def init_app(self, app: Quart) -> None:
+        super().init_app(app)
+        app.extensions[_EXTENSION] = self
 
     def load_cookie(self) -> str | None:
         """Return the session id of the request's cookie, or None (no cookie, or a bad one).
