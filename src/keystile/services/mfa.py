@@ -55,7 +55,14 @@ from keystile.stores.challenges import ChallengeStore
 from keystile.stores.rate_limits import Backoff, CounterStore
 from keystile.stores.sealing import derive_key
 
-__all__ = ["FactorNotices", "MfaService", "SecondStep", "TotpSetup", "normalise_recovery_code"]
+__all__ = [
+    "FactorNotices",
+    "MfaService",
+    "SecondStep",
+    "TotpSetup",
+    "mfa_succeeded",
+    "normalise_recovery_code",
+]
 
 STEP_SECONDS = 30
 RECOVERY_CODE_COUNT = 10
@@ -107,6 +114,12 @@ class MfaStatus:
     totp_pending: bool
     passkeys: int
     recovery_codes_left: int
+
+
+def mfa_succeeded(user: User, client: ClientInfo, amr: tuple[str, ...]) -> AuditEntry:
+    """Return the `mfa_succeeded` event of a login completed as `amr` says, for the caller
+    to commit with the session or token family it starts."""
+    return AuditEntry("mfa_succeeded", user.id, client.ip, client.user_agent, {"amr": list(amr)})
 
 
 def normalise_recovery_code(code: str) -> str:
@@ -254,9 +267,7 @@ class MfaService:
         if await self._challenges.take(_token_key(mfa_token)) is None:
             raise InvalidMfaToken()
         await self._counters.forget([self._backoff_key(user.id)])
-        detail = {"amr": list(amr)}
-        event = AuditEntry("mfa_succeeded", user.id, client.ip, client.user_agent, detail)
-        return SecondStep(user, amr, mode, scope, event)
+        return SecondStep(user, amr, mode, scope, mfa_succeeded(user, client, amr))
 
     async def _pending(self, mfa_token: str, mode: str) -> tuple[User, str | None]:
         value = await self._challenges.peek(_token_key(mfa_token))

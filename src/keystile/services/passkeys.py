@@ -51,7 +51,7 @@ from keystile.repositories.audit import AuditEntry, AuditLog
 from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.mfa import Passkey, PostgresMfaRepository
 from keystile.repositories.users import User
-from keystile.services.mfa import FactorNotices, MfaService, SecondStep
+from keystile.services.mfa import FactorNotices, MfaService, SecondStep, mfa_succeeded
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.challenges import ChallengeStore
 
@@ -281,8 +281,7 @@ class PasskeyService:
         if self.require_verified_email and not user.email_verified:
             # The same rule as a password login (`email_verification = "required"`).
             raise EmailNotVerified()
-        event = AuditEntry("mfa_succeeded", user.id, client.ip, client.user_agent, {"amr": ["hwk"]})
-        return PasskeyLogin(user, ("hwk",), event)
+        return PasskeyLogin(user, ("hwk",), mfa_succeeded(user, client, ("hwk",)))
 
     # --- re-authentication (step-up, S42) ------------------------------------------------
 
