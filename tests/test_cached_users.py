@@ -82,7 +82,8 @@ async def test_a_lookup_that_missed_does_not_hide_a_user_created_after_it(
 
 
 async def test_a_user_found_by_cache_key_is_the_one_whose_email_it_is(settings: Settings) -> None:
-    # A login's second step finds its user by the cache key its first step handed out.
+    # A login's second step finds its user by the cache key its first step handed out,
+    # and only that user (S42: an mfa_token stays bound to its user).
     async with AsyncExitStack() as stack:
         database = await stack.enter_async_context(open_database(settings.database))
         redis = await stack.enter_async_context(open_redis(settings.redis))

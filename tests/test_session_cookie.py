@@ -118,7 +118,7 @@ async def test_the_cookie_is_written_at_login_deleted_at_logout_and_otherwise_le
 
 
 async def test_the_session_id_read_directly_is_the_one_quart_auth_would_give() -> None:
-    # cookie_session_id skips quart-auth's user object; it must answer as current_user
+    # S9: cookie_session_id skips quart-auth's user object; it must answer as current_user
     # does: the cookie's id, nobody for a missing or forged cookie, and the login or
     # logout made earlier in the same request.
     app = _app(duration=3600)
