@@ -3,7 +3,8 @@
 The composition root enters `background(...)` on its exit stack the moment the loop's
 owner exists, so shutdown (or a failure half-way through startup) cancels and awaits
 every loop, in reverse order. Used by the invalidation listener, the key ring
-refresh, housekeeping and the pool sampler.
+refresh, housekeeping and the pool sampler. `Detached` holds work a request answers
+before it is done, for the exit stack to wait for.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-__all__ = ["background", "run_every", "stop_if_cancelled"]
+__all__ = ["Detached", "background", "run_every", "stop_if_cancelled"]
 
 _log = logging.getLogger(__name__)
 
@@ -78,3 +79,34 @@ def stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()
+
+
+class Detached:
+    """Work a request answers before it is done; `wait` (on shutdown) lets it finish.
+
+    For answers whose timing must not depend on the work (S35). A failure is logged
+    under the work's name, without its arguments, and not raised: its request has been
+    answered. A SIGKILL loses what was started and not finished, a few milliseconds'
+    worth; SIGTERM waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run `work` as a task of its own, kept until it ends."""
+        task = asyncio.get_running_loop().create_task(self._run(work, name), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        """Return once every piece of work started so far (and by it) has ended."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    @staticmethod
+    async def _run(work: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await work
+        except Exception:
+            _log.exception("detached work failed", extra={"job": name})

@@ -26,7 +26,7 @@ from keystile.services.housekeeping import HousekeepingJob
 from keystile.services.rate_limits import CounterKeys
 from keystile.settings import Settings
 from keystile.stores.sealing import Sealer, derive_key
-from keystile.tasks import background
+from keystile.tasks import Detached, background
 
 __all__ = ["MailServices", "build_mail", "build_transport", "maildir_path"]
 
@@ -99,6 +99,8 @@ async def build_mail(
             send_timeout_seconds=settings.email.smtp_timeout_seconds,
         ),
     )
+    detached = Detached()
+    stack.push_async_callback(detached.wait)  # before PostgreSQL closes: the stack unwinds
     flows = EmailFlows(
         database=base.database,
         users=base.users,
@@ -124,6 +126,7 @@ async def build_mail(
             notify_email_changed=settings.email.notify_email_changed,
             known_device_seconds=settings.limits.known_client_days * 86_400.0,
         ),
+        detached=detached,
         nudge=sender.nudge,
     )
     if settings.email.outbox_sender_enabled:

@@ -7,9 +7,10 @@ Links start with the configured `public_url`, never with the request's Host (S36
 
 Requests that mail a link to an address given by the caller (forgot password,
 resend verification while logged out) answer the same way, in the same time,
-whether or not the address has an account (S35). Every mailing action has a
-per-address rate limit (429) and a per-account one, past which the answer stays
-the same and no mail goes out.
+whether or not the address has an account (S35): they are answered before the
+statement that looks the address up runs (`Detached`; shutdown waits for it). Every
+mailing action has a per-address rate limit (429) and a per-account one, past which
+the answer stays the same and no mail goes out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from typing import Literal, NoReturn
@@ -52,6 +53,7 @@ from keystile.services.revocation import TokenEpochs
 from keystile.services.sessions import SessionService
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.rate_limits import CounterStore
+from keystile.tasks import Detached
 
 __all__ = ["EmailFlows", "EmailPolicy", "LinkKind", "hash_link_token", "new_link_token"]
 
@@ -120,6 +122,7 @@ class EmailFlows:
     keys: CounterKeys
     audit: AuditLog
     policy: EmailPolicy
+    detached: Detached  # requests by address, answered before their statement runs
     nudge: Callable[[], None] = lambda: None
 
     # --- hooks called by AuthService ---------------------------------------------------
@@ -384,7 +387,9 @@ class EmailFlows:
         sealed = self.outbox.seal({"link": self.policy.link(purpose, token), **_lifetime(ttl)})
         if not allowed:
             return
-        mail_id = await self.tokens.request_by_email(
+        # Answered before the statement runs: it writes three more rows when the address
+        # has an account, and the answer's time must not tell (S35).
+        issued = self.tokens.request_by_email(
             email,
             token_hash=token_hash,
             purpose=purpose,
@@ -396,7 +401,10 @@ class EmailFlows:
             ip=client.ip,
             user_agent=client.user_agent,
         )
-        if mail_id is not None:
+        self.detached.start(self._queued(kind, issued), name=f"{action}_requested")
+
+    async def _queued(self, kind: str, issued: Awaitable[int | None]) -> None:
+        if await issued is not None:  # the outbox id: an account got mail
             metrics.MAIL_QUEUED.labels(kind).inc()
             self.nudge()
 
