@@ -14,6 +14,7 @@ import pytest
 from quart import Quart
 
 from keystile.runtime import migrate
+from keystile.services.paging import encode_cursor
 from keystile.settings import Settings
 from tests.machine_support import (
     bearer,
@@ -197,11 +198,61 @@ async def test_admin_registers_and_deletes_clients(app: Quart) -> None:
     assert created.status_code == 201
     body = await created.get_json()
     assert body["client_secret"].startswith("ks_cs_")
-    listed = await (await admin.get("/v1/admin/clients")).get_json()
-    assert body["client_id"] in [client["client_id"] for client in listed["clients"]]
+    listed = await _every_client(admin)
+    assert body["client_id"] in [client["client_id"] for client in listed]
     assert "client_secret" not in str(listed)
     assert (await admin.delete(f"/v1/admin/clients/{body['client_id']}")).status_code == 204
     assert (await admin.delete(f"/v1/admin/clients/{body['client_id']}")).status_code == 404
+
+
+async def _every_client(admin: Any) -> list[dict[str, Any]]:
+    """Every client the admin API lists, page by page (other tests register clients too)."""
+    listed: list[dict[str, Any]] = []
+    query = "/v1/admin/clients"
+    while True:
+        response = await admin.get(query)
+        assert response.status_code == 200
+        page = await response.get_json()
+        listed += page["clients"]
+        if page["next_cursor"] is None:
+            return listed
+        query = f"/v1/admin/clients?cursor={page['next_cursor']}"
+
+
+async def test_client_listing_pages_in_creation_order_while_clients_are_added(app: Quart) -> None:
+    admin, _ = await logged_in_admin(app)
+    clients = services_of(app).machine.clients
+    prefix = f"page-{uuid.uuid4().hex[:12]}-"
+    marker = (await clients.create(f"{prefix}marker", ["account"])).record
+    first = [f"{prefix}{i}" for i in range(5)]
+    for name in first:
+        await clients.create(name, ["account"])
+    late = [f"{prefix}late{i}" for i in range(3)]
+    seen: list[str] = []
+    # Other tests register clients in the same database: start where this test's begin.
+    cursor: str | None = encode_cursor(marker.created_at, marker.id)
+    added = 0
+    while cursor is not None:
+        response = await admin.get(f"/v1/admin/clients?limit=2&cursor={cursor}")
+        assert response.status_code == 200
+        page = await response.get_json()
+        assert len(page["clients"]) <= 2
+        seen += [item["name"] for item in page["clients"] if item["name"].startswith(prefix)]
+        if added < len(late):  # clients registered while paging come after the others
+            await clients.create(late[added], ["account"])
+            added += 1
+        cursor = page["next_cursor"]
+    assert seen == first + late
+
+
+async def test_client_listing_refuses_a_cursor_it_did_not_return(app: Quart) -> None:
+    admin, _ = await logged_in_admin(app)
+    bad = await admin.get("/v1/admin/clients?cursor=not-a-cursor")
+    assert await error_code(bad, 422) == "invalid_input"
+    for limit in (0, 101):
+        refused = await admin.get(f"/v1/admin/clients?limit={limit}")
+        assert await error_code(refused, 422) == "validation_failed"
+    assert (await admin.get("/v1/admin/clients?limit=100")).status_code == 200
 
 
 @pytest.fixture(name="own_database")

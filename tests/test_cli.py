@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyotp
 import pytest
+from quart import Quart
 
 from keystile.embedded import free_port
+from keystile.services.paging import encode_cursor
 from keystile.settings import Settings
 from tests.support.backing import Backing
 from tests.support.http import (
@@ -75,6 +79,56 @@ def test_user_create_list_disable(backing: Backing) -> None:
     disabled = _run(backing, "user", "disable", email)
     assert disabled.returncode == 0, disabled.stderr
     assert "disabled" in _run(backing, "user", "list", "--after", email[:-1]).stdout
+
+
+def client_list_pages(backing: Backing, *args: str) -> list[subprocess.CompletedProcess[str]]:
+    """Run `keystile client list` with `args`, then each page's `more:` line, to the end."""
+    pages: list[subprocess.CompletedProcess[str]] = []
+    command = ["client", "list", *args]
+    while True:
+        listed = _run(backing, *command)
+        assert listed.returncode == 0, listed.stderr
+        pages.append(listed)
+        hint = (listed.stderr.splitlines() or [""])[-1]
+        if not hint.startswith("more: keystile "):
+            assert "more:" not in listed.stderr
+            return pages
+        command = hint.removeprefix("more: keystile ").split()
+
+
+async def test_client_list_pages_with_limit_and_after_and_names_the_next_page(
+    backing: Backing, app: Quart
+) -> None:
+    clients = services_of(app).machine.clients
+    prefix = f"cli-page-{uuid.uuid4().hex[:12]}-"
+    marker = (await clients.create(f"{prefix}marker", ["account"])).record
+    names = [f"{prefix}{i}" for i in range(3)]
+    for name in names:
+        await clients.create(name, ["account"])
+    # Other tests register clients in the same database: start where this test's begin.
+    after = encode_cursor(marker.created_at, marker.id)
+    pages = client_list_pages(backing, "--limit", "2", "--after", after)
+    assert len(pages) >= 2
+    hint = pages[0].stderr.splitlines()[-1]
+    assert re.fullmatch(r"more: keystile client list --limit 2 --after [\w-]+", hint)
+    rows = [line.split("\t") for page in pages for line in page.stdout.splitlines()]
+    assert all(len(page.stdout.splitlines()) <= 2 for page in pages)
+    assert [row[1] for row in rows if row[1].startswith(prefix)] == names
+
+
+def test_client_list_refuses_a_cursor_it_did_not_print(backing: Backing) -> None:
+    refused = _run(backing, "client", "list", "--after", "not-a-cursor")
+    assert refused.returncode == 2
+    assert "--after: not a cursor that `keystile client list` printed" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "many"])
+def test_client_list_refuses_a_limit_out_of_range(backing: Backing, limit: str) -> None:
+    refused = _run(backing, "client", "list", "--limit", limit)
+    assert refused.returncode == 2
+    assert "argument --limit" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_user_create_refuses_a_weak_password(backing: Backing) -> None:

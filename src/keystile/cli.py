@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from keystile.errors import KeystileError
+from keystile.errors import InvalidInput, KeystileError
 from keystile.logs import configure_logging
 from keystile.runtime import migrate, project_root, runtime
+from keystile.services.paging import MAX_PAGE_SIZE, decode_cursor
 from keystile.services.types import ClientInfo
 from keystile.settings import Settings, SettingsError, load_settings
 
@@ -145,12 +146,24 @@ def _client_create(args: argparse.Namespace) -> int:
 
 
 def _client_list(args: argparse.Namespace) -> int:
+    if args.after:
+        try:
+            decode_cursor(args.after)
+        except InvalidInput:
+            raise SettingsError(
+                "--after: not a cursor that `keystile client list` printed"
+            ) from None
+
     async def action(services: Any) -> int:
-        for record in await services.machine.clients.list_clients():
+        page = await services.machine.clients.list_clients(args.after, args.limit)
+        for record in page.clients:
             sys.stdout.write(
                 f"{record.id}\t{_printable(record.name)}\t{' '.join(record.scopes)}\t"
                 f"{record.audience or '-'}\t{record.created_at:%Y-%m-%d}\n"
             )
+        if page.next_cursor is not None:
+            limit = "" if args.limit == MAX_PAGE_SIZE else f" --limit {args.limit}"
+            sys.stderr.write(f"more: keystile client list{limit} --after {page.next_cursor}\n")
         return 0
 
     return _with_services(action)
@@ -295,6 +308,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _page_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_PAGE_SIZE}")
     return value
 
 
@@ -443,7 +463,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     client_create.add_argument("--audience", help="one extra audience it may ask tokens for")
     client_create.set_defaults(func=_client_create)
-    client.add_parser("list", help="list clients").set_defaults(func=_client_list)
+    client_list = client.add_parser(
+        "list", help="list clients, oldest first; a next page is named on stderr"
+    )
+    client_list.add_argument(
+        "--limit",
+        type=_page_size,
+        metavar="N",
+        default=MAX_PAGE_SIZE,
+        help=f"clients per page, 1 to {MAX_PAGE_SIZE} (default {MAX_PAGE_SIZE})",
+    )
+    client_list.add_argument(
+        "--after", metavar="CURSOR", help="the page after this cursor (from a `more:` line)"
+    )
+    client_list.set_defaults(func=_client_list)
     client_delete = client.add_parser("delete", help="delete a client; its tokens stop working")
     client_delete.add_argument("client_id")
     client_delete.set_defaults(func=_client_delete)

@@ -94,9 +94,22 @@ class PostgresClientRepository(PostgresRepository):
             _record, f"SELECT {_COLUMNS} FROM oauth_clients WHERE id = $1", client_id
         )
 
-    async def select_clients(self, limit: int) -> list[ClientRecord]:
+    async def select_clients_page(
+        self, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[ClientRecord]:
+        """Return up to `limit` clients ordered by (created_at, id), after the cursor `after`."""
+        if after is None:
+            return await self._db.fetch_all(
+                _record,
+                f"SELECT {_COLUMNS} FROM oauth_clients ORDER BY created_at, id LIMIT $1",
+                limit,
+            )
         return await self._db.fetch_all(
-            _record, f"SELECT {_COLUMNS} FROM oauth_clients ORDER BY created_at, id LIMIT $1", limit
+            _record,
+            f"SELECT {_COLUMNS} FROM oauth_clients WHERE (created_at, id) > ($1, $2) "
+            "ORDER BY created_at, id LIMIT $3",
+            *after,
+            limit,
         )
 
     async def delete_client(self, client_id: UUID) -> bool:

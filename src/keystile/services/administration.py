@@ -6,10 +6,7 @@ authentication) are the web layer's `requires_admin`; this service trusts its ca
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
 from keystile.errors import InvalidInput, NotFound
@@ -18,6 +15,7 @@ from keystile.repositories.audit import AuditEvent, AuditRepository
 from keystile.repositories.user_admin import PostgresUserAdminRepository, UserFilter
 from keystile.repositories.users import User, UserRepository
 from keystile.services.api_keys import ApiKeyService
+from keystile.services.paging import decode_cursor, encode_cursor
 from keystile.services.revocation import TokenEpochs, TokenRevoker
 from keystile.services.roles import RoleService
 from keystile.services.sessions import SessionService, SessionView
@@ -42,23 +40,6 @@ class UserDetail:
     events: list[AuditEvent]
 
 
-def _encode_cursor(user: User) -> str:
-    raw = f"{user.created_at.isoformat()}|{user.id}".encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, _, user_id = raw.partition("|")
-        parsed = datetime.fromisoformat(moment)
-        if parsed.tzinfo is None:
-            raise ValueError("naive")
-        return parsed, UUID(user_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("cursor: not a cursor this API returned.") from None
-
-
 @dataclass(frozen=True, slots=True)
 class AdministrationService:
     """What an admin may do to accounts."""
@@ -76,11 +57,12 @@ class AdministrationService:
         """Return a page of users, oldest first, and the cursor of the next page (if any)."""
         if where.role is not None and where.role not in self.roles.known:
             raise InvalidInput(f"role: one of {', '.join(sorted(self.roles.known))}.")
-        after = None if not cursor else _decode_cursor(cursor)
+        after = None if not cursor else decode_cursor(cursor)
         users = await self.repository.select_users_page(where, after, limit + 1)
         more = len(users) > limit
         users = users[:limit]
-        return UserPage(users, _encode_cursor(users[-1]) if more and users else None)
+        last = users[-1] if more and users else None
+        return UserPage(users, None if last is None else encode_cursor(last.created_at, last.id))
 
     async def show_user(self, user_id: UUID) -> UserDetail:
         """Return the user with its live sessions, API keys and recent audit events."""

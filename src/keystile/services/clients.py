@@ -34,6 +34,7 @@ from keystile.repositories.clients import ClientRecord, PostgresClientRepository
 from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.api_keys import ApiKeyService, is_api_key
 from keystile.services.opaque_secrets import Hmac, has_valid_checksum, random_base62, with_checksum
+from keystile.services.paging import decode_cursor, encode_cursor
 from keystile.services.rate_limits import CounterKeys
 from keystile.services.revocation import TokenEpochs
 from keystile.services.types import ClientInfo, Principal
@@ -43,6 +44,7 @@ from keystile.stores.rate_limits import CounterStore, GcraResult
 __all__ = [
     "CLIENT_SECRET_PREFIX",
     "ClientCredentials",
+    "ClientPage",
     "ClientService",
     "ClientToken",
     "NewClient",
@@ -63,6 +65,12 @@ class ClientCredentials:
     client_id: str
     secret: str
     basic: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPage:
+    clients: list[ClientRecord]
+    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +154,16 @@ class ClientService:
         )
         return NewClient(record, secret)
 
-    async def list_clients(self, limit: int = 1000) -> list[ClientRecord]:
-        return await self.repository.select_clients(limit)
+    async def list_clients(self, cursor: str | None, limit: int) -> ClientPage:
+        """Return a page of clients, oldest first, and the cursor of the next page (if any)."""
+        after = None if not cursor else decode_cursor(cursor)
+        clients = await self.repository.select_clients_page(after, limit + 1)
+        more = len(clients) > limit
+        clients = clients[:limit]
+        last = clients[-1] if more and clients else None
+        return ClientPage(
+            clients, None if last is None else encode_cursor(last.created_at, last.id)
+        )
 
     async def delete(
         self, client_id: UUID, *, deleted_by: UUID | None = None, client: ClientInfo | None = None

@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from keystile.services.paging import MAX_PAGE_SIZE
+
 __all__ = [
     "AdminUserDetail",
     "AdminUserListQuery",
@@ -20,6 +22,7 @@ __all__ = [
     "AuditEventResponse",
     "ClientCreateRequest",
     "ClientCreatedResponse",
+    "ClientListQuery",
     "ClientListResponse",
     "ClientResponse",
     "ClientTokenRequest",
@@ -135,7 +138,7 @@ class AdminUserListQuery(BaseModel):
     state: Literal["active", "disabled"] | None = None
     role: str | None = Field(default=None, max_length=64)
     cursor: str | None = Field(default=None, max_length=512)
-    limit: int = Field(default=50, ge=1, le=100)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE)
 
 
 class AdminUserResponse(_FromRecord):
@@ -200,5 +203,11 @@ class ClientCreatedResponse(ClientResponse):
     client_secret: str
 
 
+class ClientListQuery(BaseModel):
+    cursor: str | None = Field(default=None, max_length=512)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE)
+
+
 class ClientListResponse(BaseModel):
     clients: list[ClientResponse]
+    next_cursor: str | None

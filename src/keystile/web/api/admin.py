@@ -25,6 +25,7 @@ from keystile.web.machine_schemas import (
     AuditEventResponse,
     ClientCreatedResponse,
     ClientCreateRequest,
+    ClientListQuery,
     ClientListResponse,
     ClientResponse,
     RolesRequest,
@@ -136,10 +137,14 @@ async def set_roles(user_id: UUID, data: RolesRequest) -> AdminUserResponse:
 @blueprint.get("/v1/admin/clients")
 @requires_auth()
 @requires_admin
+@validate_querystring(ClientListQuery)
 @validate_response(ClientListResponse)
-async def list_clients() -> ClientListResponse:
-    """List the registered OAuth clients (never their secrets)."""
-    records = await services().machine.clients.list_clients()
+async def list_clients(query_args: ClientListQuery) -> ClientListResponse:
+    """List OAuth clients oldest first, `limit` at a time; pass `next_cursor` back as `cursor`.
+
+    Never their secrets. A client registered while you page is appended at the end.
+    """
+    page = await services().machine.clients.list_clients(query_args.cursor, query_args.limit)
     return ClientListResponse(
         clients=[
             ClientResponse(
@@ -149,8 +154,9 @@ async def list_clients() -> ClientListResponse:
                 audience=record.audience,
                 created_at=record.created_at,
             )
-            for record in records
-        ]
+            for record in page.clients
+        ],
+        next_cursor=page.next_cursor,
     )
 
 
