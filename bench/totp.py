@@ -3,7 +3,7 @@
 Issue 15: "a login with TOTP adds no hash". Users `bench-totp-<i>@example.com` are
 seeded beside the password-only ones, with the bench password's hash and a confirmed
 authenticator app: the secret is sealed with keystile's own `SecretBox` under the
-server's secret key, bound to each user's id, exactly as `MfaService` stores it. They
+server's secret key, bound to each user's id, exactly as `FactorCodes` seals it. They
 share one TOTP secret, so a code depends only on the 30-second step: before each
 round the harness writes the codes of the steps the round can span, and
 `lua/login_totp.lua` sends the password step, then the mfa_token with the code of now.
@@ -48,7 +48,7 @@ def totp_user_count(logins_per_s: float, seconds: float) -> int:
 
 def seed_totp_users(database_url: str, count: int, password_hash: str, secret_key: bytes) -> None:
     """Insert `count` TOTP users: the password hash, a confirmed app, no recovery codes."""
-    box = SecretBox(secret_key, purpose="totp-secret")  # services/mfa.py's sealing
+    box = SecretBox(secret_key, purpose="totp-secret")  # services/mfa_codes.py's sealing
 
     async def _seed() -> None:
         connection = await asyncpg.connect(database_url, timeout=10)

@@ -64,6 +64,8 @@ from keystile.services.login_gate import LoginGate
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import build_machine_access
 from keystile.services.mfa import FactorNotices, MfaService
+from keystile.services.mfa_codes import FactorCodes
+from keystile.services.mfa_factors import FactorService
 from keystile.services.passkeys import PasskeyService, relying_party
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import (
@@ -205,7 +207,7 @@ async def build_services(
         security,
     )
     mail = await build_mail(base, stack)
-    mfa = build_mfa(
+    mfa, factors = build_mfa(
         settings,
         secret,
         database,
@@ -241,7 +243,7 @@ async def build_services(
     await stack.enter_async_context(_pool_sampler(database, redis))
     tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
     machine = build_machine_access(base, tokens=tokens, key_ring=ring)
-    passkeys = build_passkeys(settings, mfa, users, audit, mail.flows)
+    passkeys = build_passkeys(settings, mfa, factors, users, audit, mail.flows)
     core = Services(
         settings=settings,
         database=database,
@@ -265,6 +267,7 @@ async def build_services(
         machine=machine,
         mail=mail,
         mfa=mfa,
+        factors=factors,
         passkeys=passkeys,
         reauth=ReauthService(auth, mfa, passkeys, sessions, tokens, audit),
     )
@@ -534,6 +537,7 @@ def build_tokens(
 def build_passkeys(
     settings: Settings,
     mfa: MfaService,
+    factors: FactorService,
     users: CachedUserRepository,
     audit: AuditLog,
     notices: FactorNotices,
@@ -545,6 +549,7 @@ def build_passkeys(
         users,
         mfa.challenges,
         mfa,
+        factors,
         audit,
         rp_id=rp_id,
         rp_name=settings.mfa.rp_name,
@@ -568,24 +573,42 @@ def build_mfa(
     notices: FactorNotices,
     clock: Callable[[], float] | None,
     later: BufferedAuditLog,
-) -> MfaService:
-    """Return second factors: TOTP, recovery codes, one-time challenges (docs/mfa.md)."""
-    return MfaService(
-        PostgresMfaRepository(database),
+) -> tuple[MfaService, FactorService]:
+    """Return second factors (docs/mfa.md): the login's second step, and factor management.
+
+    Both check codes through one `FactorCodes`, so they share the per-account backoff.
+    """
+    repository = PostgresMfaRepository(database)
+    codes = FactorCodes(
+        repository,
+        users,
+        audit,
+        counters,
+        CounterKeys(secret),
+        secret=secret,
+        backoff=_backoff(settings.limits, settings.mfa.free_failures),
+        clock=clock or time.time,
+    )
+    mfa = MfaService(
+        repository,
         users,
         ChallengeStore(redis, database),
         audit,
         later,
-        counters,
-        CounterKeys(secret),
-        secret=secret,
-        issuer=settings.mfa.issuer,
+        codes,
         challenge_ttl=settings.mfa.challenge_ttl_seconds,
-        backoff=_backoff(settings.limits, settings.mfa.free_failures),
+        notices=notices,
+    )
+    factors = FactorService(
+        repository,
+        users,
+        audit,
+        codes,
+        issuer=settings.mfa.issuer,
         reauth_max_age=settings.machine.reauth_max_age_seconds,
         notices=notices,
-        clock=clock or time.time,
     )
+    return mfa, factors
 
 
 async def build_housekeeping(

@@ -124,7 +124,7 @@ def _user_reset_factors(args: argparse.Namespace) -> int:
         if user is None:
             sys.stderr.write(f"no account has the email {args.email}\n")
             return 1
-        removed = await services.mfa.reset(user.id, actor="cli", client=ClientInfo())
+        removed = await services.factors.reset(user.id, actor="cli", client=ClientInfo())
         sys.stdout.write(
             f"removed {removed} second factor(s) and every recovery code of {user.email}\n"
         )

@@ -27,6 +27,7 @@ from keystile.services.keys import KeyRing
 from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import MachineAccess
 from keystile.services.mfa import MfaService
+from keystile.services.mfa_factors import FactorService
 from keystile.services.passkeys import PasskeyService
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
@@ -93,7 +94,8 @@ class Services:
     tokens: TokenService
     machine: MachineAccess  # API keys, OAuth clients, roles, the admin API
     mail: MailServices  # verification, reset, email change, notices, the outbox
-    mfa: MfaService  # second factors: TOTP, recovery codes, the login's second step
+    mfa: MfaService  # the login's second step, step-up with a TOTP or recovery code
+    factors: FactorService  # second factors a user sets up: TOTP, recovery codes, status
     passkeys: PasskeyService  # WebAuthn: register, manage, log in
     reauth: ReauthService  # step-up: refresh the caller's login in place
     extensions: tuple[object, ...] = ()

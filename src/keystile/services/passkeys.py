@@ -52,6 +52,7 @@ from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.mfa import Passkey, PostgresMfaRepository
 from keystile.repositories.users import User
 from keystile.services.mfa import FactorNotices, MfaService, SecondStep, mfa_succeeded
+from keystile.services.mfa_factors import FactorService
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.challenges import ChallengeStore
 
@@ -89,6 +90,7 @@ class PasskeyService:
     users: CachedUserRepository
     challenges: ChallengeStore
     mfa: MfaService
+    factors: FactorService
     audit: AuditLog
     _: KW_ONLY
     rp_id: str
@@ -156,7 +158,7 @@ class PasskeyService:
         codes: list[str] = []
         digests: list[bytes] = []
         if not user.mfa_factors:
-            codes, digests = self.mfa.recovery_code_digests(user.id)
+            codes, digests = self.factors.recovery_code_digests(user.id)
         transports = credential.get("response", {}).get("transports") or []
         passkey = await self.repository.insert_passkey(
             user.id,

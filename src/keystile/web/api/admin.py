@@ -79,7 +79,7 @@ async def show_user(user_id: UUID) -> AdminUserDetail:
             for view in detail.sessions
         ],
         api_keys=[ApiKeyResponse.model_validate(record) for record in detail.api_keys],
-        factors=await services().mfa.factors_of(user_id),
+        factors=await services().factors.factors_of(user_id),
         recent_events=[AuditEventResponse.model_validate(event) for event in detail.events],
     )
 
@@ -108,7 +108,7 @@ async def enable_user(user_id: UUID) -> tuple[str, int]:
 async def reset_factors(user_id: UUID) -> tuple[str, int]:
     """Remove the user's second factors (a lost phone): audited, and the user is told by mail."""
     admin = get_principal()
-    await services().mfa.reset(user_id, actor=f"admin:{admin.user_id}", client=client_info())
+    await services().factors.reset(user_id, actor=f"admin:{admin.user_id}", client=client_info())
     return "", 204
 
 

@@ -40,7 +40,7 @@ blueprint = Blueprint("mfa", __name__)
 @validate_response(MfaStatusResponse)
 async def status() -> MfaStatusResponse:
     """Say which second factors the caller has set up."""
-    found = await services().mfa.status(get_principal())
+    found = await services().factors.status(get_principal())
     return MfaStatusResponse(
         totp=found.totp,
         totp_pending=found.totp_pending,
@@ -56,7 +56,7 @@ async def status() -> MfaStatusResponse:
 @validate_response(TotpSetupResponse, 201)
 async def begin_totp() -> tuple[TotpSetupResponse, int]:
     """Start setting up an authenticator app; it counts once confirmed with a code."""
-    setup = await services().mfa.begin_totp(get_principal())
+    setup = await services().factors.begin_totp(get_principal())
     return TotpSetupResponse(
         secret=setup.secret, otpauth_uri=setup.otpauth_uri, qr_svg=setup.qr_svg
     ), 201
@@ -70,7 +70,7 @@ async def begin_totp() -> tuple[TotpSetupResponse, int]:
 @validate_response(RecoveryCodesResponse)
 async def confirm_totp(data: TotpCodeRequest) -> RecoveryCodesResponse:
     """Confirm the authenticator app with a current code; the recovery codes come back once."""
-    codes = await services().mfa.confirm_totp(get_principal(), data.code, client_info())
+    codes = await services().factors.confirm_totp(get_principal(), data.code, client_info())
     return RecoveryCodesResponse(recovery_codes=codes)
 
 
@@ -85,7 +85,7 @@ async def remove_totp(data: TotpRemoveRequest) -> ResponseReturnValue:
     The last factor needs a current code (401 `factor_required` without it).
     """
     principal = get_principal()
-    await services().mfa.remove_totp(
+    await services().factors.remove_totp(
         principal,
         client_info(),
         code=data.code,
@@ -101,7 +101,7 @@ async def remove_totp(data: TotpRemoveRequest) -> ResponseReturnValue:
 @validate_response(RecoveryCodesResponse)
 async def regenerate_recovery_codes() -> RecoveryCodesResponse:
     """Replace the recovery codes with ten new ones, shown once; the old ones stop working."""
-    codes = await services().mfa.regenerate_recovery_codes(get_principal(), client_info())
+    codes = await services().factors.regenerate_recovery_codes(get_principal(), client_info())
     return RecoveryCodesResponse(recovery_codes=codes)
 
 

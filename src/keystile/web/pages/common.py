@@ -134,7 +134,7 @@ async def account_page(principal: Principal, status: int = 200, **context: objec
         key_max_days=settings.machine.api_key_max_days,
         email_verified=user is not None and user.id == principal.user_id and user.email_verified,
         verification=settings.email.verification,
-        mfa=await services().mfa.status(principal),
+        mfa=await services().factors.status(principal),
         passkeys=await services().passkeys.list(principal),
         **context,
     )

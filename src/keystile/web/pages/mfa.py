@@ -112,7 +112,7 @@ async def begin_totp() -> ResponseReturnValue:
     if not isinstance(principal, Principal):
         return principal
     try:
-        setup = await services().mfa.begin_totp(principal)
+        setup = await services().factors.begin_totp(principal)
     except KeystileError as error:
         return await account_error(principal, error)
     return await account_page(
@@ -132,7 +132,7 @@ async def confirm_totp() -> ResponseReturnValue:
         return principal
     code = (await request.form).get("code", "").strip()[:8]
     try:
-        codes = await services().mfa.confirm_totp(principal, code, client_info())
+        codes = await services().factors.confirm_totp(principal, code, client_info())
     except InvalidMfaCode as error:
         return await account_page(principal, 401, mfa_errors={"code": error.message})
     except KeystileError as error:
@@ -151,7 +151,7 @@ async def remove_totp() -> ResponseReturnValue:
     await verify_csrf(form)
     code = form.get("remove_code", "").strip()[:8] or None
     try:
-        await services().mfa.remove_totp(
+        await services().factors.remove_totp(
             principal, client_info(), code=code, recent=recently_authenticated(principal)
         )
     except ReauthenticationRequired:
@@ -171,7 +171,7 @@ async def regenerate_codes() -> ResponseReturnValue:
     if not isinstance(principal, Principal):
         return principal
     try:
-        codes = await services().mfa.regenerate_recovery_codes(principal, client_info())
+        codes = await services().factors.regenerate_recovery_codes(principal, client_info())
     except KeystileError as error:
         return await account_error(principal, error)
     return await account_page(principal, 200, recovery_codes=codes)

@@ -26,7 +26,7 @@ async def reauth_page(
     principal: Principal, next_path: str, status: int = 200, **context: object
 ) -> Response:
     """Render /reauth with the factors the user can confirm with."""
-    found = await services().mfa.status(principal)
+    found = await services().factors.status(principal)
     return await render_page(
         "reauth.html",
         status,

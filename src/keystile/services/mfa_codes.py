@@ -1,0 +1,185 @@
+"""A user's TOTP and recovery codes: sealed, hashed, checked (S39, S40).
+
+What the login's second step (`services/mfa.py`) and the management of factors
+(`services/mfa_factors.py`) share. TOTP (RFC 6238, pyotp): 30-second steps, the
+current one and one either side accepted; each accepted step is recorded per user in
+PostgreSQL, and a code of a step at or before it is a replay. The secret is sealed
+(AES-GCM) under the secret key, bound to the user's id. Recovery codes are random,
+shown once, and stored as HMACs under a key derived from the secret key (they are 50
+random bits: a slow hash would add nothing but cost). Wrong codes feed a per-account
+backoff that slows guessing and never locks the owner out.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from uuid import UUID
+
+import pyotp
+from cryptography.exceptions import InvalidTag
+
+from keystile.errors import InvalidMfaCode, NotAuthenticated
+from keystile.repositories.audit import AuditLog
+from keystile.repositories.cached_users import CachedUserRepository
+from keystile.repositories.mfa import PostgresMfaRepository
+from keystile.repositories.users import User
+from keystile.services.keys import SecretBox
+from keystile.services.login_throttle import refuse_while_backing_off
+from keystile.services.opaque_secrets import Hmac
+from keystile.services.rate_limits import CounterKeys
+from keystile.services.types import ClientInfo, Principal
+from keystile.stores.rate_limits import Backoff, CounterStore
+from keystile.stores.sealing import derive_key
+
+__all__ = [
+    "RECOVERY_CODE_COUNT",
+    "STEP_SECONDS",
+    "FactorCodes",
+    "new_recovery_code",
+    "normalise_recovery_code",
+]
+
+STEP_SECONDS = 30
+RECOVERY_CODE_COUNT = 10
+_CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud, typed by hand
+
+
+def normalise_recovery_code(code: str) -> str:
+    """Return the code as stored: lower case, no dashes or spaces."""
+    return "".join(code.lower().split()).replace("-", "")
+
+
+def new_recovery_code() -> str:
+    """Return a new random recovery code as the user sees it (`abcde-fghjk`)."""
+    body = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
+    return f"{body[:5]}-{body[5:]}"
+
+
+class FactorCodes:
+    """Seal TOTP secrets, hash recovery codes, check TOTP codes under the account backoff.
+
+    One instance serves the second step (`MfaService`) and enrolment (`FactorService`),
+    so wrong codes at either count against the same backoff.
+    """
+
+    def __init__(
+        self,
+        repository: PostgresMfaRepository,
+        users: CachedUserRepository,
+        audit: AuditLog,
+        counters: CounterStore,
+        keys: CounterKeys,
+        *,
+        secret: bytes,
+        backoff: Backoff,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`clock` (seconds since the epoch) is what TOTP codes are checked against."""
+        self._repository = repository
+        self._users = users
+        self._audit = audit
+        self._counters = counters
+        self._keys = keys
+        self._box = SecretBox(secret, purpose="totp-secret")
+        self._codes = Hmac(_code_key(secret))
+        self._backoff = backoff
+        self._clock = clock
+
+    async def active_user(self, principal: Principal) -> User:
+        """Return the caller's user; `NotAuthenticated` if it is gone or disabled."""
+        user = await self._users.select_user_by_id(principal.user_id)
+        if user is None or not user.is_active:
+            raise NotAuthenticated()
+        return user
+
+    # --- TOTP --------------------------------------------------------------------------
+
+    async def verify_totp(self, user: User, code: str, client: ClientInfo) -> None:
+        """Check a TOTP code of `user` and record its step, after `check_backoff`.
+
+        `InvalidMfaCode` for a wrong or replayed code (counted by the backoff).
+        """
+        record = await self._repository.select_totp(user.id)
+        if record is None or not record.confirmed:
+            await self.failed(user.id, client, "totp")
+            raise InvalidMfaCode()
+        step = self.matching_step(self.open(user.id, record.secret_sealed), code)
+        if step is None:
+            await self.failed(user.id, client, "totp")
+            raise InvalidMfaCode()
+        if step <= record.last_step or not await self._repository.use_totp_step(user.id, step):
+            # Accepted once already: whoever sends it again saw it (S39).
+            await self._audit.record(
+                "mfa_replay", user_id=user.id, ip=client.ip, user_agent=client.user_agent
+            )
+            await self.failed(user.id, client, "totp_replay")
+            raise InvalidMfaCode()
+
+    def matching_step(self, secret: str, code: str) -> int | None:
+        """Return the time step `code` is of (the current one or one either side), or None."""
+        code = "".join(code.split())
+        if len(code) != 6 or not code.isdigit():
+            return None
+        totp = pyotp.TOTP(secret)
+        now_step = int(self._clock()) // STEP_SECONDS
+        found = None
+        for step in (now_step - 1, now_step, now_step + 1):
+            # Every candidate is computed and compared: the time taken says nothing.
+            if hmac.compare_digest(totp.generate_otp(step), code):
+                found = step
+        return found
+
+    def seal(self, user_id: UUID, secret: str) -> bytes:
+        """Return a TOTP secret sealed for storage, bound to the user's id."""
+        return self._box.seal(secret.encode(), user_id.bytes)
+
+    def open(self, user_id: UUID, sealed: bytes) -> str:
+        """Return a sealed TOTP secret; `InvalidMfaCode` if it cannot be read."""
+        try:
+            return self._box.open(sealed, user_id.bytes).decode()
+        except InvalidTag:
+            raise InvalidMfaCode(
+                "The authenticator app secret cannot be read; set it up again."
+            ) from None
+
+    # --- recovery codes ----------------------------------------------------------------
+
+    def digest(self, user_id: UUID, normal: str) -> bytes:
+        """Return what is stored for a recovery code (`normalise_recovery_code`d)."""
+        return self._codes.digest(f"{user_id}:{normal}")
+
+    def digests(self, user_id: UUID, codes: Iterable[str]) -> list[bytes]:
+        """Return what is stored for each of a user's new recovery codes."""
+        return [self.digest(user_id, normalise_recovery_code(c)) for c in codes]
+
+    # --- the per-account backoff of wrong codes ----------------------------------------
+
+    async def check_backoff(self, user_id: UUID) -> None:
+        """Raise `RateLimited` while the account's backoff runs."""
+        refuse_while_backing_off(await self._counters.backoff_wait([self._backoff_key(user_id)]))
+
+    async def failed(self, user_id: UUID, client: ClientInfo, factor: str) -> None:
+        """Count a wrong code against the account's backoff; audit it (`mfa_failed`)."""
+        (result,) = await self._counters.backoff_fail([(self._backoff_key(user_id), self._backoff)])
+        await self._audit.record(
+            "mfa_failed",
+            user_id=user_id,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            factor=factor,
+            delay_seconds=result.delay,
+        )
+
+    async def forget_failures(self, user_id: UUID) -> None:
+        """End the account's backoff: a right code was given."""
+        await self._counters.forget([self._backoff_key(user_id)])
+
+    def _backoff_key(self, user_id: UUID) -> str:
+        return self._keys.key("mfa-backoff:account", str(user_id))
+
+
+def _code_key(secret: bytes) -> bytes:
+    return derive_key(secret, "recovery codes v1")
