@@ -6,6 +6,7 @@ with an HTML comment:
     <!-- generated: openapi -->         the API reference, from the app's OpenAPI document
     <!-- generated: errors -->          error codes, from keystile.errors and web/errors.py
     <!-- generated: settings -->        every setting, from the Settings model + settings.toml
+    <!-- generated: cli -->             every command and option, from keystile.cli's parser
     <!-- generated: tests S9 -->        the tests that name a security requirement
     <!-- generated: tests S34 planned=14 -->   ... or the issue that will implement it
 
@@ -23,6 +24,7 @@ import os
 import re
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -529,6 +531,40 @@ def errors_markdown() -> str:
 # --- mkdocs hooks --------------------------------------------------------------------------
 
 
+def _commands(parser: Any, path: tuple[str, ...], summary: str) -> Iterator[tuple[Any, str]]:
+    import argparse
+
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield parser, summary
+    for group in groups:
+        summaries = {choice.dest: choice.help or "" for choice in group._choices_actions}
+        for name, sub in group.choices.items():
+            yield from _commands(sub, (*path, name), summaries.get(name, ""))
+
+
+def cli_markdown() -> str:
+    """Every `keystile` command: its usage, what it does and its options, from the parser."""
+    import argparse
+
+    from keystile.cli import _parser
+
+    rows = ["| command | what it does |", "|---|---|"]
+    for parser, summary in _commands(_parser(), (), ""):
+        usage = " ".join(parser.format_usage().removeprefix("usage: ").split())
+        usage = usage.replace(" [-h]", "")
+        options = [
+            f"`{', '.join(action.option_strings) or action.dest}`: {action.help}"
+            for action in parser._actions
+            if action.help
+            and action.help != argparse.SUPPRESS
+            and not isinstance(action, argparse._HelpAction)
+        ]
+        what = _escape(summary) + ("<br>" + "<br>".join(map(_escape, options)) if options else "")
+        rows.append(f"| `{_escape(usage)}` | {what} |")
+    return "\n".join(rows)
+
+
 def _nav_pages(nav: Any) -> set[str]:
     if isinstance(nav, str):
         return {nav}
@@ -615,6 +651,7 @@ def _generated(what: str) -> str:
     if what not in _cache:
         makers = {"openapi": openapi_markdown, "errors": errors_markdown}
         makers["settings"] = settings_markdown
+        makers["cli"] = cli_markdown
         _cache[what] = makers[what]()
     return _cache[what]
 
@@ -633,7 +670,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
                 (arg.split("=", 1)[1] for arg in args if arg.startswith("planned=")), None
             )
             return tests_markdown(s_id, planned, found)
-        if what in {"openapi", "errors", "settings"}:
+        if what in {"openapi", "errors", "settings", "cli"}:
             return _generated(what)
         _log.warning("%s: unknown generated part %r", page.file.src_uri, what)
         return match.group(0)
@@ -653,10 +690,10 @@ def main(argv: list[str]) -> int:
         for s_id, files in sorted(tests_by_requirement().items()):
             print(f"S{s_id}: " + "; ".join(f"{f} {names}" for f, names in files.items()))  # noqa: T201
         return 0
-    if what in {"openapi", "errors", "settings"}:
+    if what in {"openapi", "errors", "settings", "cli"}:
         print(_generated(what))  # noqa: T201
         return 0
-    print("usage: python scripts/docs_hooks.py openapi|errors|settings|tests")  # noqa: T201
+    print("usage: python scripts/docs_hooks.py openapi|errors|settings|cli|tests")  # noqa: T201
     return 2
 
 

@@ -123,11 +123,26 @@ def test_client_list_refuses_a_cursor_it_did_not_print(backing: Backing) -> None
     assert "Traceback" not in refused.stderr
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "many"])
-def test_client_list_refuses_a_limit_out_of_range(backing: Backing, limit: str) -> None:
-    refused = _run(backing, "client", "list", "--limit", limit)
+@pytest.mark.parametrize(
+    ("command", "option", "value", "reason"),
+    [
+        ("client list", "--limit", "0", "must be 1 to 100"),
+        ("client list", "--limit", "101", "must be 1 to 100"),
+        ("client list", "--limit", "many", "'many' is not a whole number"),
+        ("user list", "--limit", "0", "must be at least 1"),
+        ("user list", "--limit", "-5", "must be at least 1"),
+        ("user import users.csv", "--batch-size", "0", "must be at least 1"),
+        ("serve", "--workers", "0", "must be at least 1"),
+        ("audit tail", "-n", "x", "'x' is not a whole number"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_with_the_reason(
+    backing: Backing, command: str, option: str, value: str, reason: str
+) -> None:
+    refused = _run(backing, *command.split(), option, value)
     assert refused.returncode == 2
-    assert "argument --limit" in refused.stderr
+    assert f"argument {option}" in refused.stderr
+    assert reason in refused.stderr
     assert "Traceback" not in refused.stderr
 
 

@@ -50,6 +50,35 @@ def test_readme_links_point_at_files_in_the_repository() -> None:
         assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
 
 
+def test_the_command_line_page_lists_every_command_with_what_it_does() -> None:
+    import argparse
+
+    from keystile.cli import _parser
+
+    assert "<!-- generated: cli -->" in (ROOT / "docs" / "cli.md").read_text()
+    table = _docs_hooks().cli_markdown()
+
+    def commands(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            return [path]
+        return [
+            command
+            for group in groups
+            for name, sub in group.choices.items()
+            for command in commands(sub, f"{path} {name}")
+        ]
+
+    for command in commands(_parser(), "keystile"):
+        [row] = [
+            line
+            for line in table.splitlines()
+            if line.startswith(f"| `{command} ") or line.startswith(f"| `{command}`")
+        ]
+        assert not row.endswith("|  |"), f"{command} has no help text"
+    assert "`--after`: the page after this cursor" in table  # options too
+
+
 def test_every_requirement_named_in_code_or_tests_has_a_section() -> None:
     hooks = _docs_hooks()
     documented = hooks.documented_requirements()

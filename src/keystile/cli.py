@@ -304,15 +304,22 @@ def _audit_prune(args: argparse.Namespace) -> int:
     return _with_services(action)
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
 def _page_size(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if not 1 <= value <= MAX_PAGE_SIZE:
         raise argparse.ArgumentTypeError(f"must be 1 to {MAX_PAGE_SIZE}")
     return value
@@ -407,49 +414,63 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve HTTP (embedded PostgreSQL/Redis if unset)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve.add_argument("--host", help="address to listen on (default: the host setting)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: the port setting)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        help="Hypercorn worker processes (default: the workers setting)",
+    )
     serve.set_defaults(func=_serve)
 
     migrate_cmd = commands.add_parser("migrate", help="bring the database schema up to date")
-    migrate_cmd.add_argument("revision", nargs="?", default="head")
+    migrate_cmd.add_argument(
+        "revision", nargs="?", default="head", help="alembic revision (default: head)"
+    )
     migrate_cmd.set_defaults(func=_migrate)
 
     user = commands.add_parser("user", help="administer accounts").add_subparsers(
         dest="user_command", required=True
     )
     create = user.add_parser("create", help="create an account")
-    create.add_argument("email")
+    create.add_argument("email", help="the new account's address")
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
     create.set_defaults(func=_user_create)
     disable = user.add_parser("disable", help="disable an account and end its sessions")
-    disable.add_argument("email")
+    disable.add_argument("email", help="the account's address")
     disable.set_defaults(func=_user_disable)
     listing = user.add_parser("list", help="list accounts by email")
-    listing.add_argument("--limit", type=int, default=100)
-    listing.add_argument("--after", default="", help="list emails after this one")
+    listing.add_argument(
+        "--limit", type=_positive, default=100, metavar="N", help="how many (default 100)"
+    )
+    listing.add_argument("--after", default="", metavar="EMAIL", help="list emails after this one")
     listing.set_defaults(func=_user_list)
     grant_role = user.add_parser("grant-role", help="give an account a role (e.g. admin)")
-    grant_role.add_argument("email")
-    grant_role.add_argument("role")
+    grant_role.add_argument("email", help="the account's address")
+    grant_role.add_argument("role", help="the role, e.g. admin")
     grant_role.set_defaults(func=_user_change_role, grant=True)
     reset_factors = user.add_parser(
         "reset-factors", help="remove an account's second factors (audited, the user is mailed)"
     )
-    reset_factors.add_argument("email")
+    reset_factors.add_argument("email", help="the account's address")
     reset_factors.set_defaults(func=_user_reset_factors)
     revoke_role = user.add_parser("revoke-role", help="take a role from an account")
-    revoke_role.add_argument("email")
-    revoke_role.add_argument("role")
+    revoke_role.add_argument("email", help="the account's address")
+    revoke_role.add_argument("role", help="the role to take")
     revoke_role.set_defaults(func=_user_change_role, grant=False)
     importing = user.add_parser(
         "import", help="import accounts from a CSV of email,password_hash (legacy hashes too)"
     )
-    importing.add_argument("file", type=Path)
-    importing.add_argument("--batch-size", type=int, default=500)
+    importing.add_argument("file", type=Path, help="the CSV file (a header row is optional)")
+    importing.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=500,
+        metavar="N",
+        help="rows per INSERT statement (default 500)",
+    )
     importing.add_argument("--quiet", action="store_true", help="no progress bar")
     importing.set_defaults(func=_user_import)
 
@@ -457,7 +478,7 @@ def _parser() -> argparse.ArgumentParser:
         "client", help="OAuth clients for the client credentials grant"
     ).add_subparsers(dest="client_command", required=True)
     client_create = client.add_parser("create", help="register a client; prints its secret once")
-    client_create.add_argument("name")
+    client_create.add_argument("name", help="a name for operators; need not be unique")
     client_create.add_argument(
         "--scope", action="append", required=True, help="a scope it may ask for (repeatable)"
     )
@@ -478,7 +499,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     client_list.set_defaults(func=_client_list)
     client_delete = client.add_parser("delete", help="delete a client; its tokens stop working")
-    client_delete.add_argument("client_id")
+    client_delete.add_argument("client_id", help="the client id (a UUID) from `client list`")
     client_delete.set_defaults(func=_client_delete)
 
     hashing = commands.add_parser("hash", help="password hashing").add_subparsers(
@@ -487,7 +508,9 @@ def _parser() -> argparse.ArgumentParser:
     calibrate_cmd = hashing.add_parser(
         "calibrate", help="find argon2id parameters for a target time on this machine"
     )
-    calibrate_cmd.add_argument("--target-ms", type=float, required=True)
+    calibrate_cmd.add_argument(
+        "--target-ms", type=float, required=True, metavar="MS", help="the time one hash should take"
+    )
     calibrate_cmd.add_argument(
         "--memory-kib", type=int, help="memory cost to keep (default: the setting, >= 19456)"
     )
