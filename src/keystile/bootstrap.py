@@ -215,7 +215,7 @@ async def build_services(
         users,
         audit,
         counters,
-        mail.flows,
+        mail.notices,
         overrides.mfa_clock,
         failures,
     )
@@ -230,7 +230,7 @@ async def build_services(
         gate=gate,
         failures=failures,
         security=security,
-        hooks=mail.flows,
+        hooks=mail.notices,
         second_factor=mfa,
         writes=batch,
     )
@@ -243,7 +243,7 @@ async def build_services(
     await stack.enter_async_context(_pool_sampler(database, redis))
     tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
     machine = build_machine_access(base, tokens=tokens, key_ring=ring)
-    passkeys = build_passkeys(settings, mfa, factors, users, audit, mail.flows)
+    passkeys = build_passkeys(settings, mfa, factors, users, audit, mail.notices)
     core = Services(
         settings=settings,
         database=database,
@@ -581,7 +581,6 @@ def build_mfa(
     repository = PostgresMfaRepository(database)
     codes = FactorCodes(
         repository,
-        users,
         audit,
         counters,
         CounterKeys(secret),

@@ -1,9 +1,10 @@
-"""Wire the mail capability: the flows, the outbox, its sender, the transport, housekeeping.
+"""Wire the mail capability: the flows, the notices, the outbox, its sender, the transport.
 
 `build_mail` takes the core pieces (`Foundation`) and returns `MailServices`; the
-composition root passes `mail.flows` to `AuthService` as its `AccountHooks` and
-`mail.housekeeping` to the worker's housekeeping loop. The outbox sender runs on the
-composition root's exit stack, so shutdown stops it like every other loop.
+composition root passes `mail.notices` to `AuthService` as its `AccountHooks` and to
+second factors and passkeys as their `FactorNotices`, and `mail.housekeeping` to the
+worker's housekeeping loop. The outbox sender runs on the composition root's exit
+stack, so shutdown stops it like every other loop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from keystile.mail.sender import OutboxSender, SenderPolicy
 from keystile.mail.transports import MaildirTransport, MailTransport, SmtpTransport
 from keystile.repositories.email_tokens import PostgresEmailTokens
 from keystile.repositories.outbox import PostgresOutbox
-from keystile.services.email_flows import EmailFlows, EmailPolicy
+from keystile.services.account_notices import AccountNotices
+from keystile.services.email_flows import EmailFlows
+from keystile.services.email_links import EmailLinks, EmailPolicy
 from keystile.services.foundation import Foundation
 from keystile.services.housekeeping import HousekeepingJob
 from keystile.services.rate_limits import CounterKeys
@@ -57,7 +60,8 @@ def build_transport(settings: Settings) -> MailTransport:
 class MailServices:
     """The mail capability of one worker."""
 
-    flows: EmailFlows
+    flows: EmailFlows  # what the web layer calls: reset, verification, email change
+    notices: AccountNotices  # what the account core calls: AccountHooks, FactorNotices
     outbox: PostgresOutbox
     sender: OutboxSender
     renderer: MailRenderer
@@ -99,6 +103,28 @@ async def build_mail(
             send_timeout_seconds=settings.email.smtp_timeout_seconds,
         ),
     )
+    policy = EmailPolicy(
+        public_url=settings.email.public_url,
+        verification=settings.email.verification,
+        verify_ttl_seconds=settings.email.verify_token_ttl_seconds,
+        reset_ttl_seconds=settings.email.reset_token_ttl_seconds,
+        undo_ttl_seconds=settings.email.undo_token_ttl_seconds,
+        notify_new_device=settings.email.notify_new_device,
+        notify_password_changed=settings.email.notify_password_changed,
+        notify_email_changed=settings.email.notify_email_changed,
+        known_device_seconds=settings.limits.known_client_days * 86_400.0,
+    )
+    links = EmailLinks(tokens, outbox, base.limits, base.audit, policy)
+    notices = AccountNotices(
+        database=base.database,
+        outbox=outbox,
+        links=links,
+        marks=base.counters,
+        keys=CounterKeys(base.secret),  # the same derivation as the rate limiter's
+        audit=base.audit,
+        policy=policy,
+        nudge=sender.nudge,
+    )
     detached = Detached()
     stack.push_async_callback(detached.wait)  # before PostgreSQL closes: the stack unwinds
     flows = EmailFlows(
@@ -107,25 +133,14 @@ async def build_mail(
         user_rows=base.user_rows,
         tokens=tokens,
         outbox=outbox,
+        links=links,
+        notices=notices,
         security=base.security,
         sessions=base.sessions,
         session_records=base.session_records,
         epochs=base.epochs,
-        limits=base.limits,
-        marks=base.counters,
-        keys=CounterKeys(base.secret),  # the same derivation as the rate limiter's
         audit=base.audit,
-        policy=EmailPolicy(
-            public_url=settings.email.public_url,
-            verification=settings.email.verification,
-            verify_ttl_seconds=settings.email.verify_token_ttl_seconds,
-            reset_ttl_seconds=settings.email.reset_token_ttl_seconds,
-            undo_ttl_seconds=settings.email.undo_token_ttl_seconds,
-            notify_new_device=settings.email.notify_new_device,
-            notify_password_changed=settings.email.notify_password_changed,
-            notify_email_changed=settings.email.notify_email_changed,
-            known_device_seconds=settings.limits.known_client_days * 86_400.0,
-        ),
+        policy=policy,
         detached=detached,
         nudge=sender.nudge,
     )
@@ -134,6 +149,7 @@ async def build_mail(
     retention = timedelta(hours=settings.email.outbox_retention_hours)
     return MailServices(
         flows=flows,
+        notices=notices,
         outbox=outbox,
         sender=sender,
         renderer=renderer,

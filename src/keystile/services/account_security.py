@@ -1,4 +1,8 @@
-"""The steps that password change, password reset, email change and logging out share."""
+"""The steps that password change, password reset, email change and logging out share.
+
+`active_user`, the first of them (the account exists and is not disabled), is also
+how second factors and passkeys load the user they act for.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,15 @@ from keystile.services.revocation import TokenRevoker
 from keystile.services.sessions import SessionService
 from keystile.services.types import ClientInfo, Principal
 
-__all__ = ["AccountSecurity"]
+__all__ = ["AccountSecurity", "active_user"]
+
+
+async def active_user(users: UserRepository, user_id: UUID) -> User:
+    """Return the user `user_id`; `NotAuthenticated` if the account is gone or disabled."""
+    user = await users.select_user_by_id(user_id)
+    if user is None or not user.is_active:
+        raise NotAuthenticated()
+    return user
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +59,7 @@ class AccountSecurity:
         `NotAuthenticated` if the account is gone or disabled; `InvalidCredentials`
         (audited as `failure`, with `detail`) if the password is wrong (S3).
         """
-        user = await self.users.select_user_by_id(principal.user_id)
-        if user is None or not user.is_active:
-            raise NotAuthenticated()
+        user = await active_user(self.users, principal.user_id)
         password = self.policy.check_length(password)
         if not await self.hasher.verify(user.password_hash, password):
             await self.audit.record(

@@ -1,9 +1,8 @@
 """Email flows: verification, password reset, email change and its undo (S34-S37).
 
-Every message is queued in the outbox in the transaction of the change that
-causes it (S38); the link tokens are 256 random bits of which only the SHA-256 is
-stored, bound to one purpose and one user, single use and short-lived (S34).
-Links start with the configured `public_url`, never with the request's Host (S36).
+Each flow mails a link (`EmailLinks`, services/email_links.py) and finishes when the
+link is followed; the mail is queued in the transaction of the change that causes it
+(S38), and the notices a flow sends are `AccountNotices`'.
 
 Requests that mail a link to an address given by the caller (forgot password,
 resend verification while logged out) answer the same way, in the same time,
@@ -15,97 +14,49 @@ the answer stays the same and no mail goes out.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass
-from datetime import UTC, datetime
-from typing import Literal, NoReturn
-from urllib.parse import quote
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
 
 from keystile import metrics
-from keystile.errors import (
-    Conflict,
-    DependencyUnavailable,
-    EmailNotVerified,
-    InvalidInput,
-    InvalidLinkToken,
-    NotAuthenticated,
-    RateLimited,
-)
+from keystile.errors import Conflict, InvalidInput, InvalidLinkToken
 from keystile.rates import Action
 from keystile.repositories.audit import AuditLog
 from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.database import Database
 from keystile.repositories.email_tokens import EmailTokenRecord, PostgresEmailTokens, Purpose
-from keystile.repositories.outbox import OutgoingMail, PostgresOutbox
+from keystile.repositories.outbox import PostgresOutbox
 from keystile.repositories.sessions import SessionRepository
 from keystile.repositories.users import PostgresUserRepository, User
-from keystile.services.account_security import AccountSecurity
-from keystile.services.devices import describe_user_agent
-from keystile.services.rate_limits import CounterKeys, RateLimiter
+from keystile.services.account_notices import AccountNotices
+from keystile.services.account_security import AccountSecurity, active_user
+from keystile.services.email_links import (
+    EmailLinks,
+    EmailPolicy,
+    hash_link_token,
+    new_link_token,
+    valid_for,
+)
 from keystile.services.revocation import TokenEpochs
 from keystile.services.sessions import SessionService
 from keystile.services.types import ClientInfo, Principal
-from keystile.stores.rate_limits import CounterStore
 from keystile.tasks import Detached
 
-__all__ = ["EmailFlows", "EmailPolicy", "LinkKind", "hash_link_token", "new_link_token"]
-
-_log = logging.getLogger(__name__)
+__all__ = ["EmailFlows", "LinkKind"]
 
 LinkKind = Literal["verify", "reset", "undo"]
 _VERIFY: list[str] = ["verify_email", "change_email"]
 _RESET: list[str] = ["reset_password"]
 _UNDO: list[str] = ["undo_email_change"]
 _PURPOSES: dict[LinkKind, list[str]] = {"verify": _VERIFY, "reset": _RESET, "undo": _UNDO}
-_PATHS = {
-    "verify_email": "/verify-email",
-    "change_email": "/verify-email",
-    "reset_password": "/reset-password",
-    "undo_email_change": "/undo-email-change",
-}
-# After commit, wake this worker's sender (polling is the guarantee, this the shortcut).
-_NUDGE_DELAY = 0.05
-
-
-def new_link_token() -> tuple[str, bytes]:
-    """Return a new link token (256 bits from the CSPRNG) and the hash that is stored."""
-    token = secrets.token_urlsafe(32)
-    return token, hash_link_token(token)
-
-
-def hash_link_token(token: str) -> bytes:
-    """Return what is stored for a link token: its SHA-256, never the token (S18, S34)."""
-    return hashlib.sha256(token.encode()).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class EmailPolicy:
-    """What the settings say about the flows."""
-
-    public_url: str
-    verification: Literal["off", "optional", "required"] = "optional"
-    verify_ttl_seconds: int = 24 * 3600
-    reset_ttl_seconds: int = 30 * 60
-    undo_ttl_seconds: int = 7 * 86400
-    notify_new_device: bool = True
-    notify_password_changed: bool = True
-    notify_email_changed: bool = True
-    known_device_seconds: float = 30 * 86400.0
-
-    def link(self, purpose: str, token: str) -> str:
-        return f"{self.public_url}{_PATHS[purpose]}?token={quote(token)}"
 
 
 @dataclass(frozen=True, slots=True)
 class EmailFlows:
-    """The mail flows of an account; also the `AccountHooks` of `AuthService`."""
+    """The mail flows of an account: password reset, verification, email change and undo."""
 
     _: KW_ONLY
     database: Database
@@ -113,75 +64,16 @@ class EmailFlows:
     user_rows: PostgresUserRepository  # writes inside this service's own transactions
     tokens: PostgresEmailTokens
     outbox: PostgresOutbox
+    links: EmailLinks
+    notices: AccountNotices
     security: AccountSecurity
     sessions: SessionService
     session_records: SessionRepository
     epochs: TokenEpochs
-    limits: RateLimiter
-    marks: CounterStore
-    keys: CounterKeys
     audit: AuditLog
     policy: EmailPolicy
     detached: Detached  # requests by address, answered before their statement runs
     nudge: Callable[[], None] = lambda: None
-
-    # --- hooks called by AuthService ---------------------------------------------------
-
-    async def registered_in_transaction(self, connection: asyncpg.Connection, user: User) -> None:
-        """Mail a verification link to a new account (unless verification is off)."""
-        if self.policy.verification != "off":
-            await self._issue(connection, user, "verify_email", user.email, "verify_email")
-            self._nudge_after_commit()
-
-    async def password_changed_in_transaction(
-        self, connection: asyncpg.Connection, user: User
-    ) -> None:
-        """Tell the user their password changed (S37)."""
-        if self.policy.notify_password_changed:
-            await self._notify_password_changed(connection, user)
-            self._nudge_after_commit()
-
-    async def authenticated(
-        self, user: User, client: ClientInfo, *, known_client: bool = False
-    ) -> None:
-        """Refuse an unverified address when verification is required; notice new devices.
-
-        A known client (the login gate's mark) is no new device: no Redis call for it.
-        """
-        if self.policy.verification == "required" and not user.email_verified:
-            await self.audit.record(
-                "login_refused",
-                user_id=user.id,
-                ip=client.ip,
-                user_agent=client.user_agent,
-                reason="email_not_verified",
-            )
-            raise EmailNotVerified()
-        if self.policy.notify_new_device and not known_client:
-            await self._notice_new_device(user, client)
-
-    async def factor_changed_in_transaction(
-        self, connection: asyncpg.Connection, user_id: UUID, email: str, what: str
-    ) -> None:
-        """Tell the user a second factor was added, removed or used up (docs/mfa.md).
-
-        `what` is the sentence the mail shows, e.g. "An authenticator app was added".
-        Always sent: a factor change is never routine.
-        """
-        await self.outbox.enqueue(
-            connection,
-            OutgoingMail(
-                kind="factor_changed",
-                recipient=email,
-                user_id=user_id,
-                context={
-                    "when": _now_text(),
-                    "what": what,
-                    "link": f"{self.policy.public_url}/forgot-password",
-                },
-            ),
-        )
-        self._nudge_after_commit()
 
     # --- password reset ------------------------------------------------------------------
 
@@ -201,7 +93,7 @@ class EmailFlows:
         """
         token_hash = hash_link_token(token)
         if await self.tokens.peek(token_hash, _RESET) is None:
-            await self._refuse("password_reset_failed", token_hash, _RESET, client)
+            await self.links.refuse("password_reset_failed", token_hash, _RESET, client)
         new_hash = await self.security.hash_new_password(new_password)
         async with self.database.transaction() as connection:
             record = await self.tokens.consume(connection, token_hash, _RESET)
@@ -211,9 +103,9 @@ class EmailFlows:
             if user is not None:
                 await self.tokens.delete_user_tokens(connection, user.id, _RESET)
                 if self.policy.notify_password_changed:
-                    await self._notify_password_changed(connection, user)
+                    await self.notices.password_changed(connection, user)
         if user is None:
-            await self._refuse("password_reset_failed", token_hash, _RESET, client)
+            await self.links.refuse("password_reset_failed", token_hash, _RESET, client)
         await self.users.forget_cached(user.email)
         await self.security.end_logins(user.id, client, reason="password_reset")
         self.nudge()
@@ -222,14 +114,12 @@ class EmailFlows:
 
     async def resend_verification(self, principal: Principal, client: ClientInfo) -> None:
         """Mail the caller a new verification link, unless verified or verification is off."""
-        allowed = await self._charge(Action.EMAIL_VERIFICATION, client, principal.user_id)
-        user = await self.users.select_user_by_id(principal.user_id)
-        if user is None or not user.is_active:
-            raise NotAuthenticated()
+        allowed = await self.links.charge(Action.EMAIL_VERIFICATION, client, principal.user_id)
+        user = await active_user(self.users, principal.user_id)
         sent = False
         if allowed and not user.email_verified and self.policy.verification != "off":
             async with self.database.transaction() as connection:
-                await self._issue(connection, user, "verify_email", user.email, "verify_email")
+                await self.links.issue(connection, user, "verify_email", user.email, "verify_email")
             sent = True
             self.nudge()
         await self.audit.record(
@@ -247,7 +137,7 @@ class EmailFlows:
         answers the same whether or not such an account exists (S35).
         """
         if self.policy.verification == "off":
-            await self._charge(Action.EMAIL_VERIFICATION, client, email)
+            await self.links.charge(Action.EMAIL_VERIFICATION, client, email)
             return
         await self._request_by_email(
             Action.EMAIL_VERIFICATION, email, "verify_email", "verify_email", client
@@ -273,7 +163,7 @@ class EmailFlows:
                 if record.purpose == "change_email":
                     await self.tokens.delete_user_tokens(connection, user.id, ["change_email"])
                     if self.policy.notify_email_changed:
-                        await self._issue(
+                        await self.links.issue(
                             connection,
                             user,
                             "undo_email_change",
@@ -282,7 +172,7 @@ class EmailFlows:
                             new_email=user.email,
                         )
         except _Refused:
-            await self._refuse("email_verification_failed", token_hash, _VERIFY, client)
+            await self.links.refuse("email_verification_failed", token_hash, _VERIFY, client)
         await self._email_moved(user.id, record.user_email, user.email)
         outcome = "changed" if record.purpose == "change_email" else "verified"
         await self.audit.record(
@@ -304,7 +194,7 @@ class EmailFlows:
         Needs the current password. An address that already has an account gets no
         mail, and the answer does not say so.
         """
-        allowed = await self._charge(Action.EMAIL_CHANGE, client, principal.user_id)
+        allowed = await self.links.charge(Action.EMAIL_CHANGE, client, principal.user_id)
         user = await self.security.prove_password(
             principal, current_password, client, failure="email_change_failed", reason="password"
         )
@@ -314,7 +204,7 @@ class EmailFlows:
         sent = allowed and not taken
         if sent:
             async with self.database.transaction() as connection:
-                await self._issue(connection, user, "change_email", new_email, "email_change")
+                await self.links.issue(connection, user, "change_email", new_email, "email_change")
             self.nudge()
         await self.audit.record(
             "email_change_requested",
@@ -335,7 +225,7 @@ class EmailFlows:
                 user = await self._set_email(connection, record.user_id, record.email)
                 await self.tokens.delete_user_tokens(connection, user.id, [*_VERIFY, *_RESET])
         except _Refused:
-            await self._refuse("email_change_undo_failed", token_hash, _UNDO, client)
+            await self.links.refuse("email_change_undo_failed", token_hash, _UNDO, client)
         await self._email_moved(user.id, record.user_email, user.email)
         await self.users.bump_token_epoch(user.id)
         await self.security.end_logins(user.id, client, reason="email_change_undone")
@@ -346,45 +236,13 @@ class EmailFlows:
 
     # --- helpers -------------------------------------------------------------------------
 
-    async def _issue(
-        self,
-        connection: asyncpg.Connection,
-        user: User,
-        purpose: Purpose,
-        address: str,
-        kind: str,
-        **context: str,
-    ) -> None:
-        token, token_hash = new_link_token()
-        ttl = self._ttl(purpose)
-        await self.tokens.insert(
-            connection,
-            token_hash=token_hash,
-            user_id=user.id,
-            purpose=purpose,
-            email=address,
-            password_changed_at=user.password_changed_at,
-            ttl_seconds=ttl,
-        )
-        values = {"link": self.policy.link(purpose, token), **_lifetime(ttl), **context}
-        await self.outbox.enqueue(
-            connection, OutgoingMail(kind=kind, recipient=address, context=values, user_id=user.id)
-        )
-
-    def _ttl(self, purpose: Purpose) -> int:
-        if purpose == "reset_password":
-            return self.policy.reset_ttl_seconds
-        if purpose == "undo_email_change":
-            return self.policy.undo_ttl_seconds
-        return self.policy.verify_ttl_seconds
-
     async def _request_by_email(
         self, action: Action, email: str, purpose: Purpose, kind: str, client: ClientInfo
     ) -> None:
-        allowed = await self._charge(action, client, email)
+        allowed = await self.links.charge(action, client, email)
         token, token_hash = new_link_token()
-        ttl = self._ttl(purpose)
-        sealed = self.outbox.seal({"link": self.policy.link(purpose, token), **_lifetime(ttl)})
+        ttl = self.policy.ttl(purpose)
+        sealed = self.outbox.seal({"link": self.policy.link(purpose, token), **valid_for(ttl)})
         if not allowed:
             return
         # Answered before the statement runs: it writes three more rows when the address
@@ -408,26 +266,6 @@ class EmailFlows:
             metrics.MAIL_QUEUED.labels(kind).inc()
             self.nudge()
 
-    async def _charge(self, action: Action, client: ClientInfo, account: str | UUID) -> bool:
-        """Charge the address (429 when spent) and the account; False if the account is spent.
-
-        A refused check charges nothing, so the address is charged exactly once.
-        """
-        try:
-            await self.limits.check(action, client, account)
-        except RateLimited:
-            await self.limits.check(action, client, None)
-            return False
-        return True
-
-    async def _refuse(
-        self, kind: str, token_hash: bytes, purposes: list[str], client: ClientInfo
-    ) -> NoReturn:
-        """Audit why a token was refused, then raise the one answer for every reason."""
-        reason = await self.tokens.explain(token_hash, purposes)
-        await self.audit.record(kind, ip=client.ip, user_agent=client.user_agent, reason=reason)
-        raise InvalidLinkToken()
-
     async def _set_email(self, connection: asyncpg.Connection, user_id: UUID, email: str) -> User:
         try:
             user = await self.user_rows.set_verified_email(connection, user_id, email)
@@ -444,59 +282,6 @@ class EmailFlows:
         for record in await self.session_records.select_user_sessions(user_id, 1000):
             await self.sessions.cache.invalidate(record.id_hash.hex())
 
-    async def _notify_password_changed(self, connection: asyncpg.Connection, user: User) -> None:
-        await self.outbox.enqueue(
-            connection,
-            OutgoingMail(
-                kind="password_changed",
-                recipient=user.email,
-                user_id=user.id,
-                context={"when": _now_text(), "link": f"{self.policy.public_url}/forgot-password"},
-            ),
-        )
-
-    async def _notice_new_device(self, user: User, client: ClientInfo) -> None:
-        ttl = self.policy.known_device_seconds
-        device_key = self.keys.key("mail-known-device", str(user.id), client.ip)
-        seen_key = self.keys.key("mail-seen-account", str(user.id))
-        new_device, first_login = await self.marks.mark_new([device_key, seen_key], ttl)
-        if not new_device or first_login:
-            return  # a device seen before; or the account's first login, no news to its owner
-        device = await asyncio.to_thread(describe_user_agent, client.user_agent)
-        mail = OutgoingMail(
-            kind="new_device",
-            recipient=user.email,
-            user_id=user.id,
-            context={
-                "when": _now_text(),
-                "device": device,
-                "ip": client.ip or "unknown",
-                "link": f"{self.policy.public_url}/account",
-            },
-        )
-        try:
-            async with self.database.transaction() as connection:
-                await self.outbox.enqueue(connection, mail)
-        except DependencyUnavailable:
-            _log.warning("new-device notice not queued: postgresql unavailable")
-            return
-        self.nudge()
-
-    def _nudge_after_commit(self) -> None:
-        asyncio.get_running_loop().call_later(_NUDGE_DELAY, self.nudge)
-
 
 class _Refused(Exception):
     """A token refused inside a transaction: it rolls back, then the refusal is audited."""
-
-
-def _lifetime(ttl: int) -> dict[str, str]:
-    if ttl < 2 * 3600:
-        return {"valid_for": f"{ttl // 60} minutes"}
-    if ttl < 2 * 86400:
-        return {"valid_for": f"{ttl // 3600} hours"}
-    return {"valid_for": f"{ttl // 86400} days"}
-
-
-def _now_text() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -21,21 +21,31 @@ import asyncpg
 from keystile.errors import InvalidMfaCode, InvalidMfaToken, MfaRequired
 from keystile.repositories.audit import AuditEntry, AuditLog, BufferedAuditLog
 from keystile.repositories.cached_users import CachedUserRepository
-from keystile.repositories.mfa import PostgresMfaRepository
+from keystile.repositories.mfa import FactorsChanged, PostgresMfaRepository
 from keystile.repositories.users import User
+from keystile.services.account_security import active_user
 from keystile.services.mfa_codes import FactorCodes, normalise_recovery_code
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.challenges import ChallengeStore
 
-__all__ = ["FactorNotices", "MfaService", "SecondStep", "mfa_succeeded"]
+__all__ = ["FactorNotices", "MfaService", "SecondStep", "factor_notice", "mfa_succeeded"]
 
 
 class FactorNotices(Protocol):
-    """Where factor-change notices go: the mail capability's outbox (`EmailFlows`)."""
+    """Where factor-change notices go: the mail capability's outbox (`AccountNotices`)."""
 
     async def factor_changed_in_transaction(
         self, connection: asyncpg.Connection, user_id: UUID, email: str, what: str
     ) -> None: ...
+
+
+def factor_notice(notices: FactorNotices, what: str) -> FactorsChanged:
+    """Return the `then` of a factor change: it queues the notice `what` in its transaction."""
+
+    async def notify(connection: asyncpg.Connection, user_id: UUID, email: str) -> None:
+        await notices.factor_changed_in_transaction(connection, user_id, email, what)
+
+    return notify
 
 
 class _NoNotices:
@@ -157,7 +167,7 @@ class MfaService:
         The same checks and backoff as the login's second step: `InvalidMfaCode` for a
         wrong or replayed code, `RateLimited` while the account's backoff runs.
         """
-        user = await self._codes.active_user(principal)
+        user = await active_user(self._users, principal.user_id)
         await self._codes.check_backoff(user.id)
         if code is not None:
             await self._codes.verify_totp(user, code, client)

@@ -21,16 +21,15 @@ from uuid import UUID
 import pyotp
 from cryptography.exceptions import InvalidTag
 
-from keystile.errors import InvalidMfaCode, NotAuthenticated
+from keystile.errors import InvalidMfaCode
 from keystile.repositories.audit import AuditLog
-from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.mfa import PostgresMfaRepository
 from keystile.repositories.users import User
 from keystile.services.keys import SecretBox
 from keystile.services.login_throttle import refuse_while_backing_off
 from keystile.services.opaque_secrets import Hmac
 from keystile.services.rate_limits import CounterKeys
-from keystile.services.types import ClientInfo, Principal
+from keystile.services.types import ClientInfo
 from keystile.stores.rate_limits import Backoff, CounterStore
 from keystile.stores.sealing import derive_key
 
@@ -68,7 +67,6 @@ class FactorCodes:
     def __init__(
         self,
         repository: PostgresMfaRepository,
-        users: CachedUserRepository,
         audit: AuditLog,
         counters: CounterStore,
         keys: CounterKeys,
@@ -79,7 +77,6 @@ class FactorCodes:
     ) -> None:
         """`clock` (seconds since the epoch) is what TOTP codes are checked against."""
         self._repository = repository
-        self._users = users
         self._audit = audit
         self._counters = counters
         self._keys = keys
@@ -87,13 +84,6 @@ class FactorCodes:
         self._codes = Hmac(_code_key(secret))
         self._backoff = backoff
         self._clock = clock
-
-    async def active_user(self, principal: Principal) -> User:
-        """Return the caller's user; `NotAuthenticated` if it is gone or disabled."""
-        user = await self._users.select_user_by_id(principal.user_id)
-        if user is None or not user.is_active:
-            raise NotAuthenticated()
-        return user
 
     # --- TOTP --------------------------------------------------------------------------
 

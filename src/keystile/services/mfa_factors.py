@@ -11,10 +11,8 @@ the change. Operators list and reset a user's factors here. Codes are checked by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from uuid import UUID
 
-import asyncpg
 import pyotp
 import segno
 
@@ -28,7 +26,8 @@ from keystile.errors import (
 from keystile.repositories.audit import AuditLog
 from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.mfa import PostgresMfaRepository
-from keystile.services.mfa import FactorNotices
+from keystile.services.account_security import active_user
+from keystile.services.mfa import FactorNotices, factor_notice
 from keystile.services.mfa_codes import RECOVERY_CODE_COUNT, FactorCodes, new_recovery_code
 from keystile.services.types import ClientInfo, Principal
 
@@ -105,7 +104,7 @@ class FactorService:
             principal.user_id,
             step,
             self._codes.digests(principal.user_id, codes),
-            then=partial(self._notify, "An authenticator app was added"),
+            then=factor_notice(self._notices, "An authenticator app was added"),
         ):
             raise Conflict("The authenticator app was confirmed by another request.")
         await self._changed(principal, client, "mfa_enrolled", factor="totp")
@@ -123,7 +122,7 @@ class FactorService:
 
         The last factor needs a current code (a fresh factor) whatever the login's age.
         """
-        user = await self._codes.active_user(principal)
+        user = await active_user(self._users, principal.user_id)
         if "totp" not in user.mfa_factors:
             raise NotFound("No authenticator app is set up.")
         last = set(user.mfa_factors) == {"totp"}
@@ -135,7 +134,7 @@ class FactorService:
         elif not recent:
             raise ReauthenticationRequired(self._reauth_max_age)
         if not await self._repository.delete_totp(
-            user.id, then=partial(self._notify, "An authenticator app was removed")
+            user.id, then=factor_notice(self._notices, "An authenticator app was removed")
         ):
             raise NotFound("No authenticator app is set up.")
         await self._changed(principal, client, "mfa_removed", factor="totp")
@@ -146,7 +145,7 @@ class FactorService:
         self, principal: Principal, client: ClientInfo
     ) -> list[str]:
         """Replace the user's recovery codes with ten new ones; the old stop working."""
-        user = await self._codes.active_user(principal)
+        user = await active_user(self._users, principal.user_id)
         if not user.mfa_factors:
             raise NotFound("Set up a second factor first.")
         codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
@@ -198,7 +197,8 @@ class FactorService:
         if user is None:
             raise NotFound("No such user.")
         removed = await self._repository.delete_all(
-            user_id, then=partial(self._notify, "Every second factor was removed by an operator")
+            user_id,
+            then=factor_notice(self._notices, "Every second factor was removed by an operator"),
         )
         await self._users.forget_cached(user.email)
         await self._audit.record(
@@ -221,8 +221,3 @@ class FactorService:
         await self._audit.record(
             kind, user_id=principal.user_id, ip=client.ip, user_agent=client.user_agent, **detail
         )
-
-    async def _notify(
-        self, what: str, connection: asyncpg.Connection, user_id: UUID, email: str
-    ) -> None:
-        await self._notices.factor_changed_in_transaction(connection, user_id, email, what)

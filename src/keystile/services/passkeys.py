@@ -15,12 +15,10 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import KW_ONLY, dataclass
-from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
-import asyncpg
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -43,7 +41,6 @@ from keystile.errors import (
     FactorRequired,
     InvalidPasskey,
     InvalidWebAuthn,
-    NotAuthenticated,
     NotFound,
     ReauthenticationRequired,
 )
@@ -51,7 +48,14 @@ from keystile.repositories.audit import AuditEntry, AuditLog
 from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.mfa import Passkey, PostgresMfaRepository
 from keystile.repositories.users import User
-from keystile.services.mfa import FactorNotices, MfaService, SecondStep, mfa_succeeded
+from keystile.services.account_security import active_user
+from keystile.services.mfa import (
+    FactorNotices,
+    MfaService,
+    SecondStep,
+    factor_notice,
+    mfa_succeeded,
+)
 from keystile.services.mfa_factors import FactorService
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.challenges import ChallengeStore
@@ -154,7 +158,7 @@ class PasskeyService:
         except (WebAuthnException, ValueError, KeyError, TypeError) as error:
             await self._refused(principal.user_id, client, "passkey_registration", error)
             raise InvalidWebAuthn() from None
-        user = await self._active(principal.user_id)
+        user = await active_user(self.users, principal.user_id)
         codes: list[str] = []
         digests: list[bytes] = []
         if not user.mfa_factors:
@@ -170,7 +174,7 @@ class PasskeyService:
             transports=[str(t)[:32] for t in transports[:8] if isinstance(t, str)],
             name=(name or "Passkey").strip()[:100] or "Passkey",
             codes=digests,
-            then=partial(self._notify, "A passkey was added"),
+            then=factor_notice(self.notices, "A passkey was added"),
         )
         if passkey is None:
             raise Conflict("This passkey is registered already.")
@@ -202,7 +206,7 @@ class PasskeyService:
         "Fresh" is a recent login that used a passkey (`hwk` in the caller's amr): a
         stolen password session cannot remove the account's only second factor.
         """
-        user = await self._active(principal.user_id)
+        user = await active_user(self.users, principal.user_id)
         if not recent:
             raise ReauthenticationRequired(self.reauth_max_age)
         passkeys = await self.repository.select_passkeys(user.id)
@@ -212,7 +216,7 @@ class PasskeyService:
         if last and "hwk" not in principal.amr:
             raise FactorRequired("Removing your last passkey needs a login with a passkey first.")
         if not await self.repository.delete_passkey(
-            user.id, passkey_id, then=partial(self._notify, "A passkey was removed")
+            user.id, passkey_id, then=factor_notice(self.notices, "A passkey was removed")
         ):
             raise NotFound("No such passkey.")
         await self.users.forget_cached(user.email)
@@ -279,7 +283,7 @@ class PasskeyService:
             return await self.mfa.finish(
                 mfa_token, pending_user, ("pwd", "hwk"), mode, scope, client
             )
-        user = await self._active(passkey.user_id)
+        user = await active_user(self.users, passkey.user_id)
         if self.require_verified_email and not user.email_verified:
             # The same rule as a password login (`email_verification = "required"`).
             raise EmailNotVerified()
@@ -383,12 +387,6 @@ class PasskeyService:
 
     # --- helpers -------------------------------------------------------------------------
 
-    async def _active(self, user_id: UUID) -> User:
-        user = await self.users.select_user_by_id(user_id)
-        if user is None or not user.is_active:
-            raise NotAuthenticated()
-        return user
-
     async def _refused(
         self, user_id: UUID, client: ClientInfo, factor: str, error: Exception
     ) -> None:
@@ -400,11 +398,6 @@ class PasskeyService:
             factor=factor,
             reason=str(error)[:200],
         )
-
-    async def _notify(
-        self, what: str, connection: asyncpg.Connection, user_id: UUID, email: str
-    ) -> None:
-        await self.notices.factor_changed_in_transaction(connection, user_id, email, what)
 
 
 def _challenge_key(ceremony: str, challenge: bytes) -> str:
