@@ -84,17 +84,23 @@ def stop_if_cancelled() -> None:
 class Detached:
     """Work a request answers before it is done; `wait` (on shutdown) lets it finish.
 
-    For answers whose timing must not depend on the work (S35). A failure is logged
-    under the work's name, without its arguments, and not raised: its request has been
-    answered. A SIGKILL loses what was started and not finished, a few milliseconds'
-    worth; SIGTERM waits for it.
+    For answers whose timing must not depend on the work (S35). At most `limit` pieces
+    run detached at once: past that, `submit` does the work in the caller, as if it
+    were not detached, so a flood waits for PostgreSQL (and gets its errors) instead of
+    piling up tasks. A detached failure is logged under the work's name, without its
+    arguments, and not raised: its request has been answered. A SIGKILL loses what was
+    started and not finished, a few milliseconds' worth; SIGTERM waits for it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
-        """Run `work` as a task of its own, kept until it ends."""
+    async def submit(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Start `work` detached and return, or do it here if `limit` pieces are running."""
+        if len(self._tasks) >= self._limit:
+            await work
+            return
         task = asyncio.get_running_loop().create_task(self._run(work, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

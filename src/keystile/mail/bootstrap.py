@@ -125,7 +125,7 @@ async def build_mail(
         policy=policy,
         nudge=sender.nudge,
     )
-    detached = Detached()
+    detached = Detached(limit=settings.database.pool_size)  # more would wait for the pool
     stack.push_async_callback(detached.wait)  # before PostgreSQL closes: the stack unwinds
     flows = EmailFlows(
         database=base.database,

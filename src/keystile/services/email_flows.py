@@ -259,7 +259,7 @@ class EmailFlows:
             ip=client.ip,
             user_agent=client.user_agent,
         )
-        self.detached.start(self._queued(kind, issued), name=f"{action}_requested")
+        await self.detached.submit(self._queued(kind, issued), name=f"{action}_requested")
 
     async def _queued(self, kind: str, issued: Awaitable[int | None]) -> None:
         if await issued is not None:  # the outbox id: an account got mail
