@@ -66,7 +66,9 @@ from keystile.services.machine_bootstrap import build_machine_access
 from keystile.services.mfa import FactorNotices, MfaService
 from keystile.services.mfa_codes import FactorCodes
 from keystile.services.mfa_factors import FactorService
-from keystile.services.passkeys import PasskeyService, relying_party
+from keystile.services.passkey_challenges import PasskeyChallenges, relying_party
+from keystile.services.passkey_factors import PasskeyFactorService
+from keystile.services.passkeys import PasskeyService
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import (
     CounterKeys,
@@ -243,7 +245,7 @@ async def build_services(
     await stack.enter_async_context(_pool_sampler(database, redis))
     tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
     machine = build_machine_access(base, tokens=tokens, key_ring=ring)
-    passkeys = build_passkeys(settings, mfa, factors, users, audit, mail.notices)
+    passkeys, passkey_factors = build_passkeys(settings, mfa, factors, users, audit, mail.notices)
     core = Services(
         settings=settings,
         database=database,
@@ -269,6 +271,7 @@ async def build_services(
         mfa=mfa,
         factors=factors,
         passkeys=passkeys,
+        passkey_factors=passkey_factors,
         reauth=ReauthService(auth, mfa, passkeys, sessions, tokens, audit),
     )
     built = [await stack.enter_async_context(p.build(core)) for p in providers]
@@ -541,25 +544,40 @@ def build_passkeys(
     users: CachedUserRepository,
     audit: AuditLog,
     notices: FactorNotices,
-) -> PasskeyService:
-    """Return passkeys (WebAuthn); rp id and origin come from `public_url` (docs/mfa.md)."""
+) -> tuple[PasskeyService, PasskeyFactorService]:
+    """Return passkeys (WebAuthn): login and step-up, and the passkeys a user sets up.
+
+    Both issue and take challenges through one `PasskeyChallenges`; rp id and origin
+    come from `public_url` (docs/mfa.md).
+    """
     rp_id, origin = relying_party(settings.email.public_url, settings.mfa.rp_id)
-    return PasskeyService(
-        mfa.repository,
-        users,
+    challenges = PasskeyChallenges(
         mfa.challenges,
-        mfa,
-        factors,
         audit,
         rp_id=rp_id,
-        rp_name=settings.mfa.rp_name,
         origin=origin,
-        challenge_ttl=settings.mfa.challenge_ttl_seconds,
+        ttl=settings.mfa.challenge_ttl_seconds,
+    )
+    passkeys = PasskeyService(
+        mfa.repository,
+        users,
+        challenges,
+        mfa,
+        audit,
+        require_verified_email=settings.email.verification == "required",
+    )
+    passkey_factors = PasskeyFactorService(
+        mfa.repository,
+        users,
+        challenges,
+        factors,
+        audit,
+        rp_name=settings.mfa.rp_name,
         per_user=settings.mfa.passkeys_per_user,
         reauth_max_age=settings.machine.reauth_max_age_seconds,
         notices=notices,
-        require_verified_email=settings.email.verification == "required",
     )
+    return passkeys, passkey_factors
 
 
 def build_mfa(

@@ -28,6 +28,7 @@ from keystile.services.login_throttle import LoginThrottle
 from keystile.services.machine_bootstrap import MachineAccess
 from keystile.services.mfa import MfaService
 from keystile.services.mfa_factors import FactorService
+from keystile.services.passkey_factors import PasskeyFactorService
 from keystile.services.passkeys import PasskeyService
 from keystile.services.password_policy import PasswordPolicy
 from keystile.services.passwords import PasswordHasher
@@ -96,7 +97,8 @@ class Services:
     mail: MailServices  # verification, reset, email change, notices, the outbox
     mfa: MfaService  # the login's second step, step-up with a TOTP or recovery code
     factors: FactorService  # second factors a user sets up: TOTP, recovery codes, status
-    passkeys: PasskeyService  # WebAuthn: register, manage, log in
+    passkeys: PasskeyService  # WebAuthn: log in with a passkey, step-up with one
+    passkey_factors: PasskeyFactorService  # the passkeys a user sets up: register, rename, delete
     reauth: ReauthService  # step-up: refresh the caller's login in place
     extensions: tuple[object, ...] = ()
 

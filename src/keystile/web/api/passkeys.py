@@ -48,7 +48,8 @@ blueprint = Blueprint("passkeys", __name__)
 @validate_response(WebAuthnOptions)
 async def registration_options() -> WebAuthnOptions:
     """Return WebAuthn creation options for `navigator.credentials.create()` (recent login)."""
-    return WebAuthnOptions(**await services().passkeys.registration_options(get_principal()))
+    options = await services().passkey_factors.registration_options(get_principal())
+    return WebAuthnOptions(**options)
 
 
 @blueprint.post("/v1/me/passkeys")
@@ -59,7 +60,7 @@ async def registration_options() -> WebAuthnOptions:
 @validate_response(PasskeyCreatedResponse, 201)
 async def register(data: PasskeyRegistrationRequest) -> tuple[PasskeyCreatedResponse, int]:
     """Verify the new credential and store it; with the first factor, recovery codes come back."""
-    passkey, codes = await services().passkeys.register(
+    passkey, codes = await services().passkey_factors.register(
         get_principal(), data.credential, data.name, client_info()
     )
     return PasskeyCreatedResponse(id=passkey.id, name=passkey.name, recovery_codes=codes), 201
@@ -70,7 +71,7 @@ async def register(data: PasskeyRegistrationRequest) -> tuple[PasskeyCreatedResp
 @validate_response(PasskeyListResponse)
 async def list_passkeys() -> PasskeyListResponse:
     """List the caller's passkeys, oldest first."""
-    found = await services().passkeys.list(get_principal())
+    found = await services().passkey_factors.list(get_principal())
     return PasskeyListResponse(passkeys=[_passkey(passkey) for passkey in found])
 
 
@@ -81,7 +82,7 @@ async def list_passkeys() -> PasskeyListResponse:
 @validate_request(PasskeyRenameRequest)
 async def rename(passkey_id: UUID, data: PasskeyRenameRequest) -> ResponseReturnValue:
     """Rename one of the caller's passkeys."""
-    await services().passkeys.rename(get_principal(), passkey_id, data.name)
+    await services().passkey_factors.rename(get_principal(), passkey_id, data.name)
     return "", 204
 
 
@@ -92,7 +93,7 @@ async def rename(passkey_id: UUID, data: PasskeyRenameRequest) -> ResponseReturn
 async def delete(passkey_id: UUID) -> ResponseReturnValue:
     """Delete a passkey (recent login; the last factor needs a login with a passkey)."""
     principal = get_principal()
-    await services().passkeys.delete(
+    await services().passkey_factors.delete(
         principal, passkey_id, client_info(), recent=recently_authenticated(principal)
     )
     return "", 204

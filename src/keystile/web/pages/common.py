@@ -135,7 +135,7 @@ async def account_page(principal: Principal, status: int = 200, **context: objec
         email_verified=user is not None and user.id == principal.user_id and user.email_verified,
         verification=settings.email.verification,
         mfa=await services().factors.status(principal),
-        passkeys=await services().passkeys.list(principal),
+        passkeys=await services().passkey_factors.list(principal),
         **context,
     )
 

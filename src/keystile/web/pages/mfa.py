@@ -194,7 +194,7 @@ async def rename_passkey(passkey_id: UUID) -> ResponseReturnValue:
         error = InvalidInput("Name the passkey (up to 100 characters).")
         return await account_error(principal, error)
     try:
-        await services().passkeys.rename(principal, passkey_id, name)
+        await services().passkey_factors.rename(principal, passkey_id, name)
     except KeystileError as error:
         return await account_error(principal, error)
     return redirect(url_for("pages.account", notice="passkey-renamed"), 303)
@@ -209,7 +209,7 @@ async def delete_passkey(passkey_id: UUID) -> ResponseReturnValue:
         return session_ended()
     await verify_csrf(await request.form)
     try:
-        await services().passkeys.delete(
+        await services().passkey_factors.delete(
             principal, passkey_id, client_info(), recent=recently_authenticated(principal)
         )
     except ReauthenticationRequired:
