@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -61,6 +62,13 @@ def _run(
     )
 
 
+async def _run_aside(
+    backing: Backing, *args: str, stdin: str = "", secret: str = "k" * 40
+) -> subprocess.CompletedProcess[str]:
+    """`_run` for async tests: the app under test keeps serving while the command runs."""
+    return await asyncio.to_thread(_run, backing, *args, stdin=stdin, secret=secret)
+
+
 def test_user_create_list_disable(backing: Backing) -> None:
     email = unique_email()
     created = _run(backing, "user", "create", email, "--password-stdin", stdin=PASSWORD + "\n")
@@ -107,7 +115,7 @@ async def test_client_list_pages_with_limit_and_after_and_names_the_next_page(
         await clients.create(name, ["account"])
     # Other tests register clients in the same database: start where this test's begin.
     after = encode_cursor(marker.created_at, marker.id)
-    pages = client_list_pages(backing, "--limit", "2", "--after", after)
+    pages = await asyncio.to_thread(client_list_pages, backing, "--limit", "2", "--after", after)
     assert len(pages) >= 2
     hint = pages[0].stderr.splitlines()[-1]
     assert re.fullmatch(r"more: keystile client list --limit 2 --after [\w-]+", hint)
@@ -160,13 +168,12 @@ async def test_disabled_user_cannot_log_in_and_its_sessions_end(
     assert settings.secret_key is not None
     secret = settings.secret_key.get_secret_value()
     email = unique_email()
-    assert (
-        _run(backing, "user", "create", email, "--password-stdin", stdin=PASSWORD).returncode == 0
-    )
+    created = await _run_aside(backing, "user", "create", email, "--password-stdin", stdin=PASSWORD)
+    assert created.returncode == 0
     assert (await login(client, email)).status_code == 201
     assert (await client.get("/v1/me")).status_code == 200
 
-    assert _run(backing, "user", "disable", email, secret=secret).returncode == 0
+    assert (await _run_aside(backing, "user", "disable", email, secret=secret)).returncode == 0
 
     # The app serves session state from its cache; the CLI's invalidation reaches it
     # through Redis pub/sub, which the design bounds at one second.
@@ -272,7 +279,7 @@ async def test_user_reset_factors_removes_them_and_is_audited(
     assert confirmed.status_code == 200
     assert await error_code_of(login(app.test_client(), email)) == "mfa_required"
 
-    result = _run(backing, "user", "reset-factors", email)
+    result = await _run_aside(backing, "user", "reset-factors", email)
     assert result.returncode == 0, result.stderr
     assert "removed 1 second factor" in result.stdout
     database = services_of(app).database
@@ -284,7 +291,7 @@ async def test_user_reset_factors_removes_them_and_is_audited(
         email,
     )
     assert detail == "cli"
-    assert _run(backing, "user", "reset-factors", unique_email()).returncode == 1
+    assert (await _run_aside(backing, "user", "reset-factors", unique_email())).returncode == 1
 
 
 async def error_code_of(response: Any) -> str:
