@@ -9,11 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pyotp
 import pytest
@@ -35,6 +37,7 @@ from tests.support.http import (
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYSTILE = [sys.executable, "-m", "keystile"]
+CLI_TIMEOUT_S = 60
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -57,9 +60,53 @@ def _run(
         KEYSTILE_REDIS_URL=backing.redis_url,
         KEYSTILE_SECRET_KEY=secret,
     )
-    return subprocess.run(
-        [*KEYSTILE, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
+    # -X faulthandler: a command stuck past the timeout is sent SIGABRT and prints every
+    # thread's stack, so a hang shows where it waits instead of only that it did.
+    child = subprocess.Popen(
+        [sys.executable, "-X", "faulthandler", "-m", "keystile", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
+    try:
+        stdout, stderr = child.communicate(stdin, timeout=CLI_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        sessions = _database_sessions(backing.database_url)
+        child.send_signal(signal.SIGABRT)
+        stdout, stderr = child.communicate()
+        pytest.fail(
+            f"`keystile {' '.join(args)}` ran past {CLI_TIMEOUT_S} s.\n"
+            f"PostgreSQL sessions then:\n{sessions}\nits stderr:\n{stderr[-8000:]}"
+        )
+    return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+
+
+def _database_sessions(database_url: str) -> str:
+    """What every session of the test database was doing, and which locks wait."""
+
+    async def look() -> str:
+        connection = await asyncpg.connect(database_url, timeout=10)
+        try:
+            rows = await connection.fetch(
+                "SELECT a.pid, a.state, a.wait_event_type, a.wait_event,"
+                " now() - a.xact_start AS in_transaction, left(a.query, 120) AS query,"
+                " (SELECT string_agg(l.locktype || ' ' || l.mode, ', ') FROM pg_locks l"
+                "  WHERE l.pid = a.pid AND NOT l.granted) AS waiting_for"
+                " FROM pg_stat_activity a WHERE a.datname = current_database()"
+                " AND a.pid <> pg_backend_pid()"
+            )
+        finally:
+            await connection.close()
+        return "\n".join(str(dict(row)) for row in rows) or "(no other session)"
+
+    found: list[str] = []
+    # In a thread of its own: a test's event loop may be running in this one.
+    looker = threading.Thread(target=lambda: found.append(asyncio.run(look())))
+    looker.start()
+    looker.join(20)
+    return found[0] if found else "(PostgreSQL did not answer within 20 s)"
 
 
 async def _run_aside(
