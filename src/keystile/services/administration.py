@@ -15,7 +15,7 @@ from keystile.repositories.audit import AuditEvent, AuditRepository
 from keystile.repositories.user_admin import PostgresUserAdminRepository, UserFilter
 from keystile.repositories.users import User, UserRepository
 from keystile.services.api_keys import ApiKeyService
-from keystile.services.paging import decode_cursor, encode_cursor
+from keystile.services.paging import decode_cursor, split_page
 from keystile.services.revocation import TokenEpochs, TokenRevoker
 from keystile.services.roles import RoleService
 from keystile.services.sessions import SessionService, SessionView
@@ -59,10 +59,7 @@ class AdministrationService:
             raise InvalidInput(f"role: one of {', '.join(sorted(self.roles.known))}.")
         after = None if not cursor else decode_cursor(cursor)
         users = await self.repository.select_users_page(where, after, limit + 1)
-        more = len(users) > limit
-        users = users[:limit]
-        last = users[-1] if more and users else None
-        return UserPage(users, None if last is None else encode_cursor(last.created_at, last.id))
+        return UserPage(*split_page(users, limit))
 
     async def show_user(self, user_id: UUID) -> UserDetail:
         """Return the user with its live sessions, API keys and recent audit events."""

@@ -34,7 +34,7 @@ from keystile.repositories.clients import ClientRecord, PostgresClientRepository
 from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.api_keys import ApiKeyService, is_api_key
 from keystile.services.opaque_secrets import Hmac, has_valid_checksum, random_base62, with_checksum
-from keystile.services.paging import decode_cursor, encode_cursor
+from keystile.services.paging import decode_cursor, split_page
 from keystile.services.rate_limits import CounterKeys
 from keystile.services.revocation import TokenEpochs
 from keystile.services.types import ClientInfo, Principal
@@ -158,12 +158,7 @@ class ClientService:
         """Return a page of clients, oldest first, and the cursor of the next page (if any)."""
         after = None if not cursor else decode_cursor(cursor)
         clients = await self.repository.select_clients_page(after, limit + 1)
-        more = len(clients) > limit
-        clients = clients[:limit]
-        last = clients[-1] if more and clients else None
-        return ClientPage(
-            clients, None if last is None else encode_cursor(last.created_at, last.id)
-        )
+        return ClientPage(*split_page(clients, limit))
 
     async def delete(
         self, client_id: UUID, *, deleted_by: UUID | None = None, client: ClientInfo | None = None

@@ -145,13 +145,7 @@ class MfaService:
         `RateLimited` while the account's backoff runs.
         """
         user, scope = await self._pending(mfa_token, mode)
-        await self._codes.check_backoff(user.id)
-        if code is not None:
-            await self._codes.verify_totp(user, code, client)
-        elif recovery_code is not None:
-            await self._spend_recovery_code(user, recovery_code, client)
-        else:
-            raise InvalidMfaCode("Enter the code from your authenticator app or a recovery code.")
+        await self._check_code(user, client, code, recovery_code)
         return await self.finish(mfa_token, user, ("pwd", "otp"), mode, scope, client)
 
     async def reauthenticate(
@@ -168,13 +162,7 @@ class MfaService:
         wrong or replayed code, `RateLimited` while the account's backoff runs.
         """
         user = await active_user(self._users, principal.user_id)
-        await self._codes.check_backoff(user.id)
-        if code is not None:
-            await self._codes.verify_totp(user, code, client)
-        elif recovery_code is not None:
-            await self._spend_recovery_code(user, recovery_code, client)
-        else:
-            raise InvalidMfaCode("Enter the code from your authenticator app or a recovery code.")
+        await self._check_code(user, client, code, recovery_code)
         await self._codes.forget_failures(user.id)
 
     async def pending_user(self, mfa_token: str, mode: str) -> tuple[User, str | None]:
@@ -213,6 +201,18 @@ class MfaService:
             raise InvalidMfaToken()
         scope = value.get("scope")
         return user, scope if isinstance(scope, str) else None
+
+    async def _check_code(
+        self, user: User, client: ClientInfo, code: str | None, recovery_code: str | None
+    ) -> None:
+        # Under the account's backoff: a TOTP code, else a recovery code (spent).
+        await self._codes.check_backoff(user.id)
+        if code is not None:
+            await self._codes.verify_totp(user, code, client)
+        elif recovery_code is not None:
+            await self._spend_recovery_code(user, recovery_code, client)
+        else:
+            raise InvalidMfaCode("Enter the code from your authenticator app or a recovery code.")
 
     # --- recovery codes ----------------------------------------------------------------
 

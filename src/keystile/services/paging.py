@@ -9,13 +9,24 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
+from typing import Protocol, TypeVar
 from uuid import UUID
 
 from keystile.errors import InvalidInput
 
-__all__ = ["MAX_PAGE_SIZE", "decode_cursor", "encode_cursor"]
+__all__ = ["MAX_PAGE_SIZE", "decode_cursor", "encode_cursor", "split_page"]
 
 MAX_PAGE_SIZE = 100
+
+
+class _Keyed(Protocol):
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> UUID: ...
+
+
+_Row = TypeVar("_Row", bound=_Keyed)
 
 
 def encode_cursor(created_at: datetime, row_id: UUID) -> str:
@@ -35,3 +46,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         return parsed, UUID(row_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("cursor: not a cursor this API returned.") from None
+
+
+def split_page(rows: list[_Row], limit: int) -> tuple[list[_Row], str | None]:
+    """Return the page of `rows` fetched as `limit + 1`, and the next page's cursor (if any)."""
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, encode_cursor(page[-1].created_at, page[-1].id)

@@ -133,12 +133,15 @@ class OAuthErrorResponse(BaseModel):
     error_description: str
 
 
-class AdminUserListQuery(BaseModel):
+class _PageQuery(BaseModel):
+    cursor: str | None = Field(default=None, max_length=512)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE)
+
+
+class AdminUserListQuery(_PageQuery):
     email_prefix: str | None = Field(default=None, max_length=320)
     state: Literal["active", "disabled"] | None = None
     role: str | None = Field(default=None, max_length=64)
-    cursor: str | None = Field(default=None, max_length=512)
-    limit: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE)
 
 
 class AdminUserResponse(_FromRecord):
@@ -203,9 +206,8 @@ class ClientCreatedResponse(ClientResponse):
     client_secret: str
 
 
-class ClientListQuery(BaseModel):
-    cursor: str | None = Field(default=None, max_length=512)
-    limit: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE)
+class ClientListQuery(_PageQuery):
+    pass
 
 
 class ClientListResponse(BaseModel):
