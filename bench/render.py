@@ -24,8 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true", help="also update bench/README.md")
     args = parser.parse_args(argv)
     report = load_report(args.results)
-    small, large = report.meta["parameters"]["scale"]
-    report.checks = evaluate(report.measurements, (store_label(small), store_label(large)))
+    parameters = report.meta["parameters"]
+    small, large = parameters["scale"]
+    report.checks = evaluate(
+        report.measurements, (store_label(small), store_label(large)), parameters
+    )
     readme = Path(__file__).resolve().parent / "README.md" if args.readme else None
     sys.stdout.write(publish(report, args.results.resolve().parent, readme))
     return 0

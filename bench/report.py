@@ -80,18 +80,25 @@ _CEILING_OF = {
 }
 
 
+def _served(m: Measurement) -> float | None:
+    """2xx answers per second: a 503 or a 401 is not a login served."""
+    return m.ok_rps if m.ok_rps is not None else m.rps
+
+
 def _ratios(report: Report, m: Measurement) -> str:
-    if m.rps is None or m.target == "ceiling":
+    served = _served(m)
+    if served is None or m.target == "ceiling":
         return ""
     parts = []
     ceiling_name = _CEILING_OF.get(m.scenario.split("/")[-1])
     ceiling = report.find("ceiling", ceiling_name) if ceiling_name else None
     if ceiling_name and ceiling and ceiling.rps:
-        parts.append(f"{m.rps / ceiling.rps:.2f} x {ceiling_name.split('-')[0]}")
+        parts.append(f"{served / ceiling.rps:.2f} x {ceiling_name.split('-')[0]}")
     if m.target == "keystile":
         baseline = report.find("baseline", m.scenario)
-        if baseline and baseline.rps:
-            parts.append(f"{m.rps / baseline.rps:.2f} x baseline")
+        baseline_served = _served(baseline) if baseline else None
+        if baseline_served:
+            parts.append(f"{served / baseline_served:.2f} x baseline")
     return "; ".join(parts)
 
 
@@ -165,7 +172,8 @@ def markdown(report: Report, images: list[str]) -> str:
         )
     lines += [
         "",
-        "*ratio*: req/s against the matching ceiling (hash for logins, framework for reads) and,"
+        "*ratio*: 2xx answers per second (not every answer: a refused login is not served)"
+        " against the matching ceiling (hash for logins, framework for reads) and,"
         " for keystile, against the baseline's same scenario. *other load*: cores busy with"
         " anything but the server under test, its databases and the load generator (other"
         " users of a shared machine); high values mean noisy figures.",

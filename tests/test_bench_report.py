@@ -1,0 +1,48 @@
+"""The benchmark's report: what its ratios count (the harness itself, no servers)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from bench import render
+from bench.measure import Measurement
+from bench.report import Report, _ratios
+
+_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+
+
+def test_a_login_ratio_counts_only_the_logins_served_not_the_503s() -> None:
+    cold = Measurement("keystile", "login-cold", rps=80.0, ok_rps=60.0)
+    report = Report(
+        meta={},
+        measurements=[
+            Measurement("ceiling", "hash-ceiling", rps=100.0),
+            cold,
+            Measurement("baseline", "login-cold", rps=75.0, ok_rps=75.0),
+        ],
+        sweeps=[],
+        checks=[],
+    )
+
+    assert _ratios(report, cold) == "0.60 x hash; 0.80 x baseline"
+
+
+def test_re_rendering_a_run_keeps_the_checks_that_need_its_parameters(tmp_path: Path) -> None:
+    runs = sorted(_RESULTS.glob("*.json"), reverse=True)
+    kept = next(path for path in runs if _BURST_P99 in _checks(path))
+    # Rendering writes `<run id>.json` beside the given file: keep its name.
+    run = tmp_path / kept.name
+    shutil.copyfile(kept, run)
+
+    render.main([str(run)])
+
+    assert _checks(run) == _checks(kept)
+
+
+_BURST_P99 = "burst: 200s p99"  # needs the run's wait budget and hash time
+
+
+def _checks(path: Path) -> set[str]:
+    return {check["name"] for check in json.loads(path.read_text())["checks"]}
