@@ -114,6 +114,17 @@ async def test_uncached_routes_default_to_no_store(probe: Client) -> None:
     assert response.headers["Cache-Control"] == "no-store"
 
 
+async def test_every_response_has_one_of_each_default_header(probe: Client) -> None:
+    # S20/S21: the defaults are added once, beside what the handler and QuartAuth set.
+    await _signed_in(probe)
+    for path in ("/healthz", "/v1/me", "/probe/cookie-by-hand"):
+        headers = (await probe.get(path)).headers
+        assert headers.getlist("Cache-Control") == ["no-store"], path
+        assert headers.getlist("X-Content-Type-Options") == ["nosniff"], path
+    me = (await probe.get("/v1/me")).headers
+    assert me.getlist("Vary") == ["Cookie, Authorization"]
+
+
 async def test_public_response_that_reads_the_session_is_refused(probe: Client) -> None:
     # S21/S22: a public response must not depend on the caller; refusing is a 500, no body.
     response = await probe.get("/probe/public-reads-session")

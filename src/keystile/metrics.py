@@ -56,6 +56,7 @@ __all__ = [
     "REDIS_POOL_CONNECTIONS",
     "REFRESH_REUSE_DETECTED",
     "PoolSampler",
+    "cache_lookups",
     "mark_process_dead",
     "render",
     "request_duration",
@@ -164,6 +165,14 @@ CACHE_LOOKUPS = Counter(
     "or hit/miss for single-level caches.",
     ["cache", "result"],
 )
+
+
+@functools.lru_cache(maxsize=64)
+def cache_lookups(cache: str, result: str) -> Counter:
+    """`CACHE_LOOKUPS`'s child for these labels, looked up once per combination (a
+    read of GET /v1/me counts two lookups)."""
+    return CACHE_LOOKUPS.labels(cache, result)
+
 
 # --- pools (sampled by PoolSampler) ---------------------------------------------------
 DB_POOL_CONNECTIONS = Gauge(

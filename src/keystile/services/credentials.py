@@ -138,11 +138,11 @@ class CredentialCache:
         digest = self._digest(password_hash, password)
         cached = prefetched.value if prefetched is not None else None
         if cached is not None and hmac.compare_digest(cached, digest):
-            metrics.CACHE_LOOKUPS.labels("credentials", "hit").inc()
+            metrics.cache_lookups("credentials", "hit").inc()
             return True
         ref = self.account_ref(account)
         if self._recent.get((ref, digest)):
-            metrics.CACHE_LOOKUPS.labels("credentials", "hit").inc()
+            metrics.cache_lookups("credentials", "hit").inc()
             return True
         found = await self._flight.run(
             (ref, digest),
@@ -156,7 +156,7 @@ class CredentialCache:
     async def verify_dummy(self, password: str, *, ticket: HashTicket | None = None) -> bool:
         """Spend what a failed check of a real account spends, and return False (S6)."""
         await self._slow_check(_NO_ACCOUNT, self._hasher.dummy_hash, password, ticket=ticket)
-        metrics.CACHE_LOOKUPS.labels("credentials", "miss").inc()
+        metrics.cache_lookups("credentials", "miss").inc()
         return False
 
     async def _check(
@@ -186,7 +186,7 @@ class CredentialCache:
                     ref, password_hash, password, ticket=ticket, cache_read=False
                 )
         result = "miss" if _HASHED.get() else "hit"
-        metrics.CACHE_LOOKUPS.labels("credentials", result).inc()
+        metrics.cache_lookups("credentials", result).inc()
         return found
 
     async def _slow_check(

@@ -255,12 +255,12 @@ class TieredCache(Generic[V]):
         """
         value = self.local.get(key)
         if value is not None:
-            metrics.CACHE_LOOKUPS.labels(self.namespace, "local_hit").inc()
+            metrics.cache_lookups(self.namespace, "local_hit").inc()
             return value
         if shared is not None and shared.raw is not None:
             value = self._decoded(shared.raw)
             if value is not None:
-                metrics.CACHE_LOOKUPS.labels(self.namespace, "redis_hit").inc()
+                metrics.cache_lookups(self.namespace, "redis_hit").inc()
                 return value
         read_shared = shared is None
         # Callers that join another's load are not counted: one lookup, one load.
@@ -294,9 +294,9 @@ class TieredCache(Generic[V]):
             raw = await self._circuit.call(lambda: self._redis.get(self.redis_key(key)), nothing)
             cached = None if raw is None else self._decoded(raw)
             if cached is not None:
-                metrics.CACHE_LOOKUPS.labels(self.namespace, "redis_hit").inc()
+                metrics.cache_lookups(self.namespace, "redis_hit").inc()
                 return cached
-        metrics.CACHE_LOOKUPS.labels(self.namespace, "miss").inc()
+        metrics.cache_lookups(self.namespace, "miss").inc()
         try:
             value = await load()
         except DependencyUnavailable:
@@ -346,7 +346,7 @@ class TieredCache(Generic[V]):
             value = None if stored is None else self._decode(stored)
         except ValueError:
             return False, None
-        metrics.CACHE_LOOKUPS.labels(self.namespace, "outage_copy").inc()
+        metrics.cache_lookups(self.namespace, "outage_copy").inc()
         return True, value
 
     async def invalidate(self, key: str, *, outage_copy: OutageCopy = "drop") -> None:

@@ -245,31 +245,40 @@ def default_cache_headers(response: Response) -> None:
     its Set-Cookie.
     """
     headers = response.headers
+    # One pass over the names: werkzeug answers `in`, `get` and `setdefault` for a
+    # missing header by raising and catching an exception, several per response.
+    present = {name.lower() for name, _ in headers.items()}
     auth_dependent = request_state().auth_dependent
     if auth_dependent:
-        add_vary(headers, _AUTH_VARY)
-    if "Set-Cookie" in headers or "Cache-Control" not in headers:
+        add_vary(headers, _AUTH_VARY, present="vary" in present)
+    if "cache-control" not in present:
+        headers.add("Cache-Control", "no-store")
+    elif "set-cookie" in present:
         headers["Cache-Control"] = "no-store"
     elif auth_dependent and _shared_cacheable(headers["Cache-Control"]):
         # A handler bug (http_cache refuses this earlier): never let a shared cache keep it.
         _log.error("caller-dependent response marked shared-cacheable; sent as no-store")
         headers["Cache-Control"] = "private, no-store"
         headers.pop("Surrogate-Key", None)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
+    if "x-content-type-options" not in present:
+        headers.add("X-Content-Type-Options", "nosniff")
 
 
-def add_vary(headers: Headers, names: tuple[str, ...]) -> None:
-    """Add each of `names` to the Vary header once (case-insensitively); `*` stays `*`."""
+def add_vary(headers: Headers, names: tuple[str, ...], *, present: bool = True) -> None:
+    """Add each of `names` to the Vary header once (case-insensitively); `*` stays `*`.
+
+    `present=False` says the caller knows there is no Vary header yet.
+    """
     # Edits the header text directly: werkzeug's `response.vary` re-parses it into a
     # callback-backed set on every access, which costs more than the rest of this hook.
-    current = headers.get("Vary")
+    current = headers.get("Vary") if present else None
     if current is None:
         headers["Vary"] = ", ".join(names)
         return
-    present = {part.strip().lower() for part in current.split(",")}
-    if "*" in present:
+    parts = {part.strip().lower() for part in current.split(",")}
+    if "*" in parts:
         return
-    missing = [name for name in names if name.lower() not in present]
+    missing = [name for name in names if name.lower() not in parts]
     if missing:
         headers["Vary"] = ", ".join([current, *missing])
 
