@@ -646,12 +646,12 @@ async def build_housekeeping(
         return datetime.now(UTC) - keep_expired
 
     housekeeping = Housekeeping(
-        [
+        (
             ("audit_events", audit.prune),
             ("sessions", lambda: sessions.delete_expired(expired_before())),
             ("refresh_token_families", lambda: refresh_tokens.delete_expired(expired_before())),
             *extra,
-        ]
+        )
     )
     interval = settings.retention.housekeeping_interval_seconds
     if interval:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -38,6 +38,7 @@ class AccessClaims:
     family_id: UUID | None = None  # `sid`: the token family (login) it was issued for
 
 
+@dataclass(frozen=True, slots=True)
 class AccessTokenCodec:
     """Issue and verify access tokens.
 
@@ -47,27 +48,14 @@ class AccessTokenCodec:
     refused (we implement no extension), and every registered claim is required.
     """
 
-    def __init__(
-        self,
-        ring: KeyRing,
-        *,
-        issuer: str,
-        audience: str,
-        ttl: int,
-        leeway: int,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._ring = ring
-        self._issuer = issuer
-        self._audience = audience
-        self._ttl = ttl
-        self._leeway = leeway
-        self._clock = clock
-        self._jwt = jwt.PyJWT()
-
-    @property
-    def ttl(self) -> int:
-        return self._ttl
+    ring: KeyRing
+    _: KW_ONLY
+    issuer: str
+    audience: str
+    ttl: int
+    leeway: int
+    clock: Callable[[], float] = time.time
+    _jwt: jwt.PyJWT = field(init=False, repr=False, default_factory=jwt.PyJWT)
 
     def issue(
         self,
@@ -101,14 +89,14 @@ class AccessTokenCodec:
             extra["auth_time"] = int(auth_time)
         if email_verified is not None:
             extra["email_verified"] = email_verified
-        return self._sign(str(user_id), epoch, scopes, self._audience, self._ttl, extra)
+        return self._sign(str(user_id), epoch, scopes, self.audience, self.ttl, extra)
 
     def issue_client(
         self, client_id: UUID, scopes: Iterable[str], *, audience: str | None, ttl: int
     ) -> str:
         """Return a client-credentials token: `sub` and `client_id` are the client (no user)."""
         extra = {"client_id": str(client_id)}
-        return self._sign(str(client_id), 0, scopes, audience or self._audience, ttl, extra)
+        return self._sign(str(client_id), 0, scopes, audience or self.audience, ttl, extra)
 
     def _sign(
         self,
@@ -119,11 +107,11 @@ class AccessTokenCodec:
         ttl: int,
         extra: dict[str, Any],
     ) -> str:
-        key = self._ring.signing_key()
+        key = self.ring.signing_key()
         assert key.private_key is not None  # signing_key() only returns keys that can sign
-        now = int(self._clock())
+        now = int(self.clock())
         payload = {
-            "iss": self._issuer,
+            "iss": self.issuer,
             "aud": audience,
             "sub": subject,
             "iat": now,
@@ -155,7 +143,7 @@ class AccessTokenCodec:
         if "crit" in header or header.get("typ") != ACCESS_TOKEN_TYPE:
             raise InvalidToken()
         kid = header.get("kid")
-        key = self._ring.verification_key(kid) if isinstance(kid, str) else None
+        key = self.ring.verification_key(kid) if isinstance(kid, str) else None
         if key is None or header.get("alg") != key.alg:
             raise InvalidToken()
         try:
@@ -163,9 +151,9 @@ class AccessTokenCodec:
                 token,
                 key.public_key,
                 algorithms=[key.alg],
-                audience=None if any_audience else self._audience,
-                issuer=self._issuer,
-                leeway=self._leeway,
+                audience=None if any_audience else self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
                 options={
                     "require": _REQUIRED,
                     "strict_aud": not any_audience,

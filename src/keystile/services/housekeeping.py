@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from keystile.errors import DependencyUnavailable
 
@@ -14,6 +15,7 @@ _log = logging.getLogger(__name__)
 HousekeepingJob = tuple[str, Callable[[], Awaitable[int]]]
 
 
+@dataclass(frozen=True, slots=True)
 class Housekeeping:
     """Run named deletion jobs, now and then, on every worker.
 
@@ -22,13 +24,12 @@ class Housekeeping:
     The composition root runs `run_once` periodically (`keystile.tasks.run_every`).
     """
 
-    def __init__(self, jobs: Sequence[HousekeepingJob]) -> None:
-        self._jobs = tuple(jobs)
+    jobs: tuple[HousekeepingJob, ...]
 
     async def run_once(self) -> dict[str, int]:
         """Run every job; return how many rows each deleted. A failure skips that job."""
         deleted: dict[str, int] = {}
-        for name, job in self._jobs:
+        for name, job in self.jobs:
             try:
                 deleted[name] = await job()
             except DependencyUnavailable:

@@ -12,7 +12,7 @@ password hash. The codes, and the backoff wrong ones feed, are `FactorCodes`
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
 from uuid import UUID
 
@@ -76,39 +76,23 @@ def mfa_succeeded(user: User, client: ClientInfo, amr: tuple[str, ...]) -> Audit
     return AuditEntry("mfa_succeeded", user.id, client.ip, client.user_agent, {"amr": list(amr)})
 
 
+@dataclass(frozen=True, slots=True)
 class MfaService:
-    """Run the second step of a login; check a TOTP or recovery code (step-up too)."""
+    """Run the second step of a login; check a TOTP or recovery code (step-up too).
 
-    def __init__(
-        self,
-        repository: PostgresMfaRepository,
-        users: CachedUserRepository,
-        challenges: ChallengeStore,
-        audit: AuditLog,
-        later: BufferedAuditLog,
-        codes: FactorCodes,
-        *,
-        challenge_ttl: int,
-        notices: FactorNotices | None = None,
-    ) -> None:
-        """`later` takes events that commit with nothing (`mfa_challenged`), written in
-        batches as failed logins' are."""
-        self._repository = repository
-        self._users = users
-        self._challenges = challenges
-        self._audit = audit
-        self._later = later
-        self._codes = codes
-        self._ttl = challenge_ttl
-        self._notices: FactorNotices = notices or _NoNotices()
+    `later` takes events that commit with nothing (`mfa_challenged`), written in
+    batches as failed logins' are.
+    """
 
-    @property
-    def repository(self) -> PostgresMfaRepository:
-        return self._repository
-
-    @property
-    def challenges(self) -> ChallengeStore:
-        return self._challenges
+    repository: PostgresMfaRepository
+    users: CachedUserRepository
+    challenges: ChallengeStore
+    audit: AuditLog
+    later: BufferedAuditLog
+    codes: FactorCodes
+    _: KW_ONLY
+    challenge_ttl: int
+    notices: FactorNotices | None = None
 
     # --- the login's second step --------------------------------------------------------
 
@@ -120,10 +104,12 @@ class MfaService:
             return
         token = secrets.token_urlsafe(32)
         # The user's cache key, so the second step finds the user where this login did.
-        pending = {"user": str(user.id), "key": self._users.cache_key(user), "mode": mode}
-        await self._challenges.put(_token_key(token), {**pending, "scope": scope}, self._ttl)
+        pending = {"user": str(user.id), "key": self.users.cache_key(user), "mode": mode}
+        await self.challenges.put(
+            _token_key(token), {**pending, "scope": scope}, self.challenge_ttl
+        )
         # Nothing commits with it: like a failed login's, its event goes out in a batch.
-        self._later.record_later(
+        self.later.record_later(
             "mfa_challenged", user_id=user.id, ip=client.ip, user_agent=client.user_agent, mode=mode
         )
         factors = [f for f in ("totp", "passkey") if f in user.mfa_factors]
@@ -161,9 +147,9 @@ class MfaService:
         The same checks and backoff as the login's second step: `InvalidMfaCode` for a
         wrong or replayed code, `RateLimited` while the account's backoff runs.
         """
-        user = await active_user(self._users, principal.user_id)
+        user = await active_user(self.users, principal.user_id)
         await self._check_code(user, client, code, recovery_code)
-        await self._codes.forget_failures(user.id)
+        await self.codes.forget_failures(user.id)
 
     async def pending_user(self, mfa_token: str, mode: str) -> tuple[User, str | None]:
         """Return the user and scope an mfa_token is for, without spending it."""
@@ -183,20 +169,20 @@ class MfaService:
         The returned step's `mfa_succeeded` event is the caller's to commit, with the
         session or token family it starts.
         """
-        if await self._challenges.take(_token_key(mfa_token)) is None:
+        if await self.challenges.take(_token_key(mfa_token)) is None:
             raise InvalidMfaToken()
-        await self._codes.forget_failures(user.id)
+        await self.codes.forget_failures(user.id)
         return SecondStep(user, amr, mode, scope, mfa_succeeded(user, client, amr))
 
     async def _pending(self, mfa_token: str, mode: str) -> tuple[User, str | None]:
-        value = await self._challenges.peek(_token_key(mfa_token))
+        value = await self.challenges.peek(_token_key(mfa_token))
         if value is None or value.get("mode") != mode:
             raise InvalidMfaToken()
         user_id, key = UUID(value["user"]), value.get("key")
         if isinstance(key, str):
-            user = await self._users.select_user_by_cache_key(key, user_id)
+            user = await self.users.select_user_by_cache_key(key, user_id)
         else:  # a token issued before challenges carried the key
-            user = await self._users.select_user_by_id(user_id)
+            user = await self.users.select_user_by_id(user_id)
         if user is None or not user.is_active or not user.mfa_factors:
             raise InvalidMfaToken()
         scope = value.get("scope")
@@ -206,9 +192,9 @@ class MfaService:
         self, user: User, client: ClientInfo, code: str | None, recovery_code: str | None
     ) -> None:
         # Under the account's backoff: a TOTP code, else a recovery code (spent).
-        await self._codes.check_backoff(user.id)
+        await self.codes.check_backoff(user.id)
         if code is not None:
-            await self._codes.verify_totp(user, code, client)
+            await self.codes.verify_totp(user, code, client)
         elif recovery_code is not None:
             await self._spend_recovery_code(user, recovery_code, client)
         else:
@@ -220,13 +206,13 @@ class MfaService:
         normal = normalise_recovery_code(code)
         left = None
         if len(normal) == 10:
-            left = await self._repository.use_recovery_code(
-                user.id, self._codes.digest(user.id, normal)
+            left = await self.repository.use_recovery_code(
+                user.id, self.codes.digest(user.id, normal)
             )
         if left is None:
-            await self._codes.failed(user.id, client, "recovery_code")
+            await self.codes.failed(user.id, client, "recovery_code")
             raise InvalidMfaCode("The recovery code is not valid or was used already.")
-        await self._audit.record(
+        await self.audit.record(
             "mfa_recovery_code_used",
             user_id=user.id,
             ip=client.ip,
@@ -236,8 +222,9 @@ class MfaService:
         await self._notify_now(user, f"A recovery code was used ({left} left)")
 
     async def _notify_now(self, user: User, what: str) -> None:
-        async with self._repository.transaction() as connection:
-            await self._notices.factor_changed_in_transaction(connection, user.id, user.email, what)
+        async with self.repository.transaction() as connection:
+            notices = self.notices or _NoNotices()
+            await notices.factor_changed_in_transaction(connection, user.id, user.email, what)
 
 
 def _token_key(token: str) -> str:

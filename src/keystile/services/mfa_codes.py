@@ -16,6 +16,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from uuid import UUID
 
 import pyotp
@@ -57,6 +58,7 @@ def new_recovery_code() -> str:
     return f"{body[:5]}-{body[5:]}"
 
 
+@dataclass(frozen=True, slots=True)
 class FactorCodes:
     """Seal TOTP secrets, hash recovery codes, check TOTP codes under the account backoff.
 
@@ -64,26 +66,20 @@ class FactorCodes:
     so wrong codes at either count against the same backoff.
     """
 
-    def __init__(
-        self,
-        repository: PostgresMfaRepository,
-        audit: AuditLog,
-        counters: CounterStore,
-        keys: CounterKeys,
-        *,
-        secret: bytes,
-        backoff: Backoff,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        """`clock` (seconds since the epoch) is what TOTP codes are checked against."""
-        self._repository = repository
-        self._audit = audit
-        self._counters = counters
-        self._keys = keys
-        self._box = SecretBox(secret, purpose="totp-secret")
-        self._codes = Hmac(_code_key(secret))
-        self._backoff = backoff
-        self._clock = clock
+    repository: PostgresMfaRepository
+    audit: AuditLog
+    counters: CounterStore
+    keys: CounterKeys
+    _: KW_ONLY
+    secret: InitVar[bytes]  # only the keys derived from it are kept
+    backoff: Backoff
+    clock: Callable[[], float] = time.time  # what TOTP codes are checked against (epoch seconds)
+    _box: SecretBox = field(init=False, repr=False)
+    _codes: Hmac = field(init=False, repr=False)
+
+    def __post_init__(self, secret: bytes) -> None:
+        object.__setattr__(self, "_box", SecretBox(secret, purpose="totp-secret"))
+        object.__setattr__(self, "_codes", Hmac(_code_key(secret)))
 
     # --- TOTP --------------------------------------------------------------------------
 
@@ -92,7 +88,7 @@ class FactorCodes:
 
         `InvalidMfaCode` for a wrong or replayed code (counted by the backoff).
         """
-        record = await self._repository.select_totp(user.id)
+        record = await self.repository.select_totp(user.id)
         if record is None or not record.confirmed:
             await self.failed(user.id, client, "totp")
             raise InvalidMfaCode()
@@ -100,9 +96,9 @@ class FactorCodes:
         if step is None:
             await self.failed(user.id, client, "totp")
             raise InvalidMfaCode()
-        if step <= record.last_step or not await self._repository.use_totp_step(user.id, step):
+        if step <= record.last_step or not await self.repository.use_totp_step(user.id, step):
             # Accepted once already: whoever sends it again saw it (S39).
-            await self._audit.record(
+            await self.audit.record(
                 "mfa_replay", user_id=user.id, ip=client.ip, user_agent=client.user_agent
             )
             await self.failed(user.id, client, "totp_replay")
@@ -114,7 +110,7 @@ class FactorCodes:
         if len(code) != 6 or not code.isdigit():
             return None
         totp = pyotp.TOTP(secret)
-        now_step = int(self._clock()) // STEP_SECONDS
+        now_step = int(self.clock()) // STEP_SECONDS
         found = None
         for step in (now_step - 1, now_step, now_step + 1):
             # Every candidate is computed and compared: the time taken says nothing.
@@ -149,12 +145,12 @@ class FactorCodes:
 
     async def check_backoff(self, user_id: UUID) -> None:
         """Raise `RateLimited` while the account's backoff runs."""
-        refuse_while_backing_off(await self._counters.backoff_wait([self._backoff_key(user_id)]))
+        refuse_while_backing_off(await self.counters.backoff_wait([self._backoff_key(user_id)]))
 
     async def failed(self, user_id: UUID, client: ClientInfo, factor: str) -> None:
         """Count a wrong code against the account's backoff; audit it (`mfa_failed`)."""
-        (result,) = await self._counters.backoff_fail([(self._backoff_key(user_id), self._backoff)])
-        await self._audit.record(
+        (result,) = await self.counters.backoff_fail([(self._backoff_key(user_id), self.backoff)])
+        await self.audit.record(
             "mfa_failed",
             user_id=user_id,
             ip=client.ip,
@@ -165,10 +161,10 @@ class FactorCodes:
 
     async def forget_failures(self, user_id: UUID) -> None:
         """End the account's backoff: a right code was given."""
-        await self._counters.forget([self._backoff_key(user_id)])
+        await self.counters.forget([self._backoff_key(user_id)])
 
     def _backoff_key(self, user_id: UUID) -> str:
-        return self._keys.key("mfa-backoff:account", str(user_id))
+        return self.keys.key("mfa-backoff:account", str(user_id))
 
 
 def _code_key(secret: bytes) -> bytes:

@@ -10,7 +10,7 @@ the change. Operators list and reset a user's factors here. Codes are checked by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from uuid import UUID
 
 import pyotp
@@ -51,37 +51,28 @@ class MfaStatus:
     recovery_codes_left: int
 
 
+@dataclass(frozen=True, slots=True)
 class FactorService:
     """Enroll and remove TOTP, manage recovery codes, list and reset a user's factors."""
 
-    def __init__(
-        self,
-        repository: PostgresMfaRepository,
-        users: CachedUserRepository,
-        audit: AuditLog,
-        codes: FactorCodes,
-        *,
-        issuer: str,
-        reauth_max_age: int,
-        notices: FactorNotices,
-    ) -> None:
-        self._repository = repository
-        self._users = users
-        self._audit = audit
-        self._codes = codes
-        self._issuer = issuer
-        self._reauth_max_age = reauth_max_age
-        self._notices = notices
+    repository: PostgresMfaRepository
+    users: CachedUserRepository
+    audit: AuditLog
+    codes: FactorCodes
+    _: KW_ONLY
+    issuer: str
+    reauth_max_age: int
+    notices: FactorNotices
 
     # --- TOTP --------------------------------------------------------------------------
 
     async def begin_totp(self, principal: Principal) -> TotpSetup:
         """Make a new secret, pending until `confirm_totp`; 409 if an app is set up."""
         secret = pyotp.random_base32()
-        sealed = self._codes.seal(principal.user_id, secret)
-        if not await self._repository.upsert_pending_totp(principal.user_id, sealed):
+        sealed = self.codes.seal(principal.user_id, secret)
+        if not await self.repository.upsert_pending_totp(principal.user_id, sealed):
             raise Conflict("An authenticator app is already set up; remove it first.")
-        uri = pyotp.TOTP(secret).provisioning_uri(name=principal.email, issuer_name=self._issuer)
+        uri = pyotp.TOTP(secret).provisioning_uri(name=principal.email, issuer_name=self.issuer)
         svg = segno.make(uri, error="m").svg_inline(
             scale=4, title="QR code for your authenticator app"
         )
@@ -89,22 +80,22 @@ class FactorService:
 
     async def confirm_totp(self, principal: Principal, code: str, client: ClientInfo) -> list[str]:
         """Confirm the pending secret with a current code; return ten new recovery codes."""
-        record = await self._repository.select_totp(principal.user_id)
+        record = await self.repository.select_totp(principal.user_id)
         if record is None or record.confirmed:
             raise NotFound("There is no authenticator app waiting to be confirmed.")
-        await self._codes.check_backoff(principal.user_id)
-        step = self._codes.matching_step(
-            self._codes.open(principal.user_id, record.secret_sealed), code
+        await self.codes.check_backoff(principal.user_id)
+        step = self.codes.matching_step(
+            self.codes.open(principal.user_id, record.secret_sealed), code
         )
         if step is None:
-            await self._codes.failed(principal.user_id, client, "totp_confirm")
+            await self.codes.failed(principal.user_id, client, "totp_confirm")
             raise InvalidMfaCode()
         codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
-        if not await self._repository.confirm_totp(
+        if not await self.repository.confirm_totp(
             principal.user_id,
             step,
-            self._codes.digests(principal.user_id, codes),
-            then=factor_notice(self._notices, "An authenticator app was added"),
+            self.codes.digests(principal.user_id, codes),
+            then=factor_notice(self.notices, "An authenticator app was added"),
         ):
             raise Conflict("The authenticator app was confirmed by another request.")
         await self._changed(principal, client, "mfa_enrolled", factor="totp")
@@ -122,19 +113,19 @@ class FactorService:
 
         The last factor needs a current code (a fresh factor) whatever the login's age.
         """
-        user = await active_user(self._users, principal.user_id)
+        user = await active_user(self.users, principal.user_id)
         if "totp" not in user.mfa_factors:
             raise NotFound("No authenticator app is set up.")
         last = set(user.mfa_factors) == {"totp"}
         if code is not None:
-            await self._codes.check_backoff(user.id)
-            await self._codes.verify_totp(user, code, client)
+            await self.codes.check_backoff(user.id)
+            await self.codes.verify_totp(user, code, client)
         elif last:
             raise FactorRequired()
         elif not recent:
-            raise ReauthenticationRequired(self._reauth_max_age)
-        if not await self._repository.delete_totp(
-            user.id, then=factor_notice(self._notices, "An authenticator app was removed")
+            raise ReauthenticationRequired(self.reauth_max_age)
+        if not await self.repository.delete_totp(
+            user.id, then=factor_notice(self.notices, "An authenticator app was removed")
         ):
             raise NotFound("No authenticator app is set up.")
         await self._changed(principal, client, "mfa_removed", factor="totp")
@@ -145,11 +136,11 @@ class FactorService:
         self, principal: Principal, client: ClientInfo
     ) -> list[str]:
         """Replace the user's recovery codes with ten new ones; the old stop working."""
-        user = await active_user(self._users, principal.user_id)
+        user = await active_user(self.users, principal.user_id)
         if not user.mfa_factors:
             raise NotFound("Set up a second factor first.")
         codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
-        await self._repository.replace_recovery_codes(user.id, self._codes.digests(user.id, codes))
+        await self.repository.replace_recovery_codes(user.id, self.codes.digests(user.id, codes))
         await self._changed(principal, client, "mfa_recovery_codes_regenerated")
         return codes
 
@@ -158,26 +149,26 @@ class FactorService:
     ) -> tuple[list[str], list[bytes]]:
         """Return `count` new recovery codes and what is stored for them."""
         codes = [new_recovery_code() for _ in range(count)]
-        return codes, self._codes.digests(user_id, codes)
+        return codes, self.codes.digests(user_id, codes)
 
     # --- status and operators ----------------------------------------------------------
 
     async def status(self, principal: Principal) -> MfaStatus:
         """Return what the user has set up."""
-        record = await self._repository.select_totp(principal.user_id)
-        passkeys = await self._repository.select_passkeys(principal.user_id)
+        record = await self.repository.select_totp(principal.user_id)
+        passkeys = await self.repository.select_passkeys(principal.user_id)
         return MfaStatus(
             totp=record is not None and record.confirmed,
             totp_pending=record is not None and not record.confirmed,
             passkeys=len(passkeys),
-            recovery_codes_left=await self._repository.count_recovery_codes(principal.user_id),
+            recovery_codes_left=await self.repository.count_recovery_codes(principal.user_id),
         )
 
     async def factors_of(self, user_id: UUID) -> list[dict[str, str]]:
         """Return the user's factors for an operator: kind, and a passkey's id and name."""
-        record = await self._repository.select_totp(user_id)
+        record = await self.repository.select_totp(user_id)
         found = [{"kind": "totp"}] if record is not None and record.confirmed else []
-        for passkey in await self._repository.select_passkeys(user_id):
+        for passkey in await self.repository.select_passkeys(user_id):
             found.append(
                 {
                     "kind": "passkey",
@@ -193,15 +184,15 @@ class FactorService:
 
         `NotFound` for an unknown user. Returns how many factors were removed.
         """
-        user = await self._users.select_user_by_id(user_id)
+        user = await self.users.select_user_by_id(user_id)
         if user is None:
             raise NotFound("No such user.")
-        removed = await self._repository.delete_all(
+        removed = await self.repository.delete_all(
             user_id,
-            then=factor_notice(self._notices, "Every second factor was removed by an operator"),
+            then=factor_notice(self.notices, "Every second factor was removed by an operator"),
         )
-        await self._users.forget_cached(user.email)
-        await self._audit.record(
+        await self.users.forget_cached(user.email)
+        await self.audit.record(
             "mfa_reset",
             user_id=user_id,
             ip=client.ip,
@@ -217,7 +208,7 @@ class FactorService:
         self, principal: Principal, client: ClientInfo, kind: str, **detail: str
     ) -> None:
         # The login lookup caches the user row, which says which factors exist.
-        await self._users.forget_cached(principal.email)
-        await self._audit.record(
+        await self.users.forget_cached(principal.email)
+        await self.audit.record(
             kind, user_id=principal.user_id, ip=client.ip, user_agent=client.user_agent, **detail
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import InitVar, dataclass, field
 from importlib import resources
 
 from keystile.errors import PasswordPolicyViolation, PasswordTooLong
@@ -32,15 +33,19 @@ def _folded(password: str) -> str:
     return normalise_password(password).casefold()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PasswordPolicy:
     """Check new passwords: length and the common-password list; no composition rules."""
 
-    def __init__(
-        self, *, min_length: int, max_length: int, common_passwords: Iterable[str] = ()
-    ) -> None:
-        self.min_length = min_length
-        self.max_length = max_length
-        self._common = frozenset(_folded(password) for password in common_passwords)
+    min_length: int
+    max_length: int
+    common_passwords: InitVar[Iterable[str]] = ()  # kept folded, as `_common`
+    _common: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self, common_passwords: Iterable[str]) -> None:
+        object.__setattr__(
+            self, "_common", frozenset(_folded(password) for password in common_passwords)
+        )
 
     def check_length(self, password: str) -> str:
         """Return the normalised password or raise `PasswordTooLong`.

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import math
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from uuid import UUID
 
 from keystile import metrics
@@ -65,6 +66,7 @@ class CounterKeys:
         return f"keystile:{kind}:{self.name(kind, subject, *parts)}"
 
 
+@dataclass(frozen=True, slots=True)
 class KnownClients:
     """Remember which client addresses an account has logged in from (S28).
 
@@ -73,51 +75,52 @@ class KnownClients:
     does not lock its owner out.
     """
 
-    def __init__(self, store: CounterStore, keys: CounterKeys, *, ttl: float) -> None:
-        self._store = store
-        self._keys = keys
-        self._ttl = ttl
+    store: CounterStore
+    keys: CounterKeys
+    _: KW_ONLY
+    ttl: float
 
     def key(self, account: str | UUID, ip: str) -> str:
         """Return the counter key that marks `ip` as a known client of `account`."""
-        return self._keys.key("known-client", normalise_account(account), ip)
+        return self.keys.key("known-client", normalise_account(account), ip)
 
     async def remember(self, account: str | UUID, ip: str) -> None:
-        await self._store.mark(self.key(account, ip), self._ttl)
+        await self.store.mark(self.key(account, ip), self.ttl)
 
     async def is_known(self, account: str | UUID, ip: str) -> bool:
-        return await self._store.is_marked(self.key(account, ip))
+        return await self.store.is_marked(self.key(account, ip))
 
 
+@dataclass(frozen=True, slots=True)
 class RateLimiter:
     """Check and charge the per-address and per-account limits of named actions."""
 
-    def __init__(
-        self,
-        store: CounterStore,
-        keys: CounterKeys,
-        known_clients: KnownClients,
-        audit: AuditLog,
-        limits: Mapping[Action, RateLimits],
-    ) -> None:
-        self._store = store
-        self._keys = keys
-        self._known = known_clients
-        self._audit = audit
-        self._limits = dict(limits)
-        self._audited: LocalCache[str, bool] = LocalCache(ttl=_AUDIT_EVERY, max_entries=10_000)
+    store: CounterStore
+    keys: CounterKeys
+    known_clients: KnownClients
+    audit: AuditLog
+    limits: Mapping[Action, RateLimits]  # a copy: later changes to the caller's do not count
+    # The keys whose refusal was audited lately (at most once per _AUDIT_EVERY seconds).
+    _audited: LocalCache[str, bool] = field(
+        init=False,
+        repr=False,
+        default_factory=lambda: LocalCache(ttl=_AUDIT_EVERY, max_entries=10_000),
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limits", dict(self.limits))
 
     @property
     def actions(self) -> frozenset[Action]:
-        return frozenset(self._limits)
+        return frozenset(self.limits)
 
     def limits_of(self, action: Action) -> RateLimits:
         """Return the limits configured for `action`."""
-        return self._limits[action]
+        return self.limits[action]
 
     def ip_key(self, action: Action, ip: str) -> str:
         """Return the counter key of `action`'s per-address limit for `ip`."""
-        return self._keys.key(f"rl:{action}:{self._limits[action].per_ip}:ip", ip)
+        return self.keys.key(f"rl:{action}:{self.limits[action].per_ip}:ip", ip)
 
     def account_key(self, action: Action, account: str | UUID, known_ip: str | None = None) -> str:
         """Return the counter key of `action`'s per-account limit.
@@ -126,7 +129,7 @@ class RateLimiter:
         counts under an allowance of its own (S28).
         """
         scope, parts = _account_scope(normalise_account(account), known_ip)
-        return self._keys.key(f"rl:{action}:{self._limits[action].per_account}:{scope}", *parts)
+        return self.keys.key(f"rl:{action}:{self.limits[action].per_account}:{scope}", *parts)
 
     async def check(
         self, action: Action, client: ClientInfo, account: str | UUID | None = None
@@ -136,7 +139,7 @@ class RateLimiter:
         `account` is the email (before login) or the user id (after); None skips the
         per-account limit. Returns None when the action has no limits at all.
         """
-        limits = self._limits[action]
+        limits = self.limits[action]
         scopes: list[str] = []
         keys: list[str] = []
         rates: list[Rate] = []
@@ -145,7 +148,7 @@ class RateLimiter:
             keys.append(self.ip_key(action, client.ip))
             rates.append(limits.per_ip)
         if limits.per_account is not None and account is not None:
-            known = await self._known.is_known(account, client.ip)
+            known = await self.known_clients.is_known(account, client.ip)
             known_ip = client.ip if known else None
             scopes.append(_account_scope(normalise_account(account), known_ip)[0])
             keys.append(self.account_key(action, account, known_ip))
@@ -153,7 +156,7 @@ class RateLimiter:
         if not keys:
             return None
         return await self.settle(
-            action, scopes, keys, await self._store.gcra(keys, rates), client, account
+            action, scopes, keys, await self.store.gcra(keys, rates), client, account
         )
 
     async def settle(
@@ -182,7 +185,7 @@ class RateLimiter:
         if self._audited.get(key):
             return
         self._audited.set(key, True)
-        await self._audit.record(
+        await self.audit.record(
             "rate_limited",
             user_id=account if isinstance(account, UUID) else None,
             ip=client.ip,

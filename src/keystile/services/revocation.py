@@ -40,49 +40,47 @@ class TokenHolder:
         return cls(epoch=int(epoch), email=str(email), roles=roles)
 
 
+@dataclass(frozen=True, slots=True)
 class TokenEpochs:
     """Each user's current token epoch (and email), cached on three tiers."""
 
-    def __init__(self, cache: TieredCache[TokenHolder], users: UserRepository) -> None:
-        self._cache = cache
-        self._users = users
+    cache: TieredCache[TokenHolder]
+    users: UserRepository
 
     async def get(self, user_id: UUID) -> TokenHolder | None:
         """Return the user's token state, or None if it is gone or disabled."""
 
         async def load() -> TokenHolder | None:
-            user = await self._users.select_user_by_id(user_id)
+            user = await self.users.select_user_by_id(user_id)
             if user is None or not user.is_active:
                 return None
             return TokenHolder(
                 epoch=user.token_epoch, email=user.email, roles=frozenset(user.roles)
             )
 
-        return await self._cache.get(str(user_id), load)
+        return await self.cache.get(str(user_id), load)
 
     async def invalidate(self, user_id: UUID) -> None:
         """Forget the cached state here, in Redis, and on every other worker."""
-        await self._cache.invalidate(str(user_id))
+        await self.cache.invalidate(str(user_id))
 
 
+@dataclass(frozen=True, slots=True)
 class TokenRevoker:
     """End every token of a user: refresh-token families now, access tokens by epoch."""
 
-    def __init__(
-        self, refresh_tokens: RefreshTokenRepository, epochs: TokenEpochs, audit: AuditLog
-    ) -> None:
-        self._refresh_tokens = refresh_tokens
-        self._epochs = epochs
-        self._audit = audit
+    refresh_tokens: RefreshTokenRepository
+    epochs: TokenEpochs
+    audit: AuditLog
 
     async def revoke_user(self, user_id: UUID, *, reason: str, ip: str = "") -> None:
         """Revoke the user's families and drop its cached epoch everywhere.
 
         Call after the epoch was bumped in PostgreSQL, so a reload sees the new one.
         """
-        revoked = await self._refresh_tokens.revoke_user_families(user_id, reason)
-        await self._epochs.invalidate(user_id)
+        revoked = await self.refresh_tokens.revoke_user_families(user_id, reason)
+        await self.epochs.invalidate(user_id)
         if revoked:
-            await self._audit.record(
+            await self.audit.record(
                 "token_family_revoked", user_id=user_id, ip=ip, reason=reason, families=revoked
             )

@@ -9,6 +9,7 @@ once, not when the last token carrying it expires.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from uuid import UUID
 
 from keystile.errors import InvalidInput, NotFound
@@ -21,27 +22,24 @@ from keystile.services.types import ClientInfo
 __all__ = ["ADMIN_ROLE", "RoleService"]
 
 
+@dataclass(frozen=True, slots=True)
 class RoleService:
     """Read, grant and remove roles."""
 
-    def __init__(
-        self,
-        users: UserRepository,
-        repository: PostgresUserAdminRepository,
-        epochs: TokenEpochs,
-        audit: AuditLog,
-        *,
-        extra_roles: Iterable[str],
-    ) -> None:
-        self._users = users
-        self._repository = repository
-        self._epochs = epochs
-        self._audit = audit
-        self.known = frozenset({ADMIN_ROLE, *extra_roles})
+    users: UserRepository
+    repository: PostgresUserAdminRepository
+    epochs: TokenEpochs
+    audit: AuditLog
+    _: KW_ONLY
+    extra_roles: InitVar[Iterable[str]]
+    known: frozenset[str] = field(init=False)  # `admin` and the extra roles
+
+    def __post_init__(self, extra_roles: Iterable[str]) -> None:
+        object.__setattr__(self, "known", frozenset({ADMIN_ROLE, *extra_roles}))
 
     async def roles_of(self, user_id: UUID) -> frozenset[str]:
         """Return the live roles of an active user; none for a disabled or unknown one."""
-        holder = await self._epochs.get(user_id)
+        holder = await self.epochs.get(user_id)
         return frozenset() if holder is None else holder.roles
 
     async def set_roles(
@@ -67,7 +65,7 @@ class RoleService:
         return await self._change(user.id, lambda now: now - {role}, {role}, by, None)
 
     async def _by_email(self, email: str) -> User:
-        user = await self._users.select_user_by_email(email)
+        user = await self.users.select_user_by_email(email)
         if user is None:
             raise NotFound(f"No account for {email}.")
         return user
@@ -84,13 +82,13 @@ class RoleService:
         if unknown:
             known = ", ".join(sorted(self.known))
             raise InvalidInput(f"Unknown role {', '.join(unknown)}; roles are: {known}.")
-        changed = await self._repository.update_roles(user_id, change)
+        changed = await self.repository.update_roles(user_id, change)
         if changed is None:
             raise NotFound("No such user.")
         before, user = changed
-        await self._epochs.invalidate(user_id)
+        await self.epochs.invalidate(user_id)
         if before != frozenset(user.roles):
-            await self._audit.record(
+            await self.audit.record(
                 "roles_changed",
                 user_id=user_id,
                 ip=client.ip if client else "",

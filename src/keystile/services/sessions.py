@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -52,33 +52,23 @@ class SessionView:
     current: bool
 
 
+@dataclass(frozen=True, slots=True)
 class SessionService:
     """Create, check, list and end cookie sessions."""
 
-    def __init__(
-        self,
-        repository: SessionRepository,
-        cache: SessionCache,
-        *,
-        idle_timeout: timedelta,
-        absolute_lifetime: timedelta,
-        touch_interval: timedelta,
-        clock: Callable[[], datetime] = _utcnow,
-        list_limit: int = 100,
-    ) -> None:
-        self._repository = repository
-        self._cache = cache
-        self._idle_timeout = idle_timeout
-        self._absolute_lifetime = absolute_lifetime
-        self._touch_interval = touch_interval
-        self._clock = clock
-        self._list_limit = list_limit
-        self._touches = Touches(cache)
+    repository: SessionRepository
+    # The session state cache (also for the invalidation listener, metrics and tests).
+    cache: SessionCache
+    _: KW_ONLY
+    idle_timeout: timedelta
+    absolute_lifetime: timedelta
+    touch_interval: timedelta
+    clock: Callable[[], datetime] = _utcnow
+    list_limit: int = 100
+    touches: Touches = field(init=False, repr=False)
 
-    @property
-    def cache(self) -> SessionCache:
-        """The session state cache (for the invalidation listener, metrics and tests)."""
-        return self._cache
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "touches", Touches(self.cache))
 
     async def create(
         self,
@@ -94,10 +84,10 @@ class SessionService:
         the user authenticated (RFC 8176: pwd, otp, hwk).
         """
         session_id = secrets.token_urlsafe(32)
-        await self._repository.insert_session(
+        await self.repository.insert_session(
             hash_session_id(session_id),
             user.id,
-            self._clock() + self._absolute_lifetime,
+            self.clock() + self.absolute_lifetime,
             client.user_agent,
             client.ip,
             login=LoginRecord(amr, audit),
@@ -114,20 +104,20 @@ class SessionService:
         """
         id_hash = hash_session_id(session_id)
         key = id_hash.hex()
-        record = await self._cache.get(key, lambda: self._repository.select_session(id_hash))
-        now = self._clock()
+        record = await self.cache.get(key, lambda: self.repository.select_session(id_hash))
+        now = self.clock()
         if record is not None and self._is_idle(record, now) and self._is_valid(record, now):
             # The cached copy may predate another worker's touch: ask the source before
             # refusing, and refresh the cache if the session was in fact in use.
-            fresh = await self._repository.select_session(id_hash)
+            fresh = await self.repository.select_session(id_hash)
             if fresh is not None and fresh.last_seen_at != record.last_seen_at:
-                await self._cache.invalidate(key)
+                await self.cache.invalidate(key)
             record = fresh
         if record is None or not self._is_valid(record, now) or self._is_idle(record, now):
             raise NotAuthenticated()
-        if now - record.last_seen_at >= self._touch_interval:
+        if now - record.last_seen_at >= self.touch_interval:
             # PostgreSQL down: the session is valid from its copy and the touch waits.
-            await self._touches.touch(key, lambda: self._repository.touch_session(id_hash, now))
+            await self.touches.touch(key, lambda: self.repository.touch_session(id_hash, now))
         return Principal(
             user_id=record.user_id,
             email=record.email,
@@ -140,8 +130,8 @@ class SessionService:
 
     async def list_sessions(self, principal: Principal) -> list[SessionView]:
         """Return the caller's live sessions, newest first, the current one marked."""
-        now = self._clock()
-        records = await self._repository.select_user_sessions(principal.user_id, self._list_limit)
+        now = self.clock()
+        records = await self.repository.select_user_sessions(principal.user_id, self.list_limit)
         live = [record for record in records if not self._is_idle(record, now)]
         devices = await asyncio.to_thread(
             lambda: [describe_user_agent(record.user_agent) for record in live]
@@ -165,14 +155,14 @@ class SessionService:
         The session keeps its id; its auth_time becomes now (PostgreSQL, then every
         worker's cached copy is dropped). `NotAuthenticated` if it ended meanwhile.
         """
-        if not await self._repository.update_session_auth(session_id_hash, amr):
+        if not await self.repository.update_session_auth(session_id_hash, amr):
             raise NotAuthenticated()
-        await self._cache.invalidate(session_id_hash.hex())
+        await self.cache.invalidate(session_id_hash.hex())
 
     async def end(self, session_id_hash: bytes) -> None:
         """Revoke one session; every worker refuses it from now on."""
-        await self._repository.revoke_session(session_id_hash)
-        await self._cache.invalidate(session_id_hash.hex(), outage_copy="end")
+        await self.repository.revoke_session(session_id_hash)
+        await self.cache.invalidate(session_id_hash.hex(), outage_copy="end")
 
     async def end_by_public_id(self, principal: Principal, public_id: UUID) -> bool:
         """Revoke one of the caller's sessions by its public id; return True if it was this one.
@@ -180,17 +170,17 @@ class SessionService:
         Raises `NotFound` for an unknown id, another user's session or one already ended,
         alike, so the answer reveals nothing about other users' sessions.
         """
-        id_hash = await self._repository.revoke_session_by_public_id(principal.user_id, public_id)
+        id_hash = await self.repository.revoke_session_by_public_id(principal.user_id, public_id)
         if id_hash is None:
             raise NotFound("No such session.")
-        await self._cache.invalidate(id_hash.hex(), outage_copy="end")
+        await self.cache.invalidate(id_hash.hex(), outage_copy="end")
         return id_hash == principal.session_id_hash
 
     async def end_all(self, user_id: UUID, *, keep: bytes | None = None) -> int:
         """Revoke every session of the user, except `keep` if given; return how many."""
-        hashes = await self._repository.revoke_user_sessions(user_id, keep=keep)
+        hashes = await self.repository.revoke_user_sessions(user_id, keep=keep)
         await asyncio.gather(
-            *(self._cache.invalidate(id_hash.hex(), outage_copy="end") for id_hash in hashes)
+            *(self.cache.invalidate(id_hash.hex(), outage_copy="end") for id_hash in hashes)
         )
         return len(hashes)
 
@@ -198,4 +188,4 @@ class SessionService:
         return record.revoked_at is None and not record.user_disabled and now < record.expires_at
 
     def _is_idle(self, record: SessionRecord, now: datetime) -> bool:
-        return now - record.last_seen_at >= self._idle_timeout
+        return now - record.last_seen_at >= self.idle_timeout

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from keystile.repositories.users import UserRepository
 from keystile.services.legacy_hashes import describe_problem
@@ -40,14 +40,17 @@ class ImportReport:
     refused: list[RefusedRow] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
 class UserImporter:
     """Insert accounts from (line number, fields) rows, in batches."""
 
-    def __init__(self, users: UserRepository, *, batch_size: int = 500) -> None:
-        if batch_size < 1:
+    users: UserRepository
+    _: KW_ONLY
+    batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self._users = users
-        self._batch_size = batch_size
 
     async def import_rows(
         self,
@@ -73,7 +76,7 @@ class UserImporter:
                 email, password_hash = fields[0].strip(), fields[1].strip()
                 seen[email.lower()] = line
                 batch.append((email, password_hash))
-            if len(batch) >= self._batch_size:
+            if len(batch) >= self.batch_size:
                 await self._flush(batch, report)
                 on_progress(pending)
                 batch, pending = [], 0
@@ -84,7 +87,7 @@ class UserImporter:
         return report
 
     async def _flush(self, batch: list[tuple[str, str]], report: ImportReport) -> None:
-        inserted = len(await self._users.insert_users(batch))
+        inserted = len(await self.users.insert_users(batch))
         report.imported += inserted
         report.already_present += len(batch) - inserted
 
