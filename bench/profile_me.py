@@ -1,7 +1,8 @@
 """Profile GET /v1/me (or refused logins) under wrk with py-spy (native), print the top.
 
     .venv/bin/python -m bench.profile_me [--seconds 15] [--connections 32]
-                                         [--refusals | --logins | --warm-logins]
+                                         [--refusals | --logins | --warm-logins | --cookie]
+                                         [--request-log] [--cpu-only]
 
 `--refusals` profiles what a login refused for hash capacity costs (503 `overloaded`):
 the worker's single hash thread is kept busy by slow hashes and the wait budget is
@@ -9,6 +10,8 @@ zero, so every other cold login is refused after its one Redis call. `--logins`
 profiles cold logins that succeed (the credential cache off, so each one hashes) and
 says how the worker's CPU splits between the hash thread and everything else;
 `--warm-logins` profiles logins answered from the credential cache (no hash).
+`--request-log` turns the request log on, as in production (`make bench` and the other
+modes run the server at log level warning, like the Flask baseline without an access log).
 
 Starts one `keystile serve --workers 1` on embedded PostgreSQL and Redis in a temporary
 directory, logs a user in for a bearer token, drives GET /v1/me with wrk, and samples the
@@ -205,6 +208,12 @@ def main() -> int:
         "--warm-logins", action="store_true", help="profile warm logins (credential cache hits)"
     )
     mode.add_argument("--cookie", action="store_true", help="GET /v1/me with a session cookie")
+    parser.add_argument(
+        "--request-log",
+        action="store_true",
+        help="log every request as in production (level info, JSON lines to a file); "
+        "otherwise the server logs warnings only, as `make bench` runs it",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="keystile-profile-"))
     port = free_port()
@@ -213,7 +222,7 @@ def main() -> int:
         KEYSTILE_DATA_DIR=str(work / "var"),
         KEYSTILE_COOKIE_SECURE="false",
         KEYSTILE_SECRET_KEY=secrets.token_hex(32),
-        KEYSTILE_LOG_LEVEL="warning",
+        KEYSTILE_LOG_LEVEL="info" if args.request_log else "warning",
     )
     if args.hash_threads:
         env["KEYSTILE_HASH_THREADS"] = str(args.hash_threads)
@@ -237,7 +246,7 @@ def main() -> int:
         env=env,
         cwd=work,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(work / "server.log").open("w") if args.request_log else subprocess.DEVNULL,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"

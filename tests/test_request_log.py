@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -142,3 +144,25 @@ def test_the_text_format_shows_extras_as_key_value_and_redacts_credentials() -> 
         'INFO keystile.serve: draining delay_seconds=5 session_id=[redacted] note="two words"'
     ), line
     assert "s3cret" not in line
+
+
+def test_a_configured_process_writes_the_same_json_line_without_caller_or_process_fields() -> None:
+    # configure_logging switches off what no format writes (caller location, process and
+    # thread names); the line a worker writes keeps its fields and its redaction (S18).
+    script = (
+        "import logging; from keystile.logs import configure_logging; configure_logging();"
+        "logging.getLogger('keystile.request').info('request', extra={'route': '/v1/me',"
+        " 'status': 200, 'refresh_token': 'rt-secret', 'password_hash': 'kept'})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    line = json.loads(done.stderr)
+    assert line["level"] == "INFO"
+    assert line["logger"] == "keystile.request"
+    assert line["message"] == "request"
+    assert (line["route"], line["status"]) == ("/v1/me", 200)
+    assert line["refresh_token"] == "[redacted]"
+    assert line["password_hash"] == "kept"
+    assert "time" in line
+    assert not {"process", "processName", "thread", "threadName", "funcName", "lineno"} & set(line)
