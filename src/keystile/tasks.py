@@ -12,29 +12,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-__all__ = ["Detached", "background", "run_every", "stop_if_cancelled"]
+__all__ = ["STOP_GRACE_SECONDS", "Detached", "background", "run_every", "stop_if_cancelled"]
 
 _log = logging.getLogger(__name__)
 
 
+# How long a cancelled background loop may take to end before it is cancelled again.
+STOP_GRACE_SECONDS = 5.0
+
+
+def _stack(task: asyncio.Task[Any]) -> str:
+    text = io.StringIO()
+    task.print_stack(file=text)
+    return text.getvalue()
+
+
 @contextlib.asynccontextmanager
 async def background(
-    name: str, loop: Callable[[], Coroutine[Any, Any, None]]
+    name: str,
+    loop: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    stop_grace: float = STOP_GRACE_SECONDS,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run `loop()` as a task while the context is open; cancel and await it on exit.
 
     A loop that ends by itself with an error has its error raised on exit, so a
-    crashed loop is never silently lost.
+    crashed loop is never silently lost. A loop still running `stop_grace` seconds
+    after its cancel is logged with where it waits, and cancelled again.
     """
     task = asyncio.get_running_loop().create_task(loop(), name=name)
     try:
         yield task
     finally:
         task.cancel()
+        # A library can swallow a cancel (Python 3.11's wait_for, when the awaited result
+        # arrives with it): say which loop and where, and ask again, rather than hang.
+        while not (await asyncio.wait({task}, timeout=stop_grace))[0]:
+            _log.error(
+                "background loop did not stop when cancelled; cancelling it again",
+                extra={"task": name, "stack": _stack(task)},
+            )
+            task.cancel()
         try:
             await task
         except asyncio.CancelledError:

@@ -32,6 +32,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from keystile.errors import Conflict, DependencyUnavailable
 from keystile.repositories.signing_keys import SigningKeyRecord, SigningKeyRepository
 from keystile.stores.sealing import derive_key
+from keystile.tasks import stop_if_cancelled
 
 __all__ = ["KeyRing", "SecretBox", "SigningKey", "generate_signing_key"]
 
@@ -288,6 +289,9 @@ class KeyRing:
         Run it with `keystile.tasks.background`.
         """
         while True:
+            # A refresh whose cancel asyncpg's 3.11 wait_for swallowed (it returns the rows
+            # that arrived with the cancel) would otherwise wait a whole interval more.
+            stop_if_cancelled()
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
             # arrives just as the event is set.
             with contextlib.suppress(TimeoutError):

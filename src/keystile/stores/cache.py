@@ -31,6 +31,7 @@ from keystile.errors import DependencyUnavailable
 from keystile.stores.circuit import Circuit, nothing
 from keystile.stores.redis import REDIS_FAILURES, is_cluster
 from keystile.stores.redis_batch import RedisBatch
+from keystile.tasks import stop_if_cancelled
 
 __all__ = [
     "CacheHub",
@@ -512,6 +513,8 @@ class CacheHub:
                         callback(None)
                     self.ready.set()
                     while True:
+                        # redis-py's timeouts can swallow our cancel(): notice it anyway.
+                        stop_if_cancelled()
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None and message["type"] == "message":
                             self._apply(message["data"])
