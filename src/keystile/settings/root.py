@@ -1,0 +1,158 @@
+"""The root model, `Settings`, and the files it reads: settings.toml and the secret key."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from keystile.settings.groups import _empty_is_none
+from keystile.settings.infrastructure import (
+    CacheSettings,
+    DatabaseSettings,
+    HttpCacheSettings,
+    LogSettings,
+    RedisSettings,
+    ServingSettings,
+)
+from keystile.settings.integrations import EmailSettings, MachineSettings
+from keystile.settings.security import (
+    HashingSettings,
+    LimitSettings,
+    MfaSettings,
+    PasswordSettings,
+    RetentionSettings,
+    SessionSettings,
+    TokenSettings,
+)
+
+_ENV_PREFIX = "KEYSTILE_"
+_PROJECT_ROOT = Path(__file__).resolve().parents[3]  # src/keystile/settings/root.py
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the key."""
+
+
+def find_settings_file() -> Path | None:
+    """Return the settings file: $KEYSTILE_SETTINGS_FILE, ./settings.toml, or the project's."""
+    explicit = os.environ.get(f"{_ENV_PREFIX}SETTINGS_FILE")
+    if explicit:
+        return Path(explicit)
+    for candidate in (Path.cwd() / "settings.toml", _PROJECT_ROOT / "settings.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_secret_file(path: Path) -> bytes:
+    """Read a secret from a file that only its owner can read."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SettingsError(f"secret_key_file: {path} must not be readable by others (chmod 600)")
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise SettingsError(f"secret_key_file: {path} holds fewer than 32 bytes")
+    return key
+
+
+class Settings(BaseSettings):
+    """Every knob keystile has, by concern. `settings.toml` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=_ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    serving: ServingSettings = ServingSettings()
+    logs: LogSettings = LogSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    # Secrets: the environment or a 0600 file only; embedded mode makes one.
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+    hashing: HashingSettings = HashingSettings()
+    passwords: PasswordSettings = PasswordSettings()
+    cache: CacheSettings = CacheSettings()
+    sessions: SessionSettings = SessionSettings()
+    http_cache: HttpCacheSettings = HttpCacheSettings()
+    extensions: list[str] = Field(default=[])
+    limits: LimitSettings = LimitSettings()
+    retention: RetentionSettings = RetentionSettings()
+    tokens: TokenSettings = TokenSettings()
+    machine: MachineSettings = MachineSettings()
+    email: EmailSettings = EmailSettings()
+    mfa: MfaSettings = MfaSettings()
+
+    _secret_key_empty = field_validator("secret_key", mode="before")(_empty_is_none)
+
+    @field_validator("extensions")
+    @classmethod
+    def _extensions_are_import_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            module, _, attribute = path.partition(":")
+            if not module or not attribute:
+                raise ValueError(f"{path!r} is not of the form 'package.module:Name'")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Imported here: the sources read the flat names, which are this model's fields.
+        from keystile.settings.loading import _FlatEnvironment, _Grouped
+
+        sources: list[PydanticBaseSettingsSource] = [
+            _Grouped(init_settings),
+            env_settings,  # top-level keys, and groups as KEYSTILE_<GROUP>__<KEY>
+            _Grouped(_FlatEnvironment(settings_cls)),
+        ]
+        toml_file = find_settings_file()
+        if toml_file is not None:
+            sources.append(_Grouped(TomlConfigSettingsSource(settings_cls, toml_file=toml_file)))
+        return tuple(sources)
+
+    @property
+    def embedded(self) -> bool:
+        """True when PostgreSQL or Redis must be started locally."""
+        return self.database.url is None or self.redis.url is None
+
+    @property
+    def hash_thread_count(self) -> int:
+        """Hash threads per worker: by default the workers share the cores between them.
+
+        More memory-hard hashes at once than cores only thrash the caches: each hash
+        then costs more CPU and the event loops starve (measured by `make bench`).
+        """
+        return self.hashing.threads or max(1, (os.cpu_count() or 1) // self.serving.workers)
+
+    def read_secret_key(self) -> bytes | None:
+        """Return the secret key from the environment or the 0600 key file, if any."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        if self.secret_key_file is None:
+            return None
+        return read_secret_file(self.secret_key_file)
