@@ -36,7 +36,7 @@ class CachedUserRepository:
         key_of: Callable[[str], str],
     ) -> None:
         """`key_of` returns the cache key of an email; it must ignore the email's case
-        (`bootstrap.build_users`: a keyed hash, so no email reaches a Redis key name)."""
+        (`bootstrap.accounts.build_users`: a keyed hash, so no email reaches a Redis key name)."""
         self._users = users
         self._by_email = by_email
         self._key_of = key_of
