@@ -12,7 +12,7 @@ import pytest
 
 from keystile.repositories.signing_keys import SigningKeyRecord
 from keystile.services.keys import KeyRing, SecretBox
-from keystile.tasks import background
+from keystile.tasks import background, run_every
 
 
 async def test_a_loop_that_swallows_its_cancel_is_named_and_cancelled_again(
@@ -97,6 +97,22 @@ async def test_the_key_ring_stops_at_once_when_its_reload_swallowed_the_cancel()
     task = asyncio.create_task(ring.run(interval=3600))
     ring.poke()  # as the invalidation listener does on (re)subscribing
     await keys.reading.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await task
+
+
+async def test_a_periodic_job_that_swallowed_the_cancel_does_not_sleep_its_interval() -> None:
+    running = asyncio.Event()
+
+    async def job() -> None:
+        running.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(run_every(3600, job, name="swallowing-job"))
+    await running.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(5):

@@ -88,6 +88,7 @@ async def run_every(
         except Exception:
             stop_if_cancelled()
             _log.exception("background job failed", extra={"job": name})
+        stop_if_cancelled()  # a job that swallowed the cancel must not sleep a whole interval
         await asyncio.sleep(interval)
 
 
