@@ -207,6 +207,25 @@ def test_user_create_refuses_a_weak_password(backing: Backing) -> None:
     assert "at least 8" in result.stderr
 
 
+async def test_a_command_leaves_the_servers_queued_mail_alone(
+    backing: Backing, app: Quart, client: Client
+) -> None:
+    # A command is not a worker: no outbox sender of its own. One that had one, run with
+    # another secret key, marked the servers' queued mail dead as unreadable.
+    email = unique_email()
+    await register(client, email)  # queues the verification mail, sealed with the app's key
+
+    for _ in range(3):
+        tail = await _run_aside(backing, "audit", "tail", "-n", "1", "--user", email)
+        assert tail.returncode == 0, tail.stderr
+
+    queued = await services_of(app).database.fetchrow(
+        "SELECT attempts, sent_at, dead_at FROM outbox WHERE recipient = $1", email
+    )
+    assert queued is not None
+    assert (queued["attempts"], queued["sent_at"], queued["dead_at"]) == (0, None, None)
+
+
 async def test_disabled_user_cannot_log_in_and_its_sessions_end(
     backing: Backing, settings: Settings, client: Client
 ) -> None:

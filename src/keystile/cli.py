@@ -68,12 +68,27 @@ def _with_services(action: Callable[[Any], Awaitable[int]]) -> int:
     from keystile.bootstrap import open_services
 
     async def _run(settings: Settings) -> int:
-        async with open_services(settings) as services:
+        async with open_services(_one_shot(settings)) as services:
             return await action(services)
 
     with runtime() as rt:
         migrate(rt.settings)
         return asyncio.run(_run(rt.settings))
+
+
+def _one_shot(settings: Settings) -> Settings:
+    """`settings` for a command: none of a worker's outbox sender and housekeeping loops.
+
+    A command does its one piece of work; mail it queues is sent by the servers' senders.
+    A command that sent mail itself would deliver (or, run with another secret key, mark
+    dead) mail queued by the servers, and housekeeping would delete rows as it ran.
+    """
+    return settings.model_copy(
+        update={
+            "email": settings.email.model_copy(update={"outbox_sender_enabled": False}),
+            "retention": settings.retention.model_copy(update={"housekeeping_interval_seconds": 0}),
+        }
+    )
 
 
 def _read_password(args: argparse.Namespace) -> str:
