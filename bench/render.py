@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.checks import evaluate, store_label
-from bench.report import load_report, publish
+from bench.checks import Check, evaluate, store_label
+from bench.report import Report, load_report, publish
 
-__all__ = ["main"]
+__all__ = ["main", "recheck"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true", help="also update bench/README.md")
     args = parser.parse_args(argv)
     report = load_report(args.results)
-    parameters = report.meta["parameters"]
-    small, large = parameters["scale"]
-    report.checks = evaluate(
-        report.measurements, (store_label(small), store_label(large)), parameters
-    )
+    report.checks = recheck(report)
     readme = Path(__file__).resolve().parent / "README.md" if args.readme else None
     sys.stdout.write(publish(report, args.results.resolve().parent, readme))
     return 0
+
+
+def recheck(report: Report) -> list[Check]:
+    """Evaluate every target again from the run's measurements and parameters."""
+    parameters = report.meta["parameters"]
+    small, large = parameters["scale"]
+    return evaluate(report.measurements, (store_label(small), store_label(large)), parameters)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from bench import render
 from bench.measure import Measurement
-from bench.report import Report, _ratios
+from bench.report import Report, _ratios, load_report
 
 _RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
@@ -29,16 +28,15 @@ def test_a_login_ratio_counts_only_the_logins_served_not_the_503s() -> None:
     assert _ratios(report, cold) == "0.60 x hash; 0.80 x baseline"
 
 
-def test_re_rendering_a_run_keeps_the_checks_that_need_its_parameters(tmp_path: Path) -> None:
+def test_re_rendering_a_run_keeps_the_checks_that_need_its_parameters() -> None:
+    # `python -m bench.render` re-evaluates a stored run's targets (its plots need the
+    # bench's own requirements, so only the checks are exercised here).
     runs = sorted(_RESULTS.glob("*.json"), reverse=True)
     kept = next(path for path in runs if _BURST_P99 in _checks(path))
-    # Rendering writes `<run id>.json` beside the given file: keep its name.
-    run = tmp_path / kept.name
-    shutil.copyfile(kept, run)
 
-    render.main([str(run)])
+    rechecked = render.recheck(load_report(kept))
 
-    assert _checks(run) == _checks(kept)
+    assert {check.name for check in rechecked} == _checks(kept)
 
 
 _BURST_P99 = "burst: 200s p99"  # needs the run's wait budget and hash time
