@@ -146,13 +146,16 @@ def test_the_text_format_shows_extras_as_key_value_and_redacts_credentials() -> 
     assert "s3cret" not in line
 
 
-def test_a_configured_process_writes_the_same_json_line_without_caller_or_process_fields() -> None:
+def test_a_configured_process_writes_the_same_json_line_and_skips_caller_and_process() -> None:
     # configure_logging switches off what no format writes (caller location, process and
     # thread names); the line a worker writes keeps its fields and its redaction (S18).
     script = (
         "import logging; from keystile.logs import configure_logging; configure_logging();"
-        "logging.getLogger('keystile.request').info('request', extra={'route': '/v1/me',"
-        " 'status': 200, 'refresh_token': 'rt-secret', 'password_hash': 'kept'})"
+        "log = logging.getLogger('keystile.request');"
+        "log.info('request', extra={'route': '/v1/me',"
+        " 'status': 200, 'refresh_token': 'rt-secret', 'password_hash': 'kept'});"
+        "record = log.makeRecord('x', logging.INFO, '(unknown file)', 0, 'm', (), None);"
+        "print(record.process, record.processName, record.threadName)"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
@@ -166,3 +169,4 @@ def test_a_configured_process_writes_the_same_json_line_without_caller_or_proces
     assert line["password_hash"] == "kept"
     assert "time" in line
     assert not {"process", "processName", "thread", "threadName", "funcName", "lineno"} & set(line)
+    assert done.stdout.split() == ["None", "None", "None"]  # no getpid, no thread lookups

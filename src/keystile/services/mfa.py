@@ -48,13 +48,6 @@ def factor_notice(notices: FactorNotices, what: str) -> FactorsChanged:
     return notify
 
 
-class _NoNotices:
-    async def factor_changed_in_transaction(
-        self, connection: asyncpg.Connection, user_id: UUID, email: str, what: str
-    ) -> None:
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class SecondStep:
     """A completed second step: who, how, and for which kind of login.
@@ -92,7 +85,7 @@ class MfaService:
     codes: FactorCodes
     _: KW_ONLY
     challenge_ttl: int
-    notices: FactorNotices | None = None
+    notices: FactorNotices
 
     # --- the login's second step --------------------------------------------------------
 
@@ -223,8 +216,7 @@ class MfaService:
 
     async def _notify_now(self, user: User, what: str) -> None:
         async with self.repository.transaction() as connection:
-            notices = self.notices or _NoNotices()
-            await notices.factor_changed_in_transaction(connection, user.id, user.email, what)
+            await self.notices.factor_changed_in_transaction(connection, user.id, user.email, what)
 
 
 def _token_key(token: str) -> str:

@@ -520,8 +520,6 @@ class CacheHub:
                             self._apply(message["data"])
             except REDIS_FAILURES:
                 # redis-py's own timeouts can turn our cancel() into a TimeoutError.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError() from None
+                stop_if_cancelled()
                 self.ready.clear()
                 await asyncio.sleep(self._retry_interval)
