@@ -388,6 +388,29 @@ async def test_a_cold_password_grant_refused_for_capacity_is_answered_in_front_o
     assert seen == ["POST"]
 
 
+async def test_cold_grants_arriving_together_past_the_budget_are_refused_in_front_of_quart(
+    saturated: tuple[Quart, GatedHasher, list[str]],
+) -> None:
+    # S5: logins that arrive together, with no hash running yet, take their admission
+    # in front of Quart too: the one the budget admits reaches the handler, the others
+    # are refused before Quart sees them, not late, after a trip through the handler.
+    app, hasher, seen = saturated
+    client = app.test_client()
+    emails = await _insert_users(app, 5)
+    hasher.gate.clear()
+    grants = [asyncio.ensure_future(_grant(client, email)) for email in emails]
+    pending = set(grants)
+    while len(pending) > 1:  # the refusals come while the one admitted hash is held
+        done, pending = await asyncio.wait(pending, timeout=10, return_when="FIRST_COMPLETED")
+        if not done:
+            break
+    hasher.gate.set()
+    statuses = sorted(answer.status_code for answer in await asyncio.gather(*grants))
+    assert statuses == [200, 503, 503, 503, 503]
+    assert seen == ["POST"]
+    assert hasher.admission.admitted == 0
+
+
 async def test_logins_let_through_while_hashing_is_saturated_are_charged_once(
     saturated: tuple[Quart, GatedHasher, list[str]],
 ) -> None:
@@ -397,7 +420,7 @@ async def test_logins_let_through_while_hashing_is_saturated_are_charged_once(
     app, hasher, seen = saturated
     client = app.test_client()
     warm, busy = await _insert_users(app, 2)
-    before = await _grant(client, warm)  # not saturated: through Quart alone; now cached
+    before = await _grant(client, warm)  # not saturated: hashed, and now cached
     holding = await _hold_the_only_thread(client, hasher, busy)
     first = await _grant(client, warm)
     second = await _grant(client, warm)

@@ -88,10 +88,6 @@ class AuthService:
             "register", user_id=user.id, ip=client.ip, user_agent=client.user_agent
         )
 
-    def hashing_saturated(self) -> bool:
-        """True while a login that needs a hash would be refused for hash capacity (S5)."""
-        return self.hasher.saturated()
-
     async def admit_login(
         self, email: str, password: str, client: ClientInfo, *, action: Action
     ) -> LoginAdmission:

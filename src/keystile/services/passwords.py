@@ -97,10 +97,6 @@ class HashAdmission:
         ahead = self._admitted - self._threads + 1
         return max(0, ahead) * mean_hash_seconds / self._threads
 
-    def saturated(self) -> bool:
-        """True when a hash admitted now would wait longer than the budget (`admit` refuses)."""
-        return self._wait(self._mean) > self._budget
-
     def admit(self) -> None:
         """Count one more hash, or raise `Overloaded` with the caller's turn as Retry-After."""
         wait = self.expected_wait()
@@ -205,10 +201,6 @@ class PasswordHasher:
     def threads(self) -> int:
         """Hashes that can run at once."""
         return self._threads
-
-    def saturated(self) -> bool:
-        """True while a hash asked for now would be refused (see `HashAdmission.saturated`)."""
-        return self.admission.saturated()
 
     def admit(self) -> HashTicket:
         """Reserve a place for one hash now, or raise `Overloaded` (see `HashAdmission`)."""

@@ -1,16 +1,21 @@
-"""Refuse cold password logins for hash capacity before Quart sees them (S5).
+"""Admit cold password logins for hash capacity before Quart sees them (S5).
 
-While a worker's hash threads are saturated (`AuthService.hashing_saturated`), most of
-the password logins that arrive get 503. Through Quart, each of those refusals pays for
-a request context, dispatch, body validation, an error handler, after-request hooks
-and a response object, which is most of what a warm login costs. `LoginRefusal` answers
-them in `RequestObserver`, the ASGI layer in front of Quart, instead:
+While a worker's hash threads are saturated, most of the password logins that arrive
+get 503. Through Quart, each of those refusals pays for a request context, dispatch,
+body validation, an error handler, after-request hooks and a response object, which is
+most of what a warm login costs. `LoginRefusal` makes every password grant's admission
+in `RequestObserver`, the ASGI layer in front of Quart, instead:
 
 - it reads the JSON body and validates it with the endpoint's own model;
 - it runs the login gate and the hash admission (`AuthService.admit_login`, one Redis
   call, no PostgreSQL);
 - if the hash is refused, it sends the same 503 `overloaded` answer, Retry-After
   included, that Quart would have sent.
+
+It does so for every password grant, not only those that arrive while hashing is
+saturated: the logins of a burst all arrive before the first of them reaches its
+admission (each waits for its gate's Redis call first), so judged on arrival they
+would all go to Quart, and most would be refused there, late and at full cost.
 
 Every other request goes on to Quart unchanged, the admission attached, so the handler
 charges nothing twice: warm logins, admitted cold ones, and the gate's own refusals
@@ -92,13 +97,11 @@ class LoginRefusal:
         self._app = app
 
     def applies(self, scope: dict[str, Any]) -> Services | None:
-        """Return the services if this request is a password grant arriving while hashing
-        is saturated (the only case this path handles); None otherwise."""
+        """Return the services if this request is a password grant (the only case this
+        path handles) and the worker is serving; None otherwise."""
         if scope["path"] != PATH or scope["method"] != "POST":
             return None
         services: Services | None = self._app.extensions.get(EXTENSION_KEY)
-        if services is None or not services.auth.hashing_saturated():
-            return None
         return services
 
     async def handle(

@@ -1,8 +1,8 @@
 """One log line and one latency sample per request, and the X-Request-ID round trip.
 
 `RequestObserver` is the one ASGI layer in front of Quart: it refuses over-long headers
-(431, S24), hands password grants that arrive while hashing is saturated to
-`LoginRefusal` (503 without Quart, S5), times the request to the end of its response,
+(431, S24), hands password grants to `LoginRefusal` (their hash admission, and a
+refusal's 503, without Quart, S5), times the request to the end of its response,
 and adds X-Request-ID to the response, a 431 and a 503 included. Inside Quart,
 `note_request` fills in what only the app knows: the route template that matched and
 the user, if any. Nothing from the request's headers, body, cookies or query string is

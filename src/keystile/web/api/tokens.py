@@ -52,7 +52,7 @@ async def grant(data: TokenRequest) -> tuple[TokenResponse, int, Headers]:
         data.password,
         data.scope,
         client_info(),
-        # Made in front of Quart while hashing is saturated (web/login_refusal.py).
+        # Made in front of Quart (web/login_refusal.py).
         admission=admission_of(request.scope),
     )
     note_rate_limit(pair.limits)
