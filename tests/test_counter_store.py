@@ -24,7 +24,9 @@ from tests.support.backing import Backing
 
 
 def _client(url: str) -> Redis:
-    return create_redis(url, socket_timeout=0.5, connect_timeout=0.5, max_connections=20)
+    return create_redis(
+        url, socket_timeout=0.5, connect_timeout=0.5, max_connections=20, acquire_timeout=1
+    )
 
 
 @pytest.fixture(name="store", params=["redis", "memory"])

@@ -24,7 +24,11 @@ def _key() -> str:
 @pytest.fixture(name="redis")
 async def _redis(backing: Backing) -> AsyncIterator[Redis]:
     client = create_redis(
-        backing.redis_url, socket_timeout=0.5, connect_timeout=0.5, max_connections=5
+        backing.redis_url,
+        socket_timeout=0.5,
+        connect_timeout=0.5,
+        max_connections=5,
+        acquire_timeout=1,
     )
     yield client
     await client.aclose()
@@ -38,6 +42,7 @@ async def _gone() -> AsyncIterator[Redis]:
         socket_timeout=0.3,
         connect_timeout=0.3,
         max_connections=5,
+        acquire_timeout=1,
     )
     yield client
     await client.aclose()

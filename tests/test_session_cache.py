@@ -111,7 +111,9 @@ async def _parts(backing: Backing) -> AsyncIterator[Parts]:
         statement_timeout=5,
         statement_cache_size=100,
     )
-    redis = create_redis(backing.redis_url, socket_timeout=1, connect_timeout=1, max_connections=5)
+    redis = create_redis(
+        backing.redis_url, socket_timeout=1, connect_timeout=1, max_connections=5, acquire_timeout=1
+    )
     database = Database(pool, acquire_timeout=2, statement_timeout=5)
     try:
         yield Parts(database, redis, PostgresUserRepository(database))

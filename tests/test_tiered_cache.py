@@ -23,7 +23,11 @@ class Worker:
 
     def __init__(self, redis_url: str, namespace: str) -> None:
         self.redis = create_redis(
-            redis_url, socket_timeout=0.5, connect_timeout=0.5, max_connections=10
+            redis_url,
+            socket_timeout=0.5,
+            connect_timeout=0.5,
+            max_connections=10,
+            acquire_timeout=1,
         )
         self.caches = CacheHub(self.redis, retry_interval=0.1)
         self.cache: TieredCache[int] = self.caches.tiered(

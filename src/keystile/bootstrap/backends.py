@@ -77,6 +77,7 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
         socket_timeout=settings.socket_timeout,
         connect_timeout=settings.connect_timeout,
         max_connections=settings.pool_size,
+        acquire_timeout=settings.acquire_timeout,
         cluster=settings.cluster,
     )
     try:

@@ -74,7 +74,18 @@ class RedisSettings(_Group):
     url: SecretStr | None = None
     socket_timeout: float = Field(default=0.5, gt=0)
     connect_timeout: float = Field(default=0.5, gt=0)
-    pool_size: int = Field(default=50, ge=1)
+    pool_size: int = Field(
+        default=50,
+        ge=2,
+        description="connections per worker, the invalidation listener's one included",
+    )
+    acquire_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="seconds a command waits for a pooled connection while all pool_size "
+        "are in use; past it, Redis counts as unavailable (not with Redis Cluster, whose "
+        "client refuses at once)",
+    )
     cluster: bool = Field(
         default=False, description="url is a node of a Redis Cluster (or use redis+cluster://)"
     )

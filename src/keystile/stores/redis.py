@@ -2,13 +2,21 @@
 
 `create_redis` understands three deployments, each through redis-py's own client:
 
-- `redis://`, `rediss://`, `unix://`: one server (`Redis.from_url`).
+- `redis://`, `rediss://`, `unix://`: one server (`BlockingConnectionPool.from_url`).
 - `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`: the master
   of `service` as the Sentinels name it (`Sentinel(...).master_for`); after a failover
   the pool finds the new master by itself. `rediss+sentinel://` speaks TLS to Redis.
 - `redis+cluster://host:port[,host:port...]` (or `rediss+cluster://`), or any
   `redis://` URL with `cluster=True` (`redis_cluster = true`): Redis Cluster
   (`RedisCluster`, which follows MOVED/ASK and refreshes its slot map itself).
+
+A worker has more requests in flight than its pool has connections whenever logins
+arrive in a burst. redis-py's default pool then raises `MaxConnectionsError`, which
+looks like Redis being away: rate limits would fall back to per-process counts and the
+caches to PostgreSQL in the middle of the burst. So a request waits, up to
+`acquire_timeout`, for a connection to come free instead (a blocking pool, for one
+server and for Sentinel). redis-py's asyncio cluster client has no blocking pool: there
+`max_connections` is per node, and running out of them still counts as an outage.
 
 Every key keystile writes carries a hash tag (`{...}`) naming its subject (an
 account, an address, a cache key), and every script and transaction touches the keys
@@ -22,9 +30,9 @@ from __future__ import annotations
 from typing import Any, cast
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
@@ -64,9 +72,14 @@ def create_redis(
     socket_timeout: float,
     connect_timeout: float,
     max_connections: int,
+    acquire_timeout: float,
     cluster: bool = False,
 ) -> Redis:
-    """Return a pooled client that fails fast rather than retrying into the caller's deadline."""
+    """Return a pooled client that fails fast rather than retrying into the caller's deadline.
+
+    A command waits up to `acquire_timeout` seconds for one of the `max_connections`
+    connections to come free (see the module); after that it fails like Redis being away.
+    """
     common: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
@@ -76,10 +89,13 @@ def create_redis(
     parts = urlsplit(url)
     kind = redis_kind(url, cluster=cluster)
     if kind == "sentinel":
-        return _sentinel_master(parts, common)
+        return _sentinel_master(parts, {**common, "timeout": acquire_timeout})
     if kind == "cluster":
         return _cluster(parts, common)
-    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+    pool = BlockingConnectionPool.from_url(
+        url, retry=Retry(NoBackoff(), 0), timeout=acquire_timeout, **common
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the pool
 
 
 def is_cluster(redis: Redis) -> bool:
@@ -128,6 +144,7 @@ def _sentinel_master(parts: SplitResult, common: dict[str, Any]) -> Redis:
         Redis,
         sentinel.master_for(
             service,
+            connection_pool_class=_BlockingSentinelPool,
             db=db,
             ssl=ssl,
             retry=Retry(NoBackoff(), 1),
@@ -135,6 +152,11 @@ def _sentinel_master(parts: SplitResult, common: dict[str, Any]) -> Redis:
             **common,
         ),
     )
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The Sentinel pool (it finds the master), waiting for a free connection when all
+    are in use (`BlockingConnectionPool.get_connection`) instead of raising."""
 
 
 def _cluster(parts: SplitResult, common: dict[str, Any]) -> Redis:
