@@ -20,7 +20,6 @@ from typing import Any
 
 from bench.measure import Measurement, progress
 from bench.probe import read_answer
-from bench.processes import settle
 from bench.scenarios import Target, UserCursor
 from bench.seed import PASSWORD, email_of
 
@@ -114,8 +113,10 @@ async def _client(
 
 
 def run_burst(target: Target, cursor: UserCursor, size: int) -> BurstResult:
-    """Send `size` cold logins at once to `target`; return when every client succeeded."""
-    settle()
+    """Send `size` cold logins at once to `target`; return when every client succeeded.
+
+    Callers let the machine settle first (`settle`), outside any CPU metering.
+    """
     result = BurstResult(size)
     first = cursor.position
     cursor.advance(size)

@@ -16,6 +16,7 @@ from collections import Counter
 from bench.backends import backends
 from bench.burst import burst_measurement, run_burst
 from bench.options import parse_options
+from bench.processes import settle
 from bench.run import Run, _plan, _serving
 from bench.scenarios import CREDENTIAL_USERS, Target
 from bench.seed import reset_users, seed_users
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             target = Target("keystile", server, options, run.work_dir, "/v1/tokens")
             for _ in range(own.bursts):
                 server.settle()
+                settle()
                 result = run_burst(target, run.cursor, own.size)
                 burst_measurement(target, result, own.ceiling)
                 retries = sorted(Counter(result.retries).items())

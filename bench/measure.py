@@ -15,19 +15,28 @@ over its rounds; counts are summed; CPU is metered around the arm's own rounds o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.processes import machine_busy_seconds, settle, tree_cpu_seconds
 from bench.wrk import WrkResult
 
-__all__ = ["Arm", "Measurement", "SweepPoint", "measure_interleaved", "progress", "summarise"]
+__all__ = [
+    "Arm",
+    "CpuSplit",
+    "Measurement",
+    "SweepPoint",
+    "measure_interleaved",
+    "progress",
+    "summarise",
+]
 
 
 def progress(line: str) -> None:
@@ -116,15 +125,62 @@ class Arm:
 
 
 @dataclass
-class _Tally:
-    results: list[WrkResult] = field(default_factory=list)
-    cpu_s: float = 0.0
+class CpuSplit:
+    """Where the CPU went while measured work ran, summed over each time it ran.
+
+    *server*: the target's own process tree; one entry per store (PostgreSQL, Redis);
+    *load generator*: this process and the children it has waited for (wrk, the burst's
+    clients, the storm's probe); *other*: everything else the machine was busy with.
+    """
+
+    server_cpu: Callable[[], float]  # CPU spent so far by the target's processes
+    db_pids: tuple[int, ...]
+    db_names: tuple[str, ...] = ()
+    in_process: bool = False  # True: the work runs inside the harness (the hash ceiling)
+    server_s: float = 0.0
     db_s: float = 0.0
-    other_s: float = 0.0
     load_s: float = 0.0
+    other_s: float = 0.0
     elapsed_s: float = 0.0
-    settled_s: float = 0.0  # waited before its rounds for the previous arm's work to end
     per_store_s: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Meter the block: add what each side spent in it to the sums."""
+        cpu0, db0 = self.server_cpu(), tree_cpu_seconds(self.db_pids)
+        store0 = [tree_cpu_seconds((pid,)) for pid in self.db_pids]
+        harness0, busy0, started = _harness_cpu_seconds(), machine_busy_seconds(), time.monotonic()
+        yield
+        cpu = self.server_cpu() - cpu0
+        # Database backends that exit take their CPU along: never let that go negative.
+        db = max(0.0, tree_cpu_seconds(self.db_pids) - db0)
+        harness = _harness_cpu_seconds() - harness0
+        busy = machine_busy_seconds() - busy0
+        for name, pid, before in zip(self.db_names, self.db_pids, store0, strict=False):
+            spent = max(0.0, tree_cpu_seconds((pid,)) - before)
+            self.per_store_s[name] = self.per_store_s.get(name, 0.0) + spent
+        self.load_s += harness if not self.in_process else 0.0
+        self.server_s += cpu
+        self.db_s += db
+        self.other_s += max(0.0, busy - db - harness - (0.0 if self.in_process else cpu))
+        self.elapsed_s += time.monotonic() - started
+
+    def cores(self) -> dict[str, float]:
+        """The sums as cores busy on average while the metered blocks ran."""
+        elapsed = max(self.elapsed_s, 1e-6)
+        return {
+            "server": round(self.server_s / elapsed, 2),
+            **{name: round(spent / elapsed, 2) for name, spent in self.per_store_s.items()},
+            "load generator": round(self.load_s / elapsed, 2),
+            "other": round(self.other_s / elapsed, 2),
+        }
+
+
+@dataclass
+class _Tally:
+    cpu: CpuSplit
+    results: list[WrkResult] = field(default_factory=list)
+    settled_s: float = 0.0  # waited before its rounds for the previous arm's work to end
 
 
 def _rotated(arms: list[Arm], round_index: int) -> list[Arm]:
@@ -150,50 +206,29 @@ def measure_interleaved(
             if arm.prepare is not None:
                 arm.prepare()
             arm.run(warmup_s)
-    tallies = {id(arm): _Tally() for arm in arms}
+    tallies = {
+        id(arm): _Tally(CpuSplit(arm.cpu_seconds, db_pids, db_names, arm.in_process))
+        for arm in arms
+    }
     for round_index in range(rounds):
         for arm in _rotated(arms, round_index):
             tally = tallies[id(arm)]
             if arm.prepare is not None:
                 arm.prepare()
             tally.settled_s += settle()
-            cpu0, db0 = arm.cpu_seconds(), tree_cpu_seconds(db_pids)
-            store0 = [tree_cpu_seconds((pid,)) for pid in db_pids]
-            harness0, busy0, started = (
-                _harness_cpu_seconds(),
-                machine_busy_seconds(),
-                time.monotonic(),
-            )
-            tally.results.append(arm.run(duration_s))
-            cpu = arm.cpu_seconds() - cpu0
-            # Database backends that exit take their CPU along: never let that go negative.
-            db = max(0.0, tree_cpu_seconds(db_pids) - db0)
-            harness = _harness_cpu_seconds() - harness0
-            busy = machine_busy_seconds() - busy0
-            for name, pid, before in zip(db_names, db_pids, store0, strict=False):
-                spent = max(0.0, tree_cpu_seconds((pid,)) - before)
-                tally.per_store_s[name] = tally.per_store_s.get(name, 0.0) + spent
-            tally.load_s += harness if not arm.in_process else 0.0
-            tally.cpu_s += cpu
-            tally.db_s += db
-            tally.other_s += max(0.0, busy - db - harness - (0.0 if arm.in_process else cpu))
-            tally.elapsed_s += time.monotonic() - started
+            with tally.cpu.measuring():
+                tally.results.append(arm.run(duration_s))
     measurements = []
     for arm in arms:
         tally = tallies[id(arm)]
         wall = sum(r.duration_s for r in tally.results)
+        cpu = tally.cpu
         measurement = summarise(
-            arm.target, arm.scenario, tally.results, tally.cpu_s, tally.db_s, wall, note=arm.note
+            arm.target, arm.scenario, tally.results, cpu.server_s, cpu.db_s, wall, note=arm.note
         )
-        elapsed = max(tally.elapsed_s, 1e-6)
-        measurement.other_cores = tally.other_s / elapsed
+        measurement.other_cores = cpu.other_s / max(cpu.elapsed_s, 1e-6)
         # Where the CPU went while this arm ran, in cores: the next gap shows itself here.
-        measurement.extra["cpu_split"] = {
-            "server": round(tally.cpu_s / elapsed, 2),
-            **{name: round(spent / elapsed, 2) for name, spent in tally.per_store_s.items()},
-            "load generator": round(tally.load_s / elapsed, 2),
-            "other": round(tally.other_s / elapsed, 2),
-        }
+        measurement.extra["cpu_split"] = cpu.cores()
         measurement.extra["settled_s"] = round(tally.settled_s, 1)
         measurements.append(measurement)
     return measurements

@@ -228,7 +228,8 @@ def markdown(report: Report, images: list[str]) -> str:
         names = sorted({name for m in splits for name in m.extra["cpu_split"]}, key=_split_order)
         lines += [
             "",
-            "CPU split (cores busy while each arm ran; *load generator* is wrk and the harness;"
+            "CPU split (cores busy while each arm ran, the storm's while its logins stormed;"
+            " *load generator* is wrk and the harness (the burst's clients, the storm's probe);"
             " *settled* is how long the arm waited, over all its rounds, for the work of the"
             " arm before it to end):",
             "",

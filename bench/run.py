@@ -30,9 +30,16 @@ from bench.backends import Backends, backends, forget_credentials, second_store
 from bench.burst import BURST_SECONDS_OF_CAPACITY, burst_measurement, run_burst
 from bench.ceilings import hash_ceiling
 from bench.checks import evaluate, store_label
-from bench.measure import Arm, Measurement, SweepPoint, measure_interleaved, progress
+from bench.measure import (
+    Arm,
+    CpuSplit,
+    Measurement,
+    SweepPoint,
+    measure_interleaved,
+    progress,
+)
 from bench.options import Options, parse_options
-from bench.processes import ServerProcess
+from bench.processes import ServerProcess, settle
 from bench.report import Report, publish
 from bench.scenarios import CREDENTIAL_USERS, Target, UserCursor
 from bench.seed import grant_admin, hash_password, reset_users, seed_users
@@ -183,8 +190,13 @@ class Run:
         for target in sides:
             progress(f"{target.name:<9} {'burst':<22} {size} logins at once ...")
             target.server.settle()
-            result = run_burst(target, self.cursor, size)
-            self.record(burst_measurement(target, result, ceiling.rps))
+            settle()
+            cpu = CpuSplit(target.cpu_seconds, self.backends.pids, self.backends.pid_names)
+            with cpu.measuring():
+                result = run_burst(target, self.cursor, size)
+            measurement = burst_measurement(target, result, ceiling.rps)
+            measurement.extra["cpu_split"] = cpu.cores()
+            self.record(measurement)
 
     def scale(self, large: Target, small: Target) -> None:
         """Cold logins and reads against the small and the large store, interleaved."""
@@ -229,7 +241,13 @@ class Run:
         self.measure([t.refresh(cursor, conns) for t in sides])
         self.measure([t.client_credentials(conns) for t in sides])
         for measurement in storm_interleaved(
-            sides, cursor, self.read_via, conns, plan.storm_connections
+            sides,
+            cursor,
+            self.read_via,
+            conns,
+            plan.storm_connections,
+            db_pids=self.backends.pids,
+            db_names=self.backends.pid_names,
         ):
             self.record(measurement)
 

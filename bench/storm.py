@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.measure import Measurement, progress, summarise
+from bench.measure import CpuSplit, Measurement, progress, summarise
 from bench.probe import ProbeResult, run_probe
 from bench.processes import settle
 from bench.scenarios import NOT_YET, Target, UserCursor
@@ -33,6 +33,7 @@ class _Side:
 
     target: Target
     headers: Path
+    cpu: CpuSplit  # metered while the storm runs, not while the reads run alone
     alone: list[WrkResult] = field(default_factory=list)
     during: list[WrkResult] = field(default_factory=list)
     logins: list[WrkResult] = field(default_factory=list)
@@ -56,19 +57,20 @@ class _Side:
             PASSWORD,
             wrk_threads,
         ]
-        login_job = target.start("login.lua", login_args, storm_connections, duration)
-        me_job = target.start("get.lua", me_args, me_connections, duration)
-        probe, _ = run_probe(
-            target.server.host,
-            target.server.port,
-            target.login_path,
-            first_user=probe_first,
-            connections=PROBE_CONNECTIONS,
-            duration_s=duration,
-            pause_s=_PROBE_PAUSE_S,
-        )
-        self.during.append(me_job.result())
-        self.logins.append(login_job.result())
+        with self.cpu.measuring():
+            login_job = target.start("login.lua", login_args, storm_connections, duration)
+            me_job = target.start("get.lua", me_args, me_connections, duration)
+            probe, _ = run_probe(
+                target.server.host,
+                target.server.port,
+                target.login_path,
+                first_user=probe_first,
+                connections=PROBE_CONNECTIONS,
+                duration_s=duration,
+                pause_s=_PROBE_PAUSE_S,
+            )
+            self.during.append(me_job.result())
+            self.logins.append(login_job.result())
         waited = target.server.settle()
         if waited > 1:
             progress(f"{target.name:<9} storm round: {waited:.1f} s to work off queued requests")
@@ -119,6 +121,7 @@ def _summary(side: _Side, via: str, me_connections: int, storm_connections: int)
         "timeouts": login_errors.get("timeout", 0)
         + measurement.errors.get("timeout", 0)
         + int(probe_summary.get("timeout", {}).get("count", 0)),
+        "cpu_split": side.cpu.cores(),
     }
     return measurement
 
@@ -129,6 +132,9 @@ def storm_interleaved(
     via: str,
     me_connections: int,
     storm_connections: int,
+    *,
+    db_pids: tuple[int, ...],
+    db_names: tuple[str, ...],
 ) -> list[Measurement]:
     """Run the storm's rounds on every target in turn; one `Measurement` per target."""
     results: list[Measurement] = []
@@ -138,7 +144,7 @@ def storm_interleaved(
         if headers is None:
             results.append(target.skip("storm", f"me-{via} {NOT_YET}"))
         else:
-            sides.append(_Side(target, headers))
+            sides.append(_Side(target, headers, CpuSplit(target.cpu_seconds, db_pids, db_names)))
     if not sides:
         return results
     profile = targets[0].options.profile
