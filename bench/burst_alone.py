@@ -3,7 +3,8 @@
 Starts embedded PostgreSQL and Redis and one `keystile serve` (the bench's settings),
 seeds users, then sends `--bursts` bursts of `--size` cold logins one after another
 (bench/burst.py: each client honours Retry-After) and prints, per burst, the summary
-line of `make bench` and how many clients needed each number of retries. Extra server
+line of `make bench`, how many clients needed each number of retries and where the CPU
+went while it ran (`CpuSplit`, as the report's CPU split). Extra server
 environment goes in with `--server-env KEY=VALUE`, as for `python -m bench`.
 """
 
@@ -15,6 +16,7 @@ from collections import Counter
 
 from bench.backends import backends
 from bench.burst import burst_measurement, run_burst
+from bench.measure import CpuSplit
 from bench.options import parse_options
 from bench.processes import settle
 from bench.run import Run, _plan, _serving
@@ -41,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(own.bursts):
                 server.settle()
                 settle()
-                result = run_burst(target, run.cursor, own.size)
+                cpu = CpuSplit(target.cpu_seconds, stores.pids, stores.pid_names)
+                with cpu.measuring():
+                    result = run_burst(target, run.cursor, own.size)
                 burst_measurement(target, result, own.ceiling)
+                sys.stdout.write(f"cores busy while it ran: {cpu.cores()}\n")
                 retries = sorted(Counter(result.retries).items())
                 sys.stdout.write(f"retries (count: clients) {retries}\n")
     return 0
