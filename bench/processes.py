@@ -13,14 +13,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 __all__ = [
-    "CpuMeter",
     "ServerProcess",
     "http_status",
     "machine_busy_seconds",
@@ -95,24 +93,6 @@ def settle(*, idle_cores: float = 0.3, window_s: float = 0.25, limit_s: float = 
 def machine_busy_seconds() -> float:
     """CPU seconds every process on the machine has spent busy (all cores, since boot)."""
     return _busy(psutil.cpu_times())
-
-
-@dataclass
-class CpuMeter:
-    """CPU seconds spent by a set of process trees between `start()` and `stop()`.
-
-    Processes that exit in between take their CPU with them, which is why servers
-    here keep their workers and pooled connections for the whole measurement.
-    """
-
-    pids: tuple[int, ...]
-    _start: float = 0.0
-
-    def start(self) -> None:
-        self._start = tree_cpu_seconds(self.pids)
-
-    def stop(self) -> float:
-        return max(0.0, tree_cpu_seconds(self.pids) - self._start)
 
 
 class ServerProcess:
