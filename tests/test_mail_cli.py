@@ -35,6 +35,20 @@ def _keystile(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_a_maildir_caught_half_created_is_read_as_empty(tmp_path: Path) -> None:
+    # A reader (`keystile mail list`, or a test polling) can open the Maildir while a
+    # worker is still making its subdirectories: it completes them and reads none.
+    directory = tmp_path / "mail"
+    directory.mkdir(mode=0o700)
+    (directory / "tmp").mkdir(mode=0o700)
+
+    box = read_maildir(directory)
+
+    assert len(box) == 0
+    assert sorted(p.name for p in directory.iterdir()) == ["cur", "new", "tmp"]
+    assert all((directory / name).stat().st_mode & 0o777 == 0o700 for name in ("cur", "new"))
+
+
 async def test_without_smtp_mail_lands_in_the_maildir_and_the_cli_reads_it(
     settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

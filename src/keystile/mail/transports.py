@@ -193,6 +193,14 @@ class MaildirTransport:
 
 
 def read_maildir(directory: Path) -> mailbox.Maildir:
-    """Open the development Maildir (creating it, private to its owner, if it is not there)."""
+    """Open the development Maildir (creating it, private to its owner, if it is not there).
+
+    Each directory is made if missing, rather than by `mailbox.Maildir(create=True)`,
+    which makes the three subdirectories only if the Maildir itself is new: a reader
+    that came in while a worker was creating it (`keystile mail list`) found `cur`
+    missing and failed.
+    """
     directory.parent.mkdir(parents=True, exist_ok=True)
-    return mailbox.Maildir(directory, create=True)
+    for path in (directory, directory / "tmp", directory / "new", directory / "cur"):
+        path.mkdir(mode=0o700, exist_ok=True)
+    return mailbox.Maildir(directory, create=False)
