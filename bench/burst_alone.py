@@ -16,7 +16,6 @@ from collections import Counter
 
 from bench.backends import backends
 from bench.burst import burst_measurement, run_burst
-from bench.measure import CpuSplit
 from bench.options import parse_options
 from bench.processes import settle
 from bench.run import Run, _plan, _serving
@@ -43,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(own.bursts):
                 server.settle()
                 settle()
-                cpu = CpuSplit(target.cpu_seconds, stores.pids, stores.pid_names)
+                cpu = target.cpu_split(stores.pids, stores.pid_names)
                 with cpu.measuring():
                     result = run_burst(target, run.cursor, own.size)
                 burst_measurement(target, result, own.ceiling)
                 sys.stdout.write(f"cores busy while it ran: {cpu.cores()}\n")
+                sys.stdout.write(f"CPU per hash: {cpu.cpu_per_hash_ms} ms\n")
                 retries = sorted(Counter(result.retries).items())
                 sys.stdout.write(f"retries (count: clients) {retries}\n")
     return 0

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.seed import PASSWORD, email_of
 
 __all__ = ["Client", "CredentialError", "TokenPair"]
@@ -59,6 +61,29 @@ class Client:
         except ValueError:
             parsed = {}
         return Answer(response.status, cookies, parsed if isinstance(parsed, dict) else {})
+
+    def hashing(self) -> tuple[float, int] | None:
+        """Return the server's hashing CPU seconds and hashes so far, from its /metrics.
+
+        None when the server has no such metrics (the Flask baseline, the bare ceiling app).
+        """
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self._timeout)
+        try:
+            connection.request("GET", "/metrics")
+            response = connection.getresponse()
+            text = response.read().decode()
+        finally:
+            connection.close()
+        if response.status != 200 or "keystile_" not in text:
+            return None
+        cpu, hashes = 0.0, 0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "keystile_hash_cpu_seconds_total":
+                    cpu += sample.value
+                elif sample.name == "keystile_hash_duration_seconds_count":
+                    hashes += int(sample.value)
+        return cpu, hashes
 
     def has_route(self, path: str) -> bool:
         """Return whether POST `path` exists (anything but 404/405 for an empty body)."""

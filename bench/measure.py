@@ -122,6 +122,7 @@ class Arm:
     in_process: bool = False  # True: the work runs inside the harness (the hash ceiling)
     note: str = ""
     prepare: Callable[[], None] | None = None  # per-round setup, outside the metering
+    hashing: Callable[[], tuple[float, int] | None] | None = None  # see CpuSplit.hashing
 
 
 @dataclass
@@ -131,22 +132,30 @@ class CpuSplit:
     *server*: the target's own process tree; one entry per store (PostgreSQL, Redis);
     *load generator*: this process and the children it has waited for (wrk, the burst's
     clients, the storm's probe); *other*: everything else the machine was busy with.
+    With `hashing` (keystile's hashing CPU seconds and hashes so far, from its metrics),
+    *hashing* is the part of *server* its hashing threads spent, and `cpu_per_hash_ms`
+    what one hash cost: beside the hash ceiling's, what sharing the cores costs a hash.
     """
 
     server_cpu: Callable[[], float]  # CPU spent so far by the target's processes
     db_pids: tuple[int, ...]
     db_names: tuple[str, ...] = ()
     in_process: bool = False  # True: the work runs inside the harness (the hash ceiling)
+    hashing: Callable[[], tuple[float, int] | None] | None = None
     server_s: float = 0.0
     db_s: float = 0.0
     load_s: float = 0.0
     other_s: float = 0.0
     elapsed_s: float = 0.0
     per_store_s: dict[str, float] = field(default_factory=dict)
+    hashing_s: float = 0.0
+    hashes: int = 0
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
         """Meter the block: add what each side spent in it to the sums."""
+        # Read the metrics outside the server's metered CPU: answering them costs some.
+        hashing0 = self.hashing() if self.hashing else None
         cpu0, db0 = self.server_cpu(), tree_cpu_seconds(self.db_pids)
         store0 = [tree_cpu_seconds((pid,)) for pid in self.db_pids]
         harness0, busy0, started = _harness_cpu_seconds(), machine_busy_seconds(), time.monotonic()
@@ -164,12 +173,23 @@ class CpuSplit:
         self.db_s += db
         self.other_s += max(0.0, busy - db - harness - (0.0 if self.in_process else cpu))
         self.elapsed_s += time.monotonic() - started
+        hashing1 = self.hashing() if self.hashing else None
+        if hashing0 is not None and hashing1 is not None:
+            self.hashing_s += hashing1[0] - hashing0[0]
+            self.hashes += hashing1[1] - hashing0[1]
+
+    @property
+    def cpu_per_hash_ms(self) -> float | None:
+        """CPU milliseconds one hash took on the server's hashing threads, if measured."""
+        return round(1000 * self.hashing_s / self.hashes, 1) if self.hashes else None
 
     def cores(self) -> dict[str, float]:
         """The sums as cores busy on average while the metered blocks ran."""
         elapsed = max(self.elapsed_s, 1e-6)
+        hashing = {"hashing": round(self.hashing_s / elapsed, 2)} if self.hashes else {}
         return {
             "server": round(self.server_s / elapsed, 2),
+            **hashing,
             **{name: round(spent / elapsed, 2) for name, spent in self.per_store_s.items()},
             "load generator": round(self.load_s / elapsed, 2),
             "other": round(self.other_s / elapsed, 2),
@@ -207,7 +227,9 @@ def measure_interleaved(
                 arm.prepare()
             arm.run(warmup_s)
     tallies = {
-        id(arm): _Tally(CpuSplit(arm.cpu_seconds, db_pids, db_names, arm.in_process))
+        id(arm): _Tally(
+            CpuSplit(arm.cpu_seconds, db_pids, db_names, arm.in_process, hashing=arm.hashing)
+        )
         for arm in arms
     }
     for round_index in range(rounds):
@@ -230,6 +252,12 @@ def measure_interleaved(
         # Where the CPU went while this arm ran, in cores: the next gap shows itself here.
         measurement.extra["cpu_split"] = cpu.cores()
         measurement.extra["settled_s"] = round(tally.settled_s, 1)
+        requests = sum(r.requests for r in tally.results)
+        if arm.in_process and requests:
+            # The hash ceiling: every request is one hash and the harness's CPU is the hashes'.
+            measurement.extra["cpu_per_hash_ms"] = round(1000 * cpu.server_s / requests, 1)
+        elif cpu.cpu_per_hash_ms is not None:
+            measurement.extra["cpu_per_hash_ms"] = cpu.cpu_per_hash_ms
         measurements.append(measurement)
     return measurements
 

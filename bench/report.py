@@ -110,7 +110,7 @@ def _cpu(m: Measurement) -> str:
 
 
 def _split_order(name: str) -> int:
-    order = ["server", "postgresql", "redis", "load generator", "other"]
+    order = ["server", "hashing", "postgresql", "redis", "load generator", "other"]
     return order.index(name) if name in order else len(order)
 
 
@@ -229,18 +229,21 @@ def markdown(report: Report, images: list[str]) -> str:
         lines += [
             "",
             "CPU split (cores busy while each arm ran, the storm's while its logins stormed;"
+            " *hashing* is the part of *server* keystile's hashing threads spent (its metrics),"
+            " *CPU per hash* what one hash cost them (the hash ceiling's: hashing alone);"
             " *load generator* is wrk and the harness (the burst's clients, the storm's probe);"
             " *settled* is how long the arm waited, over all its rounds, for the work of the"
             " arm before it to end):",
             "",
-            "| target | scenario | " + " | ".join(names) + " | settled s |",
-            "|---|---|" + "---:|" * (len(names) + 1),
+            "| target | scenario | " + " | ".join(names) + " | CPU per hash ms | settled s |",
+            "|---|---|" + "---:|" * (len(names) + 2),
         ]
         for m in splits:
             split = m.extra["cpu_split"]
             lines.append(
                 f"| {m.target} | {m.scenario} | "
                 + " | ".join(_num(split.get(name), 2) for name in names)
+                + f" | {_num(m.extra.get('cpu_per_hash_ms'), 1)}"
                 + f" | {_num(m.extra.get('settled_s'), 1)} |"
             )
     lines += ["", "Targets (BENCHMARK.md):", "", "| target | measured | wanted | verdict |"]

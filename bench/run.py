@@ -32,7 +32,6 @@ from bench.ceilings import hash_ceiling
 from bench.checks import evaluate, store_label
 from bench.measure import (
     Arm,
-    CpuSplit,
     Measurement,
     SweepPoint,
     measure_interleaved,
@@ -191,11 +190,13 @@ class Run:
             progress(f"{target.name:<9} {'burst':<22} {size} logins at once ...")
             target.server.settle()
             settle()
-            cpu = CpuSplit(target.cpu_seconds, self.backends.pids, self.backends.pid_names)
+            cpu = target.cpu_split(self.backends.pids, self.backends.pid_names)
             with cpu.measuring():
                 result = run_burst(target, self.cursor, size)
             measurement = burst_measurement(target, result, ceiling.rps)
             measurement.extra["cpu_split"] = cpu.cores()
+            if cpu.cpu_per_hash_ms is not None:
+                measurement.extra["cpu_per_hash_ms"] = cpu.cpu_per_hash_ms
             self.record(measurement)
 
     def scale(self, large: Target, small: Target) -> None:

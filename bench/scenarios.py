@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.credentials import Client
 from bench.machine_access import api_key_lines, client_lines
-from bench.measure import Arm, Measurement
+from bench.measure import Arm, CpuSplit, Measurement
 from bench.options import Options
 from bench.processes import ServerProcess, tree_cpu_seconds
 from bench.seed import PASSWORD
@@ -80,6 +80,14 @@ class Target:
         """CPU seconds the server's process tree has used so far."""
         return tree_cpu_seconds((self.server.pid,))
 
+    def hashing(self) -> tuple[float, int] | None:
+        """The server's hashing CPU seconds and hashes so far (keystile's metrics), or None."""
+        return self.client.hashing()
+
+    def cpu_split(self, db_pids: tuple[int, ...], db_names: tuple[str, ...]) -> CpuSplit:
+        """A CPU meter for this server, with its hashing threads' share where it reports one."""
+        return CpuSplit(self.cpu_seconds, db_pids, db_names, hashing=self.hashing)
+
     def arm(
         self,
         scenario: str,
@@ -92,7 +100,15 @@ class Target:
             if prepare is not None:
                 prepare()
 
-        return Arm(self.name, scenario, run, self.cpu_seconds, note=note, prepare=before_round)
+        return Arm(
+            self.name,
+            scenario,
+            run,
+            self.cpu_seconds,
+            note=note,
+            prepare=before_round,
+            hashing=self.hashing,
+        )
 
     def start(self, script: str, args: list[str], connections: int, duration_s: float) -> WrkJob:
         """Start a wrk run against this server (see `bench.wrk.start_wrk`)."""

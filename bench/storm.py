@@ -123,6 +123,8 @@ def _summary(side: _Side, via: str, me_connections: int, storm_connections: int)
         + int(probe_summary.get("timeout", {}).get("count", 0)),
         "cpu_split": side.cpu.cores(),
     }
+    if side.cpu.cpu_per_hash_ms is not None:
+        measurement.extra["cpu_per_hash_ms"] = side.cpu.cpu_per_hash_ms
     return measurement
 
 
@@ -144,7 +146,7 @@ def storm_interleaved(
         if headers is None:
             results.append(target.skip("storm", f"me-{via} {NOT_YET}"))
         else:
-            sides.append(_Side(target, headers, CpuSplit(target.cpu_seconds, db_pids, db_names)))
+            sides.append(_Side(target, headers, target.cpu_split(db_pids, db_names)))
     if not sides:
         return results
     profile = targets[0].options.profile

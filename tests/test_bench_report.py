@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench import render
-from bench.measure import Measurement
+from bench.measure import CpuSplit, Measurement
 from bench.report import Report, _ratios, load_report
 
 _RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
@@ -26,6 +26,28 @@ def test_a_login_ratio_counts_only_the_logins_served_not_the_503s() -> None:
     )
 
     assert _ratios(report, cold) == "0.60 x hash; 0.80 x baseline"
+
+
+def test_the_cpu_split_takes_a_hash_s_cpu_from_the_metrics_read_around_each_block() -> None:
+    # (hashing CPU seconds, hashes) as the server's metrics report them, twice per block.
+    readings = iter([(1.0, 10), (3.5, 110), (3.5, 110), (5.0, 160)])
+    cpu = CpuSplit(lambda: 0.0, (), hashing=lambda: next(readings))
+    for _ in range(2):
+        with cpu.measuring():
+            pass
+
+    assert (cpu.hashing_s, cpu.hashes) == (4.0, 150)
+    assert cpu.cpu_per_hash_ms == 26.7
+    assert "hashing" in cpu.cores()
+
+
+def test_a_server_without_hashing_metrics_has_no_hashing_share() -> None:
+    cpu = CpuSplit(lambda: 0.0, (), hashing=lambda: None)
+    with cpu.measuring():
+        pass
+
+    assert cpu.cpu_per_hash_ms is None
+    assert "hashing" not in cpu.cores()
 
 
 def test_re_rendering_a_run_keeps_the_checks_that_need_its_parameters() -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +132,37 @@ async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured(
     assert _value("keystile_hash_duration_seconds_count", operation="hash") >= 2
 
 
+async def test_hashing_cpu_is_counted_apart_from_time_a_hash_spends_off_the_cpu() -> None:
+    hasher = PasswordHasher(
+        Argon2Parameters(memory_kib=64, time_cost=1),
+        threads=1,
+        budget=10.0,
+        mean_hash_seconds=0.01,
+    )
+
+    def spin(_: str) -> None:
+        until = time.thread_time() + 0.05
+        while time.thread_time() < until:
+            pass
+
+    def wait(_: str) -> None:
+        time.sleep(0.3)
+
+    def counted() -> float:
+        return _value("keystile_hash_cpu_seconds_total", operation="verify")
+
+    try:
+        before = counted()
+        await hasher._run("verify", spin, None, "")
+        spun = counted() - before
+        await hasher._run("verify", wait, None, "")
+        waited = counted() - before - spun
+    finally:
+        hasher.close()
+    assert spun >= 0.05
+    assert waited < 0.05
+
+
 async def test_a_cancelled_waiting_hash_leaves_the_queue_gauge() -> None:
     hasher = PasswordHasher(
         Argon2Parameters(memory_kib=64, time_cost=1),
@@ -194,6 +226,7 @@ async def test_every_documented_metric_is_exported(client: Client) -> None:
         metrics.HASHES_IN_PROGRESS,
         metrics.HASH_WAIT,
         metrics.HASH_DURATION,
+        metrics.HASH_CPU,
         metrics.HASH_REJECTIONS,
         metrics.CACHE_LOOKUPS,
         metrics.DB_POOL_CONNECTIONS,

@@ -38,6 +38,7 @@ __all__ = [
     "CONTENT_TYPE",
     "DB_POOL_CONNECTIONS",
     "HASHES_IN_PROGRESS",
+    "HASH_CPU",
     "HASH_DURATION",
     "HASH_QUEUE_DEPTH",
     "HASH_REJECTIONS",
@@ -151,6 +152,12 @@ HASH_DURATION = Histogram(
     "Time one argon2 hash or verification took on its thread, by operation.",
     ["operation"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+HASH_CPU = Counter(
+    "keystile_hash_cpu_seconds_total",
+    "CPU time the hashing threads spent in hashes and verifications, by operation: set"
+    " against the process's CPU, it shows what logins cost beside their hashes.",
+    ["operation"],
 )
 HASH_REJECTIONS = Counter(
     "keystile_hash_rejections_total",

@@ -275,4 +275,5 @@ def _measured(
         cpu_seconds = time.thread_time() - cpu_started
         metrics.HASHES_IN_PROGRESS.dec()
         metrics.HASH_DURATION.labels(operation).observe(seconds)
+        metrics.HASH_CPU.labels(operation).inc(cpu_seconds)
     return result, seconds, cpu_seconds
