@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from quart import Quart, request
+from redis.asyncio import Redis
 
 from keystile.app import create_app
 from keystile.container import Overrides
@@ -23,6 +24,7 @@ from keystile.services.passwords import Argon2Parameters, HashAdmission, Passwor
 from tests.support.backing import Backing, make_settings
 from tests.support.http import PASSWORD, login, services_of, unique_email
 from tests.support.statements import Statements
+from tests.support.waiting import eventually
 
 # A budget of a few hash times: a flood of 50 logins must overflow it.
 BUDGET_MS = 100
@@ -226,6 +228,12 @@ def test_retry_after_stays_within_the_horizon_when_refused_clients_come_back_ear
     assert retry_afters[:9] == [1] * 9  # the first ones are still told the earliest turns
 
 
+def test_each_earlier_cold_attempt_stretches_the_budget_by_a_third_up_to_twice_it() -> None:
+    admission = HashAdmission(threads=1, budget=0.9, mean_hash_seconds=0.1)
+    budgets = [admission.budget_for(attempt) for attempt in (0, 1, 2, 3, 4, 5, 50)]
+    assert budgets == pytest.approx([0.9, 0.9, 1.2, 1.5, 1.8, 1.8, 1.8])
+
+
 def test_admission_learns_the_hash_time_it_measures() -> None:
     admission = HashAdmission(threads=1, budget=1.0, mean_hash_seconds=0.01)
     for _ in range(200):
@@ -313,11 +321,18 @@ async def _saturable_app(
     backing: Backing,
     *,
     before_request: Callable[[], Awaitable[None]] | None = None,
+    budget: float = 0.0,
+    mean_hash_seconds: float | None = None,
     **settings: Any,
 ) -> AsyncIterator[tuple[Quart, GatedHasher]]:
     # One hashing thread, no wait budget: while one hash is held, every cold login is
     # refused. `before_request` runs before each request Quart handles.
-    hasher = GatedHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=1, budget=0.0)
+    hasher = GatedHasher(
+        Argon2Parameters(memory_kib=64, time_cost=1),
+        threads=1,
+        budget=budget,
+        mean_hash_seconds=mean_hash_seconds,
+    )
     hasher.gate.set()
     app = create_app(
         make_settings(backing, hash_threads=1, login_wait_budget_ms=0, **settings),
@@ -409,6 +424,75 @@ async def test_cold_grants_arriving_together_past_the_budget_are_refused_in_fron
     assert statuses == [200, 503, 503, 503, 503]
     assert seen == ["POST"]
     assert hasher.admission.admitted == 0
+
+
+async def test_a_login_refused_for_capacity_is_admitted_on_its_return_ahead_of_newcomers(
+    backing: Backing,
+) -> None:
+    # S5: one hash held, each hash taken to last 1 s, a 0.9 s budget. A newcomer would
+    # wait 1 s and is refused; the same login come back (its account's second cold
+    # attempt) is admitted up to 1.2 s, while a newcomer after it is refused. No
+    # attempt is admitted past twice the budget, however often it comes back.
+    async with _saturable_app(
+        backing,
+        budget=0.9,
+        mean_hash_seconds=1.0,
+        rate_limit_token_per_ip="100/day",
+        rate_limit_token_per_account="1000/day",
+    ) as (app, hasher):
+        client = app.test_client()
+        returning, patient, newcomer, busy = await _insert_users_without_hashing(app, 4)
+        holding = await _hold_the_only_thread(client, hasher, busy)
+        assert (await _grant(client, returning)).status_code == 503
+        assert (await _grant(client, patient)).status_code == 503
+        admitted = asyncio.ensure_future(_grant(client, returning))
+        await eventually(lambda: hasher.admission.admitted == 2)
+        assert (await _grant(client, newcomer)).status_code == 503
+        # Two hashes ahead now: 2 s, past twice the budget for any attempt.
+        for _ in range(5):
+            assert (await _grant(client, patient)).status_code == 503
+        hasher.gate.set()
+        assert (await holding).status_code == 201
+        assert (await admitted).status_code == 200
+        assert (await _grant(client, patient)).status_code == 200
+
+
+async def test_an_accounts_cold_attempts_are_counted_until_a_success(backing: Backing) -> None:
+    # What the gate's script counts for hash admission (S5): cold logins of the account,
+    # failed or refused, until one succeeds; a warm login (cached success) is not one.
+    async with _saturable_app(
+        backing, rate_limit_token_per_ip="100/day", rate_limit_token_per_account="1000/day"
+    ) as (app, _):
+        client = app.test_client()
+        (email,) = await _insert_users_without_hashing(app, 1)
+        key = services_of(app).throttle.attempts_key(email.lower())
+        redis = Redis.from_url(backing.redis_url)
+        try:
+            for expected in (1, 2):
+                assert (await _grant(client, email, password="not the password")).status_code == 401
+                assert int(await redis.get(key) or 0) == expected
+            assert 0 < await redis.pttl(key) <= 20_000  # twice the turns' 10 s horizon
+            assert (await _grant(client, email)).status_code == 200
+            assert await redis.exists(key) == 0
+            assert (await _grant(client, email)).status_code == 200  # warm
+            assert await redis.exists(key) == 0
+        finally:
+            await redis.aclose()
+
+
+async def _insert_users_without_hashing(app: Quart, count: int) -> list[str]:
+    """Create accounts whose hash was made by another hasher: the app's learns no time."""
+    setup = PasswordHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=1, budget=1.0)
+    try:
+        password_hash = await setup.hash(PASSWORD)
+    finally:
+        setup.close()
+    emails = [unique_email() for _ in range(count)]
+    assert (
+        len(await services_of(app).users.insert_users([(e, password_hash) for e in emails]))
+        == count
+    )
+    return emails
 
 
 async def test_logins_let_through_while_hashing_is_saturated_are_charged_once(

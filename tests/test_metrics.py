@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from threading import Event
 
@@ -26,6 +25,7 @@ from keystile.stores.cache import TieredCache
 from tests.support.backing import Backing, make_settings
 from tests.support.http import PASSWORD, Client, from_ip, login, register, unique_email, unique_ip
 from tests.support.tokens import new_user_tokens, refresh
+from tests.support.waiting import eventually
 
 
 def _value(name: str, **labels: str) -> float:
@@ -83,12 +83,6 @@ async def test_logins_are_counted_by_outcome(client: Client) -> None:
     assert logins[(("outcome", "unknown_account"),)] == before["unknown_account"] + 2
 
 
-async def _eventually(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while not condition():  # noqa: ASYNC110 - the condition is a metric, not an event
-            await asyncio.sleep(0.01)
-
-
 def _occupy_the_hashing_thread(hasher: PasswordHasher) -> tuple[asyncio.Future[str], Event]:
     """Start a job that holds the hasher's thread until the returned event is set."""
     release = Event()
@@ -116,9 +110,9 @@ async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured(
     rejections = _value("keystile_hash_rejections_total")
     try:
         first, release = _occupy_the_hashing_thread(hasher)
-        await _eventually(lambda: _value("keystile_hashes_in_progress") == running + 1)
+        await eventually(lambda: _value("keystile_hashes_in_progress") == running + 1)
         second = asyncio.ensure_future(hasher.hash("second password"))
-        await _eventually(lambda: _value("keystile_hash_queue_depth") == depth + 1)
+        await eventually(lambda: _value("keystile_hash_queue_depth") == depth + 1)
         with pytest.raises(Overloaded):
             await hasher.hash("third password")
         assert _value("keystile_hash_rejections_total") == rejections + 1
@@ -174,7 +168,7 @@ async def test_a_cancelled_waiting_hash_leaves_the_queue_gauge() -> None:
     try:
         first, release = _occupy_the_hashing_thread(hasher)
         second = asyncio.ensure_future(hasher.hash("second password"))
-        await _eventually(lambda: _value("keystile_hash_queue_depth") == depth + 1)
+        await eventually(lambda: _value("keystile_hash_queue_depth") == depth + 1)
         second.cancel()
         await asyncio.gather(second, return_exceptions=True)
         assert _value("keystile_hash_queue_depth") == depth

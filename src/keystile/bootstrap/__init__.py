@@ -147,6 +147,8 @@ async def build_services(
         credentials,
         retry_interval=settings.limits.redis_retry_seconds,
         user_key=users.shared_key,
+        # Long enough for a refused login to come back on its latest promised turn.
+        attempts_lifetime=2 * hasher.admission.horizon,
     )
     failures = BufferedAuditLog(audit)
     stack.push_async_callback(failures.close)  # before the pool closes: written on shutdown

@@ -106,7 +106,7 @@ class AuthService:
         if not check.cold:
             return LoginAdmission(email, check)
         try:
-            ticket = self.hasher.admit()
+            ticket = self.hasher.admit(check.attempts)
         except Overloaded:
             metrics.LOGINS.labels("overloaded").inc()
             raise
@@ -170,7 +170,7 @@ class AuthService:
         password = self.policy.check_length(password)
         if admission is None:
             check = await self.gate.check(action, email, client)
-            ticket = self.hasher.admit() if check.cold else None
+            ticket = self.hasher.admit(check.attempts) if check.cold else None
         elif isinstance(admission.gate, KeystileError):
             raise admission.gate
         else:

@@ -3,9 +3,11 @@
 `LoginGate.check` charges the action's rate limits (S27), refuses while a failed-login
 backoff runs (S28), learns whether the address is a known client of the account, and
 reads the account's credential-cache and user-cache entries, all in one script call
-(`stores.login_gate`). A warm login (a credential entry exists) then needs no hash, so
-hash admission can be decided before any PostgreSQL work; the user lookup that follows
-needs no Redis read of its own.
+(`stores.login_gate`), which also counts a cold login among the account's cold attempts
+since its last success (a login refused for hash capacity before may wait longer, S5).
+A warm login (a credential entry exists) then needs no hash, so hash admission can be
+decided before any PostgreSQL work; the user lookup that follows needs no Redis read of
+its own.
 
 When Redis fails, the same checks run through the rate limiter and the throttle,
 which fall back to per-process counters; Redis is then left alone for
@@ -45,6 +47,7 @@ class LoginCheck:
     client_failures: bool  # failures of this (account, address) to clear on success
     credential: Prefetched | None  # None: not read (Redis away, or a store it cannot read)
     user: SharedCopy | None = None  # the user-cache entry as read; None: not read
+    attempts: int = 0  # the account's cold attempts since its last success, this one too
 
     @property
     def warm(self) -> bool:
@@ -89,8 +92,11 @@ class LoginGate:
         *,
         retry_interval: float = 1.0,
         user_key: Callable[[str], str] | None = None,
+        attempts_lifetime: float = 0.0,
     ) -> None:
-        """`user_key` returns the Redis key of an account's cached user, read in the script."""
+        """`user_key` returns the Redis key of an account's cached user, read in the script;
+        cold attempts are counted while `attempts_lifetime` (seconds) is over 0, each
+        count kept that long after the last attempt."""
         self._store = store
         self._user_key = user_key
         self._limiter = limiter
@@ -99,6 +105,7 @@ class LoginGate:
         self._credentials = credentials
         self._retry_interval = retry_interval
         self._retry_at = 0.0
+        self._attempts_lifetime = attempts_lifetime
 
     async def check(self, action: Action, email: str, client: ClientInfo) -> LoginCheck:
         """Charge `action`'s limits and check the backoff; raise `RateLimited` if refused."""
@@ -119,9 +126,12 @@ class LoginGate:
             backoff_account=self._throttle.account_key(account),
             credential=self._credentials.redis_key(account),
             user=self._user_key(account) if self._user_key else None,
+            attempts=self._throttle.attempts_key(account),
         )
         try:
-            found = await self._store.check(keys, limits.per_ip, limits.per_account)
+            found = await self._store.check(
+                keys, limits.per_ip, limits.per_account, attempts_lifetime=self._attempts_lifetime
+            )
         except REDIS_FAILURES as exc:
             self._retry_at = time.monotonic() + self._retry_interval
             _log.warning("login gate: redis unavailable (%s); checking per process", exc)
@@ -147,6 +157,7 @@ class LoginGate:
             client_failures=found.client_failures,
             credential=self._prefetched(keys.credential, found.credential),
             user=SharedCopy(found.user) if keys.user else None,
+            attempts=found.attempts,
         )
 
     def _prefetched(self, key: str | None, found: str | None) -> Prefetched | None:
@@ -175,5 +186,9 @@ class LoginGate:
     async def succeeded(self, check: LoginCheck, client: ClientInfo) -> None:
         """Clear the address's failures and remember it as known, writing only what changed."""
         await self._throttle.succeeded(
-            check.account, client, had_failures=check.client_failures, known=check.known_client
+            check.account,
+            client,
+            had_failures=check.client_failures,
+            known=check.known_client,
+            retried=check.attempts > 1,
         )

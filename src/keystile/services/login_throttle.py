@@ -54,6 +54,14 @@ class LoginThrottle:
         """Return the account-wide backoff key; `account` normalised."""
         return self.keys.key("login-backoff:account", account)
 
+    def attempts_key(self, account: str) -> str:
+        """Return the key counting the account's cold attempts since its last success.
+
+        The login gate counts them; hash admission lets a login refused before wait longer
+        (`HashAdmission`). A success clears it.
+        """
+        return self.keys.key("login-attempts", account)
+
     async def check(self, email: str, client: ClientInfo) -> None:
         """Raise `RateLimited` if a login for `email` from `client` must wait."""
         account = normalise_account(email)
@@ -87,19 +95,29 @@ class LoginThrottle:
                 )
 
     async def succeeded(
-        self, email: str, client: ClientInfo, *, had_failures: bool = True, known: bool = False
+        self,
+        email: str,
+        client: ClientInfo,
+        *,
+        had_failures: bool = True,
+        known: bool = False,
+        retried: bool = False,
     ) -> None:
         """Clear this address's failures and remember it as a known client of the account.
 
         The per-email count is left to decay: an attacker does not get fresh free
         guesses each time the owner logs in. When the caller already knows that the
         address has no failures or is known (the login gate read both), nothing is
-        written for that part.
+        written for that part. `retried`: the account's cold attempts were counted past
+        this one; they are cleared with the failures.
         """
         account = normalise_account(email)
         writes = []
-        if had_failures:
-            writes.append(self.store.forget([self.client_key(account, client.ip)]))
+        forget = [self.client_key(account, client.ip)] if had_failures else []
+        if retried:
+            forget.append(self.attempts_key(account))
+        if forget:
+            writes.append(self.store.forget(forget))
         if not known:
             writes.append(self.known_clients.remember(account, client.ip))
         await asyncio.gather(*writes)

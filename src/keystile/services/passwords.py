@@ -47,6 +47,12 @@ class HashAdmission:
     would come: refusals are handed successive slots at the rate the threads drain,
     so retries spread over the drain time instead of all returning in the same second.
 
+    A login refused before may wait longer: the k-th cold attempt of an account since its
+    last success (the login gate counts them) is admitted while its expected wait is
+    within the budget times 1 + (k - 1) / 3, up to twice the budget. A client that comes
+    back when told is then ahead of newcomers, so it is not refused again and again by
+    the luck of when it lands, and the queue never holds more than twice the budget.
+
     Two means are kept. Admission uses the hashes' wall time, so an admitted caller's wait
     stays within the budget even while the threads share the CPU with the event loop.
     Turns are promised by the hashes' CPU time, the rate the threads drain once a flood
@@ -97,10 +103,22 @@ class HashAdmission:
         ahead = self._admitted - self._threads + 1
         return max(0, ahead) * mean_hash_seconds / self._threads
 
-    def admit(self) -> None:
-        """Count one more hash, or raise `Overloaded` with the caller's turn as Retry-After."""
+    @property
+    def horizon(self) -> float:
+        """The latest turn, in seconds from now, a refusal is ever promised."""
+        return self._horizon
+
+    def budget_for(self, attempt: int) -> float:
+        """The longest expected wait admitted for an account's `attempt`-th cold attempt."""
+        return self._budget * min(_MAX_STRETCH, 1 + max(0, attempt - 1) / _ATTEMPTS_TO_STRETCH)
+
+    def admit(self, attempt: int = 1) -> None:
+        """Count one more hash, or raise `Overloaded` with the caller's turn as Retry-After.
+
+        `attempt`: which cold attempt of its account since the last success this is.
+        """
         wait = self.expected_wait()
-        if wait <= self._budget:
+        if wait <= self.budget_for(attempt):
             self._admitted += 1
             return
         now = self._clock()
@@ -126,6 +144,10 @@ class HashAdmission:
         self._cpu_mean += self._smoothing * (cpu - self._cpu_mean)
 
 
+_ATTEMPTS_TO_STRETCH = 3  # each earlier attempt adds a third of the budget ...
+_MAX_STRETCH = 2.0  # ... up to twice the budget
+
+
 class HashTicket:
     """A place admitted in the hashing queue, taken before the work that leads to the hash.
 
@@ -135,8 +157,8 @@ class HashTicket:
 
     __slots__ = ("_admission", "_held")
 
-    def __init__(self, admission: HashAdmission) -> None:
-        admission.admit()
+    def __init__(self, admission: HashAdmission, attempt: int = 1) -> None:
+        admission.admit(attempt)
         self._admission = admission
         self._held = True
 
@@ -202,9 +224,12 @@ class PasswordHasher:
         """Hashes that can run at once."""
         return self._threads
 
-    def admit(self) -> HashTicket:
-        """Reserve a place for one hash now, or raise `Overloaded` (see `HashAdmission`)."""
-        return HashTicket(self.admission)
+    def admit(self, attempt: int = 1) -> HashTicket:
+        """Reserve a place for one hash now, or raise `Overloaded` (see `HashAdmission`).
+
+        `attempt`: which cold attempt of the account since its last success this is.
+        """
+        return HashTicket(self.admission, attempt)
 
     async def hash(self, password: str, *, ticket: HashTicket | None = None) -> str:
         """Return an argon2id hash of `password`."""

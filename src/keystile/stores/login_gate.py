@@ -4,8 +4,10 @@ One EVALSHA checks and charges the per-address and per-account limits of the act
 (GCRA, all or nothing), reads the failed-login backoff of the (account, address) pair
 and of the account, tells whether the address is a known client of the account (which
 picks the per-account limit key and skips the account-wide backoff), and reads the
-credential-cache and user-cache entries of the account. That is one network round trip
-where there used to be seven.
+credential-cache and user-cache entries of the account; a login that passes them and
+finds no cached credential (it will need a hash) is counted among the account's cold
+attempts since its last success. That is one network round trip where there used to be
+seven.
 
 Every key of the account carries the account's hash tag; only the per-address limit
 key carries the address's own, so on Redis Cluster that one check is a call of its own.
@@ -37,6 +39,7 @@ class LoginGateKeys:
     backoff_account: str
     credential: str | None
     user: str | None = None  # the account's user-cache entry
+    attempts: str | None = None  # the account's cold attempts since its last success
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +52,16 @@ class LoginGateResult:
     client_failures: bool  # the (account, address) pair has failures to clear on success
     credential: str | None  # the credential-cache entry, if one was asked for and exists
     user: bytes | None = None  # the user-cache entry (as stored), if asked for and exists
+    attempts: int = 0  # cold attempts counted with this one; 0: not counted
 
 
 # KEYS: known, ip-limit, account-limit, account-known-limit, backoff-client,
-#       backoff-account, credential, user (unused slots hold the known key; flags say which).
+#       backoff-account, credential, user, attempts (unused slots hold the known key; flags
+#       say which).
 # ARGV: ip interval_ms, ip count, account interval_ms, account count (0 count: no limit),
-#       read-credential flag (0/1), read-user flag (0/1).
+#       read-credential flag (0/1), read-user flag (0/1), attempts lifetime ms (0: none).
 # Returns {allowed, known, backoff_wait_ms, client_failures, credential|false, user|false,
-#          then per limit checked: remaining, retry_after_ms, reset_after_ms}.
+#          attempts, then per limit checked: remaining, retry_after_ms, reset_after_ms}.
 _LOGIN_GATE = (
     GCRA_LUA
     + """
@@ -86,7 +91,13 @@ local credential = false
 if ARGV[5] == '1' then credential = redis.call('GET', KEYS[7]) end
 local user = false
 if ARGV[6] == '1' then user = redis.call('GET', KEYS[8]) end
-local out = {allowed, known, math.ceil(wait), client_failures, credential, user}
+-- A login let through that found no cached credential will need a hash: count it.
+local attempts = 0
+if ARGV[7] ~= '0' and allowed == 1 and wait <= 0 and not credential then
+  attempts = redis.call('INCR', KEYS[9])
+  redis.call('PEXPIRE', KEYS[9], ARGV[7])
+end
+local out = {allowed, known, math.ceil(wait), client_failures, credential, user, attempts}
 for _, value in ipairs(limits) do table.insert(out, value) end
 return out
 """
@@ -108,11 +119,20 @@ class RedisLoginGate:
         self._per_ip = RedisCounterStore(redis) if self._split else None
 
     async def check(
-        self, keys: LoginGateKeys, per_ip: Rate | None, per_account: Rate | None
+        self,
+        keys: LoginGateKeys,
+        per_ip: Rate | None,
+        per_account: Rate | None,
+        *,
+        attempts_lifetime: float = 0.0,
     ) -> LoginGateResult:
-        """Charge the login's limits and read its backoff, known-client flag and credential."""
+        """Charge the login's limits and read its backoff, known-client flag and credential.
+
+        With `keys.attempts` and a lifetime (seconds), a cold login let through is
+        counted among the account's cold attempts, kept for that long after the last.
+        """
         if self._per_ip is None or keys.per_ip is None or per_ip is None:
-            return await self._check(keys, per_ip, per_account)
+            return await self._check(keys, per_ip, per_account, attempts_lifetime)
         ip_limit = (await self._per_ip.gcra([keys.per_ip], [per_ip]))[0]
         if not ip_limit.allowed:
             unchecked = [
@@ -127,16 +147,23 @@ class RedisLoginGate:
                 client_failures=False,
                 credential=None,
             )
-        found = await self._check(dataclasses.replace(keys, per_ip=None), None, per_account)
+        found = await self._check(
+            dataclasses.replace(keys, per_ip=None), None, per_account, attempts_lifetime
+        )
         allowed = all(limit.allowed for limit in found.limits)
         return dataclasses.replace(
             found, limits=[dataclasses.replace(ip_limit, allowed=allowed), *found.limits]
         )
 
     async def _check(
-        self, keys: LoginGateKeys, per_ip: Rate | None, per_account: Rate | None
+        self,
+        keys: LoginGateKeys,
+        per_ip: Rate | None,
+        per_account: Rate | None,
+        attempts_lifetime: float,
     ) -> LoginGateResult:
         spare = keys.known_client
+        counted = keys.attempts is not None and attempts_lifetime > 0
         raw = await self._script(
             keys=[
                 keys.known_client,
@@ -147,6 +174,7 @@ class RedisLoginGate:
                 keys.backoff_account,
                 keys.credential or spare,
                 keys.user or spare,
+                keys.attempts or spare,
             ],
             args=[
                 per_ip.interval_ms if per_ip else 0,
@@ -155,6 +183,7 @@ class RedisLoginGate:
                 per_account.count if per_account else 0,
                 1 if keys.credential else 0,
                 1 if keys.user else 0,
+                max(1, int(attempts_lifetime * 1000)) if counted else 0,
             ],
         )
         allowed = bool(raw[0])
@@ -163,9 +192,9 @@ class RedisLoginGate:
             GcraResult(
                 rate=rate,
                 allowed=allowed,
-                remaining=int(raw[6 + 3 * i]),
-                retry_after=int(raw[7 + 3 * i]) / 1000,
-                reset_after=int(raw[8 + 3 * i]) / 1000,
+                remaining=int(raw[7 + 3 * i]),
+                retry_after=int(raw[8 + 3 * i]) / 1000,
+                reset_after=int(raw[9 + 3 * i]) / 1000,
             )
             for i, rate in enumerate(rates)
         ]
@@ -177,4 +206,5 @@ class RedisLoginGate:
             client_failures=bool(raw[3]),
             credential=credential.decode() if isinstance(credential, bytes) else None,
             user=user if isinstance(user, bytes) else None,
+            attempts=int(raw[6]),
         )
