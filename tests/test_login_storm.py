@@ -476,6 +476,10 @@ async def test_an_accounts_cold_attempts_are_counted_until_a_success(backing: Ba
             assert await redis.exists(key) == 0
             assert (await _grant(client, email)).status_code == 200  # warm
             assert await redis.exists(key) == 0
+            # A cold success clears its own count too (the credential entry made cold).
+            await redis.delete(services_of(app).credentials.redis_key(email.lower()) or "")
+            assert (await _grant(client, email)).status_code == 200
+            assert await redis.exists(key) == 0
         finally:
             await redis.aclose()
 

@@ -190,5 +190,5 @@ class LoginGate:
             client,
             had_failures=check.client_failures,
             known=check.known_client,
-            retried=check.attempts > 1,
+            attempts_counted=check.attempts > 0,
         )

@@ -101,20 +101,20 @@ class LoginThrottle:
         *,
         had_failures: bool = True,
         known: bool = False,
-        retried: bool = False,
+        attempts_counted: bool = False,
     ) -> None:
         """Clear this address's failures and remember it as a known client of the account.
 
         The per-email count is left to decay: an attacker does not get fresh free
         guesses each time the owner logs in. When the caller already knows that the
         address has no failures or is known (the login gate read both), nothing is
-        written for that part. `retried`: the account's cold attempts were counted past
-        this one; they are cleared with the failures.
+        written for that part. `attempts_counted`: the account's cold attempts were
+        counted (this one among them); the count is cleared with the failures.
         """
         account = normalise_account(email)
         writes = []
         forget = [self.client_key(account, client.ip)] if had_failures else []
-        if retried:
+        if attempts_counted:
             forget.append(self.attempts_key(account))
         if forget:
             writes.append(self.store.forget(forget))
