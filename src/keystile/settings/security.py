@@ -29,7 +29,13 @@ class HashingSettings(_Group):
     parallelism: int = Field(default=1, ge=1)
     threads: int = Field(default=0, ge=0, description="0 means CPU count / workers")
     login_wait_budget_ms: int = Field(
-        default=1500, ge=0, le=60_000, description="longest expected wait for a hash thread"
+        default=1500,
+        ge=0,
+        le=60_000,
+        description=(
+            "longest expected wait for a hash thread; a login that comes back after a"
+            " refusal may wait up to twice this"
+        ),
     )
 
 
