@@ -95,15 +95,20 @@ def _occupy_the_hashing_thread(hasher: PasswordHasher) -> tuple[asyncio.Future[s
     return asyncio.ensure_future(hasher._run("hash", blocked, None, "")), release
 
 
+def _one_thread_hasher(*, budget: float, mean_hash_seconds: float) -> PasswordHasher:
+    """A cheap hasher with one thread, whose admission starts from `mean_hash_seconds`."""
+    return PasswordHasher(
+        Argon2Parameters(memory_kib=64, time_cost=1),
+        threads=1,
+        budget=budget,
+        mean_hash_seconds=mean_hash_seconds,
+    )
+
+
 async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured() -> None:
     # One thread and a budget of 1.5 hash times: one hash may wait, a third concurrent
     # hash would wait 2 hash times and is refused at once (S5).
-    hasher = PasswordHasher(
-        Argon2Parameters(memory_kib=64, time_cost=1),
-        threads=1,
-        budget=1.5,
-        mean_hash_seconds=1.0,
-    )
+    hasher = _one_thread_hasher(budget=1.5, mean_hash_seconds=1.0)
     depth = _value("keystile_hash_queue_depth")
     running = _value("keystile_hashes_in_progress")
     waits = _value("keystile_hash_wait_seconds_count")
@@ -127,12 +132,7 @@ async def test_hash_queue_depth_wait_time_and_admission_rejections_are_measured(
 
 
 async def test_hashing_cpu_is_counted_apart_from_time_a_hash_spends_off_the_cpu() -> None:
-    hasher = PasswordHasher(
-        Argon2Parameters(memory_kib=64, time_cost=1),
-        threads=1,
-        budget=10.0,
-        mean_hash_seconds=0.01,
-    )
+    hasher = _one_thread_hasher(budget=10.0, mean_hash_seconds=0.01)
 
     def spin(_: str) -> None:
         until = time.thread_time() + 0.05
@@ -158,12 +158,7 @@ async def test_hashing_cpu_is_counted_apart_from_time_a_hash_spends_off_the_cpu(
 
 
 async def test_a_cancelled_waiting_hash_leaves_the_queue_gauge() -> None:
-    hasher = PasswordHasher(
-        Argon2Parameters(memory_kib=64, time_cost=1),
-        threads=1,
-        budget=2.5,
-        mean_hash_seconds=1.0,
-    )
+    hasher = _one_thread_hasher(budget=2.5, mean_hash_seconds=1.0)
     depth = _value("keystile_hash_queue_depth")
     try:
         first, release = _occupy_the_hashing_thread(hasher)
