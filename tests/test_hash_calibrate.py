@@ -61,3 +61,7 @@ def test_calibrate_command_never_goes_below_owasp_minimum_and_prints_the_hash_ra
     # the unrounded rate lies within 0.05 of the printed one (52.0 printed for 51.98,
     # which admits 77 waiting, not 78).
     assert int(1.5 * (rate - 0.05)) <= waiting <= int(1.5 * (rate + 0.05))
+    # A login that comes back after a refusal may wait up to twice the budget (S5).
+    returning = re.search(r"up to (\d+) waiting for logins that come back", result.stdout)
+    assert returning is not None, result.stdout
+    assert int(3.0 * (rate - 0.05)) <= int(returning[1]) <= int(3.0 * (rate + 0.05))

@@ -18,6 +18,7 @@ from keystile.errors import InvalidInput, KeystileError
 from keystile.logs import configure_logging
 from keystile.runtime import migrate, project_root, runtime
 from keystile.services.paging import MAX_PAGE_SIZE, decode_cursor
+from keystile.services.passwords import MAX_STRETCH
 from keystile.services.types import ClientInfo
 from keystile.settings import Settings, SettingsError, load_settings
 
@@ -300,12 +301,14 @@ def _admission_capacity(settings: Settings, rate: float, threads: int) -> str:
     """Say what the login wait budget admits at the measured hash rate (per worker, total)."""
     budget_ms = settings.hashing.login_wait_budget_ms
     waiting = int(budget_ms / 1000 * rate)  # hashes the threads finish within the budget
+    returning = int(budget_ms / 1000 * MAX_STRETCH * rate)  # logins refused before
     workers = settings.serving.workers
     return (
         f"cold-login capacity: {rate:.1f} logins/s per worker, {rate * workers:.1f}/s over "
         f"{workers} worker(s); login_wait_budget_ms = {budget_ms} admits "
         f"{threads} running + {waiting} waiting per worker ({(threads + waiting) * workers} "
-        f"in all); past that, 503 with Retry-After\n"
+        f"in all), up to {returning} waiting for logins that come back after a refusal; "
+        f"past that, 503 with Retry-After\n"
     )
 
 

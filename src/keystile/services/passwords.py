@@ -23,7 +23,7 @@ from keystile import metrics
 from keystile.errors import Overloaded
 from keystile.services.legacy_hashes import identify, verify_legacy
 
-__all__ = ["Argon2Parameters", "HashAdmission", "HashTicket", "PasswordHasher"]
+__all__ = ["MAX_STRETCH", "Argon2Parameters", "HashAdmission", "HashTicket", "PasswordHasher"]
 
 _R = TypeVar("_R")
 
@@ -110,7 +110,7 @@ class HashAdmission:
 
     def budget_for(self, attempt: int) -> float:
         """The longest expected wait admitted for an account's `attempt`-th cold attempt."""
-        return self._budget * min(_MAX_STRETCH, 1 + max(0, attempt - 1) / _ATTEMPTS_TO_STRETCH)
+        return self._budget * min(MAX_STRETCH, 1 + max(0, attempt - 1) / _ATTEMPTS_TO_STRETCH)
 
     def admit(self, attempt: int = 1) -> None:
         """Count one more hash, or raise `Overloaded` with the caller's turn as Retry-After.
@@ -145,7 +145,7 @@ class HashAdmission:
 
 
 _ATTEMPTS_TO_STRETCH = 3  # each earlier attempt adds a third of the budget ...
-_MAX_STRETCH = 2.0  # ... up to twice the budget
+MAX_STRETCH = 2.0  # ... up to twice the budget
 
 
 class HashTicket:
