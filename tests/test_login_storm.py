@@ -70,10 +70,20 @@ async def _costly_app(backing: Backing) -> AsyncIterator[Quart]:
         hasher.close()
 
 
-async def _insert_users(app: Quart, count: int) -> list[str]:
-    """Create accounts directly: one hash shared by all, so setup spends one hash, not `count`."""
+async def _insert_users(app: Quart, count: int, *, elsewhere: bool = False) -> list[str]:
+    """Create accounts directly: one hash shared by all, so setup spends one hash, not `count`.
+
+    `elsewhere`: that hash is made by a hasher of its own, so the app's learns no time.
+    """
     services = services_of(app)
-    password_hash = await services.hasher.hash(PASSWORD)
+    if elsewhere:
+        setup = PasswordHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=1, budget=1)
+        try:
+            password_hash = await setup.hash(PASSWORD)
+        finally:
+            setup.close()
+    else:
+        password_hash = await services.hasher.hash(PASSWORD)
     emails = [unique_email() for _ in range(count)]
     assert len(await services.users.insert_users([(e, password_hash) for e in emails])) == count
     return emails
@@ -441,7 +451,7 @@ async def test_a_login_refused_for_capacity_is_admitted_on_its_return_ahead_of_n
         rate_limit_token_per_account="1000/day",
     ) as (app, hasher):
         client = app.test_client()
-        returning, patient, newcomer, busy = await _insert_users_without_hashing(app, 4)
+        returning, patient, newcomer, busy = await _insert_users(app, 4, elsewhere=True)
         holding = await _hold_the_only_thread(client, hasher, busy)
         assert (await _grant(client, returning)).status_code == 503
         assert (await _grant(client, patient)).status_code == 503
@@ -464,7 +474,7 @@ async def test_an_accounts_cold_attempts_are_counted_until_a_success(backing: Ba
         backing, rate_limit_token_per_ip="100/day", rate_limit_token_per_account="1000/day"
     ) as (app, _):
         client = app.test_client()
-        (email,) = await _insert_users_without_hashing(app, 1)
+        (email,) = await _insert_users(app, 1, elsewhere=True)
         key = services_of(app).throttle.attempts_key(email.lower())
         redis = Redis.from_url(backing.redis_url)
         try:
@@ -482,21 +492,6 @@ async def test_an_accounts_cold_attempts_are_counted_until_a_success(backing: Ba
             assert await redis.exists(key) == 0
         finally:
             await redis.aclose()
-
-
-async def _insert_users_without_hashing(app: Quart, count: int) -> list[str]:
-    """Create accounts whose hash was made by another hasher: the app's learns no time."""
-    setup = PasswordHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=1, budget=1.0)
-    try:
-        password_hash = await setup.hash(PASSWORD)
-    finally:
-        setup.close()
-    emails = [unique_email() for _ in range(count)]
-    assert (
-        len(await services_of(app).users.insert_users([(e, password_hash) for e in emails]))
-        == count
-    )
-    return emails
 
 
 async def test_logins_let_through_while_hashing_is_saturated_are_charged_once(
