@@ -183,6 +183,14 @@ class CpuSplit:
         """CPU milliseconds one hash took on the server's hashing threads, if measured."""
         return round(1000 * self.hashing_s / self.hashes, 1) if self.hashes else None
 
+    def summary(self) -> dict[str, Any]:
+        """The measurement's `extra` entries: the split in cores and, if measured, a hash's CPU."""
+        per_hash = self.cpu_per_hash_ms
+        return {
+            "cpu_split": self.cores(),
+            **({"cpu_per_hash_ms": per_hash} if per_hash is not None else {}),
+        }
+
     def cores(self) -> dict[str, float]:
         """The sums as cores busy on average while the metered blocks ran."""
         elapsed = max(self.elapsed_s, 1e-6)
@@ -250,14 +258,12 @@ def measure_interleaved(
         )
         measurement.other_cores = cpu.other_s / max(cpu.elapsed_s, 1e-6)
         # Where the CPU went while this arm ran, in cores: the next gap shows itself here.
-        measurement.extra["cpu_split"] = cpu.cores()
+        measurement.extra.update(cpu.summary())
         measurement.extra["settled_s"] = round(tally.settled_s, 1)
         requests = sum(r.requests for r in tally.results)
         if arm.in_process and requests:
             # The hash ceiling: every request is one hash and the harness's CPU is the hashes'.
             measurement.extra["cpu_per_hash_ms"] = round(1000 * cpu.server_s / requests, 1)
-        elif cpu.cpu_per_hash_ms is not None:
-            measurement.extra["cpu_per_hash_ms"] = cpu.cpu_per_hash_ms
         measurements.append(measurement)
     return measurements
 

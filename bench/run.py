@@ -194,9 +194,7 @@ class Run:
             with cpu.measuring():
                 result = run_burst(target, self.cursor, size)
             measurement = burst_measurement(target, result, ceiling.rps)
-            measurement.extra["cpu_split"] = cpu.cores()
-            if cpu.cpu_per_hash_ms is not None:
-                measurement.extra["cpu_per_hash_ms"] = cpu.cpu_per_hash_ms
+            measurement.extra.update(cpu.summary())
             self.record(measurement)
 
     def scale(self, large: Target, small: Target) -> None:

@@ -121,10 +121,8 @@ def _summary(side: _Side, via: str, me_connections: int, storm_connections: int)
         "timeouts": login_errors.get("timeout", 0)
         + measurement.errors.get("timeout", 0)
         + int(probe_summary.get("timeout", {}).get("count", 0)),
-        "cpu_split": side.cpu.cores(),
+        **side.cpu.summary(),
     }
-    if side.cpu.cpu_per_hash_ms is not None:
-        measurement.extra["cpu_per_hash_ms"] = side.cpu.cpu_per_hash_ms
     return measurement
 
 

@@ -39,6 +39,7 @@ def test_the_cpu_split_takes_a_hash_s_cpu_from_the_metrics_read_around_each_bloc
     assert (cpu.hashing_s, cpu.hashes) == (4.0, 150)
     assert cpu.cpu_per_hash_ms == 26.7
     assert "hashing" in cpu.cores()
+    assert cpu.summary() == {"cpu_split": cpu.cores(), "cpu_per_hash_ms": 26.7}
 
 
 def test_a_server_without_hashing_metrics_has_no_hashing_share() -> None:
@@ -48,6 +49,7 @@ def test_a_server_without_hashing_metrics_has_no_hashing_share() -> None:
 
     assert cpu.cpu_per_hash_ms is None
     assert "hashing" not in cpu.cores()
+    assert cpu.summary() == {"cpu_split": cpu.cores()}
 
 
 def test_re_rendering_a_run_keeps_the_checks_that_need_its_parameters() -> None:
