@@ -5,35 +5,26 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import pyotp
 import pytest
 from prometheus_client import REGISTRY
 from quart import Quart
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from keystile.container import Overrides
 from keystile.stores.challenges import ChallengeStore
-from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
+from keystile.stores.redis_batch import RedisBatch
+from tests.support.http import PASSWORD, login, register, services_of, unique_email
+from tests.support.round_trips import round_trips
 from tests.support.statements import Statements
 from tests.support.tokens import bearer, claims_of, error_code, forge, grant, refresh
+from tests.support.totp import Clock, code_at, enrolled_user, mfa_token
 
 MakeApp = Callable[..., Awaitable[Quart]]
-
-
-class Clock:
-    """A TOTP clock the test moves by whole 30-second steps."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()) // 30 * 30 + 15)  # mid-step
-
-    def __call__(self) -> float:
-        return self.now
-
-    def step(self, steps: int = 1) -> None:
-        self.now += 30 * steps
 
 
 @pytest.fixture(name="clock")
@@ -44,36 +35,6 @@ def _clock() -> Clock:
 @pytest.fixture(name="mfa_app")
 async def _mfa_app(make_app: MakeApp, clock: Clock) -> Quart:
     return await make_app(overrides=Overrides(mfa_clock=clock), mfa_free_failures=3)
-
-
-def code_at(secret: str, clock: Clock, steps: int = 0) -> str:
-    return pyotp.TOTP(secret).at(clock.now + 30 * steps)
-
-
-async def enrolled_user(app: Quart, clock: Clock) -> tuple[Client, str, str, list[str]]:
-    """Return a logged-in client of a fresh user with TOTP, the email, secret and codes."""
-    client = app.test_client()
-    email = unique_email()
-    await register(client, email)
-    assert (await login(client, email)).status_code == 201
-    started = await client.post("/v1/me/mfa/totp")
-    assert started.status_code == 201, await started.get_data(as_text=True)
-    setup = await started.get_json()
-    assert setup["otpauth_uri"].startswith("otpauth://totp/")
-    assert setup["qr_svg"].startswith("<svg")
-    confirmed = await client.post(
-        "/v1/me/mfa/totp/confirm", json={"code": code_at(setup["secret"], clock)}
-    )
-    assert confirmed.status_code == 200, await confirmed.get_data(as_text=True)
-    codes = (await confirmed.get_json())["recovery_codes"]
-    clock.step()  # the confirming code's step is used up
-    return client, email, setup["secret"], codes
-
-
-async def mfa_token(client: Client, email: str, *, tokens: bool = False) -> dict[str, Any]:
-    response = await (grant(client, email) if tokens else login(client, email))
-    assert await error_code(response, 401) == "mfa_required"
-    return dict(await response.get_json())
 
 
 async def audit_kinds(app: Quart, email: str) -> list[str]:
@@ -358,9 +319,15 @@ async def test_challenges_expire_and_are_taken_once_in_redis_and_in_postgresql(
 ) -> None:
     # S41, S42: single use and short-lived, also with Redis away (PostgreSQL fallback).
     services = services_of(mfa_app)
-    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    # Refused at once, and not retried: each call goes straight to its fallback.
+    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     try:
-        for store in (services.mfa.challenges, ChallengeStore(dead, services.database)):
+        stores = (
+            services.mfa.challenges,
+            ChallengeStore(dead, services.database),
+            ChallengeStore(dead, services.database, batch=RedisBatch(dead)),
+        )
+        for store in stores:
             await store.put("once", {"a": 1}, 60)
             assert await store.peek("once") == {"a": 1}
             assert await store.take("once") == {"a": 1}
@@ -500,3 +467,23 @@ async def test_the_pages_set_up_an_app_and_ask_for_the_code_after_the_password(
     assert done.status_code == 303, await done.get_data(as_text=True)
     assert done.headers["Location"] == "/account"
     assert (await browser.get("/v1/me")).status_code == 200
+
+
+async def test_the_second_step_makes_three_redis_round_trips(
+    mfa_app: Quart, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 12: the mfa_token's read, the account's backoff, then the token taken and
+    # the backoff cleared together (a right code ends it) in one pipeline.
+    _, email, secret, _ = await enrolled_user(mfa_app, clock)
+    client = mfa_app.test_client()
+    answer = await mfa_token(client, email, tokens=True)
+    with round_trips(monkeypatch) as sent:
+        done = await client.post(
+            "/v1/tokens/mfa",
+            json={"mfa_token": answer["mfa_token"], "code": code_at(secret, clock)},
+        )
+    assert done.status_code == 200, await done.get_data(as_text=True)
+    assert sent[0] == ["GET"], sent
+    assert sent[1] in (["EVALSHA"], ["EVAL"]), sent
+    assert Counter(sent[2]) == Counter({"DEL": 1, "GETDEL": 1}), sent
+    assert len(sent) == 3, sent

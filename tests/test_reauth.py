@@ -26,21 +26,12 @@ from tests.support.http import (
     unique_ip,
 )
 from tests.support.tokens import bearer, claims_of, error_code, grant, refresh
+from tests.support.totp import Clock
 from tests.webauthn_support import SoftAuthenticator, challenge_of
 
 MakeApp = Callable[..., Awaitable[Quart]]
 PUBLIC_URL = "https://id.example.com"
 RP_ID = "id.example.com"
-
-
-class Clock:
-    """A TOTP clock the test moves by whole 30-second steps."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()) // 30 * 30 + 15)
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(name="clock")

@@ -1,10 +1,10 @@
 """keystile on a real Redis Cluster (3 masters) and a real Sentinel setup, unchanged.
 
 Rate limits (GCRA scripts), the failed-login backoff, the login gate, cache
-invalidation (the tombstone script and pub/sub) and revocation run on each. On the
-cluster every script touches one slot (keys of one subject share a hash tag); the
-invalidation channel is plain PUBLISH, which the cluster broadcasts to every node
-(the bundled Redis is 6.2: no sharded pub/sub). A Sentinel failover (the master
+invalidation (the tombstone script and pub/sub), revocation and a login's second step
+run on each. On the cluster every script touches one slot (keys of one subject share a
+hash tag); the invalidation channel is plain PUBLISH, which the cluster broadcasts to
+every node (the bundled Redis is 6.2: no sharded pub/sub). A Sentinel failover (the master
 killed under requests) loses neither requests nor revocations.
 """
 
@@ -23,6 +23,7 @@ from quart import Quart
 from redis.crc import key_slot
 
 from keystile.app import create_app
+from keystile.container import Overrides
 from keystile.services.rate_limits import CounterKeys
 from keystile.stores.cache import CHANNEL, TieredCache
 from keystile.stores.redis import is_cluster, redis_kind
@@ -40,6 +41,7 @@ from tests.support.http import (
 )
 from tests.support.tokens import bearer, error_code, new_user_tokens
 from tests.support.topologies import RedisCluster, RedisSentinels
+from tests.support.totp import Clock, code_at, enrolled_user, mfa_token
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +72,10 @@ def _topology(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"redis_url": cluster.url}
 
 
-async def _started(stack: AsyncExitStack, backing: Backing, **overrides: Any) -> Quart:
-    app = create_app(make_settings(backing, **overrides))
+async def _started(
+    stack: AsyncExitStack, backing: Backing, overrides: Overrides | None = None, **settings: Any
+) -> Quart:
+    app = create_app(make_settings(backing, **settings), overrides=overrides)
     started: Quart = await stack.enter_async_context(app.test_app())  # type: ignore[arg-type]
     await asyncio.wait_for(services_of(started).caches.ready.wait(), timeout=10)
     return started
@@ -190,6 +194,39 @@ async def test_failed_logins_back_off_and_a_known_client_logs_in(
         assert statuses[-1] == 429
         # The owner's address is unaffected by the attacker's backoff.
         assert await _attempt(client, email, PASSWORD, **from_ip(ip)) == 201
+
+
+async def test_the_second_step_takes_its_token_once_and_ends_the_code_backoff(
+    backing: Backing, topology: dict[str, Any]
+) -> None:
+    # S42 on each topology: the token's GETDEL and the backoff's DEL (two slots on a
+    # cluster) go out in one pipeline; the token is spent, the backoff ended.
+    clock = Clock()
+    async with AsyncExitStack() as stack:
+        app = await _started(stack, backing, Overrides(mfa_clock=clock), **topology)
+        _, email, secret, _ = await enrolled_user(app, clock)
+        client = app.test_client()
+        step = {"mfa_token": (await mfa_token(client, email, tokens=True))["mfa_token"]}
+        right = code_at(secret, clock)
+        wrong = await client.post("/v1/tokens/mfa", json={**step, "code": _other_than(right)})
+        assert await error_code(wrong, 401) == "invalid_mfa_code"
+        services = services_of(app)
+        user = await services.users.select_user_by_email(email)
+        assert user is not None
+        secret_key = services.settings.read_secret_key()
+        assert secret_key is not None
+        backoff = CounterKeys(secret_key).key("mfa-backoff:account", str(user.id))
+        assert await services.redis.exists(backoff) == 1
+        done = await client.post("/v1/tokens/mfa", json={**step, "code": right})
+        assert done.status_code == 200, await done.get_data(as_text=True)
+        assert await services.redis.exists(backoff) == 0
+        clock.step()  # a fresh code: only the token is spent
+        again = await client.post("/v1/tokens/mfa", json={**step, "code": code_at(secret, clock)})
+        assert await error_code(again, 401) == "invalid_mfa_token"
+
+
+def _other_than(code: str) -> str:
+    return "000000" if code != "000000" else "111111"
 
 
 async def test_ended_session_is_refused_by_the_other_worker(

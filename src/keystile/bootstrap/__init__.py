@@ -186,6 +186,7 @@ async def build_services(
         mail.notices,
         overrides.mfa_clock,
         failures,
+        batch,
     )
     auth = AuthService(
         users,

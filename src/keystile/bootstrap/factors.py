@@ -24,6 +24,7 @@ from keystile.services.rate_limits import CounterKeys
 from keystile.settings import Settings
 from keystile.stores.challenges import ChallengeStore
 from keystile.stores.rate_limits import CounterStore
+from keystile.stores.redis_batch import RedisBatch
 
 __all__ = ["build_mfa", "build_passkeys"]
 
@@ -82,6 +83,7 @@ def build_mfa(
     notices: FactorNotices,
     clock: Callable[[], float] | None,
     later: BufferedAuditLog,
+    batch: RedisBatch,
 ) -> tuple[MfaService, FactorService]:
     """Return second factors (docs/mfa.md): the login's second step, and factor management.
 
@@ -100,12 +102,13 @@ def build_mfa(
     mfa = MfaService(
         repository,
         users,
-        ChallengeStore(redis, database),
+        ChallengeStore(redis, database, batch=batch),
         audit,
         later,
         codes,
         challenge_ttl=settings.mfa.challenge_ttl_seconds,
         notices=notices,
+        writes=batch,
     )
     factors = FactorService(
         repository,

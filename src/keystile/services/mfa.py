@@ -11,6 +11,7 @@ password hash. The codes, and the backoff wrong ones feed, are `FactorCodes`
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
@@ -27,6 +28,7 @@ from keystile.services.account_security import active_user
 from keystile.services.mfa_codes import FactorCodes, normalise_recovery_code
 from keystile.services.types import ClientInfo, Principal
 from keystile.stores.challenges import ChallengeStore
+from keystile.stores.redis_batch import RedisBatch
 
 __all__ = ["FactorNotices", "MfaService", "SecondStep", "factor_notice", "mfa_succeeded"]
 
@@ -86,6 +88,7 @@ class MfaService:
     _: KW_ONLY
     challenge_ttl: int
     notices: FactorNotices
+    writes: RedisBatch | None = None  # the batch `challenges` sends with (one round trip)
 
     # --- the login's second step --------------------------------------------------------
 
@@ -162,9 +165,13 @@ class MfaService:
         The returned step's `mfa_succeeded` event is the caller's to commit, with the
         session or token family it starts.
         """
-        if await self.challenges.take(_token_key(mfa_token)) is None:
+        # The factor was right, so the account's backoff ends whoever wins the token; its
+        # DEL waits in the batch and goes out with the token's GETDEL: one round trip.
+        async with self.writes.collecting() if self.writes else contextlib.nullcontext():
+            await self.codes.forget_failures(user.id)
+            taken = await self.challenges.take(_token_key(mfa_token))
+        if taken is None:
             raise InvalidMfaToken()
-        await self.codes.forget_failures(user.id)
         return SecondStep(user, amr, mode, scope, mfa_succeeded(user, client, amr))
 
     async def _pending(self, mfa_token: str, mode: str) -> tuple[User, str | None]:
