@@ -11,6 +11,7 @@ killed under requests) loses neither requests nor revocations.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,13 +21,15 @@ from typing import Any
 
 import pytest
 from quart import Quart
+from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from keystile.app import create_app
 from keystile.container import Overrides
 from keystile.services.rate_limits import CounterKeys
+from keystile.stores import create_redis
 from keystile.stores.cache import CHANNEL, TieredCache
-from keystile.stores.redis import is_cluster, redis_kind
+from keystile.stores.redis import REDIS_FAILURES, is_cluster, redis_kind
 from tests.support.backing import Backing, make_settings
 from tests.support.http import (
     PASSWORD,
@@ -227,6 +230,73 @@ async def test_the_second_step_takes_its_token_once_and_ends_the_code_backoff(
 
 def _other_than(code: str) -> str:
     return "000000" if code != "000000" else "111111"
+
+
+async def test_cluster_commands_beyond_the_pool_wait_for_a_connection(
+    redis_cluster: RedisCluster,
+) -> None:
+    # S29 on a cluster: three connections per node, one turn for commands; fifty
+    # commands and twenty pipelines at once each wait for it instead of failing.
+    redis = _cluster_client(redis_cluster, max_connections=3, acquire_timeout=5)
+    keys = [f"pool-test:{{{unique_email()}}}" for _ in range(2)]
+    try:
+        counts = await asyncio.gather(*(redis.incr(keys[0]) for _ in range(50)))
+        assert sorted(counts) == list(range(1, 51))
+
+        async def pipelined() -> list[Any]:
+            async with redis.pipeline() as pipe:
+                pipe.incr(keys[0]).incr(keys[1])
+                return list(await pipe.execute())
+
+        replies = await asyncio.gather(*(pipelined() for _ in range(20)))
+        assert sorted(reply[1] for reply in replies) == list(range(1, 21))
+    finally:
+        await redis.delete(*keys)
+        await redis.aclose()
+
+
+async def test_a_cluster_command_that_waits_past_the_acquire_timeout_fails_like_an_outage(
+    redis_cluster: RedisCluster,
+) -> None:
+    # S29: bounded, as on one server: the error is one the stores take for Redis away.
+    redis = _cluster_client(redis_cluster, max_connections=3, acquire_timeout=0.1)
+    try:
+        holding = asyncio.ensure_future(redis.blpop([f"pool-test:{unique_email()}"], timeout=1))
+        await asyncio.sleep(0.2)  # the one turn now waits in BLPOP
+        with pytest.raises(REDIS_FAILURES):
+            await redis.get("pool-test:any")
+        assert await holding is None
+        assert await redis.get("pool-test:any") is None  # the turn came back
+    finally:
+        await redis.aclose()
+
+
+async def test_a_burst_of_logins_larger_than_the_cluster_pool_keeps_every_check_shared(
+    backing: Backing, redis_cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # S5, S27 on a cluster: twelve logins at once on the smallest pool; none finds
+    # "Redis unavailable" (per-process limits, caches on PostgreSQL) mid-burst.
+    async with AsyncExitStack() as stack:
+        app = await _started(stack, backing, redis_url=redis_cluster.url, redis_pool_size=2)
+        services = services_of(app)
+        password_hash = await services.hasher.hash(PASSWORD)
+        emails = [unique_email() for _ in range(12)]
+        await services.users.insert_users([(email, password_hash) for email in emails])
+        client = app.test_client()
+        with caplog.at_level(logging.WARNING):
+            answers = await asyncio.gather(
+                *(
+                    client.post("/v1/tokens", json={"email": email, "password": PASSWORD})
+                    for email in emails
+                )
+            )
+    assert [answer.status_code for answer in answers] == [200] * 12
+    unavailable = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert unavailable == []
+
+
+def _cluster_client(cluster: RedisCluster, **pool: Any) -> Redis:
+    return create_redis(cluster.url, socket_timeout=2, connect_timeout=1, **pool)
 
 
 async def test_ended_session_is_refused_by_the_other_worker(

@@ -77,14 +77,14 @@ class RedisSettings(_Group):
     pool_size: int = Field(
         default=50,
         ge=2,
-        description="connections per worker, the invalidation listener's one included",
+        description="connections per worker, the invalidation listener's one included "
+        "(with Redis Cluster: per node, and pool_size - 2 commands run at once)",
     )
     acquire_timeout: float = Field(
         default=2.0,
         gt=0,
         description="seconds a command waits for a pooled connection while all pool_size "
-        "are in use; past it, Redis counts as unavailable (not with Redis Cluster, whose "
-        "client refuses at once)",
+        "are in use; past it, Redis counts as unavailable",
     )
     cluster: bool = Field(
         default=False, description="url is a node of a Redis Cluster (or use redis+cluster://)"

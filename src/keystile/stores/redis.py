@@ -15,8 +15,12 @@ arrive in a burst. redis-py's default pool then raises `MaxConnectionsError`, wh
 looks like Redis being away: rate limits would fall back to per-process counts and the
 caches to PostgreSQL in the middle of the burst. So a request waits, up to
 `acquire_timeout`, for a connection to come free instead (a blocking pool, for one
-server and for Sentinel). redis-py's asyncio cluster client has no blocking pool: there
-`max_connections` is per node, and running out of them still counts as an outage.
+server and for Sentinel). redis-py's asyncio cluster client has no blocking pool (a
+node whose connections are all in use raises), so there the client itself lets at
+most `max_connections - 2` commands and pipelines run at once, each using one
+connection per node at most, and the others wait the same way (`_WaitingRedisCluster`):
+of each node's `max_connections`, one is left for the invalidation listener and one
+for the client's own refresh of its slot map.
 
 Every key keystile writes carries a hash tag (`{...}`) naming its subject (an
 account, an address, a cache key), and every script and transaction touches the keys
@@ -27,13 +31,18 @@ as `Redis` here, and `is_cluster` tells the few places that must act differently
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -91,7 +100,7 @@ def create_redis(
     if kind == "sentinel":
         return _sentinel_master(parts, {**common, "timeout": acquire_timeout})
     if kind == "cluster":
-        return _cluster(parts, common)
+        return _cluster(parts, common, acquire_timeout)
     pool = BlockingConnectionPool.from_url(
         url, retry=Retry(NoBackoff(), 0), timeout=acquire_timeout, **common
     )
@@ -159,7 +168,7 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     are in use (`BlockingConnectionPool.get_connection`) instead of raising."""
 
 
-def _cluster(parts: SplitResult, common: dict[str, Any]) -> Redis:
+def _cluster(parts: SplitResult, common: dict[str, Any], acquire_timeout: float) -> Redis:
     scheme = _CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
     nodes = [ClusterNode(host, port) for host, port in _hosts(parts, 6379)]
     userinfo, at, hosts = parts.netloc.rpartition("@")
@@ -170,13 +179,76 @@ def _cluster(parts: SplitResult, common: dict[str, Any]) -> Redis:
     # slot map and try the new owner once; MOVED/ASK redirects are followed regardless.
     return cast(
         Redis,
-        RedisCluster.from_url(
+        _WaitingRedisCluster.from_url(
             first,
             startup_nodes=nodes,
             retry=Retry(NoBackoff(), 1),
+            acquire_timeout=acquire_timeout,
             **options,
         ),
     )
+
+
+# Set while a task holds one of the cluster client's turns: what it runs inside (a
+# pipeline retrying a redirected command one by one) uses the same turn.
+_HOLDING_TURN: ContextVar[bool] = ContextVar("keystile_redis_cluster_turn", default=False)
+
+
+class _WaitingRedisCluster(RedisCluster):
+    """A cluster client whose commands wait up to `acquire_timeout` for a connection.
+
+    At most `max_connections - 2` commands and pipelines run at once (at least one);
+    a command past them waits its turn, and after `acquire_timeout` fails with
+    redis-py's `ConnectionError`, as the blocking pools do.
+    """
+
+    def __init__(
+        self, *, acquire_timeout: float, max_connections: int = 100, **kwargs: Any
+    ) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._acquire_timeout = acquire_timeout
+        self._turns = asyncio.Semaphore(max(1, max_connections - 2))
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold one of the client's turns (re-entered freely by the task holding one)."""
+        if _HOLDING_TURN.get():
+            yield
+            return
+        try:
+            async with asyncio.timeout(self._acquire_timeout):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise RedisConnectionError(
+                "no Redis connection came free within redis_acquire_timeout"
+            ) from None
+        token = _HOLDING_TURN.set(True)
+        try:
+            yield
+        finally:
+            _HOLDING_TURN.reset(token)
+            self._turns.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.turn():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # raises as redis-py does
+        # redis-py's typing marks an attribute abstract that its own pipelines never set.
+        return _WaitingClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _WaitingClusterPipeline(ClusterPipeline):
+    """A cluster pipeline that runs in one of its client's turns."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = cast(_WaitingRedisCluster, self.cluster_client)
+        async with client.turn():
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 async def close_redis(redis: Redis) -> None:
