@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.measure import Measurement, progress
+from bench.measure import CpuSplit, Measurement, progress
 from bench.probe import read_answer
+from bench.processes import settle
 from bench.scenarios import Target, UserCursor
 from bench.seed import PASSWORD, email_of
 
@@ -112,11 +113,27 @@ async def _client(
         await asyncio.sleep(wait)
 
 
-def run_burst(target: Target, cursor: UserCursor, size: int) -> BurstResult:
+def run_burst(
+    target: Target,
+    cursor: UserCursor,
+    size: int,
+    db_pids: tuple[int, ...],
+    db_names: tuple[str, ...],
+) -> tuple[BurstResult, CpuSplit]:
     """Send `size` cold logins at once to `target`; return when every client succeeded.
 
-    Callers let the machine settle first (`settle`), outside any CPU metering.
+    The machine settles first, outside the CPU meter; the split returned is metered
+    while the burst ran (`db_pids` and `db_names` are the stores', as `CpuSplit` takes).
     """
+    target.server.settle()
+    settle()
+    cpu = target.cpu_split(db_pids, db_names)
+    with cpu.measuring():
+        result = _send(target, cursor, size)
+    return result, cpu
+
+
+def _send(target: Target, cursor: UserCursor, size: int) -> BurstResult:
     result = BurstResult(size)
     first = cursor.position
     cursor.advance(size)

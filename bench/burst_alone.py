@@ -17,7 +17,6 @@ from collections import Counter
 from bench.backends import backends
 from bench.burst import burst_measurement, run_burst
 from bench.options import parse_options
-from bench.processes import settle
 from bench.run import Run, _plan, _serving
 from bench.scenarios import CREDENTIAL_USERS, Target
 from bench.seed import reset_users, seed_users
@@ -40,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         with _serving(server):
             target = Target("keystile", server, options, run.work_dir, "/v1/tokens")
             for _ in range(own.bursts):
-                server.settle()
-                settle()
-                cpu = target.cpu_split(stores.pids, stores.pid_names)
-                with cpu.measuring():
-                    result = run_burst(target, run.cursor, own.size)
+                result, cpu = run_burst(target, run.cursor, own.size, stores.pids, stores.pid_names)
                 burst_measurement(target, result, own.ceiling)
                 sys.stdout.write(f"cores busy while it ran: {cpu.cores()}\n")
                 sys.stdout.write(f"CPU per hash: {cpu.cpu_per_hash_ms} ms\n")

@@ -38,7 +38,7 @@ from bench.measure import (
     progress,
 )
 from bench.options import Options, parse_options
-from bench.processes import ServerProcess, settle
+from bench.processes import ServerProcess
 from bench.report import Report, publish
 from bench.scenarios import CREDENTIAL_USERS, Target, UserCursor
 from bench.seed import grant_admin, hash_password, reset_users, seed_users
@@ -188,11 +188,9 @@ class Run:
         size = max(8, int(seconds * ceiling.rps))
         for target in sides:
             progress(f"{target.name:<9} {'burst':<22} {size} logins at once ...")
-            target.server.settle()
-            settle()
-            cpu = target.cpu_split(self.backends.pids, self.backends.pid_names)
-            with cpu.measuring():
-                result = run_burst(target, self.cursor, size)
+            result, cpu = run_burst(
+                target, self.cursor, size, self.backends.pids, self.backends.pid_names
+            )
             measurement = burst_measurement(target, result, ceiling.rps)
             measurement.extra.update(cpu.summary())
             self.record(measurement)
