@@ -14,6 +14,7 @@ from keystile.app import create_app
 from keystile.services.tokens import hash_refresh_token
 from tests.support.backing import Backing, make_settings
 from tests.support.http import Client, services_of
+from tests.support.statements import Statements
 from tests.support.tokens import bearer, error_code, new_user_tokens, refresh
 
 
@@ -137,11 +138,24 @@ async def test_idle_expiry_never_outlives_the_family(
     assert row["token"] <= row["family"]
 
 
+async def test_a_refresh_rotates_its_token_in_one_statement(app: Quart, client: Client) -> None:
+    # Issue 12: the token marked used and its successor inserted in one round trip.
+    _, body = await new_user_tokens(client)
+    statements = Statements()
+    await statements.observe(services_of(app).database.pool)
+    rotated = await refresh(client, body["refresh_token"])
+    assert rotated.status_code == 200, await rotated.get_data(as_text=True)
+    assert len(statements.seen) == 1, statements.seen
+    (statement,) = statements.seen
+    assert "UPDATE refresh_tokens" in statement
+    assert "INSERT INTO refresh_tokens" in statement
+
+
 async def test_worker_killed_mid_refresh_leaves_the_family_whole(
     app: Quart, client: Client, db: asyncpg.Connection, backing: Backing
 ) -> None:
-    # S33: the token is marked used and its successor inserted in one transaction. Hold
-    # the refresh between the two statements, kill its connection, and nothing of it stays.
+    # S33: the token is marked used and its successor inserted in one statement. Hold
+    # the refresh at its INSERT, kill its connection, and nothing of it stays.
     _, body = await new_user_tokens(client)
     token = body["refresh_token"]
     token_hash = hash_refresh_token(token)

@@ -69,22 +69,27 @@ class ReauthenticatedFamily:
 _EXPIRED_LOCK = 0x6B657973_72656672  # "keysref"
 _EXPIRED_BATCH = 5000
 
+# One statement: the token marked used and its successor inserted, both or neither.
+# Of concurrent rotations of one token, the UPDATE's row lock lets one see
+# `used_at IS NULL`; the others find no row, so their INSERT has nothing to insert.
 _ROTATE = """
-UPDATE refresh_tokens t SET used_at = now()
-FROM refresh_token_families f JOIN users u ON u.id = f.user_id
-WHERE t.token_hash = $1
-  AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
-  AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
-  AND u.disabled_at IS NULL
-RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
-          coalesce(f.auth_time, f.created_at) AS auth_time,
-          u.email_verified_at IS NOT NULL AS email_verified, f.amr
-"""
-
-_INSERT_ROW = """
-INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, expires_at)
-SELECT $1, f.id, $3, least(now() + $4::interval, f.expires_at)
-FROM refresh_token_families f WHERE f.id = $2
+WITH used AS (
+  UPDATE refresh_tokens t SET used_at = now()
+  FROM refresh_token_families f JOIN users u ON u.id = f.user_id
+  WHERE t.token_hash = $1
+    AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
+    AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
+    AND u.disabled_at IS NULL
+  RETURNING t.family_id, f.user_id, u.email, u.token_epoch, f.scope, u.roles,
+            coalesce(f.auth_time, f.created_at) AS auth_time,
+            u.email_verified_at IS NOT NULL AS email_verified, f.amr,
+            f.expires_at AS family_expires_at
+), successor AS (
+  INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, expires_at)
+  SELECT $2, family_id, $1, least(now() + $3::interval, family_expires_at) FROM used
+)
+SELECT family_id, user_id, email, token_epoch, scope, roles, auth_time, email_verified, amr
+FROM used
 """
 
 _INSERT_FAMILY = """
@@ -187,19 +192,13 @@ class PostgresRefreshTokenRepository(PostgresRepository):
     ) -> RotatedToken | None:
         """Mark the token used and insert its successor, both or neither (S16, S33).
 
-        The UPDATE is the single point of decision: of any number of concurrent
-        callers, the row lock lets exactly one see `used_at IS NULL`. If the worker
-        dies before COMMIT, PostgreSQL rolls both statements back, so a family is
-        never left with a used token and no successor.
+        One statement, one round trip. Its UPDATE is the single point of decision: of
+        any number of concurrent callers, the row lock lets exactly one see
+        `used_at IS NULL`. A statement that dies (its worker or connection killed)
+        leaves nothing, so a family is never left with a used token and no successor.
         """
-        async with self._db.transaction() as connection:
-            row = await connection.fetchrow(_ROTATE, token_hash)
-            if row is None:
-                return None
-            await connection.execute(
-                _INSERT_ROW, successor_hash, row["family_id"], token_hash, idle
-            )
-        return RotatedToken(**dict(row))
+        row = await self._db.fetchrow(_ROTATE, token_hash, successor_hash, idle)
+        return None if row is None else RotatedToken(**dict(row))
 
     async def select_token_state(
         self, token_hash: bytes, *, grace: timedelta
