@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.processes import wait_ready
 from bench.servers import unlimited_rates
 from keystile.embedded import free_port
 
@@ -251,16 +252,7 @@ def main() -> int:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("keystile serve did not become ready")
-            time.sleep(0.5)
+        wait_ready("127.0.0.1", port)
         body = {"email": "profile@example.com", "password": "a profile passphrase"}
         httpx.post(f"{base}/v1/users", json=body, timeout=30)
         lua = work / "load.lua"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import tree_cpu_seconds
+from bench.processes import tree_cpu_seconds, wait_ready
 from bench.seed import PASSWORD
 from bench.servers import unlimited_rates
 from keystile.embedded import free_port
@@ -82,7 +82,7 @@ def _measure(tree: Path, seconds: int, connections: int) -> tuple[float, float, 
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base)
+        wait_ready("127.0.0.1", port)
         with ThreadPoolExecutor(max_workers=4) as pool:
             tokens = list(pool.map(lambda n: _refresh_token(base, n), range(connections)))
         token_file = work / "tokens.txt"
@@ -106,18 +106,6 @@ def _measure(tree: Path, seconds: int, connections: int) -> tuple[float, float, 
     line = next(x for x in wrk.stdout.splitlines() if x.startswith("BENCH_JSON "))
     statuses: dict[str, int] = json.loads(line.removeprefix("BENCH_JSON "))["statuses"]
     return statuses.get("200", 0) / elapsed, cores, statuses
-
-
-def _wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("keystile serve did not become ready")
 
 
 def _refresh_token(base: str, n: int) -> str:

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
 
 from keystile.app import create_app
 from keystile.stores import create_redis
-from keystile.stores.redis import REDIS_FAILURES
 from tests.support.backing import Backing, make_settings
-from tests.support.http import PASSWORD, services_of, unique_email
+from tests.support.http import logins_at_once
+from tests.support.pools import commands_wait_for_a_connection, waits_end_at_the_acquire_timeout
 
 
 async def test_commands_beyond_the_pool_wait_for_a_connection_instead_of_failing(
     backing: Backing,
 ) -> None:
-    # S29: two connections, fifty commands at once: each waits its turn for a connection.
+    # S29: two connections; fifty commands and twenty pipelines at once wait their turn.
     redis = create_redis(
         backing.redis_url,
         socket_timeout=1,
@@ -25,12 +24,9 @@ async def test_commands_beyond_the_pool_wait_for_a_connection_instead_of_failing
         max_connections=2,
         acquire_timeout=5,
     )
-    key = f"pool-test:{unique_email()}"
     try:
-        counts = await asyncio.gather(*(redis.incr(key) for _ in range(50)))
-        assert sorted(counts) == list(range(1, 51))
+        await commands_wait_for_a_connection(redis)
     finally:
-        await redis.delete(key)
         await redis.aclose()
 
 
@@ -47,11 +43,7 @@ async def test_a_command_that_waits_past_the_acquire_timeout_fails_like_an_outag
         acquire_timeout=0.1,
     )
     try:
-        holding = asyncio.ensure_future(redis.blpop([f"pool-test:{unique_email()}"], timeout=1))
-        await asyncio.sleep(0.2)  # the only connection now waits in BLPOP
-        with pytest.raises(REDIS_FAILURES):
-            await redis.get("pool-test:any")
-        assert await holding is None
+        await waits_end_at_the_acquire_timeout(redis)
     finally:
         await redis.aclose()
 
@@ -65,18 +57,8 @@ async def test_a_burst_of_logins_larger_than_the_redis_pool_keeps_every_check_sh
     # caches to PostgreSQL mid-burst.
     app = create_app(make_settings(backing, redis_pool_size=2))
     async with app.test_app() as test_app:
-        services = services_of(test_app)
-        password_hash = await services.hasher.hash(PASSWORD)
-        emails = [unique_email() for _ in range(12)]
-        await services.users.insert_users([(email, password_hash) for email in emails])
-        client = test_app.test_client()
         with caplog.at_level(logging.WARNING):
-            answers = await asyncio.gather(
-                *(
-                    client.post("/v1/tokens", json={"email": email, "password": PASSWORD})
-                    for email in emails
-                )
-            )
-    assert [answer.status_code for answer in answers] == [200] * 12
+            statuses = await logins_at_once(test_app, 12)
+    assert statuses == [200] * 12
     unavailable = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert unavailable == []

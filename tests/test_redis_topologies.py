@@ -29,7 +29,7 @@ from keystile.container import Overrides
 from keystile.services.rate_limits import CounterKeys
 from keystile.stores import create_redis
 from keystile.stores.cache import CHANNEL, TieredCache
-from keystile.stores.redis import REDIS_FAILURES, is_cluster, redis_kind
+from keystile.stores.redis import is_cluster, redis_kind
 from tests.support.backing import Backing, make_settings
 from tests.support.http import (
     PASSWORD,
@@ -37,11 +37,13 @@ from tests.support.http import (
     eventually_status,
     from_ip,
     login,
+    logins_at_once,
     register,
     services_of,
     unique_email,
     unique_ip,
 )
+from tests.support.pools import commands_wait_for_a_connection, waits_end_at_the_acquire_timeout
 from tests.support.tokens import bearer, error_code, new_user_tokens
 from tests.support.topologies import RedisCluster, RedisSentinels
 from tests.support.totp import Clock, code_at, enrolled_user, mfa_token
@@ -238,20 +240,9 @@ async def test_cluster_commands_beyond_the_pool_wait_for_a_connection(
     # S29 on a cluster: three connections per node, one turn for commands; fifty
     # commands and twenty pipelines at once each wait for it instead of failing.
     redis = _cluster_client(redis_cluster, max_connections=3, acquire_timeout=5)
-    keys = [f"pool-test:{{{unique_email()}}}" for _ in range(2)]
     try:
-        counts = await asyncio.gather(*(redis.incr(keys[0]) for _ in range(50)))
-        assert sorted(counts) == list(range(1, 51))
-
-        async def pipelined() -> list[Any]:
-            async with redis.pipeline() as pipe:
-                pipe.incr(keys[0]).incr(keys[1])
-                return list(await pipe.execute())
-
-        replies = await asyncio.gather(*(pipelined() for _ in range(20)))
-        assert sorted(reply[1] for reply in replies) == list(range(1, 21))
+        await commands_wait_for_a_connection(redis)
     finally:
-        await redis.delete(*keys)
         await redis.aclose()
 
 
@@ -261,12 +252,7 @@ async def test_a_cluster_command_that_waits_past_the_acquire_timeout_fails_like_
     # S29: bounded, as on one server: the error is one the stores take for Redis away.
     redis = _cluster_client(redis_cluster, max_connections=3, acquire_timeout=0.1)
     try:
-        holding = asyncio.ensure_future(redis.blpop([f"pool-test:{unique_email()}"], timeout=1))
-        await asyncio.sleep(0.2)  # the one turn now waits in BLPOP
-        with pytest.raises(REDIS_FAILURES):
-            await redis.get("pool-test:any")
-        assert await holding is None
-        assert await redis.get("pool-test:any") is None  # the turn came back
+        await waits_end_at_the_acquire_timeout(redis)
     finally:
         await redis.aclose()
 
@@ -278,19 +264,9 @@ async def test_a_burst_of_logins_larger_than_the_cluster_pool_keeps_every_check_
     # "Redis unavailable" (per-process limits, caches on PostgreSQL) mid-burst.
     async with AsyncExitStack() as stack:
         app = await _started(stack, backing, redis_url=redis_cluster.url, redis_pool_size=2)
-        services = services_of(app)
-        password_hash = await services.hasher.hash(PASSWORD)
-        emails = [unique_email() for _ in range(12)]
-        await services.users.insert_users([(email, password_hash) for email in emails])
-        client = app.test_client()
         with caplog.at_level(logging.WARNING):
-            answers = await asyncio.gather(
-                *(
-                    client.post("/v1/tokens", json={"email": email, "password": PASSWORD})
-                    for email in emails
-                )
-            )
-    assert [answer.status_code for answer in answers] == [200] * 12
+            statuses = await logins_at_once(app, 12)
+    assert statuses == [200] * 12
     unavailable = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert unavailable == []
 

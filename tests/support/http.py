@@ -19,6 +19,7 @@ __all__ = [
     "eventually_status",
     "from_ip",
     "login",
+    "logins_at_once",
     "register",
     "services_of",
     "unique_email",
@@ -75,3 +76,19 @@ async def eventually_status(
 def services_of(app: Quart) -> Services:
     """Return the services of a started app (the `app` fixture, or `app.test_app()`)."""
     return getattr(app, "app", app).extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+
+
+async def logins_at_once(app: Quart, count: int) -> list[int]:
+    """Store `count` new accounts, then send a password grant for each, all at once.
+
+    Return the answers' statuses, in the accounts' order.
+    """
+    services = services_of(app)
+    password_hash = await services.hasher.hash(PASSWORD)
+    emails = [unique_email() for _ in range(count)]
+    await services.users.insert_users([(email, password_hash) for email in emails])
+    client = app.test_client()
+    answers = await asyncio.gather(
+        *(client.post("/v1/tokens", json={"email": e, "password": PASSWORD}) for e in emails)
+    )
+    return [answer.status_code for answer in answers]
