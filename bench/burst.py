@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.measure import CpuSplit, Measurement, progress
+from bench.measure import CpuSplit, Measurement, number, progress
 from bench.probe import read_answer
 from bench.processes import settle
 from bench.scenarios import Target, UserCursor
@@ -203,12 +203,8 @@ def burst_measurement(target: Target, result: BurstResult, hash_ceiling_rps: flo
     progress(
         f"{target.name:<9} {'burst':<22} {served}/{result.size} served in "
         f"{extra['drained_s']} s ({extra['served_per_s']}/s, {extra['ceiling_ratio']} x ceiling);"
-        f" 503 x {extra['refused']} p99 {_ms(extra['refused_p99_ms'])} ms;"
+        f" 503 x {extra['refused']} p99 {number(extra['refused_p99_ms'], 0)} ms;"
         f" retries max {extra['max_retries']}; timeouts {result.timeouts};"
-        f" 200 p50 / p99 {_ms(measurement.p50_ms)} / {_ms(measurement.p99_ms)} ms"
+        f" 200 p50 / p99 {number(measurement.p50_ms, 0)} / {number(measurement.p99_ms, 0)} ms"
     )
     return measurement
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"

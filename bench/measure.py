@@ -34,9 +34,15 @@ __all__ = [
     "Measurement",
     "SweepPoint",
     "measure_interleaved",
+    "number",
     "progress",
     "summarise",
 ]
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    """A figure as the report and the progress lines print it: grouped thousands, "-" for None."""
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def progress(line: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.checks import Check
-from bench.measure import Measurement, SweepPoint
+from bench.measure import Measurement, SweepPoint, number
 
 __all__ = ["Report", "load_report", "publish", "update_readme", "write_json", "write_markdown"]
 
@@ -56,10 +56,6 @@ def _sweep(point: SweepPoint) -> dict[str, Any]:
         "p50_ms": round(point.p50_ms, 3),
         "p99_ms": round(point.p99_ms, 3),
     }
-
-
-def _num(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def _problems(m: Measurement) -> str:
@@ -166,9 +162,10 @@ def markdown(report: Report, images: list[str]) -> str:
             lines.append(f"| {m.target} | {m.scenario} | | | | | | skipped: {m.skipped} | | | |")
             continue
         lines.append(
-            f"| {m.target} | {m.scenario} | {m.connections or '-'} | {_num(m.rps)} |"
-            f" {_num(m.p50_ms, 2)} | {_num(m.p99_ms, 2)} | {_num(m.max_ms, 1)} | {_problems(m)} |"
-            f" {_ratios(report, m)} | {_cpu(m)} | {_num(m.other_cores, 2)} |"
+            f"| {m.target} | {m.scenario} | {m.connections or '-'} | {number(m.rps)} |"
+            f" {number(m.p50_ms, 2)} | {number(m.p99_ms, 2)} | {number(m.max_ms, 1)} |"
+            f" {_problems(m)} |"
+            f" {_ratios(report, m)} | {_cpu(m)} | {number(m.other_cores, 2)} |"
         )
     lines += [
         "",
@@ -195,9 +192,11 @@ def markdown(report: Report, images: list[str]) -> str:
                 f"{rejected['p50_ms']:.1f} / {rejected['p99_ms']:.1f}" if rejected else "no 503"
             )
             answers = ", ".join(f"{n}x{s}" for s, n in e["login_statuses"].items()) or "-"
-            storm_p99 = _num(e["me_p99_storm_ms"]) if e["me_completed_storm"] else "none completed"
+            completed = e["me_completed_storm"]
+            storm_p99 = number(e["me_p99_storm_ms"]) if completed else "none completed"
             lines.append(
-                f"| {m.target} | {e['me_scenario']} | {_num(e['me_rps_alone'])} | {_num(m.rps)} |"
+                f"| {m.target} | {e['me_scenario']} | {number(e['me_rps_alone'])} |"
+                f" {number(m.rps)} |"
                 f" {e['me_p99_alone_ms']:.1f} |"
                 f" {storm_p99} | {e['me_p99_ratio'] or '-'} | {answers} | {rejected_text} |"
                 f" {e['timeouts']} | {e['non_503_5xx']} |"
@@ -219,9 +218,9 @@ def markdown(report: Report, images: list[str]) -> str:
             spread_text = f"{spread[0]}..{spread[-1]}" if spread else "-"
             lines.append(
                 f"| {m.target} | {e['size']} | {e['drained_s']} | {e['served_per_s']} |"
-                f" {e['ceiling_ratio']} | {e['refused']} | {_num(e['refused_p50_ms'])} /"
-                f" {_num(e['refused_p99_ms'])} | {spread_text} | {e['max_retries']} |"
-                f" {e['timeouts']} | {_num(m.p50_ms)} / {_num(m.p99_ms)} |"
+                f" {e['ceiling_ratio']} | {e['refused']} | {number(e['refused_p50_ms'])} /"
+                f" {number(e['refused_p99_ms'])} | {spread_text} | {e['max_retries']} |"
+                f" {e['timeouts']} | {number(m.p50_ms)} / {number(m.p99_ms)} |"
             )
     splits = [m for m in report.measurements if m.extra.get("cpu_split")]
     if splits:
@@ -242,9 +241,9 @@ def markdown(report: Report, images: list[str]) -> str:
             split = m.extra["cpu_split"]
             lines.append(
                 f"| {m.target} | {m.scenario} | "
-                + " | ".join(_num(split.get(name), 2) for name in names)
-                + f" | {_num(m.extra.get('cpu_per_hash_ms'), 1)}"
-                + f" | {_num(m.extra.get('settled_s'), 1)} |"
+                + " | ".join(number(split.get(name), 2) for name in names)
+                + f" | {number(m.extra.get('cpu_per_hash_ms'), 1)}"
+                + f" | {number(m.extra.get('settled_s'), 1)} |"
             )
     lines += ["", "Targets (BENCHMARK.md):", "", "| target | measured | wanted | verdict |"]
     lines.append("|---|---|---|---|")
