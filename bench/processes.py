@@ -24,7 +24,6 @@ __all__ = [
     "machine_busy_seconds",
     "settle",
     "tree_cpu_seconds",
-    "wait_ready",
 ]
 
 
@@ -38,15 +37,6 @@ def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | 
         return None
     finally:
         connection.close()
-
-
-def wait_ready(host: str, port: int, timeout_s: float = 120.0, path: str = "/readyz") -> None:
-    """Return once GET `path` answers 200; `RuntimeError` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while http_status(host, port, path) != 200:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nothing answered 200 on {host}:{port}{path}")
-        time.sleep(0.5)
 
 
 def tree_cpu_seconds(pids: Iterable[int]) -> float:

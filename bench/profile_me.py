@@ -27,7 +27,6 @@ import collections
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import wait_ready
+from bench.processes import ServerProcess
 from bench.servers import unlimited_rates
 from keystile.embedded import free_port
 
@@ -242,17 +241,18 @@ def main() -> int:
             **unlimited_rates("LOGIN", "TOKEN", "REGISTER"),
         )
     keystile = Path(sys.executable).with_name("keystile")
-    server = subprocess.Popen(
+    server = ServerProcess(
+        "keystile",
         [str(keystile), "serve", "--port", str(port), "--workers", str(args.workers)],
+        port=port,
         env=env,
         cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "server.log").open("w") if args.request_log else subprocess.DEVNULL,
-        start_new_session=True,
+        log_path=work / "server.log",
+        ready_path="/readyz",
     )
-    base = f"http://127.0.0.1:{port}"
+    base = server.base_url
     try:
-        wait_ready("127.0.0.1", port)
+        server.start(timeout_s=120)
         body = {"email": "profile@example.com", "password": "a profile passphrase"}
         httpx.post(f"{base}/v1/users", json=body, timeout=30)
         lua = work / "load.lua"
@@ -344,8 +344,7 @@ def main() -> int:
         for frame, n in total:
             print(f"| {100 * n / samples:.1f} | `{frame[:110]}` |")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        server.stop(timeout_s=60)
     return 0
 
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import tree_cpu_seconds, wait_ready
+from bench.processes import ServerProcess, tree_cpu_seconds
 from bench.seed import PASSWORD
 from bench.servers import unlimited_rates
 from keystile.embedded import free_port
@@ -72,17 +71,18 @@ def _measure(tree: Path, seconds: int, connections: int) -> tuple[float, float, 
         KEYSTILE_LOG_LEVEL="warning",
         **unlimited_rates("LOGIN", "TOKEN", "REGISTER", "REFRESH"),
     )
-    server = subprocess.Popen(
+    server = ServerProcess(
+        "keystile",
         [sys.executable, "-m", "keystile", "serve", "--port", str(port), "--workers", "2"],
+        port=port,
         env=env,
         cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        log_path=work / "server.log",
+        ready_path="/readyz",
     )
-    base = f"http://127.0.0.1:{port}"
+    base = server.base_url
     try:
-        wait_ready("127.0.0.1", port)
+        server.start(timeout_s=120)
         with ThreadPoolExecutor(max_workers=4) as pool:
             tokens = list(pool.map(lambda n: _refresh_token(base, n), range(connections)))
         token_file = work / "tokens.txt"
@@ -101,8 +101,7 @@ def _measure(tree: Path, seconds: int, connections: int) -> tuple[float, float, 
         elapsed = time.monotonic() - started
         cores = (tree_cpu_seconds([server.pid]) - cpu_before) / elapsed
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        server.stop(timeout_s=60)
     line = next(x for x in wrk.stdout.splitlines() if x.startswith("BENCH_JSON "))
     statuses: dict[str, int] = json.loads(line.removeprefix("BENCH_JSON "))["statuses"]
     return statuses.get("200", 0) / elapsed, cores, statuses
