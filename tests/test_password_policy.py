@@ -6,7 +6,8 @@ import pytest
 
 from keystile.errors import PasswordPolicyViolation
 from keystile.services.password_policy import PasswordPolicy, load_common_passwords
-from tests.support.http import Client, unique_email
+from tests.support.http import PASSWORD, Client, login, register, unique_email
+from tests.support.tokens import grant
 
 
 def _fullwidth(text: str) -> str:
@@ -69,3 +70,45 @@ async def test_registering_with_a_common_password_is_a_clear_422(client: Client)
     error = (await response.get_json())["error"]
     assert error["code"] == "weak_password"
     assert "most commonly used" in error["message"]
+
+
+# The registered PASSWORD as an IME types it: the same password after NFKC.
+_PASSWORD_FULLWIDTH = _fullwidth("correct") + " horse battery staple"
+
+
+async def test_a_password_typed_in_another_unicode_form_logs_in(client: Client) -> None:
+    # S1: registration stores, and login checks, the NFKC form; sessions and grant alike.
+    assert _PASSWORD_FULLWIDTH != PASSWORD
+    for registered, typed in ((PASSWORD, _PASSWORD_FULLWIDTH), (_PASSWORD_FULLWIDTH, PASSWORD)):
+        email = unique_email()
+        await register(client, email, registered)
+        assert (await login(client, email, typed)).status_code == 201
+        assert (await grant(client, email, typed)).status_code == 200
+
+
+async def test_password_change_normalises_the_current_and_the_new_password(
+    client: Client,
+) -> None:
+    # S1: the current password is proved, and the new one stored, after NFKC.
+    email = unique_email()
+    await register(client, email)
+    assert (await login(client, email)).status_code == 201
+    response = await client.post(
+        "/v1/me/password",
+        json={
+            "current_password": _PASSWORD_FULLWIDTH,
+            "new_password": _fullwidth("another") + " long passphrase",
+        },
+    )
+    assert response.status_code == 204, await response.get_data(as_text=True)
+    assert (await login(client, email, "another long passphrase")).status_code == 201
+
+
+async def test_a_long_password_is_never_truncated(client: Client) -> None:
+    # S1: every character counts, well past bcrypt's 72 bytes; only the whole password logs in.
+    password = "a long passphrase that goes on " * 4 + "and ends here"
+    email = unique_email()
+    await register(client, email, password)
+    assert (await login(client, email, password[:-1] + "E")).status_code == 401
+    assert (await login(client, email, password[:72])).status_code == 401
+    assert (await login(client, email, password)).status_code == 201

@@ -113,6 +113,23 @@ def test_invalid_value_error_names_the_key(no_file: Path, monkeypatch: pytest.Mo
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("KEYSTILE_PASSWORD_MIN_LENGTH", "7"),
+        ("KEYSTILE_PASSWORD_MAX_LENGTH", "63"),
+        ("KEYSTILE_PASSWORD_MAX_LENGTH", "1025"),
+    ],
+)
+def test_password_lengths_outside_the_policy_bounds_are_refused(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch, key: str, value: str
+) -> None:
+    # S1: a deployment may ask for at least 8 and allow 64..1024 characters, nothing else.
+    monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=key):
+        load_settings()
+
+
 def test_invalid_rate_error_names_the_flat_key(
     no_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
