@@ -13,6 +13,7 @@ from quart import Quart
 from werkzeug.security import generate_password_hash
 
 from keystile.services.legacy_hashes import describe_problem, identify
+from tests.conftest import MakeApp
 from tests.support.backing import Backing
 from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
 
@@ -49,6 +50,27 @@ async def test_legacy_hash_verifies_and_is_replaced_by_argon2id_at_login(
     assert upgraded.password_changed_at == stored.password_changed_at  # same password
     assert (await login(app.test_client(), email)).status_code == 201
     assert (await login(app.test_client(), email, "not the password at all")).status_code == 401
+
+
+async def test_an_argon2id_hash_is_rehashed_at_login_when_the_parameters_rise(
+    make_app: MakeApp,
+) -> None:
+    # S4: rehash on login when the parameters rise; the same password, so no epoch bump.
+    before = await make_app()
+    email = unique_email()
+    await register(before.test_client(), email)
+    stored = await services_of(before).users.select_user_by_email(email)
+    assert stored is not None
+    assert stored.password_hash.startswith("$argon2id$v=19$m=64,t=1,p=1$")
+
+    after = await make_app(argon2_time_cost=2)
+    assert (await login(after.test_client(), email)).status_code == 201
+    upgraded = await services_of(after).users.select_user_by_email(email)
+    assert upgraded is not None
+    assert upgraded.password_hash.startswith("$argon2id$v=19$m=64,t=2,p=1$")
+    assert upgraded.password_changed_at == stored.password_changed_at
+    assert upgraded.token_epoch == stored.token_epoch
+    assert (await login(after.test_client(), email)).status_code == 201
 
 
 def test_bcrypt_hashes_of_long_passwords_verify_as_bcrypt_made_them() -> None:
