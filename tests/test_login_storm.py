@@ -176,6 +176,34 @@ async def test_unknown_user_wrong_password_and_disabled_account_take_the_same_ti
     assert max(medians.values()) < 1.5 * min(medians.values()), medians
 
 
+async def test_unknown_user_wrong_password_and_disabled_account_each_cost_one_verification(
+    backing: Backing,
+) -> None:
+    # S6: what makes their times equal, counted rather than timed: each failure runs
+    # exactly one verification on the hashing threads, and all answer the same body.
+    hasher = HashCountingHasher(Argon2Parameters(memory_kib=64, time_cost=1), threads=2, budget=1)
+    app = create_app(make_settings(backing), overrides=Overrides(hasher=hasher))
+    try:
+        async with app.test_app() as test_app:
+            known, disabled = await _insert_users(test_app, 2)
+            await services_of(test_app).admin.disable_user(disabled)
+            client = test_app.test_client()
+            bodies = set()
+            for email, password in (
+                (unique_email(), PASSWORD),
+                (known, "not the password at all"),
+                (disabled, PASSWORD),
+            ):
+                ran_before = hasher.ran
+                response = await login(client, email, password)
+                assert response.status_code == 401
+                assert hasher.ran == ran_before + 1, email
+                bodies.add(await response.get_data())
+            assert len(bodies) == 1
+    finally:
+        hasher.close()
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 async def test_hashing_threads_run_at_the_event_loops_cpu_priority() -> None:
     # A niced hashing thread loses the CPU to the loops answering 503s, which starves the

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from http.cookies import SimpleCookie
 
+from prometheus_client import REGISTRY
+
 from tests.support.http import PASSWORD, Client, login, register, unique_email
 
 
@@ -78,6 +80,25 @@ async def test_duplicate_registration_answers_like_a_new_one(client: Client) -> 
     # The original password still works; the second registration changed nothing.
     assert (await login(client, email)).status_code == 201
     assert (await login(client, email, "another password here")).status_code == 401
+
+
+def _hashes_made() -> float:
+    return (
+        REGISTRY.get_sample_value("keystile_hash_duration_seconds_count", {"operation": "hash"})
+        or 0.0
+    )
+
+
+async def test_registering_a_taken_email_costs_the_same_hash_as_a_new_one(
+    client: Client,
+) -> None:
+    # S6: a taken email must not answer sooner for skipping the hash (counted, not timed).
+    email = unique_email()
+    before = _hashes_made()
+    await register(client, email)
+    assert _hashes_made() == before + 1
+    await register(client, email.upper(), "another password here")
+    assert _hashes_made() == before + 2
 
 
 async def test_wrong_password_and_unknown_user_get_identical_answers(
