@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from http.cookies import SimpleCookie
 
 from prometheus_client import REGISTRY
+from quart import Quart
 
 from tests.support.http import PASSWORD, Client, login, register, unique_email
 
@@ -60,6 +62,27 @@ async def test_session_cookie_carries_a_fresh_random_id_not_the_user_id(
     for value in values:
         assert user_id not in value
         assert user_id.replace("-", "") not in value
+
+
+async def test_the_session_id_in_the_cookie_has_at_least_128_random_bits(app: Quart) -> None:
+    # S7: what the signed cookie names is a fresh random id of >= 128 bits per login.
+    quart_app = getattr(app, "app", app)  # the `app` fixture is the started test app
+    extension = next(
+        ext for ext in quart_app.extensions["QUART_AUTH"] if ext.cookie_name == "keystile_session"
+    )
+    client = app.test_client()
+    email = unique_email()
+    await register(client, email)
+    session_ids = set()
+    for _ in range(2):
+        response = await login(client, email)
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(response.headers["Set-Cookie"])
+        session_id = extension.load_token(jar["keystile_session"].value, quart_app)
+        assert session_id is not None
+        assert len(base64.urlsafe_b64decode(session_id + "=" * (-len(session_id) % 4))) >= 16
+        session_ids.add(session_id)
+    assert len(session_ids) == 2
 
 
 async def test_me_without_a_cookie_is_401_with_a_stable_code(client: Client) -> None:
