@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from keystile.settings import Settings
 from tests.conftest import MakeApp
+from tests.support.backing import Backing, make_settings
 from tests.support.http import Client, login, register, unique_email
 
 
@@ -25,6 +29,27 @@ async def test_secure_cookie_has_host_prefix_and_every_flag(make_app: MakeApp) -
     assert "domain" not in attributes
     assert "SameSite=Lax" in cookie
     assert "Path=/" in cookie
+
+
+async def test_secure_csrf_nonce_cookie_has_host_prefix_and_every_flag(make_app: MakeApp) -> None:
+    # S8: the forms' nonce cookie too: Secure, HttpOnly, SameSite=Lax, `__Host-` (no Domain).
+    client = (await make_app(cookie_secure=True)).test_client()
+    response = await client.get("/login", scheme="https")
+    assert response.status_code == 200
+    cookie = response.headers["Set-Cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert cookie.startswith("__Host-keystile_csrf=")
+    assert {"secure", "httponly", "samesite", "path"} <= attributes
+    assert "domain" not in attributes
+    assert "SameSite=Lax" in cookie
+    assert "Path=/" in cookie
+
+
+def test_samesite_none_is_not_a_cookie_setting(backing: Backing) -> None:
+    # S8: SameSite=Lax or Strict only; None would send the cookie on cross-site requests.
+    assert make_settings(backing, cookie_samesite="Strict").sessions.cookie_samesite == "Strict"
+    with pytest.raises(ValidationError, match="cookie_samesite"):
+        make_settings(backing, cookie_samesite="None")
 
 
 async def _logged_in(client: Client) -> None:
