@@ -27,7 +27,7 @@ from tests.machine_support import (
 )
 from tests.support.backing import Backing
 from tests.support.http import unique_email
-from tests.support.tokens import error_code, forge, grant
+from tests.support.tokens import error_code, forge, grant, refresh
 
 SOME_ID = "00000000-0000-4000-8000-000000000000"
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -135,6 +135,29 @@ async def test_disable_ends_api_keys_and_enable_lets_the_user_log_in(app: Quart)
     assert (await admin.post(f"/v1/admin/users/{user.id}/enable")).status_code == 204
     assert (await grant(app.test_client(), email)).status_code == 200
     assert (await app.test_client().get("/v1/me", headers=bearer(key))).status_code == 401
+
+
+@pytest.mark.parametrize("via", ["admin_api", "cli"])
+async def test_sessions_and_token_families_ended_by_disabling_stay_ended_after_enable(
+    app: Quart, via: str
+) -> None:
+    # S10: disabling ends every session and token family, not only while it lasts.
+    admin, _ = await logged_in_admin(app)
+    owner, email = await logged_in_user(app)
+    tokens = await (await grant(app.test_client(), email)).get_json()
+    user = await services_of(app).users.select_user_by_email(email)
+    assert user is not None
+    if via == "cli":  # `keystile user disable` (UserAdminService)
+        await services_of(app).admin.disable_user(email)
+    else:
+        assert (await admin.post(f"/v1/admin/users/{user.id}/disable")).status_code == 204
+    assert (await admin.post(f"/v1/admin/users/{user.id}/enable")).status_code == 204
+
+    assert (await owner.get("/v1/me")).status_code == 401
+    assert (await refresh(app.test_client(), tokens["refresh_token"])).status_code == 401
+    access = bearer(tokens["access_token"])
+    assert (await app.test_client().get("/v1/me", headers=access)).status_code == 401
+    assert (await grant(app.test_client(), email)).status_code == 200
 
 
 async def test_unknown_roles_are_refused(app: Quart) -> None:
