@@ -67,6 +67,16 @@ async def test_cross_site_logout_is_refused(client: Client) -> None:
     assert (await client.get("/v1/me")).status_code == 200
 
 
+async def test_same_site_but_cross_origin_logout_is_refused(client: Client) -> None:
+    # S11: a sibling subdomain is same-site, so SameSite lets the cookie through; the
+    # Sec-Fetch-Site check must not (that would be SameSite alone).
+    await _logged_in(client)
+    response = await client.delete("/v1/sessions/current", headers={"Sec-Fetch-Site": "same-site"})
+    assert response.status_code == 403
+    assert (await response.get_json())["error"]["code"] == "csrf_failed"
+    assert (await client.get("/v1/me")).status_code == 200
+
+
 async def test_foreign_origin_logout_is_refused(client: Client) -> None:
     await _logged_in(client)
     response = await client.delete(
@@ -95,3 +105,31 @@ async def test_cross_site_login_is_refused(client: Client, settings: Settings) -
     )
     assert response.status_code == 403
     assert "Set-Cookie" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/sessions/mfa", {"mfa_token": "t" * 32, "code": "123456"}),
+        ("/v1/passkeys/login", {"credential": {}, "mode": "session"}),
+    ],
+)
+async def test_cross_site_second_step_and_passkey_logins_are_refused(
+    client: Client, path: str, body: dict[str, object]
+) -> None:
+    # S11, login CSRF: every way to a session cookie checks where the request came from,
+    # before it looks at the credentials.
+    response = await client.post(path, json=body, headers={"Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 403
+    assert (await response.get_json())["error"]["code"] == "csrf_failed"
+    assert "Set-Cookie" not in response.headers
+
+
+async def test_cross_site_verification_mail_request_by_cookie_is_refused(client: Client) -> None:
+    # S11: a cookie-authenticated POST that sends mail is a state change too.
+    await _logged_in(client)
+    response = await client.post(
+        "/v1/email-verifications", headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert response.status_code == 403
+    assert (await response.get_json())["error"]["code"] == "csrf_failed"
