@@ -469,6 +469,32 @@ async def test_the_pages_set_up_an_app_and_ask_for_the_code_after_the_password(
     assert (await browser.get("/v1/me")).status_code == 200
 
 
+async def test_the_second_step_page_never_redirects_off_site(mfa_app: Quart, clock: Clock) -> None:
+    # S12: the /login/mfa form's `next` is checked again; a tampered one lands on /account.
+    _, email, secret, _ = await enrolled_user(mfa_app, clock)
+    browser = mfa_app.test_client()
+    form_page = await (await browser.get("/login")).get_data(as_text=True)
+    answer = await browser.post(
+        "/login", form={"email": email, "password": PASSWORD, "csrf_token": _csrf(form_page)}
+    )
+    html = await answer.get_data(as_text=True)
+    assert answer.status_code == 200, html
+    token_match = re.search(r'name="mfa_token" value="([A-Za-z0-9_-]+)"', html)
+    assert token_match is not None
+    done = await browser.post(
+        "/login/mfa",
+        form={
+            "csrf_token": _csrf(html),
+            "mfa_token": token_match.group(1),
+            "code": code_at(secret, clock),
+            "next": "//evil.example/account",
+        },
+    )
+    assert done.status_code == 303, await done.get_data(as_text=True)
+    assert done.headers["Location"] == "/account"
+    assert (await browser.get("/v1/me")).status_code == 200
+
+
 async def test_the_second_step_makes_three_redis_round_trips(
     mfa_app: Quart, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

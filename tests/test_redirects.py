@@ -27,6 +27,8 @@ OFF_SITE = [
     "/%25252F%25252Fevil.example",  # three times
     "/%09/evil.example",
     "/%0D%0A/evil.example",
+    "/account\r\nSet-Cookie: a=b",  # urlsplit drops CR/LF; the raw value would go in Location
+    "/account\nLocation: //evil.example",
     "/" + "a" * 3000,
 ]
 
