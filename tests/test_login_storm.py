@@ -441,6 +441,22 @@ async def test_a_cold_password_grant_refused_for_capacity_is_answered_in_front_o
     assert seen == ["POST"]
 
 
+async def test_an_over_long_password_grant_is_a_clear_422_even_while_hashing_is_saturated(
+    backing: Backing,
+) -> None:
+    # S1: over the maximum is a clear 422, judged before the gate and the hash admission,
+    # so saturation cannot turn it into a 503 (S5).
+    async with _saturable_app(backing, password_max_length=64) as (app, hasher):
+        client = app.test_client()
+        cold, busy = await _insert_users(app, 2)
+        holding = await _hold_the_only_thread(client, hasher, busy)
+        refused = await _grant(client, cold, password="p" * 65)
+        hasher.gate.set()
+        assert (await holding).status_code == 201
+        assert refused.status_code == 422, await refused.get_data(as_text=True)
+        assert (await refused.get_json())["error"]["code"] == "password_too_long"
+
+
 async def test_cold_grants_arriving_together_past_the_budget_are_refused_in_front_of_quart(
     saturated: tuple[Quart, GatedHasher, list[str]],
 ) -> None:
