@@ -46,6 +46,7 @@ def _env(**extra: str) -> dict[str, str]:
         KEYSTILE_SETTINGS_FILE=str(ROOT / "settings.toml"),
         KEYSTILE_ARGON2_MEMORY_KIB="64",
         KEYSTILE_ARGON2_TIME_COST="1",
+        KEYSTILE_ARGON2_ALLOW_WEAK="true",
         **extra,
     )
     return env

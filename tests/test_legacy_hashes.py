@@ -107,6 +107,7 @@ def _keystile(backing: Backing, *args: str) -> subprocess.CompletedProcess[str]:
         KEYSTILE_SETTINGS_FILE=str(ROOT / "settings.toml"),
         KEYSTILE_ARGON2_MEMORY_KIB="64",
         KEYSTILE_ARGON2_TIME_COST="1",
+        KEYSTILE_ARGON2_ALLOW_WEAK="true",
         KEYSTILE_DATABASE_URL=backing.database_url,
         KEYSTILE_REDIS_URL=backing.redis_url,
         KEYSTILE_SECRET_KEY="k" * 40,

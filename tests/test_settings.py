@@ -130,6 +130,48 @@ def test_password_lengths_outside_the_policy_bounds_are_refused(
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("memory_kib", "time_cost"),
+    [("19455", "2"), ("47103", "1"), ("12287", "3"), ("9215", "4"), ("7167", "9"), ("64", "1")],
+)
+def test_argon2_parameters_below_the_owasp_minimum_are_refused(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch, memory_kib: str, time_cost: str
+) -> None:
+    # S4: a deployment cannot store weaker hashes than OWASP's argon2id minimum.
+    monkeypatch.setenv("KEYSTILE_ARGON2_MEMORY_KIB", memory_kib)
+    monkeypatch.setenv("KEYSTILE_ARGON2_TIME_COST", time_cost)
+    with pytest.raises(SettingsError, match=r"below OWASP's minimum.*argon2_allow_weak") as error:
+        load_settings()
+    assert f"argon2_memory_kib = {memory_kib} with argon2_time_cost = {time_cost}" in str(
+        error.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("memory_kib", "time_cost"),
+    [("19456", "2"), ("47104", "1"), ("12288", "3"), ("9216", "4"), ("7168", "5")],
+)
+def test_each_owasp_argon2_configuration_is_accepted(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch, memory_kib: str, time_cost: str
+) -> None:
+    # S4: OWASP's equally strong alternatives to the default m=19 MiB, t=2.
+    monkeypatch.setenv("KEYSTILE_ARGON2_MEMORY_KIB", memory_kib)
+    monkeypatch.setenv("KEYSTILE_ARGON2_TIME_COST", time_cost)
+    hashing = load_settings().hashing
+    assert (hashing.memory_kib, hashing.time_cost) == (int(memory_kib), int(time_cost))
+
+
+def test_weak_argon2_parameters_need_the_explicit_test_setting(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S4: the cheap hashing of a test suite is asked for by name, never by accident.
+    monkeypatch.setenv("KEYSTILE_ARGON2_MEMORY_KIB", "64")
+    monkeypatch.setenv("KEYSTILE_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("KEYSTILE_ARGON2_ALLOW_WEAK", "true")
+    hashing = load_settings().hashing
+    assert (hashing.memory_kib, hashing.time_cost, hashing.allow_weak) == (64, 1, True)
+
+
 def test_invalid_rate_error_names_the_flat_key(
     no_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

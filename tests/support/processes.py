@@ -79,6 +79,7 @@ def start_server(
         KEYSTILE_DB_POOL_SIZE="3",
         KEYSTILE_ARGON2_MEMORY_KIB="64",
         KEYSTILE_ARGON2_TIME_COST="1",
+        KEYSTILE_ARGON2_ALLOW_WEAK="true",
         KEYSTILE_HASH_THREADS="2",
         PYTHONPATH=str(ROOT),  # test-only extensions (tests/) can be loaded
     )

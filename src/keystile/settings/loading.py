@@ -146,8 +146,13 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = []
+        flat = flat_names()
         for error in exc.errors():
             key = setting_name(error["loc"])
+            if key not in flat and key in Settings.model_fields:
+                # A group's own check (`hashing`), which names its settings itself.
+                problems.append(f"{key}: {error['msg']}")
+                continue
             env = f"{_ENV_PREFIX}{key.upper().replace('.', '__')}"
             problems.append(f"{key} ({env}): {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -12,6 +12,17 @@ from pydantic import Field, field_validator, model_validator
 from keystile.rates import Action, Rate, RateLimits
 from keystile.settings.groups import _empty_is_none, _flat_names, _Group
 
+# OWASP's argon2id configurations (Password Storage Cheat Sheet), each equally strong:
+# the least memory in KiB for a time cost; t >= 5 needs 7 MiB. keystile's default is
+# the second, m=19 MiB with t=2 (S4).
+_OWASP_MEMORY_KIB_FOR_TIME_COST = {1: 46 * 1024, 2: 19 * 1024, 3: 12 * 1024, 4: 9 * 1024}
+_OWASP_MEMORY_KIB_FROM_T5 = 7 * 1024
+
+
+def owasp_minimum_memory_kib(time_cost: int) -> int:
+    """Return the least argon2id memory (KiB) OWASP accepts with `time_cost` iterations."""
+    return _OWASP_MEMORY_KIB_FOR_TIME_COST.get(time_cost, _OWASP_MEMORY_KIB_FROM_T5)
+
 
 class HashingSettings(_Group):
     """Password hashing (argon2id) and the threads that run it."""
@@ -22,11 +33,19 @@ class HashingSettings(_Group):
         memory_kib="argon2_memory_kib",
         time_cost="argon2_time_cost",
         parallelism="argon2_parallelism",
+        allow_weak="argon2_allow_weak",
     )
 
     memory_kib: int = Field(default=19 * 1024, ge=8)
     time_cost: int = Field(default=2, ge=1)
     parallelism: int = Field(default=1, ge=1)
+    allow_weak: bool = Field(
+        default=False,
+        description=(
+            "accept argon2id parameters below OWASP's minimum; for test suites only,"
+            " never where real passwords are stored"
+        ),
+    )
     threads: int = Field(default=0, ge=0, description="0 means CPU count / workers")
     login_wait_budget_ms: int = Field(
         default=1500,
@@ -37,6 +56,19 @@ class HashingSettings(_Group):
             " refusal may wait up to twice this"
         ),
     )
+
+    @model_validator(mode="after")
+    def _at_least_owasp_minimum(self) -> HashingSettings:
+        # S4: a deployment cannot weaken the stored hashes by a typo or a copied test config.
+        least = owasp_minimum_memory_kib(self.time_cost)
+        if self.memory_kib < least and not self.allow_weak:
+            raise ValueError(
+                f"argon2_memory_kib = {self.memory_kib} with argon2_time_cost ="
+                f" {self.time_cost} is below OWASP's minimum for argon2id ({least} KiB at"
+                f" that time cost; the default is 19456 KiB with a time cost of 2). Raise"
+                f" them, or set argon2_allow_weak = true in a test suite"
+            )
+        return self
 
 
 class PasswordSettings(_Group):
