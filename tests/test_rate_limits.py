@@ -116,6 +116,29 @@ async def test_forged_x_forwarded_for_does_not_escape_the_limit_without_trusted_
     assert statuses == [401, 401, 401, 429, 429, 429]
 
 
+async def test_forged_x_forwarded_for_does_not_escape_the_password_grant_limit(
+    backing: Backing,
+) -> None:
+    # S26: POST /v1/tokens is admitted in the ASGI layer (web/login_refusal.py), which
+    # reads the client address on its own; without trusted proxies it too ignores XFF.
+    settings = make_settings(backing, rate_limit_token_per_ip="3/minute")
+    ip = unique_ip()
+    async with serving(settings) as app:
+        client = app.test_client()
+        statuses = [
+            (
+                await client.post(
+                    "/v1/tokens",
+                    json={"email": unique_email(), "password": WRONG},
+                    headers={"X-Forwarded-For": unique_ip()},
+                    **from_ip(ip),
+                )
+            ).status_code
+            for _ in range(6)
+        ]
+    assert statuses == [401, 401, 401, 429, 429, 429]
+
+
 async def test_with_one_trusted_proxy_the_rightmost_forwarded_address_is_the_client(
     backing: Backing,
 ) -> None:
