@@ -16,6 +16,7 @@ from tests.support.http import (
     from_ip,
     login,
     register,
+    services_of,
     unique_email,
     unique_ip,
 )
@@ -114,6 +115,28 @@ async def test_invalid_fields_are_named_and_linked_to_their_inputs(client: Clien
     assert re.search(r'id="email"[^>]*aria-invalid="true"[^>]*aria-describedby="email-error"', html)
     assert "name@example.com" in html
     assert 'id="password_confirm-error"' in html
+
+
+async def test_register_form_refuses_a_nul_byte_in_the_password_and_stores_nothing(
+    app: Quart, client: Client
+) -> None:
+    # S24: the form refuses what the API's schema does, though it has no schema.
+    email = unique_email()
+    password = "correct horse\x00battery"
+    _, token = await _page(client, "/register")
+    response = await client.post(
+        "/register",
+        form={
+            "email": email,
+            "password": password,
+            "password_confirm": password,
+            "csrf_token": token,
+        },
+    )
+    assert response.status_code == 422
+    html = await response.get_data(as_text=True)
+    assert "The password must not contain control characters." in html
+    assert await services_of(app).users.select_user_by_email(email) is None
 
 
 async def test_a_weak_password_is_explained_on_registration(client: Client) -> None:
