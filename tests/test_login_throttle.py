@@ -7,12 +7,14 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from quart import Quart
 
 from keystile.app import create_app
 from keystile.container import Services
+from keystile.embedded import EmbeddedRedis
 from keystile.settings import Settings
 from keystile.web.context import EXTENSION_KEY
 from tests.support.backing import Backing, make_settings
@@ -108,6 +110,41 @@ async def test_owner_on_a_known_address_logs_in_while_the_account_is_under_attac
         owner = app.test_client()
         assert (await attempt(owner, email, PASSWORD, **via(home))).status_code == 201
         assert (await owner.get("/v1/me")).status_code == 200
+
+
+async def test_owner_on_a_known_address_logs_in_under_attack_while_redis_is_away(
+    backing: Backing, tmp_path: Path
+) -> None:
+    # S28 on the per-process fallback (S30): the login gate's own path without Redis
+    # (LoginThrottle.check) also lets a known address skip the account's backoff.
+    redis = EmbeddedRedis(tmp_path, persist=False)
+    settings = make_settings(
+        backing,
+        redis_url=redis.start(),
+        trusted_proxy_hops=1,
+        login_backoff_account_free_failures=2,
+        login_backoff_base_seconds=60,
+        login_backoff_max_seconds=600,
+        rate_limit_redis_retry_seconds=600,
+    )
+    home = unique_ip()
+    try:
+        async with serving(settings) as app:
+            client = app.test_client()
+            email = unique_email()
+            await register(client, email)
+            redis.stop()
+            assert (await attempt(client, email, PASSWORD, **via(home))).status_code == 201
+
+            statuses = [
+                (await attempt(client, email, **via(unique_ip()))).status_code for _ in range(4)
+            ]
+            assert statuses == [401, 401, 401, 429]  # 2 free, the 3rd starts 60 s
+            assert (await attempt(client, email, PASSWORD, **via(unique_ip()))).status_code == 429
+            owner = app.test_client()
+            assert (await attempt(owner, email, PASSWORD, **via(home))).status_code == 201
+    finally:
+        redis.stop()
 
 
 async def test_logged_in_owner_changes_password_while_logins_are_locked(backing: Backing) -> None:

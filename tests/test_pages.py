@@ -9,7 +9,17 @@ import pytest
 from quart import Quart
 
 from keystile.web.assets import StaticAssets
-from tests.support.http import PASSWORD, Client, login, register, unique_email
+from tests.conftest import MakeApp
+from tests.support.http import (
+    PASSWORD,
+    Client,
+    from_ip,
+    login,
+    register,
+    services_of,
+    unique_email,
+    unique_ip,
+)
 
 NEW_PASSWORD = "an entirely new passphrase"
 
@@ -105,6 +115,28 @@ async def test_invalid_fields_are_named_and_linked_to_their_inputs(client: Clien
     assert re.search(r'id="email"[^>]*aria-invalid="true"[^>]*aria-describedby="email-error"', html)
     assert "name@example.com" in html
     assert 'id="password_confirm-error"' in html
+
+
+async def test_register_form_refuses_a_nul_byte_in_the_password_and_stores_nothing(
+    app: Quart, client: Client
+) -> None:
+    # S24: the form refuses what the API's schema does, though it has no schema.
+    email = unique_email()
+    password = "correct horse\x00battery"
+    _, token = await _page(client, "/register")
+    response = await client.post(
+        "/register",
+        form={
+            "email": email,
+            "password": password,
+            "password_confirm": password,
+            "csrf_token": token,
+        },
+    )
+    assert response.status_code == 422
+    html = await response.get_data(as_text=True)
+    assert "The password must not contain control characters." in html
+    assert await services_of(app).users.select_user_by_email(email) is None
 
 
 async def test_a_weak_password_is_explained_on_registration(client: Client) -> None:
@@ -284,6 +316,42 @@ async def test_password_change_form_explains_a_wrong_current_password(app: Quart
     assert response.status_code == 401
     html = await response.get_data(as_text=True)
     assert re.search(r'id="current_password-error">.*The current password is incorrect', html)
+
+
+async def test_password_change_form_is_limited_per_account(make_app: MakeApp) -> None:
+    # S27 through the page: the form charges the same per-account allowance as the API.
+    app = await make_app(rate_limit_password_change_per_account="2/hour")
+    client, _ = await _logged_in(app)
+    _, token = await _page(client, "/account")
+    form = {
+        "current_password": "wrong one here",
+        "new_password": NEW_PASSWORD,
+        "new_password_confirm": NEW_PASSWORD,
+        "csrf_token": token,
+    }
+    responses = [await client.post("/account/password", form=form) for _ in range(3)]
+    assert [response.status_code for response in responses] == [401, 401, 429]
+    assert int(responses[-1].headers["Retry-After"]) > 0
+
+
+async def test_register_form_is_limited_per_email(make_app: MakeApp) -> None:
+    # S27 through the page: the register form counts each email as the API does.
+    app = await make_app(rate_limit_register_per_account="1/hour")
+    email = unique_email()
+    statuses = []
+    for _ in range(2):
+        client = app.test_client()
+        _, token = await _page(client, "/register")
+        form = {
+            "email": email,
+            "password": PASSWORD,
+            "password_confirm": PASSWORD,
+            "csrf_token": token,
+        }
+        response = await client.post("/register", form=form, **from_ip(unique_ip()))
+        statuses.append(response.status_code)
+    assert statuses == [303, 429]
+    assert int(response.headers["Retry-After"]) > 0
 
 
 async def test_password_change_form_ends_other_sessions(app: Quart) -> None:

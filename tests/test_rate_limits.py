@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -114,6 +115,51 @@ async def test_forged_x_forwarded_for_does_not_escape_the_limit_without_trusted_
             for _ in range(6)
         ]
     assert statuses == [401, 401, 401, 429, 429, 429]
+
+
+async def test_forged_x_forwarded_for_does_not_escape_the_password_grant_limit(
+    backing: Backing,
+) -> None:
+    # S26: POST /v1/tokens is admitted in the ASGI layer (web/login_refusal.py), which
+    # reads the client address on its own; without trusted proxies it too ignores XFF.
+    settings = make_settings(backing, rate_limit_token_per_ip="3/minute")
+    ip = unique_ip()
+    async with serving(settings) as app:
+        client = app.test_client()
+        statuses = [
+            (
+                await client.post(
+                    "/v1/tokens",
+                    json={"email": unique_email(), "password": WRONG},
+                    headers={"X-Forwarded-For": unique_ip()},
+                    **from_ip(ip),
+                )
+            ).status_code
+            for _ in range(6)
+        ]
+    assert statuses == [401, 401, 401, 429, 429, 429]
+
+
+async def test_a_password_grant_too_big_for_the_asgi_admission_counts_as_a_token_grant(
+    backing: Backing,
+) -> None:
+    # S27: a body over LoginRefusal's 8 KiB (JSON padded with white space) skips the ASGI
+    # admission; the handler then charges the limits itself, the token grant's ones.
+    settings = make_settings(backing, rate_limit_token_per_ip="2/minute")
+    ip = unique_ip()
+    async with serving(settings) as app:
+        client = app.test_client()
+        statuses = []
+        for _ in range(4):
+            body = json.dumps({"email": unique_email(), "password": WRONG}) + " " * 9000
+            response = await client.post(
+                "/v1/tokens",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                **from_ip(ip),
+            )
+            statuses.append(response.status_code)
+    assert statuses == [401, 401, 429, 429]
 
 
 async def test_with_one_trusted_proxy_the_rightmost_forwarded_address_is_the_client(

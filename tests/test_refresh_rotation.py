@@ -74,6 +74,19 @@ async def test_reuse_inside_the_grace_window_returns_the_same_successor(
     assert (await refresh(client, first["refresh_token"])).status_code == 200
 
 
+async def test_reuse_inside_the_grace_window_never_returns_a_revoked_successor(
+    client: Client,
+) -> None:
+    # S16: the grace window hands back the successor only while it is live; once it was
+    # revoked, a reuse of its parent is a reuse like any other and ends the family.
+    _, body = await new_user_tokens(client)
+    first = await (await refresh(client, body["refresh_token"])).get_json()
+    revoked = await client.post("/v1/tokens/revoke", json={"refresh_token": first["refresh_token"]})
+    assert revoked.status_code == 204
+    again = await refresh(client, body["refresh_token"])
+    assert await error_code(again) == "invalid_refresh_token"
+
+
 async def test_reuse_after_the_grace_window_revokes_the_family(
     backing: Backing, db: asyncpg.Connection
 ) -> None:

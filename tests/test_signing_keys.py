@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -20,7 +21,8 @@ from quart import Quart
 
 from keystile.app import create_app
 from keystile.errors import Conflict
-from keystile.services.keys import SecretBox
+from keystile.repositories.signing_keys import PostgresSigningKeyRepository
+from keystile.services.keys import KeyRing, SecretBox
 from keystile.stores.cache import publish
 from tests.support.backing import Backing, make_settings
 from tests.support.http import Client, login, register, services_of, unique_email
@@ -189,6 +191,38 @@ async def test_rotation_publishes_next_key_and_old_tokens_verify_until_retired(
             "invalid_token"
         )
         assert old_kid not in await _jwks_kids(client_one)
+
+
+async def test_a_key_stops_verifying_when_its_retirement_passes_without_a_reload(
+    app: Quart,
+) -> None:
+    # S19: the old key verifies until the retirement its rotation scheduled, not until
+    # this worker next reloads. A ring of its own secret, so other tests' keys are apart.
+    now = [datetime.now(UTC)]
+
+    async def notify() -> None:
+        return None
+
+    ring = KeyRing(
+        PostgresSigningKeyRepository(services_of(app).database),
+        SecretBox(os.urandom(32)),
+        algorithm="EdDSA",
+        notify=notify,
+        clock=lambda: now[0],
+    )
+    await ring.load()
+    now[0] = datetime.now(UTC)  # after the first key's not_before, set by PostgreSQL
+    old = ring.signing_key()
+    new, retiring = await ring.rotate(
+        promote_after=timedelta(0), retire_after=timedelta(minutes=10)
+    )
+    assert retiring == [old.kid]
+    assert ring.verification_key(old.kid) is not None  # "previous": still verifies
+
+    now[0] += timedelta(minutes=11)  # no reload in between
+    assert ring.verification_key(old.kid) is None
+    assert ring.verification_key(new.kid) is not None
+    assert [key["kid"] for key in json.loads(ring.jwks())["keys"]] == [new.kid]
 
 
 async def _has_kids(client: Client, kids: set[str]) -> bool:

@@ -22,7 +22,7 @@ from quart import Quart
 from keystile.errors import InvalidToken
 from keystile.services.access_tokens import AccessTokenCodec
 from tests.support.http import Client, services_of
-from tests.support.tokens import bearer, error_code, forge, new_user_tokens
+from tests.support.tokens import bearer, claims_of, error_code, forge, new_user_tokens
 
 
 def _b64(data: bytes) -> str:
@@ -46,6 +46,24 @@ async def _refused_with(client: Client, token: str, code: str = "invalid_token")
 async def _valid_token(client: Client) -> str:
     _, body = await new_user_tokens(client)
     return str(body["access_token"])
+
+
+@pytest.fixture(name="user_id")
+async def _user_id(client: Client) -> str:
+    """A registered user's id: a token forged for it fails only for what a test changed.
+
+    A forged token for a random `sub` is refused anyway (no such user), so a test of
+    one check must name a real user or it proves nothing.
+    """
+    return str(claims_of(await _valid_token(client))["sub"])
+
+
+async def test_a_token_forged_with_our_key_for_a_real_user_is_accepted(
+    app: Quart, client: Client, user_id: str
+) -> None:
+    # The baseline of every refusal below: unchanged, the forgery verifies.
+    response = await client.get("/v1/me", headers=bearer(forge(app, sub=user_id)))
+    assert response.status_code == 200, await response.get_data(as_text=True)
 
 
 async def test_expired_token_is_refused_as_expired(app: Quart, client: Client) -> None:
@@ -92,19 +110,26 @@ async def test_token_within_the_leeway_still_verifies(app: Quart) -> None:
         ({"epoch": "0"}, "epoch a string"),
         ({"sub": "not-a-uuid"}, "sub not a user id"),
         ({"scope": ["account"]}, "scope not a string"),
+        ({"iss": None}, "missing iss"),
+        ({"aud": None}, "missing aud"),
+        ({"sub": None}, "missing sub"),
+        ({"iat": None}, "missing iat"),
+        ({"nbf": None}, "missing nbf"),
+        ({"scope": None}, "missing scope"),
     ],
 )
 async def test_token_with_bad_claims_is_refused(
-    app: Quart, client: Client, claims: dict[str, Any], reason: str
+    app: Quart, client: Client, user_id: str, claims: dict[str, Any], reason: str
 ) -> None:
     # S14: iss, aud, iat, nbf checked; every claim we rely on is required.
-    await _refused_with(client, forge(app, **claims))
+    await _refused_with(client, forge(app, **{"sub": user_id, **claims}))
 
 
 async def test_alg_none_is_refused(app: Quart, client: Client) -> None:
-    # S13
+    # S13: the claims of a real, current token, unsigned.
     kid = services_of(app).key_ring.signing_key().kid
-    token = _segments({"alg": "none", "typ": "at+jwt", "kid": kid}, {"sub": "x"}) + "."
+    claims = claims_of(await _valid_token(client))
+    token = _segments({"alg": "none", "typ": "at+jwt", "kid": kid}, claims) + "."
     await _refused_with(client, token)
 
 
@@ -127,17 +152,21 @@ async def test_hs256_signed_with_the_public_key_is_refused(app: Quart, client: C
         await _refused_with(client, signing_input + "." + _b64(signature))
 
 
-async def test_unknown_kid_is_refused(app: Quart, client: Client) -> None:
+async def test_unknown_kid_is_refused(app: Quart, client: Client, user_id: str) -> None:
     # S13: kid is a lookup in the ring, never a path.
-    await _refused_with(client, forge(app, header={"kid": "no-such-key"}))
-    await _refused_with(client, forge(app, header={"kid": "../../../../etc/passwd"}))
+    await _refused_with(client, forge(app, sub=user_id, header={"kid": "no-such-key"}))
+    await _refused_with(client, forge(app, sub=user_id, header={"kid": "../../../../etc/passwd"}))
     # PyJWT will not even encode a non-string kid; sign one by hand.
+    claims = claims_of(forge(app, sub=user_id))
+    await _refused_with(client, _hand_signed(app, {"kid": 42}, claims))
+
+
+def _hand_signed(app: Quart, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """Sign with our key whatever header PyJWT's encoder would refuse or rewrite."""
     key = services_of(app).key_ring.signing_key()
-    good = forge(app)
-    claims = json.loads(_unb64(good.split(".")[1]))
-    signing_input = _segments({"alg": key.alg, "typ": "at+jwt", "kid": 42}, claims)
+    signing_input = _segments({"alg": key.alg, "typ": "at+jwt", "kid": key.kid, **header}, claims)
     signature = key.private_key.sign(signing_input.encode())  # type: ignore[union-attr,call-arg]
-    await _refused_with(client, signing_input + "." + _b64(signature))
+    return signing_input + "." + _b64(signature)
 
 
 async def test_embedded_attacker_key_headers_are_ignored(client: Client) -> None:
@@ -174,15 +203,19 @@ async def test_our_kid_with_an_attacker_signature_is_refused(app: Quart, client:
     await _refused_with(client, token)
 
 
-async def test_crit_header_is_refused(app: Quart, client: Client) -> None:
+async def test_crit_header_is_refused(app: Quart, client: Client, user_id: str) -> None:
     # S13: we implement no JWS extension, so any `crit` is unknown to us.
-    await _refused_with(client, forge(app, header={"crit": ["exp"]}))
-    await _refused_with(client, forge(app, header={"crit": ["b64"], "b64": True}))
+    await _refused_with(client, forge(app, sub=user_id, header={"crit": ["exp"]}))
+    # PyJWT itself accepts a `crit` it knows (b64 with the standard b64: true); its
+    # encoder strips that b64, so sign by hand.
+    claims = claims_of(forge(app, sub=user_id))
+    await _refused_with(client, _hand_signed(app, {"crit": ["b64"], "b64": True}, claims))
 
 
-async def test_a_jwt_of_another_type_is_refused(app: Quart, client: Client) -> None:
+async def test_a_jwt_of_another_type_is_refused(app: Quart, client: Client, user_id: str) -> None:
     # S15: only `typ: at+jwt` passes as an access token.
-    await _refused_with(client, forge(app, header={"typ": "JWT"}))
+    await _refused_with(client, forge(app, sub=user_id, header={"typ": "JWT"}))
+    await _refused_with(client, forge(app, sub=user_id, header={"typ": None}))
 
 
 async def test_tampered_payload_is_refused(client: Client) -> None:

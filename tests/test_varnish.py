@@ -335,6 +335,9 @@ class _HostileOrigin(BaseHTTPRequestHandler):
         "/private": {"Cache-Control": "private, max-age=60"},
         "/not-public": {"Cache-Control": "max-age=60"},
         "/public-varies-on-cookie": {"Cache-Control": "public, max-age=60", "Vary": "Cookie"},
+        # Contradictory directives: the restrictive one wins (S21).
+        "/public-but-private": {"Cache-Control": "public, private, max-age=60"},
+        "/public-but-no-store": {"Cache-Control": "public, max-age=60, no-store"},
         "/public": {"Cache-Control": "public, max-age=60"},
     }
 
@@ -373,6 +376,8 @@ def test_the_vcl_alone_refuses_to_store_what_is_not_plainly_public(tmp_path: Pat
             "/private": 2,
             "/not-public": 2,
             "/public-varies-on-cookie": 2,
+            "/public-but-private": 2,
+            "/public-but-no-store": 2,
             "/public": 1,
         }
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import InitVar, dataclass, field
@@ -10,6 +11,11 @@ from importlib import resources
 from keystile.errors import PasswordPolicyViolation, PasswordTooLong
 
 __all__ = ["PasswordPolicy", "load_common_passwords", "normalise_password"]
+
+
+# What the API's schemas refuse in a password (web/schemas.py); the HTML forms have no
+# schema, so the policy refuses it for them (S24).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def normalise_password(password: str) -> str:
@@ -63,6 +69,8 @@ class PasswordPolicy:
         The common-password check ignores case: "PassWord1" is as guessable as "password1".
         """
         normalised = self.check_length(password)
+        if _CONTROL.search(normalised):
+            raise PasswordPolicyViolation("The password must not contain control characters.")
         if len(normalised) < self.min_length:
             raise PasswordPolicyViolation(
                 f"The password must be at least {self.min_length} characters."
