@@ -540,6 +540,45 @@ async def test_undoing_an_email_change_restores_the_address_and_ends_every_sessi
     assert await error_code(again, 400) == "invalid_token"
 
 
+async def test_a_newer_email_change_link_voids_the_older_one(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S34: invalidated by a newer token of the same purpose, for links issued to a
+    # logged-in account as for the forgot-password ones.
+    client = mail_app.test_client()
+    old, first, second = unique_email(), unique_email(), unique_email()
+    await register(client, old)
+    assert (await login(client, old)).status_code == 201
+    assert (await _change_email(client, first)).status_code == 202
+    older = token_in(await smtp.inbox.arrival(first, subject="new email address"))
+    assert (await _change_email(client, second)).status_code == 202
+    newer = token_in(await smtp.inbox.arrival(second, subject="new email address"))
+    response = await client.post("/v1/email-verifications/confirm", json={"token": older})
+    assert await error_code(response, 400) == "invalid_token"
+    assert (await (await _me(client)).get_json())["email"] == old
+    response = await client.post("/v1/email-verifications/confirm", json={"token": newer})
+    assert response.status_code == 204
+    assert (await (await _me(client)).get_json())["email"] == second
+
+
+async def test_a_reset_link_mailed_to_a_former_address_is_refused(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S34: a reset link is bound to the address it went to; once the account has moved
+    # to a new address, whoever still reads the old mailbox cannot take it over.
+    client = mail_app.test_client()
+    old, new = unique_email(), unique_email()
+    await register(client, old)
+    reset = await _reset_token(client, smtp, old)
+    assert (await login(client, old)).status_code == 201
+    await _change_email(client, new)
+    change = token_in(await smtp.inbox.arrival(new, subject="new email address"))
+    response = await client.post("/v1/email-verifications/confirm", json={"token": change})
+    assert response.status_code == 204
+    assert await error_code(await _confirm_reset(client, reset), 400) == "invalid_token"
+    assert (await login(client, new, PASSWORD)).status_code == 201
+
+
 async def test_email_change_to_a_taken_address_answers_alike_and_mails_nothing(
     mail_app: Quart, smtp: SmtpServer
 ) -> None:
