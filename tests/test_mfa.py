@@ -16,6 +16,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from keystile.container import Overrides
+from keystile.errors import InvalidMfaCode
+from keystile.services.types import ClientInfo
 from keystile.stores.challenges import ChallengeStore
 from keystile.stores.redis_batch import RedisBatch
 from tests.support.http import PASSWORD, login, register, services_of, unique_email
@@ -210,6 +212,23 @@ async def test_replayed_code_is_refused_and_audited(mfa_app: Quart, clock: Clock
     )
     assert await error_code(replay, 401) == "invalid_mfa_code"
     assert "mfa_replay" in await audit_kinds(mfa_app, email)
+
+
+async def test_one_code_checked_several_times_at_once_is_accepted_once(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # S39: the replay check holds when the checks overlap (logins on several workers), not
+    # only for a code sent again later: the recorded step is the arbiter.
+    _, email, secret, _ = await enrolled_user(mfa_app, clock)
+    user = await services_of(mfa_app).users.select_user_by_email(email)
+    assert user is not None
+    codes = services_of(mfa_app).mfa.codes
+    outcomes = await asyncio.gather(
+        *(codes.verify_totp(user, code_at(secret, clock), ClientInfo()) for _ in range(4)),
+        return_exceptions=True,
+    )
+    assert outcomes.count(None) == 1
+    assert all(isinstance(outcome, InvalidMfaCode) for outcome in outcomes if outcome is not None)
 
 
 @pytest.mark.parametrize(("skew", "accepted"), [(-1, True), (1, True), (-2, False), (2, False)])
