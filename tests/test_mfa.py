@@ -302,6 +302,48 @@ async def test_a_recovery_code_works_once_and_is_stored_hashed(
     assert "mfa_recovery_code_used" in await audit_kinds(mfa_app, email)
 
 
+async def _factor_notices(app: Quart, email: str) -> int:
+    count: int = await services_of(app).database.fetchval(
+        "SELECT count(*) FROM outbox WHERE recipient = $1 AND kind = 'factor_changed'", email
+    )
+    return count
+
+
+async def test_using_a_recovery_code_tells_the_owner(mfa_app: Quart, clock: Clock) -> None:
+    # S40: using one is notified (by mail), not only audited.
+    _, email, _, codes = await enrolled_user(mfa_app, clock)
+    before = await _factor_notices(mfa_app, email)
+    client = mfa_app.test_client()
+    answer = await mfa_token(client, email)
+    used = await client.post(
+        "/v1/sessions/mfa", json={"mfa_token": answer["mfa_token"], "recovery_code": codes[0]}
+    )
+    assert used.status_code == 201, await used.get_data(as_text=True)
+    assert await _factor_notices(mfa_app, email) == before + 1
+
+
+async def test_regenerated_recovery_codes_replace_the_old_ones(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # S40: regenerable; a code of the earlier set stops working.
+    owner, email, _, old_codes = await enrolled_user(mfa_app, clock)
+    regenerated = await owner.post("/v1/me/mfa/recovery-codes")
+    assert regenerated.status_code == 200, await regenerated.get_data(as_text=True)
+    new_codes = (await regenerated.get_json())["recovery_codes"]
+    assert len(new_codes) == 10
+    assert not set(new_codes) & set(old_codes)
+    client = mfa_app.test_client()
+    answer = await mfa_token(client, email)
+    stale = await client.post(
+        "/v1/sessions/mfa", json={"mfa_token": answer["mfa_token"], "recovery_code": old_codes[0]}
+    )
+    assert await error_code(stale, 401) == "invalid_mfa_code"
+    fresh = await client.post(
+        "/v1/sessions/mfa", json={"mfa_token": answer["mfa_token"], "recovery_code": new_codes[0]}
+    )
+    assert fresh.status_code == 201, await fresh.get_data(as_text=True)
+
+
 async def test_an_mfa_token_is_single_use_bound_to_its_user_and_its_kind(
     mfa_app: Quart, clock: Clock
 ) -> None:
