@@ -375,6 +375,20 @@ async def test_an_mfa_token_is_single_use_bound_to_its_user_and_its_kind(
     assert other_email != email
 
 
+async def test_an_mfa_token_is_refused_once_its_user_is_disabled(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # S42: the token is bound to an active user; disabling the account voids it.
+    _, email, secret, _ = await enrolled_user(mfa_app, clock)
+    client = mfa_app.test_client()
+    answer = await mfa_token(client, email)
+    await services_of(mfa_app).admin.disable_user(email)
+    response = await client.post(
+        "/v1/sessions/mfa", json={"mfa_token": answer["mfa_token"], "code": code_at(secret, clock)}
+    )
+    assert await error_code(response, 401) == "invalid_mfa_token"
+
+
 async def test_challenges_expire_and_are_taken_once_in_redis_and_in_postgresql(
     mfa_app: Quart,
 ) -> None:
