@@ -80,6 +80,18 @@ async def test_key_scopes_are_enforced(app: Quart) -> None:
     assert (await allowed.get_json())["via"] == "api_key"
 
 
+async def test_a_route_needing_two_scopes_refuses_a_key_with_one_of_them(app: Quart) -> None:
+    # S44: every scope a route names is needed, not any one of them.
+    owner, _ = await logged_in_user(app)
+    reports = (await new_key(owner, ["reports"]))["key"]
+    both = (await new_key(owner, ["account", "reports"]))["key"]
+    caller = app.test_client()
+    refused = await caller.get("/probe/account-and-reports", headers=bearer(reports))
+    assert await error_code(refused, 403) == "insufficient_scope"
+    allowed = await caller.get("/probe/account-and-reports", headers=bearer(both))
+    assert allowed.status_code == 200
+
+
 async def test_key_cannot_have_scopes_its_creator_lacks(app: Quart) -> None:
     _owner, email = await logged_in_user(app)
     token = (await (await grant(app.test_client(), email, scope="account")).get_json())[
