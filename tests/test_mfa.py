@@ -375,6 +375,28 @@ async def test_an_mfa_token_is_single_use_bound_to_its_user_and_its_kind(
     assert other_email != email
 
 
+async def test_two_second_steps_that_overlap_spend_the_mfa_token_once(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # S42: single use when two second steps both passed their code check (the peek that
+    # refuses a token reused later cannot see an overlapping one): the take decides.
+    _, email, _, _ = await enrolled_user(mfa_app, clock)
+    token = (await mfa_token(mfa_app.test_client(), email))["mfa_token"]
+    mfa = services_of(mfa_app).mfa
+    user, scope = await mfa.pending_user(token, "session")
+    outcomes = await asyncio.gather(
+        *(
+            mfa.finish(token, user, ("pwd", "otp"), "session", scope, ClientInfo())
+            for _ in range(2)
+        ),
+        return_exceptions=True,
+    )
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == [
+        "InvalidMfaToken",
+        "SecondStep",
+    ]
+
+
 async def test_an_mfa_token_is_refused_once_its_user_is_disabled(
     mfa_app: Quart, clock: Clock
 ) -> None:
