@@ -39,6 +39,12 @@ async def user_reports() -> ResponseReturnValue:
     return {"user": str(get_principal().user_id)}
 
 
+@blueprint.get("/probe/account-and-reports")
+@requires_auth(scopes=["account", "reports"])
+async def account_and_reports() -> ResponseReturnValue:
+    return {"user": str(get_principal().user_id)}
+
+
 @blueprint.get("/probe/editor")
 @requires_auth()
 @requires_role("editor")

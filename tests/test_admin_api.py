@@ -23,6 +23,7 @@ from tests.machine_support import (
     machine_app,
     machine_settings,
     new_key,
+    new_user,
     services_of,
 )
 from tests.support.backing import Backing
@@ -304,6 +305,7 @@ async def test_the_last_admin_cannot_be_removed(own_database: Settings) -> None:
     # S45: neither by taking the role nor by disabling; with a second admin, both can.
     async with machine_app(own_database) as app:
         admin, email = await logged_in_admin(app)
+        await new_user(app.test_client())  # an active user who is no admin does not count
         me = await services_of(app).users.select_user_by_email(email)
         assert me is not None
         base = f"/v1/admin/users/{me.id}"

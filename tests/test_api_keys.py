@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -78,6 +79,34 @@ async def test_key_scopes_are_enforced(app: Quart) -> None:
     allowed = await caller.get("/probe/reports", headers=bearer(reports))
     assert allowed.status_code == 200
     assert (await allowed.get_json())["via"] == "api_key"
+
+
+async def test_a_route_needing_two_scopes_refuses_a_key_with_one_of_them(app: Quart) -> None:
+    # S44: every scope a route names is needed, not any one of them.
+    owner, _ = await logged_in_user(app)
+    reports = (await new_key(owner, ["reports"]))["key"]
+    both = (await new_key(owner, ["account", "reports"]))["key"]
+    caller = app.test_client()
+    refused = await caller.get("/probe/account-and-reports", headers=bearer(reports))
+    assert await error_code(refused, 403) == "insufficient_scope"
+    allowed = await caller.get("/probe/account-and-reports", headers=bearer(both))
+    assert allowed.status_code == 200
+
+
+async def test_a_scope_the_deployment_no_longer_offers_is_no_longer_granted(
+    backing: Backing,
+) -> None:
+    # S44: a key keeps only the scopes still configured; dropping one ends its use.
+    secret_key = secrets.token_hex(32)  # the same deployment, restarted with fewer scopes
+    async with machine_app(machine_settings(backing, secret_key=secret_key)) as before:
+        owner, _ = await logged_in_user(before)
+        key = (await new_key(owner, ["account", "reports"]))["key"]
+        allowed = await before.test_client().get("/probe/reports", headers=bearer(key))
+        assert allowed.status_code == 200
+    fewer = machine_settings(backing, secret_key=secret_key, token_scopes=["account"])
+    async with machine_app(fewer) as after:
+        refused = await after.test_client().get("/probe/reports", headers=bearer(key))
+        assert await error_code(refused, 403) == "insufficient_scope"
 
 
 async def test_key_cannot_have_scopes_its_creator_lacks(app: Quart) -> None:

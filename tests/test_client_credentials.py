@@ -92,6 +92,31 @@ async def test_wrong_secret_is_invalid_client(app: Quart) -> None:
     assert await _oauth_error(posted, 401) == "invalid_client"
 
 
+async def test_a_secret_with_a_bad_checksum_is_refused_without_a_database_query(
+    backing: Backing,
+) -> None:
+    # S43: a malformed secret is refused before any lookup; a well-formed one is looked up.
+    # No housekeeping or key refresh of its own runs a statement meanwhile.
+    settings = machine_settings(
+        backing, housekeeping_interval_seconds=0, signing_key_refresh_seconds=3600
+    )
+    async with machine_app(settings) as app:
+        _, secret = await _client(app, ["reports"])
+        broken = secret[:-1] + ("0" if secret[-1] != "0" else "1")
+        statements: list[Any] = []
+        database = services_of(app).database
+        database.add_query_logger(statements.append)
+        try:
+            response = await client_token(app.test_client(), str(uuid.uuid4()), broken)
+            assert await _oauth_error(response, 401) == "invalid_client"
+            assert statements == []
+            response = await client_token(app.test_client(), str(uuid.uuid4()), secret)
+            assert await _oauth_error(response, 401) == "invalid_client"
+            assert statements != []
+        finally:
+            database.remove_query_logger(statements.append)
+
+
 async def test_missing_client_authentication_is_invalid_client(app: Quart) -> None:
     response = await app.test_client().post(
         "/v1/oauth/token", form={"grant_type": "client_credentials"}

@@ -540,6 +540,88 @@ async def test_undoing_an_email_change_restores_the_address_and_ends_every_sessi
     assert await error_code(again, 400) == "invalid_token"
 
 
+async def test_a_newer_email_change_link_voids_the_older_one(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S34: invalidated by a newer token of the same purpose, for links issued to a
+    # logged-in account as for the forgot-password ones.
+    client = mail_app.test_client()
+    old, first, second = unique_email(), unique_email(), unique_email()
+    await register(client, old)
+    assert (await login(client, old)).status_code == 201
+    assert (await _change_email(client, first)).status_code == 202
+    older = token_in(await smtp.inbox.arrival(first, subject="new email address"))
+    assert (await _change_email(client, second)).status_code == 202
+    newer = token_in(await smtp.inbox.arrival(second, subject="new email address"))
+    response = await client.post("/v1/email-verifications/confirm", json={"token": older})
+    assert await error_code(response, 400) == "invalid_token"
+    assert (await (await _me(client)).get_json())["email"] == old
+    response = await client.post("/v1/email-verifications/confirm", json={"token": newer})
+    assert response.status_code == 204
+    assert (await (await _me(client)).get_json())["email"] == second
+
+
+async def test_a_reset_link_mailed_to_a_former_address_is_refused(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S34: a reset link is bound to the address it went to; once the account has moved
+    # to a new address, whoever still reads the old mailbox cannot take it over.
+    client = mail_app.test_client()
+    old, new = unique_email(), unique_email()
+    await register(client, old)
+    reset = await _reset_token(client, smtp, old)
+    assert (await login(client, old)).status_code == 201
+    await _change_email(client, new)
+    change = token_in(await smtp.inbox.arrival(new, subject="new email address"))
+    response = await client.post("/v1/email-verifications/confirm", json={"token": change})
+    assert response.status_code == 204
+    assert await error_code(await _confirm_reset(client, reset), 400) == "invalid_token"
+    assert (await login(client, new, PASSWORD)).status_code == 201
+
+
+async def _take_over_then_undo(smtp: SmtpServer, client: Client, old: str, new: str) -> str:
+    """Move the account of `old` to `new`; return the undo token mailed to `old`."""
+    await register(client, old)
+    assert (await login(client, old)).status_code == 201
+    await _change_email(client, new)
+    change = token_in(await smtp.inbox.arrival(new, subject="new email address"))
+    await client.post("/v1/email-verifications/confirm", json={"token": change})
+    return token_in(await smtp.inbox.arrival(old, subject="was changed"))
+
+
+async def test_undoing_an_email_change_ends_the_bearer_tokens_of_the_new_address(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S37: whoever took the account over with the new address loses its tokens too.
+    client = mail_app.test_client()
+    old, new = unique_email(), unique_email()
+    undo = await _take_over_then_undo(smtp, client, old, new)
+    api = mail_app.test_client()
+    tokens = await (await grant(api, new)).get_json()
+    assert (await _me(api, headers=bearer(tokens["access_token"]))).status_code == 200
+    assert (await client.post("/v1/email-changes/undo", json={"token": undo})).status_code == 204
+    assert await error_code(await _me(api, headers=bearer(tokens["access_token"]))) == (
+        "token_revoked"
+    )
+    assert await error_code(await refresh(api, tokens["refresh_token"])) == "invalid_refresh_token"
+
+
+async def test_undoing_an_email_change_voids_a_pending_change_link(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S37: a second change asked for before the undo cannot move the account away again.
+    client = mail_app.test_client()
+    old, new, next_one = unique_email(), unique_email(), unique_email()
+    undo = await _take_over_then_undo(smtp, client, old, new)
+    assert (await _change_email(client, next_one)).status_code == 202
+    pending = token_in(await smtp.inbox.arrival(next_one, subject="new email address"))
+    assert (await client.post("/v1/email-changes/undo", json={"token": undo})).status_code == 204
+    other = mail_app.test_client()
+    response = await other.post("/v1/email-verifications/confirm", json={"token": pending})
+    assert await error_code(response, 400) == "invalid_token"
+    assert (await login(other, old)).status_code == 201
+
+
 async def test_email_change_to_a_taken_address_answers_alike_and_mails_nothing(
     mail_app: Quart, smtp: SmtpServer
 ) -> None:

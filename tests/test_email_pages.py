@@ -91,6 +91,23 @@ async def test_forgot_password_then_reset_with_the_forms(mail_app: Quart, smtp: 
     assert (await _form_login(mail_app.test_client(), email)).status_code == 401
 
 
+async def test_a_weak_password_on_the_reset_form_shows_the_form_again_without_referrer(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S36: the form shown again after a refused password still holds the token.
+    client = mail_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    _, csrf, _ = await _page(client, "/forgot-password")
+    await client.post("/forgot-password", form={"email": email, "csrf_token": csrf})
+    token = token_in(await smtp.inbox.arrival(email, subject="Reset"))
+    form = {"token": token, "new_password": "password", "new_password_confirm": "password"}
+    weak = await client.post("/reset-password", form={**form, "csrf_token": csrf})
+    assert weak.status_code == 422
+    assert token in await weak.get_data(as_text=True)
+    assert weak.headers["Referrer-Policy"] == "no-referrer"
+
+
 async def test_a_dead_link_shows_a_page_that_says_what_to_do(client: Client) -> None:
     html, _, response = await _page(client, "/reset-password?token=" + "A" * 43, status=400)
     assert "This link does not work" in html

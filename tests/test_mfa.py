@@ -16,6 +16,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from keystile.container import Overrides
+from keystile.errors import InvalidMfaCode
+from keystile.services.types import ClientInfo
 from keystile.stores.challenges import ChallengeStore
 from keystile.stores.redis_batch import RedisBatch
 from tests.support.http import PASSWORD, login, register, services_of, unique_email
@@ -212,6 +214,23 @@ async def test_replayed_code_is_refused_and_audited(mfa_app: Quart, clock: Clock
     assert "mfa_replay" in await audit_kinds(mfa_app, email)
 
 
+async def test_one_code_checked_several_times_at_once_is_accepted_once(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # S39: the replay check holds when the checks overlap (logins on several workers), not
+    # only for a code sent again later: the recorded step is the arbiter.
+    _, email, secret, _ = await enrolled_user(mfa_app, clock)
+    user = await services_of(mfa_app).users.select_user_by_email(email)
+    assert user is not None
+    codes = services_of(mfa_app).mfa.codes
+    outcomes = await asyncio.gather(
+        *(codes.verify_totp(user, code_at(secret, clock), ClientInfo()) for _ in range(4)),
+        return_exceptions=True,
+    )
+    assert outcomes.count(None) == 1
+    assert all(isinstance(outcome, InvalidMfaCode) for outcome in outcomes if outcome is not None)
+
+
 @pytest.mark.parametrize(("skew", "accepted"), [(-1, True), (1, True), (-2, False), (2, False)])
 async def test_one_step_of_clock_skew_is_accepted_and_two_are_not(
     mfa_app: Quart, clock: Clock, skew: int, accepted: bool
@@ -283,6 +302,48 @@ async def test_a_recovery_code_works_once_and_is_stored_hashed(
     assert "mfa_recovery_code_used" in await audit_kinds(mfa_app, email)
 
 
+async def _factor_notices(app: Quart, email: str) -> int:
+    count: int = await services_of(app).database.fetchval(
+        "SELECT count(*) FROM outbox WHERE recipient = $1 AND kind = 'factor_changed'", email
+    )
+    return count
+
+
+async def test_using_a_recovery_code_tells_the_owner(mfa_app: Quart, clock: Clock) -> None:
+    # S40: using one is notified (by mail), not only audited.
+    _, email, _, codes = await enrolled_user(mfa_app, clock)
+    before = await _factor_notices(mfa_app, email)
+    client = mfa_app.test_client()
+    answer = await mfa_token(client, email)
+    used = await client.post(
+        "/v1/sessions/mfa", json={"mfa_token": answer["mfa_token"], "recovery_code": codes[0]}
+    )
+    assert used.status_code == 201, await used.get_data(as_text=True)
+    assert await _factor_notices(mfa_app, email) == before + 1
+
+
+async def test_regenerated_recovery_codes_replace_the_old_ones(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # S40: regenerable; a code of the earlier set stops working.
+    owner, email, _, old_codes = await enrolled_user(mfa_app, clock)
+    regenerated = await owner.post("/v1/me/mfa/recovery-codes")
+    assert regenerated.status_code == 200, await regenerated.get_data(as_text=True)
+    new_codes = (await regenerated.get_json())["recovery_codes"]
+    assert len(new_codes) == 10
+    assert not set(new_codes) & set(old_codes)
+    client = mfa_app.test_client()
+    answer = await mfa_token(client, email)
+    stale = await client.post(
+        "/v1/sessions/mfa", json={"mfa_token": answer["mfa_token"], "recovery_code": old_codes[0]}
+    )
+    assert await error_code(stale, 401) == "invalid_mfa_code"
+    fresh = await client.post(
+        "/v1/sessions/mfa", json={"mfa_token": answer["mfa_token"], "recovery_code": new_codes[0]}
+    )
+    assert fresh.status_code == 201, await fresh.get_data(as_text=True)
+
+
 async def test_an_mfa_token_is_single_use_bound_to_its_user_and_its_kind(
     mfa_app: Quart, clock: Clock
 ) -> None:
@@ -312,6 +373,42 @@ async def test_an_mfa_token_is_single_use_bound_to_its_user_and_its_kind(
     )
     assert await error_code(reused, 401) == "invalid_mfa_token"
     assert other_email != email
+
+
+async def test_two_second_steps_that_overlap_spend_the_mfa_token_once(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # S42: single use when two second steps both passed their code check (the peek that
+    # refuses a token reused later cannot see an overlapping one): the take decides.
+    _, email, _, _ = await enrolled_user(mfa_app, clock)
+    token = (await mfa_token(mfa_app.test_client(), email))["mfa_token"]
+    mfa = services_of(mfa_app).mfa
+    user, scope = await mfa.pending_user(token, "session")
+    outcomes = await asyncio.gather(
+        *(
+            mfa.finish(token, user, ("pwd", "otp"), "session", scope, ClientInfo())
+            for _ in range(2)
+        ),
+        return_exceptions=True,
+    )
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == [
+        "InvalidMfaToken",
+        "SecondStep",
+    ]
+
+
+async def test_an_mfa_token_is_refused_once_its_user_is_disabled(
+    mfa_app: Quart, clock: Clock
+) -> None:
+    # S42: the token is bound to an active user; disabling the account voids it.
+    _, email, secret, _ = await enrolled_user(mfa_app, clock)
+    client = mfa_app.test_client()
+    answer = await mfa_token(client, email)
+    await services_of(mfa_app).admin.disable_user(email)
+    response = await client.post(
+        "/v1/sessions/mfa", json={"mfa_token": answer["mfa_token"], "code": code_at(secret, clock)}
+    )
+    assert await error_code(response, 401) == "invalid_mfa_token"
 
 
 async def test_challenges_expire_and_are_taken_once_in_redis_and_in_postgresql(

@@ -209,6 +209,22 @@ async def test_a_bad_assertion_is_refused(passkey_app: Quart, fault: str) -> Non
         assert "passkey_counter_regression" in [row["kind"] for row in kinds]
 
 
+async def test_a_sign_counter_moves_on_from_the_value_read_only_once(passkey_app: Quart) -> None:
+    # S41: of two logins that read the same counter (a passkey and its clone, at once),
+    # only one moves it on; `PasskeyService` refuses the other and audits a regression.
+    client, email = await logged_in(passkey_app)
+    await add_passkey(client, SoftAuthenticator(RP_ID, PUBLIC_URL))
+    user = await services_of(passkey_app).users.select_user_by_email(email)
+    assert user is not None
+    repository = services_of(passkey_app).passkeys.repository
+    (passkey,) = await repository.select_passkeys(user.id)
+    read = passkey.sign_count
+    assert await repository.update_passkey_use(passkey.id, read, read + 1, False)
+    assert not await repository.update_passkey_use(passkey.id, read, read + 2, False)
+    (after,) = await repository.select_passkeys(user.id)
+    assert after.sign_count == read + 1
+
+
 async def test_the_last_passkey_goes_only_after_a_passkey_login(passkey_app: Quart) -> None:
     # S42: a password session may not remove the only factor; a passkey session may.
     client, _ = await logged_in(passkey_app)
