@@ -250,6 +250,15 @@ async def test_introspection_says_inactive_for_dead_or_foreign_tokens(app: Quart
         assert await _introspect(app, client_id, secret, token) == {"active": False}
 
 
+async def test_introspection_says_inactive_for_a_deleted_clients_token(app: Quart) -> None:
+    # S43: a deleted client's tokens are dead for introspection too, not only for its routes.
+    client_id, _, token = await _token(app, ["reports"])
+    asker_id, asker_secret = await _client(app, ["reports"])
+    assert (await _introspect(app, asker_id, asker_secret, token))["active"] is True
+    await services_of(app).machine.clients.delete(uuid.UUID(client_id))
+    assert await _introspect(app, asker_id, asker_secret, token) == {"active": False}
+
+
 async def test_introspection_needs_client_authentication(app: Quart) -> None:
     response = await app.test_client().post("/v1/oauth/introspect", form={"token": "x"})
     assert await _oauth_error(response, 401) == "invalid_client"
