@@ -20,7 +20,7 @@ from keystile.errors import InvalidMfaCode
 from keystile.services.types import ClientInfo
 from keystile.stores.challenges import ChallengeStore
 from keystile.stores.redis_batch import RedisBatch
-from tests.support.http import PASSWORD, login, register, services_of, unique_email
+from tests.support.http import PASSWORD, Client, login, register, services_of, unique_email
 from tests.support.round_trips import round_trips
 from tests.support.statements import Statements
 from tests.support.tokens import bearer, claims_of, error_code, forge, grant, refresh
@@ -504,6 +504,20 @@ def _csrf(html: str) -> str:
     return match.group(1)
 
 
+async def _password_step_page(browser: Client, email: str, **form: str) -> tuple[str, str]:
+    """Log in with the /login form; return the second step's page and its mfa_token."""
+    form_page = await (await browser.get("/login")).get_data(as_text=True)
+    answer = await browser.post(
+        "/login",
+        form={"email": email, "password": PASSWORD, "csrf_token": _csrf(form_page), **form},
+    )
+    html = await answer.get_data(as_text=True)
+    assert answer.status_code == 200, html
+    token_match = re.search(r'name="mfa_token" value="([A-Za-z0-9_-]+)"', html)
+    assert token_match is not None
+    return html, token_match.group(1)
+
+
 async def test_the_pages_set_up_an_app_and_ask_for_the_code_after_the_password(
     mfa_app: Quart, clock: Clock
 ) -> None:
@@ -531,32 +545,19 @@ async def test_the_pages_set_up_an_app_and_ask_for_the_code_after_the_password(
     clock.step()
 
     browser = mfa_app.test_client()
-    form_page = await (await browser.get("/login")).get_data(as_text=True)
-    answer = await browser.post(
-        "/login",
-        form={
-            "email": email,
-            "password": PASSWORD,
-            "csrf_token": _csrf(form_page),
-            "next": "/account",
-        },
-    )
-    html = await answer.get_data(as_text=True)
-    assert answer.status_code == 200, html
+    html, mfa_token = await _password_step_page(browser, email, next="/account")
     assert 'action="/login/mfa"' in html
     assert (await browser.get("/v1/me")).status_code == 401  # no session yet
-    token_match = re.search(r'name="mfa_token" value="([A-Za-z0-9_-]+)"', html)
-    assert token_match is not None
     wrong = await browser.post(
         "/login/mfa",
-        form={"csrf_token": _csrf(html), "mfa_token": token_match.group(1), "code": "12345"},
+        form={"csrf_token": _csrf(html), "mfa_token": mfa_token, "code": "12345"},
     )
     assert wrong.status_code == 401
     done = await browser.post(
         "/login/mfa",
         form={
             "csrf_token": _csrf(html),
-            "mfa_token": token_match.group(1),
+            "mfa_token": mfa_token,
             "code": code_at(secret, clock),
             "next": "/account",
         },
@@ -570,19 +571,12 @@ async def test_the_second_step_page_never_redirects_off_site(mfa_app: Quart, clo
     # S12: the /login/mfa form's `next` is checked again; a tampered one lands on /account.
     _, email, secret, _ = await enrolled_user(mfa_app, clock)
     browser = mfa_app.test_client()
-    form_page = await (await browser.get("/login")).get_data(as_text=True)
-    answer = await browser.post(
-        "/login", form={"email": email, "password": PASSWORD, "csrf_token": _csrf(form_page)}
-    )
-    html = await answer.get_data(as_text=True)
-    assert answer.status_code == 200, html
-    token_match = re.search(r'name="mfa_token" value="([A-Za-z0-9_-]+)"', html)
-    assert token_match is not None
+    html, mfa_token = await _password_step_page(browser, email)
     done = await browser.post(
         "/login/mfa",
         form={
             "csrf_token": _csrf(html),
-            "mfa_token": token_match.group(1),
+            "mfa_token": mfa_token,
             "code": code_at(secret, clock),
             "next": "//evil.example/account",
         },
