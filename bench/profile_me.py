@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -35,9 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import ServerProcess
-from bench.servers import unlimited_rates
-from keystile.embedded import free_port
+from bench.servers import scratch_keystile_server, unlimited_rates
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -216,14 +213,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="keystile-profile-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
-    env.update(
-        KEYSTILE_DATA_DIR=str(work / "var"),
-        KEYSTILE_COOKIE_SECURE="false",
-        KEYSTILE_SECRET_KEY=secrets.token_hex(32),
-        KEYSTILE_LOG_LEVEL="info" if args.request_log else "warning",
-    )
+    env: dict[str, str] = {}
     if args.hash_threads:
         env["KEYSTILE_HASH_THREADS"] = str(args.hash_threads)
     if args.refusals:
@@ -240,16 +230,8 @@ def main() -> int:
             KEYSTILE_CREDENTIAL_CACHE_TTL_SECONDS="0",  # every login hashes
             **unlimited_rates("LOGIN", "TOKEN", "REGISTER"),
         )
-    keystile = Path(sys.executable).with_name("keystile")
-    server = ServerProcess(
-        "keystile",
-        [str(keystile), "serve", "--port", str(port), "--workers", str(args.workers)],
-        port=port,
-        env=env,
-        cwd=work,
-        log_path=work / "server.log",
-        ready_path="/readyz",
-    )
+    log_level = "info" if args.request_log else "warning"
+    server = scratch_keystile_server(work, workers=args.workers, log_level=log_level, env=env)
     base = server.base_url
     try:
         server.start(timeout_s=120)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -29,10 +27,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import ServerProcess, tree_cpu_seconds
+from bench.processes import tree_cpu_seconds
 from bench.seed import PASSWORD
-from bench.servers import unlimited_rates
-from keystile.embedded import free_port
+from bench.servers import scratch_keystile_server, unlimited_rates
 
 _LUA = Path(__file__).with_name("lua") / "refresh.lua"
 
@@ -61,25 +58,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _measure(tree: Path, seconds: int, connections: int) -> tuple[float, float, dict[str, int]]:
     work = Path(tempfile.mkdtemp(prefix="keystile-refresh-ab-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
-    env.update(
-        PYTHONPATH=str(tree / "src"),
-        KEYSTILE_DATA_DIR=str(work / "var"),
-        KEYSTILE_COOKIE_SECURE="false",
-        KEYSTILE_SECRET_KEY=secrets.token_hex(32),
-        KEYSTILE_LOG_LEVEL="warning",
+    env = {
+        "PYTHONPATH": str(tree / "src"),
         **unlimited_rates("LOGIN", "TOKEN", "REGISTER", "REFRESH"),
-    )
-    server = ServerProcess(
-        "keystile",
-        [sys.executable, "-m", "keystile", "serve", "--port", str(port), "--workers", "2"],
-        port=port,
-        env=env,
-        cwd=work,
-        log_path=work / "server.log",
-        ready_path="/readyz",
-    )
+    }
+    server = scratch_keystile_server(work, workers=2, env=env)
     base = server.base_url
     try:
         server.start(timeout_s=120)

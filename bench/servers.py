@@ -17,7 +17,13 @@ from bench.options import Options
 from bench.processes import ServerProcess
 from keystile.embedded import free_port
 
-__all__ = ["baseline_server", "ceiling_server", "keystile_server", "unlimited_rates"]
+__all__ = [
+    "baseline_server",
+    "ceiling_server",
+    "keystile_server",
+    "scratch_keystile_server",
+    "unlimited_rates",
+]
 
 
 def unlimited_rates(*actions: str, scopes: tuple[str, ...] = ("IP", "ACCOUNT")) -> dict[str, str]:
@@ -117,4 +123,34 @@ def baseline_server(options: Options, backends: Backends, log_dir: Path) -> Serv
     command = [str(gunicorn), "--config", str(app_dir / "gunicorn.conf.py"), "app:app"]
     return ServerProcess(
         "baseline", command, port=port, env=env, cwd=app_dir, log_path=log_dir / "baseline.log"
+    )
+
+
+def scratch_keystile_server(
+    work: Path, *, workers: int, log_level: str = "warning", env: dict[str, str] | None = None
+) -> ServerProcess:
+    """`keystile serve` on a free port with everything of its own under `work`: embedded
+    PostgreSQL and Redis, a fresh secret key, plain-http cookies; `env` on top.
+
+    For the side tools (`bench.profile_me`, `bench.refresh_ab`), which need no shared
+    backends; `python -m keystile` runs whichever source tree `env`'s PYTHONPATH names.
+    """
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
+    environ.update(
+        KEYSTILE_DATA_DIR=str(work / "var"),
+        KEYSTILE_COOKIE_SECURE="false",
+        KEYSTILE_SECRET_KEY=secrets.token_hex(32),
+        KEYSTILE_LOG_LEVEL=log_level,
+        **(env or {}),
+    )
+    command = [sys.executable, "-m", "keystile", "serve", "--port", str(port)]
+    return ServerProcess(
+        "keystile",
+        [*command, "--workers", str(workers)],
+        port=port,
+        env=environ,
+        cwd=work,
+        log_path=work / "server.log",
+        ready_path="/readyz",
     )

@@ -518,6 +518,19 @@ async def _password_step_page(browser: Client, email: str, **form: str) -> tuple
     return html, token_match.group(1)
 
 
+async def _second_step_lands_on_account(
+    browser: Client, html: str, mfa_token: str, code: str, next_path: str
+) -> None:
+    """Send the /login/mfa form with `next` = `next_path`: the session starts on /account."""
+    done = await browser.post(
+        "/login/mfa",
+        form={"csrf_token": _csrf(html), "mfa_token": mfa_token, "code": code, "next": next_path},
+    )
+    assert done.status_code == 303, await done.get_data(as_text=True)
+    assert done.headers["Location"] == "/account"
+    assert (await browser.get("/v1/me")).status_code == 200
+
+
 async def test_the_pages_set_up_an_app_and_ask_for_the_code_after_the_password(
     mfa_app: Quart, clock: Clock
 ) -> None:
@@ -553,18 +566,9 @@ async def test_the_pages_set_up_an_app_and_ask_for_the_code_after_the_password(
         form={"csrf_token": _csrf(html), "mfa_token": mfa_token, "code": "12345"},
     )
     assert wrong.status_code == 401
-    done = await browser.post(
-        "/login/mfa",
-        form={
-            "csrf_token": _csrf(html),
-            "mfa_token": mfa_token,
-            "code": code_at(secret, clock),
-            "next": "/account",
-        },
+    await _second_step_lands_on_account(
+        browser, html, mfa_token, code_at(secret, clock), "/account"
     )
-    assert done.status_code == 303, await done.get_data(as_text=True)
-    assert done.headers["Location"] == "/account"
-    assert (await browser.get("/v1/me")).status_code == 200
 
 
 async def test_the_second_step_page_never_redirects_off_site(mfa_app: Quart, clock: Clock) -> None:
@@ -572,18 +576,8 @@ async def test_the_second_step_page_never_redirects_off_site(mfa_app: Quart, clo
     _, email, secret, _ = await enrolled_user(mfa_app, clock)
     browser = mfa_app.test_client()
     html, mfa_token = await _password_step_page(browser, email)
-    done = await browser.post(
-        "/login/mfa",
-        form={
-            "csrf_token": _csrf(html),
-            "mfa_token": mfa_token,
-            "code": code_at(secret, clock),
-            "next": "//evil.example/account",
-        },
-    )
-    assert done.status_code == 303, await done.get_data(as_text=True)
-    assert done.headers["Location"] == "/account"
-    assert (await browser.get("/v1/me")).status_code == 200
+    code = code_at(secret, clock)
+    await _second_step_lands_on_account(browser, html, mfa_token, code, "//evil.example/account")
 
 
 async def test_the_second_step_makes_three_redis_round_trips(
