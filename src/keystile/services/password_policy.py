@@ -10,12 +10,13 @@ from importlib import resources
 
 from keystile.errors import PasswordPolicyViolation, PasswordTooLong
 
-__all__ = ["PasswordPolicy", "load_common_passwords", "normalise_password"]
+__all__ = ["CONTROL_CHARACTERS", "PasswordPolicy", "load_common_passwords", "normalise_password"]
 
 
-# What the API's schemas refuse in a password (web/schemas.py); the HTML forms have no
-# schema, so the policy refuses it for them (S24).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Never in a password (S24), as a regex class body: the API's schemas refuse them by
+# pattern (web/schemas.py); the HTML forms have no schema, so the policy refuses them too.
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f"
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 
 
 def normalise_password(password: str) -> str:

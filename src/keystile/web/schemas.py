@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
+from keystile.services.password_policy import CONTROL_CHARACTERS
+
 __all__ = [
     "AcceptedResponse",
     "Email",
@@ -30,7 +32,7 @@ __all__ = [
     "UserResponse",
 ]
 
-_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+_NO_CONTROL = f"^[^{CONTROL_CHARACTERS}]*$"
 
 # Unicode white space and control characters, spelled out: `\s` means different things
 # to pydantic (Rust), Python and the ECMAScript regexes of OpenAPI tools, and the
