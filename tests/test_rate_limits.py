@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -276,6 +278,82 @@ async def test_password_change_is_limited_per_account(backing: Backing) -> None:
             for _ in range(4)
         ]
     assert statuses == [401, 401, 401, 429]
+
+
+def _raw_token(token: str) -> bytearray:
+    return bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+
+
+def _token_text(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+
+
+async def _token_pairs(client: Client, email: str, count: int) -> list[str]:
+    """Return the refresh tokens of `count` password grants of `email`, each from a new address."""
+    tokens = []
+    for _ in range(count):
+        body = {"email": email, "password": PASSWORD}
+        response = await client.post("/v1/tokens", json=body, **from_ip(unique_ip()))
+        assert response.status_code == 200, await response.get_data(as_text=True)
+        tokens.append((await response.get_json())["refresh_token"])
+    return tokens
+
+
+async def _refresh_from_anywhere(client: Client, token: str) -> Any:
+    return await client.post(
+        "/v1/tokens/refresh", json={"refresh_token": token}, **from_ip(unique_ip())
+    )
+
+
+async def test_refresh_is_limited_per_account_across_addresses_and_logins(
+    backing: Backing,
+) -> None:
+    # S27: every login of one account shares its refresh allowance, from any address;
+    # the refused token is not spent, and other accounts are not held up.
+    secret = secrets.token_hex(32)
+    settings = make_settings(backing, secret_key=secret, rate_limit_refresh_per_account="2/minute")
+    async with serving(settings) as app:
+        client = app.test_client()
+        email, other = unique_email(), unique_email()
+        await register(client, email)
+        await register(client, other)
+        tokens = await _token_pairs(client, email, 3)
+        (others,) = await _token_pairs(client, other, 1)
+        first, second, third = [await _refresh_from_anywhere(client, t) for t in tokens]
+        assert [first.status_code, second.status_code] == [200, 200]
+        assert third.status_code == 429, await third.get_data(as_text=True)
+        assert (await third.get_json())["error"]["code"] == "rate_limited"
+        assert int(third.headers["Retry-After"]) >= 1
+        assert (await _refresh_from_anywhere(client, others)).status_code == 200
+    # Refused before it was spent: the same token still rotates where the limit allows.
+    unlimited = make_settings(backing, secret_key=secret, rate_limit_refresh_per_account="off")
+    async with serving(unlimited) as app:
+        assert (await _refresh_from_anywhere(app.test_client(), tokens[2])).status_code == 200
+
+
+async def test_a_refresh_token_naming_another_account_spends_none_of_its_allowance(
+    backing: Backing,
+) -> None:
+    # S27: the account a token names counts only under the server's tag, so tokens made
+    # up with the victim's id are refused (401) and the victim's refresh still passes.
+    settings = make_settings(backing, rate_limit_refresh_per_account="1/minute")
+    async with serving(settings) as app:
+        client = app.test_client()
+        victim, attacker = unique_email(), unique_email()
+        await register(client, victim)
+        await register(client, attacker)
+        (victims,) = await _token_pairs(client, victim, 1)
+        (attackers,) = await _token_pairs(client, attacker, 1)
+        victim_id = _raw_token(victims)[1:17]
+        forged = bytearray(_raw_token(attackers))
+        forged[1:17] = victim_id  # the attacker's own tag no longer fits
+        tampered = bytearray(_raw_token(victims))
+        tampered[-1] ^= 0x01
+        for made_up in (forged, tampered, forged):
+            response = await _refresh_from_anywhere(client, _token_text(made_up))
+            assert response.status_code == 401, await response.get_data(as_text=True)
+            assert (await response.get_json())["error"]["code"] == "invalid_refresh_token"
+        assert (await _refresh_from_anywhere(client, victims)).status_code == 200
 
 
 async def test_stopped_redis_falls_back_to_per_process_limits_without_500s(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -164,6 +165,49 @@ async def test_a_refresh_rotates_its_token_in_one_statement(app: Quart, client: 
     assert "INSERT INTO refresh_tokens" in statement
 
 
+async def test_a_refresh_token_from_before_account_selectors_still_rotates(
+    backing: Backing, db: asyncpg.Connection
+) -> None:
+    # A 43-character token (issued before tokens named their account) keeps working, and
+    # so do its successors, which keep its form; it is charged per address only (S27).
+    settings = make_settings(backing, rate_limit_refresh_per_account="1/minute")
+    async with create_app(settings).test_app() as test_app:
+        client = test_app.test_client()
+        _, body = await new_user_tokens(client)
+        family_id = await db.fetchval(
+            "SELECT family_id FROM refresh_tokens WHERE token_hash = $1",
+            hash_refresh_token(body["refresh_token"]),
+        )
+        legacy = secrets.token_urlsafe(32)
+        await db.execute(
+            "INSERT INTO refresh_tokens (token_hash, family_id, expires_at) "
+            "VALUES ($1, $2, now() + interval '1 hour')",
+            hash_refresh_token(legacy),
+            family_id,
+        )
+        for _ in range(3):
+            rotated = await refresh(client, legacy)
+            assert rotated.status_code == 200, await rotated.get_data(as_text=True)
+            legacy = (await rotated.get_json())["refresh_token"]
+            assert len(legacy) == 43
+
+
+async def test_a_token_no_server_could_have_issued_is_refused_without_a_lookup(
+    app: Quart, client: Client
+) -> None:
+    # An 87-character token whose tag does not check, or any other length: 401 at once.
+    _, body = await new_user_tokens(client)
+    token = body["refresh_token"]
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    statements = Statements()
+    await statements.observe(services_of(app).database.pool)
+    for made_up in (tampered, token[:-1], token + "A", "C" * 64):
+        assert await error_code(await refresh(client, made_up)) == "invalid_refresh_token"
+    assert statements.seen == []
+    assert (await refresh(client, token)).status_code == 200
+    assert statements.seen
+
+
 async def test_worker_killed_mid_refresh_leaves_the_family_whole(
     app: Quart, client: Client, db: asyncpg.Connection, backing: Backing
 ) -> None:
@@ -172,7 +216,7 @@ async def test_worker_killed_mid_refresh_leaves_the_family_whole(
     _, body = await new_user_tokens(client)
     token = body["refresh_token"]
     token_hash = hash_refresh_token(token)
-    successor_hash = hash_refresh_token(services_of(app).tokens._successor(token))
+    successor_hash = hash_refresh_token(services_of(app).tokens._format.successor(token))
     family_id = await db.fetchval(
         "SELECT family_id FROM refresh_tokens WHERE token_hash = $1", token_hash
     )

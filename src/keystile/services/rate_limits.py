@@ -35,6 +35,11 @@ __all__ = ["CounterKeys", "KnownClients", "RateLimiter", "normalise_account"]
 # flood of refusals does not become a flood of writes to PostgreSQL.
 _AUDIT_EVERY = 60.0
 
+# Actions whose account is named by a credential the caller holds (a refresh token's
+# tagged selector), so no stranger can spend the owner's allowance: a known client
+# needs no allowance of its own (S28), and the lookup's round trip is saved.
+_NAMED_BY_CREDENTIAL = frozenset({Action.REFRESH})
+
 
 def normalise_account(account: str | UUID) -> str:
     """Return the form an account is counted under: emails match case-insensitively."""
@@ -148,8 +153,10 @@ class RateLimiter:
             keys.append(self.ip_key(action, client.ip))
             rates.append(limits.per_ip)
         if limits.per_account is not None and account is not None:
-            known = await self.known_clients.is_known(account, client.ip)
-            known_ip = client.ip if known else None
+            known_ip = None
+            if action not in _NAMED_BY_CREDENTIAL:
+                known = await self.known_clients.is_known(account, client.ip)
+                known_ip = client.ip if known else None
             scopes.append(_account_scope(normalise_account(account), known_ip)[0])
             keys.append(self.account_key(action, account, known_ip))
             rates.append(limits.per_account)

@@ -1,7 +1,9 @@
 """API tokens: the password grant, refresh rotation, revocation, bearer authentication.
 
 Refresh tokens are opaque (256 random bits, S15) and only their SHA-256 is stored
-(S18). A successor is not random but HMAC(secret, parent): it is unguessable
+(S18); each also names its account under a tag only the server can make, so refresh
+is charged per account before the token is spent (services/refresh_token_format.py,
+S27). A successor is not random but HMAC(secret, parent): it is unguessable
 without the secret, yet the server can re-derive it, so a reuse of the parent
 inside the grace window can answer with the successor already issued (the
 multi-tab race) without keeping any token in the clear, and a second successor
@@ -10,12 +12,9 @@ of one parent cannot exist at all (S16).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import hmac
 import logging
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,10 +37,10 @@ from keystile.repositories.users import User
 from keystile.services.access_tokens import AccessClaims, AccessTokenCodec
 from keystile.services.keys import KeyRing
 from keystile.services.login_gate import LoginAdmission
+from keystile.services.refresh_token_format import RefreshTokenFormat
 from keystile.services.revocation import TokenEpochs
 from keystile.services.types import Authenticated, ClientInfo, Principal
 from keystile.stores.cache import LocalCache
-from keystile.stores.sealing import derive_key
 
 __all__ = [
     "AccessGrant",
@@ -129,7 +128,7 @@ class TokenService:
         self._epochs = epochs
         self._authenticator = authenticator
         self._audit = audit
-        self._successor_key = derive_key(secret, "refresh-token successor v1")
+        self._format = RefreshTokenFormat(secret)
         self._scopes = frozenset(scopes)
         self._refresh_idle = refresh_idle
         self._refresh_absolute = refresh_absolute
@@ -179,7 +178,7 @@ class TokenService:
         `proved`: the event of the second step that completed the login (`SecondStep`),
         committed with the family and its `login` event.
         """
-        refresh_token = secrets.token_urlsafe(32)
+        refresh_token = self._format.first(user.id)
         scope_text = " ".join(sorted(scopes)) if scope_text is None else scope_text
         via = {"via": "token"} if amr == ("pwd",) else {"via": "token", "amr": list(amr)}
         login = AuditEntry("login", user.id, client.ip, client.user_agent, via)
@@ -214,8 +213,10 @@ class TokenService:
         Reused inside the grace window, the same successor comes back again; reused
         after it, the whole family is revoked and every later use is refused.
         """
+        if not self._format.may_exist(refresh_token):
+            raise InvalidRefreshToken()  # not a token we could have issued: no lookup
         token_hash = hash_refresh_token(refresh_token)
-        successor = self._successor(refresh_token)
+        successor = self._format.successor(refresh_token)
         successor_hash = hash_refresh_token(successor)
         rotated = await self._refresh_tokens.rotate(
             token_hash, successor_hash, idle=self._refresh_idle
@@ -268,6 +269,14 @@ class TokenService:
                 family_id=str(state.family_id),
             )
         raise InvalidRefreshToken()
+
+    def account_of(self, refresh_token: str) -> UUID | None:
+        """Return the user `refresh_token` names, before it is spent (its refresh allowance).
+
+        None for a token issued before tokens named their account, or a forged one: those
+        are charged per client address only.
+        """
+        return self._format.account_of(refresh_token)
 
     async def revoke(self, refresh_token: str, *, family: bool, client: ClientInfo) -> None:
         """Revoke a refresh token, or its whole family. Unknown tokens are ignored (RFC 7009)."""
@@ -352,10 +361,6 @@ class TokenService:
         if not requested <= self._scopes:
             raise InvalidScope()
         return requested
-
-    def _successor(self, refresh_token: str) -> str:
-        digest = hmac.new(self._successor_key, refresh_token.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def _pair(
         self,

@@ -63,9 +63,9 @@ async def grant(data: TokenRequest) -> tuple[TokenResponse, int, Headers]:
 @may_fail(401)
 @validate_request(RefreshRequest)
 @validate_response(TokenResponse)
-# Per address only: the user is known only once the token is spent, and a refresh token
-# is single use, so the per-user budget (rate_limit_refresh_per_account) is not charged.
-@rate_limited(Action.REFRESH)
+# Per address, and per account as the token names it (checked before it is spent, so a
+# refused refresh keeps its token); an older token that names no one, per address only.
+@rate_limited(Action.REFRESH, account=lambda data: services().tokens.account_of(data.refresh_token))
 async def refresh(data: RefreshRequest) -> tuple[TokenResponse, int, Headers]:
     """Rotate a refresh token: the answer holds its successor and a new access token (S16)."""
     pair = await services().tokens.refresh(data.refresh_token, client_info())

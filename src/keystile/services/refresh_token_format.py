@@ -1,0 +1,96 @@
+"""The refresh token's format: an account selector a stranger cannot forge (S15, S27).
+
+A refresh token is 87 base64url characters, 65 bytes:
+
+    version (1 byte, 1) | user id (16) | secret (32) | tag (16)
+
+The secret is 256 bits from the OS CSPRNG for the first token of a family and
+HMAC(secret key, parent token) for its successors (services/tokens.py). The tag is
+HMAC-SHA256 under a key derived from the server secret over everything before it,
+cut to 128 bits. So the server learns whose token it is before spending it, and can
+charge the account's refresh allowance first (S27): a token whose tag does not check
+names nobody and is refused without a lookup, so no one can spend another account's
+allowance without holding one of its tokens. The database still keeps only the SHA-256
+of the whole token (S18), and the token is still no JWT (S15).
+
+Tokens issued before the selector existed are 43 characters (the bare 32-byte secret);
+they keep working, and their successors keep that form, until their family expires.
+They name no account and are charged per client address only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from uuid import UUID
+
+from keystile.stores.sealing import derive_key
+
+__all__ = ["LEGACY_LENGTH", "RefreshTokenFormat"]
+
+_VERSION = b"\x01"
+_SECRET_BYTES = 32
+_TAG_BYTES = 16
+_TOKEN_BYTES = 1 + 16 + _SECRET_BYTES + _TAG_BYTES
+TOKEN_LENGTH = 87  # base64url characters of 65 bytes, unpadded
+LEGACY_LENGTH = 43  # base64url characters of 32 bytes, unpadded
+
+
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class RefreshTokenFormat:
+    """Make refresh tokens that name their account, and read the account back."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._successor_key = derive_key(secret, "refresh-token successor v1")
+        self._tag_key = derive_key(secret, "refresh-token selector v1")
+
+    def first(self, user_id: UUID) -> str:
+        """Return the first refresh token of a family of `user_id`'s."""
+        return self._seal(user_id.bytes, secrets.token_bytes(_SECRET_BYTES))
+
+    def successor(self, token: str) -> str:
+        """Return the one token that may follow `token`: the same form, the same account."""
+        secret = hmac.new(self._successor_key, token.encode(), hashlib.sha256).digest()
+        user_id = self.account_of(token)
+        if user_id is None:  # an older token (or none of ours): its successor stays bare
+            return _encode(secret)
+        return self._seal(user_id.bytes, secret)
+
+    def account_of(self, token: str) -> UUID | None:
+        """Return the user a token of this form names, or None (older form, or forged)."""
+        raw = self._decode(token)
+        if raw is None:
+            return None
+        body, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
+        if not hmac.compare_digest(self._tag(body), tag):
+            return None
+        return UUID(bytes=body[1:17])
+
+    def may_exist(self, token: str) -> bool:
+        """False when no token of ours can look like this: no lookup is worth making."""
+        return len(token) == LEGACY_LENGTH or self.account_of(token) is not None
+
+    def _seal(self, user_id: bytes, secret: bytes) -> str:
+        body = _VERSION + user_id + secret
+        return _encode(body + self._tag(body))
+
+    def _tag(self, body: bytes) -> bytes:
+        return hmac.new(self._tag_key, body, hashlib.sha256).digest()[:_TAG_BYTES]
+
+    @staticmethod
+    def _decode(token: str) -> bytes | None:
+        if len(token) != TOKEN_LENGTH:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=")
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) != _TOKEN_BYTES or raw[:1] != _VERSION or _encode(raw) != token:
+            return None  # the last check refuses spare bits set in the final character
+        return raw
