@@ -216,7 +216,9 @@ async def test_worker_killed_mid_refresh_leaves_the_family_whole(
     _, body = await new_user_tokens(client)
     token = body["refresh_token"]
     token_hash = hash_refresh_token(token)
-    successor_hash = hash_refresh_token(services_of(app).tokens._format.successor(token))
+    successor_hash = hash_refresh_token(
+        services_of(app).tokens._format.successor(token, services_of(app).tokens.account_of(token))
+    )
     family_id = await db.fetchval(
         "SELECT family_id FROM refresh_tokens WHERE token_hash = $1", token_hash
     )

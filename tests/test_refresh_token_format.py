@@ -33,10 +33,10 @@ def test_a_successor_names_the_same_account_and_is_the_same_every_time() -> None
     tokens = RefreshTokenFormat(SECRET)
     user_id = uuid.uuid4()
     first = tokens.first(user_id)
-    successor = tokens.successor(first)
-    assert successor == tokens.successor(first) != first
+    successor = tokens.successor(first, user_id)
+    assert successor == tokens.successor(first, user_id) != first
     assert tokens.account_of(successor) == user_id
-    assert tokens.successor(successor) not in {first, successor}
+    assert tokens.successor(successor, user_id) not in {first, successor}
 
 
 def test_a_token_with_a_changed_byte_names_no_one() -> None:
@@ -51,7 +51,7 @@ def test_a_token_with_a_changed_byte_names_no_one() -> None:
     swapped = bytearray(genuine)
     swapped[1:17] = victim.bytes
     assert tokens.account_of(_text(swapped)) is None
-    assert not tokens.may_exist(_text(swapped))
+    assert not tokens.is_older_form(_text(swapped))
 
 
 def test_a_token_made_under_another_secret_names_no_one() -> None:
@@ -78,13 +78,14 @@ def test_a_token_from_before_selectors_names_no_one_and_keeps_its_form() -> None
     legacy = secrets.token_urlsafe(32)
     assert len(legacy) == LEGACY_LENGTH
     assert tokens.account_of(legacy) is None
-    assert tokens.may_exist(legacy)
-    successor = tokens.successor(legacy)
+    assert tokens.is_older_form(legacy)
+    successor = tokens.successor(legacy, None)
     assert len(successor) == LEGACY_LENGTH
     assert tokens.account_of(successor) is None
 
 
-def test_text_of_any_other_length_cannot_be_a_token() -> None:
+def test_text_of_any_other_length_is_neither_form() -> None:
     tokens = RefreshTokenFormat(SECRET)
     for text in ("", "C" * 42, "C" * 44, "C" * 86, "C" * 87, "C" * 88):
-        assert not tokens.may_exist(text)
+        assert tokens.account_of(text) is None
+        assert not tokens.is_older_form(text)

@@ -54,13 +54,16 @@ class RefreshTokenFormat:
         """Return the first refresh token of a family of `user_id`'s."""
         return self._seal(user_id.bytes, secrets.token_bytes(_SECRET_BYTES))
 
-    def successor(self, token: str) -> str:
-        """Return the one token that may follow `token`: the same form, the same account."""
+    def successor(self, token: str, account: UUID | None) -> str:
+        """Return the one token that may follow `token`: the same form, the same account.
+
+        `account` is `account_of(token)`: None for an older token, whose successor keeps
+        the older form.
+        """
         secret = hmac.new(self._successor_key, token.encode(), hashlib.sha256).digest()
-        user_id = self.account_of(token)
-        if user_id is None:  # an older token (or none of ours): its successor stays bare
+        if account is None:
             return _encode(secret)
-        return self._seal(user_id.bytes, secret)
+        return self._seal(account.bytes, secret)
 
     def account_of(self, token: str) -> UUID | None:
         """Return the user a token of this form names, or None (older form, or forged)."""
@@ -72,9 +75,10 @@ class RefreshTokenFormat:
             return None
         return UUID(bytes=body[1:17])
 
-    def may_exist(self, token: str) -> bool:
-        """False when no token of ours can look like this: no lookup is worth making."""
-        return len(token) == LEGACY_LENGTH or self.account_of(token) is not None
+    @staticmethod
+    def is_older_form(token: str) -> bool:
+        """True for a token of the form issued before tokens named their account."""
+        return len(token) == LEGACY_LENGTH
 
     def _seal(self, user_id: bytes, secret: bytes) -> str:
         body = _VERSION + user_id + secret

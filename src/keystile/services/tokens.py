@@ -213,10 +213,11 @@ class TokenService:
         Reused inside the grace window, the same successor comes back again; reused
         after it, the whole family is revoked and every later use is refused.
         """
-        if not self._format.may_exist(refresh_token):
+        account = self._format.account_of(refresh_token)
+        if account is None and not self._format.is_older_form(refresh_token):
             raise InvalidRefreshToken()  # not a token we could have issued: no lookup
         token_hash = hash_refresh_token(refresh_token)
-        successor = self._format.successor(refresh_token)
+        successor = self._format.successor(refresh_token, account)
         successor_hash = hash_refresh_token(successor)
         rotated = await self._refresh_tokens.rotate(
             token_hash, successor_hash, idle=self._refresh_idle
