@@ -216,3 +216,21 @@ async def test_a_wrong_password_makes_two_redis_round_trips_the_gate_and_its_cou
     # The gate's script; then, in one pipeline, the user-cache fill and the failure
     # counted on both backoffs (the address's and the account's): three scripts.
     assert sent == [["EVALSHA"], ["EVAL", "EVAL", "EVAL"]], sent
+
+
+async def test_a_refresh_charges_its_address_and_account_in_one_redis_call(
+    quiet_app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S27 at no extra cost: the token names its account, so both limits are one script
+    # call, with no known-client lookup (only a holder of the token can charge it).
+    client = quiet_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    granted = await client.post("/v1/tokens", json=_creds(email))
+    token = (await granted.get_json())["refresh_token"]
+    warm = await client.post("/v1/tokens/refresh", json={"refresh_token": token})
+    token = (await warm.get_json())["refresh_token"]  # the limits' script now loaded
+    with round_trips(monkeypatch) as sent:
+        response = await client.post("/v1/tokens/refresh", json={"refresh_token": token})
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    assert sent == [["EVALSHA"]], sent
