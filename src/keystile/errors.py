@@ -150,7 +150,9 @@ class TokenRevoked(
 
 
 class InvalidRefreshToken(
-    AuthError, code="invalid_refresh_token", message="The refresh token is not valid."
+    AuthError,
+    code="invalid_refresh_token",
+    message="The refresh token is unknown, used, expired or revoked: log in again.",
 ):
     """A refresh token is unknown, used, expired, revoked, or its family is (S16)."""
 
