@@ -21,7 +21,7 @@ RP_ID = "id.example.com"
 
 @pytest.fixture(name="passkey_app")
 async def _passkey_app(make_app: MakeApp) -> Quart:
-    return await make_app(public_url=PUBLIC_URL)
+    return await make_app(public_url=PUBLIC_URL, cookie_secure=True)
 
 
 async def logged_in(app: Quart) -> tuple[Client, str]:
@@ -250,7 +250,9 @@ async def test_a_passwordless_login_keeps_the_email_verification_rule(
     client, _ = await logged_in(passkey_app)
     authenticator = SoftAuthenticator(RP_ID, PUBLIC_URL)
     await add_passkey(client, authenticator)
-    strict = await make_app(public_url=PUBLIC_URL, email_verification="required")
+    strict = await make_app(
+        public_url=PUBLIC_URL, cookie_secure=True, email_verification="required"
+    )
     fresh = strict.test_client()
     options = await login_options(fresh, mode="tokens")
     response = await fresh.post(
