@@ -123,6 +123,38 @@ async def test_forgot_password_answers_alike_for_known_unknown_and_disabled_acco
     assert answers[0] == answers[1] == answers[2]
 
 
+async def test_forgot_password_for_a_disabled_account_queues_and_sends_no_mail(
+    settings: Settings, smtp: SmtpServer
+) -> None:
+    # S35: a disabled account counts as absent: the answer is the unknown address's (above)
+    # and no link is issued, queued or mailed (it would only be refused when followed).
+    assert settings.database.url is not None
+    disabled, known = unique_email(), unique_email()
+    async with started_app(mail_settings(settings, smtp)) as app:
+        client = app.test_client()
+        for email in (disabled, known):
+            await register(client, email)
+            await smtp.inbox.arrival(email, subject="Confirm your email")
+        await services_of(app).admin.disable_user(disabled)
+        for email in (disabled, known):
+            response = await client.post("/v1/password-resets", json={"email": email})
+            assert response.status_code == 202
+        await smtp.inbox.arrival(known, subject="Reset")
+    # Shutdown waited for both requests' statements (answered before they ran).
+    connection = await asyncpg.connect(settings.database.url.get_secret_value())
+    try:
+        rows = await connection.fetch(
+            "SELECT o.kind FROM outbox o WHERE lower(o.recipient) = lower($1) "
+            "UNION ALL SELECT t.purpose FROM email_tokens t JOIN users u ON u.id = t.user_id "
+            "WHERE lower(u.email) = lower($1) AND t.purpose = 'reset_password'",
+            disabled,
+        )
+    finally:
+        await connection.close()
+    assert [row["kind"] for row in rows] == ["verify_email"]  # from registering only
+    assert [m["Subject"] for m in smtp.inbox.to(disabled) if "Reset" in m["Subject"]] == []
+
+
 @pytest.mark.slow
 async def test_forgot_password_takes_the_same_time_for_known_and_unknown_emails(
     settings: Settings,
