@@ -334,6 +334,74 @@ async def test_expired_reset_token_is_refused(mail_app: Quart, smtp: SmtpServer)
     await _assert_password_unchanged(client, email)
 
 
+async def _age_link(app: Quart, token: str, seconds: int) -> None:
+    """Make a mailed link `seconds` older, as if the clock had moved on."""
+    await services_of(app).database.execute(
+        "UPDATE email_tokens SET expires_at = expires_at - $2 * interval '1 second' "
+        "WHERE token_hash = $1",
+        hashlib.sha256(token.encode()).digest(),
+        seconds,
+    )
+
+
+async def _lifetime_left(app: Quart, token: str) -> float:
+    left: float = await services_of(app).database.fetchval(
+        "SELECT extract(epoch FROM expires_at - now())::float8 FROM email_tokens "
+        "WHERE token_hash = $1",
+        hashlib.sha256(token.encode()).digest(),
+    )
+    return left
+
+
+_RESET_LIFETIME = 30 * 60  # the documented defaults (settings.toml), not read from Settings
+_VERIFY_LIFETIME = 24 * 3600
+_UNDO_LIFETIME = 7 * 86400
+
+
+async def test_a_reset_link_works_until_its_default_lifetime_and_not_after(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S34: reset_token_ttl_seconds (30 minutes by default) reaches the link it bounds.
+    client = mail_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    token = await _reset_token(client, smtp, email)
+    await _age_link(mail_app, token, _RESET_LIFETIME - 10)
+    assert (await _confirm_reset(client, token)).status_code == 204
+    token = await _reset_token(client, smtp, email, count=2)
+    await _age_link(mail_app, token, _RESET_LIFETIME + 1)
+    refused = await _confirm_reset(client, token, "yet another passphrase here")
+    assert await error_code(refused, 400) == "invalid_token"
+    assert (await login(client, email, NEW_PASSWORD)).status_code == 201
+
+
+async def test_verification_email_change_and_undo_links_last_their_default_lifetimes(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S34, S37: verify_token_ttl_seconds (24 h, also the email change link's) and
+    # undo_token_ttl_seconds (7 days) reach the links they bound.
+    client = mail_app.test_client()
+    old, new = unique_email(), unique_email()
+    await register(client, old)
+    verify = await _verification_token(smtp, old)
+    assert _VERIFY_LIFETIME - 60 < await _lifetime_left(mail_app, verify) <= _VERIFY_LIFETIME
+    await _age_link(mail_app, verify, _VERIFY_LIFETIME - 10)
+    response = await client.post("/v1/email-verifications/confirm", json={"token": verify})
+    assert response.status_code == 204
+    assert (await login(client, old)).status_code == 201
+    await _change_email(client, new)
+    change = token_in(await smtp.inbox.arrival(new, subject="new email address"))
+    assert _VERIFY_LIFETIME - 60 < await _lifetime_left(mail_app, change) <= _VERIFY_LIFETIME
+    await _age_link(mail_app, change, _VERIFY_LIFETIME + 1)
+    refused = await client.post("/v1/email-verifications/confirm", json={"token": change})
+    assert await error_code(refused, 400) == "invalid_token"
+    await _change_email(client, new)
+    change = token_in(await smtp.inbox.arrival(new, subject="new email address", count=2))
+    await client.post("/v1/email-verifications/confirm", json={"token": change})
+    undo = token_in(await smtp.inbox.arrival(old, subject="was changed"))
+    assert _UNDO_LIFETIME - 60 < await _lifetime_left(mail_app, undo) <= _UNDO_LIFETIME
+
+
 async def test_tokens_of_one_purpose_are_refused_for_another(
     mail_app: Quart, smtp: SmtpServer
 ) -> None:
