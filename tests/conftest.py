@@ -28,6 +28,7 @@ from keystile.extensions import Extension
 from keystile.runtime import migrate
 from keystile.settings import Settings
 from tests.support.backing import CATALOG, Backing, make_settings, private_postgres
+from tests.support.http import HttpsClient
 
 MakeApp = Callable[..., Awaitable[Quart]]
 
@@ -84,11 +85,10 @@ async def _make_app(backing: Backing) -> AsyncIterator[MakeApp]:
             extra_extensions: Iterable[Extension] = (),
             **settings: Any,
         ) -> Quart:
-            app = create_app(
-                make_settings(backing, **settings),
-                overrides=overrides,
-                extensions=extra_extensions,
-            )
+            app_settings = make_settings(backing, **settings)
+            app = create_app(app_settings, overrides=overrides, extensions=extra_extensions)
+            if app_settings.sessions.cookie_secure:
+                app.test_client_class = HttpsClient  # Secure cookies need https requests
             return await stack.enter_async_context(app.test_app())  # type: ignore[return-value]
 
         yield make

@@ -29,6 +29,7 @@ from keystile.app import create_app
 from keystile.container import Overrides
 from keystile.embedded import free_port
 from keystile.settings import Settings
+from tests.support.http import HttpsClient
 
 __all__ = [
     "Inbox",
@@ -173,7 +174,9 @@ def mail_settings(settings: Settings, smtp: SmtpServer | None, **overrides: Any)
         "outbox_poll_seconds": 0.05,
         "outbox_retry_base_seconds": 0.05,
         "outbox_retry_max_seconds": 0.5,
+        # The https address of a TLS proxy in front, so the cookies are Secure (S8).
         "public_url": PUBLIC_URL,
+        "cookie_secure": True,
         "smtp_starttls": "off",
     }
     if smtp is not None:
@@ -187,6 +190,8 @@ def mail_settings(settings: Settings, smtp: SmtpServer | None, **overrides: Any)
 async def started_app(settings: Settings) -> AsyncIterator[Quart]:
     """Serve an app on `settings` (from `mail_settings`) for the block."""
     app = create_app(settings, overrides=Overrides())
+    if settings.sessions.cookie_secure:
+        app.test_client_class = HttpsClient  # Secure cookies need https requests
     async with app.test_app() as test_app:
         yield test_app  # type: ignore[misc]
 

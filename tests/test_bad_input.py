@@ -42,6 +42,20 @@ async def test_invalid_utf8_is_400_and_stores_nothing(client: Client) -> None:
     await _assert_not_stored(client, email)
 
 
+@pytest.mark.parametrize("body", [b"grant_type=%FF&client_id=x", b"grant_type=\xff&client_id=x"])
+async def test_invalid_utf8_in_the_token_endpoints_form_is_400(client: Client, body: bytes) -> None:
+    # S24: the API's one form-encoded endpoint refuses it too, in its RFC 6749 5.2 shape.
+    response = await client.post(
+        "/v1/oauth/token",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    answer = await response.get_json()
+    assert answer["error"] == "invalid_request"
+    assert "not valid UTF-8" in answer["error_description"]
+
+
 async def test_wrong_types_are_422_naming_the_fields(client: Client) -> None:
     response = await client.post("/v1/users", json={"email": 42, "password": ["x"]})
     assert await _error(response, 422) == "validation_failed"

@@ -1,8 +1,9 @@
 """The email flows in a real browser (headless Debian Chromium via Playwright), with the
 mail read from a real SMTP server: forgot -> mail -> reset -> log in; register -> verify.
 
-The server's `public_url` stands for the public address of a proxy in front of it; the
-browser follows each mailed link's path and query on the server itself.
+The server's `public_url` stands for the https address of a proxy in front of it (so its
+cookies are Secure); the browser follows each mailed link's path and query on the server
+itself, at http://localhost, where Chromium keeps Secure cookies.
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ def _base_url(
         smtp_url=mail_server.url,
         smtp_starttls="off",
         public_url=PUBLIC_URL,
+        cookie_secure="true",  # an https public_url needs Secure cookies (S8)
         outbox_poll_seconds="0.1",
     )
     try:
         wait_until_ready(server)
-        yield server.base
+        # Chromium keeps Secure (and __Host-) cookies on plain http for localhost only.
+        yield f"http://localhost:{server.port}"
     finally:
         server.stop()
 

@@ -123,6 +123,38 @@ async def test_forgot_password_answers_alike_for_known_unknown_and_disabled_acco
     assert answers[0] == answers[1] == answers[2]
 
 
+async def test_forgot_password_for_a_disabled_account_queues_and_sends_no_mail(
+    settings: Settings, smtp: SmtpServer
+) -> None:
+    # S35: a disabled account counts as absent: the answer is the unknown address's (above)
+    # and no link is issued, queued or mailed (it would only be refused when followed).
+    assert settings.database.url is not None
+    disabled, known = unique_email(), unique_email()
+    async with started_app(mail_settings(settings, smtp)) as app:
+        client = app.test_client()
+        for email in (disabled, known):
+            await register(client, email)
+            await smtp.inbox.arrival(email, subject="Confirm your email")
+        await services_of(app).admin.disable_user(disabled)
+        for email in (disabled, known):
+            response = await client.post("/v1/password-resets", json={"email": email})
+            assert response.status_code == 202
+        await smtp.inbox.arrival(known, subject="Reset")
+    # Shutdown waited for both requests' statements (answered before they ran).
+    connection = await asyncpg.connect(settings.database.url.get_secret_value())
+    try:
+        rows = await connection.fetch(
+            "SELECT o.kind FROM outbox o WHERE lower(o.recipient) = lower($1) "
+            "UNION ALL SELECT t.purpose FROM email_tokens t JOIN users u ON u.id = t.user_id "
+            "WHERE lower(u.email) = lower($1) AND t.purpose = 'reset_password'",
+            disabled,
+        )
+    finally:
+        await connection.close()
+    assert [row["kind"] for row in rows] == ["verify_email"]  # from registering only
+    assert [m["Subject"] for m in smtp.inbox.to(disabled) if "Reset" in m["Subject"]] == []
+
+
 @pytest.mark.slow
 async def test_forgot_password_takes_the_same_time_for_known_and_unknown_emails(
     settings: Settings,
@@ -300,6 +332,74 @@ async def test_expired_reset_token_is_refused(mail_app: Quart, smtp: SmtpServer)
     )
     assert await error_code(await _confirm_reset(client, token), 400) == "invalid_token"
     await _assert_password_unchanged(client, email)
+
+
+async def _age_link(app: Quart, token: str, seconds: int) -> None:
+    """Make a mailed link `seconds` older, as if the clock had moved on."""
+    await services_of(app).database.execute(
+        "UPDATE email_tokens SET expires_at = expires_at - $2 * interval '1 second' "
+        "WHERE token_hash = $1",
+        hashlib.sha256(token.encode()).digest(),
+        seconds,
+    )
+
+
+async def _lifetime_left(app: Quart, token: str) -> float:
+    left: float = await services_of(app).database.fetchval(
+        "SELECT extract(epoch FROM expires_at - now())::float8 FROM email_tokens "
+        "WHERE token_hash = $1",
+        hashlib.sha256(token.encode()).digest(),
+    )
+    return left
+
+
+_RESET_LIFETIME = 30 * 60  # the documented defaults (settings.toml), not read from Settings
+_VERIFY_LIFETIME = 24 * 3600
+_UNDO_LIFETIME = 7 * 86400
+
+
+async def test_a_reset_link_works_until_its_default_lifetime_and_not_after(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S34: reset_token_ttl_seconds (30 minutes by default) reaches the link it bounds.
+    client = mail_app.test_client()
+    email = unique_email()
+    await register(client, email)
+    token = await _reset_token(client, smtp, email)
+    await _age_link(mail_app, token, _RESET_LIFETIME - 10)
+    assert (await _confirm_reset(client, token)).status_code == 204
+    token = await _reset_token(client, smtp, email, count=2)
+    await _age_link(mail_app, token, _RESET_LIFETIME + 1)
+    refused = await _confirm_reset(client, token, "yet another passphrase here")
+    assert await error_code(refused, 400) == "invalid_token"
+    assert (await login(client, email, NEW_PASSWORD)).status_code == 201
+
+
+async def test_verification_email_change_and_undo_links_last_their_default_lifetimes(
+    mail_app: Quart, smtp: SmtpServer
+) -> None:
+    # S34, S37: verify_token_ttl_seconds (24 h, also the email change link's) and
+    # undo_token_ttl_seconds (7 days) reach the links they bound.
+    client = mail_app.test_client()
+    old, new = unique_email(), unique_email()
+    await register(client, old)
+    verify = await _verification_token(smtp, old)
+    assert _VERIFY_LIFETIME - 60 < await _lifetime_left(mail_app, verify) <= _VERIFY_LIFETIME
+    await _age_link(mail_app, verify, _VERIFY_LIFETIME - 10)
+    response = await client.post("/v1/email-verifications/confirm", json={"token": verify})
+    assert response.status_code == 204
+    assert (await login(client, old)).status_code == 201
+    await _change_email(client, new)
+    change = token_in(await smtp.inbox.arrival(new, subject="new email address"))
+    assert _VERIFY_LIFETIME - 60 < await _lifetime_left(mail_app, change) <= _VERIFY_LIFETIME
+    await _age_link(mail_app, change, _VERIFY_LIFETIME + 1)
+    refused = await client.post("/v1/email-verifications/confirm", json={"token": change})
+    assert await error_code(refused, 400) == "invalid_token"
+    await _change_email(client, new)
+    change = token_in(await smtp.inbox.arrival(new, subject="new email address", count=2))
+    await client.post("/v1/email-verifications/confirm", json={"token": change})
+    undo = token_in(await smtp.inbox.arrival(old, subject="was changed"))
+    assert _UNDO_LIFETIME - 60 < await _lifetime_left(mail_app, undo) <= _UNDO_LIFETIME
 
 
 async def test_tokens_of_one_purpose_are_refused_for_another(

@@ -139,6 +139,59 @@ async def test_register_form_refuses_a_nul_byte_in_the_password_and_stores_nothi
     assert await services_of(app).users.select_user_by_email(email) is None
 
 
+_FORM_POSTS = [
+    "/login",
+    "/register",
+    "/forgot-password",
+    "/reset-password",
+    "/verify-email",
+    "/verify-email/resend",
+    "/undo-email-change",
+    "/login/mfa",
+    "/reauth",
+    "/logout",
+    "/account/password",
+    "/account/email",
+    "/account/verify-email",
+    "/account/api-keys",
+    "/account/logout-everywhere",
+    "/account/mfa/totp",
+    "/account/mfa/totp/confirm",
+    "/account/mfa/totp/remove",
+    "/account/mfa/recovery-codes",
+]
+
+
+@pytest.mark.parametrize("path", _FORM_POSTS)
+@pytest.mark.parametrize(
+    "body", [b"email=%FF%FEx%40example.com&password=x", b"email=\xff\xfex@example.com"]
+)
+async def test_every_form_refuses_invalid_utf8_with_400(app: Quart, path: str, body: bytes) -> None:
+    # S24: percent-encoded or raw, a body that is not UTF-8 is malformed_request, as in
+    # the JSON API, not a form read as empty or with U+FFFD in place (which said 401).
+    client, _ = await _logged_in(app)
+    response = await client.post(
+        path, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 400, path
+    html = await response.get_data(as_text=True)
+    assert "The form could not be read: it is not valid UTF-8 text." in html
+
+
+async def test_register_form_with_invalid_utf8_stores_nothing(app: Quart, client: Client) -> None:
+    # S24: the password is refused before anything is read from the form, let alone stored.
+    email = unique_email()
+    _, token = await _page(client, "/register")
+    body = f"email={email}&password=%FFcorrect+horse&password_confirm=%FFcorrect+horse"
+    response = await client.post(
+        "/register",
+        data=f"{body}&csrf_token={token}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert await services_of(app).users.select_user_by_email(email) is None
+
+
 async def test_a_weak_password_is_explained_on_registration(client: Client) -> None:
     _, token = await _page(client, "/register")
     response = await client.post(

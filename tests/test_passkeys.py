@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,7 +13,7 @@ from quart import Quart
 
 from tests.support.http import Client, login, register, services_of, unique_email
 from tests.support.tokens import claims_of, error_code
-from tests.webauthn_support import SoftAuthenticator, challenge_of
+from tests.webauthn_support import SoftAuthenticator, b64url, challenge_of
 
 MakeApp = Callable[..., Awaitable[Quart]]
 PUBLIC_URL = "https://id.example.com"
@@ -21,7 +22,7 @@ RP_ID = "id.example.com"
 
 @pytest.fixture(name="passkey_app")
 async def _passkey_app(make_app: MakeApp) -> Quart:
-    return await make_app(public_url=PUBLIC_URL)
+    return await make_app(public_url=PUBLIC_URL, cookie_secure=True)
 
 
 async def logged_in(app: Quart) -> tuple[Client, str]:
@@ -156,6 +157,25 @@ async def test_a_bad_registration_is_a_clear_4xx_and_stores_nothing(
     assert await stored_passkeys(passkey_app, email) == 0
 
 
+async def test_a_challenge_lives_for_the_configured_ttl_and_not_after(make_app: MakeApp) -> None:
+    # S41: mfa_challenge_ttl_seconds bounds a passkey ceremony, not only the mfa_token.
+    app = await make_app(public_url=PUBLIC_URL, cookie_secure=True, mfa_challenge_ttl_seconds=45)
+    client, email = await logged_in(app)
+    options = await (await client.post("/v1/me/passkeys/options", json={})).get_json()
+    challenge = challenge_of(options)
+    # Where the challenge store keeps it (stores/challenges.py): only its key's SHA-256.
+    name = f"webauthn-register:{b64url(challenge)}".encode()
+    key = "keystile:challenge:" + hashlib.sha256(name).hexdigest()
+    redis = services_of(app).redis
+    ttl = await redis.ttl(key)
+    assert 40 < ttl <= 45
+    await redis.expire(key, ttl - 45)  # 45 seconds later: gone
+    credential = SoftAuthenticator(RP_ID, PUBLIC_URL).register(challenge)
+    response = await client.post("/v1/me/passkeys", json={"credential": credential})
+    assert await error_code(response, 422) == "invalid_webauthn"
+    assert await stored_passkeys(app, email) == 0
+
+
 async def test_a_challenge_works_once(passkey_app: Quart) -> None:
     # S41: a registration challenge is single use.
     client, email = await logged_in(passkey_app)
@@ -250,7 +270,9 @@ async def test_a_passwordless_login_keeps_the_email_verification_rule(
     client, _ = await logged_in(passkey_app)
     authenticator = SoftAuthenticator(RP_ID, PUBLIC_URL)
     await add_passkey(client, authenticator)
-    strict = await make_app(public_url=PUBLIC_URL, email_verification="required")
+    strict = await make_app(
+        public_url=PUBLIC_URL, cookie_secure=True, email_verification="required"
+    )
     fresh = strict.test_client()
     options = await login_options(fresh, mode="tokens")
     response = await fresh.post(

@@ -44,6 +44,7 @@ async def _app(make_app: MakeApp, clock: Clock) -> Quart:
     return await make_app(
         overrides=Overrides(mfa_clock=clock),
         public_url=PUBLIC_URL,
+        cookie_secure=True,  # an https public_url needs Secure cookies (S8)
         login_backoff_account_free_failures=3,
         mfa_free_failures=3,
     )

@@ -103,6 +103,33 @@ def test_flat_keyword_arguments_still_work(no_file: Path) -> None:
     assert settings.limits.rates[Action.LOGIN].per_ip is None
 
 
+def test_cookie_secure_false_with_an_https_public_url_is_refused(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S8: behind TLS a session cookie without Secure is a misconfiguration, refused at start-up.
+    monkeypatch.setenv("KEYSTILE_COOKIE_SECURE", "false")
+    monkeypatch.setenv("KEYSTILE_PUBLIC_URL", "https://auth.example.com")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "cookie_secure = false with the https public_url https://auth.example.com" in message
+    assert "KEYSTILE_COOKIE_SECURE" in message
+    assert "KEYSTILE_PUBLIC_URL" in message
+    assert "Value error" not in message
+
+
+def test_cookie_secure_false_with_an_http_public_url_is_plain_http_development(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S8: what `make run` and the plain-http test servers set keeps working.
+    monkeypatch.setenv("KEYSTILE_COOKIE_SECURE", "false")
+    monkeypatch.setenv("KEYSTILE_PUBLIC_URL", "http://127.0.0.1:8000")
+    assert load_settings().sessions.cookie_secure is False
+    monkeypatch.setenv("KEYSTILE_COOKIE_SECURE", "true")
+    monkeypatch.setenv("KEYSTILE_PUBLIC_URL", "https://auth.example.com")
+    assert load_settings().sessions.cookie_secure is True
+
+
 def test_rate_table_has_every_action(no_file: Path) -> None:
     assert set(load_settings().limits.rates) == set(Action)
 

@@ -19,6 +19,7 @@ from keystile.web.assets import init_assets
 from keystile.web.caching import default_cache_headers
 from keystile.web.context import EXTENSION_KEY
 from keystile.web.errors import register_error_handlers
+from keystile.web.forms import FormRequest
 from keystile.web.login_refusal import LoginRefusal
 from keystile.web.observe import RequestObserver, note_request
 from keystile.web.openapi import quart_schema_options
@@ -51,6 +52,7 @@ def create_app(
         raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
 
     app = Quart("keystile", static_folder=None)
+    app.request_class = FormRequest
     app.jinja_options = {**app.jinja_options, "trim_blocks": True, "lstrip_blocks": True}
     app.secret_key = secret_key
     app.session_interface = NoCookieSessionInterface()

@@ -31,6 +31,7 @@ __all__ = [
     "KeystileError",
     "LastAdmin",
     "LimitStatus",
+    "MalformedForm",
     "MfaRequired",
     "NotAuthenticated",
     "NotFound",
@@ -92,6 +93,22 @@ class InvalidInput(
     KeystileError, code="invalid_input", http_status=422, message="The input is not valid."
 ):
     """The input is well-formed but not acceptable."""
+
+
+class MalformedForm(
+    KeystileError,
+    code="malformed_request",
+    http_status=400,
+    message=(
+        "The form could not be read: it is not valid UTF-8 text. Reload the page and send it"
+        " again; a program posting it must encode it as UTF-8."
+    ),
+):
+    """The request body could not be read: malformed JSON, or JSON or a form that is not
+    UTF-8 (raw or percent-encoded) (S24).
+
+    Raised for forms (web/forms.py); web/errors.py answers the JSON cases itself.
+    """
 
 
 class PasswordPolicyViolation(

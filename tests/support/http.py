@@ -7,7 +7,8 @@ import time
 import uuid
 from typing import Any
 
-from quart import Quart
+from quart import Quart, Response
+from quart.testing import QuartClient
 from quart.typing import TestClientProtocol as Client
 
 from keystile.container import Services
@@ -16,6 +17,7 @@ from keystile.web.context import EXTENSION_KEY
 __all__ = [
     "PASSWORD",
     "Client",
+    "HttpsClient",
     "eventually_status",
     "from_ip",
     "login",
@@ -25,6 +27,17 @@ __all__ = [
     "unique_email",
     "unique_ip",
 ]
+
+
+class HttpsClient(QuartClient):
+    """A test client whose requests arrive over https, as from a TLS proxy in front.
+
+    For apps with Secure cookies (an https `public_url` needs them, S8): quart-auth
+    warns when it sets one on a plain-http request.
+    """
+
+    async def open(self, path: str, *, scheme: str = "https", **request: Any) -> Response:
+        return await super().open(path, scheme=scheme, **request)
 
 
 def unique_email() -> str:

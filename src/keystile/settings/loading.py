@@ -148,6 +148,10 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         flat = flat_names()
         for error in exc.errors():
+            if not error["loc"]:
+                # A check across groups (`cookie_secure` with `public_url`) names its keys.
+                problems.append(error["msg"].removeprefix("Value error, "))
+                continue
             key = setting_name(error["loc"])
             if key not in flat and key in Settings.model_fields:
                 # A group's own check (`hashing`), which names its settings itself.

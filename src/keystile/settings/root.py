@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -112,6 +113,19 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
         return value
+
+    @model_validator(mode="after")
+    def _https_has_secure_cookies(self) -> Settings:
+        # S8: behind TLS the cookies must be Secure; false is for plain-http development only.
+        public_url = self.email.public_url
+        if not self.sessions.cookie_secure and urlsplit(public_url).scheme == "https":
+            raise ValueError(
+                f"cookie_secure = false with the https public_url {public_url} would send"
+                " the session cookie to browsers without Secure. Remove cookie_secure ="
+                " false (KEYSTILE_COOKIE_SECURE); it is only for plain-http development,"
+                " where public_url (KEYSTILE_PUBLIC_URL) is an http:// address"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
