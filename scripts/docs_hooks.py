@@ -226,40 +226,43 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _env_name(name: str, field: Any, prefix: str) -> str:
-    alias = field.validation_alias
-    if isinstance(alias, str):
-        return alias.upper()
-    choices = getattr(alias, "choices", None)
-    if choices:
-        return str(choices[0]).upper()
-    return f"{prefix}{name.upper()}"
+def _field_at(model: Any, path: tuple[str, ...]) -> Any:
+    """Return the pydantic field a flat key's path ends at (a group's field, or a top one)."""
+    field = model.model_fields[path[0]]
+    return field if len(path) == 1 else field.annotation.model_fields[path[1]]
 
 
-def settings_rows(model: Any, prefix: str, path: str = "") -> list[tuple[str, str, Any]]:
-    """Return (dotted name, env var, field) for every leaf setting, sub-models flattened."""
-    from pydantic import BaseModel
-
-    rows = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows += settings_rows(annotation, f"{prefix}{name.upper()}__", f"{path}{name}.")
-        else:
-            rows.append((f"{path}{name}", _env_name(name, field, prefix), field))
-    return rows
+_RATE_UNITS = {60: "minute", 3600: "hour", 86400: "day"}
 
 
-def settings_markdown() -> str:
-    """Return one table per settings.toml section: setting, variable, default, meaning."""
+def _rate_text(rate: Any) -> str:
+    """Write a rate as settings.toml does: "30/minute", "5/10s", or "off" for none."""
+    if rate is None:
+        return "off"
+    period = int(rate.period)
+    return f"{rate.count}/{_RATE_UNITS.get(period, f'{period}s')}"
+
+
+def settings_rows() -> list[tuple[str, str, str, str, str]]:
+    """Return (key, variable, type, default, limits) for every key settings.toml may set.
+
+    The keys are the flat names (`db_pool_size`) that settings.toml and the `KEYSTILE_*`
+    variables use, whatever group the field lives in (`database.pool_size`).
+    """
     from keystile.settings import Settings
+    from keystile.settings.loading import flat_names
 
-    comments, sections = settings_comments(ROOT / "settings.toml")
     prefix = str(Settings.model_config.get("env_prefix", "KEYSTILE_"))
-    grouped: dict[str, list[str]] = defaultdict(list)
-    for name, env, field in settings_rows(Settings, prefix):
-        leaf = name.rsplit(".", 1)[-1]
-        meaning = comments.get(leaf) or field.description or ""
+    rows = []
+    for key, path in flat_names().items():
+        if path[:2] == ("limits", "rates"):
+            rates = _field_at(Settings, path[:2]).default
+            default = _rate_text(getattr(rates[path[2]], path[3]))
+            rows.append(
+                (key, f"{prefix}{key.upper()}", '`"N/period"` \\| `"off"`', f'`"{default}"`', "")
+            )
+            continue
+        field = _field_at(Settings, path)
         annotation = field.annotation
         kind = _type_name(annotation)
         if getattr(annotation, "__origin__", None) is not None and "Literal" in kind:
@@ -267,11 +270,24 @@ def settings_markdown() -> str:
         else:
             kind = f"`{_escape(kind)}`"
         limits = ", ".join(_constraints(field))
-        detail = _escape(meaning) + (f" ({limits})" if limits else "")
-        row = f"| `{name}` | `{env}` | {kind} | {_default(field)} | {detail} |"
-        grouped[sections.get(leaf, "other")].append(row)
+        rows.append((key, f"{prefix}{key.upper()}", kind, _default(field), limits))
+    return rows
+
+
+def settings_markdown() -> str:
+    """Return one table per settings.toml section: key, variable, type, default, meaning."""
+    comments, sections = settings_comments(ROOT / "settings.toml")
+    grouped: dict[str, list[str]] = {section: [] for section in sections.values()}
+    for key, env, kind, default, limits in settings_rows():
+        meaning = comments.get(key, "")
+        said = not limits or f"({limits})" in meaning
+        detail = _escape(meaning) + ("" if said else f" ({limits})")
+        row = f"| `{key}` | `{env}` | {kind} | {default} | {detail} |"
+        grouped.setdefault(sections.get(key, "other"), []).append(row)
     out = []
     for section, rows in grouped.items():
+        if not rows:
+            continue
         out += [f"### {section[0].upper()}{section[1:]}", ""]
         out += [
             "| setting | environment variable | type | default | meaning |",

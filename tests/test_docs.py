@@ -79,6 +79,35 @@ def test_the_command_line_page_lists_every_command_with_what_it_does() -> None:
     assert "`--after`: the page after this cursor" in table  # options too
 
 
+def test_the_settings_table_names_every_key_and_the_variable_that_sets_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from keystile.settings import load_settings
+    from keystile.settings.loading import flat_names
+
+    assert "<!-- generated: settings -->" in (ROOT / "docs" / "operations.md").read_text()
+    table = _docs_hooks().settings_markdown()
+    rows = {
+        cells[0].strip("`"): cells
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for cells in [[cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip("|"))]]
+    }
+    assert set(rows) == set(flat_names()), "the table and the settings differ in keys"
+    assert "### Other" not in table, "a key settings.toml does not place in a section"
+    for key, (_, variable, _kind, _default, meaning) in rows.items():
+        assert variable == f"`KEYSTILE_{key.upper()}`", key
+        assert meaning, f"{key} has no meaning: add a comment beside it in settings.toml"
+    assert rows["rate_limit_refresh_per_account"][3] == '`"60/minute"`'
+    # The variables named are the ones read: one from a group, one rate, one top-level.
+    monkeypatch.setenv("KEYSTILE_DB_POOL_SIZE", "7")
+    monkeypatch.setenv("KEYSTILE_RATE_LIMIT_REFRESH_PER_ACCOUNT", "5/hour")
+    monkeypatch.setenv("KEYSTILE_SECRET_KEY", "k" * 40)
+    settings = load_settings()
+    assert settings.database.pool_size == 7
+    assert str(settings.limits.rates["refresh"].per_account) == "5/3600s"
+
+
 def test_every_requirement_named_in_code_or_tests_has_a_section() -> None:
     hooks = _docs_hooks()
     documented = hooks.documented_requirements()
