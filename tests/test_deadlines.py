@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 
 from keystile.app import create_app
 from tests.support.backing import Backing, make_settings
 from tests.support.http import login, register, services_of, unique_email
+from tests.support.tokens import bearer, new_user_tokens
 
 
 @pytest.fixture(name="silent_redis_url")
@@ -86,3 +90,39 @@ async def test_a_drained_connection_pool_answers_503_after_the_acquire_timeout(
         assert (await response.get_json())["error"]["code"] == "unavailable"
         assert 0.4 < elapsed < 3.0
         assert (await login(client, unique_email())).status_code == 401  # pool is back
+
+
+async def test_a_statement_stuck_behind_a_row_lock_answers_503_at_its_deadline(
+    backing: Backing,
+) -> None:
+    # S29 (statement deadline): log out everywhere waits on a lock held on the user's row.
+    # The lock outlasts the statement timeout many times over and is then let go, so a
+    # statement without a deadline would wait for it and answer 204 instead of 503.
+    settings = make_settings(backing, db_statement_timeout=0.5)
+    async with create_app(settings).test_app() as test_app:
+        client = test_app.test_client()
+        email, body = await new_user_tokens(client)
+        access = bearer(body["access_token"])
+        holder = await asyncpg.connect(backing.database_url)
+        try:
+            lock = holder.transaction()
+            await lock.start()
+            await holder.execute("SELECT 1 FROM users WHERE email = $1 FOR UPDATE", email)
+
+            async def let_go_later() -> None:
+                await asyncio.sleep(10)
+                await lock.rollback()
+
+            letting_go = asyncio.create_task(let_go_later())
+            response = await client.post("/v1/me/logout-everywhere", headers=access)
+            letting_go.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await letting_go
+            if holder.is_in_transaction():
+                await lock.rollback()
+        finally:
+            await holder.close()
+        assert response.status_code == 503, await response.get_data(as_text=True)
+        assert (await response.get_json())["error"]["code"] == "unavailable"
+        # The lock gone, the same request goes through.
+        assert (await client.post("/v1/me/logout-everywhere", headers=access)).status_code == 204

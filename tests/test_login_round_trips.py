@@ -6,8 +6,10 @@ query loggers on every pooled connection (issue 12).
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 
 import pytest
 from quart import Quart
@@ -15,6 +17,7 @@ from redis.asyncio import Redis
 
 from keystile.app import create_app
 from keystile.container import Overrides
+from keystile.embedded import EmbeddedRedis
 from tests.support.backing import Backing, make_settings
 from tests.support.http import (
     PASSWORD,
@@ -104,6 +107,45 @@ async def test_a_warm_login_from_a_known_address_is_one_redis_call(
     # Limits per address and per account, both backoffs, the known-client check and the
     # credential-cache read: one script call.
     assert used == Counter({"evalsha": 1}), used
+
+
+@pytest.mark.slow
+async def test_after_a_redis_outage_a_warm_login_is_one_redis_call_again(
+    backing: Backing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S30: recovers without a restart: once Redis answers again the login gate is back to
+    # its one script call, not the command-per-check path it takes while Redis is away.
+    redis = EmbeddedRedis(tmp_path, persist=False)
+    settings = make_settings(
+        backing,
+        redis_url=redis.start(),
+        housekeeping_interval_seconds=0,
+        rate_limit_redis_retry_seconds=0.2,
+    )
+    port = redis.port
+    email, ip = unique_email(), unique_ip()
+    try:
+        async with create_app(settings).test_app() as app:
+            client = app.test_client()
+            await register(client, email)
+            redis.stop()
+            signed_in = await client.post("/v1/sessions", json=_creds(email), **from_ip(ip))
+            assert signed_in.status_code == 201
+            redis = EmbeddedRedis(tmp_path, port=port, persist=False)
+            redis.start()
+            # The first logins after the restart load the scripts, cache the credential and
+            # mark the address known again; a pooled connection the old server closed fails
+            # once (fast) and sends the gate per process for its retry interval.
+            for _ in range(20):
+                await asyncio.sleep(1.2)  # past every retry interval (the caches' is 1 s)
+                with round_trips(monkeypatch) as sent:
+                    signed_in = await client.post("/v1/sessions", json=_creds(email), **from_ip(ip))
+                assert signed_in.status_code == 201
+                if sent == [["EVALSHA"]]:
+                    break
+            assert sent == [["EVALSHA"]], sent
+    finally:
+        redis.stop()
 
 
 async def test_a_cold_login_checks_limits_backoff_and_cache_in_one_script_call(

@@ -420,6 +420,39 @@ async def test_limits_are_shared_again_when_redis_returns(backing: Backing, tmp_
         redis.stop()
 
 
+async def test_register_limits_are_shared_again_when_redis_returns(
+    backing: Backing, tmp_path: Path
+) -> None:
+    # S30: recovers without a restart on an action other than a login too (the login gate
+    # retries Redis by itself; every other limit goes through the counters' circuit).
+    redis = EmbeddedRedis(tmp_path, persist=False)
+    settings = make_settings(
+        backing,
+        redis_url=redis.start(),
+        rate_limit_register_per_ip="3/hour",
+        rate_limit_redis_retry_seconds=0.2,
+    )
+    port = redis.port
+    ip = unique_ip()
+
+    async def register_from(client: Client) -> int:
+        body = {"email": unique_email(), "password": PASSWORD}
+        return (await client.post("/v1/users", json=body, **from_ip(ip))).status_code
+
+    try:
+        async with serving(settings) as first, serving(settings) as second:
+            a, b = first.test_client(), second.test_client()
+            redis.stop()
+            assert await register_from(a) == 202  # counted in the first process only
+            redis = EmbeddedRedis(tmp_path, port=port, persist=False)
+            redis.start()
+            await asyncio.sleep(0.3)  # past the retry interval
+            statuses = [await register_from([a, b][i % 2]) for i in range(5)]
+            assert statuses == [202, 202, 202, 429, 429]
+    finally:
+        redis.stop()
+
+
 async def test_login_form_shares_the_limits_of_the_api(backing: Backing) -> None:
     # S27: the HTML form is no way around the limits; 429 shows the form again.
     settings = make_settings(backing, rate_limit_login_per_account="2/minute")

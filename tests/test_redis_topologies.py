@@ -363,6 +363,14 @@ async def test_sentinel_failover_keeps_requests_working_and_loses_no_revocation(
             one, two = first.test_client(), second.test_client()
             _, kept = await new_user_tokens(one)
             _, revoked = await new_user_tokens(one)
+            revoked_bearer = bearer(revoked["access_token"])
+            # The epoch about to be revoked is cached on both workers, in Redis and on the
+            # replica: once promoted, only the replayed invalidation can delete that copy.
+            for client in (one, two):
+                assert (await client.get("/v1/me", headers=revoked_bearer)).status_code == 200
+            assert sentinels.master is not None
+            replicated = await asyncio.to_thread(sentinels.master.client().wait, 1, 5000)
+            assert replicated == 1
             statuses: list[int] = []
             stop = asyncio.Event()
 
@@ -377,9 +385,7 @@ async def test_sentinel_failover_keeps_requests_working_and_loses_no_revocation(
             await asyncio.sleep(0.3)
             await asyncio.to_thread(sentinels.kill_master)
             # While there is no master: log out everywhere on the first worker.
-            response = await one.post(
-                "/v1/me/logout-everywhere", headers=bearer(revoked["access_token"])
-            )
+            response = await one.post("/v1/me/logout-everywhere", headers=revoked_bearer)
             assert response.status_code == 204
             await asyncio.to_thread(sentinels.wait_for_failover)
             await asyncio.sleep(1.0)  # requests go on against the new master
@@ -387,7 +393,6 @@ async def test_sentinel_failover_keeps_requests_working_and_loses_no_revocation(
             await load
             assert statuses
             assert set(statuses) == {200}, statuses
-            revoked_bearer = bearer(revoked["access_token"])
             await eventually_status(two, "/v1/me", 401, within=5.0, headers=revoked_bearer)
             # And it stays refused: the promoted replica's old copy of the epoch was
             # deleted when the first worker replayed its unpublished invalidation.
