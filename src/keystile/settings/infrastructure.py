@@ -51,7 +51,8 @@ class DatabaseSettings(_Group):
     pgbouncer: bool = Field(
         default=False,
         description="url is PgBouncer in transaction mode: no startup parameters, "
-        "statement cache off, the statement timeout set per transaction",
+        "statement cache off; statements are bounded by the client's statement_timeout "
+        "(set the server's on the role: docs/scaling.md)",
     )
     read_url: SecretStr | None = Field(
         default=None, description="a read replica for reads that tolerate lag (none: url)"
