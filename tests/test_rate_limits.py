@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -390,65 +390,49 @@ async def test_stopped_redis_falls_back_to_per_process_limits_without_500s(
         redis.stop()
 
 
-async def test_limits_are_shared_again_when_redis_returns(backing: Backing, tmp_path: Path) -> None:
+async def _log_in_from(client: Client, ip: str) -> int:
+    return int((await attempt(client, unique_email(), **from_ip(ip))).status_code)
+
+
+async def _register_from(client: Client, ip: str) -> int:
+    body = {"email": unique_email(), "password": PASSWORD}
+    return int((await client.post("/v1/users", json=body, **from_ip(ip))).status_code)
+
+
+@pytest.mark.parametrize(
+    ("limit", "act", "allowed"),
+    [
+        ({"rate_limit_login_per_ip": "3/minute"}, _log_in_from, 401),
+        # Not a login too: the login gate retries Redis by itself, every other limit
+        # goes through the counters' circuit.
+        ({"rate_limit_register_per_ip": "3/hour"}, _register_from, 202),
+    ],
+    ids=["login", "register"],
+)
+async def test_limits_are_shared_again_when_redis_returns(
+    backing: Backing,
+    tmp_path: Path,
+    limit: dict[str, str],
+    act: Callable[[Client, str], Awaitable[int]],
+    allowed: int,
+) -> None:
     # S30: recovers without a restart.
     redis = EmbeddedRedis(tmp_path, persist=False)
     settings = make_settings(
-        backing,
-        redis_url=redis.start(),
-        rate_limit_login_per_ip="3/minute",
-        rate_limit_redis_retry_seconds=0.2,
+        backing, redis_url=redis.start(), rate_limit_redis_retry_seconds=0.2, **limit
     )
     port = redis.port
     ip = unique_ip()
-    try:
-        async with serving(settings) as first, serving(settings) as second:
-            redis.stop()
-            # Per process while Redis is away: each instance counts alone.
-            a = first.test_client()
-            assert (await attempt(a, unique_email(), **from_ip(ip))).status_code == 401
-            redis = EmbeddedRedis(tmp_path, port=port, persist=False)
-            redis.start()
-            await asyncio.sleep(0.3)
-            b = second.test_client()
-            statuses = [
-                (await attempt([a, b][i % 2], unique_email(), **from_ip(ip))).status_code
-                for i in range(5)
-            ]
-            assert statuses == [401, 401, 401, 429, 429]
-    finally:
-        redis.stop()
-
-
-async def test_register_limits_are_shared_again_when_redis_returns(
-    backing: Backing, tmp_path: Path
-) -> None:
-    # S30: recovers without a restart on an action other than a login too (the login gate
-    # retries Redis by itself; every other limit goes through the counters' circuit).
-    redis = EmbeddedRedis(tmp_path, persist=False)
-    settings = make_settings(
-        backing,
-        redis_url=redis.start(),
-        rate_limit_register_per_ip="3/hour",
-        rate_limit_redis_retry_seconds=0.2,
-    )
-    port = redis.port
-    ip = unique_ip()
-
-    async def register_from(client: Client) -> int:
-        body = {"email": unique_email(), "password": PASSWORD}
-        return (await client.post("/v1/users", json=body, **from_ip(ip))).status_code
-
     try:
         async with serving(settings) as first, serving(settings) as second:
             a, b = first.test_client(), second.test_client()
             redis.stop()
-            assert await register_from(a) == 202  # counted in the first process only
+            assert await act(a, ip) == allowed  # counted in the first process only
             redis = EmbeddedRedis(tmp_path, port=port, persist=False)
             redis.start()
             await asyncio.sleep(0.3)  # past the retry interval
-            statuses = [await register_from([a, b][i % 2]) for i in range(5)]
-            assert statuses == [202, 202, 202, 429, 429]
+            statuses = [await act([a, b][i % 2], ip) for i in range(5)]
+            assert statuses == [allowed] * 3 + [429] * 2
     finally:
         redis.stop()
 
