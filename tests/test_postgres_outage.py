@@ -11,10 +11,10 @@ from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
 from keystile.settings import Settings
 from tests.support.backing import Backing, make_settings
 from tests.support.http import PASSWORD, login, register, services_of, unique_email
-from tests.support.tokens import bearer, grant
+from tests.support.tokens import bearer, grant, refresh
 
 
-async def test_bearer_requests_survive_a_postgres_outage_and_logins_fail_fast(
+async def test_bearer_requests_survive_a_postgres_outage_and_logins_and_refreshes_fail_fast(
     backing: Backing, private_postgres: tuple[EmbeddedPostgres, str]
 ) -> None:
     postgres, url = private_postgres
@@ -29,6 +29,7 @@ async def test_bearer_requests_survive_a_postgres_outage_and_logins_fail_fast(
         granted = await grant(client, email)
         assert granted.status_code == 200
         access = (await granted.get_json())["access_token"]
+        refresh_token = (await granted.get_json())["refresh_token"]
         assert (await client.get("/v1/me", headers=bearer(access))).status_code == 200
 
         postgres.pause()
@@ -51,6 +52,13 @@ async def test_bearer_requests_survive_a_postgres_outage_and_logins_fail_fast(
                 "/v1/users", json={"email": unique_email(), "password": PASSWORD}
             )
             assert registered.status_code == 503
+
+            started = time.monotonic()
+            not_rotated = await refresh(client, refresh_token)
+            assert not_rotated.status_code == 503
+            assert (await not_rotated.get_json())["error"]["code"] == "unavailable"
+            assert "Retry-After" in not_rotated.headers
+            assert time.monotonic() - started < 3.0
         finally:
             postgres.resume()
 
@@ -60,6 +68,8 @@ async def test_bearer_requests_survive_a_postgres_outage_and_logins_fail_fast(
             assert status == 503
             assert time.monotonic() < deadline, "the pool did not recover"
             await asyncio.sleep(0.2)
+        # The refresh refused during the outage spent nothing: its token still rotates.
+        assert (await refresh(client, refresh_token)).status_code == 200
 
 
 async def test_with_postgres_and_redis_both_down_requests_live_on_local_copies_only(
