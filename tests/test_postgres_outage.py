@@ -19,7 +19,12 @@ async def test_bearer_requests_survive_a_postgres_outage_and_logins_and_refreshe
 ) -> None:
     postgres, url = private_postgres
     settings: Settings = make_settings(
-        backing, database_url=url, db_acquire_timeout=1.0, db_connect_timeout=1.0
+        backing,
+        database_url=url,
+        db_acquire_timeout=1.0,
+        db_connect_timeout=1.0,
+        # Reloads fail while PostgreSQL is away: the keys loaded before must stay (S31).
+        signing_key_refresh_seconds=0.2,
     )
     app = create_app(settings)
     async with app.test_app() as test_app:
