@@ -122,7 +122,6 @@ async def test_after_a_redis_outage_a_warm_login_is_one_redis_call_again(
         housekeeping_interval_seconds=0,
         rate_limit_redis_retry_seconds=0.2,
     )
-    port = redis.port
     email, ip = unique_email(), unique_ip()
     try:
         async with create_app(settings).test_app() as app:
@@ -131,8 +130,7 @@ async def test_after_a_redis_outage_a_warm_login_is_one_redis_call_again(
             redis.stop()
             signed_in = await client.post("/v1/sessions", json=_creds(email), **from_ip(ip))
             assert signed_in.status_code == 201
-            redis = EmbeddedRedis(tmp_path, port=port, persist=False)
-            redis.start()
+            redis.start()  # again, on the port it had
             # The first logins after the restart load the scripts, cache the credential and
             # mark the address known again; a pooled connection the old server closed fails
             # once (fast) and sends the gate per process for its retry interval.

@@ -421,15 +421,13 @@ async def test_limits_are_shared_again_when_redis_returns(
     settings = make_settings(
         backing, redis_url=redis.start(), rate_limit_redis_retry_seconds=0.2, **limit
     )
-    port = redis.port
     ip = unique_ip()
     try:
         async with serving(settings) as first, serving(settings) as second:
             a, b = first.test_client(), second.test_client()
             redis.stop()
             assert await act(a, ip) == allowed  # counted in the first process only
-            redis = EmbeddedRedis(tmp_path, port=port, persist=False)
-            redis.start()
+            redis.start()  # again, on the port it had
             await asyncio.sleep(0.3)  # past the retry interval
             statuses = [await act([a, b][i % 2], ip) for i in range(5)]
             assert statuses == [allowed] * 3 + [429] * 2

@@ -130,7 +130,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> str:
-        """Start (or join) the server; return its URL."""
+        """Start (or join) the server; return its URL. After `stop`, it starts on its port again."""
         self.directory.mkdir(parents=True, exist_ok=True)
         running = self._running_port()
         if running is not None:
