@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
@@ -21,6 +20,7 @@ from keystile.embedded import EmbeddedRedis
 from keystile.settings import Settings
 from tests.support.backing import Backing, make_settings
 from tests.support.http import PASSWORD, Client, from_ip, register, unique_email, unique_ip
+from tests.support.tokens import token_bytes, token_text
 
 
 @asynccontextmanager
@@ -280,14 +280,6 @@ async def test_password_change_is_limited_per_account(backing: Backing) -> None:
     assert statuses == [401, 401, 401, 429]
 
 
-def _raw_token(token: str) -> bytearray:
-    return bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-
-
-def _token_text(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
-
-
 async def _token_pairs(client: Client, email: str, count: int) -> list[str]:
     """Return the refresh tokens of `count` password grants of `email`, each from a new address."""
     tokens = []
@@ -344,13 +336,13 @@ async def test_a_refresh_token_naming_another_account_spends_none_of_its_allowan
         await register(client, attacker)
         (victims,) = await _token_pairs(client, victim, 1)
         (attackers,) = await _token_pairs(client, attacker, 1)
-        victim_id = _raw_token(victims)[1:17]
-        forged = bytearray(_raw_token(attackers))
+        victim_id = token_bytes(victims)[1:17]
+        forged = bytearray(token_bytes(attackers))
         forged[1:17] = victim_id  # the attacker's own tag no longer fits
-        tampered = bytearray(_raw_token(victims))
+        tampered = bytearray(token_bytes(victims))
         tampered[-1] ^= 0x01
         for made_up in (forged, tampered, forged):
-            response = await _refresh_from_anywhere(client, _token_text(made_up))
+            response = await _refresh_from_anywhere(client, token_text(made_up))
             assert response.status_code == 401, await response.get_data(as_text=True)
             assert (await response.get_json())["error"]["code"] == "invalid_refresh_token"
         assert (await _refresh_from_anywhere(client, victims)).status_code == 200

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 import uuid
 
 from keystile.services.refresh_token_format import LEGACY_LENGTH, RefreshTokenFormat
+from tests.support.tokens import token_bytes, token_text
 
 SECRET = b"s" * 40
-
-
-def _raw(token: str) -> bytearray:
-    return bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-
-
-def _text(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
 
 
 def test_a_first_token_names_its_account_and_is_random() -> None:
@@ -43,15 +35,15 @@ def test_a_token_with_a_changed_byte_names_no_one() -> None:
     # S27: a stranger who writes another account's id into a token spends nothing of it.
     tokens = RefreshTokenFormat(SECRET)
     victim, attacker = uuid.uuid4(), uuid.uuid4()
-    genuine = _raw(tokens.first(attacker))
+    genuine = token_bytes(tokens.first(attacker))
     for index in (0, 1, 20, len(genuine) - 1):  # version, account, secret, tag
         changed = bytearray(genuine)
         changed[index] ^= 0x01
-        assert tokens.account_of(_text(changed)) is None
+        assert tokens.account_of(token_text(changed)) is None
     swapped = bytearray(genuine)
     swapped[1:17] = victim.bytes
-    assert tokens.account_of(_text(swapped)) is None
-    assert not tokens.is_older_form(_text(swapped))
+    assert tokens.account_of(token_text(swapped)) is None
+    assert not tokens.is_older_form(token_text(swapped))
 
 
 def test_a_token_made_under_another_secret_names_no_one() -> None:

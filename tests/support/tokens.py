@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from typing import Any
@@ -37,6 +38,16 @@ async def error_code(response: Any, status: int = 401) -> str:
     body = await response.get_data(as_text=True)
     assert response.status_code == status, body
     return str((await response.get_json())["error"]["code"])
+
+
+def token_bytes(token: str) -> bytearray:
+    """The bytes of a base64url token (a refresh token), to change one and write it back."""
+    return bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+
+
+def token_text(raw: bytes) -> str:
+    """Write token bytes back as unpadded base64url text, as keystile issues them."""
+    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
 
 
 def claims_of(token: str) -> dict[str, Any]:
