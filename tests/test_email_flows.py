@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from quart import Quart
 
+from keystile.services.email_links import hash_link_token
 from keystile.settings import Settings
 from tests.mail_support import (
     PUBLIC_URL,
@@ -328,7 +329,7 @@ async def test_expired_reset_token_is_refused(mail_app: Quart, smtp: SmtpServer)
     token = await _reset_token(client, smtp, email)
     await services_of(mail_app).database.execute(
         "UPDATE email_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
-        hashlib.sha256(token.encode()).digest(),
+        hash_link_token(token),
     )
     assert await error_code(await _confirm_reset(client, token), 400) == "invalid_token"
     await _assert_password_unchanged(client, email)
@@ -339,7 +340,7 @@ async def _age_link(app: Quart, token: str, seconds: int) -> None:
     await services_of(app).database.execute(
         "UPDATE email_tokens SET expires_at = expires_at - $2 * interval '1 second' "
         "WHERE token_hash = $1",
-        hashlib.sha256(token.encode()).digest(),
+        hash_link_token(token),
         seconds,
     )
 
@@ -348,7 +349,7 @@ async def _lifetime_left(app: Quart, token: str) -> float:
     left: float = await services_of(app).database.fetchval(
         "SELECT extract(epoch FROM expires_at - now())::float8 FROM email_tokens "
         "WHERE token_hash = $1",
-        hashlib.sha256(token.encode()).digest(),
+        hash_link_token(token),
     )
     return left
 
