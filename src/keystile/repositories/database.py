@@ -24,6 +24,11 @@ _UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.QueryCanceledError,
     asyncpg.AdminShutdownError,
+    # A session the server ended mid-operation can leave asyncpg's protocol waiting for
+    # an answer that never comes; the next statement on it fails with "cannot switch to
+    # state 12; another operation (2) is in progress" (MagicStack/asyncpg#1069). The
+    # pool terminates such a connection when it is released (its reset fails).
+    asyncpg.InternalClientError,
 )
 
 T = TypeVar("T")
