@@ -34,6 +34,7 @@ from prometheus_client import (
 )
 
 __all__ = [
+    "BACKGROUND_RESTARTS",
     "CACHE_LOOKUPS",
     "CONTENT_TYPE",
     "DB_POOL_CONNECTIONS",
@@ -193,6 +194,14 @@ REDIS_POOL_CONNECTIONS = Gauge(
     "Redis pool connections by state (in_use, idle), summed over live workers.",
     ["state"],
     multiprocess_mode="livesum",
+)
+
+# --- background loops (keystile.tasks.background) -------------------------------------
+BACKGROUND_RESTARTS = Counter(
+    "keystile_background_restarts_total",
+    "Worker loops that failed with an unexpected error and are started again after a "
+    "backoff, by task (invalidation, keyring, outbox-sender, housekeeping, pool-sampler).",
+    ["task"],
 )
 
 # --- mail (the outbox and its senders) ---------------------------------------------------

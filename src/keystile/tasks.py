@@ -1,10 +1,12 @@
-"""One way to run a background loop for a worker's lifetime, and to stop it.
+"""One way to run a background loop for a worker's lifetime, restart it, and stop it.
 
 The composition root enters `background(...)` on its exit stack the moment the loop's
 owner exists, so shutdown (or a failure half-way through startup) cancels and awaits
-every loop, in reverse order. Used by the invalidation listener, the key ring
-refresh, housekeeping and the pool sampler. `Detached` holds work a request answers
-before it is done, for the exit stack to wait for.
+every loop, in reverse order. A loop that fails with an unexpected error is logged,
+counted and started again after a backoff, so one bug cannot end it for the rest of
+the worker's life. Used by the invalidation listener, the key ring refresh, the
+outbox sender, housekeeping and the pool sampler. `Detached` holds work a request
+answers before it is done, for the exit stack to wait for.
 """
 
 from __future__ import annotations
@@ -17,13 +19,30 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-__all__ = ["STOP_GRACE_SECONDS", "Detached", "background", "run_every", "stop_if_cancelled"]
+from keystile import metrics
+
+__all__ = [
+    "HEALTHY_AFTER_SECONDS",
+    "RESTART_DELAY_SECONDS",
+    "RESTART_MAX_DELAY_SECONDS",
+    "STOP_GRACE_SECONDS",
+    "Detached",
+    "background",
+    "run_every",
+    "stop_if_cancelled",
+]
 
 _log = logging.getLogger(__name__)
 
 
 # How long a cancelled background loop may take to end before it is cancelled again.
 STOP_GRACE_SECONDS = 5.0
+# A failed loop starts again after RESTART_DELAY_SECONDS, doubling on each failure in a
+# row up to RESTART_MAX_DELAY_SECONDS: a bug that fails at once must not spin a core or
+# flood the log. A run that lasted HEALTHY_AFTER_SECONDS ends the row.
+RESTART_DELAY_SECONDS = 1.0
+RESTART_MAX_DELAY_SECONDS = 30.0
+HEALTHY_AFTER_SECONDS = 60.0
 
 
 def _stack(task: asyncio.Task[Any]) -> str:
@@ -38,14 +57,31 @@ async def background(
     loop: Callable[[], Coroutine[Any, Any, None]],
     *,
     stop_grace: float = STOP_GRACE_SECONDS,
+    restart_delay: float = RESTART_DELAY_SECONDS,
+    restart_max_delay: float = RESTART_MAX_DELAY_SECONDS,
+    healthy_after: float = HEALTHY_AFTER_SECONDS,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run `loop()` as a task while the context is open; cancel and await it on exit.
 
-    A loop that ends by itself with an error has its error raised on exit, so a
-    crashed loop is never silently lost. A loop still running `stop_grace` seconds
-    after its cancel is logged with where it waits, and cancelled again.
+    A loop that ends by itself with an error is never silently lost: the error is
+    logged with the task's name, counted (`keystile_background_restarts_total`) and
+    a new `loop()` is started after `restart_delay` seconds, doubling for each
+    failure in a row up to `restart_max_delay`; a run that lasted `healthy_after`
+    seconds starts the row again. A loop that returns is done and is not restarted.
+    Shutdown is as before: it ends the backoff at once, an error the loop raises
+    while being stopped is raised on exit, and a loop still running `stop_grace`
+    seconds after its cancel is logged with where it waits, and cancelled again.
     """
-    task = asyncio.get_running_loop().create_task(loop(), name=name)
+    task = asyncio.get_running_loop().create_task(
+        _supervise(
+            name,
+            loop,
+            restart_delay=restart_delay,
+            restart_max_delay=restart_max_delay,
+            healthy_after=healthy_after,
+        ),
+        name=name,
+    )
     try:
         yield task
     finally:
@@ -65,6 +101,41 @@ async def background(
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
+
+
+async def _supervise(
+    name: str,
+    loop: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    restart_delay: float,
+    restart_max_delay: float,
+    healthy_after: float,
+) -> None:
+    """Await `loop()`, and a new one after each unexpected error, until it returns.
+
+    The loop runs on this task itself (no task of its own), so `background`'s cancel
+    reaches it exactly as it did before loops were restarted.
+    """
+    clock = asyncio.get_running_loop()
+    delay = restart_delay
+    while True:
+        started = clock.time()
+        try:
+            await loop()
+            return
+        except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # failed while being stopped: `background` raises it on exit
+            if clock.time() - started >= healthy_after:
+                delay = restart_delay
+            _log.exception(
+                "background loop failed; restarting it",
+                extra={"task": name, "restart_in_seconds": delay},
+            )
+            metrics.BACKGROUND_RESTARTS.labels(name).inc()
+        await asyncio.sleep(delay)  # a cancel here (shutdown) ends the task at once
+        delay = min(delay * 2, restart_max_delay)
 
 
 async def run_every(

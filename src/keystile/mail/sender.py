@@ -134,10 +134,19 @@ class OutboxSender:
         self._nudged.clear()
 
     async def _sample(self) -> None:
-        with contextlib.suppress(DependencyUnavailable):
+        # Like a round, a failed sample must not stop the mail: `background` would restart
+        # the sender, and a sample failing every time would leave one round per backoff.
+        try:
             stats = await self.outbox.stats()
-            metrics.MAIL_UNSENT.set(stats.unsent)
-            metrics.MAIL_OLDEST_UNSENT_AGE.set(stats.oldest_unsent_age)
+        except DependencyUnavailable:
+            stop_if_cancelled()
+            return
+        except Exception:
+            stop_if_cancelled()
+            _log.exception("outbox stats not sampled")
+            return
+        metrics.MAIL_UNSENT.set(stats.unsent)
+        metrics.MAIL_OLDEST_UNSENT_AGE.set(stats.oldest_unsent_age)
 
     async def run_once(self) -> RoundResult:
         """Claim one batch and deliver it; return what happened."""
