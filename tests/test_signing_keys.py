@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -24,6 +25,7 @@ from keystile.errors import Conflict
 from keystile.repositories.signing_keys import PostgresSigningKeyRepository
 from keystile.services.keys import KeyRing, SecretBox
 from keystile.stores.cache import publish
+from keystile.tasks import background
 from tests.support.backing import Backing, make_settings
 from tests.support.http import Client, login, register, services_of, unique_email
 from tests.support.tokens import bearer, claims_of, error_code, new_user_tokens
@@ -223,6 +225,75 @@ async def test_a_key_stops_verifying_when_its_retirement_passes_without_a_reload
     assert ring.verification_key(old.kid) is None
     assert ring.verification_key(new.kid) is not None
     assert [key["kid"] for key in json.loads(ring.jwks())["keys"]] == [new.kid]
+
+
+async def test_a_key_reload_that_failed_is_run_again_and_the_keys_are_kept_meanwhile(
+    app: Quart, backing: Backing, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A reload failing with an error that is not PostgreSQL being away (here a row no key
+    # parses from) used to end the reloads for the worker's life. Now `background` runs
+    # the loop again; the ring keeps its keys meanwhile and does not lose the poke (a
+    # rotation by another worker) that asked for the failed reload.
+    async def notify() -> None:
+        return None
+
+    repository = PostgresSigningKeyRepository(services_of(app).database)
+    box = SecretBox(os.urandom(32))  # a secret of its own: other tests' keys stay apart
+    ring = KeyRing(repository, box, algorithm="EdDSA", notify=notify)
+    elsewhere = KeyRing(repository, box, algorithm="EdDSA", notify=notify)
+    await ring.load()
+    current = ring.signing_key()
+    caplog.set_level(logging.ERROR, logger="keystile.tasks")
+
+    async def failures() -> bool:
+        return any(
+            getattr(record, "task", None) == "keyring" and record.exc_info
+            for record in caplog.records
+        )
+
+    async def signs_with_the_new_key() -> bool:
+        return ring.signing_key().kid == rotated.kid
+
+    async with background(
+        "keyring", lambda: ring.run(3600), restart_delay=0.01, restart_max_delay=0.05
+    ):
+        rotated, _ = await elsewhere.rotate(
+            promote_after=timedelta(0), retire_after=timedelta(minutes=10)
+        )
+        bad_kid = await _insert_unparsable_key(backing, box.fingerprint)
+        try:
+            ring.poke()  # as the rotation's message does
+            await _eventually(failures, seconds=10)
+            assert ring.signing_key() == current  # kept: verification and signing go on
+        finally:
+            await _delete_key(backing, bad_kid)
+        # No second poke: the restarted loop does the reload that failed.
+        await _eventually(signs_with_the_new_key, seconds=10)
+    assert ring.verification_key(current.kid) is not None
+
+
+async def _insert_unparsable_key(backing: Backing, fingerprint: bytes) -> str:
+    kid = f"unparsable-{secrets.token_hex(8)}"
+    connection = await asyncpg.connect(backing.database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO signing_keys (kid, alg, public_jwk, private_key, secret_fingerprint, "
+            "not_before) VALUES ($1, 'EdDSA', '{\"kty\": \"OKP\"}', $2, $3, now())",
+            kid,
+            b"not a sealed key",
+            fingerprint,
+        )
+    finally:
+        await connection.close()
+    return kid
+
+
+async def _delete_key(backing: Backing, kid: str) -> None:
+    connection = await asyncpg.connect(backing.database_url)
+    try:
+        await connection.execute("DELETE FROM signing_keys WHERE kid = $1", kid)
+    finally:
+        await connection.close()
 
 
 async def _has_kids(client: Client, kids: set[str]) -> bool:

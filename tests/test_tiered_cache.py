@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from keystile.embedded import EmbeddedRedis
 from keystile.stores import create_redis
@@ -35,8 +37,10 @@ class Worker:
         )
         self._stack = AsyncExitStack()
 
-    async def start(self) -> None:
-        await self._stack.enter_async_context(background("invalidation", self.caches.listen))
+    async def start(self, *, restart_delay: float = 1.0) -> None:
+        await self._stack.enter_async_context(
+            background("invalidation", self.caches.listen, restart_delay=restart_delay)
+        )
         await asyncio.wait_for(self.caches.ready.wait(), timeout=5)
 
     async def close(self) -> None:
@@ -165,6 +169,104 @@ async def test_listener_reconnects_when_redis_returns(tmp_path: Path) -> None:
         for worker in (first, second):
             await worker.close()
         redis_server.stop()
+
+
+class _ListenerFailures(logging.Handler):
+    """Sets `logged` when `background` reports the invalidation listener failed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "task", None) == "invalidation" and record.exc_info:
+            self.logged.set()
+
+
+@pytest.fixture(name="listener_failures")
+def _listener_failures() -> Iterator[_ListenerFailures]:
+    handler = _ListenerFailures()
+    logger = logging.getLogger("keystile.tasks")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def _restarts() -> float:
+    labels = {"task": "invalidation"}
+    return REGISTRY.get_sample_value("keystile_background_restarts_total", labels) or 0.0
+
+
+async def test_a_listener_whose_subscriber_raised_hears_later_invalidations_once_restarted(
+    backing: Backing, listener_failures: _ListenerFailures
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    first, second = Worker(backing.redis_url, namespace), Worker(backing.redis_url, namespace)
+    seen: list[tuple[str | None, bool]] = []  # each message, and `ready` as it arrived
+    resubscribed = asyncio.Event()
+
+    def on_rotation(key: str | None) -> None:
+        seen.append((key, second.caches.ready.is_set()))
+        if key == "bad":
+            raise RuntimeError("a bug in a subscriber")
+        if key is None and len(seen) > 1:
+            resubscribed.set()
+
+    second.caches.subscribe(f"{namespace}-rotations", on_rotation)
+    restarts = _restarts()
+    try:
+        await first.start()
+        await second.start(restart_delay=0.01)
+        await first.caches.publish(f"{namespace}-rotations", "bad")
+        async with asyncio.timeout(10):  # safety nets, not measurements
+            await listener_failures.logged.wait()
+            await resubscribed.wait()
+            await second.caches.ready.wait()
+        # Deaf from the failure until it subscribed again, and told its subscribers so.
+        assert seen == [(None, False), ("bad", True), (None, False)]
+        assert _restarts() == restarts + 1
+
+        # A revocation sent now reaches the restarted listener.
+        assert await second.cache.get("k", lambda: _constant(1)) == 1
+        assert second.cache.local.get("k") == 1
+        await first.cache.invalidate("k")
+        deadline = time.monotonic() + 5.0
+        while second.cache.local.get("k") is not None:
+            assert time.monotonic() < deadline, "the restarted listener missed the invalidation"
+            await asyncio.sleep(0.01)
+        await first.caches.publish(f"{namespace}-rotations", "later")
+        deadline = time.monotonic() + 5.0
+        while ("later", True) not in seen:
+            assert time.monotonic() < deadline, "the restarted listener missed the message"
+            await asyncio.sleep(0.01)
+    finally:
+        for worker in (first, second):
+            await worker.close()
+
+
+async def test_a_failed_listener_is_not_ready_while_it_waits_to_restart(
+    backing: Backing, listener_failures: _ListenerFailures
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    worker = Worker(backing.redis_url, namespace)
+
+    def on_rotation(key: str | None) -> None:
+        if key == "bad":
+            raise RuntimeError("a bug in a subscriber")
+
+    worker.caches.subscribe(f"{namespace}-rotations", on_rotation)
+    try:
+        await worker.start(restart_delay=3600)
+        assert await worker.cache.get("k", lambda: _constant(1)) == 1
+        await worker.caches.publish(f"{namespace}-rotations", "bad")
+        async with asyncio.timeout(10):
+            await listener_failures.logged.wait()
+        assert not worker.caches.ready.is_set()
+    finally:
+        async with asyncio.timeout(10):  # shutdown does not wait out the hour's backoff
+            await worker.close()
 
 
 def test_local_entries_expire_after_their_ttl() -> None:

@@ -286,7 +286,7 @@ class KeyRing:
         The periodic reload reads the read replica (if one is set): it serves the JWKS
         and tolerates lag. A poke means another worker just rotated the keys, so that
         reload reads the primary, which has the new key for sure.
-        Run it with `keystile.tasks.background`.
+        Run it with `keystile.tasks.background`, which restarts it after an unexpected error.
         """
         while True:
             # A refresh whose cancel asyncpg's 3.11 wait_for swallowed (it returns the rows
@@ -305,3 +305,10 @@ class KeyRing:
             except DependencyUnavailable:
                 # Keep the keys we have: verification needs no database (S31).
                 _log.warning("signing keys not reloaded: postgresql unavailable")
+            except Exception:
+                # `background` logs it and runs this loop again, keys untouched (`refresh`
+                # replaces them only when it has parsed every row). A poke is a rotation
+                # elsewhere: keep it, so the restarted loop reloads from the primary at once.
+                if poked:
+                    self._wake.set()
+                raise

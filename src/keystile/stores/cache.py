@@ -498,7 +498,15 @@ class CacheHub:
             callback(key)
 
     async def listen(self) -> None:
-        """Apply invalidation messages until cancelled (run it with `keystile.tasks.background`)."""
+        """Apply invalidation messages until cancelled (run it with `keystile.tasks.background`).
+
+        Redis trouble (`REDIS_FAILURES`) is retried here. Any other error (a bug, such as
+        a subscriber's callback raising) ends this call with `ready` clear; `background`
+        logs it and calls `listen` again, which subscribes afresh, forgets every local
+        copy, replays what was not published and tells the callbacks, as after a
+        reconnection. Meanwhile local entries live out their short TTL, as while Redis is
+        away.
+        """
         while True:
             try:
                 if is_cluster(self._redis):
@@ -523,3 +531,7 @@ class CacheHub:
                 stop_if_cancelled()
                 self.ready.clear()
                 await asyncio.sleep(self._retry_interval)
+            except BaseException:
+                # Deaf until `background` runs `listen` again, whatever ended this one.
+                self.ready.clear()
+                raise
