@@ -13,7 +13,8 @@ from pathlib import Path
 from threading import Event
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
@@ -223,6 +224,17 @@ async def test_every_documented_metric_is_exported(client: Client) -> None:
     ):
         name = metric.describe()[0].name
         assert f"# HELP {name}" in text, name
+
+
+def test_every_metric_keystile_exports_is_documented() -> None:
+    pages = Path(__file__).resolve().parents[1] / "docs"
+    docs = "\n".join(page.read_text() for page in pages.glob("*.md"))
+    for value in vars(metrics).values():
+        if not isinstance(value, MetricWrapperBase):
+            continue
+        name = value.describe()[0].name
+        exposed = f"{name}_total" if isinstance(value, Counter) else name
+        assert f"`{exposed}" in docs or f"{exposed}`" in docs, exposed
 
 
 async def test_rate_limit_refusals_are_counted_by_limit(backing: Backing) -> None:
