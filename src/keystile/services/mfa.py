@@ -205,9 +205,9 @@ class MfaService:
 
     async def _spend_recovery_code(self, user: User, code: str, client: ClientInfo) -> None:
         normal = normalise_recovery_code(code)
+        candidates = self.codes.candidates(user.id, normal)
         spent = None
         if len(normal) == 10:
-            candidates = self.codes.candidates(user.id, normal)
             spent = await self.repository.use_recovery_code(user.id, candidates)
         if spent is None:
             await self.codes.failed(user.id, client, "recovery_code")
