@@ -81,7 +81,9 @@ async def test_user_lookups_read_the_replica_and_security_decisions_the_primary(
 
 
 # The key ring's reload (`select_live_keys`); rotations and the first key are written apart.
-_KEY_RELOAD = "FROM signing_keys WHERE secret_fingerprint = $1 AND (retired_at IS NULL"
+_KEY_RELOAD = (
+    "FROM signing_keys WHERE secret_fingerprint = ANY($1::bytea[]) AND (retired_at IS NULL"
+)
 
 
 async def test_jwks_reloads_from_the_replica_a_key_written_on_the_primary(
@@ -114,7 +116,7 @@ async def test_jwks_reloads_from_the_replica_a_key_written_on_the_primary(
         box = SecretBox(settings.read_secret_key())
         record = generate_signing_key(settings.tokens.algorithm, box)
         scheduled = await PostgresSigningKeyRepository(services.database).insert_next_key(
-            box.fingerprint,
+            box.fingerprints,
             record,
             promote_after=timedelta(hours=1),
             retire_after=timedelta(hours=2),

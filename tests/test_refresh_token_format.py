@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 
+from keystile.secret_keys import SecretKeys
 from keystile.services.refresh_token_format import LEGACY_LENGTH, RefreshTokenFormat
 from tests.support.tokens import token_bytes, token_text
 
@@ -81,3 +82,25 @@ def test_text_of_any_other_length_is_neither_form() -> None:
     for text in ("", "C" * 42, "C" * 44, "C" * 86, "C" * 87, "C" * 88):
         assert tokens.account_of(text) is None
         assert not tokens.is_older_form(text)
+
+
+def test_a_token_of_the_previous_secret_key_names_its_account_and_is_succeeded_under_the_new() -> (
+    None
+):
+    # After a rotation (secret_key_fallbacks): the tag is checked under each key; the
+    # successor is made under the new one, and the one an old worker made is known too.
+    old, new = b"o" * 40, b"n" * 40
+    before, rotated = RefreshTokenFormat(old), RefreshTokenFormat(SecretKeys(new, (old,)))
+    user_id = uuid.uuid4()
+    issued = before.first(user_id)
+    selector = rotated.selector(issued)
+    assert selector is not None
+    assert (selector.account, selector.previous_key) == (user_id, True)
+    successor, elsewhere = rotated.successors(issued, user_id)
+    assert successor == rotated.successor(issued, user_id)
+    assert elsewhere == before.successor(issued, user_id)
+    assert RefreshTokenFormat(new).account_of(successor) == user_id
+    assert RefreshTokenFormat(new).account_of(issued) is None
+    fresh = rotated.selector(rotated.first(user_id))
+    assert fresh is not None
+    assert not fresh.previous_key

@@ -240,6 +240,68 @@ def test_secret_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     assert read_secret_file(path) == b"k" * 64
 
 
+def test_previous_secret_keys_come_from_the_variable_and_the_file_each_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "fallbacks"
+    path.write_text(f"{'b' * 40}\n\n  {'c' * 40}  \n")
+    os.chmod(path, 0o600)
+    monkeypatch.setenv("KEYSTILE_SECRET_KEY", "a" * 40)
+    monkeypatch.setenv("KEYSTILE_SECRET_KEY_FALLBACKS", f'["{"b" * 40}", "{"d" * 40}"]')
+    monkeypatch.setenv("KEYSTILE_SECRET_KEY_FALLBACKS_FILE", str(path))
+    settings = load_settings()
+    assert settings.read_secret_key_fallbacks() == [b"b" * 40, b"d" * 40, b"c" * 40]
+    assert "d" * 40 not in repr(settings)
+    assert (
+        Settings(
+            secret_key_fallbacks=[], secret_key_fallbacks_file=None
+        ).read_secret_key_fallbacks()
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("not json, maybe a bare key " + "x" * 32, "must be a JSON list of strings"),
+        ('"' + "x" * 40 + '"', "must be a JSON list of strings"),
+        ('["' + "x" * 40 + '", 7]', "must be a JSON list of strings"),
+        ('["' + "x" * 40 + '", "short-' + "y" * 10 + '"]', "item 1 must be at least 32"),
+    ],
+)
+def test_a_bad_previous_secret_key_names_the_setting_never_the_value(
+    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("KEYSTILE_SECRET_KEY_FALLBACKS", value)
+    with pytest.raises(SettingsError, match="secret_key_fallbacks") as caught:
+        load_settings()
+    assert problem in str(caught.value)
+    assert "x" * 32 not in str(caught.value)
+    assert "y" * 10 not in str(caught.value)
+
+
+def test_the_current_secret_key_as_a_previous_one_is_refused() -> None:
+    # Nothing was rotated: the operator set the old key as current, or forgot to change it.
+    settings = Settings(secret_key="a" * 40, secret_key_fallbacks=["b" * 40, "a" * 40])
+    with pytest.raises(SettingsError, match="secret_key_fallbacks: one of them is the current"):
+        settings.read_secret_key_fallbacks()
+
+
+def test_a_previous_secret_keys_file_must_be_private_and_hold_long_keys(tmp_path: Path) -> None:
+    path = tmp_path / "fallbacks"
+    path.write_text(f"{'b' * 40}\n")
+    os.chmod(path, 0o640)
+    settings = Settings(secret_key="a" * 40, secret_key_fallbacks_file=path)
+    with pytest.raises(SettingsError, match=r"secret_key_fallbacks_file: .* \(chmod 600\)"):
+        settings.read_secret_key_fallbacks()
+    path.write_text(f"{'b' * 40}\n{'s' * 31}\n")
+    os.chmod(path, 0o600)
+    with pytest.raises(
+        SettingsError, match=r"secret_key_fallbacks_file: line 2 of .* fewer than 32"
+    ):
+        settings.read_secret_key_fallbacks()
+
+
 def test_default_hash_threads_share_the_cores_among_workers() -> None:
     cores = os.cpu_count() or 1
     assert Settings(workers=1).hash_thread_count == cores

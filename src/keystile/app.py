@@ -11,7 +11,8 @@ from quart_schema import QuartSchema
 from keystile.bootstrap import open_services
 from keystile.container import Overrides
 from keystile.extensions import Extension, load_extensions
-from keystile.settings import Settings, SettingsError, load_settings
+from keystile.secret_keys import read_secret_keys
+from keystile.settings import Settings, load_settings
 from keystile.web import api_docs, health, pages, wellknown
 from keystile.web import metrics as metrics_web
 from keystile.web.api import blueprints as api_blueprints
@@ -47,14 +48,14 @@ def create_app(
     `settings.extensions` (see `keystile.extensions`).
     """
     settings = settings or load_settings()
-    secret_key = settings.read_secret_key()
-    if secret_key is None:
-        raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
+    keys = read_secret_keys(settings)
 
     app = Quart("keystile", static_folder=None)
     app.request_class = FormRequest
     app.jinja_options = {**app.jinja_options, "trim_blocks": True, "lstrip_blocks": True}
-    app.secret_key = secret_key
+    app.secret_key = keys.current
+    # Cookies and CSRF tokens signed under a previous key still verify (quart-auth's name).
+    app.config["SECRET_KEY_FALLBACKS"] = list(keys.previous)
     app.session_interface = NoCookieSessionInterface()
     app.config.update(
         MAX_CONTENT_LENGTH=settings.serving.max_body_bytes,

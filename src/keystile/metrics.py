@@ -290,3 +290,12 @@ class PoolSampler:
         REDIS_POOL_CONNECTIONS.labels("idle").set(
             len(available) if isinstance(available, Sized) else 0
         )
+
+
+SECRET_KEY_FALLBACK_USED = Counter(
+    "keystile_secret_key_fallback_used_total",
+    "Checks that matched only under a previous secret key (secret_key_fallbacks), by"
+    " purpose: session_cookie, csrf, refresh_token, api_key, client_secret, recovery_code,"
+    " signing_key, totp_secret, mail_outbox. At zero for long enough, the fallbacks can go.",
+    ["purpose"],
+)

@@ -51,6 +51,7 @@ from keystile.repositories import (
     PostgresUserRepository,
 )
 from keystile.repositories.audit import BufferedAuditLog
+from keystile.secret_keys import read_secret_keys
 from keystile.services import AuthService, PasswordPolicy, UserAdminService
 from keystile.services.account_security import AccountSecurity
 from keystile.services.audit import AuditService
@@ -60,7 +61,7 @@ from keystile.services.machine_bootstrap import build_machine_access
 from keystile.services.password_policy import load_common_passwords
 from keystile.services.rate_limits import CounterKeys
 from keystile.services.reauth import ReauthService
-from keystile.settings import Settings, SettingsError
+from keystile.settings import Settings
 from keystile.stores.login_gate import RedisLoginGate
 from keystile.stores.redis_batch import RedisBatch
 
@@ -113,9 +114,9 @@ async def build_services(
     being last on the stack, they are closed first.
     """
     overrides = overrides or Overrides()
-    secret = settings.read_secret_key()
-    if secret is None:
-        raise SettingsError("secret_key (KEYSTILE_SECRET_KEY or secret_key_file): required")
+    keys = read_secret_keys(settings)
+    # Caches and counter names use the current key alone: after a rotation they just miss.
+    secret = keys.current
     database = await stack.enter_async_context(open_database(settings.database))
     redis = await stack.enter_async_context(open_redis(settings.redis))
     # A login's deferrable Redis writes go out together, in one round trip (AuthService).
@@ -154,13 +155,13 @@ async def build_services(
     stack.push_async_callback(failures.close)  # before the pool closes: written on shutdown
     session_repository = PostgresSessionRepository(database)
     sessions = build_sessions(settings.sessions, session_repository, caches)
-    ring = await build_key_ring(settings, secret, database, caches, stack)
+    ring = await build_key_ring(settings, keys, database, caches, stack)
     refresh_tokens = PostgresRefreshTokenRepository(database)
     epochs, revoker = build_revocation(settings, caches, users, refresh_tokens, audit)
     security = AccountSecurity(users, hasher, policy, sessions, revoker, audit)
     base = Foundation(
         settings,
-        secret,
+        keys,
         database,
         caches,
         users,
@@ -177,7 +178,7 @@ async def build_services(
     mail = await build_mail(base, stack)
     mfa, factors = build_mfa(
         settings,
-        secret,
+        keys,
         database,
         redis,
         users,
@@ -210,7 +211,7 @@ async def build_services(
         settings, audit_admin, session_repository, refresh_tokens, stack, extra=mail.housekeeping
     )
     await stack.enter_async_context(_pool_sampler(database, redis))
-    tokens = build_tokens(settings, secret, ring, refresh_tokens, epochs, auth, audit, mfa)
+    tokens = build_tokens(settings, keys, ring, refresh_tokens, epochs, auth, audit, mfa)
     machine = build_machine_access(base, tokens=tokens, key_ring=ring)
     passkeys, passkey_factors = build_passkeys(settings, mfa, factors, users, audit, mail.notices)
     core = Services(

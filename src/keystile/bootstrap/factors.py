@@ -14,6 +14,7 @@ from keystile.repositories import Database
 from keystile.repositories.audit import AuditLog, BufferedAuditLog
 from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.mfa import PostgresMfaRepository
+from keystile.secret_keys import SecretKeys
 from keystile.services.mfa import FactorNotices, MfaService
 from keystile.services.mfa_codes import FactorCodes
 from keystile.services.mfa_factors import FactorService
@@ -74,7 +75,7 @@ def build_passkeys(
 
 def build_mfa(
     settings: Settings,
-    secret: bytes,
+    secret: bytes | SecretKeys,
     database: Database,
     redis: Redis,
     users: CachedUserRepository,
@@ -94,7 +95,7 @@ def build_mfa(
         repository,
         audit,
         counters,
-        CounterKeys(secret),
+        CounterKeys(SecretKeys.of(secret).current),
         secret=secret,
         backoff=_backoff(settings.limits, settings.mfa.free_failures),
         clock=clock or time.time,

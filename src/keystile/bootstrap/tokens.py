@@ -11,6 +11,7 @@ from keystile.repositories import Database, PostgresSigningKeyRepository
 from keystile.repositories.audit import AuditLog
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
 from keystile.repositories.users import UserRepository
+from keystile.secret_keys import SecretKeys
 from keystile.services import AuthService
 from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.keys import KeyRing, SecretBox
@@ -27,9 +28,17 @@ KEYS_NAMESPACE = "signing_keys"
 
 
 async def build_key_ring(
-    settings: Settings, secret: bytes, database: Database, caches: CacheHub, stack: AsyncExitStack
+    settings: Settings,
+    secret: bytes | SecretKeys,
+    database: Database,
+    caches: CacheHub,
+    stack: AsyncExitStack,
 ) -> KeyRing:
-    """Return the signing keys, loaded, reloaded periodically and on a rotation message."""
+    """Return the signing keys, loaded, reloaded periodically and on a rotation message.
+
+    Keys sealed under a previous secret key still sign and verify; new ones are sealed
+    under the current key.
+    """
 
     async def notify_rotation() -> bool:
         return await caches.publish(KEYS_NAMESPACE, "rotated")
@@ -69,7 +78,7 @@ def build_revocation(
 
 def build_tokens(
     settings: Settings,
-    secret: bytes,
+    secret: bytes | SecretKeys,
     ring: KeyRing,
     refresh_tokens: RefreshTokenRepository,
     epochs: TokenEpochs,

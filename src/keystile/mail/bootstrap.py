@@ -28,7 +28,7 @@ from keystile.services.foundation import Foundation
 from keystile.services.housekeeping import HousekeepingJob
 from keystile.services.rate_limits import CounterKeys
 from keystile.settings import Settings
-from keystile.stores.sealing import Sealer, derive_key
+from keystile.stores.sealing import Sealer
 from keystile.tasks import Detached, background
 
 __all__ = ["MailServices", "build_mail", "build_transport", "maildir_path"]
@@ -74,8 +74,10 @@ async def build_mail(
 ) -> MailServices:
     """Build the mail capability; the sender runs while `stack` is open (if enabled)."""
     settings = base.settings
+    # Sealed under the current secret key; mail queued under a previous one still opens.
+    current, *previous = base.keys.derive_all("mail outbox")
     sealer: Sealer[dict[str, Any]] = Sealer(
-        derive_key(base.secret, "mail outbox"), encode=lambda value: value, decode=_as_dict
+        current, encode=lambda value: value, decode=_as_dict, previous=previous
     )
     outbox = PostgresOutbox(base.database, sealer)
     tokens = PostgresEmailTokens(base.database)
@@ -120,7 +122,7 @@ async def build_mail(
         outbox=outbox,
         links=links,
         marks=base.counters,
-        keys=CounterKeys(base.secret),  # the same derivation as the rate limiter's
+        keys=CounterKeys(base.keys.current),  # the same derivation as the rate limiter's
         audit=base.audit,
         policy=policy,
         nudge=sender.nudge,

@@ -146,6 +146,15 @@ class PostgresApiKeyRepository(PostgresRepository):
             used_at,
         )
 
+    async def replace_digest(self, key_id: str, old: bytes, new: bytes) -> None:
+        """Store `new` as the key's HMAC if it still is `old` (re-digested after a key rotation)."""
+        await self._db.execute(
+            "UPDATE api_keys SET secret_hmac = $3 WHERE id = $1 AND secret_hmac = $2",
+            key_id,
+            old,
+            new,
+        )
+
     async def revoke_key(self, user_id: UUID, key_id: str) -> bool:
         """Revoke one of the user's keys; False if it is unknown, another's, or revoked."""
         return (

@@ -112,6 +112,15 @@ class PostgresClientRepository(PostgresRepository):
             limit,
         )
 
+    async def replace_digest(self, client_id: UUID, old: bytes, new: bytes) -> None:
+        """Store `new` as the secret's HMAC if it still is `old` (after a key rotation)."""
+        await self._db.execute(
+            "UPDATE oauth_clients SET secret_hmac = $3 WHERE id = $1 AND secret_hmac = $2",
+            client_id,
+            old,
+            new,
+        )
+
     async def delete_client(self, client_id: UUID) -> bool:
         return (
             await self._db.execute_count("DELETE FROM oauth_clients WHERE id = $1", client_id) == 1

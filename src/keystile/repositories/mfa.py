@@ -111,6 +111,15 @@ class PostgresMfaRepository(PostgresRepository):
             await self._changed(connection, user_id, then)
         return True
 
+    async def reseal_totp(self, user_id: UUID, old: bytes, new: bytes) -> None:
+        """Store `new` as the sealed secret if it still is `old` (after a key rotation)."""
+        await self._db.execute(
+            "UPDATE mfa_totp SET secret_sealed = $3 WHERE user_id = $1 AND secret_sealed = $2",
+            user_id,
+            old,
+            new,
+        )
+
     async def use_totp_step(self, user_id: UUID, step: int) -> bool:
         """Record `step` as used; False if it, or a later one, was used already (replay)."""
         used = await self._db.fetchval(
@@ -141,14 +150,18 @@ class PostgresMfaRepository(PostgresRepository):
         async with self._db.transaction() as connection:
             await _replace_codes(connection, user_id, codes)
 
-    async def use_recovery_code(self, user_id: UUID, code_hmac: bytes) -> int | None:
-        """Spend a recovery code; return how many are left, or None if it was not live."""
+    async def use_recovery_code(
+        self, user_id: UUID, code_hmacs: Sequence[bytes]
+    ) -> tuple[bytes, int] | None:
+        """Spend the live recovery code stored as one of `code_hmacs` (the code's HMAC under
+        each secret key); return the HMAC it was stored as and how many are left, or None."""
         async with self._db.transaction() as connection:
-            used = await connection.fetchval(
+            used: bytes | None = await connection.fetchval(
                 "UPDATE mfa_recovery_codes SET used_at = now() "
-                "WHERE user_id = $1 AND code_hmac = $2 AND used_at IS NULL RETURNING user_id",
+                "WHERE user_id = $1 AND code_hmac = ANY($2::bytea[]) AND used_at IS NULL "
+                "RETURNING code_hmac",
                 user_id,
-                code_hmac,
+                list(code_hmacs),
             )
             if used is None:
                 return None
@@ -156,7 +169,7 @@ class PostgresMfaRepository(PostgresRepository):
                 "SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL",
                 user_id,
             )
-        return left
+        return bytes(used), left
 
     async def count_recovery_codes(self, user_id: UUID) -> int:
         count: int = await self._db.fetchval(

@@ -24,6 +24,7 @@ import asyncpg
 
 from keystile import metrics
 from keystile.repositories.database import Database, PostgresRepository
+from keystile.secret_keys import note_fallback_used
 from keystile.stores.sealing import Sealer
 
 __all__ = ["ClaimedMail", "OutboxStats", "OutgoingMail", "PostgresOutbox"]
@@ -105,8 +106,14 @@ class PostgresOutbox(PostgresRepository):
         return self._sealer.seal(context)
 
     def unseal(self, mail: ClaimedMail) -> dict[str, Any]:
-        """Return the template values of a claimed message; ValueError if unreadable."""
-        return self._sealer.unseal(mail.sealed_context)
+        """Return the template values of a claimed message; ValueError if unreadable.
+
+        A message queued before the secret key was rotated opens under a previous key.
+        """
+        context, stale = self._sealer.unseal_stale(mail.sealed_context)
+        if stale:
+            note_fallback_used("mail_outbox")
+        return context
 
     async def claim(self, limit: int, lease_seconds: float) -> list[ClaimedMail]:
         """Claim up to `limit` due messages for `lease_seconds`; each claim counts an attempt."""

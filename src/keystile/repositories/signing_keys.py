@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -46,14 +47,14 @@ class SigningKeyRepository(Protocol):
         ...
 
     async def select_live_keys(
-        self, fingerprint: bytes, *, from_replica: bool = False
+        self, fingerprints: Sequence[bytes], *, from_replica: bool = False
     ) -> list[SigningKeyRecord]: ...
     async def insert_first_key(
-        self, fingerprint: bytes, record: SigningKeyRecord
+        self, fingerprints: Sequence[bytes], record: SigningKeyRecord
     ) -> SigningKeyRecord | None: ...
     async def insert_next_key(
         self,
-        fingerprint: bytes,
+        fingerprints: Sequence[bytes],
         record: SigningKeyRecord,
         *,
         promote_after: timedelta,
@@ -62,7 +63,12 @@ class SigningKeyRepository(Protocol):
 
 
 class PostgresSigningKeyRepository:
-    """The keys of one deployment are those whose `secret_fingerprint` matches its secret."""
+    """The keys of one deployment are those whose `secret_fingerprint` matches its secret.
+
+    `fingerprints` are the current secret key's, then the previous keys' (its
+    `secret_key_fallbacks`): keys sealed under those are still the deployment's. New keys
+    are stored under the first.
+    """
 
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -72,7 +78,7 @@ class PostgresSigningKeyRepository:
         return self._db.reads is not self._db
 
     async def select_live_keys(
-        self, fingerprint: bytes, *, from_replica: bool = False
+        self, fingerprints: Sequence[bytes], *, from_replica: bool = False
     ) -> list[SigningKeyRecord]:
         """Return every key not yet retired: next, current and previous ones.
 
@@ -82,14 +88,14 @@ class PostgresSigningKeyRepository:
         """
         database = self._db.reads if from_replica else self._db
         rows = await database.fetch(
-            f"SELECT {_COLUMNS} FROM signing_keys WHERE secret_fingerprint = $1 "
+            f"SELECT {_COLUMNS} FROM signing_keys WHERE secret_fingerprint = ANY($1::bytea[]) "
             f"AND (retired_at IS NULL OR retired_at > now()) ORDER BY not_before",
-            fingerprint,
+            list(fingerprints),
         )
         return [_record(row) for row in rows]
 
     async def insert_first_key(
-        self, fingerprint: bytes, record: SigningKeyRecord
+        self, fingerprints: Sequence[bytes], record: SigningKeyRecord
     ) -> SigningKeyRecord | None:
         """Insert `record`, valid from now, unless a usable key exists; return it if inserted.
 
@@ -97,13 +103,13 @@ class PostgresSigningKeyRepository:
         """
         async with self._db.transaction() as connection:
             row = await _insert_unless(
-                connection, fingerprint, record, existing=_USABLE, delay=timedelta(0)
+                connection, fingerprints, record, existing=_USABLE, delay=timedelta(0)
             )
         return None if row is None else _record(row)
 
     async def insert_next_key(
         self,
-        fingerprint: bytes,
+        fingerprints: Sequence[bytes],
         record: SigningKeyRecord,
         *,
         promote_after: timedelta,
@@ -115,15 +121,15 @@ class PostgresSigningKeyRepository:
         """
         async with self._db.transaction() as connection:
             row = await _insert_unless(
-                connection, fingerprint, record, existing=_PENDING, delay=promote_after
+                connection, fingerprints, record, existing=_PENDING, delay=promote_after
             )
             if row is None:
                 return None
             retiring = await connection.fetch(
                 "UPDATE signing_keys SET retired_at = $3::timestamptz + $4::interval "
-                "WHERE secret_fingerprint = $1 AND kid <> $2 AND retired_at IS NULL "
+                "WHERE secret_fingerprint = ANY($1::bytea[]) AND kid <> $2 AND retired_at IS NULL "
                 "RETURNING kid",
-                fingerprint,
+                list(fingerprints),
                 record.kid,
                 row["not_before"],
                 retire_after,
@@ -138,7 +144,7 @@ _PENDING = "not_before > now()"
 
 async def _insert_unless(
     connection: asyncpg.Connection,
-    fingerprint: bytes,
+    fingerprints: Sequence[bytes],
     record: SigningKeyRecord,
     *,
     existing: str,
@@ -148,7 +154,8 @@ async def _insert_unless(
     deployment's keys matches `existing`; return the inserted row, or None."""
     await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
     found = await connection.fetchval(
-        f"SELECT 1 FROM signing_keys WHERE secret_fingerprint = $1 AND {existing}", fingerprint
+        f"SELECT 1 FROM signing_keys WHERE secret_fingerprint = ANY($1::bytea[]) AND {existing}",
+        list(fingerprints),
     )
     if found is not None:
         return None
@@ -160,7 +167,7 @@ async def _insert_unless(
         record.alg,
         json.dumps(record.public_jwk),
         record.private_key,
-        fingerprint,
+        fingerprints[0],
         delay,
     )
     return row

@@ -22,6 +22,7 @@ from uuid import UUID
 from keystile.errors import Conflict, Forbidden, InvalidApiKey, InvalidInput, NotFound
 from keystile.repositories.api_keys import ApiKeyRecord, PostgresApiKeyRepository
 from keystile.repositories.audit import AuditLog
+from keystile.secret_keys import note_fallback_used
 from keystile.services.opaque_secrets import (
     CHECKSUM_LENGTH,
     Hmac,
@@ -168,15 +169,17 @@ class ApiKeyService:
         key_id, secret = match.group(1), match.group(2)
         record = await self.cache.get(key_id, lambda: self.repository.select_key(key_id))
         expected = self.digests.dummy if record is None else record.secret_hmac
-        genuine = self.digests.matches(f"{key_id}.{secret}", expected)
+        under = self.digests.match(f"{key_id}.{secret}", expected)
         now = self.clock()
-        if record is None or not genuine or record.revoked_at is not None:
+        if record is None or under is None or record.revoked_at is not None:
             raise InvalidApiKey()
         if now >= record.expires_at:
             raise InvalidApiKey()
         holder = await self.epochs.get(record.user_id)
         if holder is None:  # the user is disabled or gone
             raise InvalidApiKey()
+        if under:
+            await self._redigest(record, secret)
         if record.last_used_at is None or now - record.last_used_at >= self.touch_interval:
             await self.touches.touch(key_id, lambda: self.repository.touch_key(key_id, now))
         return Principal(
@@ -186,4 +189,16 @@ class ApiKeyService:
             # A scope the deployment no longer offers is no longer granted.
             scopes=frozenset(record.scopes) & self.scopes,
             api_key_id=key_id,
+        )
+
+    async def _redigest(self, record: ApiKeyRecord, secret: str) -> None:
+        """Store the HMAC of a key that matched under a previous secret key under the current.
+
+        Then the key no longer needs the fallback. Bookkeeping like a touch: PostgreSQL
+        being down leaves it for a later use; the UPDATE only replaces the digest it read.
+        """
+        note_fallback_used("api_key")
+        digest = self.digests.digest(f"{record.id}.{secret}")
+        await self.touches.touch(
+            record.id, lambda: self.repository.replace_digest(record.id, record.secret_hmac, digest)
         )

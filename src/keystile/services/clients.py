@@ -18,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from keystile.errors import (
+    DependencyUnavailable,
     InvalidApiKey,
     InvalidClient,
     InvalidInput,
@@ -31,6 +32,7 @@ from keystile.errors import (
 from keystile.rates import Rate
 from keystile.repositories.audit import AuditLog
 from keystile.repositories.clients import ClientRecord, PostgresClientRepository
+from keystile.secret_keys import note_fallback_used
 from keystile.services.access_tokens import AccessTokenCodec
 from keystile.services.api_keys import ApiKeyService, is_api_key
 from keystile.services.opaque_secrets import Hmac, has_valid_checksum, random_base62, with_checksum
@@ -189,9 +191,25 @@ class ClientService:
             raise InvalidClient(basic=basic)
         record = await self._client(client_id)
         expected = self.digests.dummy if record is None else record.secret_hmac
-        if not self.digests.matches(f"{client_id}.{secret}", expected) or record is None:
+        under = self.digests.match(f"{client_id}.{secret}", expected)
+        if under is None or record is None:
             raise InvalidClient(basic=basic)
+        if under:
+            await self._redigest(record, secret)
         return record
+
+    async def _redigest(self, record: ClientRecord, secret: str) -> None:
+        """Store the HMAC of a secret that matched under a previous secret key under the
+        current one, so it no longer needs the fallback. Bookkeeping: PostgreSQL being
+        down leaves it for a later grant; the UPDATE only replaces the digest it read.
+        """
+        note_fallback_used("client_secret")
+        digest = self.digests.digest(f"{record.id}.{secret}")
+        try:
+            await self.repository.replace_digest(record.id, record.secret_hmac, digest)
+        except DependencyUnavailable:
+            return
+        await self.cache.invalidate(str(record.id))
 
     async def grant(
         self,

@@ -9,6 +9,7 @@ from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.database import Database
 from keystile.repositories.sessions import SessionRepository
 from keystile.repositories.users import PostgresUserRepository
+from keystile.secret_keys import SecretKeys
 from keystile.services.account_security import AccountSecurity
 from keystile.services.rate_limits import RateLimiter
 from keystile.services.revocation import TokenEpochs, TokenRevoker
@@ -30,7 +31,7 @@ class Foundation:
     """
 
     settings: Settings
-    secret: bytes
+    keys: SecretKeys  # the secret key, and the previous ones still accepted
     database: Database
     caches: CacheHub
     users: CachedUserRepository

@@ -31,7 +31,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from keystile.errors import Conflict, DependencyUnavailable
 from keystile.repositories.signing_keys import SigningKeyRecord, SigningKeyRepository
-from keystile.stores.sealing import derive_key
+from keystile.secret_keys import SecretKeys, note_fallback_used
 from keystile.tasks import stop_if_cancelled
 
 __all__ = ["KeyRing", "SecretBox", "SigningKey", "generate_signing_key"]
@@ -53,21 +53,41 @@ class SecretBox:
     """AES-256-GCM under a key derived from the app secret; the kid is bound as AAD.
 
     `purpose` names what is sealed, so each use has a key of its own (TOTP secrets
-    use "totp-secret", bound to their user's id).
+    use "totp-secret", bound to their user's id). Given `SecretKeys`, it seals under
+    the current secret key and opens under it or any previous one.
     """
 
-    def __init__(self, secret: bytes, *, purpose: str = "signing-key") -> None:
-        self._aead = AESGCM(derive_key(secret, f"{purpose} encryption v1"))
-        # Names the secret without revealing it: keys of other secrets are not ours.
-        self.fingerprint = derive_key(secret, "signing-key fingerprint v1")[:16]
+    def __init__(self, secret: bytes | SecretKeys, *, purpose: str = "signing-key") -> None:
+        keys = SecretKeys.of(secret)
+        self._purpose = purpose.replace("-", "_")  # the fallback metric's label
+        self._aeads = [AESGCM(key) for key in keys.derive_all(f"{purpose} encryption v1")]
+        # Names the secret without revealing it: keys of other secrets are not ours. The
+        # previous keys' too: keys sealed under them are still this deployment's.
+        self.fingerprints = tuple(key[:16] for key in keys.derive_all("signing-key fingerprint v1"))
+        self.fingerprint = self.fingerprints[0]
 
     def seal(self, plaintext: bytes, context: bytes) -> bytes:
         nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, plaintext, context)
+        return nonce + self._aeads[0].encrypt(nonce, plaintext, context)
 
     def open(self, sealed: bytes, context: bytes) -> bytes:
         """Decrypt; raise `cryptography.exceptions.InvalidTag` if tampered with."""
-        return self._aead.decrypt(sealed[:12], sealed[12:], context)
+        return self.open_stale(sealed, context)[0]
+
+    def open_stale(self, sealed: bytes, context: bytes) -> tuple[bytes, bool]:
+        """Decrypt, and say whether it was sealed under a previous secret key (to seal again).
+
+        Raise `cryptography.exceptions.InvalidTag` if no key opens it.
+        """
+        for index, aead in enumerate(self._aeads):
+            try:
+                plaintext = aead.decrypt(sealed[:12], sealed[12:], context)
+            except InvalidTag:
+                continue
+            if index:
+                note_fallback_used(self._purpose)
+            return plaintext, index > 0
+        raise InvalidTag()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +203,7 @@ class KeyRing:
         """Create the first key if this deployment has none usable, then load every key."""
         if not any(key.signs_at(self._clock()) for key in self._keys.values()):
             record = generate_signing_key(self._algorithm, self._box)
-            if await self._repository.insert_first_key(self._box.fingerprint, record):
+            if await self._repository.insert_first_key(self._box.fingerprints, record):
                 _log.info("signing key created", extra={"kid": record.kid})
         await self.refresh()
 
@@ -197,7 +217,7 @@ class KeyRing:
         """
         lagging = from_replica and self._repository.has_replica
         records = await self._repository.select_live_keys(
-            self._box.fingerprint, from_replica=from_replica
+            self._box.fingerprints, from_replica=from_replica
         )
         keys: dict[str, SigningKey] = {}
         for record in records:
@@ -263,7 +283,7 @@ class KeyRing:
         """
         record = generate_signing_key(self._algorithm, self._box)
         inserted = await self._repository.insert_next_key(
-            self._box.fingerprint, record, promote_after=promote_after, retire_after=retire_after
+            self._box.fingerprints, record, promote_after=promote_after, retire_after=retire_after
         )
         if inserted is None:
             raise Conflict("A rotation is already pending; wait until its key is promoted.")

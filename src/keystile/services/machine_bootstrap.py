@@ -26,7 +26,6 @@ from keystile.services.roles import RoleService
 from keystile.services.tokens import TokenService
 from keystile.services.types import Principal
 from keystile.stores.cache import TieredCache
-from keystile.stores.sealing import derive_key
 
 __all__ = ["MachineAccess", "build_machine_access"]
 
@@ -80,7 +79,7 @@ def build_machine_access(
         key_cache,
         base.epochs,
         base.audit,
-        digests=Hmac(derive_key(base.secret, "api key secrets v1")),
+        digests=_digests(base, "api key secrets v1"),
         scopes=frozenset(settings.tokens.scopes),
         max_days=machine.api_key_max_days,
         per_user=machine.api_keys_per_user,
@@ -101,8 +100,8 @@ def build_machine_access(
         api_keys,
         base.audit,
         base.counters,
-        CounterKeys(base.secret),  # the same counter key naming as the core rate limiter
-        digests=Hmac(derive_key(base.secret, "oauth client secrets v1")),
+        CounterKeys(base.keys.current),  # the same counter key naming as the core rate limiter
+        digests=_digests(base, "oauth client secrets v1"),
         scopes=frozenset(settings.tokens.scopes),
         audience=settings.tokens.audience,
         ttl=machine.client_token_ttl_seconds,
@@ -126,3 +125,9 @@ def build_machine_access(
         base.audit,
     )
     return MachineAccess(api_keys, clients, roles, administration, tokens)
+
+
+def _digests(base: Foundation, purpose: str) -> Hmac:
+    """Digests under the current secret key; those stored under a previous one still match."""
+    current, *previous = base.keys.derive_all(purpose)
+    return Hmac(current, previous)

@@ -24,6 +24,7 @@ from keystile.repositories.audit import AuditEntry, AuditLog, BufferedAuditLog
 from keystile.repositories.cached_users import CachedUserRepository
 from keystile.repositories.mfa import FactorsChanged, PostgresMfaRepository
 from keystile.repositories.users import User
+from keystile.secret_keys import note_fallback_used
 from keystile.services.account_security import active_user
 from keystile.services.mfa_codes import FactorCodes, normalise_recovery_code
 from keystile.services.types import ClientInfo, Principal
@@ -204,14 +205,17 @@ class MfaService:
 
     async def _spend_recovery_code(self, user: User, code: str, client: ClientInfo) -> None:
         normal = normalise_recovery_code(code)
-        left = None
+        candidates = self.codes.candidates(user.id, normal)
+        spent = None
         if len(normal) == 10:
-            left = await self.repository.use_recovery_code(
-                user.id, self.codes.digest(user.id, normal)
-            )
-        if left is None:
+            spent = await self.repository.use_recovery_code(user.id, candidates)
+        if spent is None:
             await self.codes.failed(user.id, client, "recovery_code")
             raise InvalidMfaCode("The recovery code is not valid or was used already.")
+        code_hmac, left = spent
+        if code_hmac != candidates[0]:
+            # Made before the secret key was rotated; spent now, so nothing to re-digest.
+            note_fallback_used("recovery_code")
         await self.audit.record(
             "mfa_recovery_code_used",
             user_id=user.id,

@@ -12,6 +12,7 @@ backoff that slows guessing and never locks the owner out.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import secrets
 import time
@@ -22,17 +23,17 @@ from uuid import UUID
 import pyotp
 from cryptography.exceptions import InvalidTag
 
-from keystile.errors import InvalidMfaCode
+from keystile.errors import DependencyUnavailable, InvalidMfaCode
 from keystile.repositories.audit import AuditLog
 from keystile.repositories.mfa import PostgresMfaRepository
 from keystile.repositories.users import User
+from keystile.secret_keys import SecretKeys
 from keystile.services.keys import SecretBox
 from keystile.services.login_throttle import refuse_while_backing_off
 from keystile.services.opaque_secrets import Hmac
 from keystile.services.rate_limits import CounterKeys
 from keystile.services.types import ClientInfo
 from keystile.stores.rate_limits import Backoff, CounterStore
-from keystile.stores.sealing import derive_key
 
 __all__ = [
     "RECOVERY_CODE_COUNT",
@@ -44,6 +45,7 @@ __all__ = [
 
 STEP_SECONDS = 30
 RECOVERY_CODE_COUNT = 10
+_RECOVERY_CODES = "recovery codes v1"  # the purpose of their HMAC key
 _CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud, typed by hand
 
 
@@ -71,15 +73,17 @@ class FactorCodes:
     counters: CounterStore
     keys: CounterKeys
     _: KW_ONLY
-    secret: InitVar[bytes]  # only the keys derived from it are kept
+    secret: InitVar[bytes | SecretKeys]  # only the keys derived from it are kept
     backoff: Backoff
     clock: Callable[[], float] = time.time  # what TOTP codes are checked against (epoch seconds)
     _box: SecretBox = field(init=False, repr=False)
     _codes: Hmac = field(init=False, repr=False)
 
-    def __post_init__(self, secret: bytes) -> None:
-        object.__setattr__(self, "_box", SecretBox(secret, purpose="totp-secret"))
-        object.__setattr__(self, "_codes", Hmac(_code_key(secret)))
+    def __post_init__(self, secret: bytes | SecretKeys) -> None:
+        keys = SecretKeys.of(secret)
+        object.__setattr__(self, "_box", SecretBox(keys, purpose="totp-secret"))
+        current, *previous = keys.derive_all(_RECOVERY_CODES)
+        object.__setattr__(self, "_codes", Hmac(current, previous))
 
     # --- TOTP --------------------------------------------------------------------------
 
@@ -92,7 +96,10 @@ class FactorCodes:
         if record is None or not record.confirmed:
             await self.failed(user.id, client, "totp")
             raise InvalidMfaCode()
-        step = self.matching_step(self.open(user.id, record.secret_sealed), code)
+        secret, stale = self._open_stale(user.id, record.secret_sealed)
+        if stale:
+            await self._seal_again(user.id, secret, record.secret_sealed)
+        step = self.matching_step(secret, code)
         if step is None:
             await self.failed(user.id, client, "totp")
             raise InvalidMfaCode()
@@ -124,18 +131,36 @@ class FactorCodes:
 
     def open(self, user_id: UUID, sealed: bytes) -> str:
         """Return a sealed TOTP secret; `InvalidMfaCode` if it cannot be read."""
+        return self._open_stale(user_id, sealed)[0]
+
+    def _open_stale(self, user_id: UUID, sealed: bytes) -> tuple[str, bool]:
         try:
-            return self._box.open(sealed, user_id.bytes).decode()
+            secret, stale = self._box.open_stale(sealed, user_id.bytes)
         except InvalidTag:
             raise InvalidMfaCode(
                 "The authenticator app secret cannot be read; set it up again."
             ) from None
+        return secret.decode(), stale
+
+    async def _seal_again(self, user_id: UUID, secret: str, old: bytes) -> None:
+        """Seal under the current secret key a TOTP secret sealed under a previous one.
+
+        Then it no longer needs the fallback. Bookkeeping: PostgreSQL being down leaves
+        it for the next code; the UPDATE only replaces the sealed secret it read.
+        """
+        with contextlib.suppress(DependencyUnavailable):
+            await self.repository.reseal_totp(user_id, old, self.seal(user_id, secret))
 
     # --- recovery codes ----------------------------------------------------------------
 
     def digest(self, user_id: UUID, normal: str) -> bytes:
         """Return what is stored for a recovery code (`normalise_recovery_code`d)."""
         return self._codes.digest(f"{user_id}:{normal}")
+
+    def candidates(self, user_id: UUID, normal: str) -> list[bytes]:
+        """Return what may be stored for a recovery code: under the current secret key first,
+        then under each previous one (codes made before a rotation)."""
+        return self._codes.digests_under_each(f"{user_id}:{normal}")
 
     def digests(self, user_id: UUID, codes: Iterable[str]) -> list[bytes]:
         """Return what is stored for each of a user's new recovery codes."""
@@ -165,7 +190,3 @@ class FactorCodes:
 
     def _backoff_key(self, user_id: UUID) -> str:
         return self.keys.key("mfa-backoff:account", str(user_id))
-
-
-def _code_key(secret: bytes) -> bytes:
-    return derive_key(secret, "recovery codes v1")

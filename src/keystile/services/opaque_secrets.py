@@ -15,6 +15,7 @@ import hmac
 import secrets
 import string
 import zlib
+from collections.abc import Sequence
 
 __all__ = ["CHECKSUM_LENGTH", "Hmac", "has_valid_checksum", "random_base62", "with_checksum"]
 
@@ -50,15 +51,37 @@ def has_valid_checksum(key: str) -> bool:
 
 
 class Hmac:
-    """HMAC-SHA256 of secrets under one key, and their constant-time comparison."""
+    """HMAC-SHA256 of secrets under the current key, and their constant-time comparison.
 
-    def __init__(self, key: bytes) -> None:
+    `previous` are the same purpose's keys derived from the previous secret keys
+    (`SecretKeys.derive_all`): a secret stored under one of them still matches.
+    """
+
+    def __init__(self, key: bytes, previous: Sequence[bytes] = ()) -> None:
         self._key = key
+        self._keys = (key, *previous)
         # Compared against when the id is unknown, so that path costs the same.
         self.dummy = self.digest("unknown")
 
     def digest(self, text: str) -> bytes:
+        """Return what is stored for `text`: its HMAC under the current key."""
         return hmac.new(self._key, text.encode(), hashlib.sha256).digest()
 
+    def digests_under_each(self, text: str) -> list[bytes]:
+        """Return `text`'s HMAC under the current key, then under each previous one."""
+        return [hmac.new(key, text.encode(), hashlib.sha256).digest() for key in self._keys]
+
+    def match(self, text: str, expected: bytes) -> int | None:
+        """Return the index of the key `expected` is `text`'s HMAC under (0: the current one).
+
+        Every key's HMAC is computed and compared, whichever matches: the time taken says
+        neither whether one did nor which (nor, against `dummy`, whether the id exists).
+        """
+        found = None
+        for index, digest in enumerate(self.digests_under_each(text)):
+            if hmac.compare_digest(digest, expected) and found is None:
+                found = index
+        return found
+
     def matches(self, text: str, expected: bytes) -> bool:
-        return hmac.compare_digest(self.digest(text), expected)
+        return self.match(text, expected) is not None

@@ -34,6 +34,7 @@ from keystile.rates import Action
 from keystile.repositories.audit import AuditEntry, AuditLog, LoginRecord
 from keystile.repositories.refresh_tokens import RefreshTokenRepository
 from keystile.repositories.users import User
+from keystile.secret_keys import SecretKeys, note_fallback_used
 from keystile.services.access_tokens import AccessClaims, AccessTokenCodec
 from keystile.services.keys import KeyRing
 from keystile.services.login_gate import LoginAdmission
@@ -113,7 +114,7 @@ class TokenService:
         epochs: TokenEpochs,
         authenticator: PasswordAuthenticator,
         audit: AuditLog,
-        secret: bytes,
+        secret: bytes | SecretKeys,
         scopes: Iterable[str],
         refresh_idle: timedelta,
         refresh_absolute: timedelta,
@@ -213,11 +214,16 @@ class TokenService:
         Reused inside the grace window, the same successor comes back again; reused
         after it, the whole family is revoked and every later use is refused.
         """
-        account = self._format.account_of(refresh_token)
+        selector = self._format.selector(refresh_token)
+        account = None if selector is None else selector.account
         if account is None and not self._format.is_older_form(refresh_token):
             raise InvalidRefreshToken()  # not a token we could have issued: no lookup
+        if selector is not None and selector.previous_key:
+            note_fallback_used("refresh_token")
         token_hash = hash_refresh_token(refresh_token)
-        successor = self._format.successor(refresh_token, account)
+        # Made under the current secret key; the others are what a worker still on a
+        # previous key (a rolling restart) would have made, for the grace window's answer.
+        successor, *elsewhere = self._format.successors(refresh_token, account)
         successor_hash = hash_refresh_token(successor)
         rotated = await self._refresh_tokens.rotate(
             token_hash, successor_hash, idle=self._refresh_idle
@@ -238,20 +244,23 @@ class TokenService:
         state = await self._refresh_tokens.select_token_state(token_hash, grace=self._reuse_grace)
         if state is None or not state.live or not state.used:
             raise InvalidRefreshToken()
-        if state.used_within_grace and await self._refresh_tokens.has_live_child(
-            token_hash, successor_hash
-        ):
-            return self._pair(
-                state.user_id,
-                state.token_epoch,
-                state.scope,
-                successor,
-                state.roles,
-                state.auth_time.timestamp(),
-                state.email_verified,
-                state.amr,
-                state.family_id,
-            )
+        if state.used_within_grace:
+            for candidate in (successor, *elsewhere):
+                if not await self._refresh_tokens.has_live_child(
+                    token_hash, hash_refresh_token(candidate)
+                ):
+                    continue
+                return self._pair(
+                    state.user_id,
+                    state.token_epoch,
+                    state.scope,
+                    candidate,
+                    state.roles,
+                    state.auth_time.timestamp(),
+                    state.email_verified,
+                    state.amr,
+                    state.family_id,
+                )
         # Used twice, seconds apart: one of the two holders stole it (RFC 9700 4.14.2).
         metrics.REFRESH_REUSE_DETECTED.inc()
         await self._audit.record(

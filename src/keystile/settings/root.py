@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -54,15 +55,43 @@ def find_settings_file() -> Path | None:
     return None
 
 
-def read_secret_file(path: Path) -> bytes:
+def read_secret_file(path: Path, *, setting: str = "secret_key_file") -> bytes:
     """Read a secret from a file that only its owner can read."""
+    key = _read_private(path, setting).strip()
+    if len(key) < 32:
+        raise SettingsError(f"{setting}: {path} holds fewer than 32 bytes")
+    return key
+
+
+def read_secret_lines(path: Path, *, setting: str) -> list[bytes]:
+    """Read one secret per line (blank lines skipped) from a file only its owner can read."""
+    keys = []
+    for number, line in enumerate(_read_private(path, setting).splitlines(), start=1):
+        key = line.strip()
+        if not key:
+            continue
+        if len(key) < 32:
+            raise SettingsError(f"{setting}: line {number} of {path} holds fewer than 32 bytes")
+        keys.append(key)
+    return keys
+
+
+def _read_private(path: Path, setting: str) -> bytes:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SettingsError(f"secret_key_file: {path} must not be readable by others (chmod 600)")
-    key = path.read_bytes().strip()
-    if len(key) < 32:
-        raise SettingsError(f"secret_key_file: {path} holds fewer than 32 bytes")
-    return key
+        raise SettingsError(f"{setting}: {path} must not be readable by others (chmod 600)")
+    return path.read_bytes()
+
+
+def _fallback_list(text: str) -> list[str]:
+    """Return the keys of `secret_key_fallbacks`' JSON; ValueError never quoting them."""
+    try:
+        keys = json.loads(text)
+    except ValueError:
+        raise ValueError("must be a JSON list of strings") from None
+    if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+        raise ValueError("must be a JSON list of strings")
+    return keys
 
 
 class Settings(BaseSettings):
@@ -83,6 +112,10 @@ class Settings(BaseSettings):
     # Secrets: the environment or a 0600 file only; embedded mode makes one.
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
+    # Previous keys, still accepted, never used to make anything (docs/operations.md,
+    # "Rotating the secret key"). Kept as the JSON text, so no error shows a key.
+    secret_key_fallbacks: SecretStr | None = None
+    secret_key_fallbacks_file: Path | None = None
     hashing: HashingSettings = HashingSettings()
     passwords: PasswordSettings = PasswordSettings()
     cache: CacheSettings = CacheSettings()
@@ -96,7 +129,9 @@ class Settings(BaseSettings):
     email: EmailSettings = EmailSettings()
     mfa: MfaSettings = MfaSettings()
 
-    _secret_key_empty = field_validator("secret_key", mode="before")(_empty_is_none)
+    _secret_key_empty = field_validator("secret_key", "secret_key_fallbacks", mode="before")(
+        _empty_is_none
+    )
 
     @field_validator("extensions")
     @classmethod
@@ -112,6 +147,22 @@ class Settings(BaseSettings):
     def _secret_key_is_long(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("secret_key_fallbacks", mode="before")
+    @classmethod
+    def _fallbacks_as_json(cls, value: object) -> object:
+        # A list (settings.toml, keyword arguments) is kept as the JSON text the variable holds.
+        return json.dumps(value) if isinstance(value, list | tuple) else value
+
+    @field_validator("secret_key_fallbacks")
+    @classmethod
+    def _fallbacks_are_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            keys = _fallback_list(value.get_secret_value())
+            for index, key in enumerate(keys):
+                if len(key) < 32:
+                    raise ValueError(f"item {index} must be at least 32 characters")
         return value
 
     @model_validator(mode="after")
@@ -170,3 +221,25 @@ class Settings(BaseSettings):
         if self.secret_key_file is None:
             return None
         return read_secret_file(self.secret_key_file)
+
+    def read_secret_key_fallbacks(self) -> list[bytes]:
+        """Return the previous secret keys still accepted, from the environment and the file.
+
+        Each once, in the order given (the variable's first); raise `SettingsError` if one
+        is the current key, which would mean the key was not rotated at all.
+        """
+        keys: list[bytes] = []
+        if self.secret_key_fallbacks is not None:
+            keys += [
+                k.encode() for k in _fallback_list(self.secret_key_fallbacks.get_secret_value())
+            ]
+        if self.secret_key_fallbacks_file is not None:
+            keys += read_secret_lines(
+                self.secret_key_fallbacks_file, setting="secret_key_fallbacks_file"
+            )
+        if self.read_secret_key() in keys:
+            raise SettingsError(
+                "secret_key_fallbacks: one of them is the current secret_key; a fallback is"
+                " a previous key (to rotate, set a new secret_key and move the old one here)"
+            )
+        return list(dict.fromkeys(keys))

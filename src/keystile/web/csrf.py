@@ -22,6 +22,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from keystile.errors import CsrfRejected
+from keystile.secret_keys import note_fallback_used
 from keystile.web.auth import check_same_origin, current_principal
 from keystile.web.context import request_state, services
 
@@ -43,8 +44,9 @@ def _cookie_name() -> str:
     return csrf_cookie_name(services().settings.sessions.cookie_secure)
 
 
-def _sign(nonce: str, session_id_hash: bytes | None) -> str:
-    secret = current_app.secret_key
+def _sign(nonce: str, session_id_hash: bytes | None, previous: bytes | None = None) -> str:
+    """Return the token under the current key (the one to issue under), or `previous`."""
+    secret = current_app.secret_key if previous is None else previous
     assert isinstance(secret, bytes)
     key = hmac.new(secret, b"keystile csrf", hashlib.sha256).digest()
     binding = b"" if session_id_hash is None else session_id_hash
@@ -87,6 +89,12 @@ async def verify_csrf(form: MultiDict[str, str]) -> None:
         raise CsrfRejected(_FORM_EXPIRED)
     assert nonce is not None
     principal = await current_principal()
-    expected = _sign(nonce, None if principal is None else principal.session_id_hash)
-    if not hmac.compare_digest(expected, supplied):
-        raise CsrfRejected(_FORM_EXPIRED)
+    binding = None if principal is None else principal.session_id_hash
+    if hmac.compare_digest(_sign(nonce, binding), supplied):
+        return
+    # A page rendered before the key was rotated: its token is under a previous key.
+    for previous in current_app.config.get("SECRET_KEY_FALLBACKS") or ():
+        if hmac.compare_digest(_sign(nonce, binding, previous), supplied):
+            note_fallback_used("csrf")
+            return
+    raise CsrfRejected(_FORM_EXPIRED)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import datetime
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired
 from quart import Quart, Response, current_app, g, has_request_context, request
 from quart_auth import QuartAuth, current_user
 
+from keystile.secret_keys import note_fallback_used
 from keystile.stores.cache import LocalCache
 
 __all__ = ["SessionCookieAuth", "cookie_session_id"]
@@ -102,17 +104,40 @@ class SessionCookieAuth(QuartAuth):
         if remembered is not None and now <= remembered[1]:
             return remembered[0]
         app = app or current_app
-        # quart-auth's own check (QuartAuth.load_token), asking for the timestamp as well.
-        keys = [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key]
-        serializer = self.serializer_class(keys, self._salt)
+        # The current key signs; a cookie signed under a previous one (secret_key_fallbacks)
+        # still names its holder's session. Most cookies are checked under one key only.
+        keys = [app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ())]
+        loaded = None
         try:
-            auth_id, signed_at = serializer.loads(
-                token, max_age=self.duration, return_timestamp=True
-            )
-        except (BadSignature, SignatureExpired):
+            for index, secret in enumerate(keys):
+                loaded = self._verify(token, secret)
+                if loaded is not None:
+                    if index:
+                        note_fallback_used("session_cookie")
+                    break
+        except SignatureExpired:
             return None
+        if loaded is None:
+            return None
+        auth_id, signed_at = loaded
         expires = float("inf") if self.duration is None else signed_at.timestamp() + self.duration
         lifetime = min(self._remember_seconds, expires - now)
         if lifetime > 0:
             self._verified.set(key, (auth_id, expires), ttl=lifetime)
         return str(auth_id)
+
+    def _verify(self, token: str, key: str | bytes) -> tuple[Any, datetime] | None:
+        """quart-auth's own check (QuartAuth.load_token) under one key, with the timestamp.
+
+        None if `key` did not sign it; `SignatureExpired` if it did, too long ago.
+        """
+        serializer = self.serializer_class(key, self._salt)
+        try:
+            auth_id, signed_at = serializer.loads(
+                token, max_age=self.duration, return_timestamp=True
+            )
+        except SignatureExpired:
+            raise
+        except BadSignature:
+            return None
+        return auth_id, signed_at
