@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
 from keystile.app import create_app
+from keystile.embedded import EmbeddedRedis
 from keystile.stores import create_redis
 from tests.support.backing import Backing, make_settings
 from tests.support.http import logins_at_once
@@ -46,6 +49,31 @@ async def test_a_command_that_waits_past_the_acquire_timeout_fails_like_an_outag
         await waits_end_at_the_acquire_timeout(redis)
     finally:
         await redis.aclose()
+
+
+async def test_connections_a_restarted_redis_closed_are_replaced_before_a_command_uses_them(
+    tmp_path: Path,
+) -> None:
+    # S30: a Redis restart closes every pooled connection. Each must be noticed when it
+    # is taken from the pool and opened again, not handed to a command that then fails
+    # (which the stores would take for an outage: fallbacks, and 503s where there are none).
+    server = EmbeddedRedis(tmp_path, persist=False)
+    redis = create_redis(
+        server.start(), socket_timeout=2, connect_timeout=2, max_connections=8, acquire_timeout=2
+    )
+    try:
+        # Eight connections in the pool, all idle.
+        await asyncio.gather(*(redis.blpop(["nothing"], timeout=0.1) for _ in range(8)))
+        # Restarted on the same port while the worker's event loop runs (it reads the closes).
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.start)
+        answers = await asyncio.gather(
+            *(redis.set(f"after-restart-{n}", n) for n in range(8)), return_exceptions=True
+        )
+        assert [answer for answer in answers if isinstance(answer, BaseException)] == []
+    finally:
+        await redis.aclose()
+        server.stop()
 
 
 async def test_a_burst_of_logins_larger_than_the_redis_pool_keeps_every_check_shared(

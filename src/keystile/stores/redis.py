@@ -44,6 +44,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 from keystile.errors import DependencyUnavailable
@@ -94,6 +95,11 @@ def create_redis(
         "socket_connect_timeout": connect_timeout,
         "max_connections": max_connections,
         "health_check_interval": 30,
+        # keystile uses no maintenance notifications (Redis Enterprise's planned-failover
+        # hints). redis-py 8.1 turns them on ("auto") with RESP3, and while they are on its
+        # pool skips the check that finds a connection the server closed, so after a Redis
+        # restart every pooled connection failed its next command (redis/redis-py#4252).
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
     parts = urlsplit(url)
     kind = redis_kind(url, cluster=cluster)
