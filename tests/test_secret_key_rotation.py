@@ -36,7 +36,14 @@ from tests.machine_support import (
 )
 from tests.mail_support import SmtpServer, mail_settings, started_app
 from tests.support.backing import Backing, make_settings
-from tests.support.http import Client, login, register, services_of, unique_email
+from tests.support.http import (
+    PASSWORD,
+    Client,
+    login,
+    register,
+    services_of,
+    unique_email,
+)
 from tests.support.tokens import bearer, error_code, grant, refresh
 from tests.support.totp import Clock, code_at, enrolled_user, mfa_token
 
@@ -257,6 +264,50 @@ async def test_second_factors_enrolled_under_the_previous_key_still_work(
         # Recovery codes cannot be digested again (only their HMAC is kept): refused.
         refused = await _second_step(client, email, recovery_code=codes[1])
         assert await error_code(refused) == "invalid_mfa_code"
+
+
+async def test_a_login_half_done_under_the_previous_key_finishes_under_the_new_one(
+    backing: Backing,
+) -> None:
+    # S42: the mfa_token the password step gave (before the rotation, or on a worker not
+    # yet rolled) still finds its user at the second step, while the old key is a fallback.
+    old, new = _keys()
+    clock = Clock()
+    overrides = Overrides(mfa_clock=clock)
+    async with _serving(backing, old, overrides=overrides) as before:
+        _, email, totp_secret, _ = await enrolled_user(before, clock)
+        pending = (await mfa_token(before.test_client(), email))["mfa_token"]
+    async with _serving(backing, new, [old], overrides=overrides) as rotated:
+        finished = await rotated.test_client().post(
+            "/v1/sessions/mfa", json={"mfa_token": pending, "code": code_at(totp_secret, clock)}
+        )
+        assert finished.status_code == 201, await finished.get_data(as_text=True)
+
+
+async def test_a_password_change_on_a_rolled_worker_is_seen_by_one_not_yet_rolled(
+    backing: Backing,
+) -> None:
+    # S3 during the documented rolling restart: old workers (current A, fallback B) beside
+    # new ones (current B, fallback A) share the user cache, whose entries each names under
+    # its own current key. A change on either must drop the other's entry too.
+    old, new = _keys()
+    async with (
+        _serving(backing, old, [new]) as not_rolled,
+        _serving(backing, new, [old]) as rolled,
+    ):
+        for changed_on, other in ((rolled, not_rolled), (not_rolled, rolled)):
+            email = await _registered(changed_on)
+            assert (await login(other.test_client(), email)).status_code == 201  # cached
+            session = changed_on.test_client()
+            assert (await login(session, email)).status_code == 201
+            changed = await session.post(
+                "/v1/me/password",
+                json={"current_password": PASSWORD, "new_password": "a brand new passphrase"},
+            )
+            assert changed.status_code == 204
+            assert (await login(other.test_client(), email)).status_code == 401
+            again = await login(other.test_client(), email, "a brand new passphrase")
+            assert again.status_code == 201
 
 
 async def _second_step(client: Client, email: str, **factor: str) -> Any:

@@ -127,7 +127,7 @@ async def build_services(
     audit = PostgresAuditLog(database)
     user_rows = PostgresUserRepository(database)
     counter_keys = CounterKeys(secret)
-    users = build_users(settings, user_rows, caches, secret, counter_keys)
+    users = build_users(settings, user_rows, caches, secret, counter_keys, previous=keys.previous)
     hasher = overrides.hasher or build_hashing(settings, stack)
     credentials = build_credentials(
         settings, redis, hasher, secret, counter_keys, store=overrides.credential_store, batch=batch

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
@@ -61,11 +62,15 @@ def build_users(
     caches: CacheHub,
     secret: bytes,
     keys: CounterKeys | None = None,
+    *,
+    previous: Sequence[bytes] = (),
 ) -> CachedUserRepository:
     """Return the users, looked up by email through a cache sealed in Redis (password hashes).
 
     Entries are keyed by a keyed hash of the email under the account's hash tag (the
     counter keys'), so Redis holds no emails and the login gate's script can read them.
+    `previous`: the previous secret keys, whose names of an entry a write drops as well
+    (workers not yet restarted after a rotation still use them).
     """
     sealer = Sealer(derive_key(secret, "user cache"), encode=user_to_json, decode=user_from_json)
     by_email = caches.tiered(
@@ -84,7 +89,14 @@ def build_users(
     def key_of(email: str) -> str:
         return names.name("user-by-email", normalise_account(email))
 
-    return CachedUserRepository(rows, by_email, key_of)
+    previous_names = [CounterKeys(key) for key in previous]
+
+    @functools.lru_cache(maxsize=65_536)
+    def previous_keys_of(email: str) -> tuple[str, ...]:
+        account = normalise_account(email)
+        return tuple(old.name("user-by-email", account) for old in previous_names)
+
+    return CachedUserRepository(rows, by_email, key_of, previous_keys_of)
 
 
 def build_hasher(settings: Settings) -> PasswordHasher:

@@ -10,6 +10,10 @@ finds no user is never cached (`CREATES` names these; a test holds both to it).
 Entries are keyed by `key_of(email)`: the composition root makes that a keyed hash
 carrying the account's hash tag, so Redis key names hold no emails and the login gate
 reads an account's entry in the same script (and cluster slot) as its counters.
+
+After the secret key is rotated, a worker not yet restarted names entries under the
+previous key (`previous_keys_of`): a write drops those too, so a password change on one
+worker is seen by the next login on any other, whichever key it runs under.
 """
 
 from __future__ import annotations
@@ -34,12 +38,16 @@ class CachedUserRepository:
         users: UserRepository,
         by_email: TieredCache[User],
         key_of: Callable[[str], str],
+        previous_keys_of: Callable[[str], Sequence[str]] = lambda _: (),
     ) -> None:
         """`key_of` returns the cache key of an email; it must ignore the email's case
-        (`bootstrap.accounts.build_users`: a keyed hash, so no email reaches a Redis key name)."""
+        (`bootstrap.accounts.build_users`: a keyed hash, so no email reaches a Redis key name).
+        `previous_keys_of` returns the keys the previous secret keys give it (invalidated
+        too, and accepted by `select_user_by_cache_key`)."""
         self._users = users
         self._by_email = by_email
         self._key_of = key_of
+        self._previous_keys_of = previous_keys_of
 
     def shared_key(self, email: str) -> str:
         """Return the Redis key of the cached user of `email` (for the login gate's read)."""
@@ -51,7 +59,8 @@ class CachedUserRepository:
         For writes made inside a caller's own transaction, after it committed.
         """
         for email in emails:
-            await self._by_email.invalidate(self._key_of(email))
+            for key in (self._key_of(email), *self._previous_keys_of(email)):
+                await self._by_email.invalidate(key)
 
     async def _changed(self, user: User | None) -> User | None:
         if user is not None:
@@ -83,12 +92,17 @@ class CachedUserRepository:
         """Return user `user_id` from the entry `key` (`cache_key`), read through as by email.
 
         None if the user is gone or `key` is no longer its email's (the email changed):
-        the entry only ever holds the user whose email it is keyed by.
+        the entry only ever holds the user whose email it is keyed by. A key made under a
+        previous secret key (a login's first step before the rotation) is still its email's.
         """
 
         async def load() -> User | None:
             user = await self._users.select_user_by_id(user_id)
-            return user if user is not None and self._key_of(user.email) == key else None
+            if user is None:
+                return None
+            if key == self._key_of(user.email) or key in self._previous_keys_of(user.email):
+                return user
+            return None
 
         user = await self._by_email.get(key, load)
         return user if user is not None and user.id == user_id else None
