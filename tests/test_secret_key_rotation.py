@@ -135,6 +135,12 @@ async def test_a_form_rendered_under_the_previous_key_still_posts(backing: Backi
         posted = await _client_with_cookies_of(rotated, browser).post("/login", form=form)
         assert posted.status_code == 303
         assert _fallback_uses("csrf") == used + 1
+        later = rotated.test_client()
+        later_form = {**form, "csrf_token": await _login_form(later)}
+    # A page rendered with the fallback set carries a token under the new key alone.
+    async with _serving(backing, new) as dropped:
+        posted = await _client_with_cookies_of(dropped, later).post("/login", form=later_form)
+        assert posted.status_code == 303
 
 
 async def test_a_refresh_token_of_the_previous_key_rotates_once_into_the_new_key(
@@ -179,6 +185,41 @@ async def test_a_refresh_token_of_the_previous_key_reused_later_revokes_its_fami
         successor = (await (await refresh(client, issued)).get_json())["refresh_token"]
         assert await error_code(await refresh(client, issued)) == "invalid_refresh_token"
         assert await error_code(await refresh(client, successor)) == "invalid_refresh_token"
+
+
+async def test_refresh_tokens_issued_while_the_fallback_is_set_are_under_the_new_key(
+    backing: Backing,
+) -> None:
+    old, new = _keys()
+    async with _serving(backing, new, [old]) as rotated:
+        email = await _registered(rotated)
+        issued = (await (await grant(rotated.test_client(), email)).get_json())["refresh_token"]
+    assert RefreshTokenFormat(new.encode()).account_of(issued) is not None
+    assert RefreshTokenFormat(old.encode()).account_of(issued) is None
+
+
+async def test_a_refresh_retried_on_a_worker_not_yet_rolled_gets_the_same_successor(
+    backing: Backing,
+) -> None:
+    # S16 during the documented rolling restart: a worker on the new key (fallback old)
+    # rotates a token; the client's retry, inside the grace window, lands on a worker
+    # still on the old key (fallback new) and gets the same successor, not a revocation.
+    old, new = _keys()
+    async with _serving(backing, old) as before:
+        email = await _registered(before)
+        issued = (await (await grant(before.test_client(), email)).get_json())["refresh_token"]
+    async with (
+        _serving(backing, old, [new]) as not_rolled,
+        _serving(backing, new, [old]) as rolled,
+    ):
+        first = await refresh(rolled.test_client(), issued)
+        assert first.status_code == 200, await first.get_data(as_text=True)
+        successor = (await first.get_json())["refresh_token"]
+        retried = await refresh(not_rolled.test_client(), issued)
+        assert retried.status_code == 200, await retried.get_data(as_text=True)
+        assert (await retried.get_json())["refresh_token"] == successor
+        onward = await refresh(not_rolled.test_client(), successor)
+        assert onward.status_code == 200, await onward.get_data(as_text=True)
 
 
 async def _registered(app: Quart) -> str:
@@ -341,8 +382,12 @@ async def test_a_signing_key_sealed_under_the_previous_key_keeps_signing(
         )
         assert bytes(stored) == SecretBox(new.encode()).fingerprint
     async with _serving(backing, new) as dropped:
-        # Without the old key, a key sealed under it is not this deployment's.
+        # Without the old key, a key sealed under it is not this deployment's; the one
+        # the rotation made opens under the new key alone.
         assert services_of(dropped).key_ring.verification_key(kid) is None
+        rotated_in = services_of(dropped).key_ring.verification_key(rotation.kid)
+        assert rotated_in is not None
+        assert rotated_in.private_key is not None  # it will sign once promoted
         refused = await dropped.test_client().get("/v1/me", headers=bearer(access))
         assert refused.status_code == 401
 
@@ -373,6 +418,18 @@ async def test_mail_queued_under_the_previous_key_is_delivered(
         async with started_app(rotated):
             await smtp.inbox.arrival(kept, subject="Confirm", within=30)
         assert _fallback_uses("mail_outbox") == uses + 1
+        # Mail queued with the fallback set is sealed under the new key alone.
+        later = unique_email()
+        queued_rotated = make_settings(
+            backing,
+            database_url=private_postgres[1],
+            secret_key=new,
+            secret_key_fallbacks=[old],
+        )
+        async with started_app(queued_rotated) as rotated_app:
+            await register(rotated_app.test_client(), later)
+        async with started_app(mail_settings(queueing, smtp, secret_key=SecretStr(new))):
+            await smtp.inbox.arrival(later, subject="Confirm", within=30)
     finally:
         await connection.close()
 
