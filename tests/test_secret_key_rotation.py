@@ -220,6 +220,13 @@ async def test_a_refresh_retried_on_a_worker_not_yet_rolled_gets_the_same_succes
         assert (await retried.get_json())["refresh_token"] == successor
         onward = await refresh(not_rolled.test_client(), successor)
         assert onward.status_code == 200, await onward.get_data(as_text=True)
+        # 20 parallel uses of one token, half on each kind of worker: one successor.
+        token = (await (await grant(not_rolled.test_client(), email)).get_json())["refresh_token"]
+        answers = await asyncio.gather(
+            *(refresh(app.test_client(), token) for app in (rolled, not_rolled) * 10)
+        )
+        assert [answer.status_code for answer in answers] == [200] * 20
+        assert len({(await answer.get_json())["refresh_token"] for answer in answers}) == 1
 
 
 async def _registered(app: Quart) -> str:
