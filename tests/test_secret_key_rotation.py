@@ -26,6 +26,7 @@ from keystile.app import create_app
 from keystile.container import Overrides
 from keystile.embedded import EmbeddedPostgres
 from keystile.services.keys import SecretBox
+from keystile.services.opaque_secrets import Hmac
 from keystile.services.refresh_token_format import RefreshTokenFormat
 from tests.machine_support import (
     MachineProbe,
@@ -233,6 +234,44 @@ async def _registered(app: Quart) -> str:
     email = unique_email()
     await register(app.test_client(), email)
     return email
+
+
+class _CountingHmac(Hmac):
+    """Counts the digests `match` goes through (passed in, not patched)."""
+
+    compared = 0
+
+    def digests_under_each(self, text: str) -> list[bytes]:
+        digests = super().digests_under_each(text)
+        owner = self
+
+        class _Counted(list[bytes]):
+            def __iter__(self) -> Any:
+                for digest in list.__iter__(self):
+                    owner.compared += 1
+                    yield digest
+
+        return _Counted(digests)
+
+
+def test_a_secret_is_compared_under_every_key_whichever_matches() -> None:
+    # S43 (and S6 for a key's id): the same work whether the id is unknown (the dummy),
+    # the secret matches under the current key, under a previous one, or not at all.
+    old, older = secrets.token_bytes(32), secrets.token_bytes(32)
+    current = secrets.token_bytes(32)
+    stored_old = Hmac(old).digest("id.secret")
+    for expected, under in (
+        (Hmac(current).digest("id.secret"), 0),
+        (stored_old, 1),
+        (Hmac(older).digest("id.secret"), 2),
+        (Hmac(current).digest("id.other"), None),
+    ):
+        digests = _CountingHmac(current, [old, older])
+        assert digests.match("id.secret", expected) == under
+        assert digests.match("id.secret", digests.dummy) is None
+        assert digests.compared == 6
+    # What is stored is under the current key alone.
+    assert _CountingHmac(current, [old]).digest("id.secret") == Hmac(current).digest("id.secret")
 
 
 async def test_an_api_key_of_the_previous_key_works_and_is_digested_again(
