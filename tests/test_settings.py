@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from keystile.rates import Action, Rate
 from keystile.settings import (
@@ -278,6 +279,19 @@ def test_a_bad_previous_secret_key_names_the_setting_never_the_value(
     assert problem in str(caught.value)
     assert "x" * 32 not in str(caught.value)
     assert "y" * 10 not in str(caught.value)
+
+
+def test_settings_built_directly_never_echo_a_bad_secret() -> None:
+    # S25: pydantic's own error (not load_settings') would quote the input by default.
+    for values in (
+        {"secret_key": "short-" + "y" * 10},
+        {"secret_key_fallbacks": '["' + "x" * 40 + '", "short-' + "y" * 10 + '"]'},
+        {"secret_key_fallbacks": "not json, maybe a bare key " + "x" * 32},
+    ):
+        with pytest.raises(ValidationError) as caught:
+            Settings(**values)
+        assert "x" * 32 not in str(caught.value)
+        assert "y" * 10 not in str(caught.value)
 
 
 def test_the_current_secret_key_as_a_previous_one_is_refused() -> None:

@@ -103,6 +103,7 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        hide_input_in_errors=True,  # a bad secret or URL (with its password) is never echoed
     )
 
     serving: ServingSettings = ServingSettings()
