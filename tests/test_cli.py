@@ -203,6 +203,59 @@ def test_a_number_out_of_range_is_refused_with_the_reason(
     assert "Traceback" not in refused.stderr
 
 
+def test_migrate_against_a_stopped_database_says_where_and_why_in_one_line(
+    backing: Backing,
+) -> None:
+    # Nothing listens on a port just freed: as PostgreSQL not (yet) running there.
+    url = f"postgresql://keystile:pw-{uuid.uuid4().hex}@127.0.0.1:{free_port()}/keystile"
+    for command in ("migrate", "user list"):
+        env = _env(
+            KEYSTILE_DATABASE_URL=url,
+            KEYSTILE_REDIS_URL=backing.redis_url,
+            KEYSTILE_SECRET_KEY="k" * 40,
+        )
+        result = subprocess.run(
+            [*KEYSTILE, *command.split()], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()  # one line: no traceback, no log
+        assert line.startswith(
+            "keystile: database_url (KEYSTILE_DATABASE_URL): cannot connect to PostgreSQL at"
+            f" 127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}, database keystile: "
+        ), line
+        assert "pw-" not in line  # never the password
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("KEYSTILE_SECRET_KEY_FILE", "{tmp}/missing", "secret_key_file: cannot read"),
+        ("KEYSTILE_SECRET_KEY_FALLBACKS_FILE", "{tmp}/missing", "secret_key_fallbacks_file:"),
+        ("KEYSTILE_SETTINGS_FILE", "{tmp}/missing.toml", "KEYSTILE_SETTINGS_FILE:"),
+        ("KEYSTILE_EXTENSIONS", "keystile_catalog:CatalogExtension", "not valid JSON"),
+    ],
+)
+def test_a_bad_setting_is_one_line_without_a_traceback(
+    backing: Backing, tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    env = _env(
+        KEYSTILE_DATABASE_URL=backing.database_url,
+        KEYSTILE_REDIS_URL=backing.redis_url,
+        KEYSTILE_SECRET_KEY_FILE=str(tmp_path / "unused"),
+    )
+    if variable != "KEYSTILE_SECRET_KEY_FILE":
+        env.pop("KEYSTILE_SECRET_KEY_FILE")
+        env["KEYSTILE_SECRET_KEY"] = "k" * 40
+    env[variable] = value.format(tmp=tmp_path)
+    result = subprocess.run(
+        [*KEYSTILE, "user", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()  # one line: no traceback, no log
+    assert line.startswith("keystile: ")
+    assert said in line
+
+
 def test_user_create_refuses_a_weak_password(backing: Backing) -> None:
     result = _run(backing, "user", "create", unique_email(), "--password-stdin", stdin="short\n")
     assert result.returncode == 2

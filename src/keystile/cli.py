@@ -16,7 +16,7 @@ from typing import Any
 
 from keystile.errors import InvalidInput, KeystileError
 from keystile.logs import configure_logging
-from keystile.runtime import migrate, project_root, runtime
+from keystile.runtime import DatabaseUnreachable, migrate, project_root, runtime
 from keystile.services.paging import MAX_PAGE_SIZE, decode_cursor
 from keystile.services.passwords import MAX_STRETCH
 from keystile.services.types import ClientInfo
@@ -595,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging()  # the command itself reports the bad setting
     try:
         return int(args.func(args))
-    except (SettingsError, KeystileError) as exc:
+    except (SettingsError, KeystileError, DatabaseUnreachable) as exc:
         sys.stderr.write(f"keystile: {exc}\n")
         return 2
     except KeyboardInterrupt:
