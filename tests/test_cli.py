@@ -384,6 +384,39 @@ def test_serve_on_a_busy_port_says_so_and_exits_without_starting(tmp_path: Path)
     assert not (tmp_path / "var" / "postgres").exists()  # nothing was started first
 
 
+@pytest.mark.parametrize(
+    ("problem", "said"),
+    [
+        ("key file 0644", "must not be readable by others (chmod 600)"),
+        ("fallback is the current key", "secret_key_fallbacks: one of them is the current"),
+    ],
+)
+def test_serve_with_a_bad_secret_key_says_so_once_before_serving(
+    backing: Backing, tmp_path: Path, problem: str, said: str
+) -> None:
+    key_file = tmp_path / "secret_key"
+    key_file.write_text("k" * 40)
+    key_file.chmod(0o644 if problem == "key file 0644" else 0o600)
+    env = _env(
+        KEYSTILE_DATABASE_URL=backing.database_url,
+        KEYSTILE_REDIS_URL=backing.redis_url,
+        KEYSTILE_SECRET_KEY_FILE=str(key_file),
+        KEYSTILE_SECRET_KEY_FALLBACKS=f'["{"k" * 40}"]' if "fallback" in problem else "",
+    )
+    result = subprocess.run(
+        [*KEYSTILE, "serve", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()  # not each worker's traceback after "serving on"
+    assert line.startswith("keystile: "), line
+    assert said in line, line
+
+
 async def test_user_reset_factors_removes_them_and_is_audited(
     backing: Backing, make_app: Any
 ) -> None:

@@ -30,6 +30,7 @@ _log = logging.getLogger("keystile")
 def _serve(args: argparse.Namespace) -> int:
     from hypercorn.config import Config
 
+    from keystile.secret_keys import read_secret_keys
     from keystile.serving import listen, serve
 
     overrides = {
@@ -45,6 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
     # Listen first: a busy port is reported before any server starts or anything is logged.
     sockets = listen(config, settings)
     with runtime(**overrides) as rt:
+        # Each worker reads the keys too: a bad key file or fallback list is said here once,
+        # as one line, instead of as every worker's traceback after "serving on".
+        read_secret_keys(rt.settings)
         migrate(rt.settings)
         for line in rt.started:
             _log.info("started %s", line)
