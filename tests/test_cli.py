@@ -130,7 +130,8 @@ def test_user_create_list_disable(backing: Backing) -> None:
 
     again = _run(backing, "user", "create", email, "--password-stdin", stdin=PASSWORD + "\n")
     assert again.returncode == 2
-    assert "already exists" in again.stderr
+    # Only the answer: a command sends no mail, so it says nothing of where mail goes.
+    assert again.stderr.splitlines() == [f"keystile: An account for {email} already exists."]
 
     disabled = _run(backing, "user", "disable", email)
     assert disabled.returncode == 0, disabled.stderr
@@ -200,6 +201,59 @@ def test_a_number_out_of_range_is_refused_with_the_reason(
     assert f"argument {option}" in refused.stderr
     assert reason in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_migrate_against_a_stopped_database_says_where_and_why_in_one_line(
+    backing: Backing,
+) -> None:
+    # Nothing listens on a port just freed: as PostgreSQL not (yet) running there.
+    url = f"postgresql://keystile:pw-{uuid.uuid4().hex}@127.0.0.1:{free_port()}/keystile"
+    for command in ("migrate", "user list"):
+        env = _env(
+            KEYSTILE_DATABASE_URL=url,
+            KEYSTILE_REDIS_URL=backing.redis_url,
+            KEYSTILE_SECRET_KEY="k" * 40,
+        )
+        result = subprocess.run(
+            [*KEYSTILE, *command.split()], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()  # one line: no traceback, no log
+        assert line.startswith(
+            "keystile: database_url (KEYSTILE_DATABASE_URL): cannot connect to PostgreSQL at"
+            f" 127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}, database keystile: "
+        ), line
+        assert "pw-" not in line  # never the password
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("KEYSTILE_SECRET_KEY_FILE", "{tmp}/missing", "secret_key_file: cannot read"),
+        ("KEYSTILE_SECRET_KEY_FALLBACKS_FILE", "{tmp}/missing", "secret_key_fallbacks_file:"),
+        ("KEYSTILE_SETTINGS_FILE", "{tmp}/missing.toml", "KEYSTILE_SETTINGS_FILE:"),
+        ("KEYSTILE_EXTENSIONS", "keystile_catalog:CatalogExtension", "not valid JSON"),
+    ],
+)
+def test_a_bad_setting_is_one_line_without_a_traceback(
+    backing: Backing, tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    env = _env(
+        KEYSTILE_DATABASE_URL=backing.database_url,
+        KEYSTILE_REDIS_URL=backing.redis_url,
+        KEYSTILE_SECRET_KEY_FILE=str(tmp_path / "unused"),
+    )
+    if variable != "KEYSTILE_SECRET_KEY_FILE":
+        env.pop("KEYSTILE_SECRET_KEY_FILE")
+        env["KEYSTILE_SECRET_KEY"] = "k" * 40
+    env[variable] = value.format(tmp=tmp_path)
+    result = subprocess.run(
+        [*KEYSTILE, "user", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()  # one line: no traceback, no log
+    assert line.startswith("keystile: ")
+    assert said in line
 
 
 def test_user_create_refuses_a_weak_password(backing: Backing) -> None:
@@ -328,6 +382,39 @@ def test_serve_on_a_busy_port_says_so_and_exits_without_starting(tmp_path: Path)
     assert "Traceback" not in output
     assert "serving on" not in output
     assert not (tmp_path / "var" / "postgres").exists()  # nothing was started first
+
+
+@pytest.mark.parametrize(
+    ("problem", "said"),
+    [
+        ("key file 0644", "must not be readable by others (chmod 600)"),
+        ("fallback is the current key", "secret_key_fallbacks: one of them is the current"),
+    ],
+)
+def test_serve_with_a_bad_secret_key_says_so_once_before_serving(
+    backing: Backing, tmp_path: Path, problem: str, said: str
+) -> None:
+    key_file = tmp_path / "secret_key"
+    key_file.write_text("k" * 40)
+    key_file.chmod(0o644 if problem == "key file 0644" else 0o600)
+    env = _env(
+        KEYSTILE_DATABASE_URL=backing.database_url,
+        KEYSTILE_REDIS_URL=backing.redis_url,
+        KEYSTILE_SECRET_KEY_FILE=str(key_file),
+        KEYSTILE_SECRET_KEY_FALLBACKS=f'["{"k" * 40}"]' if "fallback" in problem else "",
+    )
+    result = subprocess.run(
+        [*KEYSTILE, "serve", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()  # not each worker's traceback after "serving on"
+    assert line.startswith("keystile: "), line
+    assert said in line, line
 
 
 async def test_user_reset_factors_removes_them_and_is_audited(

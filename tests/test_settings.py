@@ -220,6 +220,44 @@ def test_invalid_toml_value_names_the_key(tmp_path: Path, monkeypatch: pytest.Mo
     assert "no_such_key (KEYSTILE_NO_SUCH_KEY): Extra inputs" in str(caught.value)
 
 
+def test_a_settings_file_named_but_missing_is_refused_not_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEYSTILE_SETTINGS_FILE", str(tmp_path / "settngs.toml"))
+    with pytest.raises(
+        SettingsError, match=r"KEYSTILE_SETTINGS_FILE: .*settngs.toml is not a file"
+    ):
+        load_settings()
+
+
+def test_a_settings_file_that_is_not_toml_names_the_file_and_the_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("db_pool_size = = 12\n")
+    monkeypatch.setenv("KEYSTILE_SETTINGS_FILE", str(settings_file))
+    with pytest.raises(SettingsError, match=r"settings file .*settings.toml: .*line 1"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        ("KEYSTILE_EXTENSIONS", "extensions (KEYSTILE_EXTENSIONS): not valid JSON"),
+        ("KEYSTILE_HTTP_CACHE__PURGE_URLS", "http_cache (KEYSTILE_HTTP_CACHE__*): not valid JSON"),
+        ("KEYSTILE_PURGE_URLS", 'purge_urls (KEYSTILE_PURGE_URLS): must be a JSON list, e.g. ["'),
+        ("KEYSTILE_TOKEN_SCOPES", "token_scopes (KEYSTILE_TOKEN_SCOPES): must be a JSON list"),
+    ],
+)
+def test_a_list_not_given_as_json_names_the_key_and_says_json(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch, key: str, named: str
+) -> None:
+    monkeypatch.setenv(key, "keystile_catalog:CatalogExtension")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert named in str(caught.value)
+
+
 def test_short_secret_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEYSTILE_SECRET_KEY", "too-short")
     with pytest.raises(SettingsError, match="secret_key"):
@@ -239,6 +277,20 @@ def test_secret_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
         read_secret_file(path)
     os.chmod(path, 0o600)
     assert read_secret_file(path) == b"k" * 64
+
+
+def test_a_secret_key_file_that_is_missing_or_a_directory_is_named_with_why(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(SettingsError, match=r"secret_key_file: cannot read .*: No such file"):
+        read_secret_file(tmp_path / "missing")
+    directory = tmp_path / "secrets"
+    directory.mkdir(mode=0o700)
+    with pytest.raises(SettingsError, match=r"secret_key_file: .*secrets is not a file"):
+        read_secret_file(directory)
+    settings = Settings(secret_key="a" * 40, secret_key_fallbacks_file=tmp_path / "gone")
+    with pytest.raises(SettingsError, match=r"secret_key_fallbacks_file: cannot read .*gone"):
+        settings.read_secret_key_fallbacks()
 
 
 def test_previous_secret_keys_come_from_the_variable_and_the_file_each_once(

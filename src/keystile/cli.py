@@ -16,7 +16,7 @@ from typing import Any
 
 from keystile.errors import InvalidInput, KeystileError
 from keystile.logs import configure_logging
-from keystile.runtime import migrate, project_root, runtime
+from keystile.runtime import DatabaseUnreachable, migrate, project_root, runtime
 from keystile.services.paging import MAX_PAGE_SIZE, decode_cursor
 from keystile.services.passwords import MAX_STRETCH
 from keystile.services.types import ClientInfo
@@ -30,6 +30,7 @@ _log = logging.getLogger("keystile")
 def _serve(args: argparse.Namespace) -> int:
     from hypercorn.config import Config
 
+    from keystile.secret_keys import read_secret_keys
     from keystile.serving import listen, serve
 
     overrides = {
@@ -45,6 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
     # Listen first: a busy port is reported before any server starts or anything is logged.
     sockets = listen(config, settings)
     with runtime(**overrides) as rt:
+        # Each worker reads the keys too: a bad key file or fallback list is said here once,
+        # as one line, instead of as every worker's traceback after "serving on".
+        read_secret_keys(rt.settings)
         migrate(rt.settings)
         for line in rt.started:
             _log.info("started %s", line)
@@ -595,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging()  # the command itself reports the bad setting
     try:
         return int(args.func(args))
-    except (SettingsError, KeystileError) as exc:
+    except (SettingsError, KeystileError, DatabaseUnreachable) as exc:
         sys.stderr.write(f"keystile: {exc}\n")
         return 2
     except KeyboardInterrupt:

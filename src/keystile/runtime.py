@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_secret_key_file
 from keystile.settings import Settings, SettingsError, find_settings_file, load_settings
@@ -16,7 +18,7 @@ from keystile.settings import Settings, SettingsError, find_settings_file, load_
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["Runtime", "migrate", "project_root", "runtime"]
+__all__ = ["DatabaseUnreachable", "Runtime", "migrate", "project_root", "runtime"]
 
 _log = logging.getLogger(__name__)
 
@@ -90,12 +92,60 @@ def migrate(settings: Settings, revision: str = "head") -> None:
     """
     from alembic import command
 
+    _check_reachable(settings)
     command.upgrade(_alembic_config(settings), revision)
     for name, location in _extension_migrations(settings):
         config = _alembic_config(settings)
         config.set_main_option("version_locations", str(location))
         config.attributes["version_table"] = f"alembic_version_{name}"
         command.upgrade(config, "head")
+
+
+class DatabaseUnreachable(Exception):
+    """PostgreSQL refused or did not answer the connection a migration needs."""
+
+
+def _check_reachable(settings: Settings) -> None:
+    """Connect once before migrating: an unreachable database is said in one line.
+
+    Raise `DatabaseUnreachable` naming where (never the password) and why: refused,
+    unknown host, no answer within `db_connect_timeout`, unknown database or role.
+    """
+    import asyncpg
+
+    if settings.database.url is None:
+        raise ValueError("database_url must be resolved before migrating")
+    url = settings.database.url.get_secret_value()
+    timeout = settings.database.connect_timeout
+
+    async def connect() -> None:
+        connection = await asyncpg.connect(url, timeout=timeout)
+        await connection.close()
+
+    try:
+        asyncio.run(connect())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within db_connect_timeout ({timeout:g} s)"
+        else:
+            reason = str(exc) or type(exc).__name__
+        raise DatabaseUnreachable(
+            f"database_url (KEYSTILE_DATABASE_URL): cannot connect to PostgreSQL"
+            f" {_where(url)}: {reason}"
+        ) from None
+
+
+def _where(url: str) -> str:
+    """Return host, port and database of a PostgreSQL URL, without user or password."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "with an unreadable database_url"
+    if parts.scheme not in ("postgresql", "postgres"):
+        return "with a database_url not of the form postgresql://user:password@host:port/db"
+    host = parts.hostname or ",".join(parse_qs(parts.query).get("host", [])) or "localhost"
+    return f"at {host}{port}, database {parts.path.lstrip('/') or '(default)'}"
 
 
 def _alembic_config(settings: Settings) -> Config:

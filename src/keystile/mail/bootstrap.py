@@ -82,8 +82,9 @@ async def build_mail(
     outbox = PostgresOutbox(base.database, sealer)
     tokens = PostgresEmailTokens(base.database)
     transport = transport or build_transport(settings)
-    if settings.email.smtp_url is None:
-        _log.info("no smtp_url: mail goes to the Maildir %s (development only)", transport.name)
+    if settings.email.smtp_url is None and settings.email.outbox_sender_enabled:
+        # Said by the workers that send; a command (which only queues) stays quiet.
+        _log.info("no smtp_url: mail goes to %s (development only)", transport.name)
     renderer = MailRenderer(
         sender=settings.email.mail_from,
         site_name=settings.email.mail_site_name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from functools import cache
 from typing import Any, get_origin
@@ -12,6 +13,7 @@ from typing import Any, get_origin
 from pydantic import AliasChoices, BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import PydanticBaseSettingsSource
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from keystile.rates import Action
 from keystile.settings.groups import _Group
@@ -140,23 +142,45 @@ def setting_name(location: tuple[str | int, ...]) -> str:
     return ".".join(parts) or "settings"
 
 
+_JSON_LIST = 'must be a JSON list, e.g. ["first", "second"]'
+
+
+def _message(error: Any) -> str:
+    """Return a validation error's message for people: a list given as text says so."""
+    if error["type"] == "list_type" and isinstance(error.get("input"), str):
+        return _JSON_LIST
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning a validation failure into one error naming each bad key."""
     try:
         return Settings(**overrides)
+    except PydanticSettingsError as exc:
+        # pydantic-settings decodes top-level lists and `KEYSTILE_<GROUP>__...` values as
+        # JSON itself, and says only which field (`extensions`, or a group) failed.
+        field = re.search(r'field "(\w+)"', str(exc))
+        key = field.group(1) if field else "settings"
+        env = f"{_ENV_PREFIX}{key.upper()}"
+        if key in Settings.model_fields and key not in flat_names():
+            env += "__*"  # a group: one of its KEYSTILE_<GROUP>__<KEY> variables
+        raise SettingsError(
+            f"invalid settings: {key} ({env}): not valid JSON; lists are given as JSON,"
+            ' e.g. ["first", "second"]'
+        ) from None
     except ValidationError as exc:
         problems = []
         flat = flat_names()
         for error in exc.errors():
             if not error["loc"]:
                 # A check across groups (`cookie_secure` with `public_url`) names its keys.
-                problems.append(error["msg"].removeprefix("Value error, "))
+                problems.append(_message(error))
                 continue
             key = setting_name(error["loc"])
             if key not in flat and key in Settings.model_fields:
                 # A group's own check (`hashing`), which names its settings itself.
-                problems.append(f"{key}: {error['msg']}")
+                problems.append(f"{key}: {_message(error)}")
                 continue
             env = f"{_ENV_PREFIX}{key.upper().replace('.', '__')}"
-            problems.append(f"{key} ({env}): {error['msg']}")
+            problems.append(f"{key} ({env}): {_message(error)}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None

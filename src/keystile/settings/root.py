@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,6 +49,9 @@ def find_settings_file() -> Path | None:
     """Return the settings file: $KEYSTILE_SETTINGS_FILE, ./settings.toml, or the project's."""
     explicit = os.environ.get(f"{_ENV_PREFIX}SETTINGS_FILE")
     if explicit:
+        # Named on purpose: a file that is not there is a mistake, never "no settings file".
+        if not Path(explicit).is_file():
+            raise SettingsError(f"KEYSTILE_SETTINGS_FILE: {explicit} is not a file")
         return Path(explicit)
     for candidate in (Path.cwd() / "settings.toml", _PROJECT_ROOT / "settings.toml"):
         if candidate.is_file():
@@ -77,10 +81,15 @@ def read_secret_lines(path: Path, *, setting: str) -> list[bytes]:
 
 
 def _read_private(path: Path, setting: str) -> bytes:
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SettingsError(f"{setting}: {path} must not be readable by others (chmod 600)")
-    return path.read_bytes()
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise SettingsError(f"{setting}: {path} is not a file")
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SettingsError(f"{setting}: {path} must not be readable by others (chmod 600)")
+        return path.read_bytes()
+    except OSError as exc:  # missing, or not readable by this user
+        raise SettingsError(f"{setting}: cannot read {path}: {exc.strerror}") from None
 
 
 def _fallback_list(text: str) -> list[str]:
@@ -198,7 +207,12 @@ class Settings(BaseSettings):
         ]
         toml_file = find_settings_file()
         if toml_file is not None:
-            sources.append(_Grouped(TomlConfigSettingsSource(settings_cls, toml_file=toml_file)))
+            try:
+                toml_source = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                raise SettingsError(f"settings file {toml_file}: {reason}") from None
+            sources.append(_Grouped(toml_source))
         return tuple(sources)
 
     @property

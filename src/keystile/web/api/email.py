@@ -27,7 +27,7 @@ from keystile.web.auth import (
     requires_recent_auth,
 )
 from keystile.web.context import client_info, services
-from keystile.web.openapi import body_optional
+from keystile.web.openapi import body_optional, may_fail
 from keystile.web.schemas import AcceptedResponse, Email, Password
 
 __all__ = [
@@ -86,6 +86,7 @@ CHANGE_ACCEPTED = (
 
 
 @blueprint.post("/v1/password-resets")
+@may_fail(429)  # the per-address limit (the per-account one answers 202 as ever, S35)
 @validate_request(PasswordResetRequest)
 @validate_response(AcceptedResponse, 202)
 async def request_password_reset(data: PasswordResetRequest) -> tuple[AcceptedResponse, int]:
@@ -106,6 +107,7 @@ async def confirm_password_reset(data: PasswordResetConfirmRequest) -> tuple[str
 
 
 @blueprint.post("/v1/email-verifications")
+@may_fail(401, 403, 429)  # 401: no login and no email; 403: a cross-site cookie request
 @body_optional
 @document_request(EmailVerificationRequest)
 @validate_response(AcceptedResponse, 202)
@@ -140,6 +142,7 @@ async def confirm_email_verification(data: LinkTokenRequest) -> tuple[str, int]:
 
 
 @blueprint.post("/v1/me/email")
+@may_fail(429)  # the per-address and per-account limits of email changes
 @requires_auth()
 @requires_recent_auth
 @validate_request(EmailChangeRequest)
