@@ -19,7 +19,7 @@ def _database_url() -> str:
     # `keystile migrate` passes the URL it resolved (possibly an embedded server).
     url = config.attributes.get("database_url")
     if url is None:
-        configured = load_settings().database_url
+        configured = load_settings().database.url
         if configured is None:
             raise SystemExit("KEYSTILE_DATABASE_URL is not set; run `keystile migrate` instead")
         url = configured.get_secret_value()

@@ -203,6 +203,22 @@ def test_a_number_out_of_range_is_refused_with_the_reason(
     assert "Traceback" not in refused.stderr
 
 
+def test_alembic_run_directly_reads_the_database_url_keystile_reads(backing: Backing) -> None:
+    # CONTRIBUTING has contributors run alembic itself (`alembic heads`, new revisions);
+    # its env reads KEYSTILE_DATABASE_URL through keystile's settings, as `migrate` does.
+    env = _env(KEYSTILE_DATABASE_URL=backing.direct_database_url or backing.database_url)
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "current"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(head)" in result.stdout, result.stdout
+
+
 def test_migrate_against_a_stopped_database_says_where_and_why_in_one_line(
     backing: Backing,
 ) -> None:
