@@ -67,6 +67,28 @@ def test_operations_list_every_status_they_answer(
             assert set(content["example"]["error"]) == {"code", "message"}
 
 
+def _references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from _references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _references(value)
+
+
+def test_every_schema_reference_resolves_inside_the_document(document: dict[str, Any]) -> None:
+    # A `$ref` that points nowhere breaks Swagger UI's rendering and generated clients.
+    for reference in set(_references(document)):
+        assert reference.startswith("#/"), reference
+        node: Any = document
+        for part in reference.removeprefix("#/").split("/"):
+            assert isinstance(node, dict), reference
+            assert part in node, reference
+            node = node[part]
+
+
 def test_error_answers_name_their_stable_codes(document: dict[str, Any]) -> None:
     responses = document["paths"]["/v1/me"]["get"]["responses"]
     for code in ("not_authenticated", "invalid_token", "token_expired", "token_revoked"):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from quart_schema import OpenAPIProvider
 from quart_schema.validation import (
     QUART_SCHEMA_QUERYSTRING_ATTRIBUTE,
@@ -35,6 +36,7 @@ __all__ = [
     "AuthDoc",
     "KeystileOpenAPI",
     "document_auth",
+    "inline_schema",
     "may_fail",
     "quart_schema_options",
     "responds",
@@ -125,6 +127,32 @@ def responds(
         return func
 
     return decorator
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Return `model`'s JSON schema with the models it nests written in place, for `responds`.
+
+    pydantic refers to nested models as `#/$defs/...`; inside an operation of the OpenAPI
+    document that points at the document's root, where there is no `$defs`.
+    """
+    schema = model.model_json_schema()
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+
+    def resolve(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [resolve(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        reference = node.get("$ref")
+        if isinstance(reference, str) and reference.startswith("#/$defs/"):
+            name = reference.removeprefix("#/$defs/")
+            if name in seen:
+                raise ValueError(f"{model.__name__} nests {name} in itself: it cannot be inlined")
+            return resolve(definitions[name], (*seen, name))
+        return {key: resolve(value, seen) for key, value in node.items()}
+
+    resolved: dict[str, Any] = resolve(schema, ())
+    return resolved
 
 
 def body_optional(func: F) -> F:

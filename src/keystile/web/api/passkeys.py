@@ -31,12 +31,12 @@ from keystile.web.mfa_schemas import (
     PasskeyResponse,
     WebAuthnOptions,
 )
-from keystile.web.openapi import may_fail, responds
+from keystile.web.openapi import inline_schema, may_fail, responds
 from keystile.web.rate_limits import rate_limited
 from keystile.web.schemas import LoginResponse, TokenResponse, UserResponse
 
-_TOKENS = TokenResponse.model_json_schema()
-_SESSION = LoginResponse.model_json_schema()
+_TOKENS = inline_schema(TokenResponse)
+_SESSION = inline_schema(LoginResponse)
 
 blueprint = Blueprint("passkeys", __name__)
 
