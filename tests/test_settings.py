@@ -217,7 +217,22 @@ def test_invalid_toml_value_names_the_key(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("KEYSTILE_SETTINGS_FILE", str(settings_file))
     with pytest.raises(SettingsError, match=r"token_algorithm .*EdDSA") as caught:
         load_settings()
-    assert "no_such_key (KEYSTILE_NO_SUCH_KEY): Extra inputs" in str(caught.value)
+    assert "no_such_key: not a keystile setting;" not in str(caught.value)  # nothing near
+    assert "no_such_key: not a keystile setting" in str(caught.value)
+
+
+def test_a_misspelt_key_in_the_settings_file_is_refused_with_the_nearest_real_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("argon2_memory_kb = 65536\n")
+    monkeypatch.setenv("KEYSTILE_SETTINGS_FILE", str(settings_file))
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "invalid settings: argon2_memory_kb: not a keystile setting;"
+        " did you mean argon2_memory_kib?"
+    )
 
 
 def test_a_settings_file_named_but_missing_is_refused_not_ignored(

@@ -3,6 +3,7 @@ their groups, and `load_settings`, whose errors name the flat key."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -177,6 +178,13 @@ def load_settings(**overrides: Any) -> Settings:
                 problems.append(_message(error))
                 continue
             key = setting_name(error["loc"])
+            if error["type"] == "extra_forbidden":
+                # Only a settings file or a keyword names an unknown key (unknown variables
+                # are ignored): say so, with the nearest real name, rather than pydantic's words.
+                near = difflib.get_close_matches(key, flat, n=1)
+                hint = f"; did you mean {near[0]}?" if near else ""
+                problems.append(f"{key}: not a keystile setting{hint}")
+                continue
             if key not in flat and key in Settings.model_fields:
                 # A group's own check (`hashing`), which names its settings itself.
                 problems.append(f"{key}: {_message(error)}")
