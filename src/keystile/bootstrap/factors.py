@@ -75,7 +75,7 @@ def build_passkeys(
 
 def build_mfa(
     settings: Settings,
-    secret: bytes | SecretKeys,
+    keys: SecretKeys,
     database: Database,
     redis: Redis,
     users: CachedUserRepository,
@@ -95,8 +95,8 @@ def build_mfa(
         repository,
         audit,
         counters,
-        CounterKeys(SecretKeys.of(secret).current),
-        secret=secret,
+        CounterKeys(keys.current),
+        secret=keys,
         backoff=_backoff(settings.limits, settings.mfa.free_failures),
         clock=clock or time.time,
     )

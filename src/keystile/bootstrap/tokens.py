@@ -29,7 +29,7 @@ KEYS_NAMESPACE = "signing_keys"
 
 async def build_key_ring(
     settings: Settings,
-    secret: bytes | SecretKeys,
+    keys: SecretKeys,
     database: Database,
     caches: CacheHub,
     stack: AsyncExitStack,
@@ -45,7 +45,7 @@ async def build_key_ring(
 
     ring = KeyRing(
         PostgresSigningKeyRepository(database),
-        SecretBox(secret),
+        SecretBox(keys),
         algorithm=settings.tokens.algorithm,
         notify=notify_rotation,
     )
@@ -78,7 +78,7 @@ def build_revocation(
 
 def build_tokens(
     settings: Settings,
-    secret: bytes | SecretKeys,
+    keys: SecretKeys,
     ring: KeyRing,
     refresh_tokens: RefreshTokenRepository,
     epochs: TokenEpochs,
@@ -101,7 +101,7 @@ def build_tokens(
         epochs=epochs,
         authenticator=auth,
         audit=audit,
-        secret=secret,
+        keys=keys,
         scopes=tokens.scopes,
         refresh_idle=timedelta(seconds=tokens.refresh_idle_seconds),
         refresh_absolute=timedelta(seconds=tokens.refresh_absolute_seconds),

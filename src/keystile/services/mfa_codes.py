@@ -73,16 +73,15 @@ class FactorCodes:
     counters: CounterStore
     keys: CounterKeys
     _: KW_ONLY
-    secret: InitVar[bytes | SecretKeys]  # only the keys derived from it are kept
+    secret: InitVar[SecretKeys]  # only the keys derived from it are kept
     backoff: Backoff
     clock: Callable[[], float] = time.time  # what TOTP codes are checked against (epoch seconds)
     _box: SecretBox = field(init=False, repr=False)
     _codes: Hmac = field(init=False, repr=False)
 
-    def __post_init__(self, secret: bytes | SecretKeys) -> None:
-        keys = SecretKeys.of(secret)
-        object.__setattr__(self, "_box", SecretBox(keys, purpose="totp-secret"))
-        current, *previous = keys.derive_all(_RECOVERY_CODES)
+    def __post_init__(self, secret: SecretKeys) -> None:
+        object.__setattr__(self, "_box", SecretBox(secret, purpose="totp-secret"))
+        current, *previous = secret.derive_all(_RECOVERY_CODES)
         object.__setattr__(self, "_codes", Hmac(current, previous))
 
     # --- TOTP --------------------------------------------------------------------------

@@ -58,14 +58,13 @@ class Hmac:
     """
 
     def __init__(self, key: bytes, previous: Sequence[bytes] = ()) -> None:
-        self._key = key
         self._keys = (key, *previous)
         # Compared against when the id is unknown, so that path costs the same.
         self.dummy = self.digest("unknown")
 
     def digest(self, text: str) -> bytes:
         """Return what is stored for `text`: its HMAC under the current key."""
-        return hmac.new(self._key, text.encode(), hashlib.sha256).digest()
+        return hmac.new(self._keys[0], text.encode(), hashlib.sha256).digest()
 
     def digests_under_each(self, text: str) -> list[bytes]:
         """Return `text`'s HMAC under the current key, then under each previous one."""

@@ -75,16 +75,17 @@ class RefreshTokenFormat:
         `account` is `account_of(token)`: None for an older token, whose successor keeps
         the older form.
         """
-        return self.successors(token, account)[0]
+        return self._successor_under(0, token, account)
 
     def successors(self, token: str, account: UUID | None) -> list[str]:
         """Return the token that may follow `token` as made under the current secret key,
         then as made under each previous one (by a worker that ran before the rotation)."""
-        made = []
-        for key, tag_key in zip(self._successor_keys, self._tag_keys, strict=True):
-            secret = hmac.new(key, token.encode(), hashlib.sha256).digest()
-            made.append(_encode(secret) if account is None else _seal(tag_key, account, secret))
-        return made
+        return [self._successor_under(i, token, account) for i in range(len(self._tag_keys))]
+
+    def _successor_under(self, index: int, token: str, account: UUID | None) -> str:
+        key = self._successor_keys[index]
+        secret = hmac.new(key, token.encode(), hashlib.sha256).digest()
+        return _encode(secret) if account is None else _seal(self._tag_keys[index], account, secret)
 
     def account_of(self, token: str) -> UUID | None:
         """Return the user a token of this form names, or None (older form, or forged)."""

@@ -114,7 +114,7 @@ class TokenService:
         epochs: TokenEpochs,
         authenticator: PasswordAuthenticator,
         audit: AuditLog,
-        secret: bytes | SecretKeys,
+        keys: SecretKeys,
         scopes: Iterable[str],
         refresh_idle: timedelta,
         refresh_absolute: timedelta,
@@ -129,7 +129,7 @@ class TokenService:
         self._epochs = epochs
         self._authenticator = authenticator
         self._audit = audit
-        self._format = RefreshTokenFormat(secret)
+        self._format = RefreshTokenFormat(keys)
         self._scopes = frozenset(scopes)
         self._refresh_idle = refresh_idle
         self._refresh_absolute = refresh_absolute
@@ -221,9 +221,7 @@ class TokenService:
         if selector is not None and selector.previous_key:
             note_fallback_used("refresh_token")
         token_hash = hash_refresh_token(refresh_token)
-        # Made under the current secret key; the others are what a worker still on a
-        # previous key (a rolling restart) would have made, for the grace window's answer.
-        successor, *elsewhere = self._format.successors(refresh_token, account)
+        successor = self._format.successor(refresh_token, account)
         successor_hash = hash_refresh_token(successor)
         rotated = await self._refresh_tokens.rotate(
             token_hash, successor_hash, idle=self._refresh_idle
@@ -245,7 +243,9 @@ class TokenService:
         if state is None or not state.live or not state.used:
             raise InvalidRefreshToken()
         if state.used_within_grace:
-            for candidate in (successor, *elsewhere):
+            # The successor as made under the current secret key, then as a worker still on
+            # a previous key (a rolling restart) would have made it.
+            for candidate in self._format.successors(refresh_token, account):
                 if not await self._refresh_tokens.has_live_child(
                     token_hash, hash_refresh_token(candidate)
                 ):
