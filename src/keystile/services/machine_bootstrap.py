@@ -79,7 +79,7 @@ def build_machine_access(
         key_cache,
         base.epochs,
         base.audit,
-        digests=_digests(base, "api key secrets v1"),
+        digests=Hmac.under(base.keys, "api key secrets v1"),
         scopes=frozenset(settings.tokens.scopes),
         max_days=machine.api_key_max_days,
         per_user=machine.api_keys_per_user,
@@ -101,7 +101,7 @@ def build_machine_access(
         base.audit,
         base.counters,
         CounterKeys(base.keys.current),  # the same counter key naming as the core rate limiter
-        digests=_digests(base, "oauth client secrets v1"),
+        digests=Hmac.under(base.keys, "oauth client secrets v1"),
         scopes=frozenset(settings.tokens.scopes),
         audience=settings.tokens.audience,
         ttl=machine.client_token_ttl_seconds,
@@ -125,9 +125,3 @@ def build_machine_access(
         base.audit,
     )
     return MachineAccess(api_keys, clients, roles, administration, tokens)
-
-
-def _digests(base: Foundation, purpose: str) -> Hmac:
-    """Digests under the current secret key; those stored under a previous one still match."""
-    current, *previous = base.keys.derive_all(purpose)
-    return Hmac(current, previous)

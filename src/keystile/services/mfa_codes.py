@@ -81,8 +81,7 @@ class FactorCodes:
 
     def __post_init__(self, secret: SecretKeys) -> None:
         object.__setattr__(self, "_box", SecretBox(secret, purpose="totp-secret"))
-        current, *previous = secret.derive_all(_RECOVERY_CODES)
-        object.__setattr__(self, "_codes", Hmac(current, previous))
+        object.__setattr__(self, "_codes", Hmac.under(secret, _RECOVERY_CODES))
 
     # --- TOTP --------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ import string
 import zlib
 from collections.abc import Sequence
 
+from keystile.secret_keys import SecretKeys
+
 __all__ = ["CHECKSUM_LENGTH", "Hmac", "has_valid_checksum", "random_base62", "with_checksum"]
 
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -61,6 +63,12 @@ class Hmac:
         self._keys = (key, *previous)
         # Compared against when the id is unknown, so that path costs the same.
         self.dummy = self.digest("unknown")
+
+    @classmethod
+    def under(cls, keys: SecretKeys, purpose: str) -> Hmac:
+        """Return HMACs for `purpose`: made under the current secret key, matched under all."""
+        current, *previous = keys.derive_all(purpose)
+        return cls(current, previous)
 
     def digest(self, text: str) -> bytes:
         """Return what is stored for `text`: its HMAC under the current key."""
