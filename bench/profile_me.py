@@ -1,7 +1,8 @@
 """Profile GET /v1/me (or refused logins) under wrk with py-spy (native), print the top.
 
     .venv/bin/python -m bench.profile_me [--seconds 15] [--connections 32]
-                                         [--refusals | --logins | --warm-logins | --cookie]
+                                         [--refusals | --logins | --warm-logins
+                                          | --totp-logins | --cookie]
                                          [--request-log] [--cpu-only]
 
 `--refusals` profiles what a login refused for hash capacity costs (503 `overloaded`):
@@ -9,7 +10,10 @@ the worker's single hash thread is kept busy by slow hashes and the wait budget 
 zero, so every other cold login is refused after its one Redis call. `--logins`
 profiles cold logins that succeed (the credential cache off, so each one hashes) and
 says how the worker's CPU splits between the hash thread and everything else;
-`--warm-logins` profiles logins answered from the credential cache (no hash).
+`--warm-logins` profiles logins answered from the credential cache (no hash);
+`--totp-logins` profiles cold logins of users with an authenticator app, both steps
+(`bench/lua/login_totp.lua`, as `make bench`'s login-cold-totp): compare its "per 2xx
+answer" figures with `--logins`' to see what the second step costs.
 `--request-log` turns the request log on, as in production (`make bench` and the other
 modes run the server at log level warning, like the Flask baseline without an access log).
 
@@ -34,7 +38,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import scratch_keystile_server, unlimited_rates
+from bench.seed import PASSWORD, hash_password
+from bench.servers import ServerProcess, scratch_keystile_server, unlimited_rates
+from bench.totp import seed_totp_users, write_totp_codes
+from keystile.embedded import EmbeddedPostgres
+from keystile.settings.security import HashingSettings
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,6 +152,29 @@ end
 """
 
 
+def _totp_logins(
+    server: ServerProcess, work: Path, args: argparse.Namespace
+) -> tuple[Path, list[str]]:
+    """Seed users with an authenticator app in the server's own database (as `make
+    bench` does); return `bench/lua/login_totp.lua` and its arguments. Each user logs in
+    once: enough of them for the run at a generous rate (a code is refused if replayed)."""
+    database_url = EmbeddedPostgres(work / "var").start()  # joins the server's
+    secret_key = server.env_value("KEYSTILE_SECRET_KEY") or ""
+    users = 200 * int(args.seconds + 10)
+    seed_totp_users(database_url, users, _default_hash(), secret_key.encode())
+    codes = work / "totp-codes.txt"
+    write_totp_codes(codes, args.seconds + 60)
+    lua = _ROOT / "bench" / "lua" / "login_totp.lua"
+    wrk_args = ["/v1/tokens", "/v1/tokens/mfa", "0", str(users), PASSWORD, str(codes)]
+    return lua, [*wrk_args, str(_WRK_THREADS), *(["retry-after"] if args.retry_after else [])]
+
+
+def _default_hash() -> str:
+    """The bench password hashed with keystile's default argon2id parameters."""
+    defaults = HashingSettings()
+    return hash_password(defaults.memory_kib, defaults.time_cost, defaults.parallelism)
+
+
 def _wrk_line(output: str, marker: str) -> str:
     """Return the line of wrk's summary that contains `marker`, or "" without one."""
     return next((line for line in output.splitlines() if marker in line), "")
@@ -204,6 +235,9 @@ def main() -> int:
     mode.add_argument(
         "--warm-logins", action="store_true", help="profile warm logins (credential cache hits)"
     )
+    mode.add_argument(
+        "--totp-logins", action="store_true", help="profile cold logins with a TOTP second step"
+    )
     mode.add_argument("--cookie", action="store_true", help="GET /v1/me with a session cookie")
     parser.add_argument(
         "--request-log",
@@ -225,7 +259,7 @@ def main() -> int:
         )
     if args.warm_logins:
         env.update(**unlimited_rates("LOGIN", "TOKEN", "REGISTER"))
-    if args.logins:
+    if args.logins or args.totp_logins:
         env.update(
             KEYSTILE_CREDENTIAL_CACHE_TTL_SECONDS="0",  # every login hashes
             **unlimited_rates("LOGIN", "TOKEN", "REGISTER"),
@@ -239,6 +273,7 @@ def main() -> int:
         httpx.post(f"{base}/v1/users", json=body, timeout=30)
         lua = work / "load.lua"
         path = "/v1/me"
+        wrk_args: list[str] = []
         if args.refusals:
             path = "/v1/tokens"
             # Accounts that do not exist: each login needs a hash, so each is refused.
@@ -253,6 +288,9 @@ def main() -> int:
                 httpx.post(f"{base}/v1/users", json=user, timeout=30)
             script = _login_lua("user-%d@example.com", body["password"], f"k % {users}")
             lua.write_text(script + (_RETRY_AFTER_LUA if args.retry_after else ""))
+        elif args.totp_logins:
+            path = "/v1/tokens"
+            lua, wrk_args = _totp_logins(server, work, args)
         elif args.cookie:
             login = httpx.post(f"{base}/v1/sessions", json=body, timeout=30)
             cookie = "; ".join(f"{name}={value}" for name, value in login.cookies.items())
@@ -270,6 +308,7 @@ def main() -> int:
                 "-s",
                 str(lua),
                 f"{base}{path}",
+                *wrk_args,
             ],
             stdout=subprocess.PIPE,
             text=True,

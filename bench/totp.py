@@ -28,7 +28,14 @@ from bench.seed import PASSWORD
 from bench.wrk import WrkResult
 from keystile.services.keys import SecretBox
 
-__all__ = ["TOTP_SECRET", "seed_totp_users", "totp_email", "totp_login_arm", "totp_user_count"]
+__all__ = [
+    "TOTP_SECRET",
+    "seed_totp_users",
+    "totp_email",
+    "totp_login_arm",
+    "totp_user_count",
+    "write_totp_codes",
+]
 
 # One well-known secret for every bench TOTP user (the bench's password is well known too).
 TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # noqa: S105
@@ -86,7 +93,7 @@ def seed_totp_users(database_url: str, count: int, password_hash: str, secret_ke
     progress(f"seeded {count:,} TOTP users in {time.monotonic() - started:.1f} s")
 
 
-def _write_codes(path: Path, seconds: float) -> None:
+def write_totp_codes(path: Path, seconds: float) -> None:
     """Write "<step> <code>" for every 30-second step from now to `seconds` ahead."""
     totp = pyotp.TOTP(TOTP_SECRET)
     now = int(time.time()) // _STEP
@@ -112,10 +119,10 @@ def totp_login_arm(
     )
     cursor = UserCursor(0, count)
     codes = target.work_dir / f"{target.name}-totp-codes.txt"
-    _write_codes(codes, round_s + 60)
+    write_totp_codes(codes, round_s + 60)
 
     def prepare() -> None:
-        _write_codes(codes, round_s + 60)
+        write_totp_codes(codes, round_s + 60)
 
     def run(duration_s: float) -> WrkResult:
         args = [
