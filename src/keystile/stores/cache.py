@@ -214,6 +214,7 @@ class TieredCache(Generic[V]):
         self._loading: dict[str, bool] = {}
         # Invalidations that did not reach Redis, replayed when it answers again.
         self.unpublished: dict[str, OutageCopy] = {}
+        self._failures = 0  # invalidations that did not reach Redis, ever
 
     def redis_key(self, key: str) -> str:
         """Return the Redis key of `key`'s shared copy.
@@ -361,8 +362,28 @@ class TieredCache(Generic[V]):
         not a `DependencyUnavailable`.
         """
         self.forget(key)
+        await self._tombstone_and_publish(key, outage_copy)
 
-        async def tombstone_and_publish() -> None:
+    async def replay_unpublished(self) -> None:
+        """Send again the invalidations in `unpublished`; one that fails again stays there.
+
+        An entry leaves `unpublished` only once its invalidation reached Redis, so a
+        replay cut short (cancelled at shutdown, an unexpected error) loses nothing: the
+        next one sends the rest.
+        """
+        for key, outage_copy in list(self.unpublished.items()):
+            self.forget(key)
+            failures = self._failures
+            sent = await self._tombstone_and_publish(key, outage_copy)
+            # An invalidation that failed while this one was on its way may be of a later
+            # change (or end the outage copy where this drops it): it stays for the next.
+            if sent and self._failures == failures:
+                del self.unpublished[key]
+
+    async def _tombstone_and_publish(self, key: str, outage_copy: OutageCopy) -> bool:
+        """Invalidate `key` in Redis and on every worker; False (kept in `unpublished`) if not."""
+
+        async def tombstone_and_publish() -> bool:
             await self._invalidate(
                 keys=[self.redis_key(key), self._tombstone_key(key), self._outage_key(key)],
                 args=[
@@ -373,15 +394,18 @@ class TieredCache(Generic[V]):
                     self._outage_ms,
                 ],
             )
+            return True
 
-        async def unpublished() -> None:
+        async def unpublished() -> bool:
             # Other workers' copies (and a promoted replica's) live on until this worker
             # reaches Redis again and replays it (`CacheHub.listen`); say so loudly.
             _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
             pending = self.unpublished.get(key, "keep")
             self.unpublished[key] = max(pending, outage_copy, key=_SEVERITY.__getitem__)
+            self._failures += 1
+            return False
 
-        await self._circuit.attempt(tombstone_and_publish, unpublished)
+        return await self._circuit.attempt(tombstone_and_publish, unpublished)
 
 
 def _cache_circuit(retry_interval: float = 1.0) -> Circuit:
@@ -479,11 +503,10 @@ class CacheHub:
 
     async def _replay_unpublished(self) -> None:
         """Send again the invalidations that failed while Redis was away (e.g. a failover):
-        the promoted replica still holds the copies they were meant to delete."""
+        the promoted replica still holds the copies they were meant to delete. Each stays
+        pending until sent, so a replay cancelled or failed part-way is finished next time."""
         for cache in self._caches.values():
-            keys, cache.unpublished = cache.unpublished, {}
-            for key, outage_copy in keys.items():
-                await cache.invalidate(key, outage_copy=outage_copy)
+            await cache.replay_unpublished()
 
     def _apply(self, data: bytes | str) -> None:
         try:
