@@ -230,6 +230,50 @@ async def test_invalidations_that_fail_again_during_the_replay_stay_pending(
         redis_server.stop()
 
 
+async def test_a_refresh_replaces_every_copy_unless_an_invalidation_just_came(
+    backing: Backing,
+) -> None:
+    redis = create_redis(
+        backing.redis_url,
+        socket_timeout=0.5,
+        connect_timeout=0.5,
+        max_connections=10,
+        acquire_timeout=1,
+    )
+    caches = CacheHub(redis, outage_grace=60)
+    cache: TieredCache[int] = caches.tiered(
+        f"test-{uuid.uuid4().hex}",
+        encode=int,
+        decode=int,
+        local_ttl=30,
+        redis_ttl=60,
+        outage_copy=True,
+    )
+
+    async def copies(key: str) -> tuple[bytes | None, bytes | None]:
+        shared = await redis.get(cache.redis_key(key))
+        return shared, await redis.get(cache.redis_key(key) + ":outage")
+
+    try:
+        for key in ("changed", "ended", "touched"):
+            assert await cache.get(key, lambda: _constant(1)) == 1
+        await cache.refresh("changed", 2)
+        assert await copies("changed") == (b"2", b"2")  # the outage copy too
+        assert cache.local.get("changed") is None
+        assert await cache.get("changed", lambda: _constant(1)) == 2  # read from Redis
+
+        # Invalidated moments before: perhaps of a later change than the value refreshed.
+        await cache.invalidate("ended", outage_copy="end")
+        await cache.refresh("ended", 2)
+        assert await copies("ended") == (None, b"null")  # still ended
+        await cache.invalidate("touched", outage_copy="keep")
+        await cache.refresh("touched", 2)
+        assert await copies("touched") == (None, None)  # dropped, neither old nor new
+        assert cache.unpublished == {}
+    finally:
+        await redis.aclose()
+
+
 class _ListenerFailures(logging.Handler):
     """Sets `logged` when `background` reports the invalidation listener failed."""
 
