@@ -142,12 +142,46 @@ async def test_a_loop_that_returns_is_not_started_again(
 
     caplog.set_level(logging.ERROR, logger="keystile.tasks")
     async with asyncio.timeout(10):
-        async with background(task, finite, restart_delay=0) as running:
+        async with background(task, finite, restart_delay=0.01) as running:
             await asyncio.wait({running})
             assert running.done()  # nothing left to start it again
 
     assert calls == 1
     assert not [r for r in caplog.records if r.name == "keystile.tasks"]
+    assert _restarts(task) == 0
+
+
+@pytest.mark.parametrize(
+    ("delays", "said"),
+    [
+        ({"restart_delay": 0}, "restart_delay must be more than 0 seconds, not 0"),
+        ({"restart_delay": -1.0}, "restart_delay must be more than 0 seconds, not -1.0"),
+        ({"restart_max_delay": 0.0}, "restart_max_delay must be more than 0 seconds, not 0.0"),
+        ({"restart_delay": float("nan")}, "restart_delay must be more than 0 seconds, not nan"),
+    ],
+)
+async def test_a_restart_delay_that_would_spin_a_failing_loop_is_refused(
+    delays: dict[str, float], said: str
+) -> None:
+    # Without a delay, a loop that fails at once would restart without end, a core busy
+    # and the log flooded: refused before the loop is ever started.
+    calls = 0
+
+    async def failing() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("a bug in the loop")
+
+    task = f"spinning-loop-{uuid.uuid4().hex}"
+
+    async def run_briefly() -> None:
+        async with asyncio.timeout(10):
+            async with background(task, failing, **delays):
+                await asyncio.sleep(0.05)
+
+    with pytest.raises(ValueError, match=f"background loop '{task}': {said}$"):
+        await run_briefly()
+    assert calls == 0
     assert _restarts(task) == 0
 
 

@@ -21,7 +21,8 @@ import pyotp
 import pytest
 from quart import Quart
 
-from keystile.embedded import free_port
+from keystile.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from keystile.runtime import runtime
 from keystile.services.paging import encode_cursor
 from keystile.settings import Settings
 from tests.support.backing import Backing
@@ -358,10 +359,95 @@ def test_serve_with_embedded_default_over_real_http(tmp_path: Path) -> None:
         output, _ = server.communicate(timeout=30)
     assert f"serving on http://127.0.0.1:{port}" in output
     assert str(tmp_path / "var") in output
+    assert "started PostgreSQL (embedded)" in output
+    assert "started Redis (embedded)" in output
+    assert "using the running" not in output
     assert server.returncode == 0
     # Ctrl-C stopped everything serve started: no server is left on its data directory.
     assert not (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
     assert not (tmp_path / "var" / "redis" / "server.json").exists()
+
+
+@pytest.mark.slow
+def test_serve_says_it_uses_an_embedded_server_another_command_started(
+    backing: Backing, tmp_path: Path
+) -> None:
+    # An earlier `make run` (here: the test) left the embedded Redis running: serve joins
+    # it, says so, and leaves it running when it stops.
+    redis = EmbeddedRedis(tmp_path / "var", persist=False)
+    url = redis.start()
+    port = free_port()
+    env = _env(
+        KEYSTILE_DATABASE_URL=backing.database_url,
+        KEYSTILE_DATA_DIR=str(tmp_path / "var"),
+        KEYSTILE_LOG_FORMAT="text",
+    )
+    try:
+        server = subprocess.Popen(
+            [*KEYSTILE, "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            _wait_until_ready(f"http://127.0.0.1:{port}", server)
+        finally:
+            server.send_signal(signal.SIGINT)  # Ctrl-C
+            output, _ = server.communicate(timeout=30)
+        assert server.returncode == 0
+        assert f"using the running Redis (embedded) at {url}" in output
+        assert "started Redis" not in output
+        assert "PostgreSQL" not in output  # neither started nor joined: database_url is set
+        assert (tmp_path / "var" / "redis" / "server.json").exists()  # still running
+    finally:
+        redis.stop()
+
+
+def _runtime_once(monkeypatch: pytest.MonkeyPatch, **settings: str) -> tuple[list[str], list[str]]:
+    """Run `runtime` as one command would, and return what it started and what it joined.
+
+    It exports its URLs (KEYSTILE_*) for the workers a command starts; they are taken back
+    here, as the command's process ending would, and restored as they were after the test.
+    """
+    for name in ("DATA_DIR", "DATABASE_URL", "REDIS_URL", "SECRET_KEY_FILE"):
+        monkeypatch.setenv(f"KEYSTILE_{name}", "")  # remembers the value before the test
+        monkeypatch.delenv(f"KEYSTILE_{name}")
+    with runtime(**settings) as rt:
+        return rt.started, rt.joined
+
+
+def test_runtime_tells_the_embedded_redis_it_started_from_one_it_joined(
+    backing: Backing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / "var"
+    settings = {"data_dir": str(data_dir), "database_url": backing.database_url}
+    earlier = EmbeddedRedis(data_dir, persist=False)
+    url = earlier.start()
+    try:
+        started, joined = _runtime_once(monkeypatch, **settings)
+        assert started == []
+        assert joined == [f"Redis (embedded) at {url}, data in {earlier.directory}"]
+        assert (data_dir / "redis" / "server.json").exists()  # not stopped: not its own
+    finally:
+        earlier.stop()
+    started, joined = _runtime_once(monkeypatch, **settings)
+    assert joined == []
+    assert len(started) == 1
+    assert started[0].startswith("Redis (embedded) at redis://127.0.0.1:")
+    assert not (data_dir / "redis" / "server.json").exists()  # its own: stopped
+
+
+def test_an_embedded_postgres_already_running_is_joined_not_started(
+    private_postgres: tuple[EmbeddedPostgres, str], tmp_path: Path
+) -> None:
+    running, _ = private_postgres  # under tmp_path, as an earlier command's would be
+    assert not running.joined
+    again = EmbeddedPostgres(tmp_path)
+    again.start()
+    assert again.joined
+    assert again.pgdata == running.pgdata
 
 
 def _wait_until_ready(base: str, server: subprocess.Popen[str], timeout: float = 60) -> None:

@@ -300,6 +300,32 @@ async def test_an_api_key_of_the_previous_key_works_and_is_digested_again(
         assert (await client.get("/v1/me", headers=bearer(idle_key))).status_code == 401
 
 
+async def test_an_api_key_digested_again_is_served_through_an_outage_without_the_fallback(
+    backing: Backing, private_postgres: tuple[EmbeddedPostgres, str]
+) -> None:
+    # S31 after a rotation: the outage copy (kept by a touch) must carry the new HMAC, or
+    # once the fallback is dropped the key answers 401 while PostgreSQL is down.
+    postgres, url = private_postgres
+    outage = {"database_url": url, "db_acquire_timeout": 0.5, "db_connect_timeout": 0.5}
+    old, new = _keys()
+    async with _serving(backing, old, **outage) as before:
+        owner, _ = await logged_in_user(before)
+        key = (await new_key(owner))["key"]
+    uses = _fallback_uses("api_key")
+    async with _serving(backing, new, [old], **outage) as rotated:
+        client = rotated.test_client()
+        assert (await client.get("/v1/me", headers=bearer(key))).status_code == 200
+        assert (await client.get("/v1/me", headers=bearer(key))).status_code == 200
+        assert _fallback_uses("api_key") == uses + 1  # the second use found the new HMAC
+    async with _serving(backing, new, **outage) as dropped:
+        postgres.pause()
+        try:
+            answer = await dropped.test_client().get("/v1/me", headers=bearer(key))
+            assert answer.status_code == 200, await answer.get_data(as_text=True)
+        finally:
+            postgres.resume()
+
+
 async def test_a_client_secret_of_the_previous_key_gets_tokens_and_is_digested_again(
     backing: Backing,
 ) -> None:
@@ -318,6 +344,9 @@ async def test_a_client_secret_of_the_previous_key_gets_tokens_and_is_digested_a
         granted = await client_token(rotated.test_client(), used_id, used.secret)
         assert granted.status_code == 200, await granted.get_data(as_text=True)
         assert _fallback_uses("client_secret") == uses + 1
+        again = await client_token(rotated.test_client(), used_id, used.secret)
+        assert again.status_code == 200, await again.get_data(as_text=True)
+        assert _fallback_uses("client_secret") == uses + 1  # stored under the new key now
     async with _serving(backing, new) as dropped:
         client = dropped.test_client()
         assert (await client_token(client, used_id, used.secret)).status_code == 200

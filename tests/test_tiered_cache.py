@@ -171,6 +171,109 @@ async def test_listener_reconnects_when_redis_returns(tmp_path: Path) -> None:
         redis_server.stop()
 
 
+async def test_a_replay_cut_short_by_shutdown_keeps_what_it_had_not_sent(tmp_path: Path) -> None:
+    # The invalidations fail while Redis is down; it comes back holding the copies they
+    # were meant to delete (as a promoted replica would), and the listener's replay of
+    # them is stopped part-way (here by a shutdown, while writes are paused): none may be
+    # lost, and the next replay deletes those copies.
+    redis_server = EmbeddedRedis(tmp_path, persist=False)
+    url = redis_server.start()
+    # A deadline longer than the pause below: the replay waits, it does not time out.
+    timeouts = {"socket_timeout": 10, "connect_timeout": 0.5, "acquire_timeout": 1}
+    redis = create_redis(url, max_connections=10, **timeouts)
+    admin = create_redis(url, max_connections=2, **timeouts)
+    caches = CacheHub(redis, retry_interval=0.1)
+    cache: TieredCache[int] = caches.tiered(
+        "replayed", encode=int, decode=int, local_ttl=30, redis_ttl=60
+    )
+    try:
+        redis_server.stop()
+        await cache.invalidate("a")
+        await cache.invalidate("b", outage_copy="end")
+        assert cache.unpublished == {"a": "drop", "b": "end"}
+        redis_server.start()  # same port
+        for key in ("a", "b"):
+            await admin.set(cache.redis_key(key), "1")  # the replica's stale copies
+
+        await admin.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
+        async with background("invalidation", caches.listen):
+            await asyncio.sleep(0.5)  # subscribed, and replaying into the pause
+            assert not caches.ready.is_set()
+        assert cache.unpublished == {"a": "drop", "b": "end"}
+
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        async with background("invalidation", caches.listen):
+            await asyncio.wait_for(caches.ready.wait(), timeout=5)
+        assert cache.unpublished == {}
+        assert await admin.get(cache.redis_key("a")) is None
+        assert await admin.get(cache.redis_key("b")) is None
+    finally:
+        await admin.aclose()
+        await redis.aclose()
+        redis_server.stop()
+
+
+async def test_invalidations_that_fail_again_during_the_replay_stay_pending(
+    tmp_path: Path,
+) -> None:
+    redis_server = EmbeddedRedis(tmp_path, persist=False)
+    worker = Worker(redis_server.start(), "again")
+    try:
+        redis_server.stop()
+        await worker.cache.invalidate("a", outage_copy="keep")
+        await worker.cache.invalidate("a", outage_copy="end")
+        await worker.cache.invalidate("b")
+        await worker.caches._replay_unpublished()  # Redis still away
+        assert worker.cache.unpublished == {"a": "end", "b": "drop"}
+    finally:
+        await worker.close()
+        redis_server.stop()
+
+
+async def test_a_refresh_replaces_every_copy_unless_an_invalidation_just_came(
+    backing: Backing,
+) -> None:
+    redis = create_redis(
+        backing.redis_url,
+        socket_timeout=0.5,
+        connect_timeout=0.5,
+        max_connections=10,
+        acquire_timeout=1,
+    )
+    caches = CacheHub(redis, outage_grace=60)
+    cache: TieredCache[int] = caches.tiered(
+        f"test-{uuid.uuid4().hex}",
+        encode=int,
+        decode=int,
+        local_ttl=30,
+        redis_ttl=60,
+        outage_copy=True,
+    )
+
+    async def copies(key: str) -> tuple[bytes | None, bytes | None]:
+        shared = await redis.get(cache.redis_key(key))
+        return shared, await redis.get(cache.redis_key(key) + ":outage")
+
+    try:
+        for key in ("changed", "ended", "touched"):
+            assert await cache.get(key, lambda: _constant(1)) == 1
+        await cache.refresh("changed", 2)
+        assert await copies("changed") == (b"2", b"2")  # the outage copy too
+        assert cache.local.get("changed") is None
+        assert await cache.get("changed", lambda: _constant(1)) == 2  # read from Redis
+
+        # Invalidated moments before: perhaps of a later change than the value refreshed.
+        await cache.invalidate("ended", outage_copy="end")
+        await cache.refresh("ended", 2)
+        assert await copies("ended") == (None, b"null")  # still ended
+        await cache.invalidate("touched", outage_copy="keep")
+        await cache.refresh("touched", 2)
+        assert await copies("touched") == (None, None)  # dropped, neither old nor new
+        assert cache.unpublished == {}
+    finally:
+        await redis.aclose()
+
+
 class _ListenerFailures(logging.Handler):
     """Sets `logged` when `background` reports the invalidation listener failed."""
 

@@ -52,6 +52,9 @@ def _serve(args: argparse.Namespace) -> int:
         migrate(rt.settings)
         for line in rt.started:
             _log.info("started %s", line)
+        # Another command's servers (an earlier `make run`): used, not started.
+        for line in rt.joined:
+            _log.info("using the running %s", line)
         _log.info(
             "keystile serving on http://%s:%d with %d worker(s); data in %s; Ctrl-C stops it",
             settings.serving.host,

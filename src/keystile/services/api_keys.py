@@ -19,7 +19,14 @@ from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from keystile.errors import Conflict, Forbidden, InvalidApiKey, InvalidInput, NotFound
+from keystile.errors import (
+    Conflict,
+    DependencyUnavailable,
+    Forbidden,
+    InvalidApiKey,
+    InvalidInput,
+    NotFound,
+)
 from keystile.repositories.api_keys import ApiKeyRecord, PostgresApiKeyRepository
 from keystile.repositories.audit import AuditLog
 from keystile.secret_keys import note_fallback_used
@@ -196,9 +203,24 @@ class ApiKeyService:
 
         Then the key no longer needs the fallback. Bookkeeping like a touch: PostgreSQL
         being down leaves it for a later use; the UPDATE only replaces the digest it read.
+        Once it succeeded, every cached copy is replaced with the record as now stored.
         """
         note_fallback_used("api_key")
         digest = self.digests.digest(f"{record.id}.{secret}")
-        await self.touches.touch(
-            record.id, lambda: self.repository.replace_digest(record.id, record.secret_hmac, digest)
-        )
+
+        async def replace() -> None:
+            await self.repository.replace_digest(record.id, record.secret_hmac, digest)
+            # The touch keeps the outage copy: with the old HMAC, the key would answer 401
+            # through a PostgreSQL outage once the fallback is dropped. Read back, not
+            # assumed: a worker not yet rolled may have stored its own digest meanwhile.
+            try:
+                stored = await self.repository.select_key(record.id)
+            except DependencyUnavailable:
+                await self.cache.invalidate(record.id)  # drop the old HMAC's copies at least
+                raise
+            if stored is None:
+                await self.cache.invalidate(record.id)
+            else:
+                await self.cache.refresh(record.id, stored)
+
+        await self.touches.touch(record.id, replace)

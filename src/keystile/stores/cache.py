@@ -78,6 +78,24 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 
+# Replace the copies with a value read from the source after a change to it, and tell
+# every worker. Unless the key was invalidated moments ago: that may have been a later
+# change (a revocation) than the value read, so the copies are dropped instead (an ended
+# outage copy stays ended). The tombstone keeps a load that read the source before the
+# change from writing its copy back. ARGV[3]: the outage copy's lifetime (0: none kept).
+_REFRESH = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('DEL', KEYS[1])
+  if redis.call('GET', KEYS[3]) ~= 'null' then redis.call('DEL', KEYS[3]) end
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) end
+end
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"""
+
 # What an invalidation does to the outage copy: "drop" it (the value changed), "keep" it
 # (only bookkeeping changed: a session's or an API key's last use), or "end" it (the
 # subject is gone for good: reads during an outage get None, not unavailable).
@@ -208,12 +226,14 @@ class TieredCache(Generic[V]):
         self._outage_ms = int((redis_ttl + outage_grace) * 1000) if outage_grace > 0 else 0
         self._set_unless_tombstone = redis.register_script(_SET_UNLESS_TOMBSTONE)
         self._invalidate = redis.register_script(_INVALIDATE)
+        self._refresh = redis.register_script(_REFRESH)
         self.local: LocalCache[str, V] = LocalCache(ttl=local_ttl, max_entries=max_entries)
         self._flight: SingleFlight[str, V | None] = SingleFlight()
         # Keys being loaded right now -> whether an invalidation arrived meanwhile.
         self._loading: dict[str, bool] = {}
         # Invalidations that did not reach Redis, replayed when it answers again.
         self.unpublished: dict[str, OutageCopy] = {}
+        self._failures = 0  # invalidations that did not reach Redis, ever
 
     def redis_key(self, key: str) -> str:
         """Return the Redis key of `key`'s shared copy.
@@ -361,8 +381,28 @@ class TieredCache(Generic[V]):
         not a `DependencyUnavailable`.
         """
         self.forget(key)
+        await self._tombstone_and_publish(key, outage_copy)
 
-        async def tombstone_and_publish() -> None:
+    async def replay_unpublished(self) -> None:
+        """Send again the invalidations in `unpublished`; one that fails again stays there.
+
+        An entry leaves `unpublished` only once its invalidation reached Redis, so a
+        replay cut short (cancelled at shutdown, an unexpected error) loses nothing: the
+        next one sends the rest.
+        """
+        for key, outage_copy in list(self.unpublished.items()):
+            self.forget(key)
+            failures = self._failures
+            sent = await self._tombstone_and_publish(key, outage_copy)
+            # An invalidation that failed while this one was on its way may be of a later
+            # change (or end the outage copy where this drops it): it stays for the next.
+            if sent and self._failures == failures:
+                del self.unpublished[key]
+
+    async def _tombstone_and_publish(self, key: str, outage_copy: OutageCopy) -> bool:
+        """Invalidate `key` in Redis and on every worker; False (kept in `unpublished`) if not."""
+
+        async def tombstone_and_publish() -> bool:
             await self._invalidate(
                 keys=[self.redis_key(key), self._tombstone_key(key), self._outage_key(key)],
                 args=[
@@ -373,15 +413,50 @@ class TieredCache(Generic[V]):
                     self._outage_ms,
                 ],
             )
+            return True
+
+        async def unpublished() -> bool:
+            self._unpublished(key, outage_copy)
+            return False
+
+        return await self._circuit.attempt(tombstone_and_publish, unpublished)
+
+    def _unpublished(self, key: str, outage_copy: OutageCopy) -> None:
+        # Other workers' copies (and a promoted replica's) live on until this worker
+        # reaches Redis again and replays it (`CacheHub.listen`); say so loudly.
+        _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
+        pending = self.unpublished.get(key, "keep")
+        self.unpublished[key] = max(pending, outage_copy, key=_SEVERITY.__getitem__)
+        self._failures += 1
+
+    async def refresh(self, key: str, value: V) -> None:
+        """Replace every copy of `key` with `value`, read from the source after a change.
+
+        For a change that leaves the entry in use (an API key's HMAC stored again under
+        the current secret key): unlike `invalidate`, the outage copy then carries the
+        change too. If `key` was invalidated moments ago, that may have been a later
+        change than `value`, so the copies are dropped instead. Redis failing leaves an
+        invalidation ("drop") to replay, as `invalidate` does.
+        """
+        self.forget(key)
+
+        async def replace() -> None:
+            await self._refresh(
+                keys=[self.redis_key(key), self._tombstone_key(key), self._outage_key(key)],
+                args=[
+                    json.dumps(self._encode(value)),
+                    int(self._redis_ttl * 1000),
+                    self._outage_ms,
+                    self._tombstone_ms,
+                    CHANNEL,
+                    json.dumps([self.namespace, key]),
+                ],
+            )
 
         async def unpublished() -> None:
-            # Other workers' copies (and a promoted replica's) live on until this worker
-            # reaches Redis again and replays it (`CacheHub.listen`); say so loudly.
-            _log.warning("cache invalidation not published", extra={"namespace": self.namespace})
-            pending = self.unpublished.get(key, "keep")
-            self.unpublished[key] = max(pending, outage_copy, key=_SEVERITY.__getitem__)
+            self._unpublished(key, "drop")
 
-        await self._circuit.attempt(tombstone_and_publish, unpublished)
+        await self._circuit.attempt(replace, unpublished)
 
 
 def _cache_circuit(retry_interval: float = 1.0) -> Circuit:
@@ -479,11 +554,10 @@ class CacheHub:
 
     async def _replay_unpublished(self) -> None:
         """Send again the invalidations that failed while Redis was away (e.g. a failover):
-        the promoted replica still holds the copies they were meant to delete."""
+        the promoted replica still holds the copies they were meant to delete. Each stays
+        pending until sent, so a replay cancelled or failed part-way is finished next time."""
         for cache in self._caches.values():
-            keys, cache.unpublished = cache.unpublished, {}
-            for key, outage_copy in keys.items():
-                await cache.invalidate(key, outage_copy=outage_copy)
+            await cache.replay_unpublished()
 
     def _apply(self, data: bytes | str) -> None:
         try:
