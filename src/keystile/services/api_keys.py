@@ -118,6 +118,7 @@ class ApiKeyService:
             sorted(requested),
             self.clock() + timedelta(days=expires_in_days),
             limit=self.per_user,
+            secret_key_id=self.digests.key_id,
         )
         if record is None:
             raise Conflict(f"You already have {self.per_user} API keys; revoke one first.")
@@ -134,6 +135,10 @@ class ApiKeyService:
     async def list_keys(self, user_id: UUID) -> list[ApiKeyRecord]:
         """Return the user's unrevoked keys, newest first (expired ones too, marked by date)."""
         return await self.repository.select_user_keys(user_id, _LIST_LIMIT)
+
+    async def count_by_secret_key(self) -> dict[str | None, int]:
+        """Return how many live keys are under each secret key id (None: not recorded)."""
+        return await self.repository.count_live_by_secret_key()
 
     async def revoke(self, principal: Principal, key_id: str, client: ClientInfo) -> None:
         """Revoke one of the caller's keys; every worker refuses it within the cache bound.
@@ -200,5 +205,8 @@ class ApiKeyService:
         note_fallback_used("api_key")
         digest = self.digests.digest(f"{record.id}.{secret}")
         await self.touches.touch(
-            record.id, lambda: self.repository.replace_digest(record.id, record.secret_hmac, digest)
+            record.id,
+            lambda: self.repository.replace_digest(
+                record.id, record.secret_hmac, digest, self.digests.key_id
+            ),
         )
