@@ -12,7 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keystile.errors import InvalidInput, KeystileError
 from keystile.logs import configure_logging
@@ -21,6 +21,9 @@ from keystile.services.paging import MAX_PAGE_SIZE, decode_cursor
 from keystile.services.passwords import MAX_STRETCH
 from keystile.services.types import ClientInfo
 from keystile.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from keystile.secret_keys import KeyUse
 
 __all__ = ["main"]
 
@@ -407,6 +410,77 @@ def _keys_list(args: argparse.Namespace) -> int:
     return _with_services(action)
 
 
+def _secret_keys_status(args: argparse.Namespace) -> int:
+    from keystile.secret_keys import KeyUse, read_secret_keys
+
+    async def action(services: Any) -> int:
+        keys = read_secret_keys(services.settings)
+        ids = keys.ids
+        codes = services.factors.codes
+        recovery_codes, recovery_users = await codes.recovery_codes_by_secret_key()
+        rows: list[tuple[str, KeyUse]] = [
+            (
+                "API keys (live)",
+                KeyUse.of(ids, await services.machine.api_keys.count_by_secret_key()),
+            ),
+            (
+                "client secrets",
+                KeyUse.of(ids, await services.machine.clients.count_by_secret_key()),
+            ),
+            ("recovery codes (unused)", recovery_codes),
+            ("  their users", recovery_users),
+            ("TOTP secrets", await codes.totp_by_secret_key()),
+        ]
+        sys.stdout.write(_key_use_report(ids, rows))
+        return 0
+
+    return _with_services(action)
+
+
+def _key_use_report(ids: Sequence[str], rows: Sequence[tuple[str, KeyUse]]) -> str:
+    """Say what is under which secret key: a table, then what each fallback still serves."""
+    header = ["", f"current {ids[0]}", *(f"fallback {kid}" for kid in ids[1:])]
+    header += ["not configured", "not recorded"]
+    table = [header]
+    for name, use in rows:
+        counts = [use.current, *use.fallbacks, use.unconfigured, use.unrecorded]
+        table.append([name, *(str(count) for count in counts)])
+    widths = [max(len(row[column]) for row in table) for column in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if column == 0 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in table
+    ]
+    kinds = [(name, use) for name, use in rows if not name.startswith(" ")]
+    unrecorded = any(use.unrecorded for _, use in kinds)
+    for place, kid in enumerate(ids[1:]):
+        needs = [f"{use.fallbacks[place]} {name}" for name, use in kinds if use.fallbacks[place]]
+        if needs:
+            lines.append(f"fallback {kid}: still needed by {', '.join(needs)}")
+        else:
+            maybe = " (of those recorded: see not recorded)" if unrecorded else ""
+            lines.append(
+                f"fallback {kid}: no API key, client secret, recovery code or TOTP secret "
+                f"is under it{maybe}"
+            )
+    if any(use.unconfigured for _, use in kinds):
+        lines.append(
+            "not configured: under a secret key that is neither current nor a fallback; "
+            "already refused (replace them, or add that key back as a fallback)"
+        )
+    if unrecorded:
+        lines.append(
+            "not recorded: made before keystile recorded the secret key (migration 0014); "
+            "only an HMAC is kept, so which key cannot be told: keep the fallbacks, or "
+            "replace those API keys and client secrets and ask those users to make new "
+            "recovery codes"
+        )
+    lines.append("TOTP secrets with no recorded key were opened under each key to find theirs")
+    return "".join(f"{line}\n" for line in lines)
+
+
 def _mail_list(args: argparse.Namespace) -> int:
     from keystile.mail.maildir import list_messages
 
@@ -576,6 +650,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.set_defaults(func=_keys_rotate)
     keys.add_parser("list", help="list keys: next, current, previous").set_defaults(func=_keys_list)
+
+    secret_keys = commands.add_parser(
+        "secret-keys", help="the secret key and its fallbacks (secret_key_fallbacks)"
+    ).add_subparsers(dest="secret_keys_command", required=True)
+    secret_keys.add_parser(
+        "status",
+        help="count the API keys, client secrets, recovery codes and TOTP secrets still "
+        "under each key: what dropping a fallback would break",
+    ).set_defaults(func=_secret_keys_status)
 
     mail = commands.add_parser(
         "mail", help="read the development Maildir (data_dir/mail; used without smtp_url)"

@@ -1,6 +1,8 @@
 """API keys (personal access tokens) in PostgreSQL, looked up by their public id (S43).
 
 Only an HMAC of each key's secret is stored; the key itself is shown once and never kept.
+Beside it, the id of the secret key the HMAC is under (`secret_key_id`), for
+`keystile secret-keys status`; the records read to check keys leave it out.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class PostgresApiKeyRepository(PostgresRepository):
         expires_at: datetime,
         *,
         limit: int,
+        secret_key_id: str | None,
     ) -> ApiKeyRecord | None:
         """Insert a key unless the user already holds `limit` live ones (then None).
 
@@ -111,14 +114,16 @@ class PostgresApiKeyRepository(PostgresRepository):
             if live >= limit:
                 return None
             row = await connection.fetchrow(
-                f"INSERT INTO api_keys (id, user_id, name, secret_hmac, scopes, expires_at) "
-                f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
+                "INSERT INTO api_keys "
+                "(id, user_id, name, secret_hmac, scopes, expires_at, secret_key_id) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_COLUMNS}",
                 key_id,
                 user_id,
                 name,
                 secret_hmac,
                 scopes,
                 expires_at,
+                secret_key_id,
             )
         return _record(row)
 
@@ -146,14 +151,29 @@ class PostgresApiKeyRepository(PostgresRepository):
             used_at,
         )
 
-    async def replace_digest(self, key_id: str, old: bytes, new: bytes) -> None:
+    async def replace_digest(
+        self, key_id: str, old: bytes, new: bytes, secret_key_id: str | None
+    ) -> None:
         """Store `new` as the key's HMAC if it still is `old` (re-digested after a key rotation)."""
         await self._db.execute(
-            "UPDATE api_keys SET secret_hmac = $3 WHERE id = $1 AND secret_hmac = $2",
+            "UPDATE api_keys SET secret_hmac = $3, secret_key_id = $4 "
+            "WHERE id = $1 AND secret_hmac = $2",
             key_id,
             old,
             new,
+            secret_key_id,
         )
+
+    async def count_live_by_secret_key(self) -> dict[str | None, int]:
+        """Return how many live keys (neither revoked nor expired) each secret key id has.
+
+        A scan of the table, for an operator's command (None: not recorded).
+        """
+        rows = await self._db.fetch(
+            "SELECT secret_key_id, count(*) AS n FROM api_keys "
+            "WHERE revoked_at IS NULL AND expires_at > now() GROUP BY secret_key_id"
+        )
+        return {row["secret_key_id"]: int(row["n"]) for row in rows}
 
     async def revoke_key(self, user_id: UUID, key_id: str) -> bool:
         """Revoke one of the user's keys; False if it is unknown, another's, or revoked."""

@@ -1,4 +1,8 @@
-"""OAuth 2.0 clients (client credentials grant) in PostgreSQL; secrets stored as HMACs (S43)."""
+"""OAuth 2.0 clients (client credentials grant) in PostgreSQL; secrets stored as HMACs (S43).
+
+Beside each HMAC, the id of the secret key it is under (`secret_key_id`), for
+`keystile secret-keys status`; the records read to check secrets leave it out.
+"""
 
 from __future__ import annotations
 
@@ -75,16 +79,20 @@ class PostgresClientRepository(PostgresRepository):
         audience: str | None,
         created_by: UUID | None,
         client_id: UUID,
+        *,
+        secret_key_id: str | None,
     ) -> ClientRecord:
         row = await self._db.fetchrow(
-            f"INSERT INTO oauth_clients (id, name, secret_hmac, scopes, audience, created_by) "
-            f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
+            "INSERT INTO oauth_clients "
+            "(id, name, secret_hmac, scopes, audience, created_by, secret_key_id) "
+            f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_COLUMNS}",
             client_id,
             name,
             secret_hmac,
             scopes,
             audience,
             created_by,
+            secret_key_id,
         )
         assert row is not None
         return _record(row)
@@ -112,14 +120,25 @@ class PostgresClientRepository(PostgresRepository):
             limit,
         )
 
-    async def replace_digest(self, client_id: UUID, old: bytes, new: bytes) -> None:
+    async def replace_digest(
+        self, client_id: UUID, old: bytes, new: bytes, secret_key_id: str | None
+    ) -> None:
         """Store `new` as the secret's HMAC if it still is `old` (after a key rotation)."""
         await self._db.execute(
-            "UPDATE oauth_clients SET secret_hmac = $3 WHERE id = $1 AND secret_hmac = $2",
+            "UPDATE oauth_clients SET secret_hmac = $3, secret_key_id = $4 "
+            "WHERE id = $1 AND secret_hmac = $2",
             client_id,
             old,
             new,
+            secret_key_id,
         )
+
+    async def count_by_secret_key(self) -> dict[str | None, int]:
+        """Return how many clients each secret key id has (a scan; None: not recorded)."""
+        rows = await self._db.fetch(
+            "SELECT secret_key_id, count(*) AS n FROM oauth_clients GROUP BY secret_key_id"
+        )
+        return {row["secret_key_id"]: int(row["n"]) for row in rows}
 
     async def delete_client(self, client_id: UUID) -> bool:
         return (

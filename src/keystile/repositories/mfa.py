@@ -2,7 +2,8 @@
 
 Every change of a user's factors recomputes `users.mfa_factors` in the same
 transaction, so the login lookup (which reads the user row anyway) knows whether a
-second step is needed without another query.
+second step is needed without another query. Sealed secrets and recovery codes record
+the id of the secret key they are under (`secret_key_id`), written with them.
 """
 
 from __future__ import annotations
@@ -82,20 +83,30 @@ class PostgresMfaRepository(PostgresRepository):
         )
         return None if row is None else TotpRecord(**dict(row))
 
-    async def upsert_pending_totp(self, user_id: UUID, sealed: bytes) -> bool:
+    async def upsert_pending_totp(
+        self, user_id: UUID, sealed: bytes, secret_key_id: str | None
+    ) -> bool:
         """Store a new unconfirmed secret; False if a confirmed one exists."""
         row = await self._db.fetchval(
-            "INSERT INTO mfa_totp (user_id, secret_sealed) VALUES ($1, $2) "
+            "INSERT INTO mfa_totp (user_id, secret_sealed, secret_key_id) VALUES ($1, $2, $3) "
             "ON CONFLICT (user_id) DO UPDATE SET secret_sealed = EXCLUDED.secret_sealed, "
-            "created_at = now(), last_step = 0 WHERE mfa_totp.confirmed_at IS NULL "
+            "secret_key_id = EXCLUDED.secret_key_id, created_at = now(), last_step = 0 "
+            "WHERE mfa_totp.confirmed_at IS NULL "
             "RETURNING user_id",
             user_id,
             sealed,
+            secret_key_id,
         )
         return row is not None
 
     async def confirm_totp(
-        self, user_id: UUID, step: int, codes: Sequence[bytes], then: FactorsChanged
+        self,
+        user_id: UUID,
+        step: int,
+        codes: Sequence[bytes],
+        then: FactorsChanged,
+        *,
+        secret_key_id: str | None,
     ) -> bool:
         """Confirm the pending secret at `step` and store fresh recovery codes; one commit."""
         async with self._db.transaction() as connection:
@@ -107,18 +118,43 @@ class PostgresMfaRepository(PostgresRepository):
             )
             if confirmed is None:
                 return False
-            await _replace_codes(connection, user_id, codes)
+            await _replace_codes(connection, user_id, codes, secret_key_id)
             await self._changed(connection, user_id, then)
         return True
 
-    async def reseal_totp(self, user_id: UUID, old: bytes, new: bytes) -> None:
+    async def reseal_totp(
+        self, user_id: UUID, old: bytes, new: bytes, secret_key_id: str | None
+    ) -> None:
         """Store `new` as the sealed secret if it still is `old` (after a key rotation)."""
         await self._db.execute(
-            "UPDATE mfa_totp SET secret_sealed = $3 WHERE user_id = $1 AND secret_sealed = $2",
+            "UPDATE mfa_totp SET secret_sealed = $3, secret_key_id = $4 "
+            "WHERE user_id = $1 AND secret_sealed = $2",
             user_id,
             old,
             new,
+            secret_key_id,
         )
+
+    async def count_totp_by_secret_key(self) -> dict[str | None, int]:
+        """Return how many confirmed TOTP secrets each secret key id has (None: not recorded)."""
+        rows = await self._db.fetch(
+            "SELECT secret_key_id, count(*) AS n FROM mfa_totp "
+            "WHERE confirmed_at IS NOT NULL GROUP BY secret_key_id"
+        )
+        return {row["secret_key_id"]: int(row["n"]) for row in rows}
+
+    async def select_unrecorded_totp(
+        self, after: UUID | None, limit: int
+    ) -> list[tuple[UUID, bytes]]:
+        """Return up to `limit` confirmed secrets with no recorded key, by user id after `after`."""
+        rows = await self._db.fetch(
+            "SELECT user_id, secret_sealed FROM mfa_totp WHERE confirmed_at IS NOT NULL "
+            "AND secret_key_id IS NULL AND ($1::uuid IS NULL OR user_id > $1) "
+            "ORDER BY user_id LIMIT $2",
+            after,
+            limit,
+        )
+        return [(row["user_id"], bytes(row["secret_sealed"])) for row in rows]
 
     async def use_totp_step(self, user_id: UUID, step: int) -> bool:
         """Record `step` as used; False if it, or a later one, was used already (replay)."""
@@ -146,9 +182,11 @@ class PostgresMfaRepository(PostgresRepository):
 
     # --- recovery codes ----------------------------------------------------------------
 
-    async def replace_recovery_codes(self, user_id: UUID, codes: Sequence[bytes]) -> None:
+    async def replace_recovery_codes(
+        self, user_id: UUID, codes: Sequence[bytes], secret_key_id: str | None
+    ) -> None:
         async with self._db.transaction() as connection:
-            await _replace_codes(connection, user_id, codes)
+            await _replace_codes(connection, user_id, codes, secret_key_id)
 
     async def use_recovery_code(
         self, user_id: UUID, code_hmacs: Sequence[bytes]
@@ -171,12 +209,27 @@ class PostgresMfaRepository(PostgresRepository):
             )
         return bytes(used), left
 
-    async def count_recovery_codes(self, user_id: UUID) -> int:
-        count: int = await self._db.fetchval(
-            "SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+    async def recovery_codes_state(self, user_id: UUID, current_key_id: str) -> tuple[int, bool]:
+        """Return how many unused codes the user has, and whether any is recorded under
+        another secret key than `current_key_id` (one of the rotation's leftovers)."""
+        row = await self._db.fetchrow(
+            "SELECT count(*) AS left, "
+            "coalesce(bool_or(secret_key_id <> $2), false) AS outdated "
+            "FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL",
             user_id,
+            current_key_id,
         )
-        return count
+        assert row is not None  # an aggregate always has its row
+        return int(row["left"]), bool(row["outdated"])
+
+    async def count_recovery_codes_by_secret_key(self) -> dict[str | None, tuple[int, int]]:
+        """Return, for each secret key id (None: not recorded), how many unused codes are
+        under it and of how many users."""
+        rows = await self._db.fetch(
+            "SELECT secret_key_id, count(*) AS n, count(DISTINCT user_id) AS users "
+            "FROM mfa_recovery_codes WHERE used_at IS NULL GROUP BY secret_key_id"
+        )
+        return {row["secret_key_id"]: (int(row["n"]), int(row["users"])) for row in rows}
 
     # --- passkeys ----------------------------------------------------------------------
 
@@ -192,6 +245,7 @@ class PostgresMfaRepository(PostgresRepository):
         transports: list[str],
         name: str,
         codes: Sequence[bytes],
+        codes_key_id: str | None,
         then: FactorsChanged,
     ) -> Passkey | None:
         """Store a passkey (None if its credential id is taken); codes if it is the first factor."""
@@ -213,7 +267,7 @@ class PostgresMfaRepository(PostgresRepository):
             if row is None:
                 return None
             if codes:
-                await _replace_codes(connection, user_id, codes)
+                await _replace_codes(connection, user_id, codes, codes_key_id)
             await self._changed(connection, user_id, then)
         return Passkey(**dict(row))
 
@@ -304,10 +358,14 @@ class PostgresMfaRepository(PostgresRepository):
 
 
 async def _replace_codes(
-    connection: asyncpg.Connection, user_id: UUID, codes: Sequence[bytes]
+    connection: asyncpg.Connection,
+    user_id: UUID,
+    codes: Sequence[bytes],
+    secret_key_id: str | None,
 ) -> None:
+    # Every code of a user is replaced at once, so all are under the same secret key.
     await connection.execute("DELETE FROM mfa_recovery_codes WHERE user_id = $1", user_id)
     await connection.executemany(
-        "INSERT INTO mfa_recovery_codes (user_id, code_hmac) VALUES ($1, $2)",
-        [(user_id, code) for code in codes],
+        "INSERT INTO mfa_recovery_codes (user_id, code_hmac, secret_key_id) VALUES ($1, $2, $3)",
+        [(user_id, code, secret_key_id) for code in codes],
     )

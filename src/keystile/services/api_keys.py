@@ -125,6 +125,7 @@ class ApiKeyService:
             sorted(requested),
             self.clock() + timedelta(days=expires_in_days),
             limit=self.per_user,
+            secret_key_id=self.digests.key_id,
         )
         if record is None:
             raise Conflict(f"You already have {self.per_user} API keys; revoke one first.")
@@ -141,6 +142,10 @@ class ApiKeyService:
     async def list_keys(self, user_id: UUID) -> list[ApiKeyRecord]:
         """Return the user's unrevoked keys, newest first (expired ones too, marked by date)."""
         return await self.repository.select_user_keys(user_id, _LIST_LIMIT)
+
+    async def count_by_secret_key(self) -> dict[str | None, int]:
+        """Return how many live keys are under each secret key id (None: not recorded)."""
+        return await self.repository.count_live_by_secret_key()
 
     async def revoke(self, principal: Principal, key_id: str, client: ClientInfo) -> None:
         """Revoke one of the caller's keys; every worker refuses it within the cache bound.
@@ -209,7 +214,9 @@ class ApiKeyService:
         digest = self.digests.digest(f"{record.id}.{secret}")
 
         async def replace() -> None:
-            await self.repository.replace_digest(record.id, record.secret_hmac, digest)
+            await self.repository.replace_digest(
+                record.id, record.secret_hmac, digest, self.digests.key_id
+            )
             # The touch keeps the outage copy: with the old HMAC, the key would answer 401
             # through a PostgreSQL outage once the fallback is dropped. Read back, not
             # assumed: a worker not yet rolled may have stored its own digest meanwhile.

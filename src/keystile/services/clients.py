@@ -145,6 +145,7 @@ class ClientService:
             audience,
             created_by,
             client_id,
+            secret_key_id=self.digests.key_id,
         )
         await self.audit.record(
             "client_created",
@@ -161,6 +162,10 @@ class ClientService:
         after = None if not cursor else decode_cursor(cursor)
         clients = await self.repository.select_clients_page(after, limit + 1)
         return ClientPage(*split_page(clients, limit))
+
+    async def count_by_secret_key(self) -> dict[str | None, int]:
+        """Return how many clients' secrets are under each secret key id (None: not recorded)."""
+        return await self.repository.count_by_secret_key()
 
     async def delete(
         self, client_id: UUID, *, deleted_by: UUID | None = None, client: ClientInfo | None = None
@@ -206,7 +211,9 @@ class ClientService:
         note_fallback_used("client_secret")
         digest = self.digests.digest(f"{record.id}.{secret}")
         try:
-            await self.repository.replace_digest(record.id, record.secret_hmac, digest)
+            await self.repository.replace_digest(
+                record.id, record.secret_hmac, digest, self.digests.key_id
+            )
         except DependencyUnavailable:
             return
         await self.cache.invalidate(str(record.id))

@@ -7,7 +7,8 @@ PostgreSQL, and a code of a step at or before it is a replay. The secret is seal
 (AES-GCM) under the secret key, bound to the user's id. Recovery codes are random,
 shown once, and stored as HMACs under a key derived from the secret key (they are 50
 random bits: a slow hash would add nothing but cost). Wrong codes feed a per-account
-backoff that slows guessing and never locks the owner out.
+backoff that slows guessing and never locks the owner out. Both are stored with the id
+of the secret key they are under, which `keystile secret-keys status` counts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from keystile.errors import DependencyUnavailable, InvalidMfaCode
 from keystile.repositories.audit import AuditLog
 from keystile.repositories.mfa import PostgresMfaRepository
 from keystile.repositories.users import User
-from keystile.secret_keys import SecretKeys
+from keystile.secret_keys import KeyUse, SecretKeys
 from keystile.services.keys import SecretBox
 from keystile.services.login_throttle import refuse_while_backing_off
 from keystile.services.opaque_secrets import Hmac
@@ -47,6 +48,7 @@ STEP_SECONDS = 30
 RECOVERY_CODE_COUNT = 10
 _RECOVERY_CODES = "recovery codes v1"  # the purpose of their HMAC key
 _CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud, typed by hand
+_PAGE = 1000  # sealed secrets read at a time to find the key they are under
 
 
 def normalise_recovery_code(code: str) -> str:
@@ -76,12 +78,22 @@ class FactorCodes:
     secret: InitVar[SecretKeys]  # only the keys derived from it are kept
     backoff: Backoff
     clock: Callable[[], float] = time.time  # what TOTP codes are checked against (epoch seconds)
+    key_ids: tuple[str, ...] = field(init=False)  # of the current secret key, then previous
     _box: SecretBox = field(init=False, repr=False)
+    _boxes: tuple[SecretBox, ...] = field(init=False, repr=False)  # one per key, as key_ids
     _codes: Hmac = field(init=False, repr=False)
 
     def __post_init__(self, secret: SecretKeys) -> None:
+        object.__setattr__(self, "key_ids", secret.ids)
         object.__setattr__(self, "_box", SecretBox(secret, purpose="totp-secret"))
+        boxes = tuple(SecretBox(key, purpose="totp-secret") for key in secret.all)
+        object.__setattr__(self, "_boxes", boxes)
         object.__setattr__(self, "_codes", Hmac.under(secret, _RECOVERY_CODES))
+
+    @property
+    def key_id(self) -> str:
+        """The id of the secret key new secrets are sealed and new codes digested under."""
+        return self.key_ids[0]
 
     # --- TOTP --------------------------------------------------------------------------
 
@@ -147,7 +159,36 @@ class FactorCodes:
         it for the next code; the UPDATE only replaces the sealed secret it read.
         """
         with contextlib.suppress(DependencyUnavailable):
-            await self.repository.reseal_totp(user_id, old, self.seal(user_id, secret))
+            await self.repository.reseal_totp(user_id, old, self.seal(user_id, secret), self.key_id)
+
+    def sealed_under(self, user_id: UUID, sealed: bytes) -> str | None:
+        """Return the id of the secret key a sealed TOTP secret opens under; None if none."""
+        for kid, box in zip(self.key_ids, self._boxes, strict=True):
+            with contextlib.suppress(InvalidTag):
+                box.open(sealed, user_id.bytes)
+                return kid
+        return None
+
+    async def totp_by_secret_key(self) -> KeyUse:
+        """Count confirmed TOTP secrets by the secret key they are under.
+
+        A secret sealed before keystile recorded the key is opened under each key to
+        find out (a scan, for an operator's command): one no key opens counts as under a
+        key not configured, so nothing is left `unrecorded`.
+        """
+        counts: dict[str | None, int] = dict(await self.repository.count_totp_by_secret_key())
+        unknown = counts.pop(None, 0)
+        lost, after = 0, None
+        while unknown and (page := await self.repository.select_unrecorded_totp(after, _PAGE)):
+            for user_id, sealed in page:
+                kid = self.sealed_under(user_id, sealed)
+                if kid is None:
+                    lost += 1
+                else:
+                    counts[kid] = counts.get(kid, 0) + 1
+            after = page[-1][0]
+        use = KeyUse.of(self.key_ids, counts)
+        return KeyUse(use.current, use.fallbacks, use.unconfigured + lost, 0)
 
     # --- recovery codes ----------------------------------------------------------------
 
@@ -161,8 +202,18 @@ class FactorCodes:
         return self._codes.digests_under_each(f"{user_id}:{normal}")
 
     def digests(self, user_id: UUID, codes: Iterable[str]) -> list[bytes]:
-        """Return what is stored for each of a user's new recovery codes."""
+        """Return what is stored for each of a user's new recovery codes (under `key_id`)."""
         return [self.digest(user_id, normalise_recovery_code(c)) for c in codes]
+
+    async def recovery_codes_by_secret_key(self) -> tuple[KeyUse, KeyUse]:
+        """Count unused recovery codes by the secret key they are under, and their users.
+
+        Only their HMAC is kept: one with no recorded key cannot be told apart.
+        """
+        found = await self.repository.count_recovery_codes_by_secret_key()
+        codes = {kid: n for kid, (n, _) in found.items()}
+        users = {kid: n for kid, (_, n) in found.items()}
+        return KeyUse.of(self.key_ids, codes), KeyUse.of(self.key_ids, users)
 
     # --- the per-account backoff of wrong codes ----------------------------------------
 

@@ -49,6 +49,8 @@ class MfaStatus:
     totp_pending: bool
     passkeys: int
     recovery_codes_left: int
+    # Made under a previous secret key: dropping its fallback ends them; new ones mend it.
+    recovery_codes_outdated: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,9 @@ class FactorService:
         """Make a new secret, pending until `confirm_totp`; 409 if an app is set up."""
         secret = pyotp.random_base32()
         sealed = self.codes.seal(principal.user_id, secret)
-        if not await self.repository.upsert_pending_totp(principal.user_id, sealed):
+        if not await self.repository.upsert_pending_totp(
+            principal.user_id, sealed, self.codes.key_id
+        ):
             raise Conflict("An authenticator app is already set up; remove it first.")
         uri = pyotp.TOTP(secret).provisioning_uri(name=principal.email, issuer_name=self.issuer)
         svg = segno.make(uri, error="m").svg_inline(
@@ -96,6 +100,7 @@ class FactorService:
             step,
             self.codes.digests(principal.user_id, codes),
             then=factor_notice(self.notices, "An authenticator app was added"),
+            secret_key_id=self.codes.key_id,
         ):
             raise Conflict("The authenticator app was confirmed by another request.")
         await self._changed(principal, client, "mfa_enrolled", factor="totp")
@@ -140,7 +145,9 @@ class FactorService:
         if not user.mfa_factors:
             raise NotFound("Set up a second factor first.")
         codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
-        await self.repository.replace_recovery_codes(user.id, self.codes.digests(user.id, codes))
+        await self.repository.replace_recovery_codes(
+            user.id, self.codes.digests(user.id, codes), self.codes.key_id
+        )
         await self._changed(principal, client, "mfa_recovery_codes_regenerated")
         return codes
 
@@ -157,11 +164,15 @@ class FactorService:
         """Return what the user has set up."""
         record = await self.repository.select_totp(principal.user_id)
         passkeys = await self.repository.select_passkeys(principal.user_id)
+        left, outdated = await self.repository.recovery_codes_state(
+            principal.user_id, self.codes.key_id
+        )
         return MfaStatus(
             totp=record is not None and record.confirmed,
             totp_pending=record is not None and not record.confirmed,
             passkeys=len(passkeys),
-            recovery_codes_left=await self.repository.count_recovery_codes(principal.user_id),
+            recovery_codes_left=left,
+            recovery_codes_outdated=outdated,
         )
 
     async def factors_of(self, user_id: UUID) -> list[dict[str, str]]:

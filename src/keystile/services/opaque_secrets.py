@@ -57,10 +57,15 @@ class Hmac:
 
     `previous` are the same purpose's keys derived from the previous secret keys
     (`SecretKeys.derive_all`): a secret stored under one of them still matches.
+    `key_id` names the secret key `key` is derived from (`secret_keys.key_id`), stored
+    beside each digest made; None where it is not known (an `Hmac` of a bare key).
     """
 
-    def __init__(self, key: bytes, previous: Sequence[bytes] = ()) -> None:
+    def __init__(
+        self, key: bytes, previous: Sequence[bytes] = (), *, key_id: str | None = None
+    ) -> None:
         self._keys = (key, *previous)
+        self.key_id = key_id
         # Compared against when the id is unknown, so that path costs the same.
         self.dummy = self.digest("unknown")
 
@@ -68,7 +73,7 @@ class Hmac:
     def under(cls, keys: SecretKeys, purpose: str) -> Hmac:
         """Return HMACs for `purpose`: made under the current secret key, matched under all."""
         current, *previous = keys.derive_all(purpose)
-        return cls(current, previous)
+        return cls(current, previous, key_id=keys.ids[0])
 
     def digest(self, text: str) -> bytes:
         """Return what is stored for `text`: its HMAC under the current key."""

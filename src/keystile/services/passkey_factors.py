@@ -121,6 +121,7 @@ class PasskeyFactorService:
             transports=[str(t)[:32] for t in transports[:8] if isinstance(t, str)],
             name=(name or "Passkey").strip()[:100] or "Passkey",
             codes=digests,
+            codes_key_id=self.factors.codes.key_id,
             then=factor_notice(self.notices, "A passkey was added"),
         )
         if passkey is None:

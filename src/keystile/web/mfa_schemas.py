@@ -86,6 +86,10 @@ class MfaStatusResponse(BaseModel):
     totp_pending: bool
     passkeys: int
     recovery_codes_left: int
+    recovery_codes_outdated: bool = Field(
+        description="The codes were made under a previous secret key and stop working when "
+        "the operator drops it: make new ones (POST /v1/me/mfa/recovery-codes)."
+    )
 
 
 PasskeyName = Annotated[

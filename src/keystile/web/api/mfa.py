@@ -46,6 +46,7 @@ async def status() -> MfaStatusResponse:
         totp_pending=found.totp_pending,
         passkeys=found.passkeys,
         recovery_codes_left=found.recovery_codes_left,
+        recovery_codes_outdated=found.recovery_codes_outdated,
     )
 
 
