@@ -180,18 +180,7 @@ class RedisCluster(_Servers):
 
     def start(self) -> None:
         for index in range(self._masters):
-            self.servers.append(
-                _start_redis(
-                    self.directory / f"node{index}",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                    port=_cluster_port(),
-                )
-            )
+            self.servers.append(self._start_node(self.directory / f"node{index}", _cluster_port()))
         share = _SLOTS // self._masters
         for index, server in enumerate(self.servers):
             last = _SLOTS if index == self._masters - 1 else (index + 1) * share
@@ -200,6 +189,33 @@ class RedisCluster(_Servers):
         for server in self.servers[1:]:
             first.execute_command("CLUSTER MEET", "127.0.0.1", server.port)
         _wait(self._healthy, "redis cluster")
+
+    def restart(self, node: _RedisProcess) -> _RedisProcess:
+        """Restart one master on its port (SHUTDOWN NOSAVE, then start it again).
+
+        It keeps its node id and slots (its nodes.conf) and rejoins the cluster, with
+        none of its keys; returns once every master says the cluster is ok again.
+        """
+        index = self.servers.index(node)
+        with contextlib.suppress(sync_redis.ConnectionError):
+            node.client().shutdown(nosave=True)
+        node.process.wait(timeout=10)
+        self.servers[index] = self._start_node(node.directory, node.port)
+        _wait(self._healthy, "redis cluster after a restart")
+        return self.servers[index]
+
+    @staticmethod
+    def _start_node(directory: Path, port: int) -> _RedisProcess:
+        return _start_redis(
+            directory,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            port=port,
+        )
 
     def owner(self, slot: int) -> _RedisProcess:
         """Return the master that serves `slot` (slots are split evenly, in order)."""

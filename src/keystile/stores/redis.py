@@ -8,7 +8,9 @@
   the pool finds the new master by itself. `rediss+sentinel://` speaks TLS to Redis.
 - `redis+cluster://host:port[,host:port...]` (or `rediss+cluster://`), or any
   `redis://` URL with `cluster=True` (`redis_cluster = true`): Redis Cluster
-  (`RedisCluster`, which follows MOVED/ASK and refreshes its slot map itself).
+  (`RedisCluster`, which follows MOVED/ASK and refreshes its slot map itself). Its
+  nodes reopen a connection the server closed (a node restarted) before a command
+  uses it, as the pools of the other two do (`_NoticingConnection`).
 
 A worker has more requests in flight than its pool has connections whenever logins
 arrive in a burst. redis-py's default pool then raises `MaxConnectionsError`, which
@@ -40,6 +42,7 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -214,6 +217,12 @@ class _WaitingRedisCluster(RedisCluster):
         super().__init__(max_connections=max_connections, **kwargs)
         self._acquire_timeout = acquire_timeout
         self._turns = asyncio.Semaphore(max(1, max_connections - 2))
+        # redis-py takes no connection class for the cluster's nodes: set it where the
+        # nodes it finds read it, and on the startup nodes (made already, not connected).
+        noticing = _NOTICING[self.connection_kwargs["connection_class"]]
+        self.connection_kwargs["connection_class"] = noticing
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = noticing
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
@@ -246,6 +255,36 @@ class _WaitingRedisCluster(RedisCluster):
             return super().pipeline(transaction, shard_hint)  # raises as redis-py does
         # redis-py's typing marks an attribute abstract that its own pipelines never set.
         return _WaitingClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+def _closed_by_server(connection: Connection) -> bool:
+    reader = connection._reader  # the stream redis-py reads replies from
+    return reader is not None and (reader.at_eof() or reader.exception() is not None)
+
+
+# A cluster node gives a command the connection freed longest ago, without the check
+# the one-server pool makes first (has the server closed it?). After a node restarted,
+# every connection to it failed its next command; redis-py's one retry hid that, at
+# the price of a reloaded slot map and every connection to every node recycled (a
+# failed pipeline closes them all, in use or not, then sleeps 0.25 s). A node closes
+# and reopens a connection that `should_reconnect` before a command uses it: these
+# say so once the server has closed them too.
+class _NoticingConnection(Connection):
+    def should_reconnect(self) -> bool:
+        marked = super().should_reconnect()  # type: ignore[no-untyped-call]
+        return bool(marked) or _closed_by_server(self)
+
+
+class _NoticingSSLConnection(SSLConnection):
+    def should_reconnect(self) -> bool:
+        marked = super().should_reconnect()  # type: ignore[no-untyped-call]
+        return bool(marked) or _closed_by_server(self)
+
+
+_NOTICING: dict[type[Connection], type[Connection]] = {
+    Connection: _NoticingConnection,
+    SSLConnection: _NoticingSSLConnection,
+}
 
 
 class _WaitingClusterPipeline(ClusterPipeline):
