@@ -20,6 +20,7 @@ import httpx
 import pyotp
 import pytest
 from quart import Quart
+from redis import Redis
 
 from keystile.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from keystile.runtime import runtime
@@ -437,6 +438,27 @@ def test_runtime_tells_the_embedded_redis_it_started_from_one_it_joined(
     assert len(started) == 1
     assert started[0].startswith("Redis (embedded) at redis://127.0.0.1:")
     assert not (data_dir / "redis" / "server.json").exists()  # its own: stopped
+
+
+def test_an_embedded_redis_that_persists_keeps_its_data_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    # What `make run` keeps in Redis (rate-limit windows, login backoffs, challenges)
+    # outlives a restart of the command, as the data directory promises.
+    redis = EmbeddedRedis(tmp_path, persist=True)
+    client = Redis.from_url(redis.start())
+    try:
+        assert client.config_get("save") == {"save": "60 1 300 10"}
+        client.set("kept", "across a restart")
+    finally:
+        client.close()
+        redis.stop()  # SIGTERM: Redis saves on the way down when it has save points
+    client = Redis.from_url(redis.start())
+    try:
+        assert client.get("kept") == b"across a restart"
+    finally:
+        client.close()
+        redis.stop()
 
 
 def test_an_embedded_postgres_already_running_is_joined_not_started(

