@@ -158,9 +158,10 @@ async def test_a_loop_that_returns_is_not_started_again(
         ({"restart_delay": -1.0}, "restart_delay must be more than 0 seconds, not -1.0"),
         ({"restart_max_delay": 0.0}, "restart_max_delay must be more than 0 seconds, not 0.0"),
         ({"restart_delay": float("nan")}, "restart_delay must be more than 0 seconds, not nan"),
+        ({"stop_grace": 0}, "stop_grace must be more than 0 seconds, not 0"),
     ],
 )
-async def test_a_restart_delay_that_would_spin_a_failing_loop_is_refused(
+async def test_a_delay_that_would_spin_is_refused_before_the_loop_starts(
     delays: dict[str, float], said: str
 ) -> None:
     # Without a delay, a loop that fails at once would restart without end, a core busy

@@ -72,13 +72,15 @@ async def background(
     while being stopped is raised on exit, and a loop still running `stop_grace`
     seconds after its cancel is logged with where it waits, and cancelled again.
 
-    Raise `ValueError` unless `restart_delay` and `restart_max_delay` are more than 0:
-    without a delay, a loop that fails at once would restart as fast as the event loop
-    turns, a core busy and the log flooded.
+    Raise `ValueError` unless `restart_delay`, `restart_max_delay` and `stop_grace` are
+    more than 0: without a delay, a loop that fails at once would restart as fast as the
+    event loop turns, and a loop slow to stop would be cancelled again and logged as
+    fast, a core busy and the log flooded.
     """
     for setting, seconds in (
         ("restart_delay", restart_delay),
         ("restart_max_delay", restart_max_delay),
+        ("stop_grace", stop_grace),
     ):
         if not seconds > 0:  # NaN too
             raise ValueError(
