@@ -27,7 +27,13 @@ from keystile.embedded import EmbeddedPostgres, EmbeddedRedis
 from keystile.extensions import Extension
 from keystile.runtime import migrate
 from keystile.settings import Settings
-from tests.support.backing import CATALOG, Backing, make_settings, private_postgres
+from tests.support.backing import (
+    CATALOG,
+    Backing,
+    fresh_database,
+    make_settings,
+    private_postgres,
+)
 from tests.support.http import HttpsClient
 
 MakeApp = Callable[..., Awaitable[Quart]]
@@ -109,6 +115,13 @@ def _client(app: Quart) -> Client:
 @pytest.fixture(name="tmp_data_dir")
 def _tmp_data_dir(tmp_path: Path) -> Path:
     return tmp_path / "var"
+
+
+@pytest.fixture(name="fresh_database")
+def _fresh_database(backing: Backing) -> Iterator[str]:
+    """An empty database of the test's own on the shared server, to migrate at will."""
+    with fresh_database(backing) as url:
+        yield url
 
 
 @pytest.fixture(name="private_postgres")

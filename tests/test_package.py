@@ -7,10 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -69,25 +66,6 @@ def test_the_example_extension_imports_only_the_extension_api() -> None:
                 assert module == "keystile.ext" or module.startswith("keystile_catalog"), (
                     f"{source.name}: {line}"
                 )
-
-
-@pytest.fixture(name="fresh_database")
-def _fresh_database(backing: Backing) -> Iterator[str]:
-    name = f"fresh_{uuid.uuid4().hex[:16]}"
-    parts = urlsplit(backing.database_url)
-
-    async def run(statement: str) -> None:
-        connection = await asyncpg.connect(backing.database_url)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def _tables(url: str) -> dict[str, str | None]:

@@ -16,11 +16,10 @@ import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -356,25 +355,6 @@ def test_status_against_a_stopped_database_says_so_in_one_line(backing: Backing)
     [line] = result.stderr.splitlines()
     assert line.startswith("keystile: database_url (KEYSTILE_DATABASE_URL): cannot connect"), line
     assert "pw-" not in line
-
-
-@pytest.fixture(name="fresh_database")
-def _fresh_database(backing: Backing) -> Iterator[str]:
-    name = f"fresh_{uuid.uuid4().hex[:16]}"
-    direct = backing.direct_database_url or backing.database_url
-
-    async def run(statement: str) -> None:
-        connection = await asyncpg.connect(direct)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield urlunsplit(urlsplit(direct)._replace(path=f"/{name}"))
-    finally:
-        asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def test_the_migration_leaves_what_exists_unrecorded_and_checks_new_ids(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 from keystile.embedded import EmbeddedPostgres
 from keystile.rates import Action
@@ -20,6 +25,7 @@ __all__ = [
     "ROOMY_IP_LIMITS",
     "ROOMY_RATE",
     "Backing",
+    "fresh_database",
     "make_settings",
     "private_postgres",
 ]
@@ -86,3 +92,27 @@ def private_postgres(directory: Path, backing: Backing) -> Iterator[tuple[Embedd
         yield postgres, url
     finally:
         postgres.stop()
+
+
+@contextmanager
+def fresh_database(backing: Backing) -> Iterator[str]:
+    """Create an empty database of one test's own on the shared server (no schema: the
+    test migrates it, to any revision); yield its URL; drop it afterwards.
+
+    Made through the direct URL where there is one: PgBouncer cannot create databases.
+    """
+    name = f"fresh_{uuid.uuid4().hex[:16]}"
+    direct = backing.direct_database_url or backing.database_url
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(direct)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(urlsplit(direct)._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
