@@ -196,13 +196,39 @@ class RedisCluster(_Servers):
         It keeps its node id and slots (its nodes.conf) and rejoins the cluster, with
         none of its keys; returns once every master says the cluster is ok again.
         """
-        index = self.servers.index(node)
+        self.stop(node)
+        restarted = self.start_again(node)
+        self.wait_until_healthy()
+        return restarted
+
+    def stop(self, node: _RedisProcess) -> None:
+        """Stop one master (SHUTDOWN NOSAVE): its slots are served by no one until
+        `start_again`; once the others mark it failed they refuse every command."""
         with contextlib.suppress(sync_redis.ConnectionError):
             node.client().shutdown(nosave=True)
         node.process.wait(timeout=10)
+
+    def start_again(self, node: _RedisProcess) -> _RedisProcess:
+        """Start a stopped master on its port, with its node id and slots (its nodes.conf).
+
+        Returns at once; `wait_until_healthy` waits for the cluster to be whole again.
+        """
+        index = self.servers.index(node)
         self.servers[index] = self._start_node(node.directory, node.port)
-        _wait(self._healthy, "redis cluster after a restart")
         return self.servers[index]
+
+    def wait_until_refusing(self) -> None:
+        """Wait until every master still running says the cluster is down (one stopped)."""
+        running = [server for server in self.servers if server.process.poll() is None]
+        _wait(
+            lambda: all(s.client().cluster("info").get("cluster_state") == "fail" for s in running),
+            "redis cluster marked down",
+            timeout=60,
+        )
+
+    def wait_until_healthy(self) -> None:
+        """Wait until every master says the cluster is ok and knows every other."""
+        _wait(self._healthy, "redis cluster", timeout=60)
 
     @staticmethod
     def _start_node(directory: Path, port: int) -> _RedisProcess:

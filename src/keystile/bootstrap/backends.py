@@ -21,7 +21,7 @@ from keystile.settings import DatabaseSettings, HttpCacheSettings, RedisSettings
 from keystile.stores import create_redis
 from keystile.stores.cache import CacheHub
 from keystile.stores.purge import NoPurge, SurrogatePurger, VarnishPurger
-from keystile.stores.redis import close_redis
+from keystile.stores.redis import close_redis, load_slot_map
 from keystile.stores.redis_batch import RedisBatch
 from keystile.tasks import background, run_every
 
@@ -81,6 +81,8 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
         cluster=settings.cluster,
     )
     try:
+        # Before any request can use it: a cluster's first commands must find its map.
+        await load_slot_map(redis)
         yield redis
     finally:
         await close_redis(redis)

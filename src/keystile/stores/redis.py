@@ -34,6 +34,7 @@ as `Redis` here, and `is_cluster` tells the few places that must act differently
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -46,7 +47,7 @@ from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
@@ -57,13 +58,21 @@ __all__ = [
     "close_redis",
     "create_redis",
     "is_cluster",
+    "load_slot_map",
     "ping_redis",
     "redis_kind",
 ]
 
 # What "Redis is not answering" looks like: redis-py's own errors (its connection and
-# timeout errors included), socket errors, and asyncio deadlines (TimeoutError).
-REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+# timeout errors included), socket errors, and asyncio deadlines (TimeoutError). The
+# cluster client has errors of its own that are not `RedisError`: with every node
+# down, loading the slot map (which it does again after any connection error) raises
+# `RedisClusterException` ("cannot be connected"; "all slots are not covered"), and a
+# key whose slot it cannot place raises `SlotNotCoveredError`, its subclass. Without
+# them here a cluster outage was a 500 on every request, not S30's degraded service.
+# The same class also reports client-side misuse (keys of one command in two slots),
+# which keystile's hash tags rule out; should it happen, the circuits log it by name.
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 _SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -304,9 +313,30 @@ async def close_redis(redis: Redis) -> None:
         await sentinel.aclose()
 
 
+async def load_slot_map(redis: Redis) -> None:
+    """Load a cluster client's slot map now if the cluster answers (one server: nothing).
+
+    A new cluster client sends the commands that arrive before its slot map is loaded
+    to one node, which answers MOVED for the others' slots; after five redirects
+    redis-py closes every connection, in use or not, and commands in flight fail (some
+    with an AttributeError, not a Redis error). A cluster that does not answer is no
+    reason not to start, as one server down at start is not: the first command loads
+    the map instead.
+    """
+    if is_cluster(redis):
+        with contextlib.suppress(*REDIS_FAILURES):
+            await cast(RedisCluster, redis).initialize()
+
+
 async def ping_redis(redis: Redis) -> None:
-    """Raise `DependencyUnavailable` unless Redis answers PING."""
+    """Raise `DependencyUnavailable` unless Redis answers PING (on a cluster, every master)."""
     try:
-        await redis.ping()
+        if is_cluster(redis):
+            # redis-py sends a cluster's PING to its default node only (one picked at
+            # random): a master that is away (its slots served by no one, every command
+            # soon refused by the others) would go unseen.
+            await cast(RedisCluster, redis).ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await redis.ping()
     except REDIS_FAILURES as exc:
         raise DependencyUnavailable("redis") from exc
