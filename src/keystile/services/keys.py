@@ -79,14 +79,25 @@ class SecretBox:
 
         Raise `cryptography.exceptions.InvalidTag` if no key opens it.
         """
+        plaintext, index = self._open(sealed, context)
+        if index:
+            note_fallback_used(self._purpose)
+        return plaintext, index > 0
+
+    def key_index(self, sealed: bytes, context: bytes) -> int | None:
+        """Return which secret key opens `sealed` (0: the current one, then each previous
+        one in order), or None if none does. For reports: no fallback use is counted."""
+        try:
+            return self._open(sealed, context)[1]
+        except InvalidTag:
+            return None
+
+    def _open(self, sealed: bytes, context: bytes) -> tuple[bytes, int]:
         for index, aead in enumerate(self._aeads):
             try:
-                plaintext = aead.decrypt(sealed[:12], sealed[12:], context)
+                return aead.decrypt(sealed[:12], sealed[12:], context), index
             except InvalidTag:
                 continue
-            if index:
-                note_fallback_used(self._purpose)
-            return plaintext, index > 0
         raise InvalidTag()
 
 

@@ -80,14 +80,11 @@ class FactorCodes:
     clock: Callable[[], float] = time.time  # what TOTP codes are checked against (epoch seconds)
     key_ids: tuple[str, ...] = field(init=False)  # of the current secret key, then previous
     _box: SecretBox = field(init=False, repr=False)
-    _boxes: tuple[SecretBox, ...] = field(init=False, repr=False)  # one per key, as key_ids
     _codes: Hmac = field(init=False, repr=False)
 
     def __post_init__(self, secret: SecretKeys) -> None:
         object.__setattr__(self, "key_ids", secret.ids)
         object.__setattr__(self, "_box", SecretBox(secret, purpose="totp-secret"))
-        boxes = tuple(SecretBox(key, purpose="totp-secret") for key in secret.all)
-        object.__setattr__(self, "_boxes", boxes)
         object.__setattr__(self, "_codes", Hmac.under(secret, _RECOVERY_CODES))
 
     @property
@@ -163,11 +160,8 @@ class FactorCodes:
 
     def sealed_under(self, user_id: UUID, sealed: bytes) -> str | None:
         """Return the id of the secret key a sealed TOTP secret opens under; None if none."""
-        for kid, box in zip(self.key_ids, self._boxes, strict=True):
-            with contextlib.suppress(InvalidTag):
-                box.open(sealed, user_id.bytes)
-                return kid
-        return None
+        index = self._box.key_index(sealed, user_id.bytes)
+        return None if index is None else self.key_ids[index]
 
     async def totp_by_secret_key(self) -> KeyUse:
         """Count confirmed TOTP secrets by the secret key they are under.

@@ -284,10 +284,8 @@ class _NoticingConnection(Connection):
         return bool(marked) or _closed_by_server(self)
 
 
-class _NoticingSSLConnection(SSLConnection):
-    def should_reconnect(self) -> bool:
-        marked = super().should_reconnect()  # type: ignore[no-untyped-call]
-        return bool(marked) or _closed_by_server(self)
+class _NoticingSSLConnection(_NoticingConnection, SSLConnection):
+    """The same check, over TLS (SSLConnection's own setup, by the method order)."""
 
 
 _NOTICING: dict[type[Connection], type[Connection]] = {
